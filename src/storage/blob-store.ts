@@ -1,0 +1,107 @@
+// The CAS over R2: verified, streamed writes (a body that does not match its digest never lands)
+// and ranged, streamed reads. Every write that lands is recorded in the CAS index.
+import type { Env } from "../env.ts";
+import { invalidArgument, notFound, outOfRange } from "../errors.ts";
+import { CasIndex } from "./cas-index.ts";
+import { isEmptyBlob, type BlobDigest } from "./digest.ts";
+
+export interface BlobRead {
+  body: ReadableStream<Uint8Array>;
+  /** Bytes in body. */
+  length: number;
+}
+
+export class DigestMismatch extends Error {}
+
+export class BlobStore {
+  readonly index: CasIndex;
+
+  constructor(
+    readonly env: Env,
+    readonly tenant: string,
+  ) {
+    this.index = new CasIndex(env, tenant);
+  }
+
+  key(hash: string) {
+    return `cas/${this.tenant}/${hash}`;
+  }
+
+  /**
+   * Streams a blob, or a range of it. Throws NOT_FOUND when absent and OUT_OF_RANGE for an
+   * offset past the end (an offset equal to the size reads nothing).
+   */
+  async read(d: BlobDigest, offset = 0, limit = 0): Promise<BlobRead> {
+    if (offset < 0) throw outOfRange(`read_offset ${offset} is negative`);
+    if (limit < 0) throw invalidArgument(`read_limit ${limit} is negative`, "read_limit");
+    if (offset > d.size) throw outOfRange(`read_offset ${offset} is past the end of the ${d.size}-byte blob`);
+    const length = limit > 0 ? Math.min(limit, d.size - offset) : d.size - offset;
+    if (isEmptyBlob(d) || length === 0) {
+      if (!isEmptyBlob(d) && !(await this.env.CAS.head(this.key(d.hash)))) throw notFound(`blob ${d.hash}/${d.size} not found`);
+      return { body: new Blob([]).stream(), length: 0 };
+    }
+    const obj = await this.env.CAS.get(this.key(d.hash), { range: { offset, length } });
+    if (!obj || obj.size !== d.size) throw notFound(`blob ${d.hash}/${d.size} not found`);
+    return { body: obj.body, length };
+  }
+
+  /**
+   * Stores a blob from a stream of exactly d.size bytes with SHA-256 d.hash. R2 checks the hash
+   * before the object becomes visible; FixedLengthStream checks the size. Throws INVALID_ARGUMENT
+   * on a mismatch, and nothing is stored.
+   */
+  async write(d: BlobDigest, body: ReadableStream<Uint8Array>): Promise<void> {
+    if (isEmptyBlob(d)) {
+      await drainExpectingEmpty(body);
+      return;
+    }
+    const sized = new FixedLengthStream(d.size);
+    let counted = 0;
+    const counter = new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, ctl) {
+        counted += chunk.byteLength;
+        if (counted > d.size) throw new DigestMismatch(`more than the ${d.size} bytes the digest declares`);
+        ctl.enqueue(chunk);
+      },
+      flush() {
+        if (counted !== d.size) throw new DigestMismatch(`${counted} bytes where the digest declares ${d.size}`);
+      },
+    });
+    const piped = body.pipeThrough(counter).pipeTo(sized.writable);
+    const put = this.env.CAS.put(this.key(d.hash), sized.readable, { sha256: d.hash });
+    const [p, w] = await Promise.allSettled([piped, put]);
+    if (p.status === "rejected") throw mismatch(d, p.reason);
+    if (w.status === "rejected") throw mismatch(d, w.reason);
+    await this.index.add([d]);
+  }
+
+  /** Stores a blob held in memory (batch requests, small messages). */
+  async writeBytes(d: BlobDigest, data: Uint8Array): Promise<void> {
+    if (data.byteLength !== d.size) {
+      throw invalidArgument(`blob ${d.hash}/${d.size}: ${data.byteLength} bytes where the digest declares ${d.size}`);
+    }
+    if (isEmptyBlob(d)) return;
+    try {
+      await this.env.CAS.put(this.key(d.hash), data, { sha256: d.hash });
+    } catch (e) {
+      throw mismatch(d, e);
+    }
+    await this.index.add([d]);
+  }
+}
+
+function mismatch(d: BlobDigest, reason: unknown) {
+  const text = String((reason as Error)?.message ?? reason);
+  if (reason instanceof DigestMismatch) return invalidArgument(`blob ${d.hash}/${d.size}: ${text}; nothing was stored`);
+  if (/10037|checksum|SHA-256/i.test(text)) {
+    return invalidArgument(`blob ${d.hash}/${d.size}: the data does not hash to ${d.hash}; nothing was stored`);
+  }
+  if (/length|bytes/i.test(text)) return invalidArgument(`blob ${d.hash}/${d.size}: size does not match the digest; nothing was stored`);
+  return reason;
+}
+
+async function drainExpectingEmpty(body: ReadableStream<Uint8Array>) {
+  let n = 0;
+  for await (const chunk of body) n += chunk.byteLength;
+  if (n !== 0) throw invalidArgument(`the empty blob was sent with ${n} bytes`);
+}
