@@ -2,6 +2,7 @@
 // and the state of resumable ByteStream uploads of blobs in that shard. FindMissingBlobs is
 // answered here, never by one R2 HEAD per digest.
 import { DurableObject } from "cloudflare:workers";
+import type { Env } from "../src/env.ts";
 
 export interface UploadSession {
   /** R2 multipart upload id. */
@@ -13,10 +14,10 @@ export interface UploadSession {
   sha: string;
 }
 
-export class CasIndexDO extends DurableObject {
+export class CasIndexDO extends DurableObject<Env> {
   private readonly sql: SqlStorage;
 
-  constructor(ctx: DurableObjectState, env: unknown) {
+  constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     this.sql.exec(`CREATE TABLE IF NOT EXISTS blobs (hash TEXT PRIMARY KEY, size INTEGER NOT NULL, last_access INTEGER NOT NULL)`);

@@ -102,10 +102,14 @@ export async function resolvePrincipal(config: KeyConfig, key: string | undefine
 const covers = (prefix: string, instance: string) =>
   prefix === "" || prefix === "*" || instance === prefix.replace(/\/$/, "") || instance.startsWith(prefix.endsWith("/") ? prefix : prefix + "/");
 
-export function authorize(p: Principal, instanceName: string, access: Access): void {
+export function authenticate(p: Principal): void {
   if (!p.authenticated) {
     throw new ConnectError("a valid API key is required (Authorization: Bearer KEY)", Code.Unauthenticated);
   }
+}
+
+export function authorize(p: Principal, instanceName: string, access: Access): void {
+  authenticate(p);
   if (!p.instances.some((prefix) => covers(prefix, instanceName))) {
     throw new ConnectError(`API key "${p.label}" may not use instance "${instanceName}"`, Code.PermissionDenied);
   }

@@ -3,7 +3,7 @@
 import type { Env } from "../env.ts";
 import { invalidArgument, notFound, outOfRange } from "../errors.ts";
 import { CasIndex } from "./cas-index.ts";
-import { isEmptyBlob, type BlobDigest } from "./digest.ts";
+import { EMPTY_SHA256, isEmptyBlob, type BlobDigest } from "./digest.ts";
 
 export interface BlobRead {
   body: ReadableStream<Uint8Array>;
@@ -43,6 +43,22 @@ export class BlobStore {
     const obj = await this.env.CAS.get(this.key(d.hash), { range: { offset, length } });
     if (!obj || obj.size !== d.size) throw notFound(`blob ${d.hash}/${d.size} not found`);
     return { body: obj.body, length };
+  }
+
+  /** Streams a blob known only by its hash (the Bazel HTTP cache has no sizes); null if absent. */
+  async readByHash(hash: string, offset = 0, length?: number): Promise<(BlobRead & { size: number }) | null> {
+    if (hash === EMPTY_SHA256) return { body: new Blob([]).stream(), length: 0, size: 0 };
+    const obj = await this.env.CAS.get(this.key(hash), { range: length === undefined ? { offset } : { offset, length } });
+    if (!obj) return null;
+    const body = "body" in obj ? obj.body : new Blob([]).stream();
+    const len = length === undefined ? obj.size - offset : Math.min(length, obj.size - offset);
+    return { body, length: Math.max(0, len), size: obj.size };
+  }
+
+  /** The size of a stored blob, by hash; null if absent. */
+  async sizeOf(hash: string): Promise<number | null> {
+    if (hash === EMPTY_SHA256) return 0;
+    return (await this.env.CAS.head(this.key(hash)))?.size ?? null;
   }
 
   /**

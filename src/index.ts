@@ -1,0 +1,23 @@
+// The Kiln worker: every surface on one origin, over one service layer.
+import { Hono } from "hono";
+import { keyConfig } from "./config.ts";
+import { mountBlobs } from "./surfaces/blobs.ts";
+import { mountConnect } from "./surfaces/connect.ts";
+import { mountHttpCache } from "./surfaces/http-cache.ts";
+import { mountRest } from "./surfaces/rest.ts";
+import { restErrorResponse, notFound } from "./errors.ts";
+
+export { CasIndexDO } from "../durable-objects/cas-index.ts";
+export type { Env } from "./env.ts";
+
+const app = new Hono();
+
+app.get("/healthz", async (c) => c.json({ ok: true, auth: (await keyConfig()).open ? "open" : "keys" }));
+mountConnect(app);
+mountHttpCache(app);
+mountRest(app);
+mountBlobs(app);
+app.notFound((c) => restErrorResponse(notFound(`no route for ${c.req.method} ${new URL(c.req.url).pathname}`)));
+app.onError((e) => restErrorResponse(e));
+
+export default app;

@@ -1,0 +1,45 @@
+// Blob bytes over plain HTTP (the Bazel HTTP cache and the ByteStream-named blob routes): the
+// same checks as ByteStream.Read and Write, for surfaces that carry raw bytes, not messages.
+import type { HandlerContext } from "@connectrpc/connect";
+import { notFound } from "../errors.ts";
+import type { BlobRead } from "../storage/blob-store.ts";
+import { parseHash, type BlobDigest } from "../storage/digest.ts";
+import { scopeFor } from "./scope.ts";
+
+export interface ByteRange {
+  offset: number;
+  /** undefined: to the end. */
+  length?: number;
+}
+
+export async function readBlob(ctx: HandlerContext, instanceName: string, d: BlobDigest, range?: ByteRange): Promise<BlobRead> {
+  const s = await scopeFor(ctx, instanceName, "read");
+  return s.store.read(d, range?.offset ?? 0, range?.length ?? 0);
+}
+
+/** A blob known only by its hash; the caller learns its size. */
+export async function readBlobByHash(
+  ctx: HandlerContext,
+  instanceName: string,
+  hash: string,
+  range?: ByteRange,
+): Promise<BlobRead & { size: number }> {
+  const s = await scopeFor(ctx, instanceName, "read");
+  const blob = await s.store.readByHash(parseHash(hash), range?.offset ?? 0, range?.length);
+  if (!blob) throw notFound(`blob ${hash} not found`);
+  return blob;
+}
+
+export async function blobSize(ctx: HandlerContext, instanceName: string, hash: string): Promise<number | null> {
+  const s = await scopeFor(ctx, instanceName, "read");
+  return s.store.sizeOf(parseHash(hash));
+}
+
+export async function writeBlob(ctx: HandlerContext, instanceName: string, d: BlobDigest, body: ReadableStream<Uint8Array>): Promise<void> {
+  const s = await scopeFor(ctx, instanceName, "write");
+  if (await s.store.index.has(d)) {
+    await body.cancel();
+    return;
+  }
+  await s.store.write(d, body);
+}

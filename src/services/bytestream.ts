@@ -1,0 +1,70 @@
+// google.bytestream.ByteStream over the CAS: Read, Write (streamed, resumable), QueryWriteStatus.
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { ByteStream, type WriteRequest } from "../gen/google/bytestream/bytestream_pb.ts";
+import { invalidArgument } from "../errors.ts";
+import { parseReadResource, parseWriteResource } from "../storage/resource-name.ts";
+import { committedBytes, writeBlob, type WriteChunk } from "../storage/upload.ts";
+import { scopeFor } from "./scope.ts";
+import { rechunk } from "../storage/rechunk.ts";
+import { readBlob } from "./blobs.ts";
+
+/** Bytes per ReadResponse: well under the 4 MiB message limit clients assume. */
+export const READ_CHUNK = 1024 * 1024;
+
+const offsetOf = (v: bigint, field: string) => {
+  if (v < 0n || v > BigInt(Number.MAX_SAFE_INTEGER)) throw invalidArgument(`${field} ${v} is out of range`, field);
+  return Number(v);
+};
+
+export const byteStreamService: ServiceImpl<typeof ByteStream> = {
+  async *read(req, ctx) {
+    const r = parseReadResource(req.resourceName);
+    if (req.readOffset < 0n) throw new ConnectError(`read_offset ${req.readOffset} is negative`, Code.OutOfRange);
+    if (req.readLimit < 0n) throw invalidArgument(`read_limit ${req.readLimit} is negative`, "read_limit");
+    const blob = await readBlob(ctx, r.instanceName, r.digest, {
+      offset: offsetOf(req.readOffset, "read_offset"),
+      length: offsetOf(req.readLimit, "read_limit") || undefined,
+    });
+    for await (const data of rechunk(blob.body, READ_CHUNK)) yield { data };
+  },
+
+  async write(requests, ctx) {
+    const it = requests[Symbol.asyncIterator]();
+    const first = await it.next();
+    if (first.done) throw invalidArgument("Write needs at least one request with resource_name");
+    const head: WriteRequest = first.value;
+    const resourceName = head.resourceName;
+    const r = parseWriteResource(resourceName);
+    const scope = await scopeFor(ctx, r.instanceName, "write");
+    const firstOffset = offsetOf(head.writeOffset, "write_offset");
+
+    // Another client may have stored the blob already: complete at once (REAPI early return).
+    if (await scope.store.index.has(r.digest)) {
+      void it.return?.();
+      return { committedSize: BigInt(r.digest.size) };
+    }
+
+    async function* chunks(): AsyncGenerator<WriteChunk> {
+      yield { offset: firstOffset, data: head.data, finish: head.finishWrite };
+      for (let n = it.next(); ; n = it.next()) {
+        const { value, done } = await n;
+        if (done) return;
+        if (value.resourceName && value.resourceName !== resourceName) {
+          throw invalidArgument(`resource_name changed within one Write to "${value.resourceName.slice(0, 200)}"`, "resource_name");
+        }
+        yield { offset: offsetOf(value.writeOffset, "write_offset"), data: value.data, finish: value.finishWrite };
+      }
+    }
+    const committed = await writeBlob(scope.store, r.uploadId, r.digest, firstOffset, chunks());
+    return { committedSize: BigInt(committed) };
+  },
+
+  async queryWriteStatus(req, ctx) {
+    const r = parseWriteResource(req.resourceName);
+    const scope = await scopeFor(ctx, r.instanceName, "write");
+    if (await scope.store.index.has(r.digest)) return { committedSize: BigInt(r.digest.size), complete: true };
+    const committed = await committedBytes(scope.store, r.uploadId, r.digest);
+    if (committed === null) throw new ConnectError(`no upload in progress for ${req.resourceName.slice(0, 200)}`, Code.NotFound);
+    return { committedSize: BigInt(committed), complete: false };
+  },
+};

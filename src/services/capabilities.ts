@@ -1,0 +1,39 @@
+// Capabilities.GetCapabilities: what this server truly implements, and nothing more.
+import type { ServiceImpl } from "@connectrpc/connect";
+import {
+  Capabilities,
+  DigestFunction_Value,
+  SymlinkAbsolutePathStrategy_Value,
+} from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { maxBatchTotalSize } from "../config.ts";
+import { scopeFor } from "./scope.ts";
+
+export const capabilitiesService: ServiceImpl<typeof Capabilities> = {
+  async getCapabilities(req, ctx) {
+    const scope = await scopeFor(ctx, req.instanceName, "read");
+    return {
+      cacheCapabilities: {
+        digestFunctions: [DigestFunction_Value.SHA256],
+        actionCacheUpdateCapabilities: { updateEnabled: scope.principal.canWrite },
+        // Cache priorities are accepted and ignored: one storage class.
+        cachePriorityCapabilities: { priorities: [{ minPriority: 0, maxPriority: 0 }] },
+        maxBatchTotalSizeBytes: BigInt(maxBatchTotalSize()),
+        // Output symlinks are stored as given; the runner decides what it accepts.
+        symlinkAbsolutePathStrategy: SymlinkAbsolutePathStrategy_Value.ALLOWED,
+        // IDENTITY only (implicit); ByteStream blobs are not size-capped beyond the platform's.
+        supportedCompressors: [],
+        supportedBatchUpdateCompressors: [],
+        maxCasBlobSizeBytes: 0n,
+      },
+      // Remote execution is not served yet: say so rather than let clients try.
+      executionCapabilities: {
+        digestFunction: DigestFunction_Value.SHA256,
+        digestFunctions: [DigestFunction_Value.SHA256],
+        execEnabled: false,
+      },
+      deprecatedApiVersion: { major: 2, minor: 0 },
+      lowApiVersion: { major: 2, minor: 0 },
+      highApiVersion: { major: 2, minor: 3 },
+    };
+  },
+};

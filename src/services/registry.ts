@@ -1,0 +1,26 @@
+// Every service Kiln serves, with its one implementation. Surfaces are built from this list.
+import type { DescService } from "@bufbuild/protobuf";
+import type { ServiceImpl } from "@connectrpc/connect";
+import { ActionCache, Capabilities, ContentAddressableStorage } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { ByteStream } from "../gen/google/bytestream/bytestream_pb.ts";
+import { actionCacheService } from "./action-cache.ts";
+import { byteStreamService } from "./bytestream.ts";
+import { capabilitiesService } from "./capabilities.ts";
+import { casService } from "./cas.ts";
+
+export interface ServiceEntry<S extends DescService = DescService> {
+  service: S;
+  impl: ServiceImpl<S>;
+}
+
+const entry = <S extends DescService>(service: S, impl: ServiceImpl<S>): ServiceEntry => ({
+  service,
+  impl: impl as unknown as ServiceImpl<DescService>,
+});
+
+export const services: ServiceEntry[] = [
+  entry(Capabilities, capabilitiesService),
+  entry(ContentAddressableStorage, casService),
+  entry(ActionCache, actionCacheService),
+  entry(ByteStream, byteStreamService),
+];

@@ -1,0 +1,54 @@
+// Walking Merkle trees of Directory messages stored in the CAS.
+import { fromBinary } from "@bufbuild/protobuf";
+import { DirectorySchema, TreeSchema, type Directory, type Tree } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { blobKey, parseDigest, type BlobDigest } from "./digest.ts";
+import type { BlobStore } from "./blob-store.ts";
+import { Code, ConnectError } from "../errors.ts";
+
+/** Largest Directory or Tree message we read into memory. */
+export const MAX_TREE_MESSAGE_BYTES = 64 * 1024 * 1024;
+
+export async function readBytes(store: BlobStore, d: BlobDigest): Promise<Uint8Array> {
+  const { body } = await store.read(d);
+  return new Uint8Array(await new Response(body).arrayBuffer());
+}
+
+/** Reads a Directory; null when absent from the CAS. Throws INVALID_ARGUMENT if it is not one. */
+export async function readDirectory(store: BlobStore, d: BlobDigest): Promise<Directory | null> {
+  if (d.size > MAX_TREE_MESSAGE_BYTES) throw new ConnectError(`directory ${blobKey(d)} is too large`, Code.InvalidArgument);
+  let bytes: Uint8Array;
+  try {
+    bytes = await readBytes(store, d);
+  } catch (e) {
+    if (e instanceof ConnectError && e.code === Code.NotFound) return null;
+    throw e;
+  }
+  try {
+    return fromBinary(DirectorySchema, bytes);
+  } catch {
+    throw new ConnectError(`blob ${blobKey(d)} is not a Directory message`, Code.InvalidArgument);
+  }
+}
+
+export async function readTree(store: BlobStore, d: BlobDigest): Promise<Tree> {
+  if (d.size > MAX_TREE_MESSAGE_BYTES) throw new ConnectError(`tree ${blobKey(d)} is too large`, Code.InvalidArgument);
+  try {
+    return fromBinary(TreeSchema, await readBytes(store, d));
+  } catch (e) {
+    if (e instanceof ConnectError) throw e;
+    throw new ConnectError(`blob ${blobKey(d)} is not a Tree message`, Code.InvalidArgument);
+  }
+}
+
+/** Every file digest inside a Tree (root and children). */
+export function treeFileDigests(tree: Tree): BlobDigest[] {
+  const out: BlobDigest[] = [];
+  for (const dir of [tree.root, ...tree.children]) {
+    for (const f of dir?.files ?? []) out.push(parseDigest(f.digest, "tree file digest"));
+  }
+  return out;
+}
+
+/** The child directory digests of a Directory, in order. */
+export const childDirectories = (dir: Directory): BlobDigest[] =>
+  dir.directories.map((n) => parseDigest(n.digest, `directory ${n.name}`));

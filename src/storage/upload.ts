@@ -1,0 +1,161 @@
+// ByteStream.Write into the CAS. Blobs up to one part go straight into one verified R2 put.
+// Larger blobs go into an R2 multipart upload whose state (parts, committed bytes, SHA-256 state)
+// is saved in the CAS index after every part, so a dropped stream resumes at committed_size and
+// the blob still only becomes visible after its whole hash and size are checked.
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { UploadSession } from "../../durable-objects/cas-index.ts";
+import { invalidArgument } from "../errors.ts";
+import type { BlobStore } from "./blob-store.ts";
+import { type BlobDigest } from "./digest.ts";
+import { hex, newSha256, restoreSha256, saveSha256 } from "./sha256-state.ts";
+
+/** R2 multipart parts must be at least 5 MiB and (but the last) of one size. */
+export const PART_SIZE = 8 * 1024 * 1024;
+
+export interface WriteChunk {
+  offset: number;
+  data: Uint8Array;
+  finish: boolean;
+}
+
+const sessionKey = (uploadId: string, d: BlobDigest) => `${uploadId}/${d.hash}/${d.size}`;
+
+/** Bytes already committed for this upload (QueryWriteStatus). */
+export async function committedBytes(store: BlobStore, uploadId: string, d: BlobDigest): Promise<number | null> {
+  const s = await store.index.shard(d.hash).getUpload(sessionKey(uploadId, d));
+  return s ? s.committed : null;
+}
+
+/**
+ * Consumes the chunks of one Write call. `firstOffset` must equal what is committed already.
+ * Returns the committed size, which is the blob size once the blob is stored.
+ */
+export async function writeBlob(
+  store: BlobStore,
+  uploadId: string,
+  d: BlobDigest,
+  firstOffset: number,
+  chunks: AsyncIterable<WriteChunk>,
+): Promise<number> {
+  if (d.size <= PART_SIZE) {
+    if (firstOffset !== 0) throw invalidArgument(`write_offset ${firstOffset}: nothing is committed for this upload, start at 0`, "write_offset");
+    await store.write(d, streamOf(chunks, 0, d.size));
+    return d.size;
+  }
+  return writeMultipart(store, uploadId, d, firstOffset, chunks);
+}
+
+/** A byte stream over the chunks, checking offsets, size and finish_write on the way. */
+function streamOf(chunks: AsyncIterable<WriteChunk>, start: number, size: number): ReadableStream<Uint8Array> {
+  const it = chunks[Symbol.asyncIterator]();
+  let expected = start;
+  let finished = false;
+  return new ReadableStream<Uint8Array>({
+    async pull(ctl) {
+      const { value, done } = await it.next();
+      if (done) {
+        if (!finished) ctl.error(invalidArgument(`the stream ended at ${expected} bytes without finish_write`));
+        else ctl.close();
+        return;
+      }
+      if (finished) return ctl.error(invalidArgument("data after finish_write"));
+      if (value.offset !== expected) {
+        return ctl.error(invalidArgument(`write_offset ${value.offset} where ${expected} was expected`, "write_offset"));
+      }
+      expected += value.data.byteLength;
+      if (expected > size) return ctl.error(invalidArgument(`more than the ${size} bytes the resource name declares`));
+      finished = value.finish;
+      if (value.finish && expected !== size) {
+        return ctl.error(invalidArgument(`finish_write at ${expected} bytes where the resource name declares ${size}`));
+      }
+      if (value.data.byteLength) ctl.enqueue(value.data);
+      else if (value.finish) ctl.close();
+    },
+    cancel(reason) {
+      void it.return?.(reason);
+    },
+  });
+}
+
+async function writeMultipart(
+  store: BlobStore,
+  uploadId: string,
+  d: BlobDigest,
+  firstOffset: number,
+  chunks: AsyncIterable<WriteChunk>,
+): Promise<number> {
+  const shard = store.index.shard(d.hash);
+  const key = sessionKey(uploadId, d);
+  const bucket = store.env.CAS;
+  let session: UploadSession | null = await shard.getUpload(key);
+  if (!session) {
+    if (firstOffset !== 0) throw invalidArgument(`write_offset ${firstOffset}: nothing is committed for this upload, start at 0`, "write_offset");
+    const mpu = await bucket.createMultipartUpload(store.key(d.hash));
+    session = { multipartId: mpu.uploadId, parts: [], committed: 0, sha: saveSha256(newSha256()) };
+    await shard.putUpload(key, session);
+  } else if (firstOffset !== session.committed) {
+    throw invalidArgument(
+      `write_offset ${firstOffset} does not match committed_size ${session.committed}; call QueryWriteStatus and resume there`,
+      "write_offset",
+    );
+  }
+  const mpu = bucket.resumeMultipartUpload(store.key(d.hash), session.multipartId);
+  const hasher = restoreSha256(session.sha);
+  const bytes = streamOf(chunks, session.committed, d.size).getReader();
+  let carry: Uint8Array | undefined;
+
+  while (session.committed < d.size) {
+    const partNumber = session.parts.length + 1;
+    const partLen = Math.min(PART_SIZE, d.size - session.committed);
+    const fixed = new FixedLengthStream(partLen);
+    const upload = mpu.uploadPart(partNumber, fixed.readable);
+    const writer = fixed.writable.getWriter();
+    let filled = 0;
+    try {
+      while (filled < partLen) {
+        let chunk = carry;
+        carry = undefined;
+        if (!chunk) {
+          const r = await bytes.read();
+          if (r.done) throw invalidArgument(`the stream ended at ${session.committed + filled} of ${d.size} bytes`);
+          chunk = r.value;
+        }
+        if (filled + chunk.byteLength > partLen) {
+          carry = chunk.subarray(partLen - filled);
+          chunk = chunk.subarray(0, partLen - filled);
+        }
+        hasher.update(chunk);
+        await writer.write(chunk);
+        filled += chunk.byteLength;
+      }
+      await writer.close();
+    } catch (e) {
+      await writer.abort(e).catch(() => {});
+      await upload.catch(() => {});
+      throw e; // the session stays at the last whole part: the client resumes from there
+    }
+    const part = await upload;
+    session = {
+      multipartId: session.multipartId,
+      parts: [...session.parts, { partNumber: part.partNumber, etag: part.etag }],
+      committed: session.committed + partLen,
+      sha: saveSha256(hasher),
+    };
+    await shard.putUpload(key, session);
+  }
+
+  const actual = hex(hasher.digest());
+  if (actual !== d.hash) {
+    await mpu.abort().catch(() => {});
+    await shard.deleteUpload(key);
+    throw invalidArgument(`the uploaded data hashes to ${actual}, not ${d.hash}; nothing was stored`);
+  }
+  try {
+    await mpu.complete(session.parts);
+  } catch (e) {
+    throw new ConnectError(`completing the upload failed: ${String(e)}`, Code.Unavailable);
+  }
+  await store.index.add([d]);
+  await shard.deleteUpload(key);
+  return d.size;
+}

@@ -1,0 +1,25 @@
+// Connect and gRPC-web for every service: the connect-es router behind one Hono route.
+// (Native gRPC needs HTTP/2 trailers, which a Worker cannot send: Cloudflare's edge, or
+// `kiln bridge` locally, turns it into gRPC-web before it reaches us.)
+import { createConnectRouter } from "@connectrpc/connect";
+import { createFetchHandler } from "@connectrpc/connect/protocol";
+import type { Hono } from "hono";
+import { services } from "../services/registry.ts";
+
+/** Largest single message we accept: a 4 MiB batch plus framing headroom. */
+const READ_MAX_BYTES = 8 * 1024 * 1024;
+
+const router = createConnectRouter({ readMaxBytes: READ_MAX_BYTES });
+for (const { service, impl } of services) router.service(service, impl);
+
+const handlers = new Map(
+  router.handlers.map((h) => [h.requestPath, createFetchHandler(h, { httpVersion: "1.1" })] as const),
+);
+
+export function mountConnect(app: Hono) {
+  app.use("*", async (c, next) => {
+    if (c.req.method !== "POST" && c.req.method !== "GET") return next();
+    const handler = handlers.get(new URL(c.req.url).pathname);
+    return handler ? handler(c.req.raw) : next();
+  });
+}

@@ -1,0 +1,206 @@
+// The JSON REST surface, derived from the google.api.http options in the protos: every method of
+// every registered service gets its routes, path/query/body bound as the annotations say.
+// Server streams are rendered as one JSON array, an element per message, written as they come;
+// an error after the first message ends the array with {"error": {...}}.
+import {
+  create,
+  createRegistry,
+  fromJson,
+  getOption,
+  toJson,
+  type DescField,
+  type DescMessage,
+  type DescMethod,
+  type JsonObject,
+  type JsonValue,
+} from "@bufbuild/protobuf";
+import type { HandlerContext } from "@connectrpc/connect";
+import type { Hono } from "hono";
+import { http } from "../gen/google/api/annotations_pb.ts";
+import type { HttpRule } from "../gen/google/api/http_pb.ts";
+import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.ts";
+import { asConnectError, invalidArgument, restErrorBody, restErrorResponse } from "../errors.ts";
+import { services } from "../services/registry.ts";
+import { contextFor } from "./handler-context.ts";
+import { compileTemplate, matchTemplate, type CompiledTemplate } from "./rest-template.ts";
+
+/** Largest JSON request body (a 4 MiB batch is ~5.5 MiB as base64). */
+const MAX_JSON_BODY = 8 * 1024 * 1024;
+
+interface Route {
+  verb: string;
+  template: CompiledTemplate;
+  body: string;
+  method: DescMethod;
+  call: (req: unknown, ctx: HandlerContext) => unknown;
+}
+
+const registry = createRegistry(file_google_rpc_error_details, ...services.map((s) => s.service.file));
+
+function bindingsOf(rule: HttpRule): HttpRule[] {
+  return [rule, ...rule.additionalBindings];
+}
+
+function buildRoutes(): Route[] {
+  const routes: Route[] = [];
+  for (const { service, impl } of services) {
+    for (const method of service.methods) {
+      const rule = getOption(method, http);
+      const fn = (impl as Record<string, (r: unknown, c: HandlerContext) => unknown>)[method.localName];
+      if (!fn || !rule.pattern.case) continue;
+      for (const b of bindingsOf(rule)) {
+        if (!b.pattern.case || b.pattern.case === "custom") continue;
+        routes.push({
+          verb: b.pattern.case.toUpperCase(),
+          template: compileTemplate(b.pattern.value as string),
+          body: b.body,
+          method,
+          call: fn.bind(impl),
+        });
+      }
+    }
+  }
+  return routes;
+}
+
+const routes = buildRoutes();
+
+/** Sets a dotted field path in a JSON object, converting the text to the field's JSON type. */
+function setPath(schema: DescMessage, obj: JsonObject, path: string, value: string) {
+  const parts = path.split(".");
+  let msg: DescMessage = schema;
+  let target = obj;
+  for (let i = 0; i < parts.length; i++) {
+    const field: DescField | undefined = msg.fields.find((f) => f.name === parts[i] || f.jsonName === parts[i]);
+    if (!field) throw invalidArgument(`unknown field "${path}"`, path);
+    if (i === parts.length - 1) {
+      const json = scalarJson(field, value, path);
+      if (field.fieldKind === "list") {
+        const list = (target[field.jsonName] as JsonValue[] | undefined) ?? [];
+        list.push(json);
+        target[field.jsonName] = list;
+      } else target[field.jsonName] = json;
+      return;
+    }
+    if (field.fieldKind !== "message") throw invalidArgument(`"${path}" does not name a message field`, path);
+    target = ((target[field.jsonName] as JsonObject | undefined) ??= {});
+    msg = field.message;
+  }
+}
+
+function scalarJson(field: DescField, value: string, path: string): JsonValue {
+  if (field.fieldKind === "message") throw invalidArgument(`"${path}" is a message, not a value`, path);
+  const scalar = field.fieldKind === "scalar" || field.fieldKind === "list" ? field.scalar : undefined;
+  if (scalar === 8 /* BOOL */) {
+    if (value !== "true" && value !== "false") throw invalidArgument(`"${path}" must be true or false`, path);
+    return value === "true";
+  }
+  if (scalar !== undefined && [5, 13, 17, 7, 15, 2, 1].includes(scalar)) {
+    // 32-bit ints and floats are JSON numbers; 64-bit ints stay strings, as proto3 JSON allows.
+    const n = Number(value);
+    if (value === "" || Number.isNaN(n)) throw invalidArgument(`"${path}" must be a number`, path);
+    return n;
+  }
+  return value;
+}
+
+async function requestJson(req: Request, route: Route, bindings: Map<string, string>, url: URL): Promise<JsonObject> {
+  let obj: JsonObject = {};
+  if (route.body) {
+    const len = Number(req.headers.get("content-length") ?? "0");
+    if (len > MAX_JSON_BODY) throw invalidArgument(`the request body is over ${MAX_JSON_BODY} bytes`);
+    const text = await req.text();
+    if (text.length > MAX_JSON_BODY) throw invalidArgument(`the request body is over ${MAX_JSON_BODY} bytes`);
+    let parsed: JsonValue = {};
+    if (text.trim()) {
+      try {
+        parsed = JSON.parse(text) as JsonValue;
+      } catch {
+        throw invalidArgument("the request body is not valid JSON");
+      }
+    }
+    if (route.body === "*") {
+      if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw invalidArgument("the request body must be a JSON object");
+      obj = parsed as JsonObject;
+    } else {
+      const f = route.method.input.fields.find((x) => x.name === route.body);
+      obj[f?.jsonName ?? route.body] = parsed;
+    }
+  } else {
+    for (const [k, v] of url.searchParams) {
+      if (k === "$alt" || k === "alt" || k === "fields" || k === "key") continue;
+      setPath(route.method.input, obj, k, v);
+    }
+  }
+  for (const [path, value] of bindings) setPath(route.method.input, obj, path, value);
+  return obj;
+}
+
+const jsonHeaders = { "content-type": "application/json" };
+
+function outputJson(schema: DescMessage, msg: unknown): JsonValue {
+  return toJson(schema, create(schema, msg as never), { registry });
+}
+
+async function serve(req: Request, route: Route, bindings: Map<string, string>, url: URL): Promise<Response> {
+  const json = await requestJson(req, route, bindings, url);
+  let input: unknown;
+  try {
+    input = fromJson(route.method.input, json, { registry });
+  } catch (e) {
+    throw invalidArgument(`the request does not fit ${route.method.input.typeName}: ${(e as Error).message}`);
+  }
+  const ctx = contextFor(req, route.method, "rest");
+  if (route.method.methodKind === "unary") {
+    const out = await route.call(input, ctx);
+    return new Response(JSON.stringify(outputJson(route.method.output, out)), { headers: jsonHeaders });
+  }
+  if (route.method.methodKind !== "server_streaming") throw invalidArgument("this method is not available over REST");
+  const it = (route.call(input, ctx) as AsyncIterable<unknown>)[Symbol.asyncIterator]();
+  // Pull the first message before answering, so an early error still gets its HTTP status.
+  const first = await it.next();
+  const enc = new TextEncoder();
+  const output = route.method.output;
+  const body = new ReadableStream<Uint8Array>({
+    start(ctl) {
+      ctl.enqueue(enc.encode("[" + (first.done ? "" : JSON.stringify(outputJson(output, first.value)))));
+      if (first.done) {
+        ctl.enqueue(enc.encode("]"));
+        ctl.close();
+      }
+    },
+    async pull(ctl) {
+      try {
+        const n = await it.next();
+        if (n.done) {
+          ctl.enqueue(enc.encode("]"));
+          ctl.close();
+        } else ctl.enqueue(enc.encode("," + JSON.stringify(outputJson(output, n.value))));
+      } catch (e) {
+        ctl.enqueue(enc.encode("," + JSON.stringify(restErrorBody(asConnectError(e))) + "]"));
+        ctl.close();
+      }
+    },
+    cancel() {
+      void it.return?.();
+    },
+  });
+  return new Response(body, { headers: jsonHeaders });
+}
+
+export function mountRest(app: Hono) {
+  app.use("*", async (c, next) => {
+    const url = new URL(c.req.url);
+    for (const route of routes) {
+      if (route.verb !== c.req.method && !(c.req.method === "HEAD" && route.verb === "GET")) continue;
+      const bindings = matchTemplate(route.template, url.pathname);
+      if (!bindings) continue;
+      try {
+        return await serve(c.req.raw, route, bindings, url);
+      } catch (e) {
+        return restErrorResponse(e);
+      }
+    }
+    return next();
+  });
+}
