@@ -1,0 +1,115 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { env } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { ContentAddressableStorage } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { ByteStream } from "../../src/gen/google/bytestream/bytestream_pb.ts";
+import { PART_SIZE } from "../../src/storage/upload.ts";
+import { connectClient, digestOf, grpcWebClient, pseudoRandom, sha256Hex } from "./helpers.ts";
+
+const bs = grpcWebClient(ByteStream);
+const cas = connectClient(ContentAddressableStorage);
+
+async function* chunksOf(resourceName: string, data: Uint8Array, chunk: number, start = 0, finish = true) {
+  for (let off = start; off < data.byteLength || off === start; off += chunk) {
+    const end = Math.min(off + chunk, data.byteLength);
+    yield { resourceName: off === start ? resourceName : "", writeOffset: BigInt(off), data: data.subarray(off, end), finishWrite: finish && end === data.byteLength };
+    if (end === data.byteLength) return;
+  }
+}
+
+async function readAll(resourceName: string, readOffset = 0n, readLimit = 0n) {
+  const parts: Uint8Array[] = [];
+  for await (const r of bs.read({ resourceName, readOffset, readLimit })) parts.push(r.data);
+  return new Uint8Array(await new Blob(parts).arrayBuffer());
+}
+
+async function codeOf(p: Promise<unknown>) {
+  try {
+    await p;
+  } catch (e) {
+    return ConnectError.from(e).code;
+  }
+  return "ok";
+}
+
+describe("ByteStream", () => {
+  it("writes and reads back a blob, with offsets and limits", async () => {
+    const data = pseudoRandom(300_000, 11);
+    const d = await digestOf(data);
+    const res = `inst/a/uploads/${crypto.randomUUID()}/blobs/${d.hash}/${d.sizeBytes}`;
+    const w = await bs.write(chunksOf(res, data, 16 * 1024));
+    expect(w.committedSize).toBe(d.sizeBytes);
+    const read = `inst/a/blobs/${d.hash}/${d.sizeBytes}`;
+    expect(await sha256Hex(await readAll(read))).toBe(d.hash);
+    expect(await readAll(read, 1000n, 10n)).toEqual(data.subarray(1000, 1010));
+    expect((await readAll(read, BigInt(data.byteLength))).byteLength).toBe(0);
+    expect(await codeOf(readAll(read, BigInt(data.byteLength + 1)))).toBe(Code.OutOfRange);
+    expect(await codeOf(readAll(read, 0n, -1n))).toBe(Code.InvalidArgument);
+  });
+
+  it("never stores data that does not match its digest", async () => {
+    const data = pseudoRandom(50_000, 12);
+    const d = await digestOf(pseudoRandom(50_000, 13));
+    const res = `uploads/${crypto.randomUUID()}/blobs/${d.hash}/${d.sizeBytes}`;
+    expect(await codeOf(bs.write(chunksOf(res, data, 8192)))).toBe(Code.InvalidArgument);
+    expect(await codeOf(readAll(`blobs/${d.hash}/${d.sizeBytes}`))).toBe(Code.NotFound);
+    expect(await env.CAS.head(`cas/default/${d.hash}`)).toBeNull();
+  });
+
+  it("refuses a short stream, a wrong offset and a bad resource name", async () => {
+    const data = pseudoRandom(40_000, 14);
+    const d = await digestOf(data);
+    const res = `uploads/${crypto.randomUUID()}/blobs/${d.hash}/${d.sizeBytes}`;
+    expect(await codeOf(bs.write(chunksOf(res, data.subarray(0, 20_000), 8192, 0, true)))).toBe(Code.InvalidArgument);
+    async function* skip() {
+      yield { resourceName: res, writeOffset: 0n, data: data.subarray(0, 100) };
+      yield { writeOffset: 200n, data: data.subarray(200), finishWrite: true };
+    }
+    expect(await codeOf(bs.write(skip()))).toBe(Code.InvalidArgument);
+    for (const bad of ["blobs/x/1", `uploads/${crypto.randomUUID()}/blobs/${d.hash}`, `a/blobs/uploads/u/blobs/${d.hash}/${d.sizeBytes}`, `uploads/u/compressed-blobs/zstd/${d.hash}/${d.sizeBytes}`]) {
+      expect(await codeOf(bs.write(chunksOf(bad, data, 40_000)))).toBe(Code.InvalidArgument);
+    }
+    expect(await codeOf(readAll(`blobs/${d.hash}/${d.sizeBytes}`))).toBe(Code.NotFound);
+  });
+
+  it("completes early when the blob already exists", async () => {
+    const data = pseudoRandom(10_000, 15);
+    const d = await digestOf(data);
+    await cas.batchUpdateBlobs({ requests: [{ digest: d, data }] });
+    async function* onlyFirst() {
+      yield { resourceName: `uploads/${crypto.randomUUID()}/blobs/${d.hash}/${d.sizeBytes}`, writeOffset: 0n, data: data.subarray(0, 10) };
+    }
+    expect((await bs.write(onlyFirst())).committedSize).toBe(d.sizeBytes);
+  });
+
+  it("resumes a large upload at committed_size after the stream drops", async () => {
+    const size = 2 * PART_SIZE + 1234;
+    const data = pseudoRandom(size, 16);
+    const d = await digestOf(data);
+    const res = `ci/uploads/${crypto.randomUUID()}/blobs/${d.hash}/${d.sizeBytes}`;
+    expect(await codeOf(bs.queryWriteStatus({ resourceName: res }))).toBe(Code.NotFound);
+    // Send a part and a half, then end without finish_write: the client went away.
+    const sent = PART_SIZE + PART_SIZE / 2;
+    expect(await codeOf(bs.write(chunksOf(res, data.subarray(0, sent), 1 << 20, 0, false)))).toBe(Code.InvalidArgument);
+    const status = await bs.queryWriteStatus({ resourceName: res });
+    expect(status).toMatchObject({ committedSize: BigInt(PART_SIZE), complete: false });
+    expect(await codeOf(readAll(`ci/blobs/${d.hash}/${d.sizeBytes}`))).toBe(Code.NotFound);
+    // Resuming anywhere but committed_size is refused.
+    expect(await codeOf(bs.write(chunksOf(res, data, 1 << 20, 1000)))).toBe(Code.InvalidArgument);
+    const w = await bs.write(chunksOf(res, data, 1 << 20, PART_SIZE));
+    expect(w.committedSize).toBe(d.sizeBytes);
+    expect(await bs.queryWriteStatus({ resourceName: res })).toMatchObject({ committedSize: d.sizeBytes, complete: true });
+    expect(await sha256Hex(await readAll(`ci/blobs/${d.hash}/${d.sizeBytes}`))).toBe(d.hash);
+  });
+
+  it("verifies the whole hash of a multipart upload before it becomes visible", async () => {
+    const size = PART_SIZE + 10;
+    const data = pseudoRandom(size, 17);
+    const d = { hash: await sha256Hex(pseudoRandom(size, 18)), sizeBytes: BigInt(size) };
+    const res = `uploads/${crypto.randomUUID()}/blobs/${d.hash}/${d.sizeBytes}`;
+    const err = await bs.write(chunksOf(res, data, 1 << 20)).catch((e) => ConnectError.from(e));
+    expect((err as ConnectError).code).toBe(Code.InvalidArgument);
+    expect((err as ConnectError).rawMessage).toMatch(/hashes to/);
+    expect(await env.CAS.head(`cas/default/${d.hash}`)).toBeNull();
+  });
+});
