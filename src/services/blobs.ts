@@ -4,6 +4,7 @@ import type { HandlerContext } from "@connectrpc/connect";
 import { notFound } from "../errors.ts";
 import type { BlobRead } from "../storage/blob-store.ts";
 import { parseHash, type BlobDigest } from "../storage/digest.ts";
+import { uploadBlob, type WriteChunk } from "../storage/upload.ts";
 import { scopeFor } from "./scope.ts";
 
 export interface ByteRange {
@@ -35,11 +36,32 @@ export async function blobSize(ctx: HandlerContext, instanceName: string, hash: 
   return s.store.sizeOf(parseHash(hash));
 }
 
-export async function writeBlob(ctx: HandlerContext, instanceName: string, d: BlobDigest, body: ReadableStream<Uint8Array>): Promise<void> {
+/**
+ * Stores an HTTP body as a blob. With an upload id (a ByteStream upload name) large blobs go
+ * through the resumable path, so a dropped PUT can be resumed with ByteStream.Write at
+ * QueryWriteStatus's committed_size; without one (the Bazel HTTP cache) it is one verified put.
+ */
+export async function writeBlob(
+  ctx: HandlerContext,
+  instanceName: string,
+  d: BlobDigest,
+  body: ReadableStream<Uint8Array>,
+  uploadId?: string,
+): Promise<void> {
   const s = await scopeFor(ctx, instanceName, "write");
   if (await s.store.index.has(d)) {
     await body.cancel();
     return;
   }
-  await s.store.write(d, body);
+  if (uploadId) await uploadBlob(s.store, uploadId, d, 0, bodyChunks(body));
+  else await s.store.write(d, body);
+}
+
+async function* bodyChunks(body: ReadableStream<Uint8Array>): AsyncGenerator<WriteChunk> {
+  let offset = 0;
+  for await (const data of body) {
+    yield { offset, data, finish: false };
+    offset += data.byteLength;
+  }
+  yield { offset, data: new Uint8Array(), finish: true };
 }

@@ -3,7 +3,7 @@ import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { ByteStream, type WriteRequest } from "../gen/google/bytestream/bytestream_pb.ts";
 import { invalidArgument } from "../errors.ts";
 import { parseReadResource, parseWriteResource } from "../storage/resource-name.ts";
-import { committedBytes, writeBlob, type WriteChunk } from "../storage/upload.ts";
+import { committedBytes, uploadBlob, type WriteChunk } from "../storage/upload.ts";
 import { scopeFor } from "./scope.ts";
 import { rechunk } from "../storage/rechunk.ts";
 import { readBlob } from "./blobs.ts";
@@ -55,7 +55,7 @@ export const byteStreamService: ServiceImpl<typeof ByteStream> = {
         yield { offset: offsetOf(value.writeOffset, "write_offset"), data: value.data, finish: value.finishWrite };
       }
     }
-    const committed = await writeBlob(scope.store, r.uploadId, r.digest, firstOffset, chunks());
+    const committed = await uploadBlob(scope.store, r.uploadId, r.digest, firstOffset, chunks());
     return { committedSize: BigInt(committed) };
   },
 

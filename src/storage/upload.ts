@@ -30,7 +30,7 @@ export async function committedBytes(store: BlobStore, uploadId: string, d: Blob
  * Consumes the chunks of one Write call. `firstOffset` must equal what is committed already.
  * Returns the committed size, which is the blob size once the blob is stored.
  */
-export async function writeBlob(
+export async function uploadBlob(
   store: BlobStore,
   uploadId: string,
   d: BlobDigest,

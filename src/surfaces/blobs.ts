@@ -37,7 +37,8 @@ export function mountBlobs(app: Hono) {
     if (!/(^|\/)uploads\/[^/]+\/blobs\//.test(path)) return next();
     try {
       const r = parseWriteResource(path);
-      await writeBlob(contextFor(c.req.raw, ByteStream.method.write, "http"), r.instanceName, r.digest, c.req.raw.body ?? new Blob([]).stream());
+      const ctx = contextFor(c.req.raw, ByteStream.method.write, "http");
+      await writeBlob(ctx, r.instanceName, r.digest, c.req.raw.body ?? new Blob([]).stream(), r.uploadId);
       return c.json({ committedSize: String(r.digest.size) });
     } catch (e) {
       return restErrorResponse(e);
