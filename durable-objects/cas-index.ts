@@ -5,7 +5,8 @@ import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../src/env.ts";
 
 export interface UploadSession {
-  /** R2 multipart upload id. */
+  /** R2 key the multipart upload completes into, and its upload id. */
+  r2Key: string;
   multipartId: string;
   parts: { partNumber: number; etag: string }[];
   /** Bytes durably stored in completed parts; what QueryWriteStatus reports. */
@@ -13,6 +14,9 @@ export interface UploadSession {
   /** Serialized SHA-256 state over the committed bytes. */
   sha: string;
 }
+
+/** An upload not continued for this long is aborted, and its parts freed. */
+export const UPLOAD_TTL_MS = 24 * 60 * 60 * 1000;
 
 export class CasIndexDO extends DurableObject<Env> {
   private readonly sql: SqlStorage;
@@ -66,16 +70,32 @@ export class CasIndexDO extends DurableObject<Env> {
     return row ? (JSON.parse(row.state) as UploadSession) : null;
   }
 
-  putUpload(resource: string, session: UploadSession): void {
+  async putUpload(resource: string, session: UploadSession): Promise<void> {
     this.sql.exec(
       `INSERT INTO uploads (resource, state, updated) VALUES (?, ?, ?) ON CONFLICT(resource) DO UPDATE SET state = excluded.state, updated = excluded.updated`,
       resource,
       JSON.stringify(session),
       Date.now(),
     );
+    if ((await this.ctx.storage.getAlarm()) === null) await this.ctx.storage.setAlarm(Date.now() + UPLOAD_TTL_MS);
   }
 
   deleteUpload(resource: string): void {
     this.sql.exec(`DELETE FROM uploads WHERE resource = ?`, resource);
+  }
+
+  /** Aborts abandoned uploads so their parts do not linger in R2. */
+  async alarm(): Promise<void> {
+    const cutoff = Date.now() - UPLOAD_TTL_MS;
+    const stale = this.sql
+      .exec<{ resource: string; state: string }>(`SELECT resource, state FROM uploads WHERE updated < ?`, cutoff)
+      .toArray();
+    for (const row of stale) {
+      const s = JSON.parse(row.state) as UploadSession;
+      await this.env.CAS.resumeMultipartUpload(s.r2Key, s.multipartId).abort().catch(() => {});
+      this.sql.exec(`DELETE FROM uploads WHERE resource = ? AND updated < ?`, row.resource, cutoff);
+    }
+    const oldest = this.sql.exec<{ t: number | null }>(`SELECT MIN(updated) AS t FROM uploads`).one().t;
+    if (oldest !== null) await this.ctx.storage.setAlarm(oldest + UPLOAD_TTL_MS);
   }
 }

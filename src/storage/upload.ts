@@ -91,7 +91,7 @@ async function writeMultipart(
   if (!session) {
     if (firstOffset !== 0) throw invalidArgument(`write_offset ${firstOffset}: nothing is committed for this upload, start at 0`, "write_offset");
     const mpu = await bucket.createMultipartUpload(store.key(d.hash));
-    session = { multipartId: mpu.uploadId, parts: [], committed: 0, sha: saveSha256(newSha256()) };
+    session = { r2Key: mpu.key, multipartId: mpu.uploadId, parts: [], committed: 0, sha: saveSha256(newSha256()) };
     await shard.putUpload(key, session);
   } else if (firstOffset !== session.committed) {
     throw invalidArgument(
@@ -99,7 +99,7 @@ async function writeMultipart(
       "write_offset",
     );
   }
-  const mpu = bucket.resumeMultipartUpload(store.key(d.hash), session.multipartId);
+  const mpu = bucket.resumeMultipartUpload(session.r2Key, session.multipartId);
   const hasher = restoreSha256(session.sha);
   const bytes = streamOf(chunks, session.committed, d.size).getReader();
   let carry: Uint8Array | undefined;
@@ -136,7 +136,7 @@ async function writeMultipart(
     }
     const part = await upload;
     session = {
-      multipartId: session.multipartId,
+      ...session,
       parts: [...session.parts, { partNumber: part.partNumber, etag: part.etag }],
       committed: session.committed + partLen,
       sha: saveSha256(hasher),

@@ -113,3 +113,22 @@ describe("ByteStream", () => {
     expect(await env.CAS.head(`cas/default/${d.hash}`)).toBeNull();
   });
 });
+
+describe("abandoned uploads", () => {
+  it("are aborted by the index's alarm once stale", async () => {
+    const { runDurableObjectAlarm, runInDurableObject } = await import("cloudflare:test");
+    const size = PART_SIZE + 100;
+    const data = pseudoRandom(size, 41);
+    const d = await digestOf(data);
+    const res = `uploads/${crypto.randomUUID()}/blobs/${d.hash}/${d.sizeBytes}`;
+    await bs.write(chunksOf(res, data.subarray(0, PART_SIZE + 10), 1 << 20, 0, false)).catch(() => {});
+    expect((await bs.queryWriteStatus({ resourceName: res })).committedSize).toBe(BigInt(PART_SIZE));
+    const stub = env.CAS_INDEX.get(env.CAS_INDEX.idFromName(`default:${d.hash[0]}`));
+    // Age the session past the TTL, then let the alarm run.
+    await runInDurableObject(stub, (_obj, state) => {
+      state.storage.sql.exec(`UPDATE uploads SET updated = 0`);
+    });
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    expect(await codeOf(bs.queryWriteStatus({ resourceName: res }))).toBe(Code.NotFound);
+  });
+});
