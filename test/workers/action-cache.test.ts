@@ -8,7 +8,7 @@ import {
   TreeSchema,
 } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { PreconditionFailureSchema } from "../../src/gen/google/rpc/error_details_pb.ts";
-import { bytes, connectClient, digestOf, uniqueInstance } from "./helpers.ts";
+import { bytes, connectClient, digestOf, errorOf, uniqueInstance } from "./helpers.ts";
 
 const ac = connectClient(ActionCache);
 const cas = connectClient(ContentAddressableStorage);
@@ -20,14 +20,6 @@ async function upload(data: Uint8Array | string) {
   return d;
 }
 
-async function errorOf(p: Promise<unknown>) {
-  try {
-    await p;
-  } catch (e) {
-    return ConnectError.from(e);
-  }
-  throw new Error("expected an error");
-}
 
 describe("ActionCache", () => {
   it("misses with NOT_FOUND, then serves what was stored, per instance", async () => {

@@ -2,19 +2,11 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { SELF, env } from "cloudflare:test";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ContentAddressableStorage } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
-import { connectClient, digestOf } from "./helpers.ts";
+import { codeOf, connectClient, digestOf } from "./helpers.ts";
 
 const RW = "rw-key-0123456789";
 const RO = "ro-key-0123456789";
 
-async function codeOf(p: Promise<unknown>) {
-  try {
-    await p;
-  } catch (e) {
-    return ConnectError.from(e).code;
-  }
-  return "ok";
-}
 
 describe("API keys", () => {
   beforeAll(() => {

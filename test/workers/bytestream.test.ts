@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import { ContentAddressableStorage } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { ByteStream } from "../../src/gen/google/bytestream/bytestream_pb.ts";
 import { PART_SIZE } from "../../src/storage/upload.ts";
-import { connectClient, digestOf, grpcWebClient, pseudoRandom, sha256Hex } from "./helpers.ts";
+import { codeOf, connectClient, digestOf, grpcWebClient, pseudoRandom, sha256Hex } from "./helpers.ts";
 
 const bs = grpcWebClient(ByteStream);
 const cas = connectClient(ContentAddressableStorage);
@@ -23,14 +23,6 @@ async function readAll(resourceName: string, readOffset = 0n, readLimit = 0n) {
   return new Uint8Array(await new Blob(parts).arrayBuffer());
 }
 
-async function codeOf(p: Promise<unknown>) {
-  try {
-    await p;
-  } catch (e) {
-    return ConnectError.from(e).code;
-  }
-  return "ok";
-}
 
 describe("ByteStream", () => {
   it("writes and reads back a blob, with offsets and limits", async () => {

@@ -8,18 +8,10 @@ import {
   DirectorySchema,
 } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { EMPTY_SHA256 } from "../../src/storage/digest.ts";
-import { bytes, connectClient, digestOf, grpcWebClient, pseudoRandom } from "./helpers.ts";
+import { bytes, codeOf, connectClient, digestOf, grpcWebClient, pseudoRandom } from "./helpers.ts";
 
 const cas = connectClient(ContentAddressableStorage);
 
-async function codeOf(p: Promise<unknown>) {
-  try {
-    await p;
-  } catch (e) {
-    return ConnectError.from(e).code;
-  }
-  return "ok";
-}
 
 describe("Capabilities", () => {
   it("advertises SHA256, API 2.0-2.3, a batch limit and AC updates", async () => {

@@ -1,7 +1,7 @@
 // Shared test helpers: Connect and gRPC-web clients that reach the worker through SELF.
 import { SELF } from "cloudflare:test";
 import type { DescService } from "@bufbuild/protobuf";
-import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import type { UniversalClientFn } from "@connectrpc/connect/protocol";
 import { createTransport as createGrpcWebProtocolTransport } from "@connectrpc/connect/protocol-grpc-web";
 import { createConnectTransport } from "@connectrpc/connect-web";
@@ -117,3 +117,23 @@ export function pseudoRandom(size: number, seed = 1): Uint8Array {
 
 /** A unique instance name per test, so tests do not see each other's action-cache entries. */
 export const uniqueInstance = (prefix = "t") => `${prefix}/${crypto.randomUUID().slice(0, 8)}`;
+
+/** The status code a call ends with ("ok" if it succeeds). */
+export async function codeOf(p: Promise<unknown>) {
+  try {
+    await p;
+  } catch (e) {
+    return ConnectError.from(e).code;
+  }
+  return "ok";
+}
+
+/** The error a call must end with. */
+export async function errorOf(p: Promise<unknown>): Promise<ConnectError> {
+  try {
+    await p;
+  } catch (e) {
+    return ConnectError.from(e);
+  }
+  throw new Error("expected the call to fail");
+}
