@@ -23,3 +23,22 @@ export function keyConfig(): Promise<KeyConfig> {
   if (!keyCache || keyCache.raw !== raw) keyCache = { raw, config: parseKeyConfig(raw) };
   return keyCache.config;
 }
+
+const seconds = (v: string | undefined, fallback: number) => {
+  const n = Number(v);
+  return Number.isFinite(n) && n > 0 ? n * 1000 : fallback * 1000;
+};
+
+/** How long a completed operation stays readable (WaitExecution, GetOperation). Default 24 h. */
+export const retentionMs = () => seconds(kilnEnv().OPERATION_RETENTION_SECONDS, 24 * 3600);
+/** Action.timeout when the action sets none. Default 10 min. */
+export const defaultActionTimeoutMs = () => seconds(kilnEnv().DEFAULT_ACTION_TIMEOUT_SECONDS, 600);
+/**
+ * Longer Action.timeout values are refused with INVALID_ARGUMENT. Default 14 min: an action runs
+ * inside its OperationDO's alarm, and Cloudflare bounds an alarm's wall time at 15 minutes.
+ */
+export const maxActionTimeoutMs = () => seconds(kilnEnv().MAX_ACTION_TIMEOUT_SECONDS, 840);
+
+export function publicUrl(env: Env): string {
+  return (env.PUBLIC_URL ?? "http://127.0.0.1:8787").replace(/\/$/, "");
+}

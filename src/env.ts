@@ -1,11 +1,28 @@
 import type { CasIndexDO } from "../durable-objects/cas-index.ts";
+import type { OperationDO } from "../durable-objects/operation.ts";
+import type { SchedulerDO } from "../durable-objects/scheduler.ts";
 
 /** Bindings and variables of the Kiln worker (wrangler.toml, secrets, .dev.vars). */
 export interface Env {
   CAS: R2Bucket;
   CAS_INDEX: DurableObjectNamespace<CasIndexDO>;
+  OPERATION: DurableObjectNamespace<OperationDO>;
+  SCHEDULER: DurableObjectNamespace<SchedulerDO>;
+  /** The runner containers (deployed); absent or unused when RUNNER_URLS is set. */
+  RUNNER?: DurableObjectNamespace;
+  /** Cross-object listings: ListOperations. */
+  INDEX: D1Database;
   /** Upper bound of the summed blob sizes in one batch request; advertised in Capabilities. */
   MAX_BATCH_TOTAL_SIZE_BYTES?: string;
   /** API keys as JSON (see README, "API keys"). Unset or empty: the service runs open. */
   API_KEYS?: string;
+  /** Comma-separated runner base URLs (local dev, self-hosted runners). Takes precedence over containers. */
+  RUNNER_URLS?: string;
+  /** How many RunnerContainer instances to spread actions over (deployed). */
+  RUNNER_CONTAINERS?: string;
+  /** This worker's URL as runners reach it (the CAS over HTTP). */
+  PUBLIC_URL?: string;
+  OPERATION_RETENTION_SECONDS?: string;
+  DEFAULT_ACTION_TIMEOUT_SECONDS?: string;
+  MAX_ACTION_TIMEOUT_SECONDS?: string;
 }

@@ -8,6 +8,9 @@ import { mountRest } from "./surfaces/rest.ts";
 import { restErrorResponse, notFound } from "./errors.ts";
 
 export { CasIndexDO } from "../durable-objects/cas-index.ts";
+export { OperationDO } from "../durable-objects/operation.ts";
+export { SchedulerDO } from "../durable-objects/scheduler.ts";
+export { RunnerContainer } from "../durable-objects/runner-container.ts";
 export type { Env } from "./env.ts";
 
 const app = new Hono();

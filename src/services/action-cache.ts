@@ -1,6 +1,6 @@
 // ActionCache: entries per (tenant, instance name), served only when every blob they reference
 // is still in the CAS; UpdateActionResult accepts only entries whose blobs are all present.
-import { fromBinary, toBinary, create } from "@bufbuild/protobuf";
+import { create, fromBinary } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
   ActionCache,
@@ -12,13 +12,11 @@ import {
 import { MAX_INLINE_BYTES } from "../config.ts";
 import { invalidArgument, missingBlobs, notFound } from "../errors.ts";
 import { checkDigestFunction, missingSubject, parseDigest, type BlobDigest } from "../storage/digest.ts";
+import { actionResultKey, putActionResult } from "../storage/action-store.ts";
 import { readBytes, readTree, treeFileDigests } from "../storage/merkle.ts";
 import { scopeFor, type Scope } from "./scope.ts";
 
-/** Largest serialized ActionResult we store (inline contents included). */
-export const MAX_ACTION_RESULT_BYTES = 16 * 1024 * 1024;
-
-const acKey = (s: Scope, hash: string) => `ac/${s.principal.tenant}/${encodeURIComponent(s.instanceName)}/${hash}`;
+const acKey = (s: Scope, hash: string) => actionResultKey(s.principal.tenant, s.instanceName, hash);
 
 /** Every blob an ActionResult references, trees expanded to the files they list. */
 async function referencedBlobs(s: Scope, r: ActionResult, expandTrees: boolean): Promise<BlobDigest[]> {
@@ -57,7 +55,7 @@ export async function lookupActionResult(s: Scope, action: BlobDigest): Promise<
   return result;
 }
 
-async function inline(s: Scope, r: ActionResult, req: { inlineStdout: boolean; inlineStderr: boolean; inlineOutputFiles: string[] }) {
+export async function inlineOutputs(s: Scope, r: ActionResult, req: { inlineStdout: boolean; inlineStderr: boolean; inlineOutputFiles: string[] }) {
   let budget = MAX_INLINE_BYTES;
   const take = async (d: BlobDigest | undefined) => {
     if (!d || d.size > budget) return undefined;
@@ -85,7 +83,7 @@ export async function getActionResult(
   const action = parseDigest(req.actionDigest, "action_digest");
   const result = await lookupActionResult(s, action);
   if (!result) throw notFound(`no complete action result for ${action.hash}/${action.size}`);
-  await inline(s, result, req);
+  await inlineOutputs(s, result, req);
   return result;
 }
 
@@ -102,11 +100,7 @@ export async function updateActionResult(
   if (missing.length > 0) {
     throw missingBlobs(`the action result references ${missing.length} blob(s) not in the CAS; upload them first`, missing.map(missingSubject));
   }
-  const bytes = toBinary(ActionResultSchema, result);
-  if (bytes.byteLength > MAX_ACTION_RESULT_BYTES) {
-    throw invalidArgument(`the action result is ${bytes.byteLength} bytes, over ${MAX_ACTION_RESULT_BYTES}`, "action_result");
-  }
-  await s.env.CAS.put(acKey(s, action.hash), bytes);
+  await putActionResult(s.env.CAS, acKey(s, action.hash), result);
   return create(ActionResultSchema, result);
 }
 

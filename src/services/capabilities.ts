@@ -6,6 +6,7 @@ import {
   SymlinkAbsolutePathStrategy_Value,
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { maxBatchTotalSize } from "../config.ts";
+import { configuredRunners } from "../execution/runners.ts";
 import { scopeFor } from "./scope.ts";
 
 export const capabilitiesService: ServiceImpl<typeof Capabilities> = {
@@ -25,11 +26,14 @@ export const capabilitiesService: ServiceImpl<typeof Capabilities> = {
         supportedBatchUpdateCompressors: [],
         maxCasBlobSizeBytes: 0n,
       },
-      // Remote execution is not served yet: say so rather than let clients try.
       executionCapabilities: {
         digestFunction: DigestFunction_Value.SHA256,
         digestFunctions: [DigestFunction_Value.SHA256],
-        execEnabled: false,
+        // Only when some executor is configured; clients then try remote execution.
+        execEnabled: configuredRunners(scope.env).length > 0 && scope.principal.canWrite,
+        // ExecutionPolicy.priority orders each queue: lower runs sooner.
+        executionPriorityCapabilities: { priorities: [{ minPriority: -1000, maxPriority: 1000 }] },
+        supportedNodeProperties: [],
       },
       deprecatedApiVersion: { major: 2, minor: 0 },
       lowApiVersion: { major: 2, minor: 0 },

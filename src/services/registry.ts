@@ -1,12 +1,15 @@
 // Every service Kiln serves, with its one implementation. Surfaces are built from this list.
 import type { DescService } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { ActionCache, Capabilities, ContentAddressableStorage } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { ActionCache, Capabilities, ContentAddressableStorage, Execution } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { ByteStream } from "../gen/google/bytestream/bytestream_pb.ts";
+import { Operations } from "../gen/google/longrunning/operations_pb.ts";
 import { actionCacheService } from "./action-cache.ts";
 import { byteStreamService } from "./bytestream.ts";
 import { capabilitiesService } from "./capabilities.ts";
 import { casService } from "./cas.ts";
+import { executionService } from "./execution.ts";
+import { operationsService } from "./operations.ts";
 
 export interface ServiceEntry<S extends DescService = DescService> {
   service: S;
@@ -23,4 +26,6 @@ export const services: ServiceEntry[] = [
   entry(ContentAddressableStorage, casService),
   entry(ActionCache, actionCacheService),
   entry(ByteStream, byteStreamService),
+  entry(Execution, executionService),
+  entry(Operations, operationsService),
 ];

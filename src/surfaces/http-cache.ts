@@ -10,7 +10,8 @@ import {
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { ByteStream } from "../gen/google/bytestream/bytestream_pb.ts";
 import { Code, ConnectError, invalidArgument, restErrorResponse } from "../errors.ts";
-import { getActionResult, MAX_ACTION_RESULT_BYTES, updateActionResult } from "../services/action-cache.ts";
+import { getActionResult, updateActionResult } from "../services/action-cache.ts";
+import { MAX_ACTION_RESULT_BYTES } from "../storage/action-store.ts";
 import { blobSize, readBlobByHash, writeBlob } from "../services/blobs.ts";
 import { parseHash, parseSize } from "../storage/digest.ts";
 import { contextFor } from "./handler-context.ts";

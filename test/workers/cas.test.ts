@@ -21,7 +21,7 @@ describe("Capabilities", () => {
     expect(Number(caps.cacheCapabilities?.maxBatchTotalSizeBytes)).toBeGreaterThan(1_000_000);
     expect(caps.lowApiVersion).toMatchObject({ major: 2, minor: 0 });
     expect(caps.highApiVersion).toMatchObject({ major: 2, minor: 3 });
-    expect(caps.executionCapabilities?.execEnabled).toBe(false);
+    expect(caps.executionCapabilities?.digestFunction).toBe(DigestFunction_Value.SHA256);
   });
 });
 

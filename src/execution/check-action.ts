@@ -1,0 +1,87 @@
+// What Execute checks before an operation exists: the Action and Command parse, the timeout is
+// within bounds, and every blob the action needs is in the CAS (else one MISSING violation each).
+import { fromBinary } from "@bufbuild/protobuf";
+import {
+  ActionSchema,
+  CommandSchema,
+  type Action,
+  type Command,
+} from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { defaultActionTimeoutMs, maxActionTimeoutMs } from "../config.ts";
+import { Code, ConnectError, invalidArgument, missingBlobs } from "../errors.ts";
+import type { BlobStore } from "../storage/blob-store.ts";
+import { blobKey, missingSubject, parseDigest, type BlobDigest } from "../storage/digest.ts";
+import { readBytes, readDirectory } from "../storage/merkle.ts";
+
+export interface CheckedAction {
+  action: Action;
+  command: Command;
+  timeoutMs: number;
+  /** Sorted (name, value) pairs: Action.platform, else the deprecated Command.platform. */
+  platform: [string, string][];
+}
+
+async function readMessage<T>(store: BlobStore, d: BlobDigest, parse: (b: Uint8Array) => T, what: string): Promise<T | null> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await readBytes(store, d);
+  } catch (e) {
+    if (e instanceof ConnectError && e.code === Code.NotFound) return null;
+    throw e;
+  }
+  try {
+    return parse(bytes);
+  } catch {
+    throw invalidArgument(`blob ${blobKey(d)} is not a ${what} message`);
+  }
+}
+
+/** Every Directory and file of the input tree that is not in the CAS. */
+async function missingInputs(store: BlobStore, root: BlobDigest): Promise<BlobDigest[]> {
+  const missing: BlobDigest[] = [];
+  const files: BlobDigest[] = [];
+  const seen = new Set<string>([blobKey(root)]);
+  let level = [root];
+  while (level.length > 0) {
+    const dirs = await Promise.all(level.map((d) => readDirectory(store, d)));
+    const next: BlobDigest[] = [];
+    dirs.forEach((dir, i) => {
+      if (!dir) return void missing.push(level[i]!);
+      for (const f of dir.files) files.push(parseDigest(f.digest, `input file ${f.name}`));
+      for (const c of dir.directories) {
+        const d = parseDigest(c.digest, `input directory ${c.name}`);
+        if (!seen.has(blobKey(d))) (seen.add(blobKey(d)), next.push(d));
+      }
+    });
+    level = next;
+  }
+  return [...missing, ...(await store.index.missing(files, true))];
+}
+
+export async function checkAction(store: BlobStore, actionDigest: BlobDigest): Promise<CheckedAction> {
+  const action = await readMessage(store, actionDigest, (b) => fromBinary(ActionSchema, b), "build.bazel.remote.execution.v2.Action");
+  if (!action) throw missingBlobs("the Action is not in the CAS", [missingSubject(actionDigest)]);
+  const commandDigest = parseDigest(action.commandDigest, "action.command_digest");
+  const inputRoot = parseDigest(action.inputRootDigest, "action.input_root_digest");
+  const [command, missing] = await Promise.all([
+    readMessage(store, commandDigest, (b) => fromBinary(CommandSchema, b), "build.bazel.remote.execution.v2.Command"),
+    missingInputs(store, inputRoot),
+  ]);
+  if (!command) missing.unshift(commandDigest);
+  if (missing.length > 0) {
+    throw missingBlobs(`${missing.length} blob(s) the action needs are not in the CAS`, missing.map(missingSubject));
+  }
+  if (command!.arguments.length === 0) throw invalidArgument("the Command has no arguments", "command.arguments");
+
+  let timeoutMs = defaultActionTimeoutMs();
+  if (action.timeout) {
+    timeoutMs = Number(action.timeout.seconds) * 1000 + Math.floor(action.timeout.nanos / 1e6);
+    if (timeoutMs <= 0) throw invalidArgument("action.timeout must be positive", "action.timeout");
+    if (timeoutMs > maxActionTimeoutMs()) {
+      throw invalidArgument(`action.timeout ${timeoutMs / 1000} s is over this server's maximum of ${maxActionTimeoutMs() / 1000} s`, "action.timeout");
+    }
+  }
+  const props = (action.platform ?? command!.platform)?.properties ?? [];
+  const platform = props.map((p) => [p.name, p.value] as [string, string]).sort(([a, x], [b, y]) => (a < b ? -1 : a > b ? 1 : x < y ? -1 : x > y ? 1 : 0));
+  return { action, command: command!, timeoutMs, platform };
+}

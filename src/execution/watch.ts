@@ -1,0 +1,39 @@
+// Following one operation from the worker: the OperationDO streams framed Operations; if that
+// stream breaks before the operation is done (the object restarted), we attach again.
+import { fromBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Env } from "../env.ts";
+import { OperationSchema, type Operation } from "../gen/google/longrunning/operations_pb.ts";
+import { decodeFrames } from "./frames.ts";
+
+const OPERATION_NAME = /^operations\/[0-9a-f-]{36}$/;
+const REATTACH_LIMIT = 20;
+
+export function operationStub(env: Env, name: string) {
+  if (!OPERATION_NAME.test(name)) throw new ConnectError(`"${name.slice(0, 100)}" is not an operation name of this server (operations/{uuid})`, Code.NotFound);
+  return env.OPERATION.get(env.OPERATION.idFromName(name));
+}
+
+export const notFoundOperation = (name: string) =>
+  new ConnectError(`operation ${name} not found (it expired, was deleted, or never existed); call Execute again`, Code.NotFound);
+
+/** Yields the operation's current state, then each change, until it is done. */
+export async function* watchOperation(env: Env, name: string, signal?: AbortSignal): AsyncGenerator<Operation> {
+  const stub = operationStub(env, name);
+  for (let attempt = 0; attempt < REATTACH_LIMIT && !signal?.aborted; attempt++) {
+    const stream = await stub.watch();
+    if (!stream) throw notFoundOperation(name);
+    try {
+      for await (const frame of decodeFrames(stream)) {
+        const op = fromBinary(OperationSchema, frame);
+        yield op;
+        if (op.done) return;
+      }
+    } catch (e) {
+      if (signal?.aborted) return;
+      console.warn("operation stream broke, attaching again", name, e);
+    }
+    await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** attempt, 2000)));
+  }
+  if (!signal?.aborted) throw new ConnectError(`lost the stream of ${name}; call WaitExecution`, Code.Unavailable);
+}
