@@ -181,6 +181,9 @@ export class OperationDO extends DurableObject<Env> {
     if (!now || now.done) return;
     switch (outcome.kind) {
       case "busy":
+        // A refusal at capacity is not a lost runner: it must not count towards MAX_ATTEMPTS.
+        now.attempts -= 1;
+        await this.requeued();
         await this.scheduler(now).requeue(now.name, outcome.runner, false);
         return;
       case "lost":
@@ -192,6 +195,7 @@ export class OperationDO extends DurableObject<Env> {
             message: `Kiln could not finish this action: runners were lost ${now.attempts} times (last: ${outcome.reason}).`,
           });
         } else {
+          await this.requeued();
           await this.scheduler(now).requeue(now.name, outcome.runner, true);
         }
         return;

@@ -3,9 +3,11 @@
 //   plain process, reached with fetch;
 // - the container binding (deployed): RunnerContainer instances, RUNNER_CONTAINERS of them.
 // Both speak the runner protocol of container/runner/server.ts.
-import { fromBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, fromBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { anyPack } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { ActionResultSchema, type ExecuteResponseSchema } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { PreconditionFailureSchema } from "../gen/google/rpc/error_details_pb.ts";
 import type { Env } from "../env.ts";
 import { publicUrl } from "../config.ts";
 
@@ -113,7 +115,10 @@ export async function runOnRunner(env: Env, ref: RunnerRef, req: RunRequest): Pr
     const status = res.headers.get("x-kiln-status");
     if (!status || status === "OK") return { kind: "done", response: { result } };
     const code = statusCodes[status] ?? Code.Unknown;
-    const message = code === Code.DeadlineExceeded ? `the action exceeded its timeout of ${req.timeoutMs / 1000} s` : `the action ended: ${status}`;
+    // The runner says why in x-kiln-message (e.g. which output could not be collected).
+    const message =
+      res.headers.get("x-kiln-message") ??
+      (code === Code.DeadlineExceeded ? `the action exceeded its timeout of ${req.timeoutMs / 1000} s` : `the action ended: ${status}`);
     return { kind: "done", response: { result, status: { code, message }, message } };
   }
   // A refusal from the runner (bad action, inputs gone): the operation fails with its status.
@@ -126,7 +131,12 @@ export async function runOnRunner(env: Env, ref: RunnerRef, req: RunRequest): Pr
   const code = statusCodes[body.error?.status ?? ""] ?? (res.status >= 500 ? Code.Unavailable : Code.Internal);
   if (res.status >= 500 && code === Code.Unavailable) return { kind: "lost", runner: ref, reason: body.error?.message ?? `HTTP ${res.status}` };
   const message = body.error?.message ?? `runner answered HTTP ${res.status}`;
-  return { kind: "done", response: { status: { code, message }, message } };
+  // Inputs gone from the CAS: one MISSING violation per blob, so the client uploads them and retries.
+  const missing = body.error?.missing ?? [];
+  const details = missing.length
+    ? [anyPack(PreconditionFailureSchema, create(PreconditionFailureSchema, { violations: missing.map((subject) => ({ type: "MISSING", subject, description: "blob not in the CAS" })) }))]
+    : [];
+  return { kind: "done", response: { status: { code, message, details }, message } };
 }
 
 export async function cancelOnRunner(env: Env, ref: RunnerRef, operation: string): Promise<void> {

@@ -1,15 +1,20 @@
 // Connect and gRPC-web for every service: the connect-es router behind one Hono route.
 // (Native gRPC needs HTTP/2 trailers, which a Worker cannot send: Cloudflare's edge, or
 // `kiln bridge` locally, turns it into gRPC-web before it reaches us.)
+import { createRegistry } from "@bufbuild/protobuf";
 import { createConnectRouter } from "@connectrpc/connect";
 import { createFetchHandler } from "@connectrpc/connect/protocol";
 import type { Hono } from "hono";
+import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.ts";
 import { services } from "../services/registry.ts";
 
 /** Largest single message we accept: a 4 MiB batch plus framing headroom. */
 const READ_MAX_BYTES = 8 * 1024 * 1024;
 
-const router = createConnectRouter({ readMaxBytes: READ_MAX_BYTES });
+// The Connect JSON codec must resolve google.protobuf.Any (Operation.metadata and .response,
+// google.rpc.Status.details) to the message types they carry.
+const registry = createRegistry(file_google_rpc_error_details, ...services.map((s) => s.service.file));
+const router = createConnectRouter({ readMaxBytes: READ_MAX_BYTES, jsonOptions: { registry } });
 for (const { service, impl } of services) router.service(service, impl);
 
 const handlers = new Map(
