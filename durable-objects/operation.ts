@@ -176,6 +176,7 @@ export class OperationDO extends DurableObject<Env> {
       actionDigest: s.actionDigest,
       authorization: s.authorization,
       timeoutMs: s.timeoutMs,
+      queuedAtMs: s.createdAt,
     });
     const now = await this.load();
     if (!now || now.done) return;

@@ -71,6 +71,8 @@ export interface RunRequest {
   actionDigest: { hash: string; size: number };
   authorization: string | null;
   timeoutMs: number;
+  /** When the operation was queued, for ExecutedActionMetadata.queued_timestamp. */
+  queuedAtMs: number;
 }
 
 export type RunOutcome =
@@ -87,6 +89,8 @@ const statusCodes: Record<string, Code> = {
   FAILED_PRECONDITION: Code.FailedPrecondition,
   INVALID_ARGUMENT: Code.InvalidArgument,
   RESOURCE_EXHAUSTED: Code.ResourceExhausted,
+  UNAUTHENTICATED: Code.Unauthenticated,
+  PERMISSION_DENIED: Code.PermissionDenied,
   INTERNAL: Code.Internal,
 };
 
@@ -103,13 +107,15 @@ export async function runOnRunner(env: Env, ref: RunnerRef, req: RunRequest): Pr
         instanceName: req.instanceName,
         actionDigest: { hash: req.actionDigest.hash, sizeBytes: String(req.actionDigest.size) },
         timeoutMs: req.timeoutMs,
+        queuedAtMs: req.queuedAtMs,
       }),
       signal: AbortSignal.timeout(req.timeoutMs + RUN_OVERHEAD_MS),
     });
   } catch (e) {
     return { kind: "lost", runner: ref, reason: String((e as Error)?.message ?? e) };
   }
-  if (res.status === 503) return { kind: "busy", runner: ref };
+  // 409: an earlier attempt of this operation is still being torn down there; try again shortly.
+  if (res.status === 503 || res.status === 409) return { kind: "busy", runner: ref };
   if (res.status === 200) {
     const result = fromBinary(ActionResultSchema, new Uint8Array(await res.arrayBuffer()));
     const status = res.headers.get("x-kiln-status");

@@ -50,7 +50,9 @@ export async function writeBlob(
 ): Promise<void> {
   const s = await scopeFor(ctx, instanceName, "write");
   if (await s.store.index.has(d)) {
-    await body.cancel();
+    // Read the body out rather than cancel it: cancelling makes workerd drop the keep-alive
+    // connection under a client that is still sending.
+    for await (const _ of body);
     return;
   }
   if (uploadId) await uploadBlob(s.store, uploadId, d, 0, bodyChunks(body));
