@@ -1,0 +1,87 @@
+// `kiln bridge`: native gRPC (HTTP/2 cleartext) in front of the worker, which only speaks HTTP/1.1.
+// Cloudflare's edge does this conversion in production (gRPC-enabled zones turn gRPC into
+// gRPC-web); locally and on CI hosts without such a domain, this process does it.
+import http2 from "node:http2";
+import type { AddressInfo } from "node:net";
+import type { DescService } from "@bufbuild/protobuf";
+import { connectNodeAdapter, createGrpcWebTransport } from "@connectrpc/connect-node";
+import {
+  ActionCache,
+  Capabilities,
+  ContentAddressableStorage,
+  Execution,
+} from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { ByteStream } from "../src/gen/google/bytestream/bytestream_pb.ts";
+import { Operations } from "../src/gen/google/longrunning/operations_pb.ts";
+import { byteStreamRead } from "./bytestream-read.ts";
+import { byteStreamWrite } from "./bytestream-write.ts";
+import { reportFailures, type Log } from "./failures.ts";
+import { forwardMethod } from "./forward.ts";
+
+/** Every service the worker serves over gRPC-web. */
+const SERVICES: DescService[] = [Capabilities, ContentAddressableStorage, ActionCache, Execution, ByteStream, Operations];
+
+export interface BridgeOptions {
+  /** The worker's origin, e.g. http://127.0.0.1:8787. */
+  upstream: string;
+  host?: string;
+  /** 0 picks a free port. */
+  port?: number;
+  log?: Log;
+}
+
+export interface Bridge {
+  port: number;
+  close(): Promise<void>;
+}
+
+export async function startBridge({ upstream, host = "127.0.0.1", port = 8980, log = console.error }: BridgeOptions): Promise<Bridge> {
+  // No compression on either hop: blobs are mostly incompressible and both hops are local, so
+  // gzip only burns the CPU the worker needs (it halved ByteStream.Read throughput here).
+  const transport = createGrpcWebTransport({ baseUrl: upstream, httpVersion: "1.1", acceptCompression: [] });
+  const shutdown = new AbortController();
+  const handler = connectNodeAdapter({
+    routes(router) {
+      for (const service of SERVICES) {
+        for (const method of service.methods) {
+          if (method === ByteStream.method.read) router.rpc(ByteStream.method.read, byteStreamRead(upstream, transport));
+          else if (method === ByteStream.method.write) router.rpc(ByteStream.method.write, byteStreamWrite(upstream, transport));
+          else forwardMethod(router, method, transport);
+        }
+      }
+    },
+    // Compressed requests are still accepted; responses are never compressed.
+    compressMinBytes: Number.MAX_SAFE_INTEGER,
+    interceptors: [reportFailures(log)],
+    // Closing the bridge cancels calls in flight, and with them their upstream requests.
+    shutdownSignal: shutdown.signal,
+  });
+  const server = http2.createServer(handler);
+  const sessions = new Set<http2.ServerHttp2Session>();
+  server.on("session", (s) => {
+    sessions.add(s);
+    s.on("close", () => sessions.delete(s));
+  });
+  // A client that breaks its connection must not take the bridge down: log it and carry on.
+  server.on("sessionError", (e) => log(`kiln bridge: connection error: ${e.message}`));
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  server.on("error", (e) => log(`kiln bridge: server error: ${e.message}`));
+
+  return {
+    port: (server.address() as AddressInfo).port,
+    close() {
+      shutdown.abort();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // gRPC clients keep idle connections open; server.close() alone would wait for them.
+      for (const s of sessions) s.destroy();
+      return closed;
+    },
+  };
+}

@@ -1,0 +1,35 @@
+// One log line per failed call, and errors made safe to send over HTTP/2 (see relayed()).
+import type { DescMethod } from "@bufbuild/protobuf";
+import { Code, type Interceptor } from "@connectrpc/connect";
+import { relayed } from "./errors.ts";
+
+export type Log = (line: string) => void;
+
+/** A server interceptor: failures of unary calls and of streams (also mid-stream) pass through here. */
+export function reportFailures(log: Log): Interceptor {
+  const fail = (method: DescMethod, e: unknown) => {
+    const err = relayed(e);
+    log(`kiln bridge: ${method.parent.typeName}/${method.name} failed: ${Code[err.code]}: ${err.rawMessage}`);
+    return err;
+  };
+  return (next) => async (req) => {
+    let res;
+    try {
+      res = await next(req);
+    } catch (e) {
+      throw fail(req.method, e);
+    }
+    if (!res.stream) return res;
+    const messages = res.message;
+    return {
+      ...res,
+      message: (async function* () {
+        try {
+          yield* messages;
+        } catch (e) {
+          throw fail(req.method, e);
+        }
+      })(),
+    };
+  };
+}
