@@ -1,0 +1,70 @@
+// `kiln dev` (`npm start`): the worker under wrangler dev plus the native gRPC bridge in front of it,
+// everything on 127.0.0.1, state persisted across runs; Ctrl-C stops it all.
+import { startBridge, type Bridge } from "./bridge.ts";
+import { assertPortFree } from "./ports.ts";
+import { spawnWrangler, waitForWorker } from "./wrangler.ts";
+
+export async function dev(): Promise<void> {
+  const httpPort = Number(process.env.KILN_PORT ?? 8787);
+  const grpcPort = Number(process.env.KILN_GRPC_PORT ?? 8980);
+  const stateDir = process.env.KILN_STATE_DIR ?? ".state";
+  // Checked first: the readiness probe below cannot tell our worker from another server.
+  await assertPortFree(httpPort, "KILN_PORT (HTTP)");
+  await assertPortFree(grpcPort, "KILN_GRPC_PORT (native gRPC)");
+
+  // TODO(runner): start the local action runner (container/runner) here, before wrangler, and
+  // hand its URL to the worker as `--var RUNNER_URLS:...`, so that `kiln dev` executes actions.
+  const worker = spawnWrangler({ port: httpPort, persistTo: stateDir, label: "worker" });
+  let bridge: Bridge | undefined;
+  let stopping = false;
+  const stop = async (code: number) => {
+    if (stopping) return;
+    stopping = true;
+    await bridge?.close();
+    await worker.stop();
+    process.exit(code);
+  };
+  process.once("SIGINT", () => void stop(0));
+  process.once("SIGTERM", () => void stop(0));
+  void worker.exited.then((code) => {
+    if (stopping) return;
+    console.error(`kiln dev: wrangler exited (code ${code})`);
+    void stop(code || 1);
+  });
+
+  try {
+    await waitForWorker(worker);
+    bridge = await startBridge({ upstream: worker.url, port: grpcPort });
+  } catch (e) {
+    console.error(`kiln dev: ${e instanceof Error ? e.message : String(e)}`);
+    return stop(1);
+  }
+  const grpc = `grpc://127.0.0.1:${bridge.port}`;
+  console.log(
+    [
+      "",
+      "Kiln is running.",
+      `  HTTP (Connect, gRPC-web, REST, Bazel HTTP cache): ${worker.url}`,
+      `  native gRPC (bridge):                              ${grpc}`,
+      `  ${await authMode(worker.url)}`,
+      "  state:                                             " + stateDir,
+      ".bazelrc:",
+      `  build --remote_cache=${grpc}`,
+      `  # or the HTTP cache: build --remote_cache=${worker.url}/cache/main`,
+      "Ctrl-C stops it.",
+      "",
+    ].join("\n"),
+  );
+}
+
+/** What /healthz says about API keys: open (anyone may read and write) or keys required. */
+async function authMode(url: string): Promise<string> {
+  try {
+    const health = (await (await fetch(`${url}/healthz`)).json()) as { auth?: string };
+    if (health.auth === "open") return "auth: open (no API_KEYS set: anyone who can reach these ports may read and write)";
+    if (health.auth === "keys") return "auth: API keys required (Authorization: Bearer KEY; Bazel: --remote_header=Authorization=Bearer KEY)";
+  } catch {
+    // an older worker without /healthz: say so below
+  }
+  return "auth: unknown (the worker's GET /healthz did not say)";
+}

@@ -1,0 +1,40 @@
+// The `kiln` command (run with tsx: `tsx cli/kiln.ts <command>`).
+import { parseArgs } from "node:util";
+import { startBridge } from "./bridge.ts";
+import { dev } from "./dev.ts";
+
+const USAGE = `usage:
+  kiln dev                                   the worker (wrangler dev) and the gRPC bridge, on 127.0.0.1
+                                             env: KILN_PORT (8787), KILN_GRPC_PORT (8980), KILN_STATE_DIR (.state)
+  kiln bridge [--upstream URL] [--port N]    native gRPC (h2c) on 127.0.0.1:N (8980) -> the worker at URL
+                                             (http://127.0.0.1:8787) as gRPC-web`;
+
+async function bridge(args: string[]) {
+  const { values } = parseArgs({
+    args,
+    options: {
+      upstream: { type: "string", default: "http://127.0.0.1:8787" },
+      port: { type: "string", default: "8980" },
+    },
+  });
+  const port = Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port ${values.port} is not a port number`);
+  const b = await startBridge({ upstream: values.upstream, port });
+  console.log(`kiln bridge: grpc://127.0.0.1:${b.port} -> ${values.upstream} (gRPC-web)`);
+  const stop = () => void b.close().then(() => process.exit(0));
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+}
+
+const [command, ...args] = process.argv.slice(2);
+try {
+  if (command === "dev" && args.length === 0) await dev();
+  else if (command === "bridge") await bridge(args);
+  else {
+    console.error(USAGE);
+    process.exitCode = 2;
+  }
+} catch (e) {
+  console.error(`kiln ${command}: ${e instanceof Error ? e.message : String(e)}`);
+  process.exitCode = 1;
+}
