@@ -1,0 +1,267 @@
+// The stack starts and the native gRPC bridge carries real @grpc/grpc-js calls to the worker:
+// unary, ByteStream.Read as a streamed GET (ranges, edges), ByteStream.Write as a streamed PUT (and
+// its checks), a resumed Write over gRPC-web, API keys on every path, and an unreachable worker.
+import { createHash, randomBytes, randomUUID } from "node:crypto";
+import { once } from "node:events";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startBridge } from "../../cli/bridge.ts";
+import { startStack, type Stack } from "./stack.ts";
+
+// ---- a grpc-js client from the .proto files, as a third-party client would build it ----
+
+const root = fileURLToPath(new URL("../../", import.meta.url));
+const definition = protoLoader.loadSync(
+  ["build/bazel/remote/execution/v2/remote_execution.proto", "google/bytestream/bytestream.proto"],
+  { keepCase: true, longs: String, enums: String, defaults: true, includeDirs: [`${root}proto`, `${root}node_modules/google-proto-files`] },
+);
+// grpc-js builds client classes at run time from the definition: there are no static types.
+const pkg = grpc.loadPackageDefinition(definition) as any;
+const reapi = pkg.build.bazel.remote.execution.v2;
+
+type Client = grpc.Client & Record<string, any>;
+const MiB = 1024 * 1024;
+const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+
+function clients(target: string) {
+  const creds = grpc.credentials.createInsecure();
+  return {
+    caps: new reapi.Capabilities(target, creds) as Client,
+    cas: new reapi.ContentAddressableStorage(target, creds) as Client,
+    bs: new pkg.google.bytestream.ByteStream(target, creds) as Client,
+  };
+}
+
+function metadata(key?: string): grpc.Metadata {
+  const md = new grpc.Metadata();
+  if (key) md.set("authorization", `Bearer ${key}`);
+  return md;
+}
+
+function unary<T = any>(client: Client, method: string, req: object, md = metadata()): Promise<T> {
+  return new Promise((resolve, reject) =>
+    client[method](req, md, { deadline: Date.now() + 60_000 }, (err: grpc.ServiceError | null, res: T) => (err ? reject(err) : resolve(res))),
+  );
+}
+
+/** The status name a call settles with ("OK" if it succeeds). */
+async function statusOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return "OK";
+  } catch (e) {
+    return grpc.status[(e as grpc.ServiceError).code]!;
+  }
+}
+
+const uploadName = (blob: Uint8Array, uuid = randomUUID()) => `uploads/${uuid}/blobs/${sha256(blob)}/${blob.byteLength}`;
+
+interface WriteCall {
+  call: grpc.ClientWritableStream<object>;
+  response: Promise<{ committed_size: string }>;
+  /** Sends blob[from, to) in `chunk`-sized messages (the first names the resource), honouring backpressure. */
+  send(from: number, to: number, finish: boolean): Promise<void>;
+}
+
+function startWrite(bs: Client, resource: string, blob: Uint8Array, md = metadata(), chunk = 64 * 1024): WriteCall {
+  let call!: grpc.ClientWritableStream<object>;
+  const response = new Promise<{ committed_size: string }>((resolve, reject) => {
+    call = bs.Write(md, (err: grpc.ServiceError | null, res: { committed_size: string }) => (err ? reject(err) : resolve(res)));
+  });
+  response.catch(() => {}); // observed by the test through `response`
+  let first = true;
+  return {
+    call,
+    response,
+    async send(from, to, finish) {
+      for (let off = from; off < to || (first && off === to); off += chunk) {
+        const end = Math.min(off + chunk, to);
+        const msg = { resource_name: first ? resource : "", write_offset: off, data: blob.subarray(off, end), finish_write: finish && end === to };
+        first = false;
+        if (!call.write(msg)) await once(call, "drain");
+      }
+      if (finish) call.end();
+    },
+  };
+}
+
+async function write(bs: Client, resource: string, blob: Uint8Array, md = metadata()) {
+  const w = startWrite(bs, resource, blob, md);
+  await w.send(0, blob.byteLength, true);
+  return w.response;
+}
+
+/** ByteStream.Read, server streaming: the hash of what arrived, its size and how many messages. */
+function read(bs: Client, resource: string, offset = 0, limit = 0, md = metadata()): Promise<{ hash: string; size: number; messages: number }> {
+  return new Promise((resolve, reject) => {
+    const h = createHash("sha256");
+    let size = 0;
+    let messages = 0;
+    const call = bs.Read({ resource_name: resource, read_offset: offset, read_limit: limit }, md);
+    call.on("data", (m: { data: Uint8Array }) => {
+      h.update(m.data);
+      size += m.data.byteLength;
+      messages++;
+    });
+    call.on("error", reject);
+    call.on("end", () => resolve({ hash: h.digest("hex"), size, messages }));
+  });
+}
+
+// ---- tests ----
+
+describe("the stack, open (no API keys)", () => {
+  let stack: Stack;
+  let c: ReturnType<typeof clients>;
+
+  beforeAll(async () => {
+    stack = await startStack();
+    c = clients(stack.grpcTarget);
+  });
+  afterAll(async () => {
+    for (const client of Object.values(c ?? {})) client.close();
+    await stack?.stop();
+  });
+
+  it("the worker answers /healthz and runs open", async () => {
+    const res = await fetch(`${stack.httpUrl}/healthz`);
+    expect(await res.json()).toEqual({ ok: true, auth: "open" });
+    expect(stack.workerPids().length).toBeGreaterThan(0);
+  });
+
+  it("GetCapabilities through the bridge advertises SHA256 for the cache", async () => {
+    const caps = await unary(c.caps, "GetCapabilities", { instance_name: "" });
+    expect(caps.cache_capabilities.digest_functions).toContain("SHA256");
+  });
+
+  it("Write streams a 20 MiB blob (several worker parts) and Read streams it back", async () => {
+    const blob = randomBytes(20 * MiB);
+    const res = await write(c.bs, `main/${uploadName(blob)}`, blob);
+    expect(res.committed_size).toBe(String(blob.byteLength));
+    const back = await read(c.bs, `main/blobs/${sha256(blob)}/${blob.byteLength}`);
+    expect(back).toMatchObject({ hash: sha256(blob), size: blob.byteLength });
+    expect(back.messages).toBeGreaterThan(1);
+    const missing = await unary(c.cas, "FindMissingBlobs", { instance_name: "main", blob_digests: [{ hash: sha256(blob), size_bytes: blob.byteLength }] });
+    expect(missing.missing_blob_digests).toEqual([]);
+  });
+
+  it("Read honours read_offset and read_limit, and the edges of a blob", async () => {
+    const blob = randomBytes(100_000);
+    await write(c.bs, uploadName(blob), blob);
+    const name = `blobs/${sha256(blob)}/${blob.byteLength}`;
+    const part = (from: number, to: number) => ({ hash: sha256(blob.subarray(from, to)), size: to - from });
+    expect(await read(c.bs, name, 1000, 500)).toMatchObject(part(1000, 1500));
+    expect(await read(c.bs, name, 99_000)).toMatchObject(part(99_000, 100_000));
+    expect(await read(c.bs, name, 99_000, 5000)).toMatchObject(part(99_000, 100_000));
+    expect(await read(c.bs, name, 100_000)).toMatchObject({ size: 0 });
+    expect(await statusOf(read(c.bs, name, 100_001))).toBe("OUT_OF_RANGE");
+    expect(await statusOf(read(c.bs, name, -1))).toBe("OUT_OF_RANGE");
+    expect(await statusOf(read(c.bs, `blobs/${sha256(randomBytes(10))}/10`))).toBe("NOT_FOUND");
+    expect(await statusOf(read(c.bs, `blobs/nothex/10`))).toBe("INVALID_ARGUMENT");
+  });
+
+  it("Write of the empty blob, and of a blob already stored, commits its size", async () => {
+    const empty = new Uint8Array(0);
+    expect((await write(c.bs, uploadName(empty), empty)).committed_size).toBe("0");
+    const blob = randomBytes(3 * MiB);
+    await write(c.bs, uploadName(blob), blob);
+    expect((await write(c.bs, uploadName(blob), blob)).committed_size).toBe(String(blob.byteLength));
+  });
+
+  it("Write under a multi-segment instance name", async () => {
+    const blob = randomBytes(1000);
+    await write(c.bs, `a/b/${uploadName(blob)}`, blob);
+    expect((await read(c.bs, `a/b/blobs/${sha256(blob)}/1000`)).hash).toBe(sha256(blob));
+  });
+
+  it("Write whose bytes do not match the digest is INVALID_ARGUMENT (the worker's 400, as gRPC)", async () => {
+    const blob = randomBytes(1000);
+    const wrong = `uploads/${randomUUID()}/blobs/${sha256(randomBytes(8))}/1000`;
+    const err = await write(c.bs, wrong, blob).catch((e: grpc.ServiceError) => e);
+    expect(grpc.status[(err as grpc.ServiceError).code]).toBe("INVALID_ARGUMENT");
+    expect(await statusOf(read(c.bs, wrong.replace(/^uploads\/[^/]+\//, "")))).toBe("NOT_FOUND");
+  });
+
+  it("Write with a gap in write_offset, or past the declared size, is INVALID_ARGUMENT", async () => {
+    const blob = randomBytes(200 * 1024);
+    const gap = startWrite(c.bs, uploadName(blob), blob);
+    await gap.send(0, 64 * 1024, false);
+    gap.call.write({ write_offset: 100 * 1024, data: blob.subarray(100 * 1024), finish_write: true });
+    gap.call.end();
+    expect(await statusOf(gap.response)).toBe("INVALID_ARGUMENT");
+
+    const long = Buffer.concat([blob, Buffer.from("extra")]);
+    const over = startWrite(c.bs, uploadName(blob), long);
+    await over.send(0, long.byteLength, true);
+    expect(await statusOf(over.response)).toBe("INVALID_ARGUMENT");
+  });
+
+  it("a dropped Write resumes at committed_size (the resumed stream goes as gRPC-web)", async () => {
+    const blob = randomBytes(20 * MiB);
+    const resource = uploadName(blob);
+    const dropped = startWrite(c.bs, resource, blob);
+    await dropped.send(0, 12 * MiB, false);
+    // The worker commits whole 8 MiB parts: wait until the first one is in, then drop the stream.
+    let committed = "0";
+    for (const end = Date.now() + 30_000; committed === "0" && Date.now() < end; await new Promise((r) => setTimeout(r, 100))) {
+      committed = (await unary(c.bs, "QueryWriteStatus", { resource_name: resource }).catch(() => ({ committed_size: "0" }))).committed_size;
+    }
+    expect(committed).toBe(String(8 * MiB));
+    dropped.call.cancel();
+    expect(await statusOf(dropped.response)).toBe("CANCELLED");
+
+    const resumed = startWrite(c.bs, resource, blob);
+    await resumed.send(Number(committed), blob.byteLength, true);
+    expect((await resumed.response).committed_size).toBe(String(blob.byteLength));
+    expect((await read(c.bs, `blobs/${sha256(blob)}/${blob.byteLength}`)).hash).toBe(sha256(blob));
+  });
+});
+
+describe("the stack with API keys", () => {
+  const KEY = "bridge-test-key-1234";
+  let stack: Stack;
+  let c: ReturnType<typeof clients>;
+
+  beforeAll(async () => {
+    stack = await startStack({ vars: { API_KEYS: JSON.stringify([{ key: KEY, instances: [""], access: "read-write" }]) } });
+    c = clients(stack.grpcTarget);
+  });
+  afterAll(async () => {
+    for (const client of Object.values(c ?? {})) client.close();
+    await stack?.stop();
+  });
+
+  it("/healthz says keys are required", async () => {
+    expect(await (await fetch(`${stack.httpUrl}/healthz`)).json()).toEqual({ ok: true, auth: "keys" });
+  });
+
+  it("the bridge forwards authorization on calls, the Read GET and the Write PUT", async () => {
+    expect(await statusOf(unary(c.caps, "GetCapabilities", {}))).toBe("UNAUTHENTICATED");
+    expect(await statusOf(unary(c.caps, "GetCapabilities", {}, metadata(KEY)))).toBe("OK");
+    const blob = randomBytes(5000);
+    expect(await statusOf(write(c.bs, uploadName(blob), blob))).toBe("UNAUTHENTICATED");
+    expect(await statusOf(write(c.bs, uploadName(blob), blob, metadata(KEY)))).toBe("OK");
+    const name = `blobs/${sha256(blob)}/${blob.byteLength}`;
+    expect(await statusOf(read(c.bs, name))).toBe("UNAUTHENTICATED");
+    expect(await read(c.bs, name, 0, 0, metadata(KEY))).toMatchObject({ hash: sha256(blob) });
+  });
+});
+
+describe("the bridge without a worker behind it", () => {
+  it("answers UNAVAILABLE and keeps serving", async () => {
+    const bridge = await startBridge({ upstream: "http://127.0.0.1:9", port: 0, log: () => {} });
+    const c = clients(`127.0.0.1:${bridge.port}`);
+    try {
+      expect(await statusOf(unary(c.caps, "GetCapabilities", {}))).toBe("UNAVAILABLE");
+      const blob = randomBytes(100);
+      expect(await statusOf(write(c.bs, uploadName(blob), blob))).toBe("UNAVAILABLE");
+      expect(await statusOf(read(c.bs, `blobs/${sha256(blob)}/100`))).toBe("UNAVAILABLE");
+      expect(await statusOf(unary(c.caps, "GetCapabilities", {}))).toBe("UNAVAILABLE");
+    } finally {
+      for (const client of Object.values(c)) client.close();
+      await bridge.close();
+    }
+  });
+});
