@@ -69,8 +69,12 @@ function salted(): string[] {
   return [`--action_env=SALT=${salt}`, `--host_action_env=SALT=${salt}`];
 }
 
+// Bazel reports cache trouble only as warnings; any means the cache misbehaved.
+const CACHE_WARNING = /WARNING: .*Remote Cache/i;
+
 function expectCold(cold: Build): void {
   expect(cold.code, cold.stderr).toBe(0);
+  expect(cold.stderr).not.toMatch(CACHE_WARNING);
   expect(cold.summary.remoteCacheHits, cold.stderr).toBe(0);
   expect(cold.summary.executed).toBeGreaterThan(20);
 }
@@ -78,6 +82,7 @@ function expectCold(cold: Build): void {
 /** Every process that ran in the cold build is a remote cache hit now, and outputs are identical. */
 function expectWarm(warm: Build, cold: Build): void {
   expect(warm.code, warm.stderr).toBe(0);
+  expect(warm.stderr).not.toMatch(CACHE_WARNING);
   expect(warm.summary.executed, warm.stderr).toBe(0);
   expect(warm.summary.remoteCacheHits).toBe(cold.summary.executed);
   expect(warm.digests).toEqual(cold.digests);
