@@ -41,6 +41,8 @@ export function mountBlobs(app: Hono) {
       await writeBlob(ctx, r.instanceName, r.digest, c.req.raw.body ?? new Blob([]).stream(), r.uploadId);
       return c.json({ committedSize: String(r.digest.size) });
     } catch (e) {
+      // A refused upload is answered now, not after the client has sent the rest of its body.
+      await c.req.raw.body?.cancel().catch(() => {});
       return restErrorResponse(e);
     }
   });

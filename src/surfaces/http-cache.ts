@@ -113,6 +113,8 @@ export function mountHttpCache(app: Hono) {
       if (c.req.method === "PUT") return await (t.kind === "ac" ? putAc(c, t) : putCas(c, t));
       return await (t.kind === "ac" ? getAc(c, t, head) : getCas(c, t, head));
     } catch (e) {
+      // A refused upload is answered now, not after the client has sent the rest of its body.
+      if (c.req.method === "PUT") await c.req.raw.body?.cancel().catch(() => {});
       return errorResponse(e);
     }
   });
