@@ -1,8 +1,9 @@
-// `kiln dev` (`npm start`): the worker under wrangler dev plus the native gRPC bridge in front of it,
-// everything on 127.0.0.1, state persisted across runs; Ctrl-C stops it all.
+// `kiln dev` (`npm start`): the worker under wrangler dev, the native gRPC bridge in front of it and
+// a local action runner, everything on 127.0.0.1, state persisted across runs; Ctrl-C stops it all.
 import { startBridge, type Bridge } from "./bridge.ts";
 import { assertPortFree } from "./ports.ts";
 import { spawnWrangler, waitForWorker } from "./wrangler.ts";
+import { startRunner } from "../container/runner/server.ts";
 
 export async function dev(): Promise<void> {
   const httpPort = Number(process.env.KILN_PORT ?? 8787);
@@ -12,9 +13,17 @@ export async function dev(): Promise<void> {
   await assertPortFree(httpPort, "KILN_PORT (HTTP)");
   await assertPortFree(grpcPort, "KILN_GRPC_PORT (native gRPC)");
 
-  // TODO(runner): start the local action runner (container/runner) here, before wrangler, and
-  // hand its URL to the worker as `--var RUNNER_URLS:...`, so that `kiln dev` executes actions.
-  const worker = spawnWrangler({ port: httpPort, persistTo: stateDir, label: "worker" });
+  const runnerPort = Number(process.env.KILN_RUNNER_PORT ?? 8981);
+  await assertPortFree(runnerPort, "KILN_RUNNER_PORT (action runner)");
+
+  // The local action runner: the same program the deployed containers run.
+  const runner = await startRunner({ port: runnerPort, log: (line) => console.error(`[runner] ${line}`) });
+  const worker = spawnWrangler({
+    port: httpPort,
+    persistTo: stateDir,
+    label: "worker",
+    vars: { RUNNER_URLS: runner.url, PUBLIC_URL: `http://127.0.0.1:${httpPort}` },
+  });
   let bridge: Bridge | undefined;
   let stopping = false;
   const stop = async (code: number) => {
@@ -22,6 +31,7 @@ export async function dev(): Promise<void> {
     stopping = true;
     await bridge?.close();
     await worker.stop();
+    await runner.close();
     process.exit(code);
   };
   process.once("SIGINT", () => void stop(0));
@@ -46,11 +56,14 @@ export async function dev(): Promise<void> {
       "Kiln is running.",
       `  HTTP (Connect, gRPC-web, REST, Bazel HTTP cache): ${worker.url}`,
       `  native gRPC (bridge):                              ${grpc}`,
+      `  action runner:                                     ${runner.url}`,
       `  ${await authMode(worker.url)}`,
       "  state:                                             " + stateDir,
       ".bazelrc:",
       `  build --remote_cache=${grpc}`,
+      `  build --remote_instance_name=main`,
       `  # or the HTTP cache: build --remote_cache=${worker.url}/cache/main`,
+      `  # remote execution: build --remote_executor=${grpc} --spawn_strategy=remote`,
       "Ctrl-C stops it.",
       "",
     ].join("\n"),

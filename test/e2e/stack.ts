@@ -7,12 +7,15 @@ import { join } from "node:path";
 import { startBridge } from "../../cli/bridge.ts";
 import { processesInGroup, readProc } from "../../cli/proc.ts";
 import { spawnWrangler, waitForWorker } from "../../cli/wrangler.ts";
+import { startRunner } from "../../container/runner/server.ts";
 
 export interface StackOptions {
   /** Worker vars on top of wrangler.toml's, e.g. { API_KEYS: JSON.stringify([...]) }. */
   vars?: Record<string, string>;
   /** Persist state here (kept); default: a fresh temp dir, removed by stop(). */
   persistDir?: string;
+  /** Start an action runner in this process and point the worker at it (RUNNER_URLS). */
+  runner?: boolean | { concurrency?: number };
 }
 
 export interface Stack {
@@ -24,6 +27,8 @@ export interface Stack {
   grpcPort: number;
   /** The workerd processes serving the worker, for memory measurements. */
   workerPids(): number[];
+  /** The in-process runner's URL, when `runner` was asked for. */
+  runnerUrl?: string;
   stop(): Promise<void>;
 }
 
@@ -31,7 +36,12 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const [httpPort, inspectorPort] = await freePorts(2);
   const persistTo = opts.persistDir ?? (await mkdtemp(join(tmpdir(), "kiln-e2e-")));
   const removeState = () => (opts.persistDir ? Promise.resolve() : rm(persistTo, { recursive: true, force: true }));
-  const worker = spawnWrangler({ port: httpPort, inspectorPort, persistTo, vars: opts.vars, label: `worker :${httpPort}` });
+  const runner = opts.runner
+    ? await startRunner({ port: 0, concurrency: typeof opts.runner === "object" ? opts.runner.concurrency : undefined })
+    : undefined;
+  // Runners reach the CAS at PUBLIC_URL: this worker's port, not wrangler.toml's default.
+  const vars = { PUBLIC_URL: `http://127.0.0.1:${httpPort}`, ...(runner ? { RUNNER_URLS: runner.url } : {}), ...opts.vars };
+  const worker = spawnWrangler({ port: httpPort, inspectorPort, persistTo, vars, label: `worker :${httpPort}` });
   try {
     await waitForWorker(worker);
     const bridge = await startBridge({ upstream: worker.url, port: 0, log: (line) => console.error(`[bridge :${httpPort}] ${line}`) });
@@ -42,14 +52,17 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       grpcPort: bridge.port,
       // wrangler runs detached, so its pid is the process group of everything it starts.
       workerPids: () => processesInGroup(worker.pid, "workerd"),
+      runnerUrl: runner?.url,
       async stop() {
         await bridge.close();
         await worker.stop();
+        await runner?.close();
         await removeState();
       },
     };
   } catch (e) {
     await worker.stop();
+    await runner?.close();
     await removeState();
     throw e;
   }
