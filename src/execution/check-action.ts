@@ -1,6 +1,5 @@
 // What Execute checks before an operation exists: the Action and Command parse, the timeout is
 // within bounds, and every blob the action needs is in the CAS (else one MISSING violation each).
-import { fromBinary } from "@bufbuild/protobuf";
 import {
   ActionSchema,
   CommandSchema,
@@ -8,10 +7,10 @@ import {
   type Command,
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { defaultActionTimeoutMs, maxActionTimeoutMs } from "../config.ts";
-import { Code, ConnectError, invalidArgument, missingBlobs } from "../errors.ts";
+import { invalidArgument, missingBlobs } from "../errors.ts";
 import type { BlobStore } from "../storage/blob-store.ts";
 import { blobKey, missingSubject, parseDigest, type BlobDigest } from "../storage/digest.ts";
-import { readBytes, readDirectory } from "../storage/merkle.ts";
+import { readDirectory, readMessage } from "../storage/merkle.ts";
 
 export interface CheckedAction {
   action: Action;
@@ -19,21 +18,6 @@ export interface CheckedAction {
   timeoutMs: number;
   /** Sorted (name, value) pairs: Action.platform, else the deprecated Command.platform. */
   platform: [string, string][];
-}
-
-async function readMessage<T>(store: BlobStore, d: BlobDigest, parse: (b: Uint8Array) => T, what: string): Promise<T | null> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await readBytes(store, d);
-  } catch (e) {
-    if (e instanceof ConnectError && e.code === Code.NotFound) return null;
-    throw e;
-  }
-  try {
-    return parse(bytes);
-  } catch {
-    throw invalidArgument(`blob ${blobKey(d)} is not a ${what} message`);
-  }
 }
 
 /** Every Directory and file of the input tree that is not in the CAS. */
@@ -59,12 +43,12 @@ async function missingInputs(store: BlobStore, root: BlobDigest): Promise<BlobDi
 }
 
 export async function checkAction(store: BlobStore, actionDigest: BlobDigest): Promise<CheckedAction> {
-  const action = await readMessage(store, actionDigest, (b) => fromBinary(ActionSchema, b), "build.bazel.remote.execution.v2.Action");
+  const action = await readMessage(store, actionDigest, ActionSchema);
   if (!action) throw missingBlobs("the Action is not in the CAS", [missingSubject(actionDigest)]);
   const commandDigest = parseDigest(action.commandDigest, "action.command_digest");
   const inputRoot = parseDigest(action.inputRootDigest, "action.input_root_digest");
   const [command, missing] = await Promise.all([
-    readMessage(store, commandDigest, (b) => fromBinary(CommandSchema, b), "build.bazel.remote.execution.v2.Command"),
+    readMessage(store, commandDigest, CommandSchema),
     missingInputs(store, inputRoot),
   ]);
   if (!command) missing.unshift(commandDigest);

@@ -1,5 +1,5 @@
 // Walking Merkle trees of Directory messages stored in the CAS.
-import { fromBinary } from "@bufbuild/protobuf";
+import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { DirectorySchema, TreeSchema, type Directory, type Tree } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { blobKey, parseDigest, type BlobDigest } from "./digest.ts";
 import type { BlobStore } from "./blob-store.ts";
@@ -13,9 +13,9 @@ export async function readBytes(store: BlobStore, d: BlobDigest): Promise<Uint8A
   return new Uint8Array(await new Response(body).arrayBuffer());
 }
 
-/** Reads a Directory; null when absent from the CAS. Throws INVALID_ARGUMENT if it is not one. */
-export async function readDirectory(store: BlobStore, d: BlobDigest): Promise<Directory | null> {
-  if (d.size > MAX_TREE_MESSAGE_BYTES) throw new ConnectError(`directory ${blobKey(d)} is too large`, Code.InvalidArgument);
+/** Reads a message stored in the CAS; null when absent. Throws INVALID_ARGUMENT if it does not parse. */
+export async function readMessage<S extends DescMessage>(store: BlobStore, d: BlobDigest, schema: S): Promise<MessageShape<S> | null> {
+  if (d.size > MAX_TREE_MESSAGE_BYTES) throw new ConnectError(`${schema.name} ${blobKey(d)} is too large`, Code.InvalidArgument);
   let bytes: Uint8Array;
   try {
     bytes = await readBytes(store, d);
@@ -24,11 +24,14 @@ export async function readDirectory(store: BlobStore, d: BlobDigest): Promise<Di
     throw e;
   }
   try {
-    return fromBinary(DirectorySchema, bytes);
+    return fromBinary(schema, bytes);
   } catch {
-    throw new ConnectError(`blob ${blobKey(d)} is not a Directory message`, Code.InvalidArgument);
+    throw new ConnectError(`blob ${blobKey(d)} is not a ${schema.typeName} message`, Code.InvalidArgument);
   }
 }
+
+/** Reads a Directory; null when absent from the CAS. */
+export const readDirectory = (store: BlobStore, d: BlobDigest): Promise<Directory | null> => readMessage(store, d, DirectorySchema);
 
 export async function readTree(store: BlobStore, d: BlobDigest): Promise<Tree> {
   if (d.size > MAX_TREE_MESSAGE_BYTES) throw new ConnectError(`tree ${blobKey(d)} is too large`, Code.InvalidArgument);
