@@ -153,6 +153,13 @@ export class OperationDO extends DurableObject<Env> {
     return true;
   }
 
+  /** The scheduler gave up while this waited in the queue: no runner was reachable for too long. */
+  async unavailable(reason: string): Promise<void> {
+    const s = await this.load();
+    if (!s || s.done || s.runner) return;
+    await this.complete(s, { status: { code: Code.Unavailable, message: reason }, message: `Kiln could not run this action: ${reason}.` });
+  }
+
   async alarm(): Promise<void> {
     const s = await this.load();
     if (!s) return;

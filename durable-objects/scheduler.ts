@@ -4,6 +4,7 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../src/env.ts";
 import { configuredRunners, offers, runnerInfo, runnerKey, type RunnerRef } from "../src/execution/runners.ts";
+import { noRunnerTimeoutMs } from "../src/config.ts";
 
 export interface QueueEntry {
   name: string;
@@ -79,6 +80,33 @@ export class SchedulerDO extends DurableObject<Env> {
     await this.pump();
   }
 
+  /**
+   * No runner (offering this platform) answers: queued operations wait, but not forever. Once
+   * none has answered for NO_RUNNER_TIMEOUT_SECONDS while operations were queued, they complete
+   * UNAVAILABLE, as Execute answers when no runner is reachable at all. Without this, an
+   * operation whose runner died once runner statuses were no longer cached as up stayed QUEUED
+   * for good, and every waiter with it.
+   */
+  private async failIfNoRunnerFor(now: number): Promise<void> {
+    const queued = this.sql.exec<{ name: string }>(`SELECT name FROM queue WHERE state = 'queued'`).toArray();
+    const row = this.sql.exec<{ v: string }>(`SELECT v FROM meta WHERE k = 'unreachable_since'`).toArray()[0];
+    if (queued.length === 0) {
+      if (row) this.sql.exec(`DELETE FROM meta WHERE k = 'unreachable_since'`);
+      return;
+    }
+    if (!row) {
+      this.sql.exec(`INSERT INTO meta (k, v) VALUES ('unreachable_since', ?)`, String(now));
+      return;
+    }
+    const waitedMs = now - Number(row.v);
+    if (waitedMs < noRunnerTimeoutMs()) return;
+    const reason = `no runner has been reachable for ${Math.round(waitedMs / 1000)} s`;
+    for (const { name } of queued) {
+      this.sql.exec(`DELETE FROM queue WHERE name = ?`, name);
+      await this.env.OPERATION.get(this.env.OPERATION.idFromName(name)).unavailable(reason);
+    }
+  }
+
   /** Hands queued operations to runners with free capacity, best priority first. */
   private async pump(): Promise<void> {
     const platformRow = this.sql.exec<{ v: string }>(`SELECT v FROM meta WHERE k = 'platform'`).toArray()[0];
@@ -93,6 +121,8 @@ export class SchedulerDO extends DurableObject<Env> {
       load.set(r.runner, r.n);
     }
     const now = Date.now();
+    if (infos.length === 0) await this.failIfNoRunnerFor(now);
+    else this.sql.exec(`DELETE FROM meta WHERE k = 'unreachable_since'`);
     const ready = this.sql
       .exec<{ name: string }>(`SELECT name FROM queue WHERE state = 'queued' AND not_before <= ? ORDER BY priority, seq`, now)
       .toArray();

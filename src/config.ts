@@ -38,6 +38,8 @@ export const defaultActionTimeoutMs = () => seconds(kilnEnv().DEFAULT_ACTION_TIM
  * inside its OperationDO's alarm, and Cloudflare bounds an alarm's wall time at 15 minutes.
  */
 export const maxActionTimeoutMs = () => seconds(kilnEnv().MAX_ACTION_TIMEOUT_SECONDS, 840);
+/** Queued operations complete UNAVAILABLE once no runner has answered for this long. Default 60 s. */
+export const noRunnerTimeoutMs = () => seconds(kilnEnv().NO_RUNNER_TIMEOUT_SECONDS, 60);
 
 export function publicUrl(env: Env): string {
   return (env.PUBLIC_URL ?? "http://127.0.0.1:8787").replace(/\/$/, "");

@@ -25,4 +25,6 @@ export interface Env {
   OPERATION_RETENTION_SECONDS?: string;
   DEFAULT_ACTION_TIMEOUT_SECONDS?: string;
   MAX_ACTION_TIMEOUT_SECONDS?: string;
+  /** Queued operations complete UNAVAILABLE once no runner has answered for this long. */
+  NO_RUNNER_TIMEOUT_SECONDS?: string;
 }
