@@ -266,7 +266,8 @@ const elapsed = (t0: number) => Math.round(performance.now() - t0);
 
 // ---- one stack with an in-process runner ----
 
-describe("Execute over gRPC", () => {
+// A regression shows up as a stream that never ends: fail in 2 minutes, not the e2e default of 20.
+describe("Execute over gRPC", { timeout: 120_000 }, () => {
   const INSTANCE = "e2e/exec";
   let stack: Stack;
   let c: ExecClients;
@@ -566,7 +567,7 @@ async function spawnRunner(port: number, dir: string, id: string): Promise<Runne
   };
 }
 
-describe("Execute over gRPC with a runner that dies", () => {
+describe("Execute over gRPC with a runner that dies", { timeout: 120_000 }, () => {
   const INSTANCE = "e2e/exec-lost";
   let stack: Stack;
   let c: ExecClients;
@@ -577,7 +578,8 @@ describe("Execute over gRPC with a runner that dies", () => {
   beforeAll(async () => {
     scratch = await fs.mkdtemp(path.join(os.tmpdir(), "kiln-grpc-lost-"));
     port = await freePort();
-    stack = await startStack({ vars: { RUNNER_URLS: `http://127.0.0.1:${port}` } });
+    // Queued operations give up 5 s after no runner answers (default 60 s), to keep this short.
+    stack = await startStack({ vars: { RUNNER_URLS: `http://127.0.0.1:${port}`, NO_RUNNER_TIMEOUT_SECONDS: "5" } });
     c = connectExec(stack.grpcTarget);
   });
   afterEach(async () => {
@@ -592,16 +594,17 @@ describe("Execute over gRPC with a runner that dies", () => {
     if (scratch) await fs.rm(scratch, { recursive: true, force: true });
   });
 
-  /** Starts a runner, Executes a `sleep 5` action, and kills the runner once the action runs. */
-  async function killMidAction(id: string) {
+  /** Starts a runner, Executes a `sleep` action, and kills the runner once the action has run for `afterMs`. */
+  async function killMidAction(id: string, { sleep = 5, afterMs = 0 } = {}) {
     const runner = await spawnRunner(port, scratch, id);
     expect(runner.url).toBe(`http://127.0.0.1:${port}`);
     const runs = path.join(scratch, `runs-${id}`);
     traceFiles.push(runs);
-    const { digest } = await putAction(c, INSTANCE, { script: `echo $$ >> ${runs}; exec sleep 5` });
+    const { digest } = await putAction(c, INSTANCE, { script: `echo $$ >> ${runs}; exec sleep ${sleep}` });
     const w = execute(c, INSTANCE, digest);
     const { name } = await w.next((o) => o.stage === "EXECUTING");
     await eventually(async () => (await linesOf(runs)).length === 1, 20_000, "the action to start");
+    await new Promise((r) => setTimeout(r, afterMs));
     const t0 = performance.now();
     await runner.kill9();
     return { w, name, runs, killedAt: t0 };
@@ -638,5 +641,21 @@ describe("Execute over gRPC with a runner that dies", () => {
     const waited = await finalOf(waiter);
     expect(waited.response.status?.code).toBe(UNAVAILABLE);
     console.log(`[grpc-execution] runner gone: UNAVAILABLE ${ms} ms after the kill: ${last.response.status?.message}`);
+  });
+
+  // The worker caches runner statuses for 15 s. A runner that dies later than that is found
+  // unreachable rather than lost again, so the operation is never dispatched (and never counts
+  // attempts): it used to stay QUEUED for good. Now it completes UNAVAILABLE once no runner has
+  // answered for NO_RUNNER_TIMEOUT_SECONDS.
+  it("when the runner dies after its status went stale and none comes back, the operation still completes UNAVAILABLE", async () => {
+    const { w, name, killedAt } = await killMidAction("stale", { sleep: 40, afterMs: 16_000 });
+    const last = await finalOf(w);
+    const ms = elapsed(killedAt);
+    expect(last.name).toBe(name);
+    expect(last.response.status?.code, last.response.status?.message).toBe(UNAVAILABLE);
+    expect(last.response.status?.message).toMatch(/no runner has been reachable/);
+    // Re-queued (2 s), found unreachable, then NO_RUNNER_TIMEOUT_SECONDS (5 s) at the scheduler's 5 s checks.
+    expect(ms).toBeLessThan(30_000);
+    console.log(`[grpc-execution] runner gone (stale status): UNAVAILABLE ${ms} ms after the kill: ${last.response.status?.message}`);
   });
 });
