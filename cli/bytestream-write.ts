@@ -1,7 +1,9 @@
-// ByteStream.Write without holding the blob: a fresh upload (write_offset 0) goes to the worker as
+// ByteStream.Write without holding the blob. A fresh upload (write_offset 0) goes to the worker as
 // one streamed HTTP PUT of its bytes to the upload's resource name, which the worker stores the
-// same way as a Write (resumably, for large blobs). Anything else (a resumed upload, a name we do
-// not understand) is relayed as the gRPC-web client stream it is, and the worker answers it.
+// same way as a Write (resumably, for large blobs) and answers at once when the blob is already
+// stored or the upload is refused. A resumed upload is relayed as the gRPC-web client stream it
+// is, after asking QueryWriteStatus what the worker would say (see resume()). A name we do not
+// understand is relayed as it is, and the worker answers it.
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type Transport } from "@connectrpc/connect";
 import {
@@ -30,12 +32,61 @@ export function byteStreamWrite(upstreamUrl: string, upstream: Transport) {
     const it = requests[Symbol.asyncIterator]();
     const first = await it.next();
     const head = first.done ? undefined : first.value;
-    const size = head && head.writeOffset === 0n ? uploadSize(head.resourceName) : undefined;
-    if (!head || size === undefined) {
-      return forwardClientStream(upstream, ByteStream.method.write, replay(head, it), ctx);
-    }
+    const size = head && uploadSize(head.resourceName);
+    if (!head || size === undefined) return forwardClientStream(upstream, ByteStream.method.write, replay(head, it), ctx);
+    if (head.writeOffset !== 0n) return resume(upstream, size, head, it, ctx);
     return put(`${base}/${head.resourceName.split("/").map(encodeURIComponent).join("/")}`, size, head, it, ctx);
   };
+}
+
+/**
+ * A Write from write_offset > 0. The worker cannot answer a gRPC-web stream before it has read all
+ * of it (workerd holds an HTTP/1.1 response until the request body is consumed), so what it would
+ * say without the data is asked first: a blob stored meanwhile completes at once, a write_offset
+ * other than committed_size (or a refusal: no key, a bad name) is answered at once, both without
+ * waiting for the client to send the rest.
+ */
+async function resume(
+  upstream: Transport,
+  size: number,
+  head: WriteRequest,
+  rest: AsyncIterator<WriteRequest>,
+  ctx: HandlerContext,
+): Promise<WriteResponseInit> {
+  let status: { committedSize: bigint; complete: boolean };
+  try {
+    status = await writeStatus(upstream, head.resourceName, ctx);
+  } catch (e) {
+    void rest.return?.();
+    throw e;
+  }
+  if (status.complete) {
+    void rest.return?.();
+    return { committedSize: BigInt(size) };
+  }
+  if (head.writeOffset !== status.committedSize) {
+    void rest.return?.();
+    throw new ConnectError(
+      status.committedSize === 0n
+        ? `write_offset ${head.writeOffset}: nothing is committed for this upload, start at 0`
+        : `write_offset ${head.writeOffset} does not match committed_size ${status.committedSize}; call QueryWriteStatus and resume there`,
+      Code.InvalidArgument,
+    );
+  }
+  return forwardClientStream(upstream, ByteStream.method.write, replay(head, rest), ctx);
+}
+
+/** QueryWriteStatus upstream; an upload nobody has started is committed_size 0, not NOT_FOUND. */
+async function writeStatus(upstream: Transport, resourceName: string, ctx: HandlerContext) {
+  try {
+    const res = await upstream.unary(ByteStream.method.queryWriteStatus, ctx.signal, ctx.timeoutMs(), forwardedMetadata(ctx.requestHeader), {
+      resourceName,
+    });
+    return res.message;
+  } catch (e) {
+    if (e instanceof ConnectError && e.code === Code.NotFound) return { committedSize: 0n, complete: false };
+    throw e;
+  }
 }
 
 async function put(url: string, size: number, head: WriteRequest, rest: AsyncIterator<WriteRequest>, ctx: HandlerContext): Promise<WriteResponseInit> {
@@ -45,7 +96,9 @@ async function put(url: string, size: number, head: WriteRequest, rest: AsyncIte
   headers.set("content-length", String(size));
   let res: Response;
   try {
-    res = await fetch(url, { method: "PUT", body: body.stream, headers, signal: ctx.signal, duplex: "half" });
+    // redirect "error" is what keeps this streaming: with any other mode undici's fetch clones the
+    // request, tee()ing the body, and the unread branch keeps every chunk until the PUT ends.
+    res = await fetch(url, { method: "PUT", body: body.stream, headers, signal: ctx.signal, duplex: "half", redirect: "error" });
   } catch (e) {
     if (body.failure) throw body.failure;
     // The client hung up or its deadline passed: fetch was aborted through ctx.signal.
