@@ -1,6 +1,7 @@
 // The worker as a local process: `wrangler dev` in its own process group, so stopping it also
 // stops the workerd processes it starts (no orphans holding ports and state).
 import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { processesInGroup } from "./proc.ts";
@@ -8,6 +9,7 @@ import { processesInGroup } from "./proc.ts";
 /** The repository root: wrangler.toml lives here and wrangler runs from here. */
 export const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BIN = `${ROOT}node_modules/.bin`;
+const SETPRIV = "/usr/bin/setpriv";
 
 export interface WranglerOptions {
   port: number;
@@ -32,7 +34,10 @@ export function spawnWrangler(o: WranglerOptions): WranglerProcess {
   const args = ["dev", "--ip", "127.0.0.1", "--port", String(o.port), "--persist-to", o.persistTo, "--log-level", "warn"];
   if (o.inspectorPort !== undefined) args.push("--inspector-port", String(o.inspectorPort));
   for (const [key, value] of Object.entries(o.vars ?? {})) args.push(`--var=${key}:${value}`);
-  const child = spawn(`${BIN}/wrangler`, args, {
+  // With util-linux's setpriv, wrangler gets SIGTERM if this process dies in any way, even
+  // SIGKILLed (a killed test runner): the one case the exit hook below cannot cover.
+  const argv = [...(existsSync(SETPRIV) ? [SETPRIV, "--pdeathsig", "SIGTERM", "--"] : []), `${BIN}/wrangler`, ...args];
+  const child = spawn(argv[0]!, argv.slice(1), {
     cwd: ROOT,
     detached: true, // its own process group: see stop()
     stdio: ["ignore", "pipe", "pipe"],
