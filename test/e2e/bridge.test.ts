@@ -8,7 +8,7 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startBridge } from "../../cli/bridge.ts";
-import { startStack, type Stack } from "./stack.ts";
+import { peakRss, sampleRss, startStack, type Stack } from "./stack.ts";
 
 // ---- a grpc-js client from the .proto files, as a third-party client would build it ----
 
@@ -58,37 +58,47 @@ async function statusOf(p: Promise<unknown>): Promise<string> {
 
 const uploadName = (blob: Uint8Array, uuid = randomUUID()) => `uploads/${uuid}/blobs/${sha256(blob)}/${blob.byteLength}`;
 
+/** The bytes [from, to) of a blob. */
+type Bytes = (from: number, to: number) => Uint8Array;
+const within = (blob: Uint8Array): Bytes => (from, to) => blob.subarray(from, to);
+
 interface WriteCall {
   call: grpc.ClientWritableStream<object>;
   response: Promise<{ committed_size: string }>;
-  /** Sends blob[from, to) in `chunk`-sized messages (the first names the resource), honouring backpressure. */
+  /** Sends bytes [from, to) in `chunk`-sized messages (the first names the resource), honouring backpressure. */
   send(from: number, to: number, finish: boolean): Promise<void>;
 }
 
-function startWrite(bs: Client, resource: string, blob: Uint8Array, md = metadata(), chunk = 64 * 1024): WriteCall {
+function startWrite(bs: Client, resource: string, bytes: Bytes, md = metadata(), chunk = 64 * 1024): WriteCall {
   let call!: grpc.ClientWritableStream<object>;
   const response = new Promise<{ committed_size: string }>((resolve, reject) => {
     call = bs.Write(md, (err: grpc.ServiceError | null, res: { committed_size: string }) => (err ? reject(err) : resolve(res)));
   });
-  response.catch(() => {}); // observed by the test through `response`
+  // The server may answer before everything is sent (a stored blob, a refusal): then sending stops.
+  let answered = false;
+  const settled = response.then(
+    () => void (answered = true),
+    () => void (answered = true),
+  );
   let first = true;
   return {
     call,
     response,
     async send(from, to, finish) {
-      for (let off = from; off < to || (first && off === to); off += chunk) {
+      // At least one message, so that the empty blob is written too.
+      for (let off = from; (off < to || first) && !answered; off += chunk) {
         const end = Math.min(off + chunk, to);
-        const msg = { resource_name: first ? resource : "", write_offset: off, data: blob.subarray(off, end), finish_write: finish && end === to };
+        const msg = { resource_name: first ? resource : "", write_offset: off, data: bytes(off, end), finish_write: finish && end === to };
         first = false;
-        if (!call.write(msg)) await once(call, "drain");
+        if (!call.write(msg)) await Promise.race([once(call, "drain"), settled]);
       }
-      if (finish) call.end();
+      if (finish && !answered) call.end();
     },
   };
 }
 
 async function write(bs: Client, resource: string, blob: Uint8Array, md = metadata()) {
-  const w = startWrite(bs, resource, blob, md);
+  const w = startWrite(bs, resource, within(blob), md);
   await w.send(0, blob.byteLength, true);
   return w.response;
 }
@@ -186,37 +196,78 @@ describe("the stack, open (no API keys)", () => {
 
   it("Write with a gap in write_offset, or past the declared size, is INVALID_ARGUMENT", async () => {
     const blob = randomBytes(200 * 1024);
-    const gap = startWrite(c.bs, uploadName(blob), blob);
+    const gap = startWrite(c.bs, uploadName(blob), within(blob));
     await gap.send(0, 64 * 1024, false);
     gap.call.write({ write_offset: 100 * 1024, data: blob.subarray(100 * 1024), finish_write: true });
     gap.call.end();
     expect(await statusOf(gap.response)).toBe("INVALID_ARGUMENT");
 
     const long = Buffer.concat([blob, Buffer.from("extra")]);
-    const over = startWrite(c.bs, uploadName(blob), long);
+    const over = startWrite(c.bs, uploadName(blob), within(long));
     await over.send(0, long.byteLength, true);
     expect(await statusOf(over.response)).toBe("INVALID_ARGUMENT");
+  });
+
+  it("a Write of a stored blob completes without the rest of the data", async () => {
+    const blob = randomBytes(2 * MiB);
+    await write(c.bs, uploadName(blob), blob);
+    const again = startWrite(c.bs, uploadName(blob), within(blob));
+    await again.send(0, MiB, false);
+    expect((await again.response).committed_size).toBe(String(2 * MiB));
+    again.call.cancel();
+  });
+
+  it("neither the bridge nor the client holds a 128 MiB blob in memory", async () => {
+    // 128 MiB of a repeated random MiB: cheap to make, and its hash is still one nobody stored.
+    const block = randomBytes(MiB);
+    const size = 128 * MiB;
+    const h = createHash("sha256");
+    for (let i = 0; i < 128; i++) h.update(block);
+    const hash = h.digest("hex");
+    const before = sampleRss([process.pid]);
+    const rss = peakRss(() => [process.pid]);
+    rss.start();
+    const w = startWrite(c.bs, `uploads/${randomUUID()}/blobs/${hash}/${size}`, (from, to) => block.subarray(0, to - from), metadata(), MiB);
+    await w.send(0, size, true);
+    expect((await w.response).committed_size).toBe(String(size));
+    const back = await read(c.bs, `blobs/${hash}/${size}`);
+    expect(back).toMatchObject({ hash, size });
+    expect(rss.stop() - before).toBeLessThan(64 * MiB);
+  });
+
+  it("a Write at offset 0 into a partly committed upload is refused without the rest of the data", async () => {
+    const blob = randomBytes(10 * MiB);
+    const resource = uploadName(blob);
+    expect(await dropAfterFirstPart(resource, blob, 9 * MiB)).toBe(String(8 * MiB));
+    const again = startWrite(c.bs, resource, within(blob));
+    await again.send(0, MiB, false);
+    expect(await statusOf(again.response)).toBe("INVALID_ARGUMENT");
+    again.call.cancel();
   });
 
   it("a dropped Write resumes at committed_size (the resumed stream goes as gRPC-web)", async () => {
     const blob = randomBytes(20 * MiB);
     const resource = uploadName(blob);
-    const dropped = startWrite(c.bs, resource, blob);
-    await dropped.send(0, 12 * MiB, false);
-    // The worker commits whole 8 MiB parts: wait until the first one is in, then drop the stream.
-    let committed = "0";
-    for (const end = Date.now() + 30_000; committed === "0" && Date.now() < end; await new Promise((r) => setTimeout(r, 100))) {
-      committed = (await unary(c.bs, "QueryWriteStatus", { resource_name: resource }).catch(() => ({ committed_size: "0" }))).committed_size;
-    }
+    const committed = await dropAfterFirstPart(resource, blob, 12 * MiB);
     expect(committed).toBe(String(8 * MiB));
-    dropped.call.cancel();
-    expect(await statusOf(dropped.response)).toBe("CANCELLED");
-
-    const resumed = startWrite(c.bs, resource, blob);
+    const resumed = startWrite(c.bs, resource, within(blob));
     await resumed.send(Number(committed), blob.byteLength, true);
     expect((await resumed.response).committed_size).toBe(String(blob.byteLength));
     expect((await read(c.bs, `blobs/${sha256(blob)}/${blob.byteLength}`)).hash).toBe(sha256(blob));
   });
+
+  /** Sends `sent` bytes of a Write, waits until the worker has committed its first 8 MiB part, drops the stream; the committed size. */
+  async function dropAfterFirstPart(resource: string, blob: Uint8Array, sent: number): Promise<string> {
+    const w = startWrite(c.bs, resource, within(blob));
+    await w.send(0, sent, false);
+    let committed = "0";
+    for (const end = Date.now() + 30_000; committed === "0" && Date.now() < end; await new Promise((r) => setTimeout(r, 100))) {
+      committed = (await unary(c.bs, "QueryWriteStatus", { resource_name: resource }).catch(() => ({ committed_size: "0" }))).committed_size;
+    }
+    w.call.cancel();
+    expect(await statusOf(w.response)).toBe("CANCELLED");
+    return committed;
+  }
 });
 
 describe("the stack with API keys", () => {
