@@ -3,6 +3,8 @@
 // its checks), a resumed Write over gRPC-web, API keys on every path, and an unreachable worker.
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { once } from "node:events";
+import { createServer, type IncomingHttpHeaders } from "node:http";
+import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
@@ -313,6 +315,61 @@ describe("the bridge without a worker behind it", () => {
     } finally {
       for (const client of Object.values(c)) client.close();
       await bridge.close();
+    }
+  });
+});
+
+describe("what the bridge sends to the worker", () => {
+  it("call metadata and the deadline, not the client's transport headers; errors come back as statuses", async () => {
+    // A stand-in worker that records each request and refuses it: NOT_FOUND as gRPC-web
+    // (trailers-only) for calls, as a REST JSON error for the blob PUT.
+    const seen: { method: string; url: string; headers: IncomingHttpHeaders }[] = [];
+    const worker = createServer((req, res) => {
+      seen.push({ method: req.method!, url: req.url!, headers: req.headers });
+      req.resume();
+      if (req.method === "PUT") {
+        res.writeHead(404, { "content-type": "application/json" });
+        res.end(JSON.stringify({ error: { code: 404, message: "gone", status: "NOT_FOUND" } }));
+      } else {
+        res.writeHead(200, { "content-type": "application/grpc-web+proto", "grpc-status": "5", "grpc-message": "nope" });
+        res.end();
+      }
+    });
+    await new Promise<void>((resolve) => worker.listen(0, "127.0.0.1", resolve));
+    const bridge = await startBridge({ upstream: `http://127.0.0.1:${(worker.address() as AddressInfo).port}`, port: 0, log: () => {} });
+    const c = clients(`127.0.0.1:${bridge.port}`);
+    const md = metadata("k1");
+    md.set("x-trace", "t1");
+    md.set("build.bazel.remote.execution.v2.requestmetadata-bin", Buffer.from([1, 2, 3]));
+    try {
+      const err = await new Promise<grpc.ServiceError>((resolve) =>
+        c.caps.GetCapabilities({}, md, { deadline: Date.now() + 5000 }, (e: grpc.ServiceError) => resolve(e)),
+      );
+      expect([grpc.status[err.code], err.details]).toEqual(["NOT_FOUND", "nope"]);
+      const blob = randomBytes(100);
+      const werr = await write(c.bs, uploadName(blob), blob, md).catch((e: grpc.ServiceError) => e);
+      expect([grpc.status[(werr as grpc.ServiceError).code], (werr as grpc.ServiceError).details]).toEqual(["NOT_FOUND", "gone"]);
+
+      const [call, put] = seen;
+      expect(call!.url).toBe("/build.bazel.remote.execution.v2.Capabilities/GetCapabilities");
+      expect(put).toMatchObject({ method: "PUT", url: expect.stringMatching(/^\/uploads\/[^/]+\/blobs\/[0-9a-f]{64}\/100$/) });
+      expect(put!.headers["content-length"]).toBe("100");
+      for (const { headers } of [call!, put!]) {
+        expect(headers).toMatchObject({
+          authorization: "Bearer k1",
+          "x-trace": "t1",
+          "build.bazel.remote.execution.v2.requestmetadata-bin": Buffer.from([1, 2, 3]).toString("base64").replace(/=+$/, ""),
+        });
+        expect(headers["user-agent"] ?? "").not.toContain("grpc-node");
+        expect(headers.te).toBeUndefined();
+      }
+      const timeout = /^(\d+)m$/.exec(String(call!.headers["grpc-timeout"]));
+      expect(Number(timeout?.[1])).toBeGreaterThan(0);
+      expect(Number(timeout?.[1])).toBeLessThanOrEqual(5000);
+    } finally {
+      for (const client of Object.values(c)) client.close();
+      await bridge.close();
+      worker.close();
     }
   });
 });
