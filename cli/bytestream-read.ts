@@ -5,6 +5,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type Transport } from "@connectrpc/connect";
 import { ByteStream, type ReadRequest, type ReadResponseSchema } from "../src/gen/google/bytestream/bytestream_pb.ts";
 import { fromHttpError } from "./errors.ts";
+import { forwardServerStream } from "./forward.ts";
 import { forwardedMetadata } from "./metadata.ts";
 
 /** The blob size of `{instance}/blobs/{hash}/{size}`; undefined: let the worker judge the name. */
@@ -31,12 +32,11 @@ export function byteStreamRead(upstreamUrl: string, upstream: Transport) {
   return async function* (req: ReadRequest, ctx: HandlerContext): AsyncGenerator<MessageInitShape<typeof ReadResponseSchema>> {
     const size = blobSize(req.resourceName);
     const range = size === undefined ? undefined : rangeOf(req, size);
-    const headers = forwardedMetadata(ctx.requestHeader);
     if (range === undefined) {
-      const res = await upstream.stream(ByteStream.method.read, ctx.signal, ctx.timeoutMs(), headers, once(req));
-      yield* res.message;
+      yield* forwardServerStream(upstream, ByteStream.method.read, req, ctx);
       return;
     }
+    const headers = forwardedMetadata(ctx.requestHeader);
     if (range) headers.set("range", range);
     const url = `${base}/${req.resourceName.split("/").map(encodeURIComponent).join("/")}`;
     let res: Response;
@@ -59,8 +59,4 @@ function unavailable(what: string, e: unknown, ctx: HandlerContext): ConnectErro
   if (ctx.signal.aborted) return ConnectError.from(ctx.signal.reason ?? "the client cancelled", Code.Canceled);
   const cause = e instanceof Error && e.cause instanceof Error ? e.cause.message : String(e);
   return new ConnectError(`${what}: ${cause}`, Code.Unavailable, undefined, undefined, e);
-}
-
-async function* once<T>(message: T): AsyncGenerator<T> {
-  yield message;
 }

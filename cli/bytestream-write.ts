@@ -1,9 +1,16 @@
-// ByteStream.Write without holding the blob. A fresh upload (write_offset 0) goes to the worker as
-// one streamed HTTP PUT of its bytes to the upload's resource name, which the worker stores the
-// same way as a Write (resumably, for large blobs) and answers at once when the blob is already
-// stored or the upload is refused. A resumed upload is relayed as the gRPC-web client stream it
-// is, after asking QueryWriteStatus what the worker would say (see resume()). A name we do not
-// understand is relayed as it is, and the worker answers it.
+// ByteStream.Write without holding the blob.
+//
+// First the bridge asks QueryWriteStatus what the worker would say without the data: a stored blob
+// completes at once, and a refusal (no key, a bad name, a write_offset other than committed_size)
+// is answered at once, without waiting for the client to send the rest. The worker itself cannot
+// be relied on for that: over HTTP/1.1 it answers a gRPC-web stream only after reading all of it,
+// and an early answer to a PUT (it cancels the body) is often lost locally to a reset or to a 500
+// from wrangler's proxy.
+//
+// Then a fresh upload (write_offset 0) goes to the worker as one streamed HTTP PUT of its bytes to
+// the upload's resource name, which the worker stores the same way as a Write (resumably, for large
+// blobs); a resumed upload, or a name we do not understand, is relayed as the gRPC-web client stream
+// it is.
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type Transport } from "@connectrpc/connect";
 import {
@@ -34,46 +41,28 @@ export function byteStreamWrite(upstreamUrl: string, upstream: Transport) {
     const head = first.done ? undefined : first.value;
     const size = head && uploadSize(head.resourceName);
     if (!head || size === undefined) return forwardClientStream(upstream, ByteStream.method.write, replay(head, it), ctx);
-    if (head.writeOffset !== 0n) return resume(upstream, size, head, it, ctx);
-    return put(`${base}/${head.resourceName.split("/").map(encodeURIComponent).join("/")}`, size, head, it, ctx);
-  };
-}
 
-/**
- * A Write from write_offset > 0. The worker cannot answer a gRPC-web stream before it has read all
- * of it (workerd holds an HTTP/1.1 response until the request body is consumed), so what it would
- * say without the data is asked first: a blob stored meanwhile completes at once, a write_offset
- * other than committed_size (or a refusal: no key, a bad name) is answered at once, both without
- * waiting for the client to send the rest.
- */
-async function resume(
-  upstream: Transport,
-  size: number,
-  head: WriteRequest,
-  rest: AsyncIterator<WriteRequest>,
-  ctx: HandlerContext,
-): Promise<WriteResponseInit> {
-  let status: { committedSize: bigint; complete: boolean };
-  try {
-    status = await writeStatus(upstream, head.resourceName, ctx);
-  } catch (e) {
-    void rest.return?.();
-    throw e;
-  }
-  if (status.complete) {
-    void rest.return?.();
-    return { committedSize: BigInt(size) };
-  }
-  if (head.writeOffset !== status.committedSize) {
-    void rest.return?.();
-    throw new ConnectError(
-      status.committedSize === 0n
-        ? `write_offset ${head.writeOffset}: nothing is committed for this upload, start at 0`
-        : `write_offset ${head.writeOffset} does not match committed_size ${status.committedSize}; call QueryWriteStatus and resume there`,
-      Code.InvalidArgument,
-    );
-  }
-  return forwardClientStream(upstream, ByteStream.method.write, replay(head, rest), ctx);
+    const status = await writeStatus(upstream, head.resourceName, ctx).catch((e: unknown) => {
+      void it.return?.(); // every early answer stops reading the client, as the worker's own Write does
+      throw e;
+    });
+    if (status.complete) {
+      void it.return?.();
+      return { committedSize: BigInt(size) };
+    }
+    if (head.writeOffset !== status.committedSize) {
+      void it.return?.();
+      throw new ConnectError(
+        status.committedSize === 0n
+          ? `write_offset ${head.writeOffset}: nothing is committed for this upload, start at 0`
+          : `write_offset ${head.writeOffset} does not match committed_size ${status.committedSize}; call QueryWriteStatus and resume there`,
+        Code.InvalidArgument,
+      );
+    }
+    if (status.committedSize > 0n) return forwardClientStream(upstream, ByteStream.method.write, replay(head, it), ctx);
+    const url = `${base}/${head.resourceName.split("/").map(encodeURIComponent).join("/")}`;
+    return put(upstream, url, size, head, it, ctx);
+  };
 }
 
 /** QueryWriteStatus upstream; an upload nobody has started is committed_size 0, not NOT_FOUND. */
@@ -89,28 +78,42 @@ async function writeStatus(upstream: Transport, resourceName: string, ctx: Handl
   }
 }
 
-async function put(url: string, size: number, head: WriteRequest, rest: AsyncIterator<WriteRequest>, ctx: HandlerContext): Promise<WriteResponseInit> {
+async function put(
+  upstream: Transport,
+  url: string,
+  size: number,
+  head: WriteRequest,
+  rest: AsyncIterator<WriteRequest>,
+  ctx: HandlerContext,
+): Promise<WriteResponseInit> {
   const body = new WriteBody(head, rest, size);
   const headers = forwardedMetadata(ctx.requestHeader);
   headers.set("content-type", "application/octet-stream");
   headers.set("content-length", String(size));
-  let res: Response;
+  let failure: ConnectError;
   try {
     // redirect "error" is what keeps this streaming: with any other mode undici's fetch clones the
     // request, tee()ing the body, and the unread branch keeps every chunk until the PUT ends.
-    res = await fetch(url, { method: "PUT", body: body.stream, headers, signal: ctx.signal, duplex: "half", redirect: "error" });
+    const res = await fetch(url, { method: "PUT", body: body.stream, headers, signal: ctx.signal, duplex: "half", redirect: "error" });
+    if (res.ok) {
+      await res.body?.cancel();
+      return { committedSize: BigInt(size) };
+    }
+    failure = await fromHttpError(res);
   } catch (e) {
     if (body.failure) throw body.failure;
     // The client hung up or its deadline passed: fetch was aborted through ctx.signal.
     if (ctx.signal.aborted) throw ConnectError.from(ctx.signal.reason ?? "the client cancelled", Code.Canceled);
-    throw new ConnectError(`PUT to the worker failed: ${causeOf(e)}`, Code.Unavailable, undefined, undefined, e);
+    failure = new ConnectError(`PUT to the worker failed: ${causeOf(e)}`, Code.Unavailable, undefined, undefined, e);
   } finally {
-    // The worker may answer before reading everything (the blob already exists): stop reading the client.
+    // The worker may answer before reading everything (see the top): stop reading the client.
     body.stop();
   }
-  if (!res.ok) throw await fromHttpError(res);
-  await res.body?.cancel();
-  return { committedSize: BigInt(size) };
+  // Another client may have stored the same blob meanwhile, which the worker answers early, and
+  // that answer can be lost (see the top): then the Write has done its job all the same.
+  const after = await writeStatus(upstream, head.resourceName, ctx).catch(() => undefined);
+  if (after?.complete) return { committedSize: BigInt(size) };
+  throw failure;
 }
 
 /**

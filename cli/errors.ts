@@ -2,7 +2,6 @@
 import { createRegistry, fromJson, type JsonValue } from "@bufbuild/protobuf";
 import { AnySchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { codeFromHttpStatus } from "@connectrpc/connect/protocol-grpc";
 import { file_google_rpc_error_details } from "../src/gen/google/rpc/error_details_pb.ts";
 
 /**
@@ -25,6 +24,22 @@ const codeByStatus = new Map<string, Code>(
 );
 codeByStatus.set("CANCELLED", Code.Canceled);
 
+// The code an HTTP status stands for when the body does not say: googleapis' REST mapping, as the
+// worker renders it. Any other 5xx (e.g. wrangler's proxy losing the connection) is worth a retry.
+const codeByHttpStatus = new Map<number, Code>([
+  [400, Code.InvalidArgument],
+  [401, Code.Unauthenticated],
+  [403, Code.PermissionDenied],
+  [404, Code.NotFound],
+  [409, Code.Aborted],
+  [416, Code.OutOfRange],
+  [429, Code.ResourceExhausted],
+  [499, Code.Canceled],
+  [501, Code.Unimplemented],
+  [504, Code.DeadlineExceeded],
+]);
+const codeOfHttpStatus = (status: number) => codeByHttpStatus.get(status) ?? (status >= 500 ? Code.Unavailable : Code.Unknown);
+
 const detailsRegistry = createRegistry(file_google_rpc_error_details);
 
 interface RestError {
@@ -36,11 +51,11 @@ export async function fromHttpError(res: Response): Promise<ConnectError> {
   const text = await res.text().catch(() => "");
   let body: RestError = {};
   try {
-    body = JSON.parse(text) as RestError;
+    body = (JSON.parse(text) ?? {}) as RestError;
   } catch {
     // not JSON (a proxy's or a crashed worker's answer): the HTTP status is all we have
   }
-  const code = codeByStatus.get(body.error?.status ?? "") ?? codeFromHttpStatus(res.status);
+  const code = codeByStatus.get(body.error?.status ?? "") ?? codeOfHttpStatus(res.status);
   const err = new ConnectError(body.error?.message ?? `worker answered HTTP ${res.status}: ${text.slice(0, 200)}`, code);
   err.details = (body.error?.details ?? []).flatMap((json) => {
     try {

@@ -13,12 +13,9 @@ export function reportFailures(log: Log): Interceptor {
     return err;
   };
   return (next) => async (req) => {
-    let res;
-    try {
-      res = await next(req);
-    } catch (e) {
+    const res = await next(req).catch((e: unknown) => {
       throw fail(req.method, e);
-    }
+    });
     if (!res.stream) return res;
     const messages = res.message;
     return {

@@ -29,11 +29,7 @@ export function forwardMethod(router: ConnectRouter, descMethod: DescMethod, ups
       });
       return;
     case "server_streaming":
-      // Yields each message as the worker sends it: Execute and WaitExecution stream for minutes.
-      router.rpc(method, async function* (req, ctx) {
-        const res = await upstream.stream(method, ctx.signal, ctx.timeoutMs(), forwardedMetadata(ctx.requestHeader), once(req));
-        yield* res.message;
-      });
+      router.rpc(method, (req, ctx) => forwardServerStream(upstream, method, req, ctx));
       return;
     case "client_streaming":
       router.rpc(method, (reqs, ctx) => forwardClientStream(upstream, method, reqs, ctx));
@@ -45,6 +41,17 @@ export function forwardMethod(router: ConnectRouter, descMethod: DescMethod, ups
       });
       return;
   }
+}
+
+/** Relays a server stream, each message as the worker sends it: Execute and WaitExecution stream for minutes. */
+export async function* forwardServerStream<I extends DescMessage, O extends DescMessage>(
+  upstream: Transport,
+  method: DescMethodServerStreaming<I, O>,
+  request: MessageInitShape<I>,
+  ctx: HandlerContext,
+): AsyncGenerator<MessageShape<O>> {
+  const res = await upstream.stream(method, ctx.signal, ctx.timeoutMs(), forwardedMetadata(ctx.requestHeader), once(request));
+  yield* res.message;
 }
 
 /** Relays a client stream; connect-node sends it upstream as a streamed HTTP/1.1 request body. */
