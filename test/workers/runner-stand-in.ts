@@ -28,7 +28,8 @@ import { createHash } from "node:crypto";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { ActionResultSchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 
-export const STAND_IN_PORT = 18765;
+/** KILN_STAND_IN_PORT lets two workerd test runs share a machine. */
+export const STAND_IN_PORT = Number(process.env.KILN_STAND_IN_PORT ?? 18765);
 export const STAND_IN_URL = `http://127.0.0.1:${STAND_IN_PORT}`;
 /**
  * The capacity /v1/status reports, which the scheduler plans with. The stand-in itself only
