@@ -1,4 +1,5 @@
 import type { CasIndexDO } from "../durable-objects/cas-index.ts";
+import type { InvocationDO } from "../durable-objects/invocation.ts";
 import type { OperationDO } from "../durable-objects/operation.ts";
 import type { SchedulerDO } from "../durable-objects/scheduler.ts";
 
@@ -8,6 +9,8 @@ export interface Env {
   CAS_INDEX: DurableObjectNamespace<CasIndexDO>;
   OPERATION: DurableObjectNamespace<OperationDO>;
   SCHEDULER: DurableObjectNamespace<SchedulerDO>;
+  /** One ResultStore invocation and its children each, keyed by tenant + invocation id. */
+  INVOCATION: DurableObjectNamespace<InvocationDO>;
   /** The runner containers (deployed); absent or unused when RUNNER_URLS is set. */
   RUNNER?: DurableObjectNamespace;
   /** Cross-object listings: ListOperations. */
@@ -27,4 +30,6 @@ export interface Env {
   MAX_ACTION_TIMEOUT_SECONDS?: string;
   /** Queued operations complete UNAVAILABLE once no runner has answered for this long. */
   NO_RUNNER_TIMEOUT_SECONDS?: string;
+  /** A ResultStore invocation not modified for this long is finalized (default 86400). */
+  RESULTSTORE_AUTO_FINALIZE_SECONDS?: string;
 }

@@ -10,6 +10,7 @@ import { restErrorResponse, notFound } from "./errors.ts";
 export { CasIndexDO } from "../durable-objects/cas-index.ts";
 export { OperationDO } from "../durable-objects/operation.ts";
 export { SchedulerDO } from "../durable-objects/scheduler.ts";
+export { InvocationDO } from "../durable-objects/invocation.ts";
 export { RunnerContainer } from "../durable-objects/runner-container.ts";
 export type { Env } from "./env.ts";
 
