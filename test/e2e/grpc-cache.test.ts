@@ -692,10 +692,8 @@ describe("ByteStream, 1 GiB through the bridge", () => {
     // same blob stored by one put does not grow it), which no worker code sees. What Kiln adds on
     // top must not hold the blob.
     expect.soft(down.workerPeak, "workerd peak during Read").toBeLessThan(bare.workerPeak + 150e6);
-    // BUG (bridge): the upload bound fails today. The bridge sends Write as a fetch() PUT with a
-    // ReadableStream body, and Node's fetch (undici) keeps every chunk of a streamed request body
-    // until the request completes (nodejs/undici#4058): the bridge holds the whole blob, ~1.1 GB
-    // here, even across forced GCs. The grpc-js client alone stays flat.
+    // The bridge streams Write as a node:http PUT (Node's fetch would keep every chunk of a
+    // streamed request body until the request completes, nodejs/undici#4058).
     expect.soft(up.localPeak, "client + bridge peak during the upload").toBeLessThan(LOCAL_PEAK_BOUND);
     expect.soft(down.localPeak, "client + bridge peak during Read").toBeLessThan(LOCAL_PEAK_BOUND);
   }, 300_000);
