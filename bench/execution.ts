@@ -143,6 +143,7 @@ async function main() {
     await execute(execution, trivial); // warm-up: the runner's file cache, the isolates
     const totalMs: number[] = [];
     const overheadMs: number[] = [];
+    const phases: Record<string, number[]> = { queue: [], inputs: [], run: [], outputs: [], "worker rest": [], "after worker": [] };
     for (let i = 0; i < CALLS; i++) {
       const s = now();
       const done = await execute(execution, trivial);
@@ -152,6 +153,15 @@ async function main() {
       if (!Number.isFinite(own)) throw new Error("ExecutedActionMetadata lacks execution timestamps");
       totalMs.push(total);
       overheadMs.push(total - own);
+      // Where the time went, from ExecutedActionMetadata (worker clock; the worker and runner share it here).
+      const m = meta!;
+      const d = (a: typeof m.queuedTimestamp, b: typeof m.queuedTimestamp) => ms(b) - ms(a);
+      phases.queue!.push(d(m.queuedTimestamp, m.workerStartTimestamp));
+      phases.inputs!.push(d(m.inputFetchStartTimestamp, m.inputFetchCompletedTimestamp));
+      phases.run!.push(own);
+      phases.outputs!.push(d(m.outputUploadStartTimestamp, m.outputUploadCompletedTimestamp));
+      phases["worker rest"]!.push(d(m.workerStartTimestamp, m.workerCompletedTimestamp) - phases.inputs!.at(-1)! - own - phases.outputs!.at(-1)!);
+      phases["after worker"]!.push(total - d(m.queuedTimestamp, m.workerCompletedTimestamp));
     }
     const empty50 = percentile(emptyMs, 50);
     rows.push({ metric: "limit: GetCapabilities round trip (bridge + worker)", value: `p50 ${fmt(empty50)} ms`, limit: "-", ratio: "-" });
@@ -163,6 +173,8 @@ async function main() {
         ratio: `${(percentile(overheadMs, p) / empty50).toFixed(1)}x`,
       });
     }
+    notes.push(`Execute phases, p50 ms: ${Object.entries(phases).map(([k, v]) => `${k} ${fmt(percentile(v, 50))}`).join(", ")} ` +
+      `("queue": queued_timestamp to worker start; "after worker": the client's total minus queued-to-worker-completed, i.e. before queueing and after the run)`);
     notes.push(`Execute round trip including the command: p50 ${fmt(percentile(totalMs, 50))} ms, p99 ${fmt(percentile(totalMs, 99))} ms over ${CALLS} calls`);
 
     // 3. 100 identical Executes at once: each run appends a line to a trace file.
