@@ -9,6 +9,8 @@ export type Log = (line: string) => void;
 export function reportFailures(log: Log): Interceptor {
   const fail = (method: DescMethod, e: unknown) => {
     const err = relayed(e);
+    // A cache miss is an answer, not a failure: Bazel asks for many entries that are not there.
+    if (err.code === Code.NotFound && method.name === "GetActionResult") return err;
     log(`kiln bridge: ${method.parent.typeName}/${method.name} failed: ${Code[err.code]}: ${err.rawMessage}`);
     return err;
   };
