@@ -1,12 +1,22 @@
 // InvocationDO: one ResultStore invocation (per tenant) and all its children — targets,
 // configured targets, actions, configurations, file sets — in this object's SQLite. Every upload
 // rule that needs the invocation's state (request ids, the authorization token, resume tokens,
-// finalization, auto-finalize) is decided here, inside one single-threaded object, so two uploads
-// racing on one invocation cannot both win.
+// finalization, auto-finalize) is decided here, inside one single-threaded object and one storage
+// transaction per call, so two uploads racing on one invocation cannot both win and a refused
+// UploadBatch leaves nothing behind.
 import { DurableObject } from "cloudflare:workers";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "../src/errors.ts";
 import type { Env } from "../src/env.ts";
+import { UploadStatus } from "../src/gen/google/devtools/resultstore/v2/common_pb.ts";
+import { ResultStoreUpload } from "../src/gen/google/devtools/resultstore/v2/resultstore_upload_pb.ts";
+import { IndexSync } from "../src/resultstore/index-sync.ts";
+import { keyOf, nameOf } from "../src/resultstore/names.ts";
+import { ResourceTable } from "../src/resultstore/resource-table.ts";
+import { runUpload, type CallInfo, type UploadMethod } from "../src/resultstore/upload-rpc.ts";
+import { META, Uploader } from "../src/resultstore/uploader.ts";
 
-/** The schema helper D's read side relies on (see rs-plan.md); extra tables are ours. */
+/** The schema helper D's read side relies on (see rs-plan.md); request_ids and index_pending are the upload side's. */
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS resources (
   name TEXT PRIMARY KEY,
@@ -19,14 +29,141 @@ CREATE TABLE IF NOT EXISTS resources (
 );
 CREATE INDEX IF NOT EXISTS resources_by_kind ON resources (kind, seq);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
+CREATE TABLE IF NOT EXISTS request_ids (name TEXT PRIMARY KEY, request_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS index_pending (name TEXT PRIMARY KEY, kind TEXT NOT NULL, ver INTEGER NOT NULL);
 `;
+
+/** A failed search-index write or removal is retried this much later, from the alarm. */
+const INDEX_RETRY_MS = 10_000;
+
+/** Set while a deleted invocation's search-index rows are still being removed. */
+const DELETING = "deleting";
+
+export interface UploadCall extends CallInfo {
+  invocationId: string;
+}
+
+/** Errors cross the RPC boundary as data: a thrown ConnectError would lose its code. */
+export type UploadResult = { response: Uint8Array } | { error: { code: Code; message: string; field?: string } };
 
 export class InvocationDO extends DurableObject<Env> {
   protected readonly sql: SqlStorage;
+  private readonly table: ResourceTable;
+  private readonly index: IndexSync;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     this.sql.exec(SCHEMA);
+    this.table = new ResourceTable(this.sql);
+    this.index = new IndexSync(this.sql, env.INDEX);
+  }
+
+  /** Runs one ResultStoreUpload method (request and response in protobuf binary). */
+  async upload(method: UploadMethod, request: Uint8Array, call: UploadCall): Promise<UploadResult> {
+    try {
+      if (this.table.meta(DELETING) !== undefined && !(await this.finishDelete())) {
+        throw new ConnectError("this invocation is still being deleted; retry shortly", Code.Unavailable);
+      }
+      const m = ResultStoreUpload.method[method];
+      const req = fromBinary(m.input, request);
+      const u = new Uploader(this.table, call.invocationId, Date.now());
+      const out = this.ctx.storage.transactionSync(() => runUpload(u, method, req as never, call));
+      if (method === "deleteInvocation") await this.startDelete();
+      else if (u.mutated) await this.settle();
+      return { response: toBinary(m.output, create(m.output, out as never)) };
+    } catch (e) {
+      if (!(e instanceof ConnectError)) throw e;
+      const violation = e.details.find((d) => "value" in d && "fieldViolations" in (d.value as object)) as
+        | { value: { fieldViolations: { field: string }[] } }
+        | undefined;
+      return { error: { code: e.code, message: e.rawMessage, field: violation?.value.fieldViolations[0]?.field } };
+    }
+  }
+
+  /**
+   * Auto-finalize (auto_finalize_time, or idle for RESULTSTORE_AUTO_FINALIZE_SECONDS), the end of
+   * post-processing, and retries of search-index writes and removals.
+   */
+  override async alarm(): Promise<void> {
+    if (this.table.meta(DELETING) !== undefined) {
+      await this.finishDelete();
+      return;
+    }
+    const id = this.table.meta<string>(META.invocationId);
+    if (id === undefined) return;
+    const u = new Uploader(this.table, id, Date.now());
+    const status = u.status();
+    if (status === UploadStatus.UPLOADING && Date.now() >= this.autoFinalizeDue()) {
+      this.ctx.storage.transactionSync(() => u.finalize(u.invocationKey));
+    } else if (status === UploadStatus.POST_PROCESSING) {
+      // Post-processing is where ResultStore derives data from the upload (file processing,
+      // coverage merges). Kiln derives nothing, so it is done at the first alarm after
+      // finalization: the invocation becomes IMMUTABLE a moment after it was finalized.
+      this.ctx.storage.transactionSync(() => {
+        this.table.setMeta(META.uploadStatus, UploadStatus.IMMUTABLE);
+        this.table.dirty(u.invocationKey);
+      });
+    }
+    await this.settle();
+  }
+
+  private idleMs(): number {
+    const s = Number(this.env.RESULTSTORE_AUTO_FINALIZE_SECONDS);
+    return (Number.isFinite(s) && s > 0 ? s : 86_400) * 1000;
+  }
+
+  /** When an UPLOADING invocation finalizes by itself: its auto_finalize_time, or after the idle time. */
+  private autoFinalizeDue(): number {
+    const idle = Number(this.table.meta(META.lastModified) ?? 0) + this.idleMs();
+    const explicit = Number(this.table.meta(META.autoFinalizeAt) ?? 0);
+    return explicit > 0 ? Math.min(explicit, idle) : idle;
+  }
+
+  /** After a committed change: write it through to the search index, then re-arm the alarm. */
+  private async settle(): Promise<void> {
+    const tenant = this.table.meta<string>(META.tenant) ?? "default";
+    const ok = await this.index.flush(tenant, () => Number(this.table.meta(META.uploadStatus) ?? 0));
+    let at = Infinity;
+    const status = Number(this.table.meta(META.uploadStatus) ?? 0);
+    if (status === UploadStatus.UPLOADING) at = this.autoFinalizeDue();
+    else if (status === UploadStatus.POST_PROCESSING) at = Date.now();
+    if (!ok || this.index.pending()) at = Math.min(at, Date.now() + INDEX_RETRY_MS);
+    await this.arm(at);
+  }
+
+  private async arm(at: number): Promise<void> {
+    const current = await this.ctx.storage.getAlarm();
+    if (at === Infinity) {
+      if (current !== null) await this.ctx.storage.deleteAlarm();
+    } else if (current !== at) await this.ctx.storage.setAlarm(at);
+  }
+
+  /**
+   * DeleteInvocation, once the finalized check passed: the invocation disappears at once (rows and
+   * state go in one transaction, only the deletion marker stays); its search-index rows are removed
+   * next, and the object's storage is wiped when that succeeded (else the alarm retries).
+   */
+  private async startDelete(): Promise<void> {
+    const invocationId = this.table.meta<string>(META.invocationId)!;
+    const tenant = this.table.meta<string>(META.tenant) ?? "default";
+    this.ctx.storage.transactionSync(() => {
+      for (const t of ["resources", "request_ids", "index_pending", "meta"]) this.sql.exec(`DELETE FROM ${t}`);
+      this.table.setMeta(DELETING, JSON.stringify({ tenant, name: nameOf(keyOf("invocation", invocationId)) }));
+    });
+    await this.finishDelete();
+  }
+
+  private async finishDelete(): Promise<boolean> {
+    const { tenant, name } = JSON.parse(this.table.meta<string>(DELETING)!) as { tenant: string; name: string };
+    if (!(await this.index.remove(tenant, name))) {
+      await this.arm(Date.now() + INDEX_RETRY_MS);
+      return false;
+    }
+    await this.ctx.storage.deleteAlarm();
+    await this.ctx.storage.deleteAll();
+    this.sql.exec(SCHEMA);
+    this.table.reset();
+    return true;
   }
 }

@@ -3,6 +3,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { ActionCache, Capabilities, ContentAddressableStorage, Execution } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { ByteStream } from "../gen/google/bytestream/bytestream_pb.ts";
+import { ResultStoreUpload } from "../gen/google/devtools/resultstore/v2/resultstore_upload_pb.ts";
 import { Operations } from "../gen/google/longrunning/operations_pb.ts";
 import { actionCacheService } from "./action-cache.ts";
 import { byteStreamService } from "./bytestream.ts";
@@ -10,16 +11,22 @@ import { capabilitiesService } from "./capabilities.ts";
 import { casService } from "./cas.ts";
 import { executionService } from "./execution.ts";
 import { operationsService } from "./operations.ts";
+import { RESULTSTORE_UPLOAD_MAX } from "./limits.ts";
+import { resultStoreUploadService } from "./resultstore-upload.ts";
 
 export interface ServiceEntry<S extends DescService = DescService> {
   service: S;
   impl: ServiceImpl<S>;
+  /** Largest request message (binary) when the service needs more than the surfaces' default. */
+  maxRequestBytes?: number;
 }
 
-const entry = <S extends DescService>(service: S, impl: ServiceImpl<S>): ServiceEntry => ({
+const entry = <S extends DescService>(service: S, impl: ServiceImpl<S>, maxRequestBytes?: number): ServiceEntry => ({
   service,
   impl: impl as unknown as ServiceImpl<DescService>,
+  maxRequestBytes,
 });
+
 
 export const services: ServiceEntry[] = [
   entry(Capabilities, capabilitiesService),
@@ -28,4 +35,5 @@ export const services: ServiceEntry[] = [
   entry(ByteStream, byteStreamService),
   entry(Execution, executionService),
   entry(Operations, operationsService),
+  entry(ResultStoreUpload, resultStoreUploadService, RESULTSTORE_UPLOAD_MAX),
 ];

@@ -2,6 +2,7 @@
 import type { HandlerContext } from "@connectrpc/connect";
 import { authenticate, authorize, presentedKey, resolvePrincipal, type Access, type Principal } from "../auth.ts";
 import { kilnEnv, keyConfig } from "../config.ts";
+import { Code, ConnectError } from "../errors.ts";
 import type { Env } from "../env.ts";
 import { BlobStore } from "../storage/blob-store.ts";
 import { parseInstanceName } from "../storage/instance-name.ts";
@@ -24,4 +25,22 @@ export async function scopeFor(ctx: HandlerContext, instanceName: string, access
   authorize(principal, name, access);
   const env = kilnEnv();
   return { env, principal, instanceName: name, store: new BlobStore(env, principal.tenant) };
+}
+
+export interface ResultStoreScope {
+  env: Env;
+  principal: Principal;
+}
+
+/**
+ * ResultStore callers: a valid key where keys are configured (uploads need read-write). Instance
+ * prefixes do not apply to ResultStore; the key's tenant isolates its invocations.
+ */
+export async function resultStoreScope(ctx: HandlerContext, access: Access): Promise<ResultStoreScope> {
+  const principal = await resolvePrincipal(await keyConfig(), presentedKey(ctx.requestHeader.get("authorization")));
+  authenticate(principal);
+  if (access === "write" && !principal.canWrite) {
+    throw new ConnectError(`API key "${principal.label}" is read-only`, Code.PermissionDenied);
+  }
+  return { env: kilnEnv(), principal };
 }

@@ -11,11 +11,18 @@ import { services } from "../services/registry.ts";
 /** Largest single message we accept: a 4 MiB batch plus framing headroom. */
 const READ_MAX_BYTES = 8 * 1024 * 1024;
 
+/**
+ * A service that needs larger messages (ResultStore's 10 MiB UploadBatch) gets them on its own
+ * routes only. The Connect JSON form of a message can be about 3x its binary size (field names,
+ * base64 bytes), so JSON calls get three times the binary allowance.
+ */
+const readMaxFor = (maxRequestBytes: number | undefined) => (maxRequestBytes ? Math.max(READ_MAX_BYTES, 3 * maxRequestBytes) : READ_MAX_BYTES);
+
 // The Connect JSON codec must resolve google.protobuf.Any (Operation.metadata and .response,
 // google.rpc.Status.details) to the message types they carry.
 const registry = createRegistry(file_google_rpc_error_details, ...services.map((s) => s.service.file));
 const router = createConnectRouter({ readMaxBytes: READ_MAX_BYTES, jsonOptions: { registry } });
-for (const { service, impl } of services) router.service(service, impl);
+for (const { service, impl, maxRequestBytes } of services) router.service(service, impl, { readMaxBytes: readMaxFor(maxRequestBytes) });
 
 const handlers = new Map(
   router.handlers.map((h) => [h.requestPath, createFetchHandler(h, { httpVersion: "1.1" })] as const),

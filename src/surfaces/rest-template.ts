@@ -4,6 +4,8 @@
 export interface CompiledTemplate {
   regex: RegExp;
   fields: string[];
+  /** Per field: does its pattern span several segments ("**", "invocations/*")? */
+  multi: boolean[];
 }
 
 /**
@@ -12,6 +14,7 @@ export interface CompiledTemplate {
  */
 export function compileTemplate(template: string): CompiledTemplate {
   const fields: string[] = [];
+  const multi: boolean[] = [];
   let src = "";
   const re = /\{([^}=]+)(?:=([^}]*))?\}/g;
   let last = 0;
@@ -20,6 +23,7 @@ export function compileTemplate(template: string): CompiledTemplate {
     const after = template[m.index + m[0].length];
     const pattern = m[2] ?? "*";
     fields.push(m[1]!);
+    multi.push(pattern.includes("/") || pattern.includes("**"));
     if (pattern === "**" && literal.endsWith("/") && after === "/") {
       // "/{x=**}/" : the whole "x/" part may be absent.
       src += literal + "(?:(.+?)/|/?)";
@@ -30,7 +34,7 @@ export function compileTemplate(template: string): CompiledTemplate {
     last = m.index + m[0].length;
   }
   src += escape(template.slice(last));
-  return { regex: new RegExp("^" + src + "$"), fields };
+  return { regex: new RegExp("^" + src + "$"), fields, multi };
 }
 
 function segmentPattern(p: string): string {
@@ -47,9 +51,18 @@ export function matchTemplate(t: CompiledTemplate, path: string): Map<string, st
   if (!m) return null;
   const out = new Map<string, string>();
   try {
-    t.fields.forEach((f, i) => out.set(f, m[i + 1] === undefined ? "" : decodeURIComponent(m[i + 1]!)));
+    t.fields.forEach((f, i) => out.set(f, m[i + 1] === undefined ? "" : decodeVariable(m[i + 1]!, t.multi[i]!)));
   } catch {
     return null; // malformed percent-encoding: not a route of ours
   }
   return out;
+}
+
+/**
+ * google.api.http: a multi-segment variable is decoded except for "%2F", which stays encoded, so a
+ * resource name's url-encoded ids ("invocations/x/targets/%2F%2Fpkg%3At") keep their slashes apart
+ * from the name's own.
+ */
+function decodeVariable(raw: string, multi: boolean): string {
+  return multi ? raw.split(/%2F/i).map(decodeURIComponent).join("%2F") : decodeURIComponent(raw);
 }

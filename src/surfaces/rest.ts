@@ -27,12 +27,16 @@ import { compileTemplate, matchTemplate, type CompiledTemplate } from "./rest-te
 /** Largest JSON request body (a 4 MiB batch is ~5.5 MiB as base64). */
 const MAX_JSON_BODY = 8 * 1024 * 1024;
 
+/** A service allowing larger messages (UploadBatch): its JSON may be ~3x the binary size. */
+const maxJsonBodyFor = (maxRequestBytes: number | undefined) => (maxRequestBytes ? Math.max(MAX_JSON_BODY, 3 * maxRequestBytes) : MAX_JSON_BODY);
+
 interface Route {
   verb: string;
   template: CompiledTemplate;
   body: string;
   method: DescMethod;
   call: (req: unknown, ctx: HandlerContext) => unknown;
+  maxBody: number;
 }
 
 const registry = createRegistry(file_google_rpc_error_details, ...services.map((s) => s.service.file));
@@ -43,7 +47,7 @@ function bindingsOf(rule: HttpRule): HttpRule[] {
 
 function buildRoutes(): Route[] {
   const routes: Route[] = [];
-  for (const { service, impl } of services) {
+  for (const { service, impl, maxRequestBytes } of services) {
     for (const method of service.methods) {
       const rule = getOption(method, http);
       const fn = (impl as Record<string, (r: unknown, c: HandlerContext) => unknown>)[method.localName];
@@ -56,6 +60,7 @@ function buildRoutes(): Route[] {
           body: b.body,
           method,
           call: fn.bind(impl),
+          maxBody: maxJsonBodyFor(maxRequestBytes),
         });
       }
     }
@@ -88,7 +93,11 @@ function setPath(schema: DescMessage, obj: JsonObject, path: string, value: stri
   }
 }
 
+/** Well-known messages whose proto3 JSON form is a string, so a query parameter can carry them. */
+const STRING_JSON_MESSAGES = new Set(["google.protobuf.FieldMask", "google.protobuf.Timestamp", "google.protobuf.Duration"]);
+
 function scalarJson(field: DescField, value: string, path: string): JsonValue {
+  if (field.fieldKind === "message" && STRING_JSON_MESSAGES.has(field.message.typeName)) return value;
   if (field.fieldKind === "message") throw invalidArgument(`"${path}" is a message, not a value`, path);
   const scalar = field.fieldKind === "scalar" || field.fieldKind === "list" ? field.scalar : undefined;
   if (scalar === 8 /* BOOL */) {
@@ -108,9 +117,9 @@ async function requestJson(req: Request, route: Route, bindings: Map<string, str
   let obj: JsonObject = {};
   if (route.body) {
     const len = Number(req.headers.get("content-length") ?? "0");
-    if (len > MAX_JSON_BODY) throw invalidArgument(`the request body is over ${MAX_JSON_BODY} bytes`);
+    if (len > route.maxBody) throw invalidArgument(`the request body is over ${route.maxBody} bytes`);
     const text = await req.text();
-    if (text.length > MAX_JSON_BODY) throw invalidArgument(`the request body is over ${MAX_JSON_BODY} bytes`);
+    if (text.length > route.maxBody) throw invalidArgument(`the request body is over ${route.maxBody} bytes`);
     let parsed: JsonValue = {};
     if (text.trim()) {
       try {
@@ -126,7 +135,9 @@ async function requestJson(req: Request, route: Route, bindings: Map<string, str
       const f = route.method.input.fields.find((x) => x.name === route.body);
       obj[f?.jsonName ?? route.body] = parsed;
     }
-  } else {
+  }
+  // Fields bound by neither the path nor the body come from the query (none when the body is "*").
+  if (route.body !== "*") {
     for (const [k, v] of url.searchParams) {
       if (k === "$alt" || k === "alt" || k === "fields" || k === "key") continue;
       setPath(route.method.input, obj, k, v);

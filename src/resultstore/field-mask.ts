@@ -1,0 +1,101 @@
+// update_mask on ResultStore resources. Update replaces every field under the mask and clears the
+// ones the request leaves unset; Merge does the same except that repeated fields are appended to.
+// UploadBatch additionally limits masks to the patterns listed in resultstore_upload.proto.
+import type { DescField, DescMessage, Message } from "@bufbuild/protobuf";
+import { reflect, type ReflectList, type ReflectMap, type ReflectMessage } from "@bufbuild/protobuf/reflect";
+import { invalidArgument } from "../errors.ts";
+import type { ResourceKind } from "./names.ts";
+
+export type MaskMode = "update" | "merge";
+
+/** The fields a path names, outermost first; every step but the last must be a singular message. */
+function resolve(schema: DescMessage, path: string): DescField[] {
+  const out: DescField[] = [];
+  let msg: DescMessage | undefined = schema;
+  for (const part of path.split(".")) {
+    const field: DescField | undefined = msg?.fields.find((f) => f.name === part);
+    if (!field) throw invalidArgument(`update_mask path "${path}" does not name a field of ${schema.name}`, "update_mask");
+    out.push(field);
+    msg = field.fieldKind === "message" ? field.message : undefined;
+  }
+  return out;
+}
+
+/** Checks the mask is present and every path names a field the client may set. */
+export function checkMask(schema: DescMessage, paths: readonly string[] | undefined): string[] {
+  if (!paths || paths.length === 0) throw invalidArgument("an update_mask is required", "update_mask");
+  for (const p of paths) {
+    const top = p.split(".")[0];
+    if (top === "name" || top === "id") throw invalidArgument(`"${p}" is assigned by the server and cannot be updated`, "update_mask");
+    resolve(schema, p);
+  }
+  return [...paths];
+}
+
+/** Applies the masked fields of `source` onto `target` (both of `schema`), in place. */
+export function applyMask(schema: DescMessage, target: Message, source: Message, paths: readonly string[], mode: MaskMode): void {
+  for (const path of paths) {
+    const fields = resolve(schema, path);
+    let dst: ReflectMessage = reflect(schema, target);
+    let src: ReflectMessage | undefined = reflect(schema, source);
+    for (const f of fields.slice(0, -1)) {
+      // Intermediate messages: created on the target as needed; an unset source means "empty".
+      if (!dst.isSet(f)) dst.set(f, reflect((f as DescField & { message: DescMessage }).message));
+      dst = dst.get(f) as ReflectMessage;
+      src = src && src.isSet(f) ? (src.get(f) as ReflectMessage) : undefined;
+    }
+    const last = fields[fields.length - 1]!;
+    const has = src?.isSet(last) ?? false;
+    if (last.fieldKind === "list") {
+      if (mode === "update") dst.clear(last);
+      if (!has) continue;
+      const to = dst.get(last) as ReflectList;
+      for (const item of src!.get(last) as ReflectList) to.add(item);
+    } else if (last.fieldKind === "map") {
+      if (mode === "update") dst.clear(last);
+      if (has) for (const [k, v] of src!.get(last) as ReflectMap) (dst.get(last) as ReflectMap).set(k, v);
+    } else if (has) {
+      dst.set(last, src!.get(last));
+    } else {
+      dst.clear(last);
+    }
+  }
+}
+
+/** "*" stands for any single field name, as the proto comment says. */
+const BATCH_UPDATE: Record<ResourceKind, string[]> = {
+  invocation: ["*", "status_attributes.*", "timing.*", "invocation_attributes.*", "workspace_info.*"],
+  target: ["*", "status_attributes.*", "timing.*"],
+  configuration: ["*", "status_attributes.*"],
+  configuredTarget: ["*", "status_attributes.*"],
+  action: ["*", "status_attributes.*", "timing.*", "test_action.test_suite", "test_action.infrastructure_failure_info"],
+  fileSet: ["*"],
+};
+
+const BATCH_MERGE: Record<ResourceKind, string[]> = {
+  invocation: ["invocation_attributes.labels", "workspace_info.command_lines", "properties", "files", "file_processing_errors"],
+  target: ["files"],
+  configuration: [],
+  configuredTarget: ["files"],
+  action: ["files", "file_processing_errors"],
+  fileSet: [],
+};
+
+const matches = (pattern: string, path: string) => {
+  const p = pattern.split(".");
+  const q = path.split(".");
+  return p.length === q.length && p.every((s, i) => s === "*" || s === q[i]);
+};
+
+/** UploadBatch accepts only the documented mask patterns per resource kind and operation. */
+export function checkBatchMask(kind: ResourceKind, mode: MaskMode, paths: readonly string[], field: string): void {
+  const allowed = (mode === "update" ? BATCH_UPDATE : BATCH_MERGE)[kind];
+  for (const path of paths) {
+    if (!allowed.some((pattern) => matches(pattern, path))) {
+      throw invalidArgument(
+        `UploadBatch does not allow the ${mode} mask path "${path}" on a ${kind}` + (allowed.length ? ` (allowed: ${allowed.join(", ")})` : ""),
+        field,
+      );
+    }
+  }
+}
