@@ -91,10 +91,10 @@ export class Uploader {
   }
 
   /** NOT_FOUND for a missing ancestor, FAILED_PRECONDITION for a finalized one (or the resource itself). */
-  private requireWritable(k: ResourceKey, self: boolean): void {
+  private requireWritable(k: ResourceKey): void {
     if (this.finalized()) throw failedPrecondition(`invocation "${nameOf(this.invocationKey)}" is finalized`);
     for (const a of lineageOf(k)) {
-      if (a.kind === "invocation" || (a === k && !self)) continue;
+      if (a.kind === "invocation") continue;
       const row = this.table.get(a);
       if (!row) throw notFound(`${a.kind} "${nameOf(a)}" not found`);
       if (row.finalized) throw failedPrecondition(`${a.kind} "${nameOf(a)}" is finalized`);
@@ -106,7 +106,7 @@ export class Uploader {
     checkChildIds(k);
     if (!msg) throw invalidArgument(`the ${k.kind} to create is required`, field);
     if (requestId && this.table.get(k) && this.table.lastRequestId(k) === requestId) return;
-    this.requireWritable(parentOf(k)!, true);
+    this.requireWritable(parentOf(k)!);
     if (k.kind === "configuredTarget" && !this.table.get(keyOf("configuration", k.invocationId, { configId: k.configId }))) {
       throw notFound(`configuration "${k.configId}" not found in invocation "${nameOf(this.invocationKey)}"`);
     }
@@ -134,7 +134,7 @@ export class Uploader {
       throw notFound(`${k.kind} "${nameOf(k)}" not found`);
     }
     if (opts.requestId && this.table.lastRequestId(k) === opts.requestId) return;
-    this.requireWritable(k, true);
+    this.requireWritable(k);
     const next = create(schema, current.msg as never) as Resource;
     applyMask(schema, next, msg, mask, mode);
     this.table.replace(k, toBinary(schema, stamp(k, next)));
