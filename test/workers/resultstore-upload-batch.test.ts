@@ -1,5 +1,6 @@
 // UploadBatch: exactly-once batches ordered by resume tokens, atomicity, the allowed mask patterns
 // and ordering rules, uploader_state, and the separation of batch and single uploads.
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { Status } from "../../src/gen/google/devtools/resultstore/v2/common_pb.ts";
@@ -19,7 +20,7 @@ async function batchInvocation() {
   return { id, token, name: inv.name, initial };
 }
 
-const targetCreate = (targetId: string, extra: object = {}) => ({ id: { targetId }, uploadOperation: Op.CREATE, resource: { case: "target" as const, value: { ...extra } } });
+const targetCreate = (targetId: string, extra: MessageInitShape<typeof TargetSchema> = {}) => ({ id: { targetId }, uploadOperation: Op.CREATE, resource: { case: "target" as const, value: { ...extra } } });
 
 describe("UploadBatch", () => {
   it("commits batches in resume-token order, replays silently and refuses a stale resume_token (ABORTED)", async () => {
@@ -195,12 +196,12 @@ describe("UploadBatch", () => {
   it("accepts a 10 MiB batch over gRPC-web and Connect JSON, and refuses a much larger one", async () => {
     for (const client of [grpcWebClient(ResultStoreUpload), connectClient(ResultStoreUpload)]) {
       const { id, name, token, initial } = await batchInvocation();
-      // 40 targets with a 256 KiB inline file each: 10 MiB of payload.
-      const contents = new Uint8Array(256 * 1024).fill(7);
-      const uploadRequests = Array.from({ length: 40 }, (_, i) => targetCreate(`t${i}`, { files: [{ uid: "f", contents }] }));
+      // 40 targets with a 256 KiB file description each: 10 MiB of payload.
+      const description = "d".repeat(256 * 1024);
+      const uploadRequests = Array.from({ length: 40 }, (_, i) => targetCreate(`t${i}`, { files: [{ uid: "f", description }] }));
       await client.uploadBatch({ parent: name, authorizationToken: token, resumeToken: initial, nextResumeToken: tok("big"), uploadRequests });
       expect(await resourceCount(id)).toBe(41);
-      const more = Array.from({ length: 56 }, (_, i) => targetCreate(`u${i}`, { files: [{ uid: "f", contents }] }));
+      const more = Array.from({ length: 56 }, (_, i) => targetCreate(`u${i}`, { files: [{ uid: "f", description }] }));
       const err = await errorOf(client.uploadBatch({ parent: name, authorizationToken: token, resumeToken: tok("big"), nextResumeToken: tok("bigger"), uploadRequests: more }));
       expect([Code.ResourceExhausted, Code.InvalidArgument]).toContain(err.code);
       expect(await resourceCount(id)).toBe(41);

@@ -2,6 +2,7 @@
 // binding, url-encoded ids inside names, googleapis JSON errors with their HTTP statuses.
 import { SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import { Status } from "../../src/gen/google/devtools/resultstore/v2/common_pb.ts";
 import { TargetSchema } from "../../src/gen/google/devtools/resultstore/v2/target_pb.ts";
 import { resourceCount, stored, uuid } from "./resultstore-upload-helpers.ts";
 
@@ -47,7 +48,7 @@ describe("ResultStoreUpload over REST", () => {
     r = await call("POST", `/v2/${target}:merge`, { target: { files: [{ uid: "log" }] }, updateMask: "files", authorizationToken: token, requestId: "m1" });
     expect(r.status).toBe(200);
     const t = await stored(TargetSchema, id, target);
-    expect(t?.statusAttributes?.status).toBe(5 /* BUILT */);
+    expect(t?.statusAttributes?.status).toBe(Status.BUILT);
     expect(t?.files.map((f) => f.uid)).toEqual(["log"]);
 
     r = await call("POST", `/v2/invocations/${id}/configs?configId=c&${q}`, {});
@@ -114,8 +115,8 @@ describe("ResultStoreUpload over REST", () => {
     const id = uuid();
     const token = uuid();
     await call("POST", `/v2/invocations?invocationId=${id}&authorizationToken=${token}&initialResumeToken=AAAA`, {});
-    const contents = btoa("A".repeat(64 * 1024));
-    const uploadRequests = Array.from({ length: 160 }, (_, i) => ({ id: { targetId: `t${i}` }, uploadOperation: "CREATE", target: { files: [{ uid: "f", contents }] } }));
+    const description = "d".repeat(64 * 1024);
+    const uploadRequests = Array.from({ length: 160 }, (_, i) => ({ id: { targetId: `t${i}` }, uploadOperation: "CREATE", target: { files: [{ uid: "f", description }] } }));
     const r = await call("POST", `/v2/invocations/${id}/batch:upload`, { authorizationToken: token, resumeToken: "AAAA", nextResumeToken: "AAAB", uploadRequests });
     expect(r.status).toBe(200);
     expect(await resourceCount(id)).toBe(161);
