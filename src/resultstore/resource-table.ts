@@ -15,9 +15,12 @@ const INDEXED = new Set(["invocation", "target", "configuration", "configuredTar
 
 export class ResourceTable {
   private seq: number;
+  /** index_pending versions: increasing, so a flush in flight never dequeues a newer change. */
+  private ver: number;
 
   constructor(private readonly sql: SqlStorage) {
     this.seq = this.sql.exec<{ m: number | null }>(`SELECT max(seq) AS m FROM resources`).one().m ?? 0;
+    this.ver = this.sql.exec<{ m: number | null }>(`SELECT max(ver) AS m FROM index_pending`).one().m ?? 0;
   }
 
   /** After the object's storage was wiped (DeleteInvocation). */
@@ -82,12 +85,11 @@ export class ResourceTable {
   /** Queues the resource's search-index row for writing (see index-sync.ts). */
   dirty(k: ResourceKey): void {
     if (!INDEXED.has(k.kind)) return;
-    // The version exceeds every queued one, so a flush in flight never dequeues a newer change.
     this.sql.exec(
-      `INSERT INTO index_pending (name, kind, ver) VALUES (?, ?, (SELECT coalesce(max(ver), 0) + 1 FROM index_pending))
-       ON CONFLICT (name) DO UPDATE SET ver = excluded.ver`,
+      `INSERT INTO index_pending (name, kind, ver) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET ver = excluded.ver`,
       nameOf(k),
       k.kind,
+      ++this.ver,
     );
   }
 }

@@ -113,7 +113,7 @@ export class Uploader {
     if (this.table.get(k)) throw new ConnectError(`${k.kind} "${nameOf(k)}" already exists`, Code.AlreadyExists);
     const stored = stamp(k, { ...msg } as Resource);
     this.table.insert(k, toBinary(schemaOf[k.kind], stored));
-    this.table.setRequestId(k, requestId);
+    if (requestId) this.table.setRequestId(k, requestId); // a new resource has no earlier one to clear
     this.touch();
   }
 

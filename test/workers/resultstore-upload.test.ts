@@ -1,13 +1,14 @@
 // ResultStoreUpload over Connect: CreateInvocation's rules, the authorization token, children and
 // their parents, Update/Merge masks, finalization, Touch, auto-finalize and DeleteInvocation.
 import { Code } from "@connectrpc/connect";
-import { runDurableObjectAlarm } from "cloudflare:test";
+import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { ActionSchema } from "../../src/gen/google/devtools/resultstore/v2/action_pb.ts";
 import { Status } from "../../src/gen/google/devtools/resultstore/v2/common_pb.ts";
 import { InvocationSchema } from "../../src/gen/google/devtools/resultstore/v2/invocation_pb.ts";
 import { TargetSchema } from "../../src/gen/google/devtools/resultstore/v2/target_pb.ts";
-import { codeOf } from "./helpers.ts";
+import { ResultStoreUpload } from "../../src/gen/google/devtools/resultstore/v2/resultstore_upload_pb.ts";
+import { codeOf, connectClient } from "./helpers.ts";
 import { alarmOf, invocationStub, metaOf, newInvocation, resourceCount, stored, upload, uuid } from "./resultstore-upload-helpers.ts";
 
 const mask = (...paths: string[]) => ({ paths });
@@ -285,7 +286,6 @@ describe("auto-finalize", () => {
     expect(await alarmOf(id)).toBe(Number(await metaOf(id, "last_modified")) + 86_400_000);
     expect((await alarmOf(id))!).toBeGreaterThan(first);
     // Idle for longer than that: pretend the last change was a day ago, then the alarm fires.
-    const { runInDurableObject } = await import("cloudflare:test");
     await runInDurableObject(invocationStub(id), (_o, state) => {
       state.storage.sql.exec(`UPDATE meta SET v = ? WHERE k = 'last_modified'`, Date.now() - 86_400_001);
     });
@@ -307,5 +307,51 @@ describe("DeleteInvocation", () => {
     expect(await codeOf(upload.deleteInvocation({ name: `invocations/${uuid()}` }))).toBe(Code.NotFound);
     // The id is free again.
     expect(await codeOf(upload.createInvocation({ invocationId: id, invocation: {} }))).toBe("ok");
+  });
+});
+
+describe("API keys and tenants", () => {
+  const RW = "rs-rw-key-0123456789";
+  const RO = "rs-ro-key-0123456789";
+  const OTHER = "rs-other-key-0123456789";
+
+  it("need a key, read-write for uploads, and keep each tenant's invocations apart", async () => {
+    env.API_KEYS = JSON.stringify([
+      // Instance prefixes do not apply to ResultStore: "team" does not limit this key.
+      { key: RW, instances: ["team"], access: "read-write", tenant: "acme" },
+      { key: RO, access: "read", tenant: "acme" },
+      { key: OTHER, access: "read-write", tenant: "globex" },
+    ]);
+    try {
+      const id = uuid();
+      const req = { invocationId: id, invocation: {} };
+      expect(await codeOf(upload.createInvocation(req))).toBe(Code.Unauthenticated);
+      expect(await codeOf(connectClient(ResultStoreUpload, { authorization: `Bearer ${RO}` }).createInvocation(req))).toBe(Code.PermissionDenied);
+      const acme = connectClient(ResultStoreUpload, { authorization: `Bearer ${RW}` });
+      const globex = connectClient(ResultStoreUpload, { authorization: `Bearer ${OTHER}` });
+      expect(await codeOf(acme.createInvocation(req))).toBe("ok");
+      // The same id in another tenant is another invocation.
+      expect(await codeOf(globex.touchInvocation({ name: `invocations/${id}` }))).toBe(Code.NotFound);
+      expect(await codeOf(globex.createInvocation(req))).toBe("ok");
+      expect(await codeOf(acme.createInvocation(req))).toBe(Code.AlreadyExists);
+        const tenantOf = (t: string) =>
+        runInDurableObject(invocationStub(id, t), (_o, state) => state.storage.sql.exec<{ v: string }>(`SELECT v FROM meta WHERE k = 'tenant'`).one().v);
+      expect(await tenantOf("acme")).toBe("acme");
+      expect(await tenantOf("globex")).toBe("globex");
+    } finally {
+      delete env.API_KEYS;
+    }
+  });
+});
+
+describe("the search index", () => {
+  it("is written through after every change: nothing stays queued", async () => {
+    const { id, name, token } = await newInvocation();
+    await upload.createTarget({ parent: name, targetId: "t", target: {}, authorizationToken: token });
+    await upload.finalizeInvocation({ name, authorizationToken: token });
+    const queued = await runInDurableObject(invocationStub(id), (_o, state) =>
+      state.storage.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM index_pending`).one().n,
+    );
+    expect(queued).toBe(0);
   });
 });
