@@ -5,6 +5,8 @@ import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test"
 import { describe, expect, it } from "vitest";
 import { ActionSchema } from "../../src/gen/google/devtools/resultstore/v2/action_pb.ts";
 import { Status } from "../../src/gen/google/devtools/resultstore/v2/common_pb.ts";
+import { ConfigurationSchema } from "../../src/gen/google/devtools/resultstore/v2/configuration_pb.ts";
+import { FileSetSchema } from "../../src/gen/google/devtools/resultstore/v2/file_set_pb.ts";
 import { InvocationSchema } from "../../src/gen/google/devtools/resultstore/v2/invocation_pb.ts";
 import { TargetSchema } from "../../src/gen/google/devtools/resultstore/v2/target_pb.ts";
 import { ResultStoreUpload } from "../../src/gen/google/devtools/resultstore/v2/resultstore_upload_pb.ts";
@@ -220,6 +222,21 @@ describe("Update and Merge", () => {
   });
 });
 
+describe("file sets and configurations", () => {
+  it("take Update and Merge like the others", async () => {
+    const { id, name, token } = await newInvocation();
+    const t = { authorizationToken: token };
+    const fs = (await upload.createFileSet({ parent: name, fileSetId: "outs", fileSet: { files: [{ uid: "a" }] }, ...t })).name;
+    await upload.mergeFileSet({ fileSet: { name: fs, files: [{ uid: "b" }] }, updateMask: mask("files"), ...t });
+    expect((await stored(FileSetSchema, id, fs))?.files.map((f) => f.uid)).toEqual(["a", "b"]);
+    await upload.updateFileSet({ fileSet: { name: fs, files: [{ uid: "c" }] }, updateMask: mask("files"), ...t });
+    expect((await stored(FileSetSchema, id, fs))?.files.map((f) => f.uid)).toEqual(["c"]);
+    const cfg = `${name}/configs/new`;
+    await upload.updateConfiguration({ configuration: { name: cfg, statusAttributes: { status: Status.BUILT } }, updateMask: mask("status_attributes"), createIfNotFound: true, ...t });
+    expect((await stored(ConfigurationSchema, id, cfg))?.statusAttributes?.status).toBe(Status.BUILT);
+  });
+});
+
 describe("finalization", () => {
   it("makes a resource and everything under it refuse changes; Finalize is idempotent", async () => {
     const { name, token } = await newInvocation();
@@ -353,5 +370,20 @@ describe("the search index", () => {
       state.storage.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM index_pending`).one().n,
     );
     expect(queued).toBe(0);
+  });
+
+  it("keeps what it could not write queued, and the alarm writes it", async () => {
+    const { id, name } = await newInvocation();
+    const stub = invocationStub(id);
+    // As if a write to D1 had failed: the change is still queued.
+    await runInDurableObject(stub, (_o, state) => {
+      state.storage.sql.exec(`INSERT INTO index_pending (name, kind, ver) VALUES (?, 'invocation', 1000000)`, name);
+    });
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    const queued = await runInDurableObject(stub, (_o, state) => state.storage.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM index_pending`).one().n);
+    expect(queued).toBe(0);
+    // Not due yet: the invocation is still open, and the alarm is armed again for auto-finalize.
+    expect(await metaOf(id, "upload_status")).toBe(1);
+    expect(await alarmOf(id)).not.toBeNull();
   });
 });
