@@ -1,13 +1,25 @@
 // SQL access to one invocation's storage (the schema is in durable-objects/invocation.ts): the
 // resources table shared with the download side, invocation-level meta, the last request id per
 // resource, and the names whose search-index rows are still to be written.
-import type { ResourceKey } from "./names.ts";
-import { nameOf } from "./names.ts";
+import { invalidArgument } from "../errors.ts";
+import { nameOf, type ResourceKey } from "./names.ts";
 
 export interface ResourceRow {
   kind: string;
   finalized: boolean;
   data: Uint8Array;
+}
+
+/**
+ * A Durable Object's SQLite holds at most 2 MB per row; a resource must fit with its name and ids.
+ * Larger resources are refused as bad input rather than failing inside SQLite.
+ */
+export const MAX_RESOURCE_BYTES = 2_000_000 - 16 * 1024;
+
+function checkSize(k: ResourceKey, data: Uint8Array): void {
+  if (data.byteLength > MAX_RESOURCE_BYTES) {
+    throw invalidArgument(`${k.kind} "${nameOf(k)}" would be ${data.byteLength} bytes; a resource may be at most ${MAX_RESOURCE_BYTES} bytes`);
+  }
 }
 
 /** Kinds the cross-invocation search index holds (SearchInvocations, SearchConfiguredTargets, …). */
@@ -36,6 +48,7 @@ export class ResourceTable {
   }
 
   insert(k: ResourceKey, data: Uint8Array): void {
+    checkSize(k, data);
     this.sql.exec(
       `INSERT INTO resources (name, kind, target_id, config_id, action_id, file_set_id, seq, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
       nameOf(k),
@@ -51,6 +64,7 @@ export class ResourceTable {
   }
 
   replace(k: ResourceKey, data: Uint8Array): void {
+    checkSize(k, data);
     this.sql.exec(`UPDATE resources SET data = ? WHERE name = ?`, data, nameOf(k));
     this.dirty(k);
   }

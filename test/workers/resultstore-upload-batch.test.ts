@@ -207,4 +207,13 @@ describe("UploadBatch", () => {
       expect(await resourceCount(id)).toBe(41);
     }
   });
+
+  it("refuses a single resource too large for storage as bad input, and applies nothing of its batch", async () => {
+    const { id, name, token, initial } = await batchInvocation();
+    const huge = targetCreate("huge", { files: [{ uid: "f", description: "d".repeat(2 * 1024 * 1024) }] });
+    const err = await errorOf(upload.uploadBatch({ parent: name, authorizationToken: token, resumeToken: initial, nextResumeToken: tok("h"), uploadRequests: [targetCreate("ok"), huge] }));
+    expect(err.code).toBe(Code.InvalidArgument);
+    expect(err.rawMessage).toMatch(/at most/);
+    expect(await resourceCount(id)).toBe(1);
+  });
 });
