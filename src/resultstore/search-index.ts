@@ -1,0 +1,210 @@
+// The cross-invocation search index in D1: one row per invocation, target, configuration and
+// configured target, with the columns SearchInvocations and SearchConfiguredTargets filter on and
+// the resource itself (protobuf binary) for the answer. Each InvocationDO writes its rows through
+// (src/resultstore/index-sync.ts); rows are keyed by (tenant, name), so a write is idempotent and
+// a retry after a failure is harmless.
+import { fromBinary } from "@bufbuild/protobuf";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { ConfigurationSchema } from "../gen/google/devtools/resultstore/v2/configuration_pb.ts";
+import { ConfiguredTargetSchema } from "../gen/google/devtools/resultstore/v2/configured_target_pb.ts";
+import { InvocationSchema } from "../gen/google/devtools/resultstore/v2/invocation_pb.ts";
+import { TargetSchema } from "../gen/google/devtools/resultstore/v2/target_pb.ts";
+import type { Property } from "../gen/google/devtools/resultstore/v2/common_pb.ts";
+import { compileQuery, normalize, type SearchKind } from "./search-query.ts";
+
+export type IndexedKind = "invocation" | "target" | "configuration" | "configuredTarget";
+export interface IndexChange {
+  kind: IndexedKind;
+  name: string;
+  /** The resource, protobuf binary; null: removed. */
+  data: Uint8Array | null;
+  /** For kind "invocation": DownloadMetadata.upload_status now. */
+  uploadStatus?: number;
+}
+
+/** Statements per D1 batch: keeps one round trip's payload bounded on a 10,000-row write. */
+const BATCH = 200;
+
+const TABLES: Record<IndexedKind, string> = {
+  invocation: "rs_invocations",
+  target: "rs_targets",
+  configuration: "rs_configurations",
+  configuredTarget: "rs_configured_targets",
+};
+
+let ready: Promise<unknown> | undefined;
+
+/** Creates the tables on first use in an isolate (IF NOT EXISTS: cheap). */
+export function ensureSearchSchema(db: D1Database): Promise<unknown> {
+  ready ??= db
+    .batch([
+      db.prepare(`CREATE TABLE IF NOT EXISTS rs_invocations (
+        tenant TEXT NOT NULL, name TEXT NOT NULL, invocation_id TEXT NOT NULL, project_id TEXT NOT NULL,
+        status INTEGER NOT NULL, start_ms INTEGER, hostname TEXT NOT NULL, upload_status INTEGER NOT NULL,
+        users TEXT NOT NULL, labels TEXT NOT NULL, props TEXT NOT NULL, data BLOB NOT NULL,
+        PRIMARY KEY (tenant, name))`),
+      db.prepare(`CREATE INDEX IF NOT EXISTS rs_invocations_by_time ON rs_invocations (tenant, start_ms DESC, name)`),
+      db.prepare(`CREATE TABLE IF NOT EXISTS rs_targets (
+        tenant TEXT NOT NULL, name TEXT NOT NULL, invocation_id TEXT NOT NULL, target_id TEXT NOT NULL,
+        type INTEGER NOT NULL, language INTEGER NOT NULL, test_size INTEGER NOT NULL, tags TEXT NOT NULL, props TEXT NOT NULL,
+        PRIMARY KEY (tenant, name))`),
+      db.prepare(`CREATE INDEX IF NOT EXISTS rs_targets_by_id ON rs_targets (tenant, invocation_id, target_id)`),
+      db.prepare(`CREATE TABLE IF NOT EXISTS rs_configurations (
+        tenant TEXT NOT NULL, name TEXT NOT NULL, invocation_id TEXT NOT NULL, config_id TEXT NOT NULL,
+        cpu TEXT NOT NULL, props TEXT NOT NULL, PRIMARY KEY (tenant, name))`),
+      db.prepare(`CREATE INDEX IF NOT EXISTS rs_configurations_by_id ON rs_configurations (tenant, invocation_id, config_id)`),
+      db.prepare(`CREATE TABLE IF NOT EXISTS rs_configured_targets (
+        tenant TEXT NOT NULL, name TEXT NOT NULL, invocation_id TEXT NOT NULL, target_id TEXT NOT NULL, config_id TEXT NOT NULL,
+        status INTEGER NOT NULL, start_ms INTEGER, props TEXT NOT NULL, data BLOB NOT NULL,
+        PRIMARY KEY (tenant, name))`),
+      db.prepare(`CREATE INDEX IF NOT EXISTS rs_configured_targets_by_target ON rs_configured_targets (tenant, target_id)`),
+    ])
+    .catch((e) => {
+      ready = undefined;
+      throw e;
+    });
+  return ready;
+}
+
+const ms = (t: Timestamp | undefined) => (t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : null);
+/** Repeated strings as a JSON array of [raw, normalized] pairs: exact and loose matching both index-free. */
+const strings = (xs: string[]) => JSON.stringify(xs.map((x) => [x, normalize(x)]));
+const props = (ps: Property[]) => JSON.stringify(ps.map((p) => [p.key, p.value]));
+
+function upsert(db: D1Database, tenant: string, c: IndexChange & { data: Uint8Array }): D1PreparedStatement {
+  switch (c.kind) {
+    case "invocation": {
+      const m = fromBinary(InvocationSchema, c.data);
+      return db
+        .prepare(
+          `INSERT OR REPLACE INTO rs_invocations (tenant, name, invocation_id, project_id, status, start_ms, hostname, upload_status, users, labels, props, data)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        )
+        .bind(
+          tenant,
+          c.name,
+          m.id?.invocationId ?? "",
+          m.invocationAttributes?.projectId ?? "",
+          m.statusAttributes?.status ?? 0,
+          ms(m.timing?.startTime),
+          JSON.stringify([m.workspaceInfo?.hostname ?? "", normalize(m.workspaceInfo?.hostname ?? "")]),
+          c.uploadStatus ?? 0,
+          strings(m.invocationAttributes?.users ?? []),
+          strings(m.invocationAttributes?.labels ?? []),
+          props(m.properties),
+          c.data,
+        );
+    }
+    case "target": {
+      const m = fromBinary(TargetSchema, c.data);
+      return db
+        .prepare(
+          `INSERT OR REPLACE INTO rs_targets (tenant, name, invocation_id, target_id, type, language, test_size, tags, props)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        )
+        .bind(
+          tenant,
+          c.name,
+          m.id?.invocationId ?? "",
+          m.id?.targetId ?? "",
+          m.targetAttributes?.type ?? 0,
+          m.targetAttributes?.language ?? 0,
+          m.testAttributes?.size ?? 0,
+          strings(m.targetAttributes?.tags ?? []),
+          props(m.properties),
+        );
+    }
+    case "configuration": {
+      const m = fromBinary(ConfigurationSchema, c.data);
+      return db
+        .prepare(`INSERT OR REPLACE INTO rs_configurations (tenant, name, invocation_id, config_id, cpu, props) VALUES (?, ?, ?, ?, ?, ?)`)
+        .bind(
+          tenant,
+          c.name,
+          m.id?.invocationId ?? "",
+          m.id?.configurationId ?? "",
+          JSON.stringify([m.configurationAttributes?.cpu ?? "", normalize(m.configurationAttributes?.cpu ?? "")]),
+          props(m.properties),
+        );
+    }
+    case "configuredTarget": {
+      const m = fromBinary(ConfiguredTargetSchema, c.data);
+      return db
+        .prepare(
+          `INSERT OR REPLACE INTO rs_configured_targets (tenant, name, invocation_id, target_id, config_id, status, start_ms, props, data)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        )
+        .bind(
+          tenant,
+          c.name,
+          m.id?.invocationId ?? "",
+          m.id?.targetId ?? "",
+          m.id?.configurationId ?? "",
+          m.statusAttributes?.status ?? 0,
+          ms(m.timing?.startTime),
+          props(m.properties),
+          c.data,
+        );
+    }
+  }
+}
+
+/** Writes (upserts or deletes) the rows of these resources; idempotent, so callers may retry. */
+export async function writeSearchIndex(db: D1Database, tenant: string, changes: IndexChange[]): Promise<void> {
+  if (changes.length === 0) return;
+  await ensureSearchSchema(db);
+  const statements = changes.map((c) =>
+    c.data === null
+      ? db.prepare(`DELETE FROM ${TABLES[c.kind]} WHERE tenant = ? AND name = ?`).bind(tenant, c.name)
+      : upsert(db, tenant, c as IndexChange & { data: Uint8Array }),
+  );
+  for (let i = 0; i < statements.length; i += BATCH) await db.batch(statements.slice(i, i + BATCH));
+}
+
+/** Removes every row of one invocation (DeleteInvocation). */
+export async function removeInvocationFromIndex(db: D1Database, tenant: string, invocationName: string): Promise<void> {
+  await ensureSearchSchema(db);
+  const id = decodeURIComponent(invocationName.slice("invocations/".length));
+  await db.batch(
+    Object.values(TABLES).map((t) => db.prepare(`DELETE FROM ${t} WHERE tenant = ? AND invocation_id = ?`).bind(tenant, id)),
+  );
+}
+
+export interface SearchOptions {
+  exactMatch: boolean;
+  offset: number;
+  limit: number;
+  /** The request's project_id: only invocations of that project (empty: every project). */
+  projectId?: string;
+}
+
+/**
+ * Runs a SearchInvocations / SearchConfiguredTargets query (the syntax of resultstore_download.proto)
+ * in a stable order: newest start time first, then name. Throws INVALID_ARGUMENT for a query it
+ * does not support.
+ */
+export async function searchIndex(
+  db: D1Database,
+  tenant: string,
+  kind: SearchKind,
+  query: string,
+  opts: SearchOptions,
+): Promise<{ items: Uint8Array[]; more: boolean }> {
+  const where = compileQuery(kind, query, opts.exactMatch);
+  await ensureSearchSchema(db);
+  const project = opts.projectId ? ` AND i.project_id = ?` : "";
+  const params: unknown[] = [tenant, ...(opts.projectId ? [opts.projectId] : []), ...where.params, opts.limit + 1, opts.offset];
+  const sql =
+    kind === "invocation"
+      ? `SELECT i.data FROM rs_invocations i WHERE i.tenant = ?${project} AND (${where.sql})
+         ORDER BY COALESCE(i.start_ms, 0) DESC, i.name LIMIT ? OFFSET ?`
+      : `SELECT ct.data FROM rs_configured_targets ct
+           LEFT JOIN rs_invocations i ON i.tenant = ct.tenant AND i.invocation_id = ct.invocation_id
+           LEFT JOIN rs_targets t ON t.tenant = ct.tenant AND t.invocation_id = ct.invocation_id AND t.target_id = ct.target_id
+           LEFT JOIN rs_configurations c ON c.tenant = ct.tenant AND c.invocation_id = ct.invocation_id AND c.config_id = ct.config_id
+         WHERE ct.tenant = ?${project} AND (${where.sql})
+         ORDER BY COALESCE(ct.start_ms, i.start_ms, 0) DESC, ct.name LIMIT ? OFFSET ?`;
+  const rows = (await db.prepare(sql).bind(...params).all<{ data: ArrayBuffer }>()).results;
+  const more = rows.length > opts.limit;
+  return { items: rows.slice(0, opts.limit).map((r) => new Uint8Array(r.data)), more };
+}
