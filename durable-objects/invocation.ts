@@ -5,6 +5,7 @@
 // transaction per call, so two uploads racing on one invocation cannot both win and a refused
 // UploadBatch leaves nothing behind.
 import { DurableObject } from "cloudflare:workers";
+import { read, type ReadQuery, type ReadResult } from "../src/resultstore/read-store.ts";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "../src/errors.ts";
 import type { Env } from "../src/env.ts";
@@ -165,5 +166,13 @@ export class InvocationDO extends DurableObject<Env> {
     this.sql.exec(SCHEMA);
     this.table.reset();
     return true;
+  }
+
+  // ---- Download reads (resultstore-download) ----
+
+  /** One read of this invocation for ResultStoreDownload (src/resultstore/read-store.ts). */
+  async read(q: ReadQuery): Promise<ReadResult> {
+    if (this.table.meta(DELETING) !== undefined) return { exists: false, uploadStatus: 0, rows: [], more: false };
+    return read(this.sql, q);
   }
 }

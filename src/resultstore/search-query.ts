@@ -63,13 +63,14 @@ function tokenize(q: string): Token[] {
 
 // ---- syntax tree ----
 
-type Node =
+export type Node =
   | { k: "and" | "or"; parts: Node[] }
   | { k: "not"; part: Node }
   | { k: "cmp"; field: string; op: Op; value: string }
   | { k: "fn"; name: string; args: string[] };
 
-function parse(q: string): Node | null {
+/** Parses a query or list filter into its syntax tree (null when empty); INVALID_ARGUMENT on bad syntax. */
+export function parseQuery(q: string): Node | null {
   const toks = tokenize(q);
   let p = 0;
   const peek = () => toks[p];
@@ -201,7 +202,7 @@ export interface CompiledQuery {
  * equals restriction on id.target_id (outside any OR or NOT).
  */
 export function compileQuery(kind: SearchKind, query: string, exactMatch: boolean): CompiledQuery {
-  const tree = parse(query);
+  const tree = parseQuery(query);
   const fields = kind === "invocation" ? INVOCATION_FIELDS : CONFIGURED_TARGET_FIELDS;
   if (kind === "configuredTarget") {
     const top = tree === null ? [] : tree.k === "and" ? tree.parts : [tree];

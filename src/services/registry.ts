@@ -4,6 +4,8 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { ActionCache, Capabilities, ContentAddressableStorage, Execution } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { ByteStream } from "../gen/google/bytestream/bytestream_pb.ts";
 import { ResultStoreUpload } from "../gen/google/devtools/resultstore/v2/resultstore_upload_pb.ts";
+import { ResultStoreDownload } from "../gen/google/devtools/resultstore/v2/resultstore_download_pb.ts";
+import { resultStoreDownloadService } from "./resultstore-download.ts";
 import { Operations } from "../gen/google/longrunning/operations_pb.ts";
 import { actionCacheService } from "./action-cache.ts";
 import { byteStreamService } from "./bytestream.ts";
@@ -27,7 +29,6 @@ const entry = <S extends DescService>(service: S, impl: ServiceImpl<S>, maxReque
   maxRequestBytes,
 });
 
-
 export const services: ServiceEntry[] = [
   entry(Capabilities, capabilitiesService),
   entry(ContentAddressableStorage, casService),
@@ -36,4 +37,5 @@ export const services: ServiceEntry[] = [
   entry(Execution, executionService),
   entry(Operations, operationsService),
   entry(ResultStoreUpload, resultStoreUploadService, RESULTSTORE_UPLOAD_MAX),
+  entry(ResultStoreDownload, resultStoreDownloadService),
 ];

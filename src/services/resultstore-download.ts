@@ -1,0 +1,428 @@
+// google.devtools.resultstore.v2.ResultStoreDownload. Reads of one invocation go to its
+// InvocationDO (src/resultstore/read-store.ts); searches across invocations go to the D1 index
+// (src/resultstore/search-index.ts). Every method but GetInvocationDownloadMetadata requires a
+// response field mask, as the API says. Page sizes are capped at MAX_PAGE; 0 means that cap.
+import { create, fromBinary, type DescMessage, type Message, type MessageShape } from "@bufbuild/protobuf";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { invalidArgument, notFound } from "../errors.ts";
+import { ActionSchema, type Action } from "../gen/google/devtools/resultstore/v2/action_pb.ts";
+import { ConfigurationSchema } from "../gen/google/devtools/resultstore/v2/configuration_pb.ts";
+import { ConfiguredTargetSchema } from "../gen/google/devtools/resultstore/v2/configured_target_pb.ts";
+import { DownloadMetadataSchema } from "../gen/google/devtools/resultstore/v2/download_metadata_pb.ts";
+import { FileSetSchema, type FileSet } from "../gen/google/devtools/resultstore/v2/file_set_pb.ts";
+import { InvocationSchema, type Invocation } from "../gen/google/devtools/resultstore/v2/invocation_pb.ts";
+import {
+  BatchListActionsResponseSchema,
+  ExportInvocationResponseSchema,
+  ListActionsResponseSchema,
+  ListConfigurationsResponseSchema,
+  ListConfiguredTargetsResponseSchema,
+  ListFileSetsResponseSchema,
+  ListTargetsResponseSchema,
+  ResultStoreDownload,
+  SearchConfiguredTargetsResponseSchema,
+  SearchInvocationsResponseSchema,
+  TraverseFileSetsResponseSchema,
+} from "../gen/google/devtools/resultstore/v2/resultstore_download_pb.ts";
+import { TargetSchema } from "../gen/google/devtools/resultstore/v2/target_pb.ts";
+import { checkInvocationId } from "../resultstore/ids.ts";
+import { listFilter } from "../resultstore/list-filter.ts";
+import { parseName, type ResourceKind } from "../resultstore/names.ts";
+import type { ReadQuery, ReadResult, ReadRow } from "../resultstore/read-store.ts";
+import { responseMask } from "../resultstore/response-mask.ts";
+import { searchIndex } from "../resultstore/search-index.ts";
+import { resultStoreScope } from "./scope.ts";
+
+const MAX_PAGE = 1000;
+/** Offsets beyond this are refused ("may be rejected if too high"): they cost a scan each. */
+const MAX_OFFSET = 1_000_000;
+
+// ---- paging ----
+
+type PageStart = { case: "pageToken"; value: string } | { case: "offset"; value: bigint } | { case: undefined; value?: undefined };
+
+const pageSize = (n: number) => {
+  if (n < 0) throw invalidArgument("page_size must not be negative", "page_size");
+  return n === 0 ? MAX_PAGE : Math.min(n, MAX_PAGE);
+};
+
+/** Page tokens: `v1.` + base64url of a JSON position; anything else is INVALID_ARGUMENT. */
+function encodeToken(pos: Record<string, number>): string {
+  return `v1.${btoa(JSON.stringify(pos)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "")}`;
+}
+
+function decodeToken(token: string, key: string): number {
+  try {
+    if (!token.startsWith("v1.")) throw new Error();
+    const pos = JSON.parse(atob(token.slice(3).replace(/-/g, "+").replace(/_/g, "/"))) as Record<string, unknown>;
+    const v = pos[key];
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) throw new Error();
+    return v;
+  } catch {
+    throw invalidArgument("page_token is not one this server issued for this method", "page_token");
+  }
+}
+
+/** Where a list starts: after a seq (token) and/or skipping `offset` rows. */
+function seqStart(start: PageStart): { afterSeq: number; offset: number } {
+  if (start.case === "pageToken") return { afterSeq: decodeToken(start.value, "s"), offset: 0 };
+  if (start.case === "offset") return { afterSeq: 0, offset: offsetOf(start.value) };
+  return { afterSeq: 0, offset: 0 };
+}
+
+/** Where a positional list (export, search) starts. */
+function positionStart(start: PageStart): number {
+  if (start.case === "pageToken") return decodeToken(start.value, "o");
+  if (start.case === "offset") return offsetOf(start.value);
+  return 0;
+}
+
+function offsetOf(v: bigint): number {
+  if (v < 0n || v > BigInt(MAX_OFFSET)) throw invalidArgument(`offset must be between 0 and ${MAX_OFFSET}`, "offset");
+  return Number(v);
+}
+
+// ---- the invocation's object ----
+
+async function readInvocation(ctx: HandlerContext, invocationId: string, q: ReadQuery): Promise<ReadResult> {
+  const { env, principal } = await resultStoreScope(ctx, "read");
+  const stub = env.INVOCATION.get(env.INVOCATION.idFromName(`${principal.tenant}\n${invocationId}`));
+  const r = await stub.read(q);
+  if (!r.exists) throw notFound(`invocation "invocations/${invocationId}" not found`);
+  return r;
+}
+
+const invocationIdOf = (id: string, field: string) => checkInvocationId(id, field);
+
+/** Get of one resource by name: NOT_FOUND when it (or its invocation) does not exist. */
+async function getOne<D extends DescMessage>(ctx: HandlerContext, name: string, kind: ResourceKind, schema: D): Promise<MessageShape<D>> {
+  const mask = responseMask(ctx, schema);
+  const key = parseName(name, kind, "name");
+  const r = await readInvocation(ctx, invocationIdOf(key.invocationId, "name"), { op: "get", names: [canonical(name, kind)] });
+  const row = r.rows[0];
+  if (!row) throw notFound(`${kind} "${name}" not found`);
+  return mask.apply(schema, fromBinary(schema, row.data) as MessageShape<D>);
+}
+
+/** The stored spelling of a name (ids url-encoded), whatever encoding the client used. */
+function canonical(name: string, kind: ResourceKind): string {
+  const k = parseName(name, kind, "name");
+  const enc = encodeURIComponent;
+  const inv = `invocations/${enc(k.invocationId)}`;
+  switch (kind) {
+    case "invocation":
+      return inv;
+    case "target":
+      return `${inv}/targets/${enc(k.targetId)}`;
+    case "configuration":
+      return `${inv}/configs/${enc(k.configId)}`;
+    case "fileSet":
+      return `${inv}/fileSets/${enc(k.fileSetId)}`;
+    case "configuredTarget":
+      return `${inv}/targets/${enc(k.targetId)}/configuredTargets/${enc(k.configId)}`;
+    case "action":
+      return `${inv}/targets/${enc(k.targetId)}/configuredTargets/${enc(k.configId)}/actions/${enc(k.actionId)}`;
+  }
+}
+
+interface ListSpec<R extends DescMessage> {
+  kind: ResourceKind;
+  item: DescMessage;
+  response: R;
+  collection: string;
+  invocationId: string;
+  targetId?: string;
+  configId?: string;
+  /** A parent resource that must exist (NOT_FOUND otherwise). */
+  parent?: string;
+}
+
+/** One page of a list by seq, filtered, masked; the token resumes after the last row looked at. */
+async function listPage<R extends DescMessage>(
+  ctx: HandlerContext,
+  spec: ListSpec<R>,
+  req: { pageSize: number; pageStart: PageStart; filter?: string },
+): Promise<MessageShape<R>> {
+  const mask = responseMask(ctx, spec.response);
+  const filter = listFilter(req.filter ?? "", spec.item, spec.collection, mask);
+  const limit = pageSize(req.pageSize);
+  const { afterSeq, offset } = seqStart(req.pageStart);
+  const invocationId = invocationIdOf(spec.invocationId, "parent");
+  if (spec.parent) {
+    const p = await readInvocation(ctx, invocationId, { op: "get", names: [spec.parent] });
+    if (p.rows.length === 0) throw notFound(`"${spec.parent}" not found`);
+  }
+  const r = await readInvocation(ctx, invocationId, { op: "list", kind: spec.kind, targetId: spec.targetId, configId: spec.configId, afterSeq, offset, limit });
+  const items = r.rows.map((row) => fromBinary(spec.item, row.data)).filter(filter);
+  const last = r.rows.at(-1);
+  const out = create(spec.response, {
+    [spec.collection]: items,
+    nextPageToken: r.more && last ? encodeToken({ s: last.seq }) : "",
+  } as never);
+  return mask.apply(spec.response, out as MessageShape<R>);
+}
+
+const wildcard = (id: string) => (id === "-" ? undefined : id);
+
+/** Parses a parent name whose ids may be `-`. */
+function parentIds(parent: string, shape: "invocation" | "target" | "configuredTarget"): { invocationId: string; targetId?: string; configId?: string } {
+  const parts = parent.split("/");
+  const expected = { invocation: ["invocations"], target: ["invocations", "targets"], configuredTarget: ["invocations", "targets", "configuredTargets"] }[shape];
+  if (parts.length !== expected.length * 2 || expected.some((l, i) => parts[2 * i] !== l) || parts.some((p, i) => i % 2 === 1 && !p)) {
+    throw invalidArgument(`"${parent}" is not a valid parent (${expected.map((l) => `${l}/{id}`).join("/")})`, "parent");
+  }
+  let ids: string[];
+  try {
+    ids = parts.filter((_, i) => i % 2 === 1).map((s) => decodeURIComponent(s));
+  } catch {
+    throw invalidArgument(`"${parent}" has an id that is not url-encoded`, "parent");
+  }
+  return { invocationId: ids[0]!, targetId: ids[1] === undefined ? undefined : wildcard(ids[1]), configId: ids[2] === undefined ? undefined : wildcard(ids[2]) };
+}
+
+const enc = encodeURIComponent;
+
+// ---- file set traversal ----
+
+/** FileSets reachable from `start` (names), breadth first, each once; missing ones are skipped. */
+async function traverse(ctx: HandlerContext, invocationId: string, start: string[]): Promise<FileSet[]> {
+  const seen = new Set<string>();
+  const out: FileSet[] = [];
+  let frontier = start;
+  while (frontier.length) {
+    const names = [...new Set(frontier.map((n) => n))].filter((n) => !seen.has(n));
+    names.forEach((n) => seen.add(n));
+    if (!names.length) break;
+    const r = await readInvocation(ctx, invocationId, { op: "get", names: names.map((n) => safeCanonical(n, "fileSet")).filter((n): n is string => !!n) });
+    const sets = r.rows.map((row) => fromBinary(FileSetSchema, row.data));
+    out.push(...sets);
+    frontier = sets.flatMap((s) => s.fileSets);
+  }
+  return out;
+}
+
+function safeCanonical(name: string, kind: ResourceKind): string | null {
+  try {
+    return canonical(name, kind);
+  } catch {
+    return null;
+  }
+}
+
+export const resultStoreDownloadService: ServiceImpl<typeof ResultStoreDownload> = {
+  async getInvocation(req, ctx) {
+    return getOne(ctx, req.name, "invocation", InvocationSchema);
+  },
+
+  async getInvocationDownloadMetadata(req, ctx) {
+    const m = /^(invocations\/[^/]+)\/downloadMetadata$/.exec(req.name);
+    if (!m) throw invalidArgument(`"${req.name}" is not a download metadata name (invocations/{invocation}/downloadMetadata)`, "name");
+    const key = parseName(m[1]!, "invocation", "name");
+    const r = await readInvocation(ctx, invocationIdOf(key.invocationId, "name"), { op: "get", names: [] });
+    return create(DownloadMetadataSchema, { name: `invocations/${enc(key.invocationId)}/downloadMetadata`, uploadStatus: r.uploadStatus });
+  },
+
+  async searchInvocations(req, ctx) {
+    const mask = responseMask(ctx, SearchInvocationsResponseSchema);
+    const { env, principal } = await resultStoreScope(ctx, "read");
+    const limit = pageSize(req.pageSize);
+    const offset = positionStart(req.pageStart as PageStart);
+    const r = await searchIndex(env.INDEX, principal.tenant, "invocation", req.query, { exactMatch: req.exactMatch, offset, limit, projectId: req.projectId });
+    const out = create(SearchInvocationsResponseSchema, {
+      invocations: r.items.map((b) => fromBinary(InvocationSchema, b)),
+      nextPageToken: r.more ? encodeToken({ o: offset + r.items.length }) : "",
+    });
+    return mask.apply(SearchInvocationsResponseSchema, out);
+  },
+
+  async searchConfiguredTargets(req, ctx) {
+    const mask = responseMask(ctx, SearchConfiguredTargetsResponseSchema);
+    if (req.parent !== "invocations/-/targets/-") throw invalidArgument("parent must be invocations/-/targets/-", "parent");
+    if (!req.query.trim()) throw invalidArgument("a query is required", "query");
+    const { env, principal } = await resultStoreScope(ctx, "read");
+    const limit = pageSize(req.pageSize);
+    const offset = positionStart(req.pageStart as PageStart);
+    const r = await searchIndex(env.INDEX, principal.tenant, "configuredTarget", req.query, { exactMatch: req.exactMatch, offset, limit, projectId: req.projectId });
+    const out = create(SearchConfiguredTargetsResponseSchema, {
+      configuredTargets: r.items.map((b) => fromBinary(ConfiguredTargetSchema, b)),
+      nextPageToken: r.more ? encodeToken({ o: offset + r.items.length }) : "",
+    });
+    return mask.apply(SearchConfiguredTargetsResponseSchema, out);
+  },
+
+  async exportInvocation(req, ctx) {
+    const mask = responseMask(ctx, ExportInvocationResponseSchema);
+    const key = parseName(req.name, "invocation", "name");
+    const id = invocationIdOf(key.invocationId, "name");
+    const eq = (filter: string, field: string, param: string) => {
+      if (!filter.trim()) return undefined;
+      const m = new RegExp(`^\\s*${field.replace(/\./g, "\\.")}\\s*=\\s*(?:"([^"]*)"|(\\S+))\\s*$`).exec(filter);
+      if (!m) throw invalidArgument(`${param}: only a single ${field} = "…" restriction is supported`, param);
+      return m[1] ?? m[2];
+    };
+    const targetId = eq(req.targetsFilter, "id.target_id", "targets_filter");
+    const configId = eq(req.configuredTargetsFilter, "id.configuration_id", "configured_targets_filter");
+    const actionId = eq(req.actionsFilter, "id.action_id", "actions_filter");
+    if (configId !== undefined && targetId === undefined) throw invalidArgument("configured_targets_filter requires targets_filter", "configured_targets_filter");
+    if (actionId !== undefined && (targetId === undefined || configId === undefined)) {
+      throw invalidArgument("actions_filter requires targets_filter and configured_targets_filter", "actions_filter");
+    }
+    const limit = pageSize(req.pageSize);
+    const offset = positionStart(req.pageStart as PageStart);
+    const first = offset === 0;
+    // The invocation and its download metadata count once towards page_size, on the first page.
+    const r = await readInvocation(ctx, id, { op: "export", offset: first ? 0 : offset - 1, limit: first ? limit - 1 : limit, targetId, configId, actionId });
+    const inv = first ? (await readInvocation(ctx, id, { op: "get", names: [`invocations/${enc(id)}`] })).rows[0] : undefined;
+    const pick = (kind: ResourceKind, schema: DescMessage) => r.rows.filter((row: ReadRow) => row.kind === kind).map((row) => fromBinary(schema, row.data) as Message);
+    const out = create(ExportInvocationResponseSchema, {
+      invocation: inv ? (fromBinary(InvocationSchema, inv.data) as Invocation) : undefined,
+      downloadMetadata: first ? { name: `invocations/${enc(id)}/downloadMetadata`, uploadStatus: r.uploadStatus } : undefined,
+      targets: pick("target", TargetSchema) as never,
+      configurations: pick("configuration", ConfigurationSchema) as never,
+      configuredTargets: pick("configuredTarget", ConfiguredTargetSchema) as never,
+      actions: pick("action", ActionSchema) as never,
+      fileSets: pick("fileSet", FileSetSchema) as never,
+      nextPageToken: r.more ? encodeToken({ o: (first ? 1 : offset) + r.rows.length }) : "",
+    });
+    return mask.apply(ExportInvocationResponseSchema, out);
+  },
+
+  async getConfiguration(req, ctx) {
+    return getOne(ctx, req.name, "configuration", ConfigurationSchema);
+  },
+
+  async listConfigurations(req, ctx) {
+    const p = parentIds(req.parent, "invocation");
+    return listPage(ctx, { kind: "configuration", item: ConfigurationSchema, response: ListConfigurationsResponseSchema, collection: "configurations", invocationId: p.invocationId }, { ...req, pageStart: req.pageStart as PageStart });
+  },
+
+  async getTarget(req, ctx) {
+    return getOne(ctx, req.name, "target", TargetSchema);
+  },
+
+  async listTargets(req, ctx) {
+    const p = parentIds(req.parent, "invocation");
+    return listPage(ctx, { kind: "target", item: TargetSchema, response: ListTargetsResponseSchema, collection: "targets", invocationId: p.invocationId }, { ...req, pageStart: req.pageStart as PageStart });
+  },
+
+  async getConfiguredTarget(req, ctx) {
+    return getOne(ctx, req.name, "configuredTarget", ConfiguredTargetSchema);
+  },
+
+  async listConfiguredTargets(req, ctx) {
+    const p = parentIds(req.parent, "target");
+    const parent = p.targetId === undefined ? undefined : `invocations/${enc(p.invocationId)}/targets/${enc(p.targetId)}`;
+    return listPage(
+      ctx,
+      { kind: "configuredTarget", item: ConfiguredTargetSchema, response: ListConfiguredTargetsResponseSchema, collection: "configuredTargets", invocationId: p.invocationId, targetId: p.targetId, parent },
+      { ...req, pageStart: req.pageStart as PageStart },
+    );
+  },
+
+  async getAction(req, ctx) {
+    return getOne(ctx, req.name, "action", ActionSchema);
+  },
+
+  async listActions(req, ctx) {
+    const p = parentIds(req.parent, "configuredTarget");
+    if (p.targetId === undefined && p.configId !== undefined) {
+      throw invalidArgument("a target id of '-' needs a configuration id of '-' too", "parent");
+    }
+    const parent =
+      p.targetId === undefined
+        ? undefined
+        : p.configId === undefined
+          ? `invocations/${enc(p.invocationId)}/targets/${enc(p.targetId)}`
+          : `invocations/${enc(p.invocationId)}/targets/${enc(p.targetId)}/configuredTargets/${enc(p.configId)}`;
+    return listPage(
+      ctx,
+      { kind: "action", item: ActionSchema, response: ListActionsResponseSchema, collection: "actions", invocationId: p.invocationId, targetId: p.targetId, configId: p.configId, parent },
+      { ...req, pageStart: req.pageStart as PageStart },
+    );
+  },
+
+  async batchListActions(req, ctx) {
+    const mask = responseMask(ctx, BatchListActionsResponseSchema);
+    const inv = parentIds(req.parent, "invocation").invocationId;
+    const id = invocationIdOf(inv, "parent");
+    const filter = listFilter(req.filter, ActionSchema, "actions", mask);
+    const limit = pageSize(req.pageSize);
+    // The position: which configured target (index into the request's list) and the seq after which to go on.
+    let [ct, after] = req.pageStart.case === "pageToken" ? [decodeToken(req.pageStart.value, "c"), decodeToken(req.pageStart.value, "s")] : [0, 0];
+    const targets = req.configuredTargets.map((n) => {
+      const k = parseName(n, "configuredTarget", "configured_targets");
+      if (k.invocationId.toLowerCase() !== id) throw invalidArgument(`"${n}" is not under ${req.parent}`, "configured_targets");
+      return k;
+    });
+    const existing = new Set((await readInvocation(ctx, id, { op: "get", names: targets.map((k) => canonical(`invocations/${enc(k.invocationId)}/targets/${enc(k.targetId)}/configuredTargets/${enc(k.configId)}`, "configuredTarget")) })).rows.map((r) => r.name));
+    const notFoundNames: string[] = [];
+    const actions: Action[] = [];
+    let next = "";
+    for (; ct < targets.length; ct++, after = 0) {
+      const k = targets[ct]!;
+      const name = `invocations/${enc(id)}/targets/${enc(k.targetId)}/configuredTargets/${enc(k.configId)}`;
+      if (!existing.has(name)) {
+        notFoundNames.push(req.configuredTargets[ct]!);
+        continue;
+      }
+      const r = await readInvocation(ctx, id, { op: "list", kind: "action", targetId: k.targetId, configId: k.configId, afterSeq: after, offset: 0, limit: limit - actions.length });
+      actions.push(...r.rows.map((row) => fromBinary(ActionSchema, row.data)).filter(filter));
+      if (r.more) {
+        next = encodeToken({ c: ct, s: r.rows.at(-1)!.seq });
+        break;
+      }
+      if (actions.length >= limit && ct + 1 < targets.length) {
+        next = encodeToken({ c: ct + 1, s: 0 });
+        break;
+      }
+    }
+    return mask.apply(BatchListActionsResponseSchema, create(BatchListActionsResponseSchema, { actions, nextPageToken: next, notFound: notFoundNames }));
+  },
+
+  async getFileSet(req, ctx) {
+    return getOne(ctx, req.name, "fileSet", FileSetSchema);
+  },
+
+  async listFileSets(req, ctx) {
+    const p = parentIds(req.parent, "invocation");
+    return listPage(ctx, { kind: "fileSet", item: FileSetSchema, response: ListFileSetsResponseSchema, collection: "fileSets", invocationId: p.invocationId }, { ...req, pageStart: req.pageStart as PageStart });
+  },
+
+  async traverseFileSets(req, ctx) {
+    const mask = responseMask(ctx, TraverseFileSetsResponseSchema);
+    const limit = pageSize(req.pageSize);
+    const offset = positionStart(req.pageStart as PageStart);
+    let invocationId: string;
+    let start: string[];
+    if (/\/fileSets\//.test(req.name)) {
+      const k = parseName(req.name, "fileSet", "name");
+      invocationId = invocationIdOf(k.invocationId, "name");
+      start = [canonical(req.name, "fileSet")];
+      const r = await readInvocation(ctx, invocationId, { op: "get", names: start });
+      if (!r.rows.length) throw notFound(`file set "${req.name}" not found`);
+    } else {
+      const parts = req.name.split("/");
+      const actionId = parts.at(-1) === "-" ? undefined : parts.at(-1);
+      const k = parseName(actionId === undefined ? [...parts.slice(0, -1), "x"].join("/") : req.name, "action", "name");
+      invocationId = invocationIdOf(k.invocationId, "name");
+      let actions: Action[];
+      if (actionId === undefined) {
+        const r = await readInvocation(ctx, invocationId, { op: "list", kind: "action", targetId: k.targetId, configId: k.configId, afterSeq: 0, offset: 0, limit: 100_000 });
+        actions = r.rows.map((row) => fromBinary(ActionSchema, row.data));
+      } else {
+        const r = await readInvocation(ctx, invocationId, { op: "get", names: [canonical(req.name, "action")] });
+        if (!r.rows.length) throw notFound(`action "${req.name}" not found`);
+        actions = r.rows.map((row) => fromBinary(ActionSchema, row.data));
+      }
+      start = actions.flatMap((a) => a.fileSets);
+    }
+    // The closure is recomputed per page and sliced by position: order is stable for a given state.
+    const all = await traverse(ctx, invocationId, start);
+    const page = all.slice(offset, offset + limit);
+    const out = create(TraverseFileSetsResponseSchema, {
+      fileSets: page,
+      nextPageToken: offset + page.length < all.length ? encodeToken({ o: offset + page.length }) : "",
+    });
+    return mask.apply(TraverseFileSetsResponseSchema, out);
+  },
+};
