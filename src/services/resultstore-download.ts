@@ -63,16 +63,16 @@ function decodeToken(token: string, key: string): number {
   }
 }
 
-/** Where a list starts: after a seq (token) and/or skipping `offset` rows. */
+/** Where a list starts: after a seq (token) and/or skipping `offset` rows. An empty token is the start. */
 function seqStart(start: PageStart): { afterSeq: number; offset: number } {
-  if (start.case === "pageToken") return { afterSeq: decodeToken(start.value, "s"), offset: 0 };
+  if (start.case === "pageToken" && start.value) return { afterSeq: decodeToken(start.value, "s"), offset: 0 };
   if (start.case === "offset") return { afterSeq: 0, offset: offsetOf(start.value) };
   return { afterSeq: 0, offset: 0 };
 }
 
 /** Where a positional list (export, search) starts. */
 function positionStart(start: PageStart): number {
-  if (start.case === "pageToken") return decodeToken(start.value, "o");
+  if (start.case === "pageToken" && start.value) return decodeToken(start.value, "o");
   if (start.case === "offset") return offsetOf(start.value);
   return 0;
 }
@@ -348,7 +348,7 @@ export const resultStoreDownloadService: ServiceImpl<typeof ResultStoreDownload>
     const filter = listFilter(req.filter, ActionSchema, "actions", mask);
     const limit = pageSize(req.pageSize);
     // The position: which configured target (index into the request's list) and the seq after which to go on.
-    let [ct, after] = req.pageStart.case === "pageToken" ? [decodeToken(req.pageStart.value, "c"), decodeToken(req.pageStart.value, "s")] : [0, 0];
+    let [ct, after] = req.pageStart.case === "pageToken" && req.pageStart.value ? [decodeToken(req.pageStart.value, "c"), decodeToken(req.pageStart.value, "s")] : [0, 0];
     const targets = req.configuredTargets.map((n) => {
       const k = parseName(n, "configuredTarget", "configured_targets");
       if (k.invocationId.toLowerCase() !== id) throw invalidArgument(`"${n}" is not under ${req.parent}`, "configured_targets");

@@ -83,6 +83,8 @@ describe("ResultStoreDownload", () => {
     const off = await all.listTargets({ parent: inv.name, pageSize: 2, pageStart: { case: "offset", value: 5n } });
     expect(off.targets.map((t) => t.id?.targetId)).toEqual([tname(5), tname(6)]);
     expect(await codeOf(all.listTargets({ parent: inv.name, pageStart: { case: "pageToken", value: "garbage" } }))).toBe(Code.InvalidArgument);
+    // An empty token (clients that always send the field) is the first page.
+    expect((await all.listTargets({ parent: inv.name, pageSize: 1, pageStart: { case: "pageToken", value: "" } })).targets[0]!.id?.targetId).toBe(tname(0));
   });
 
   it("wildcards: configured targets of all targets, actions of all configurations and targets", async () => {
