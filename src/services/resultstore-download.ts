@@ -27,7 +27,7 @@ import {
 import { TargetSchema } from "../gen/google/devtools/resultstore/v2/target_pb.ts";
 import { checkInvocationId } from "../resultstore/ids.ts";
 import { listFilter } from "../resultstore/list-filter.ts";
-import { parseName, type ResourceKind } from "../resultstore/names.ts";
+import { nameOf, parseName, type ResourceKind } from "../resultstore/names.ts";
 import type { ReadQuery, ReadResult, ReadRow } from "../resultstore/read-store.ts";
 import { responseMask } from "../resultstore/response-mask.ts";
 import { searchIndex } from "../resultstore/search-index.ts";
@@ -105,25 +105,7 @@ async function getOne<D extends DescMessage>(ctx: HandlerContext, name: string, 
 }
 
 /** The stored spelling of a name (ids url-encoded), whatever encoding the client used. */
-function canonical(name: string, kind: ResourceKind): string {
-  const k = parseName(name, kind, "name");
-  const enc = encodeURIComponent;
-  const inv = `invocations/${enc(k.invocationId)}`;
-  switch (kind) {
-    case "invocation":
-      return inv;
-    case "target":
-      return `${inv}/targets/${enc(k.targetId)}`;
-    case "configuration":
-      return `${inv}/configs/${enc(k.configId)}`;
-    case "fileSet":
-      return `${inv}/fileSets/${enc(k.fileSetId)}`;
-    case "configuredTarget":
-      return `${inv}/targets/${enc(k.targetId)}/configuredTargets/${enc(k.configId)}`;
-    case "action":
-      return `${inv}/targets/${enc(k.targetId)}/configuredTargets/${enc(k.configId)}/actions/${enc(k.actionId)}`;
-  }
-}
+const canonical = (name: string, kind: ResourceKind) => nameOf(parseName(name, kind, "name"));
 
 interface ListSpec<R extends DescMessage> {
   kind: ResourceKind;
@@ -182,6 +164,21 @@ function parentIds(parent: string, shape: "invocation" | "target" | "configuredT
 
 const enc = encodeURIComponent;
 
+/** One page of a search in the D1 index; positional page tokens. */
+async function search(
+  ctx: HandlerContext,
+  kind: "invocation" | "configuredTarget",
+  req: { pageSize: number; pageStart: unknown; query: string; exactMatch: boolean; projectId: string },
+  response: DescMessage,
+) {
+  const mask = responseMask(ctx, response);
+  const { env, principal } = await resultStoreScope(ctx, "read");
+  const limit = pageSize(req.pageSize);
+  const offset = positionStart(req.pageStart as PageStart);
+  const r = await searchIndex(env.INDEX, principal.tenant, kind, req.query, { exactMatch: req.exactMatch, offset, limit, projectId: req.projectId });
+  return { mask, items: r.items, next: r.more ? encodeToken({ o: offset + r.items.length }) : "" };
+}
+
 // ---- file set traversal ----
 
 /** FileSets reachable from `start` (names), breadth first, each once; missing ones are skipped. */
@@ -223,31 +220,18 @@ export const resultStoreDownloadService: ServiceImpl<typeof ResultStoreDownload>
   },
 
   async searchInvocations(req, ctx) {
-    const mask = responseMask(ctx, SearchInvocationsResponseSchema);
-    const { env, principal } = await resultStoreScope(ctx, "read");
-    const limit = pageSize(req.pageSize);
-    const offset = positionStart(req.pageStart as PageStart);
-    const r = await searchIndex(env.INDEX, principal.tenant, "invocation", req.query, { exactMatch: req.exactMatch, offset, limit, projectId: req.projectId });
-    const out = create(SearchInvocationsResponseSchema, {
-      invocations: r.items.map((b) => fromBinary(InvocationSchema, b)),
-      nextPageToken: r.more ? encodeToken({ o: offset + r.items.length }) : "",
-    });
-    return mask.apply(SearchInvocationsResponseSchema, out);
+    const r = await search(ctx, "invocation", req, SearchInvocationsResponseSchema);
+    return r.mask.apply(SearchInvocationsResponseSchema, create(SearchInvocationsResponseSchema, { invocations: r.items.map((b) => fromBinary(InvocationSchema, b)), nextPageToken: r.next }));
   },
 
   async searchConfiguredTargets(req, ctx) {
-    const mask = responseMask(ctx, SearchConfiguredTargetsResponseSchema);
     if (req.parent !== "invocations/-/targets/-") throw invalidArgument("parent must be invocations/-/targets/-", "parent");
     if (!req.query.trim()) throw invalidArgument("a query is required", "query");
-    const { env, principal } = await resultStoreScope(ctx, "read");
-    const limit = pageSize(req.pageSize);
-    const offset = positionStart(req.pageStart as PageStart);
-    const r = await searchIndex(env.INDEX, principal.tenant, "configuredTarget", req.query, { exactMatch: req.exactMatch, offset, limit, projectId: req.projectId });
-    const out = create(SearchConfiguredTargetsResponseSchema, {
-      configuredTargets: r.items.map((b) => fromBinary(ConfiguredTargetSchema, b)),
-      nextPageToken: r.more ? encodeToken({ o: offset + r.items.length }) : "",
-    });
-    return mask.apply(SearchConfiguredTargetsResponseSchema, out);
+    const r = await search(ctx, "configuredTarget", req, SearchConfiguredTargetsResponseSchema);
+    return r.mask.apply(
+      SearchConfiguredTargetsResponseSchema,
+      create(SearchConfiguredTargetsResponseSchema, { configuredTargets: r.items.map((b) => fromBinary(ConfiguredTargetSchema, b)), nextPageToken: r.next }),
+    );
   },
 
   async exportInvocation(req, ctx) {
