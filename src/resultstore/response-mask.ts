@@ -24,36 +24,65 @@ function rawMask(ctx: HandlerContext): string | undefined {
   return new URL(ctx.url, "http://kiln").searchParams.get("fields") ?? undefined;
 }
 
-/** The call's response mask, validated against the response type; INVALID_ARGUMENT when absent. */
-export function responseMask(ctx: HandlerContext, schema: DescMessage): ResponseMask {
-  const raw = rawMask(ctx);
-  if (!raw?.trim()) throw invalidArgument("a response field mask is required: the fields parameter or the X-Goog-FieldMask header", "fields");
+/**
+ * The call's response mask, validated against the response type; INVALID_ARGUMENT when absent.
+ * `only` (snake_case paths) limits what may be asked for, where the API supports masks on just
+ * some fields: `*` and a path above them mean those fields, anything else is refused.
+ */
+export function responseMask(ctx: HandlerContext, schema: DescMessage, only?: string[]): ResponseMask {
+  return parseResponseMask(rawMask(ctx), schema, only);
+}
+
+/** The snake_case spelling of a mask path, or INVALID_ARGUMENT when it names no field of `schema`. */
+function canonicalPath(schema: DescMessage, path: string): string {
+  let msg: DescMessage | undefined = schema;
+  const out: string[] = [];
+  for (const seg of path.split(".")) {
+    if (!msg) throw invalidArgument(`field mask: "${path}" goes below a field that is not a message`, "fields");
+    const f = fieldOf(msg, seg);
+    if (!f) throw invalidArgument(`field mask: "${path}" does not name a field of ${schema.typeName}`, "fields");
+    out.push(f.name);
+    msg = f.fieldKind === "message" || (f.fieldKind === "list" && f.listKind === "message") ? f.message : undefined;
+  }
+  return out.join(".");
+}
+
+/** The paths a mask keeps when only `only` may be asked for. */
+function restrict(paths: string[], only: string[], all: boolean): string[] {
+  if (all) return only;
+  return paths.flatMap((p) => {
+    if (only.some((o) => p === o || p.startsWith(`${o}.`))) return [p];
+    const below = only.filter((o) => o.startsWith(`${p}.`));
+    if (below.length) return below;
+    throw invalidArgument(`field mask: "${p}" is not supported here; supported: ${only.join(", ")}`, "fields");
+  });
+}
+
+/** A mask from its raw text (comma-separated paths); INVALID_ARGUMENT when absent or invalid. */
+export function parseResponseMask(raw: string | undefined, schema: DescMessage, only?: string[]): ResponseMask {
+  const listed = (raw ?? "").split(",").map((p) => p.trim()).filter(Boolean);
+  if (!listed.length) throw invalidArgument("a response field mask is required: the fields parameter or the X-Goog-FieldMask header", "fields");
+  let all = listed.includes("*");
+  let paths = listed.filter((p) => p !== "*").map((p) => canonicalPath(schema, p));
+  if (only) {
+    paths = restrict(paths, only, all);
+    all = false;
+  }
   const root: Tree = new Map();
-  let all = false;
-  for (const path of raw.split(",").map((p) => p.trim()).filter(Boolean)) {
-    if (path === "*") {
-      all = true;
-      continue;
-    }
+  for (const path of paths) {
     let node = root;
-    let msg: DescMessage | undefined = schema;
     const segs = path.split(".");
-    segs.forEach((seg, i) => {
-      const f = msg ? fieldOf(msg, seg) : undefined;
-      if (!f) throw invalidArgument(`field mask: "${path}" does not name a field of ${schema.typeName}`, "fields");
-      const last = i === segs.length - 1;
-      const key = f.name;
-      if (last) node.set(key, true);
-      else {
-        const next = node.get(key);
-        if (next === true) return; // a shorter path already keeps it all
-        const child: Tree = next ?? new Map();
-        node.set(key, child);
-        node = child;
-        msg = f.fieldKind === "message" || (f.fieldKind === "list" && f.listKind === "message") ? f.message : undefined;
-        if (!msg) throw invalidArgument(`field mask: "${path}" goes below a field that is not a message`, "fields");
+    for (const [i, seg] of segs.entries()) {
+      if (i === segs.length - 1) {
+        node.set(seg, true);
+        break;
       }
-    });
+      const next = node.get(seg);
+      if (next === true) break; // a shorter path already keeps it all
+      const child: Tree = next ?? new Map();
+      node.set(seg, child);
+      node = child;
+    }
   }
   const covers = (path: string) => {
     if (all) return true;

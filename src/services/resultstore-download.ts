@@ -34,6 +34,14 @@ import { searchIndex } from "../resultstore/search-index.ts";
 import { resultStoreScope } from "./scope.ts";
 
 const MAX_PAGE = 1000;
+/** The only response fields SearchConfiguredTargets supports in its mask (the proto's list). */
+const SEARCH_CONFIGURED_TARGET_FIELDS = [
+  "configured_targets.name",
+  "configured_targets.id",
+  "configured_targets.status_attributes",
+  "configured_targets.timing",
+  "next_page_token",
+];
 /** Offsets beyond this are refused ("may be rejected if too high"): they cost a scan each. */
 const MAX_OFFSET = 1_000_000;
 
@@ -170,8 +178,10 @@ async function search(
   kind: "invocation" | "configuredTarget",
   req: { pageSize: number; pageStart: unknown; query: string; exactMatch: boolean; projectId: string },
   response: DescMessage,
+  only?: string[],
 ) {
-  const mask = responseMask(ctx, response);
+  const mask = responseMask(ctx, response, only);
+  if (!req.query.trim()) throw invalidArgument("a query is required", "query");
   const { env, principal } = await resultStoreScope(ctx, "read");
   const limit = pageSize(req.pageSize);
   const offset = positionStart(req.pageStart as PageStart);
@@ -226,8 +236,7 @@ export const resultStoreDownloadService: ServiceImpl<typeof ResultStoreDownload>
 
   async searchConfiguredTargets(req, ctx) {
     if (req.parent !== "invocations/-/targets/-") throw invalidArgument("parent must be invocations/-/targets/-", "parent");
-    if (!req.query.trim()) throw invalidArgument("a query is required", "query");
-    const r = await search(ctx, "configuredTarget", req, SearchConfiguredTargetsResponseSchema);
+    const r = await search(ctx, "configuredTarget", req, SearchConfiguredTargetsResponseSchema, SEARCH_CONFIGURED_TARGET_FIELDS);
     return r.mask.apply(
       SearchConfiguredTargetsResponseSchema,
       create(SearchConfiguredTargetsResponseSchema, { configuredTargets: r.items.map((b) => fromBinary(ConfiguredTargetSchema, b)), nextPageToken: r.next }),
@@ -333,6 +342,7 @@ export const resultStoreDownloadService: ServiceImpl<typeof ResultStoreDownload>
     const limit = pageSize(req.pageSize);
     // The position: which configured target (index into the request's list) and the seq after which to go on.
     let [ct, after] = req.pageStart.case === "pageToken" && req.pageStart.value ? [decodeToken(req.pageStart.value, "c"), decodeToken(req.pageStart.value, "s")] : [0, 0];
+    let skip = req.pageStart.case === "offset" ? offsetOf(req.pageStart.value) : 0;
     const targets = req.configuredTargets.map((n) => {
       const k = parseName(n, "configuredTarget", "configured_targets");
       if (k.invocationId.toLowerCase() !== id) throw invalidArgument(`"${n}" is not under ${req.parent}`, "configured_targets");
@@ -348,6 +358,13 @@ export const resultStoreDownloadService: ServiceImpl<typeof ResultStoreDownload>
       if (!existing.has(name)) {
         notFoundNames.push(req.configuredTargets[ct]!);
         continue;
+      }
+      if (skip > 0) {
+        // An offset counts actions (before the filter, as in the List methods) across the configured targets in order.
+        const s = await readInvocation(ctx, id, { op: "list", kind: "action", targetId: k.targetId, configId: k.configId, afterSeq: 0, offset: 0, limit: skip });
+        skip -= s.rows.length;
+        if (!s.more) continue;
+        after = s.rows.at(-1)!.seq;
       }
       const r = await readInvocation(ctx, id, { op: "list", kind: "action", targetId: k.targetId, configId: k.configId, afterSeq: after, offset: 0, limit: limit - actions.length });
       actions.push(...r.rows.map((row) => fromBinary(ActionSchema, row.data)).filter(filter));

@@ -1,0 +1,148 @@
+// The pure parts of ResultStoreDownload: response field masks (parse, restrict, prune), list
+// filters and the search query compiler's syntax. No bindings needed.
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { describe, expect, it } from "vitest";
+import { Status } from "../../src/gen/google/devtools/resultstore/v2/common_pb.ts";
+import { InvocationSchema } from "../../src/gen/google/devtools/resultstore/v2/invocation_pb.ts";
+import { ListTargetsResponseSchema, SearchConfiguredTargetsResponseSchema } from "../../src/gen/google/devtools/resultstore/v2/resultstore_download_pb.ts";
+import { TargetSchema } from "../../src/gen/google/devtools/resultstore/v2/target_pb.ts";
+import { listFilter } from "../../src/resultstore/list-filter.ts";
+import { parseResponseMask } from "../../src/resultstore/response-mask.ts";
+import { compileQuery, parseQuery } from "../../src/resultstore/search-query.ts";
+
+/** The ConnectError code f throws; 0 when it does not throw. */
+const code = (f: () => unknown): number => {
+  try {
+    f();
+  } catch (e) {
+    return ConnectError.from(e).code;
+  }
+  return 0;
+};
+
+const invocation = create(InvocationSchema, {
+  name: "invocations/x",
+  id: { invocationId: "x" },
+  statusAttributes: { status: Status.PASSED, description: "fine" },
+  invocationAttributes: { users: ["a"], labels: ["l"] },
+  properties: [{ key: "k", value: "v" }],
+});
+
+describe("response field masks", () => {
+  it("are required", () => {
+    expect(code(() => parseResponseMask(undefined, InvocationSchema))).toBe(Code.InvalidArgument);
+    expect(code(() => parseResponseMask(" , ", InvocationSchema))).toBe(Code.InvalidArgument);
+  });
+
+  it("refuse paths that name no field, or go below a scalar", () => {
+    expect(code(() => parseResponseMask("nope", InvocationSchema))).toBe(Code.InvalidArgument);
+    expect(code(() => parseResponseMask("name.x", InvocationSchema))).toBe(Code.InvalidArgument);
+    expect(code(() => parseResponseMask("status_attributes.nope", InvocationSchema))).toBe(Code.InvalidArgument);
+  });
+
+  it("keep exactly the masked fields, in snake_case or JSON names", () => {
+    const m = parseResponseMask("name, statusAttributes.status", InvocationSchema).apply(InvocationSchema, invocation);
+    expect(m.name).toBe("invocations/x");
+    expect(m.id).toBeUndefined();
+    expect(m.statusAttributes?.status).toBe(Status.PASSED);
+    expect(m.statusAttributes?.description).toBe("");
+    expect(m.invocationAttributes).toBeUndefined();
+    expect(m.properties).toEqual([]);
+  });
+
+  it("a shorter path keeps the whole subtree, whichever comes first", () => {
+    for (const raw of ["status_attributes,status_attributes.status", "status_attributes.status,status_attributes"]) {
+      const m = parseResponseMask(raw, InvocationSchema).apply(InvocationSchema, invocation);
+      expect(m.statusAttributes?.description).toBe("fine");
+    }
+  });
+
+  it("`*` keeps everything", () => {
+    const m = parseResponseMask("*", InvocationSchema).apply(InvocationSchema, invocation);
+    expect(m).toEqual(invocation);
+  });
+
+  it("reach into repeated messages", () => {
+    const r = create(ListTargetsResponseSchema, {
+      targets: [create(TargetSchema, { name: "a", id: { targetId: "a" } }), create(TargetSchema, { name: "b", id: { targetId: "b" } })],
+      nextPageToken: "t",
+    });
+    const mask = parseResponseMask("targets.name", ListTargetsResponseSchema);
+    const m = mask.apply(ListTargetsResponseSchema, r);
+    expect(m.targets.map((t) => t.name)).toEqual(["a", "b"]);
+    expect(m.targets[0]!.id).toBeUndefined();
+    expect(m.nextPageToken).toBe("");
+    expect(mask.covers("targets.name")).toBe(true);
+    expect(mask.covers("targets.id")).toBe(false);
+    expect(mask.covers("next_page_token")).toBe(false);
+  });
+
+  it("where only some fields are supported: `*` and parents mean those, others are refused", () => {
+    const only = ["configured_targets.name", "configured_targets.status_attributes", "next_page_token"];
+    const r = create(SearchConfiguredTargetsResponseSchema, {
+      configuredTargets: [{ name: "n", id: { targetId: "t" }, statusAttributes: { status: Status.FAILED } }],
+      nextPageToken: "p",
+    });
+    const star = parseResponseMask("*", SearchConfiguredTargetsResponseSchema, only).apply(SearchConfiguredTargetsResponseSchema, r);
+    expect(star.configuredTargets[0]!.name).toBe("n");
+    expect(star.configuredTargets[0]!.id).toBeUndefined();
+    expect(star.nextPageToken).toBe("p");
+    const parent = parseResponseMask("configuredTargets", SearchConfiguredTargetsResponseSchema, only).apply(SearchConfiguredTargetsResponseSchema, r);
+    expect(parent.configuredTargets[0]!.statusAttributes?.status).toBe(Status.FAILED);
+    expect(parent.configuredTargets[0]!.id).toBeUndefined();
+    expect(parent.nextPageToken).toBe("");
+    expect(code(() => parseResponseMask("configured_targets.name,configured_targets.id", SearchConfiguredTargetsResponseSchema, only))).toBe(Code.InvalidArgument);
+    expect(code(() => parseResponseMask("configured_targets.status_attributes.status", SearchConfiguredTargetsResponseSchema, only))).toBe(0);
+  });
+});
+
+describe("list filters", () => {
+  const all = parseResponseMask("*", ListTargetsResponseSchema);
+  const t = (status: Status, tags: string[], props: [string, string][] = []) =>
+    create(TargetSchema, { statusAttributes: { status }, targetAttributes: { tags }, properties: props.map(([key, value]) => ({ key, value })) });
+
+  it("evaluate =, :, AND/OR/NOT and propertyEquals on each resource", () => {
+    const f = listFilter('status_attributes.status = FAILED OR (target_attributes.tags:slow AND NOT propertyEquals("k", "v"))', TargetSchema, "targets", all);
+    expect(f(t(Status.FAILED, []))).toBe(true);
+    expect(f(t(Status.PASSED, ["slow"]))).toBe(true);
+    expect(f(t(Status.PASSED, ["slow"], [["k", "v"]]))).toBe(false);
+    expect(f(t(Status.PASSED, ["fast"]))).toBe(false);
+  });
+
+  it("need every field they use in the mask, and real fields", () => {
+    const slim = parseResponseMask("targets.name", ListTargetsResponseSchema);
+    expect(code(() => listFilter("status_attributes.status = FAILED", TargetSchema, "targets", slim))).toBe(Code.InvalidArgument);
+    expect(code(() => listFilter('propertyEquals("k", "v")', TargetSchema, "targets", slim))).toBe(Code.InvalidArgument);
+    expect(code(() => listFilter("nope = 1", TargetSchema, "targets", all))).toBe(Code.InvalidArgument);
+    expect(code(() => listFilter("otherFn(1)", TargetSchema, "targets", all))).toBe(Code.InvalidArgument);
+  });
+});
+
+describe("the search query syntax", () => {
+  it("parses AND by juxtaposition, OR, NOT and parentheses", () => {
+    expect(parseQuery("")).toBeNull();
+    expect(parseQuery("a = 1 b:2")).toEqual({ k: "and", parts: [{ k: "cmp", field: "a", op: "=", value: "1" }, { k: "cmp", field: "b", op: ":", value: "2" }] });
+    expect(parseQuery("NOT (a = 1 OR b = 'x y')")).toEqual({
+      k: "not",
+      part: { k: "or", parts: [{ k: "cmp", field: "a", op: "=", value: "1" }, { k: "cmp", field: "b", op: "=", value: "x y" }] },
+    });
+    expect(parseQuery('propertyEquals("k", "v")')).toEqual({ k: "fn", name: "propertyEquals", args: ["k", "v"] });
+  });
+
+  it("refuses bad syntax and unsupported operators as INVALID_ARGUMENT", () => {
+    for (const q of ['a = "open', "a = 1)", "(a = 1", "a != 1", "a", "= 1", "a = 1 AND"]) {
+      expect(code(() => parseQuery(q)), q).toBe(Code.InvalidArgument);
+    }
+    expect(code(() => compileQuery("invocation", "timing.start_time = 2026-01-01T00:00:00Z", false))).toBe(Code.InvalidArgument);
+    expect(code(() => compileQuery("invocation", "timing.start_time > yesterday", false))).toBe(Code.InvalidArgument);
+    expect(code(() => compileQuery("invocation", "status_attributes.status = SOMETIMES", false))).toBe(Code.InvalidArgument);
+    expect(code(() => compileQuery("invocation", "invocation_attributes.users = alice", false))).toBe(Code.InvalidArgument);
+  });
+
+  it("binds every value as a parameter, never into the SQL", () => {
+    const c = compileQuery("invocation", `id.invocation_id = "x'; DROP TABLE rs_invocations; --"`, true);
+    expect(c.sql).not.toContain("DROP");
+    expect(c.params).toEqual(["x'; DROP TABLE rs_invocations; --"]);
+  });
+});
