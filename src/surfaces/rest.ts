@@ -37,6 +37,8 @@ interface Route {
   method: DescMethod;
   call: (req: unknown, ctx: HandlerContext) => unknown;
   maxBody: number;
+  /** The template ends in a custom verb. */
+  customVerb: boolean;
 }
 
 const registry = createRegistry(file_google_rpc_error_details, ...services.map((s) => s.service.file));
@@ -57,6 +59,7 @@ function buildRoutes(): Route[] {
         routes.push({
           verb: b.pattern.case.toUpperCase(),
           template: compileTemplate(b.pattern.value as string),
+          customVerb: /:[A-Za-z]\w*$/.test(b.pattern.value as string),
           body: b.body,
           method,
           call: fn.bind(impl),
@@ -65,7 +68,9 @@ function buildRoutes(): Route[] {
       }
     }
   }
-  return routes;
+  // A route ending in a custom verb ("…/fileSets/*}:traverseFileSets") goes before the plain ones:
+  // a `*` segment would otherwise swallow the verb ("fs:traverseFileSets" read as a file set id).
+  return routes.sort((x, y) => Number(y.customVerb) - Number(x.customVerb));
 }
 
 const routes = buildRoutes();

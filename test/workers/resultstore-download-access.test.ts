@@ -198,3 +198,38 @@ describe("the search index", () => {
     expect(found.items).toHaveLength(1);
   }, 120_000);
 });
+
+describe("REST bindings", () => {
+  it("serve every download route of the proto", async () => {
+    const inv = await newInvocation();
+    const auth = { authorizationToken: inv.token };
+    await upload.createConfiguration({ parent: inv.name, configId: "k8", configuration: {}, ...auth });
+    await upload.createFileSet({ parent: inv.name, fileSetId: "fs", fileSet: {}, ...auth });
+    const t = await upload.createTarget({ parent: inv.name, targetId: "//rest:t", target: {}, ...auth });
+    const ct = await upload.createConfiguredTarget({ parent: t.name, configId: "k8", configuredTarget: {}, ...auth });
+    const a = await upload.createAction({ parent: ct.name, actionId: "build", action: { fileSets: [`${inv.name}/fileSets/fs`] }, ...auth });
+    const get = async (path: string) => {
+      const r = await SELF.fetch(`http://kiln/v2/${path}${path.includes("?") ? "&" : "?"}fields=*`);
+      expect(r.status, `${path}: ${r.status}`).toBe(200);
+      return (await r.json()) as Record<string, { name: string }[]> & { name?: string; uploadStatus?: string };
+    };
+    expect((await get(`${inv.name}/downloadMetadata`)).uploadStatus).toBe("UPLOADING");
+    expect((await get(`${inv.name}/configs`)).configurations!.map((c) => c.name)).toEqual([`${inv.name}/configs/k8`]);
+    expect((await get(`${inv.name}/configs/k8`)).name).toBe(`${inv.name}/configs/k8`);
+    expect((await get(`${inv.name}/fileSets`)).fileSets!.map((f) => f.name)).toEqual([`${inv.name}/fileSets/fs`]);
+    expect((await get(`${inv.name}/fileSets/fs`)).name).toBe(`${inv.name}/fileSets/fs`);
+    expect((await get(`${inv.name}/targets`)).targets!.map((x) => x.name)).toEqual([t.name]);
+    expect((await get(t.name)).name).toBe(t.name);
+    expect((await get(`${inv.name}/targets/-/configuredTargets`)).configuredTargets!.map((x) => x.name)).toEqual([ct.name]);
+    expect((await get(ct.name)).name).toBe(ct.name);
+    expect((await get(`${inv.name}/targets/-/configuredTargets/-/actions`)).actions!.map((x) => x.name)).toEqual([a.name]);
+    expect((await get(a.name)).name).toBe(a.name);
+    expect((await get(`${inv.name}:export`)).actions!.map((x) => x.name)).toEqual([a.name]);
+    expect((await get(`${inv.name}/actions:batchList?configuredTargets=${encodeURIComponent(ct.name)}`)).actions!.map((x) => x.name)).toEqual([a.name]);
+    expect((await get(`${inv.name}/fileSets/fs:traverseFileSets`)).fileSets!.map((x) => x.name)).toEqual([`${inv.name}/fileSets/fs`]);
+    expect((await get(`${a.name}:traverseFileSets`)).fileSets!.map((x) => x.name)).toEqual([`${inv.name}/fileSets/fs`]);
+    const found = await SELF.fetch(`http://kiln/v2/invocations/-/targets/-/configuredTargets:search?query=${encodeURIComponent('id.target_id = "//rest:t"')}&fields=configuredTargets.name`);
+    expect(found.status).toBe(200);
+    expect(((await found.json()) as { configuredTargets: { name: string }[] }).configuredTargets.map((x) => x.name)).toContain(ct.name);
+  });
+});
