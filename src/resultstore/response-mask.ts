@@ -33,6 +33,12 @@ export function responseMask(ctx: HandlerContext, schema: DescMessage, only?: st
   return parseResponseMask(rawMask(ctx), schema, only);
 }
 
+/** The call's response mask where the method does not require one: undefined when none was given. */
+export function optionalResponseMask(ctx: HandlerContext, schema: DescMessage): ResponseMask | undefined {
+  const raw = rawMask(ctx);
+  return raw?.trim() ? parseResponseMask(raw, schema) : undefined;
+}
+
 /** The snake_case spelling of a mask path, or INVALID_ARGUMENT when it names no field of `schema`. */
 function canonicalPath(schema: DescMessage, path: string): string {
   let msg: DescMessage | undefined = schema;

@@ -29,7 +29,7 @@ import { checkInvocationId } from "../resultstore/ids.ts";
 import { listFilter } from "../resultstore/list-filter.ts";
 import { nameOf, parseName, type ResourceKind } from "../resultstore/names.ts";
 import type { ReadQuery, ReadResult, ReadRow } from "../resultstore/read-store.ts";
-import { responseMask } from "../resultstore/response-mask.ts";
+import { optionalResponseMask, responseMask } from "../resultstore/response-mask.ts";
 import { searchIndex } from "../resultstore/search-index.ts";
 import { resultStoreScope } from "./scope.ts";
 
@@ -112,8 +112,11 @@ async function getOne<D extends DescMessage>(ctx: HandlerContext, name: string, 
   return mask.apply(schema, fromBinary(schema, row.data) as MessageShape<D>);
 }
 
-/** The stored spelling of a name (ids url-encoded), whatever encoding the client used. */
-const canonical = (name: string, kind: ResourceKind) => nameOf(parseName(name, kind, "name"));
+/** The stored spelling of a name (ids url-encoded, the invocation's UUID in lower case), whatever spelling the client used. */
+const canonical = (name: string, kind: ResourceKind) => {
+  const k = parseName(name, kind, "name");
+  return nameOf({ ...k, invocationId: k.invocationId.toLowerCase() });
+};
 
 interface ListSpec<R extends DescMessage> {
   kind: ResourceKind;
@@ -167,7 +170,7 @@ function parentIds(parent: string, shape: "invocation" | "target" | "configuredT
   } catch {
     throw invalidArgument(`"${parent}" has an id that is not url-encoded`, "parent");
   }
-  return { invocationId: ids[0]!, targetId: ids[1] === undefined ? undefined : wildcard(ids[1]), configId: ids[2] === undefined ? undefined : wildcard(ids[2]) };
+  return { invocationId: ids[0]!.toLowerCase(), targetId: ids[1] === undefined ? undefined : wildcard(ids[1]), configId: ids[2] === undefined ? undefined : wildcard(ids[2]) };
 }
 
 const enc = encodeURIComponent;
@@ -225,8 +228,12 @@ export const resultStoreDownloadService: ServiceImpl<typeof ResultStoreDownload>
     const m = /^(invocations\/[^/]+)\/downloadMetadata$/.exec(req.name);
     if (!m) throw invalidArgument(`"${req.name}" is not a download metadata name (invocations/{invocation}/downloadMetadata)`, "name");
     const key = parseName(m[1]!, "invocation", "name");
-    const r = await readInvocation(ctx, invocationIdOf(key.invocationId, "name"), { op: "get", names: [] });
-    return create(DownloadMetadataSchema, { name: `invocations/${enc(key.invocationId)}/downloadMetadata`, uploadStatus: r.uploadStatus });
+    const id = invocationIdOf(key.invocationId, "name");
+    const r = await readInvocation(ctx, id, { op: "get", names: [] });
+    const out = create(DownloadMetadataSchema, { name: `invocations/${enc(id)}/downloadMetadata`, uploadStatus: r.uploadStatus });
+    // No mask is required here (the proto lists none), but one that is given applies.
+    const mask = optionalResponseMask(ctx, DownloadMetadataSchema);
+    return mask ? mask.apply(DownloadMetadataSchema, out) : out;
   },
 
   async searchInvocations(req, ctx) {

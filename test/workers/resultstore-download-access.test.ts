@@ -233,3 +233,47 @@ describe("REST bindings", () => {
     expect(((await found.json()) as { configuredTargets: { name: string }[] }).configuredTargets.map((x) => x.name)).toContain(ct.name);
   });
 });
+
+describe("names and positions", () => {
+  it("an invocation UUID in upper case names the same resources", async () => {
+    const inv = await newInvocation();
+    const upper = `invocations/${inv.id.toUpperCase()}`;
+    await upload.createConfiguration({ parent: inv.name, configId: "c", configuration: {}, authorizationToken: inv.token });
+    const t = await upload.createTarget({ parent: inv.name, targetId: "T", target: {}, authorizationToken: inv.token });
+    await upload.createConfiguredTarget({ parent: t.name, configId: "c", configuredTarget: {}, authorizationToken: inv.token });
+    expect((await all.getInvocation({ name: upper })).name).toBe(inv.name);
+    expect((await all.getTarget({ name: `${upper}/targets/T` })).name).toBe(t.name);
+    expect((await all.listConfiguredTargets({ parent: `${upper}/targets/T` })).configuredTargets).toHaveLength(1);
+    expect((await all.listActions({ parent: `${upper}/targets/T/configuredTargets/-` })).actions).toEqual([]);
+    expect((await all.getInvocationDownloadMetadata({ name: `${upper}/downloadMetadata` })).name).toBe(`${inv.name}/downloadMetadata`);
+  });
+
+  it("GetInvocationDownloadMetadata needs no mask but applies one that is given", async () => {
+    const inv = await newInvocation();
+    const md = await connectClient(ResultStoreDownload, { "x-goog-fieldmask": "upload_status" }).getInvocationDownloadMetadata({ name: `${inv.name}/downloadMetadata` });
+    expect(md.name).toBe("");
+    expect(md.uploadStatus).toBe(1);
+    expect(await codeOf(connectClient(ResultStoreDownload, { "x-goog-fieldmask": "nope" }).getInvocationDownloadMetadata({ name: `${inv.name}/downloadMetadata` }))).toBe(Code.InvalidArgument);
+  });
+
+  it("ExportInvocation's offsets and tokens count the same positions", async () => {
+    const inv = await newInvocation();
+    await upload.createConfiguration({ parent: inv.name, configId: "c", configuration: {}, authorizationToken: inv.token });
+    for (let i = 0; i < 4; i++) await upload.createTarget({ parent: inv.name, targetId: `t${i}`, target: {}, authorizationToken: inv.token });
+    const names = (r: { invocation?: { name: string }; configurations: { name: string }[]; targets: { name: string }[] }) => [
+      ...(r.invocation ? [r.invocation.name] : []),
+      ...r.configurations.map((c) => c.name),
+      ...r.targets.map((t) => t.name),
+    ];
+    const everything = names(await all.exportInvocation({ name: inv.name }));
+    expect(everything).toHaveLength(6);
+    for (let off = 0; off <= 6; off++) {
+      const r = await all.exportInvocation({ name: inv.name, pageSize: 2, pageStart: { case: "offset", value: BigInt(off) } });
+      expect(names(r), `offset ${off}`).toEqual(everything.slice(off, off + 2));
+      if (r.nextPageToken) {
+        const next = await all.exportInvocation({ name: inv.name, pageSize: 2, pageStart: { case: "pageToken", value: r.nextPageToken } });
+        expect(names(next), `after offset ${off}`).toEqual(everything.slice(off + 2, off + 4));
+      }
+    }
+  });
+});
