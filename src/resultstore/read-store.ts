@@ -44,11 +44,22 @@ function meta(sql: SqlStorage, k: string): SqlStorageValue | undefined {
   return sql.exec<{ v: SqlStorageValue }>(`SELECT v FROM meta WHERE k = ?`, k).toArray()[0]?.v;
 }
 
-/** Export order: configurations, then each target followed by its configured targets, each followed by its actions; file sets last. */
+/**
+ * Export order: configurations, then each target followed by its configured targets, each followed
+ * by its actions; file sets last. A row's target and configured target are found by name (primary
+ * key): their names are prefixes of the row's, cut at "/configuredTargets/" and "/actions/" (ids
+ * in names are url-encoded, so those can only be the name's own separators). Joining on the id
+ * columns instead has no index and made every page a scan per row.
+ */
 const EXPORT_ORDER = `
   SELECT r.name, r.kind, r.seq, r.data FROM resources r
-  LEFT JOIN resources t ON t.kind = 'target' AND t.target_id = r.target_id
-  LEFT JOIN resources c ON c.kind = 'configuredTarget' AND c.target_id = r.target_id AND c.config_id = r.config_id
+  LEFT JOIN resources t ON t.name = CASE r.kind
+    WHEN 'target' THEN r.name
+    WHEN 'configuredTarget' THEN substr(r.name, 1, instr(r.name, '/configuredTargets/') - 1)
+    WHEN 'action' THEN substr(r.name, 1, instr(r.name, '/configuredTargets/') - 1) END
+  LEFT JOIN resources c ON c.name = CASE r.kind
+    WHEN 'configuredTarget' THEN r.name
+    WHEN 'action' THEN substr(r.name, 1, instr(r.name, '/actions/') - 1) END
   WHERE r.kind != 'invocation' AND (? IS NULL OR r.kind NOT IN ('target', 'configuredTarget', 'action') OR r.target_id = ?)
     AND (? IS NULL OR r.kind NOT IN ('configuredTarget', 'action') OR r.config_id = ?)
     AND (? IS NULL OR r.kind != 'action' OR r.action_id = ?)
