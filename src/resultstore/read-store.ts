@@ -16,9 +16,23 @@ export interface ListQuery {
   limit: number;
 }
 
+/**
+ * The actions of several configured targets (BatchListActions), in the order named, in one call.
+ * Starts at parents[index] after `afterSeq`, skipping `skip` actions first (the request's offset).
+ */
+export interface ActionsOfQuery {
+  op: "actionsOf";
+  parents: string[];
+  index: number;
+  afterSeq: number;
+  skip: number;
+  limit: number;
+}
+
 export type ReadQuery =
   | { op: "get"; names: string[] }
   | ListQuery
+  | ActionsOfQuery
   | { op: "export"; offset: number; limit: number; targetId?: string; configId?: string; actionId?: string };
 
 export interface ReadRow {
@@ -35,6 +49,9 @@ export interface ReadResult {
   rows: ReadRow[];
   /** More rows follow the last one returned. */
   more: boolean;
+  /** actionsOf: where the next page starts (absent: done), and the parents that do not exist. */
+  next?: { index: number; afterSeq: number };
+  missing?: number[];
 }
 
 type Row = { name: string; kind: ResourceKind; seq: number; data: ArrayBuffer };
@@ -67,13 +84,69 @@ const EXPORT_ORDER = `
     COALESCE(t.seq, 0), COALESCE(c.seq, 0), CASE r.kind WHEN 'target' THEN 0 WHEN 'configuredTarget' THEN 1 ELSE 2 END, r.seq
   LIMIT ? OFFSET ?`;
 
+const enc = encodeURIComponent;
+
+/**
+ * The name range of a list under one target or configured target: children's names extend the
+ * parent's, so a primary-key range finds them without scanning every row of the kind. The upper
+ * bound replaces the trailing "/" with "0", the next character.
+ */
+function childRange(invocationName: string, q: ListQuery): [string, string] | null {
+  if (q.targetId === undefined) return null;
+  const target = `${invocationName}/targets/${enc(q.targetId)}/configuredTargets/`;
+  const prefix = q.configId === undefined ? target : `${target}${enc(q.configId)}/actions/`;
+  return [prefix, `${prefix.slice(0, -1)}0`];
+}
+
+/** Actions of one configured target after a seq, in seq order. */
+const actionsUnder = (sql: SqlStorage, ct: string, afterSeq: number, limit: number) =>
+  sql
+    .exec<Row>(
+      `SELECT name, kind, seq, data FROM resources WHERE name >= ? AND name < ? AND +kind = 'action' AND +seq > ? ORDER BY seq LIMIT ?`,
+      `${ct}/actions/`,
+      `${ct}/actions0`,
+      afterSeq,
+      limit,
+    )
+    .toArray()
+    .map(toRow);
+
+function actionsOf(sql: SqlStorage, q: ActionsOfQuery): Pick<ReadResult, "rows" | "next" | "missing"> {
+  const rows: ReadRow[] = [];
+  const missing: number[] = [];
+  let skip = q.skip;
+  let after = q.afterSeq;
+  for (let i = q.index; i < q.parents.length; i++, after = 0) {
+    const ct = q.parents[i]!;
+    if (sql.exec(`SELECT 1 FROM resources WHERE name = ? AND kind = 'configuredTarget'`, ct).toArray().length === 0) {
+      missing.push(i);
+      continue;
+    }
+    if (skip > 0) {
+      const skipped = actionsUnder(sql, ct, after, skip);
+      skip -= skipped.length;
+      if (skip > 0) continue;
+      after = skipped.at(-1)!.seq;
+    }
+    const want = q.limit - rows.length;
+    const got = actionsUnder(sql, ct, after, want + 1);
+    if (got.length > want) {
+      rows.push(...got.slice(0, want));
+      return { rows, missing, next: { index: i, afterSeq: rows.at(-1)!.seq } };
+    }
+    rows.push(...got);
+    if (rows.length >= q.limit && i + 1 < q.parents.length) return { rows, missing, next: { index: i + 1, afterSeq: 0 } };
+  }
+  return { rows, missing };
+}
+
 export function read(sql: SqlStorage, q: ReadQuery): ReadResult {
-  const exists = sql.exec(`SELECT 1 FROM resources WHERE kind = 'invocation'`).toArray().length > 0;
+  const invocation = sql.exec<{ name: string }>(`SELECT name FROM resources WHERE kind = 'invocation'`).toArray()[0];
   const base = {
-    exists,
+    exists: invocation !== undefined,
     uploadStatus: Number(meta(sql, "upload_status") ?? 0),
   };
-  if (!exists) return { ...base, rows: [], more: false };
+  if (!invocation) return { ...base, rows: [], more: false };
   if (q.op === "get") {
     const rows = q.names.flatMap((n) => sql.exec<Row>(`SELECT name, kind, seq, data FROM resources WHERE name = ?`, n).toArray().map(toRow));
     return { ...base, rows, more: false };
@@ -83,20 +156,21 @@ export function read(sql: SqlStorage, q: ReadQuery): ReadResult {
     const rows = sql.exec<Row>(EXPORT_ORDER, ...f, q.limit + 1, q.offset).toArray().map(toRow);
     return { ...base, rows: rows.slice(0, q.limit), more: rows.length > q.limit };
   }
-  const rows = sql
-    .exec<Row>(
-      `SELECT name, kind, seq, data FROM resources WHERE kind = ? AND seq > ?
-         AND (? IS NULL OR target_id = ?) AND (? IS NULL OR config_id = ?)
-       ORDER BY seq LIMIT ? OFFSET ?`,
-      q.kind,
-      q.afterSeq,
-      q.targetId ?? null,
-      q.targetId ?? null,
-      q.configId ?? null,
-      q.configId ?? null,
-      q.limit + 1,
-      q.offset,
-    )
+  if (q.op === "actionsOf") return { ...base, more: false, ...actionsOf(sql, q) };
+  const range = childRange(invocation.name, q);
+  const rows = (
+    range
+      ? sql.exec<Row>(
+          `SELECT name, kind, seq, data FROM resources WHERE name >= ? AND name < ? AND +kind = ? AND +seq > ? ORDER BY seq LIMIT ? OFFSET ?`,
+          range[0],
+          range[1],
+          q.kind,
+          q.afterSeq,
+          q.limit + 1,
+          q.offset,
+        )
+      : sql.exec<Row>(`SELECT name, kind, seq, data FROM resources WHERE kind = ? AND seq > ? ORDER BY seq LIMIT ? OFFSET ?`, q.kind, q.afterSeq, q.limit + 1, q.offset)
+  )
     .toArray()
     .map(toRow);
   return { ...base, rows: rows.slice(0, q.limit), more: rows.length > q.limit };

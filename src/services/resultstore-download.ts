@@ -343,48 +343,29 @@ export const resultStoreDownloadService: ServiceImpl<typeof ResultStoreDownload>
 
   async batchListActions(req, ctx) {
     const mask = responseMask(ctx, BatchListActionsResponseSchema);
-    const inv = parentIds(req.parent, "invocation").invocationId;
-    const id = invocationIdOf(inv, "parent");
+    const id = invocationIdOf(parentIds(req.parent, "invocation").invocationId, "parent");
     const filter = listFilter(req.filter, ActionSchema, "actions", mask);
     const limit = pageSize(req.pageSize);
-    // The position: which configured target (index into the request's list) and the seq after which to go on.
-    let [ct, after] = req.pageStart.case === "pageToken" && req.pageStart.value ? [decodeToken(req.pageStart.value, "c"), decodeToken(req.pageStart.value, "s")] : [0, 0];
-    let skip = req.pageStart.case === "offset" ? offsetOf(req.pageStart.value) : 0;
-    const targets = req.configuredTargets.map((n) => {
+    const parents = req.configuredTargets.map((n) => {
       const k = parseName(n, "configuredTarget", "configured_targets");
       if (k.invocationId.toLowerCase() !== id) throw invalidArgument(`"${n}" is not under ${req.parent}`, "configured_targets");
-      return k;
+      return canonical(n, "configuredTarget");
     });
-    const existing = new Set((await readInvocation(ctx, id, { op: "get", names: targets.map((k) => canonical(`invocations/${enc(k.invocationId)}/targets/${enc(k.targetId)}/configuredTargets/${enc(k.configId)}`, "configuredTarget")) })).rows.map((r) => r.name));
-    const notFoundNames: string[] = [];
-    const actions: Action[] = [];
-    let next = "";
-    for (; ct < targets.length; ct++, after = 0) {
-      const k = targets[ct]!;
-      const name = `invocations/${enc(id)}/targets/${enc(k.targetId)}/configuredTargets/${enc(k.configId)}`;
-      if (!existing.has(name)) {
-        notFoundNames.push(req.configuredTargets[ct]!);
-        continue;
-      }
-      if (skip > 0) {
-        // An offset counts actions (before the filter, as in the List methods) across the configured targets in order.
-        const s = await readInvocation(ctx, id, { op: "list", kind: "action", targetId: k.targetId, configId: k.configId, afterSeq: 0, offset: 0, limit: skip });
-        skip -= s.rows.length;
-        if (!s.more) continue;
-        after = s.rows.at(-1)!.seq;
-      }
-      const r = await readInvocation(ctx, id, { op: "list", kind: "action", targetId: k.targetId, configId: k.configId, afterSeq: after, offset: 0, limit: limit - actions.length });
-      actions.push(...r.rows.map((row) => fromBinary(ActionSchema, row.data)).filter(filter));
-      if (r.more) {
-        next = encodeToken({ c: ct, s: r.rows.at(-1)!.seq });
-        break;
-      }
-      if (actions.length >= limit && ct + 1 < targets.length) {
-        next = encodeToken({ c: ct + 1, s: 0 });
-        break;
-      }
-    }
-    return mask.apply(BatchListActionsResponseSchema, create(BatchListActionsResponseSchema, { actions, nextPageToken: next, notFound: notFoundNames }));
+    // The position: which configured target (index into the request's list) and the seq after which to go on.
+    const token = req.pageStart.case === "pageToken" && req.pageStart.value ? req.pageStart.value : undefined;
+    const index = token ? decodeToken(token, "c") : 0;
+    const afterSeq = token ? decodeToken(token, "s") : 0;
+    // An offset counts actions (before the filter, as in the List methods) across the configured targets in order.
+    const skip = req.pageStart.case === "offset" ? offsetOf(req.pageStart.value) : 0;
+    const r = await readInvocation(ctx, id, { op: "actionsOf", parents, index, afterSeq, skip, limit });
+    return mask.apply(
+      BatchListActionsResponseSchema,
+      create(BatchListActionsResponseSchema, {
+        actions: r.rows.map((row) => fromBinary(ActionSchema, row.data)).filter(filter),
+        nextPageToken: r.next ? encodeToken({ c: r.next.index, s: r.next.afterSeq }) : "",
+        notFound: (r.missing ?? []).map((i) => req.configuredTargets[i]!),
+      }),
+    );
   },
 
   async getFileSet(req, ctx) {

@@ -1,6 +1,7 @@
-// ExportInvocation over a larger invocation (1,000 targets x 2 configured targets x 1 action, made
-// with UploadBatch): every resource once, children right after their parent (checked in windows of 2), and fast enough —
-// a page used to scan the whole invocation per row (seconds per page at this size).
+// Reads of a larger invocation (1,000 targets x 2 configured targets x 1 action, made with
+// UploadBatch): ExportInvocation gives every resource once, children right after their parent
+// (checked in windows of 2), and fast enough — a page used to scan the whole invocation per row
+// (seconds per page at this size); BatchListActions and the per-parent lists read name ranges.
 import { describe, expect, it } from "vitest";
 import { ResultStoreDownload } from "../../src/gen/google/devtools/resultstore/v2/resultstore_download_pb.ts";
 import { UploadRequest_UploadOperation as Op } from "../../src/gen/google/devtools/resultstore/v2/resultstore_upload_pb.ts";
@@ -12,11 +13,13 @@ const tok = (s: string) => btoa(s).replace(/\+/g, "-").replace(/\//g, "_");
 const TARGETS = 1000;
 const CONFIGS = ["a", "b"];
 
-describe("ExportInvocation at size", () => {
+describe("reads at size", () => {
+  let inv: { name: string };
+
   it("pages through 5,002 resources in export order, each once", async () => {
     const id = uuid();
     const token = uuid();
-    const inv = await upload.createInvocation({ invocationId: id, authorizationToken: token, initialResumeToken: tok("s"), invocation: {} });
+    inv = await upload.createInvocation({ invocationId: id, authorizationToken: token, initialResumeToken: tok("s"), invocation: {} });
     // Configurations first, then targets created in reverse so creation order differs from target order below.
     const reqs: unknown[] = CONFIGS.map((c) => ({ id: { configurationId: c }, uploadOperation: Op.CREATE, resource: { case: "configuration", value: {} } }));
     const expected: string[] = CONFIGS.map((c) => `c ${c}`);
@@ -75,5 +78,27 @@ describe("ExportInvocation at size", () => {
     expect(got).toHaveLength(order.length);
     // Generous for a shared 2-core machine; the per-row scan took ~15 s here.
     expect(elapsed).toBeLessThan(5000);
+  }, 120_000);
+
+  it("BatchListActions over 2,000 configured targets in one call per page; per-parent lists", async () => {
+    const enc = encodeURIComponent;
+    const cts = Array.from({ length: TARGETS }, (_, t) => CONFIGS.map((c) => `${inv.name}/targets/${enc(`//pkg:t${t}`)}/configuredTargets/${c}`)).flat();
+    const started = Date.now();
+    const got: string[] = [];
+    let pageToken = "";
+    do {
+      const r = await all.batchListActions({ parent: inv.name, configuredTargets: cts, pageSize: 300, pageStart: pageToken ? { case: "pageToken", value: pageToken } : { case: undefined } });
+      got.push(...r.actions.map((a) => a.name));
+      expect(r.notFound).toEqual([]);
+      pageToken = r.nextPageToken;
+    } while (pageToken);
+    expect(got).toEqual(cts.map((c) => `${c}/actions/x`));
+    expect(Date.now() - started).toBeLessThan(5000);
+    const one = `${inv.name}/targets/${enc("//pkg:t999")}`;
+    expect((await all.listConfiguredTargets({ parent: one })).configuredTargets.map((c) => c.id!.configurationId)).toEqual([...CONFIGS].reverse());
+    expect((await all.listActions({ parent: `${one}/configuredTargets/-` })).actions).toHaveLength(CONFIGS.length);
+    expect((await all.listActions({ parent: `${one}/configuredTargets/a` })).actions.map((a) => a.name)).toEqual([`${one}/configuredTargets/a/actions/x`]);
+    // A target whose id is a prefix of another's ("t1" of "t10"...) lists only its own children.
+    expect((await all.listConfiguredTargets({ parent: `${inv.name}/targets/${enc("//pkg:t1")}` })).configuredTargets.every((c) => c.id!.targetId === "//pkg:t1")).toBe(true);
   }, 120_000);
 });
