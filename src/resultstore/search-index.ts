@@ -180,7 +180,8 @@ export interface SearchOptions {
 
 /**
  * Runs a SearchInvocations / SearchConfiguredTargets query (the syntax of resultstore_download.proto)
- * in a stable order: newest start time first, then name. Throws INVALID_ARGUMENT for a query it
+ * in a stable order: newest start time first (none last), then name — for invocations exactly the
+ * order of rs_invocations_by_time, so a page reads the index instead of sorting the tenant's rows. Throws INVALID_ARGUMENT for a query it
  * does not support.
  */
 export async function searchIndex(
@@ -197,7 +198,7 @@ export async function searchIndex(
   const sql =
     kind === "invocation"
       ? `SELECT i.data FROM rs_invocations i WHERE i.tenant = ?${project} AND (${where.sql})
-         ORDER BY COALESCE(i.start_ms, 0) DESC, i.name LIMIT ? OFFSET ?`
+         ORDER BY i.start_ms DESC, i.name LIMIT ? OFFSET ?`
       : `SELECT ct.data FROM rs_configured_targets ct
            LEFT JOIN rs_invocations i ON i.tenant = ct.tenant AND i.invocation_id = ct.invocation_id
            LEFT JOIN rs_targets t ON t.tenant = ct.tenant AND t.invocation_id = ct.invocation_id AND t.target_id = ct.target_id
