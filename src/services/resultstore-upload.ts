@@ -3,12 +3,13 @@
 // (durable-objects/invocation.ts, rules in src/resultstore/), which answers with name and id only.
 import { fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { Code, ConnectError, invalidArgument } from "../errors.ts";
+import { Code, ConnectError } from "../errors.ts";
 import { BadRequestSchema } from "../gen/google/rpc/error_details_pb.ts";
 import { ResultStoreUpload } from "../gen/google/devtools/resultstore/v2/resultstore_upload_pb.ts";
-import type { UploadMetadata } from "../gen/google/devtools/resultstore/v2/upload_metadata_pb.ts";
+import { UploadMetadataSchema } from "../gen/google/devtools/resultstore/v2/upload_metadata_pb.ts";
 import { checkInvocationId } from "../resultstore/ids.ts";
 import { parseName, parseUploadMetadataName, type ResourceKind } from "../resultstore/names.ts";
+import { responseMask } from "../resultstore/response-mask.ts";
 import type { UploadMethod } from "../resultstore/upload-rpc.ts";
 import { RESULTSTORE_UPLOAD_MAX } from "./limits.ts";
 import { resultStoreScope } from "./scope.ts";
@@ -46,28 +47,6 @@ function invocationOf(name: string | undefined, kind: ResourceKind, field: strin
   return checkInvocationId(parseName(name ?? "", kind, field).invocationId, field);
 }
 
-/**
- * GetInvocationUploadMetadata requires a response field mask: the REST "fields" parameter or the
- * X-Goog-FieldMask header (metadata on gRPC). Only UploadMetadata's own three fields can be named.
- */
-function uploadMetadataMask(ctx: HandlerContext): (m: UploadMetadata) => UploadMetadata {
-  const raw = ctx.requestHeader.get("x-goog-fieldmask") ?? new URL(ctx.url, "http://kiln").searchParams.get("fields");
-  if (!raw) throw invalidArgument("a response field mask is required (the fields parameter or the X-Goog-FieldMask header)", "fields");
-  const fields = { name: "name", resume_token: "resumeToken", resumeToken: "resumeToken", uploader_state: "uploaderState", uploaderState: "uploaderState" } as const;
-  const keep = new Set<string>();
-  for (const p of raw.split(",").map((s) => s.trim())) {
-    if (p === "*") Object.values(fields).forEach((f) => keep.add(f));
-    else if (p in fields) keep.add(fields[p as keyof typeof fields]);
-    else throw invalidArgument(`"${p}" is not a field of UploadMetadata`, "fields");
-  }
-  return (m) => {
-    if (!keep.has("name")) m.name = "";
-    if (!keep.has("resumeToken")) m.resumeToken = "";
-    if (!keep.has("uploaderState")) m.uploaderState = new Uint8Array(0);
-    return m;
-  };
-}
-
 export const resultStoreUploadService: ServiceImpl<typeof ResultStoreUpload> = {
   createInvocation(req, ctx) {
     const assigned = !req.invocationId;
@@ -102,8 +81,8 @@ export const resultStoreUploadService: ServiceImpl<typeof ResultStoreUpload> = {
   uploadBatch: (req, ctx) => run(ctx, "uploadBatch", req, invocationOf(req.parent, "invocation", "parent")),
   async getInvocationUploadMetadata(req, ctx) {
     // This read requires a response field mask ("fields" or X-Goog-FieldMask), as the API says.
-    const mask = uploadMetadataMask(ctx);
+    const mask = responseMask(ctx, UploadMetadataSchema);
     const id = checkInvocationId(parseUploadMetadataName(req.name), "name");
-    return mask(await run(ctx, "getInvocationUploadMetadata", req, id));
+    return mask.apply(UploadMetadataSchema, await run(ctx, "getInvocationUploadMetadata", req, id));
   },
 };
