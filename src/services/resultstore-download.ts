@@ -1,7 +1,13 @@
 // google.devtools.resultstore.v2.ResultStoreDownload. Reads of one invocation go to its
 // InvocationDO (src/resultstore/read-store.ts); searches across invocations go to the D1 index
 // (src/resultstore/search-index.ts). Every method but GetInvocationDownloadMetadata requires a
-// response field mask, as the API says. Page sizes are capped at MAX_PAGE; 0 means that cap.
+// response field mask, as the API says (SearchConfiguredTargets: only the fields its comment lists).
+// Paging: page sizes are capped at MAX_PAGE (0 means that cap); page tokens are opaque and checked
+// (anything else is INVALID_ARGUMENT); offsets work on every method, BatchListActions and
+// TraverseFileSets included. Lists resume after the last seq seen, so rows added meanwhile are not
+// repeated; searches, ExportInvocation and TraverseFileSets page by position. The List methods'
+// `filter` is the search syntax evaluated per resource (src/resultstore/list-filter.ts); the
+// export filters take one `id.… = "…"` each, as the proto describes.
 import { create, fromBinary, type DescMessage, type Message, type MessageShape } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { invalidArgument, notFound } from "../errors.ts";
