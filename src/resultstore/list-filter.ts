@@ -28,10 +28,29 @@ export function listFilter(filter: string, schema: DescMessage, collection: stri
       case "cmp":
         if (!resolve(schema, n.field)) throw invalidArgument(`filter: "${n.field}" is not a field of ${schema.typeName}`, "filter");
         if (!mask.covers(`${collection}.${n.field}`)) throw invalidArgument(`filter: ${collection}.${n.field} must be in the field mask`, "filter");
+        n.value = enumName(schema, n.field, n.value) ?? n.value;
     }
   };
   check(tree);
   return (msg) => evaluate(tree, toJson(schema, msg, { alwaysEmitImplicit: true }) as JsonObject, schema);
+}
+
+/**
+ * For an enum field, the value's name (JSON renders enums by name), given its name in any case or
+ * its number; INVALID_ARGUMENT when it is neither. Undefined for other fields.
+ */
+function enumName(schema: DescMessage, path: string, value: string): string | undefined {
+  let msg: DescMessage | undefined = schema;
+  let field: DescField | undefined;
+  for (const seg of path.split(".")) {
+    field = msg?.fields.find((x) => x.name === seg || x.jsonName === seg);
+    msg = field && (field.fieldKind === "message" || (field.fieldKind === "list" && field.listKind === "message")) ? field.message : undefined;
+  }
+  const e = field?.fieldKind === "enum" ? field.enum : field?.fieldKind === "list" && field.listKind === "enum" ? field.enum : undefined;
+  if (!e) return undefined;
+  const v = /^\d+$/.test(value) ? e.values.find((x) => x.number === Number(value)) : e.values.find((x) => x.name === value.toUpperCase());
+  if (!v) throw invalidArgument(`filter: ${path} = ${value}: not one of ${e.values.map((x) => x.name).join(", ")}`, "filter");
+  return v.name;
 }
 
 /** The JSON names along a field path, or null when it does not exist. */

@@ -110,6 +110,16 @@ describe("list filters", () => {
     expect(f(t(Status.PASSED, ["fast"]))).toBe(false);
   });
 
+  it("take enum values by name in any case or by number, and refuse others", () => {
+    for (const v of ["FAILED", "failed", String(Status.FAILED)]) {
+      const f = listFilter(`status_attributes.status = ${v}`, TargetSchema, "targets", all);
+      expect(f(t(Status.FAILED, [])), v).toBe(true);
+      expect(f(t(Status.PASSED, [])), v).toBe(false);
+    }
+    expect(code(() => listFilter("status_attributes.status = SOMETIMES", TargetSchema, "targets", all))).toBe(Code.InvalidArgument);
+    expect(code(() => listFilter("status_attributes.status = 999", TargetSchema, "targets", all))).toBe(Code.InvalidArgument);
+  });
+
   it("need every field they use in the mask, and real fields", () => {
     const slim = parseResponseMask("targets.name", ListTargetsResponseSchema);
     expect(code(() => listFilter("status_attributes.status = FAILED", TargetSchema, "targets", slim))).toBe(Code.InvalidArgument);
