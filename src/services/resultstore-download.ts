@@ -37,7 +37,7 @@ import { nameOf, parseName, type ResourceKind } from "../resultstore/names.ts";
 import type { ReadQuery, ReadResult, ReadRow } from "../resultstore/read-store.ts";
 import { optionalResponseMask, responseMask } from "../resultstore/response-mask.ts";
 import { searchIndex } from "../resultstore/search-index.ts";
-import { resultStoreScope } from "./scope.ts";
+import { resultStoreScope, type ResultStoreScope } from "./scope.ts";
 
 const MAX_PAGE = 1000;
 /** The only response fields SearchConfiguredTargets supports in its mask (the proto's list). */
@@ -98,8 +98,20 @@ function offsetOf(v: bigint): number {
 
 // ---- the invocation's object ----
 
+const scopes = new WeakMap<HandlerContext, Promise<ResultStoreScope>>();
+
+/**
+ * The caller, authenticated once per call: every method checks it first (an unauthenticated call
+ * learns nothing about its request), and each read of the call reuses it.
+ */
+function caller(ctx: HandlerContext): Promise<ResultStoreScope> {
+  let s = scopes.get(ctx);
+  if (!s) scopes.set(ctx, (s = resultStoreScope(ctx, "read")));
+  return s;
+}
+
 async function readInvocation(ctx: HandlerContext, invocationId: string, q: ReadQuery): Promise<ReadResult> {
-  const { env, principal } = await resultStoreScope(ctx, "read");
+  const { env, principal } = await caller(ctx);
   const stub = env.INVOCATION.get(env.INVOCATION.idFromName(`${principal.tenant}\n${invocationId}`));
   const r = await stub.read(q);
   if (!r.exists) throw notFound(`invocation "invocations/${invocationId}" not found`);
@@ -189,9 +201,9 @@ async function search(
   response: DescMessage,
   only?: string[],
 ) {
+  const { env, principal } = await caller(ctx);
   const mask = responseMask(ctx, response, only);
   if (!req.query.trim()) throw invalidArgument("a query is required", "query");
-  const { env, principal } = await resultStoreScope(ctx, "read");
   const limit = pageSize(req.pageSize);
   const offset = positionStart(req.pageStart as PageStart);
   const r = await searchIndex(env.INDEX, principal.tenant, kind, req.query, { exactMatch: req.exactMatch, offset, limit, projectId: req.projectId });
@@ -225,7 +237,7 @@ function safeCanonical(name: string, kind: ResourceKind): string | null {
   }
 }
 
-export const resultStoreDownloadService: ServiceImpl<typeof ResultStoreDownload> = {
+const methods: ServiceImpl<typeof ResultStoreDownload> = {
   async getInvocation(req, ctx) {
     return getOne(ctx, req.name, "invocation", InvocationSchema);
   },
@@ -421,3 +433,14 @@ export const resultStoreDownloadService: ServiceImpl<typeof ResultStoreDownload>
     return mask.apply(TraverseFileSetsResponseSchema, out);
   },
 };
+
+/** Every method authenticates its caller before it looks at the request (see caller()). */
+export const resultStoreDownloadService = Object.fromEntries(
+  Object.entries(methods).map(([name, method]) => [
+    name,
+    async (req: never, ctx: HandlerContext) => {
+      await caller(ctx);
+      return (method as (req: never, ctx: HandlerContext) => unknown)(req, ctx);
+    },
+  ]),
+) as ServiceImpl<typeof ResultStoreDownload>;

@@ -43,6 +43,15 @@ describe("API keys and tenants", () => {
 
       expect(await codeOf(reader().getInvocation({ name: `invocations/${id}` }))).toBe(Code.Unauthenticated);
       expect(await codeOf(reader("not-a-key-0123456789").getInvocation({ name: `invocations/${id}` }))).toBe(Code.Unauthenticated);
+      // Authentication comes first: a bad request without a key learns nothing about the request.
+      const anonymous = connectClient(ResultStoreDownload);
+      expect(await codeOf(anonymous.getInvocation({ name: "invocations/not-a-uuid" }))).toBe(Code.Unauthenticated);
+      expect(await codeOf(anonymous.searchConfiguredTargets({ parent: "bad", query: "" }))).toBe(Code.Unauthenticated);
+      expect(await codeOf(anonymous.searchInvocations({ query: "" }))).toBe(Code.Unauthenticated);
+      expect(await codeOf(anonymous.batchListActions({ parent: "bad" }))).toBe(Code.Unauthenticated);
+      expect(await codeOf(anonymous.getInvocationDownloadMetadata({ name: "bad" }))).toBe(Code.Unauthenticated);
+      expect(await codeOf(anonymous.listTargets({ parent: "bad" }))).toBe(Code.Unauthenticated);
+      expect(await codeOf(anonymous.traverseFileSets({ name: "bad" }))).toBe(Code.Unauthenticated);
       expect((await acme.getInvocation({ name: `invocations/${id}` })).id?.invocationId).toBe(id);
       expect((await acme.listTargets({ parent: `invocations/${id}` })).targets).toHaveLength(1);
 
