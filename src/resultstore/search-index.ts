@@ -170,10 +170,19 @@ export async function removeInvocationFromIndex(db: D1Database, tenant: string, 
   );
 }
 
+/** Where a search page ends: the row's sort key (start time in ms; null: none) and name. */
+export interface SearchCursor {
+  key: number | null;
+  name: string;
+}
+
 export interface SearchOptions {
   exactMatch: boolean;
+  /** Rows to skip (the request's offset); used when there is no cursor. */
   offset: number;
   limit: number;
+  /** Continue after this row (from a page token): rows added meanwhile cannot shift the pages. */
+  after?: SearchCursor;
   /** The request's project_id: only invocations of that project (empty: every project). */
   projectId?: string;
 }
@@ -181,8 +190,8 @@ export interface SearchOptions {
 /**
  * Runs a SearchInvocations / SearchConfiguredTargets query (the syntax of resultstore_download.proto)
  * in a stable order: newest start time first (none last), then name — for invocations exactly the
- * order of rs_invocations_by_time, so a page reads the index instead of sorting the tenant's rows. Throws INVALID_ARGUMENT for a query it
- * does not support.
+ * order of rs_invocations_by_time, so a page reads the index instead of sorting the tenant's rows.
+ * Throws INVALID_ARGUMENT for a query it does not support.
  */
 export async function searchIndex(
   db: D1Database,
@@ -190,22 +199,41 @@ export async function searchIndex(
   kind: SearchKind,
   query: string,
   opts: SearchOptions,
-): Promise<{ items: Uint8Array[]; more: boolean }> {
+): Promise<{ items: Uint8Array[]; more: boolean; last?: SearchCursor }> {
   const where = compileQuery(kind, query, opts.exactMatch);
   await ensureSearchSchema(db);
   const project = opts.projectId ? ` AND i.project_id = ?` : "";
-  const params: unknown[] = [tenant, ...(opts.projectId ? [opts.projectId] : []), ...where.params, opts.limit + 1, opts.offset];
+  // The sort key and name of each kind; configured targets without a start time take their invocation's.
+  const [key, name] = kind === "invocation" ? ["i.start_ms", "i.name"] : ["COALESCE(ct.start_ms, i.start_ms)", "ct.name"];
+  let after = "";
+  const afterParams: unknown[] = [];
+  if (opts.after) {
+    // Keyset continuation in "key DESC NULLS LAST, name" order.
+    if (opts.after.key === null) {
+      after = ` AND ${key} IS NULL AND ${name} > ?`;
+      afterParams.push(opts.after.name);
+    } else {
+      after = ` AND (${key} < ? OR (${key} = ? AND ${name} > ?) OR ${key} IS NULL)`;
+      afterParams.push(opts.after.key, opts.after.key, opts.after.name);
+    }
+  }
+  const params: unknown[] = [tenant, ...(opts.projectId ? [opts.projectId] : []), ...where.params, ...afterParams, opts.limit + 1, opts.after ? 0 : opts.offset];
   const sql =
     kind === "invocation"
-      ? `SELECT i.data FROM rs_invocations i WHERE i.tenant = ?${project} AND (${where.sql})
-         ORDER BY i.start_ms DESC, i.name LIMIT ? OFFSET ?`
-      : `SELECT ct.data FROM rs_configured_targets ct
+      ? `SELECT i.data, ${key} AS k, ${name} AS n FROM rs_invocations i WHERE i.tenant = ?${project} AND (${where.sql})${after}
+         ORDER BY ${key} DESC, ${name} LIMIT ? OFFSET ?`
+      : `SELECT ct.data, ${key} AS k, ${name} AS n FROM rs_configured_targets ct
            LEFT JOIN rs_invocations i ON i.tenant = ct.tenant AND i.invocation_id = ct.invocation_id
            LEFT JOIN rs_targets t ON t.tenant = ct.tenant AND t.invocation_id = ct.invocation_id AND t.target_id = ct.target_id
            LEFT JOIN rs_configurations c ON c.tenant = ct.tenant AND c.invocation_id = ct.invocation_id AND c.config_id = ct.config_id
-         WHERE ct.tenant = ?${project} AND (${where.sql})
-         ORDER BY COALESCE(ct.start_ms, i.start_ms, 0) DESC, ct.name LIMIT ? OFFSET ?`;
-  const rows = (await db.prepare(sql).bind(...params).all<{ data: ArrayBuffer }>()).results;
-  const more = rows.length > opts.limit;
-  return { items: rows.slice(0, opts.limit).map((r) => new Uint8Array(r.data)), more };
+         WHERE ct.tenant = ?${project} AND (${where.sql})${after}
+         ORDER BY ${key} DESC, ${name} LIMIT ? OFFSET ?`;
+  const rows = (await db.prepare(sql).bind(...params).all<{ data: ArrayBuffer; k: number | null; n: string }>()).results;
+  const page = rows.slice(0, opts.limit);
+  const lastRow = page.at(-1);
+  return {
+    items: page.map((r) => new Uint8Array(r.data)),
+    more: rows.length > opts.limit,
+    last: lastRow ? { key: lastRow.k, name: lastRow.n } : undefined,
+  };
 }

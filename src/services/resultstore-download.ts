@@ -5,7 +5,8 @@
 // Paging: page sizes are capped at MAX_PAGE (0 means that cap); page tokens are opaque and checked
 // (anything else is INVALID_ARGUMENT); offsets work on every method, BatchListActions and
 // TraverseFileSets included. Lists resume after the last seq seen, so rows added meanwhile are not
-// repeated; searches, ExportInvocation and TraverseFileSets page by position. The List methods'
+// repeated; searches resume after the last row's (start time, name), so newer invocations
+// arriving meanwhile do not shift the pages; ExportInvocation and TraverseFileSets page by position. The List methods'
 // `filter` is the search syntax evaluated per resource (src/resultstore/list-filter.ts); the
 // export filters take one `id.… = "…"` each, as the proto describes.
 import { create, fromBinary, type DescMessage, type Message, type MessageShape } from "@bufbuild/protobuf";
@@ -35,6 +36,7 @@ import { checkInvocationId } from "../resultstore/ids.ts";
 import { listFilter } from "../resultstore/list-filter.ts";
 import { nameOf, parseName, type ResourceKind } from "../resultstore/names.ts";
 import type { ReadQuery, ReadResult, ReadRow } from "../resultstore/read-store.ts";
+import { counts, decodeToken, encodeToken, type TokenPosition } from "../resultstore/page-token.ts";
 import { optionalResponseMask, responseMask } from "../resultstore/response-mask.ts";
 import { searchIndex } from "../resultstore/search-index.ts";
 import { resultStoreScope, type ResultStoreScope } from "./scope.ts";
@@ -60,33 +62,19 @@ const pageSize = (n: number) => {
   return n === 0 ? MAX_PAGE : Math.min(n, MAX_PAGE);
 };
 
-/** Page tokens: `v1.` + base64url of a JSON position; anything else is INVALID_ARGUMENT. */
-function encodeToken(pos: Record<string, number>): string {
-  return `v1.${btoa(JSON.stringify(pos)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "")}`;
-}
-
-function decodeToken(token: string, key: string): number {
-  try {
-    if (!token.startsWith("v1.")) throw new Error();
-    const pos = JSON.parse(atob(token.slice(3).replace(/-/g, "+").replace(/_/g, "/"))) as Record<string, unknown>;
-    const v = pos[key];
-    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) throw new Error();
-    return v;
-  } catch {
-    throw invalidArgument("page_token is not one this server issued for this method", "page_token");
-  }
-}
+/** The one integer `key` of a token of this method. */
+const tokenCount = (token: string, key: string) => decodeToken(token, counts(key))[key]!;
 
 /** Where a list starts: after a seq (token) and/or skipping `offset` rows. An empty token is the start. */
 function seqStart(start: PageStart): { afterSeq: number; offset: number } {
-  if (start.case === "pageToken" && start.value) return { afterSeq: decodeToken(start.value, "s"), offset: 0 };
+  if (start.case === "pageToken" && start.value) return { afterSeq: tokenCount(start.value, "s"), offset: 0 };
   if (start.case === "offset") return { afterSeq: 0, offset: offsetOf(start.value) };
   return { afterSeq: 0, offset: 0 };
 }
 
 /** Where a positional list (export, search) starts. */
 function positionStart(start: PageStart): number {
-  if (start.case === "pageToken" && start.value) return decodeToken(start.value, "o");
+  if (start.case === "pageToken" && start.value) return tokenCount(start.value, "o");
   if (start.case === "offset") return offsetOf(start.value);
   return 0;
 }
@@ -205,10 +193,22 @@ async function search(
   const mask = responseMask(ctx, response, only);
   if (!req.query.trim()) throw invalidArgument("a query is required", "query");
   const limit = pageSize(req.pageSize);
-  const offset = positionStart(req.pageStart as PageStart);
-  const r = await searchIndex(env.INDEX, principal.tenant, kind, req.query, { exactMatch: req.exactMatch, offset, limit, projectId: req.projectId });
-  return { mask, items: r.items, next: r.more ? encodeToken({ o: offset + r.items.length }) : "" };
+  const start = req.pageStart as PageStart;
+  const after = start.case === "pageToken" && start.value ? decodeToken(start.value, isSearchCursor) : undefined;
+  const offset = start.case === "offset" ? offsetOf(start.value) : 0;
+  const r = await searchIndex(env.INDEX, principal.tenant, kind, req.query, {
+    exactMatch: req.exactMatch,
+    offset,
+    limit,
+    after: after && { key: after.k, name: after.n },
+    projectId: req.projectId,
+  });
+  return { mask, items: r.items, next: r.more && r.last ? encodeToken({ k: r.last.key, n: r.last.name }) : "" };
 }
+
+/** Search tokens hold the last row's sort key and name (keyset paging: new rows cannot shift pages). */
+const isSearchCursor = (pos: TokenPosition): pos is { k: number | null; n: string } =>
+  (pos["k"] === null || (typeof pos["k"] === "number" && Number.isSafeInteger(pos["k"]))) && typeof pos["n"] === "string";
 
 // ---- file set traversal ----
 
@@ -371,8 +371,9 @@ const methods: ServiceImpl<typeof ResultStoreDownload> = {
     });
     // The position: which configured target (index into the request's list) and the seq after which to go on.
     const token = req.pageStart.case === "pageToken" && req.pageStart.value ? req.pageStart.value : undefined;
-    const index = token ? decodeToken(token, "c") : 0;
-    const afterSeq = token ? decodeToken(token, "s") : 0;
+    const pos = token ? decodeToken(token, counts("c", "s")) : { c: 0, s: 0 };
+    const index = pos.c;
+    const afterSeq = pos.s;
     // An offset counts actions (before the filter, as in the List methods) across the configured targets in order.
     const skip = req.pageStart.case === "offset" ? offsetOf(req.pageStart.value) : 0;
     const r = await readInvocation(ctx, id, { op: "actionsOf", parents, index, afterSeq, skip, limit });

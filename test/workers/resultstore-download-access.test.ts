@@ -127,13 +127,16 @@ describe("searches", () => {
     const query = `invocation_attributes.labels:${label}`;
     const seen: string[] = [];
     let token = "";
+    let page = 0;
     do {
       const r = await all.searchInvocations({ query, pageSize: 3, pageStart: from(token) });
       seen.push(...r.invocations.map((i) => i.id!.invocationId));
       token = r.nextPageToken;
+      // A newer invocation arriving between pages sorts before the cursor: no page shifts, nothing doubled.
+      if (page++ === 0) await newInvocation({ invocation: { invocationAttributes: { labels: [label] }, timing: { startTime: { seconds: 1_900_000_000n } } } });
     } while (token);
     expect(seen).toEqual(newestFirst);
-    const off = await all.searchInvocations({ query, pageSize: 3, pageStart: { case: "offset", value: 5n } });
+    const off = await all.searchInvocations({ query, pageSize: 3, pageStart: { case: "offset", value: 6n } });
     expect(off.invocations.map((i) => i.id!.invocationId)).toEqual(newestFirst.slice(5));
     expect(off.nextPageToken).toBe("");
     expect(await codeOf(all.searchInvocations({ query, pageStart: { case: "pageToken", value: "v1.garbage" } }))).toBe(Code.InvalidArgument);

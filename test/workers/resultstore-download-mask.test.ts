@@ -10,6 +10,7 @@ import { TargetSchema } from "../../src/gen/google/devtools/resultstore/v2/targe
 import { listFilter } from "../../src/resultstore/list-filter.ts";
 import { parseResponseMask } from "../../src/resultstore/response-mask.ts";
 import { compileQuery, parseQuery } from "../../src/resultstore/search-query.ts";
+import { counts, decodeToken, encodeToken } from "../../src/resultstore/page-token.ts";
 
 /** The ConnectError code f throws; 0 when it does not throw. */
 const code = (f: () => unknown): number => {
@@ -154,5 +155,20 @@ describe("the search query syntax", () => {
     const c = compileQuery("invocation", `id.invocation_id = "x'; DROP TABLE rs_invocations; --"`, true);
     expect(c.sql).not.toContain("DROP");
     expect(c.params).toEqual(["x'; DROP TABLE rs_invocations; --"]);
+  });
+});
+
+describe("page tokens", () => {
+  it("round-trip their position, strings included", () => {
+    expect(decodeToken(encodeToken({ c: 3, s: 9 }), counts("c", "s"))).toEqual({ c: 3, s: 9 });
+    const cursor = { k: null, n: "invocations/ü/x" };
+    expect(decodeToken(encodeToken(cursor), (p): p is typeof cursor => typeof p["n"] === "string")).toEqual(cursor);
+  });
+
+  it("refuse anything this server did not issue for the method", () => {
+    const s = counts("s");
+    for (const t of ["garbage", "v1.", "v1.!!!", `v1.${btoa("[1]")}`, `v1.${btoa('{"s":-1}')}`, `v1.${btoa('{"s":1.5}')}`, `v1.${btoa("\xff\xfe")}`, encodeToken({ o: 1 })]) {
+      expect(code(() => decodeToken(t, s)), t).toBe(Code.InvalidArgument);
+    }
   });
 });

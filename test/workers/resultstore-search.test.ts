@@ -10,7 +10,7 @@ import { ConfiguredTargetSchema } from "../../src/gen/google/devtools/resultstor
 import { InvocationSchema, type Invocation } from "../../src/gen/google/devtools/resultstore/v2/invocation_pb.ts";
 import { TargetSchema, TargetType, TestSize } from "../../src/gen/google/devtools/resultstore/v2/target_pb.ts";
 import { fromBinary } from "@bufbuild/protobuf";
-import { removeInvocationFromIndex, searchIndex, writeSearchIndex, type IndexChange } from "../../src/resultstore/search-index.ts";
+import { removeInvocationFromIndex, searchIndex, writeSearchIndex, type IndexChange, type SearchCursor } from "../../src/resultstore/search-index.ts";
 import { compileQuery } from "../../src/resultstore/search-query.ts";
 
 const TENANT = `search-${crypto.randomUUID()}`;
@@ -180,6 +180,22 @@ describe("search over the D1 index", () => {
     expect(await cts('id.target_id = "//pkg:test" invocationPropertyEquals("branch", "dev")')).toEqual([all[2]]);
     expect(await cts('id.target_id = "//pkg:test" targetPropertyEquals("owner", "team-a")')).toEqual(all);
     expect(await cts('id.target_id = "//pkg:test" configurationPropertyEquals("owner", "team-a")')).toEqual([]);
+  });
+
+  it("continues after a cursor (the last row's key and name), for both kinds", async () => {
+    for (const [kind, query] of [["invocation", "invocation_attributes.users:alice OR invocation_attributes.users:carol"], ["configuredTarget", 'id.target_id = "//pkg:test"']] as const) {
+      const whole = await searchIndex(env.INDEX, TENANT, kind, query, { exactMatch: false, offset: 0, limit: 100 });
+      const paged: Uint8Array[] = [];
+      let after: SearchCursor | undefined;
+      for (;;) {
+        const r = await searchIndex(env.INDEX, TENANT, kind, query, { exactMatch: false, offset: 0, limit: 1, after });
+        paged.push(...r.items);
+        if (!r.more) break;
+        after = r.last;
+      }
+      expect(paged.length, kind).toBe(3);
+      expect(paged, kind).toEqual(whole.items);
+    }
   });
 
   it("removed rows and removed invocations leave the index", async () => {
