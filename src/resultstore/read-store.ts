@@ -1,6 +1,8 @@
 // The download side's reads of one invocation's SQLite (schema: durable-objects/invocation.ts).
-// Lists run in creation order (seq) and page by seq, so a page boundary never skips or repeats a
-// resource even while uploads continue; ExportInvocation pages by position in its own order.
+// Lists run in creation order (seq); with a `-` wildcard, grouped by parent in the parents' order
+// (configured targets by target, as ListTargets lists them; actions by target, then configured
+// target), as the API asks. Lists page by a cursor of those seqs, so a page boundary never repeats
+// a resource even while uploads continue; ExportInvocation pages by position in its own order.
 import type { ResourceKind } from "./names.ts";
 
 /** A list of one kind under a parent; absent ids are the `-` wildcard (or not part of the kind). */
@@ -9,11 +11,21 @@ export interface ListQuery {
   kind: ResourceKind;
   targetId?: string;
   configId?: string;
-  /** Resume after this seq (from a page token). */
-  afterSeq: number;
+  /** Resume after this position (from a page token). */
+  after: ListCursor;
   /** Skip this many first (the request's offset). */
   offset: number;
   limit: number;
+}
+
+/**
+ * A position in a list: the seq of the last row, and under wildcards also the seqs of its target
+ * (t) and configured target (c), which order the groups. Zero: before the first.
+ */
+export interface ListCursor {
+  t: number;
+  c: number;
+  s: number;
 }
 
 /**
@@ -52,6 +64,8 @@ export interface ReadResult {
   /** actionsOf: where the next page starts (absent: done), and the parents that do not exist. */
   next?: { index: number; afterSeq: number };
   missing?: number[];
+  /** list: the position after the last row returned. */
+  cursor?: ListCursor;
 }
 
 type Row = { name: string; kind: ResourceKind; seq: number; data: ArrayBuffer };
@@ -157,21 +171,60 @@ export function read(sql: SqlStorage, q: ReadQuery): ReadResult {
     return { ...base, rows: rows.slice(0, q.limit), more: rows.length > q.limit };
   }
   if (q.op === "actionsOf") return { ...base, more: false, ...actionsOf(sql, q) };
-  const range = childRange(invocation.name, q);
-  const rows = (
-    range
-      ? sql.exec<Row>(
-          `SELECT name, kind, seq, data FROM resources WHERE name >= ? AND name < ? AND +kind = ? AND +seq > ? ORDER BY seq LIMIT ? OFFSET ?`,
-          range[0],
-          range[1],
-          q.kind,
-          q.afterSeq,
-          q.limit + 1,
-          q.offset,
-        )
-      : sql.exec<Row>(`SELECT name, kind, seq, data FROM resources WHERE kind = ? AND seq > ? ORDER BY seq LIMIT ? OFFSET ?`, q.kind, q.afterSeq, q.limit + 1, q.offset)
-  )
-    .toArray()
-    .map(toRow);
-  return { ...base, rows: rows.slice(0, q.limit), more: rows.length > q.limit };
+  const rows = list(sql, invocation.name, q);
+  const page = rows.slice(0, q.limit);
+  const last = page.at(-1);
+  return { ...base, rows: page.map(toRow), more: rows.length > q.limit, cursor: last && { t: last.t ?? 0, c: last.c ?? 0, s: last.seq } };
+}
+
+/** Children of a parent row `p` by name range (see childRange): `x` joined under `p`. */
+const under = (x: string, p: string, segment: string, kind: string) =>
+  `JOIN resources ${x} ON ${x}.name >= ${p}.name || '/${segment}/' AND ${x}.name < ${p}.name || '/${segment}0' AND +${x}.kind = '${kind}'`;
+
+type ListRow = Row & { t?: number; c?: number };
+
+/** One page (plus one row, to tell whether more follow) of a list. */
+function list(sql: SqlStorage, invocationName: string, q: ListQuery): ListRow[] {
+  const { t, c, s } = q.after;
+  const tail = [q.limit + 1, q.offset];
+  const exec = (query: string, ...args: unknown[]) => sql.exec<ListRow>(query, ...(args as SqlStorageValue[]), ...tail).toArray();
+  if (q.kind === "configuredTarget" && q.targetId === undefined) {
+    return exec(
+      `SELECT r.name, r.kind, r.seq, r.data, t.seq AS t FROM resources t ${under("r", "t", "configuredTargets", "configuredTarget")}
+       WHERE t.kind = 'target' AND t.seq >= ? AND (t.seq > ? OR r.seq > ?) ORDER BY t.seq, r.seq LIMIT ? OFFSET ?`,
+      t,
+      t,
+      s,
+    );
+  }
+  if (q.kind === "action" && q.targetId === undefined) {
+    return exec(
+      `SELECT r.name, r.kind, r.seq, r.data, t.seq AS t, c.seq AS c FROM resources t
+         ${under("c", "t", "configuredTargets", "configuredTarget")} ${under("r", "c", "actions", "action")}
+       WHERE t.kind = 'target' AND t.seq >= ? AND (t.seq > ? OR c.seq > ? OR (c.seq = ? AND r.seq > ?))
+       ORDER BY t.seq, c.seq, r.seq LIMIT ? OFFSET ?`,
+      t,
+      t,
+      c,
+      c,
+      s,
+    );
+  }
+  if (q.kind === "action" && q.configId === undefined) {
+    const [lo, hi] = childRange(invocationName, q)!;
+    return exec(
+      `SELECT r.name, r.kind, r.seq, r.data, c.seq AS c FROM resources c ${under("r", "c", "actions", "action")}
+       WHERE c.name >= ? AND c.name < ? AND +c.kind = 'configuredTarget' AND (c.seq > ? OR (c.seq = ? AND r.seq > ?))
+       ORDER BY c.seq, r.seq LIMIT ? OFFSET ?`,
+      lo,
+      hi,
+      c,
+      c,
+      s,
+    );
+  }
+  const range = childRange(invocationName, q);
+  return range
+    ? exec(`SELECT name, kind, seq, data FROM resources WHERE name >= ? AND name < ? AND +kind = ? AND +seq > ? ORDER BY seq LIMIT ? OFFSET ?`, range[0], range[1], q.kind, s)
+    : exec(`SELECT name, kind, seq, data FROM resources WHERE kind = ? AND seq > ? ORDER BY seq LIMIT ? OFFSET ?`, q.kind, s);
 }

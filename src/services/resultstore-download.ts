@@ -4,11 +4,12 @@
 // response field mask, as the API says (SearchConfiguredTargets: only the fields its comment lists).
 // Paging: page sizes are capped at MAX_PAGE (0 means that cap); page tokens are opaque and checked
 // (anything else is INVALID_ARGUMENT); offsets work on every method, BatchListActions and
-// TraverseFileSets included. Lists resume after the last seq seen, so rows added meanwhile are not
-// repeated; searches resume after the last row's (start time, name), so newer invocations
-// arriving meanwhile do not shift the pages; ExportInvocation and TraverseFileSets page by position. The List methods'
-// `filter` is the search syntax evaluated per resource (src/resultstore/list-filter.ts); the
-// export filters take one `id.… = "…"` each, as the proto describes.
+// TraverseFileSets included. Lists resume after the last row's position (its seq, and under a `-`
+// wildcard its parents' seqs), so rows added meanwhile are never repeated; searches resume after
+// the last row's (start time, name), so newer invocations arriving meanwhile do not shift the
+// pages; ExportInvocation and TraverseFileSets page by position. The List methods' `filter` is the
+// search syntax evaluated per resource (src/resultstore/list-filter.ts); the export filters take
+// one `id.… = "…"` each, as the proto describes.
 import { create, fromBinary, type DescMessage, type Message, type MessageShape } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { invalidArgument, notFound } from "../errors.ts";
@@ -35,7 +36,7 @@ import { TargetSchema } from "../gen/google/devtools/resultstore/v2/target_pb.ts
 import { checkInvocationId } from "../resultstore/ids.ts";
 import { listFilter } from "../resultstore/list-filter.ts";
 import { nameOf, parseName, type ResourceKind } from "../resultstore/names.ts";
-import type { ReadQuery, ReadResult, ReadRow } from "../resultstore/read-store.ts";
+import type { ListCursor, ReadQuery, ReadResult, ReadRow } from "../resultstore/read-store.ts";
 import { counts, decodeToken, encodeToken, type TokenPosition } from "../resultstore/page-token.ts";
 import { optionalResponseMask, responseMask } from "../resultstore/response-mask.ts";
 import { searchIndex } from "../resultstore/search-index.ts";
@@ -66,10 +67,10 @@ const pageSize = (n: number) => {
 const tokenCount = (token: string, key: string) => decodeToken(token, counts(key))[key]!;
 
 /** Where a list starts: after a seq (token) and/or skipping `offset` rows. An empty token is the start. */
-function seqStart(start: PageStart): { afterSeq: number; offset: number } {
-  if (start.case === "pageToken" && start.value) return { afterSeq: tokenCount(start.value, "s"), offset: 0 };
-  if (start.case === "offset") return { afterSeq: 0, offset: offsetOf(start.value) };
-  return { afterSeq: 0, offset: 0 };
+function listStart(start: PageStart): { after: ListCursor; offset: number } {
+  if (start.case === "pageToken" && start.value) return { after: decodeToken(start.value, counts("t", "c", "s")), offset: 0 };
+  if (start.case === "offset") return { after: { t: 0, c: 0, s: 0 }, offset: offsetOf(start.value) };
+  return { after: { t: 0, c: 0, s: 0 }, offset: 0 };
 }
 
 /** Where a positional list (export, search) starts. */
@@ -145,18 +146,17 @@ async function listPage<R extends DescMessage>(
   const mask = responseMask(ctx, spec.response);
   const filter = listFilter(req.filter ?? "", spec.item, spec.collection, mask);
   const limit = pageSize(req.pageSize);
-  const { afterSeq, offset } = seqStart(req.pageStart);
+  const { after, offset } = listStart(req.pageStart);
   const invocationId = invocationIdOf(spec.invocationId, "parent");
   if (spec.parent) {
     const p = await readInvocation(ctx, invocationId, { op: "get", names: [spec.parent] });
     if (p.rows.length === 0) throw notFound(`"${spec.parent}" not found`);
   }
-  const r = await readInvocation(ctx, invocationId, { op: "list", kind: spec.kind, targetId: spec.targetId, configId: spec.configId, afterSeq, offset, limit });
+  const r = await readInvocation(ctx, invocationId, { op: "list", kind: spec.kind, targetId: spec.targetId, configId: spec.configId, after, offset, limit });
   const items = r.rows.map((row) => fromBinary(spec.item, row.data)).filter(filter);
-  const last = r.rows.at(-1);
   const out = create(spec.response, {
     [spec.collection]: items,
-    nextPageToken: r.more && last ? encodeToken({ s: last.seq }) : "",
+    nextPageToken: r.more && r.cursor ? encodeToken({ ...r.cursor }) : "",
   } as never);
   return mask.apply(spec.response, out as MessageShape<R>);
 }
@@ -415,7 +415,7 @@ const methods: ServiceImpl<typeof ResultStoreDownload> = {
       invocationId = invocationIdOf(k.invocationId, "name");
       let actions: Action[];
       if (actionId === undefined) {
-        const r = await readInvocation(ctx, invocationId, { op: "list", kind: "action", targetId: k.targetId, configId: k.configId, afterSeq: 0, offset: 0, limit: 100_000 });
+        const r = await readInvocation(ctx, invocationId, { op: "list", kind: "action", targetId: k.targetId, configId: k.configId, after: { t: 0, c: 0, s: 0 }, offset: 0, limit: 100_000 });
         actions = r.rows.map((row) => fromBinary(ActionSchema, row.data));
       } else {
         const r = await readInvocation(ctx, invocationId, { op: "get", names: [canonical(req.name, "action")] });

@@ -149,6 +149,48 @@ describe("searches", () => {
 });
 
 describe("lists", () => {
+  it("wildcard lists group by parent in the parents' list order, whatever the creation order", async () => {
+    const inv = await newInvocation();
+    const auth = { authorizationToken: inv.token };
+    for (const c of ["a", "b"]) await upload.createConfiguration({ parent: inv.name, configId: c, configuration: {}, ...auth });
+    const t: string[] = [];
+    for (let i = 0; i < 3; i++) t.push((await upload.createTarget({ parent: inv.name, targetId: `t${i}`, target: {}, ...auth })).name);
+    // Configured targets and actions created last target first, configuration b before a.
+    const ct = (i: number, c: string) => `${t[i]}/configuredTargets/${c}`;
+    for (const i of [2, 0, 1]) {
+      for (const c of ["b", "a"]) {
+        await upload.createConfiguredTarget({ parent: t[i]!, configId: c, configuredTarget: {}, ...auth });
+      }
+    }
+    for (const i of [1, 2, 0]) for (const c of ["a", "b"]) for (const x of ["y", "x"]) await upload.createAction({ parent: ct(i, c), actionId: x, action: {}, ...auth });
+    const targets = (await all.listTargets({ parent: inv.name })).targets.map((x) => x.name);
+    expect(targets).toEqual(t);
+    const cts = [0, 1, 2].flatMap((i) => ["b", "a"].map((c) => ct(i, c)));
+    const actions = cts.flatMap((c) => ["y", "x"].map((x) => `${c}/actions/${x}`));
+    for (const pageSize of [0, 1, 4]) {
+      const listedCts: string[] = [];
+      const listedActions: string[] = [];
+      const perTarget: string[] = [];
+      for (const [out, list] of [
+        [listedCts, (pt: string) => all.listConfiguredTargets({ parent: `${inv.name}/targets/-`, pageSize, pageStart: from(pt) }).then((r) => ({ names: r.configuredTargets.map((x) => x.name), next: r.nextPageToken }))],
+        [listedActions, (pt: string) => all.listActions({ parent: `${inv.name}/targets/-/configuredTargets/-`, pageSize, pageStart: from(pt) }).then((r) => ({ names: r.actions.map((x) => x.name), next: r.nextPageToken }))],
+        [perTarget, (pt: string) => all.listActions({ parent: `${t[1]}/configuredTargets/-`, pageSize, pageStart: from(pt) }).then((r) => ({ names: r.actions.map((x) => x.name), next: r.nextPageToken }))],
+      ] as const) {
+        let pt = "";
+        do {
+          const r = await list(pt);
+          out.push(...r.names);
+          pt = r.next;
+        } while (pt);
+      }
+      expect(listedCts, `page size ${pageSize}`).toEqual(cts);
+      expect(listedActions, `page size ${pageSize}`).toEqual(actions);
+      expect(perTarget, `page size ${pageSize}`).toEqual(actions.filter((a) => a.startsWith(`${t[1]}/`)));
+    }
+    // Offsets count in the same order.
+    expect((await all.listActions({ parent: `${inv.name}/targets/-/configuredTargets/-`, pageSize: 3, pageStart: { case: "offset", value: 5n } })).actions.map((a) => a.name)).toEqual(actions.slice(5, 8));
+  });
+
   it("ListActions with both wildcards and BatchListActions page by token and offset without loss or repeats", async () => {
     const inv = await newInvocation();
     const names: string[] = [];
