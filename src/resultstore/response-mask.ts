@@ -45,6 +45,11 @@ function canonicalPath(schema: DescMessage, path: string): string {
   const out: string[] = [];
   for (const seg of path.split(".")) {
     if (!msg) throw invalidArgument(`field mask: "${path}" goes below a field that is not a message`, "fields");
+    // Well-known types (Timestamp, Duration, wrappers, ...) are strings or scalars in the JSON the
+    // mask prunes, so they are kept or left out whole; a path inside one would prune a string.
+    if (msg !== schema && msg.typeName.startsWith("google.protobuf.")) {
+      throw invalidArgument(`field mask: "${path}" goes inside ${msg.typeName}, which is kept or left out whole`, "fields");
+    }
     const f = fieldOf(msg, seg);
     if (!f) throw invalidArgument(`field mask: "${path}" does not name a field of ${schema.typeName}`, "fields");
     out.push(f.name);
