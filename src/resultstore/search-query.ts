@@ -7,7 +7,7 @@
 //   unary   := "NOT" unary | "(" or ")" | function | field op value
 //   function:= name "(" value ("," value)* ")"
 //   op      := "=" | ":" | "<" | "<=" | ">" | ">="
-//   value   := "double quoted" | 'single quoted' | bare-word
+//   value   := "double quoted" | 'single quoted' | bare-word (which may contain ':' and '=')
 //
 // Each field allows only the operators the proto lists for it; anything else is INVALID_ARGUMENT
 // naming the field. Without exact_match, string equals/contains ignore case and punctuation.
@@ -52,8 +52,12 @@ function tokenize(q: string): Token[] {
       out.push({ t: "op", v: op });
       i += op.length;
     } else {
+      // A bare value right after an operator may hold ':' and '=' (Bazel labels such as //pkg:test,
+      // RFC 3339 times); elsewhere those end a word.
+      const afterOp = out.at(-1)?.t === "op";
+      const stop = afterOp ? /[\s(),"']/ : /[\s()=:<>!,"']/;
       let j = i;
-      while (j < q.length && !/[\s()=:<>!,"']/.test(q[j]!)) j++;
+      while (j < q.length && !stop.test(q[j]!)) j++;
       out.push({ t: "word", v: q.slice(i, j) });
       i = j;
     }

@@ -141,6 +141,18 @@ describe("the search query syntax", () => {
     expect(parseQuery('propertyEquals("k", "v")')).toEqual({ k: "fn", name: "propertyEquals", args: ["k", "v"] });
   });
 
+  it("takes bare values with ':' (labels, times) after an operator", () => {
+    expect(parseQuery("id.target_id = //pkg:test status_attributes.status = PASSED")).toEqual({
+      k: "and",
+      parts: [
+        { k: "cmp", field: "id.target_id", op: "=", value: "//pkg:test" },
+        { k: "cmp", field: "status_attributes.status", op: "=", value: "PASSED" },
+      ],
+    });
+    expect(parseQuery("timing.start_time >= 2026-11-02T10:00:00Z")).toEqual({ k: "cmp", field: "timing.start_time", op: ">=", value: "2026-11-02T10:00:00Z" });
+    expect(parseQuery("(a = x:y)")).toEqual({ k: "cmp", field: "a", op: "=", value: "x:y" });
+  });
+
   it("refuses bad syntax and unsupported operators as INVALID_ARGUMENT", () => {
     for (const q of ['a = "open', "a = 1)", "(a = 1", "a != 1", "a", "= 1", "a = 1 AND"]) {
       expect(code(() => parseQuery(q)), q).toBe(Code.InvalidArgument);
