@@ -288,6 +288,28 @@ describe("REST bindings", () => {
   });
 });
 
+describe("deleted invocations", () => {
+  it("are gone from every read and from both searches", async () => {
+    const label = `deleted-${uuid()}`;
+    const inv = await newInvocation({ invocation: { invocationAttributes: { labels: [label] } } });
+    await upload.createConfiguration({ parent: inv.name, configId: "c", configuration: {}, authorizationToken: inv.token });
+    const t = await upload.createTarget({ parent: inv.name, targetId: label, target: {}, authorizationToken: inv.token });
+    await upload.createConfiguredTarget({ parent: t.name, configId: "c", configuredTarget: {}, authorizationToken: inv.token });
+    const ctQuery = { parent: "invocations/-/targets/-", query: `id.target_id = ${label}` };
+    expect((await all.searchInvocations({ query: `invocation_attributes.labels:${label}` })).invocations).toHaveLength(1);
+    expect((await all.searchConfiguredTargets(ctQuery)).configuredTargets).toHaveLength(1);
+    await upload.finalizeInvocation({ name: inv.name, authorizationToken: inv.token });
+    await upload.deleteInvocation({ name: inv.name });
+    expect(await codeOf(all.getInvocation({ name: inv.name }))).toBe(Code.NotFound);
+    expect(await codeOf(all.getTarget({ name: t.name }))).toBe(Code.NotFound);
+    expect(await codeOf(all.listTargets({ parent: inv.name }))).toBe(Code.NotFound);
+    expect(await codeOf(all.exportInvocation({ name: inv.name }))).toBe(Code.NotFound);
+    expect(await codeOf(all.getInvocationDownloadMetadata({ name: `${inv.name}/downloadMetadata` }))).toBe(Code.NotFound);
+    expect((await all.searchInvocations({ query: `invocation_attributes.labels:${label}` })).invocations).toEqual([]);
+    expect((await all.searchConfiguredTargets(ctQuery)).configuredTargets).toEqual([]);
+  });
+});
+
 describe("names and positions", () => {
   it("an invocation UUID in upper case names the same resources", async () => {
     const inv = await newInvocation();
