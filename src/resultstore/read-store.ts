@@ -71,6 +71,31 @@ export interface ReadResult {
 type Row = { name: string; kind: ResourceKind; seq: number; data: ArrayBuffer };
 const toRow = (r: Row): ReadRow => ({ name: r.name, kind: r.kind, seq: r.seq, data: new Uint8Array(r.data) });
 
+/**
+ * Resource bytes per page. A resource may be up to ~2 MB, so a page of 1,000 could be 2 GB: over
+ * the 32 MiB limit of a Durable Object RPC, the DO's memory, and the 4 MiB a gRPC client takes by
+ * default. A page ends at whichever comes first, the page size or this (always at least one row);
+ * 2 MiB leaves room for ExportInvocation's first page, which adds the invocation.
+ */
+export const PAGE_BYTES = 2 * 1024 * 1024;
+
+/**
+ * The first rows of a SQL cursor, at most `limit` and PAGE_BYTES (`budget`): read one at a time,
+ * so rows past the page are never loaded. `more`: a row was left out. `keepOne`: take the first
+ * row whatever its size (a page must make progress).
+ */
+function page<T extends { data: ArrayBuffer }>(rows: Iterable<T>, limit: number, budget = PAGE_BYTES, keepOne = true): { rows: T[]; more: boolean } {
+  const out: T[] = [];
+  let bytes = 0;
+  for (const r of rows) {
+    if (out.length >= limit) return { rows: out, more: true };
+    bytes += r.data.byteLength;
+    if (bytes > budget && (out.length > 0 || !keepOne)) return { rows: out, more: true };
+    out.push(r);
+  }
+  return { rows: out, more: false };
+}
+
 function meta(sql: SqlStorage, k: string): SqlStorageValue | undefined {
   return sql.exec<{ v: SqlStorageValue }>(`SELECT v FROM meta WHERE k = ?`, k).toArray()[0]?.v;
 }
@@ -112,22 +137,20 @@ function childRange(invocationName: string, q: ListQuery): [string, string] | nu
   return [prefix, `${prefix.slice(0, -1)}0`];
 }
 
-/** Actions of one configured target after a seq, in seq order. */
-const actionsUnder = (sql: SqlStorage, ct: string, afterSeq: number, limit: number) =>
-  sql
-    .exec<Row>(
-      `SELECT name, kind, seq, data FROM resources WHERE name >= ? AND name < ? AND +kind = 'action' AND +seq > ? ORDER BY seq LIMIT ?`,
-      `${ct}/actions/`,
-      `${ct}/actions0`,
-      afterSeq,
-      limit,
-    )
-    .toArray()
-    .map(toRow);
+/** Actions of one configured target after a seq, in seq order (`columns`: seq alone when skipping). */
+const actionsUnder = <T>(sql: SqlStorage, columns: string, ct: string, afterSeq: number, limit: number) =>
+  sql.exec<T & Record<string, SqlStorageValue>>(
+    `SELECT ${columns} FROM resources WHERE name >= ? AND name < ? AND +kind = 'action' AND +seq > ? ORDER BY seq LIMIT ?`,
+    `${ct}/actions/`,
+    `${ct}/actions0`,
+    afterSeq,
+    limit,
+  );
 
 function actionsOf(sql: SqlStorage, q: ActionsOfQuery): Pick<ReadResult, "rows" | "next" | "missing"> {
   const rows: ReadRow[] = [];
   const missing: number[] = [];
+  let bytes = 0;
   let skip = q.skip;
   let after = q.afterSeq;
   for (let i = q.index; i < q.parents.length; i++, after = 0) {
@@ -137,18 +160,17 @@ function actionsOf(sql: SqlStorage, q: ActionsOfQuery): Pick<ReadResult, "rows" 
       continue;
     }
     if (skip > 0) {
-      const skipped = actionsUnder(sql, ct, after, skip);
+      const skipped = actionsUnder<{ seq: number }>(sql, "seq", ct, after, skip).toArray();
       skip -= skipped.length;
       if (skip > 0) continue;
       after = skipped.at(-1)!.seq;
     }
     const want = q.limit - rows.length;
-    const got = actionsUnder(sql, ct, after, want + 1);
-    if (got.length > want) {
-      rows.push(...got.slice(0, want));
-      return { rows, missing, next: { index: i, afterSeq: rows.at(-1)!.seq } };
-    }
-    rows.push(...got);
+    // One byte budget for the whole page, across configured targets.
+    const got = page(actionsUnder<Row>(sql, "name, kind, seq, data", ct, after, want + 1), want, PAGE_BYTES - bytes, rows.length === 0);
+    rows.push(...got.rows.map(toRow));
+    bytes += got.rows.reduce((n, r) => n + r.data.byteLength, 0);
+    if (got.more) return { rows, missing, next: { index: i, afterSeq: got.rows.at(-1)?.seq ?? after } };
     if (rows.length >= q.limit && i + 1 < q.parents.length) return { rows, missing, next: { index: i + 1, afterSeq: 0 } };
   }
   return { rows, missing };
@@ -167,14 +189,13 @@ export function read(sql: SqlStorage, q: ReadQuery): ReadResult {
   }
   if (q.op === "export") {
     const f = [q.targetId ?? null, q.targetId ?? null, q.configId ?? null, q.configId ?? null, q.actionId ?? null, q.actionId ?? null];
-    const rows = sql.exec<Row>(EXPORT_ORDER, ...f, q.limit + 1, q.offset).toArray().map(toRow);
-    return { ...base, rows: rows.slice(0, q.limit), more: rows.length > q.limit };
+    const { rows, more } = page(sql.exec<Row>(EXPORT_ORDER, ...f, q.limit + 1, q.offset), q.limit);
+    return { ...base, rows: rows.map(toRow), more };
   }
   if (q.op === "actionsOf") return { ...base, more: false, ...actionsOf(sql, q) };
-  const rows = list(sql, invocation.name, q);
-  const page = rows.slice(0, q.limit);
-  const last = page.at(-1);
-  return { ...base, rows: page.map(toRow), more: rows.length > q.limit, cursor: last && { t: last.t ?? 0, c: last.c ?? 0, s: last.seq } };
+  const { rows, more } = list(sql, invocation.name, q);
+  const last = rows.at(-1);
+  return { ...base, rows: rows.map(toRow), more, cursor: last && { t: last.t ?? 0, c: last.c ?? 0, s: last.seq } };
 }
 
 /** Children of a parent row `p` by name range (see childRange): `x` joined under `p`. */
@@ -183,11 +204,11 @@ const under = (x: string, p: string, segment: string, kind: string) =>
 
 type ListRow = Row & { t?: number; c?: number };
 
-/** One page (plus one row, to tell whether more follow) of a list. */
-function list(sql: SqlStorage, invocationName: string, q: ListQuery): ListRow[] {
+/** One page of a list (the SQL asks one row more, to tell whether more follow). */
+function list(sql: SqlStorage, invocationName: string, q: ListQuery): { rows: ListRow[]; more: boolean } {
   const { t, c, s } = q.after;
   const tail = [q.limit + 1, q.offset];
-  const exec = (query: string, ...args: unknown[]) => sql.exec<ListRow>(query, ...(args as SqlStorageValue[]), ...tail).toArray();
+  const exec = (query: string, ...args: unknown[]) => page(sql.exec<ListRow>(query, ...(args as SqlStorageValue[]), ...tail), q.limit);
   if (q.kind === "configuredTarget" && q.targetId === undefined) {
     return exec(
       `SELECT r.name, r.kind, r.seq, r.data, t.seq AS t FROM resources t ${under("r", "t", "configuredTargets", "configuredTarget")}

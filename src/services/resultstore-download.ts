@@ -36,7 +36,7 @@ import { TargetSchema } from "../gen/google/devtools/resultstore/v2/target_pb.ts
 import { checkInvocationId } from "../resultstore/ids.ts";
 import { listFilter } from "../resultstore/list-filter.ts";
 import { nameOf, parseName, type ResourceKind } from "../resultstore/names.ts";
-import type { ListCursor, ReadQuery, ReadResult, ReadRow } from "../resultstore/read-store.ts";
+import { PAGE_BYTES, type ListCursor, type ReadQuery, type ReadResult, type ReadRow } from "../resultstore/read-store.ts";
 import { counts, decodeToken, encodeToken, type TokenPosition } from "../resultstore/page-token.ts";
 import { optionalResponseMask, responseMask } from "../resultstore/response-mask.ts";
 import { searchIndex } from "../resultstore/search-index.ts";
@@ -212,19 +212,28 @@ const isSearchCursor = (pos: TokenPosition): pos is { k: number | null; n: strin
 
 // ---- file set traversal ----
 
-/** FileSets reachable from `start` (names), breadth first, each once; missing ones are skipped. */
-async function traverse(ctx: HandlerContext, invocationId: string, start: string[]): Promise<FileSet[]> {
+/** File sets per DO read: each may be ~2 MB, and a DO RPC answer at most 32 MiB. */
+const GET_CHUNK = 8;
+
+/** FileSets reachable from `start` (names), breadth first, each once, with their sizes; missing ones are skipped. */
+async function traverse(ctx: HandlerContext, invocationId: string, start: string[]): Promise<{ set: FileSet; bytes: number }[]> {
   const seen = new Set<string>();
-  const out: FileSet[] = [];
+  const out: { set: FileSet; bytes: number }[] = [];
   let frontier = start;
   while (frontier.length) {
-    const names = [...new Set(frontier.map((n) => n))].filter((n) => !seen.has(n));
+    const names = [...new Set(frontier.map((n) => safeCanonical(n, "fileSet")).filter((n): n is string => !!n))].filter((n) => !seen.has(n));
     names.forEach((n) => seen.add(n));
     if (!names.length) break;
-    const r = await readInvocation(ctx, invocationId, { op: "get", names: names.map((n) => safeCanonical(n, "fileSet")).filter((n): n is string => !!n) });
-    const sets = r.rows.map((row) => fromBinary(FileSetSchema, row.data));
-    out.push(...sets);
-    frontier = sets.flatMap((s) => s.fileSets);
+    const found: FileSet[] = [];
+    for (let i = 0; i < names.length; i += GET_CHUNK) {
+      const r = await readInvocation(ctx, invocationId, { op: "get", names: names.slice(i, i + GET_CHUNK) });
+      for (const row of r.rows) {
+        const set = fromBinary(FileSetSchema, row.data);
+        found.push(set);
+        out.push({ set, bytes: row.data.byteLength });
+      }
+    }
+    frontier = found.flatMap((s) => s.fileSets);
   }
   return out;
 }
@@ -415,8 +424,15 @@ const methods: ServiceImpl<typeof ResultStoreDownload> = {
       invocationId = invocationIdOf(k.invocationId, "name");
       let actions: Action[];
       if (actionId === undefined) {
-        const r = await readInvocation(ctx, invocationId, { op: "list", kind: "action", targetId: k.targetId, configId: k.configId, after: { t: 0, c: 0, s: 0 }, offset: 0, limit: 100_000 });
-        actions = r.rows.map((row) => fromBinary(ActionSchema, row.data));
+        // Every page of the actions (pages end at PAGE_BYTES, so one read may not hold them all).
+        actions = [];
+        let after: ListCursor = { t: 0, c: 0, s: 0 };
+        for (;;) {
+          const r = await readInvocation(ctx, invocationId, { op: "list", kind: "action", targetId: k.targetId, configId: k.configId, after, offset: 0, limit: MAX_PAGE });
+          actions.push(...r.rows.map((row) => fromBinary(ActionSchema, row.data)));
+          if (!r.more || !r.cursor) break;
+          after = r.cursor;
+        }
       } else {
         const r = await readInvocation(ctx, invocationId, { op: "get", names: [canonical(req.name, "action")] });
         if (!r.rows.length) throw notFound(`action "${req.name}" not found`);
@@ -426,7 +442,14 @@ const methods: ServiceImpl<typeof ResultStoreDownload> = {
     }
     // The closure is recomputed per page and sliced by position: order is stable for a given state.
     const all = await traverse(ctx, invocationId, start);
-    const page = all.slice(offset, offset + limit);
+    // A page ends at page_size or PAGE_BYTES (at least one), as the DO's list pages do.
+    const page: FileSet[] = [];
+    let bytes = 0;
+    for (const { set, bytes: n } of all.slice(offset, offset + limit)) {
+      bytes += n;
+      if (page.length > 0 && bytes > PAGE_BYTES) break;
+      page.push(set);
+    }
     const out = create(TraverseFileSetsResponseSchema, {
       fileSets: page,
       nextPageToken: offset + page.length < all.length ? encodeToken({ o: offset + page.length }) : "",
