@@ -1,7 +1,7 @@
 // The pure parts of ResultStoreDownload: response field masks (parse, restrict, prune), list
 // filters and the search query compiler's syntax. No bindings needed.
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { Status } from "../../src/gen/google/devtools/resultstore/v2/common_pb.ts";
 import { InvocationSchema } from "../../src/gen/google/devtools/resultstore/v2/invocation_pb.ts";
@@ -11,16 +11,8 @@ import { listFilter } from "../../src/resultstore/list-filter.ts";
 import { parseResponseMask } from "../../src/resultstore/response-mask.ts";
 import { compileQuery, parseQuery } from "../../src/resultstore/search-query.ts";
 import { counts, decodeToken, encodeToken } from "../../src/resultstore/page-token.ts";
+import { thrownCode as code } from "./resultstore-download-helpers.ts";
 
-/** The ConnectError code f throws; 0 when it does not throw. */
-const code = (f: () => unknown): number => {
-  try {
-    f();
-  } catch (e) {
-    return ConnectError.from(e).code;
-  }
-  return 0;
-};
 
 const invocation = create(InvocationSchema, {
   name: "invocations/x",

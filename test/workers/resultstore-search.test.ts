@@ -2,7 +2,7 @@
 // InvocationDO writes them, then SearchInvocations / SearchConfiguredTargets queries.
 import { env } from "cloudflare:test";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { ConnectError, Code } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { beforeAll, describe, expect, it } from "vitest";
 import { Language, Status } from "../../src/gen/google/devtools/resultstore/v2/common_pb.ts";
 import { ConfigurationSchema } from "../../src/gen/google/devtools/resultstore/v2/configuration_pb.ts";
@@ -12,6 +12,7 @@ import { TargetSchema, TargetType, TestSize } from "../../src/gen/google/devtool
 import { fromBinary } from "@bufbuild/protobuf";
 import { removeInvocationFromIndex, searchIndex, writeSearchIndex, type IndexChange, type SearchCursor } from "../../src/resultstore/search-index.ts";
 import { compileQuery } from "../../src/resultstore/search-query.ts";
+import { thrownCode as code } from "./resultstore-download-helpers.ts";
 
 const TENANT = `search-${crypto.randomUUID()}`;
 const ts = (iso: string) => {
@@ -58,15 +59,6 @@ function children(inv: string, target: string, config: string, o: { status: Stat
   ];
 }
 
-/** The ConnectError code f throws; 0 (OK) when it does not throw. */
-const code = (f: () => unknown): number => {
-  try {
-    f();
-  } catch (e) {
-    return ConnectError.from(e).code;
-  }
-  return 0;
-};
 
 async function ids(query: string, exactMatch = false, extra: { offset?: number; limit?: number; projectId?: string } = {}) {
   const r = await searchIndex(env.INDEX, TENANT, "invocation", query, { exactMatch, offset: extra.offset ?? 0, limit: extra.limit ?? 100, projectId: extra.projectId });
