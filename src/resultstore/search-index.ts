@@ -44,6 +44,8 @@ export function ensureSearchSchema(db: D1Database): Promise<unknown> {
         users TEXT NOT NULL, labels TEXT NOT NULL, props TEXT NOT NULL, data BLOB NOT NULL,
         PRIMARY KEY (tenant, name))`),
       db.prepare(`CREATE INDEX IF NOT EXISTS rs_invocations_by_time ON rs_invocations (tenant, start_ms DESC, name)`),
+      // Configured-target searches join their invocation by id; removals go by invocation id.
+      db.prepare(`CREATE INDEX IF NOT EXISTS rs_invocations_by_id ON rs_invocations (tenant, invocation_id)`),
       db.prepare(`CREATE TABLE IF NOT EXISTS rs_targets (
         tenant TEXT NOT NULL, name TEXT NOT NULL, invocation_id TEXT NOT NULL, target_id TEXT NOT NULL,
         type INTEGER NOT NULL, language INTEGER NOT NULL, test_size INTEGER NOT NULL, tags TEXT NOT NULL, props TEXT NOT NULL,
@@ -58,6 +60,7 @@ export function ensureSearchSchema(db: D1Database): Promise<unknown> {
         status INTEGER NOT NULL, start_ms INTEGER, props TEXT NOT NULL, data BLOB NOT NULL,
         PRIMARY KEY (tenant, name))`),
       db.prepare(`CREATE INDEX IF NOT EXISTS rs_configured_targets_by_target ON rs_configured_targets (tenant, target_id)`),
+      db.prepare(`CREATE INDEX IF NOT EXISTS rs_configured_targets_by_invocation ON rs_configured_targets (tenant, invocation_id)`),
     ])
     .catch((e) => {
       ready = undefined;
