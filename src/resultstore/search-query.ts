@@ -146,11 +146,13 @@ interface Field {
   kind: Kind;
   /** SQL of the column (for "strings": a JSON array of [raw, normalized]). */
   col: string;
+  /** Stored in lower case (invocation UUIDs), so compared so. */
+  lower?: true;
 }
 
 const INVOCATION_FIELDS: Record<string, Field> = {
-  "id.invocation_id": { kind: "id", col: "i.invocation_id" },
-  name: { kind: "id", col: "i.name" },
+  "id.invocation_id": { kind: "id", col: "i.invocation_id", lower: true },
+  name: { kind: "id", col: "i.name", lower: true },
   "status_attributes.status": { kind: { enum: Status }, col: "i.status" },
   "workspace_info.hostname": { kind: "string", col: "i.hostname" },
   "download_metadata.upload_status": { kind: { enum: UploadStatus }, col: "i.upload_status" },
@@ -239,7 +241,7 @@ export function compileQuery(kind: SearchKind, query: string, exactMatch: boolea
           throw invalidArgument(`query: ${n.field} supports ${opsOf(f.kind).join(" ")} only, not ${n.op}`, "query");
         }
         if (f.kind === "id") {
-          params.push(n.value);
+          params.push(f.lower ? n.value.toLowerCase() : n.value);
           return `${f.col} = ?`;
         }
         if (f.kind === "string") {

@@ -322,6 +322,12 @@ describe("names and positions", () => {
     expect((await all.listConfiguredTargets({ parent: `${upper}/targets/T` })).configuredTargets).toHaveLength(1);
     expect((await all.listActions({ parent: `${upper}/targets/T/configuredTargets/-` })).actions).toEqual([]);
     expect((await all.getInvocationDownloadMetadata({ name: `${upper}/downloadMetadata` })).name).toBe(`${inv.name}/downloadMetadata`);
+    expect((await all.searchInvocations({ query: `name = ${upper}` })).invocations.map((i) => i.name)).toEqual([inv.name]);
+    expect((await all.searchInvocations({ query: `id.invocation_id = ${inv.id.toUpperCase()}` })).invocations.map((i) => i.name)).toEqual([inv.name]);
+    // Target ids are not case-folded.
+    const ctsOf = async (q: string) => (await all.searchConfiguredTargets({ parent: "invocations/-/targets/-", query: q })).configuredTargets.filter((c) => c.id?.invocationId === inv.id);
+    expect(await ctsOf("id.target_id = T")).toHaveLength(1);
+    expect(await ctsOf("id.target_id = t")).toHaveLength(0);
   });
 
   it("GetInvocationDownloadMetadata needs no mask but applies one that is given", async () => {
