@@ -28,8 +28,8 @@ export function decodeToken<P extends TokenPosition>(token: string, check: (pos:
 /** A non-negative safe integer field. */
 export const isCount = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
 
-/** Shape checks for tokens of integer fields only, e.g. counts("s") for { s: seq }. */
+/** Shape checks for tokens of exactly these integer fields, e.g. counts("s") for { s: seq }. */
 export const counts =
   <K extends string>(...keys: K[]) =>
   (pos: TokenPosition): pos is Record<K, number> =>
-    keys.every((k) => isCount(pos[k]));
+    Object.keys(pos).length === keys.length && keys.every((k) => isCount(pos[k]));

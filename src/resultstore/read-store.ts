@@ -45,7 +45,31 @@ export type ReadQuery =
   | { op: "get"; names: string[] }
   | ListQuery
   | ActionsOfQuery
-  | { op: "export"; offset: number; limit: number; targetId?: string; configId?: string; actionId?: string };
+  | ExportQuery;
+
+/**
+ * A position in export order: group (configurations 0, targets and their children 1, file sets
+ * 2), the seqs of the row's target and configured target, its rank among them (target 0,
+ * configured target 1, action 2) and its own seq. All zero: before the first row.
+ */
+export interface ExportCursor {
+  g: number;
+  t: number;
+  c: number;
+  k: number;
+  s: number;
+}
+
+/** A page of ExportInvocation after `after` (a token) or `offset` rows; filters as the request's. */
+export interface ExportQuery {
+  op: "export";
+  after: ExportCursor;
+  offset: number;
+  limit: number;
+  targetId?: string;
+  configId?: string;
+  actionId?: string;
+}
 
 export interface ReadRow {
   name: string;
@@ -66,6 +90,8 @@ export interface ReadResult {
   missing?: number[];
   /** list: the position after the last row returned. */
   cursor?: ListCursor;
+  /** export: the position after the last row returned. */
+  exportCursor?: ExportCursor;
 }
 
 type Row = { name: string; kind: ResourceKind; seq: number; data: ArrayBuffer };
@@ -108,7 +134,10 @@ function meta(sql: SqlStorage, k: string): SqlStorageValue | undefined {
  * columns instead has no index and made every page a scan per row.
  */
 const EXPORT_ORDER = `
-  SELECT r.name, r.kind, r.seq, r.data FROM resources r
+  SELECT name, kind, seq, data, g, t, c, k FROM (
+  SELECT r.name, r.kind, r.seq, r.data, CASE r.kind WHEN 'configuration' THEN 0 WHEN 'fileSet' THEN 2 ELSE 1 END AS g,
+    COALESCE(t.seq, 0) AS t, COALESCE(c.seq, 0) AS c, CASE r.kind WHEN 'target' THEN 0 WHEN 'configuredTarget' THEN 1 ELSE 2 END AS k
+  FROM resources r
   LEFT JOIN resources t ON t.name = CASE r.kind
     WHEN 'target' THEN r.name
     WHEN 'configuredTarget' THEN substr(r.name, 1, instr(r.name, '/configuredTargets/') - 1)
@@ -119,9 +148,8 @@ const EXPORT_ORDER = `
   WHERE r.kind != 'invocation' AND (? IS NULL OR r.kind NOT IN ('target', 'configuredTarget', 'action') OR r.target_id = ?)
     AND (? IS NULL OR r.kind NOT IN ('configuredTarget', 'action') OR r.config_id = ?)
     AND (? IS NULL OR r.kind != 'action' OR r.action_id = ?)
-  ORDER BY CASE r.kind WHEN 'configuration' THEN 0 WHEN 'fileSet' THEN 2 ELSE 1 END,
-    COALESCE(t.seq, 0), COALESCE(c.seq, 0), CASE r.kind WHEN 'target' THEN 0 WHEN 'configuredTarget' THEN 1 ELSE 2 END, r.seq
-  LIMIT ? OFFSET ?`;
+  ) WHERE (g, t, c, k, seq) > (?, ?, ?, ?, ?)
+  ORDER BY g, t, c, k, seq LIMIT ? OFFSET ?`;
 
 const enc = encodeURIComponent;
 
@@ -189,8 +217,10 @@ export function read(sql: SqlStorage, q: ReadQuery): ReadResult {
   }
   if (q.op === "export") {
     const f = [q.targetId ?? null, q.targetId ?? null, q.configId ?? null, q.configId ?? null, q.actionId ?? null, q.actionId ?? null];
-    const { rows, more } = page(sql.exec<Row>(EXPORT_ORDER, ...f, q.limit + 1, q.offset), q.limit);
-    return { ...base, rows: rows.map(toRow), more };
+    const a = q.after;
+    const { rows, more } = page(sql.exec<Row & Omit<ExportCursor, "s">>(EXPORT_ORDER, ...f, a.g, a.t, a.c, a.k, a.s, q.limit + 1, q.offset), q.limit);
+    const last = rows.at(-1);
+    return { ...base, rows: rows.map(toRow), more, exportCursor: last ? { g: last.g, t: last.t, c: last.c, k: last.k, s: last.seq } : a };
   }
   if (q.op === "actionsOf") return { ...base, more: false, ...actionsOf(sql, q) };
   const { rows, more } = list(sql, invocation.name, q);

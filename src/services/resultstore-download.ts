@@ -7,9 +7,10 @@
 // TraverseFileSets included. Lists resume after the last row's position (its seq, and under a `-`
 // wildcard its parents' seqs), so rows added meanwhile are never repeated; searches resume after
 // the last row's (start time, name), so newer invocations arriving meanwhile do not shift the
-// pages; ExportInvocation and TraverseFileSets page by position. The List methods' `filter` is the
-// search syntax evaluated per resource (src/resultstore/list-filter.ts); the export filters take
-// one `id.… = "…"` each, as the proto describes.
+// pages; ExportInvocation resumes after its last row in export order; TraverseFileSets pages by
+// position. The List methods' `filter` is the search syntax evaluated per resource
+// (src/resultstore/list-filter.ts); the export filters take one `id.… = "…"` each, as the proto
+// describes.
 import { create, fromBinary, type DescMessage, type Message, type MessageShape } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { invalidArgument, notFound } from "../errors.ts";
@@ -295,10 +296,22 @@ const methods: ServiceImpl<typeof ResultStoreDownload> = {
       throw invalidArgument("actions_filter requires targets_filter and configured_targets_filter", "actions_filter");
     }
     const limit = pageSize(req.pageSize);
-    const offset = positionStart(req.pageStart as PageStart);
-    const first = offset === 0;
+    // A token resumes after its row in export order (rows added meanwhile cannot shift pages); an
+    // offset counts positions, the invocation being the first.
+    const start = req.pageStart as PageStart;
+    const after = start.case === "pageToken" && start.value ? decodeToken(start.value, counts("g", "t", "c", "k", "s")) : undefined;
+    const offset = start.case === "offset" ? offsetOf(start.value) : 0;
+    const first = !after && offset === 0;
     // The invocation and its download metadata count once towards page_size, on the first page.
-    const r = await readInvocation(ctx, id, { op: "export", offset: first ? 0 : offset - 1, limit: first ? limit - 1 : limit, targetId, configId, actionId });
+    const r = await readInvocation(ctx, id, {
+      op: "export",
+      after: after ?? { g: 0, t: 0, c: 0, k: 0, s: 0 },
+      offset: first || after ? 0 : offset - 1,
+      limit: first ? limit - 1 : limit,
+      targetId,
+      configId,
+      actionId,
+    });
     const inv = first ? (await readInvocation(ctx, id, { op: "get", names: [`invocations/${enc(id)}`] })).rows[0] : undefined;
     const pick = (kind: ResourceKind, schema: DescMessage) => r.rows.filter((row: ReadRow) => row.kind === kind).map((row) => fromBinary(schema, row.data) as Message);
     const out = create(ExportInvocationResponseSchema, {
@@ -309,7 +322,7 @@ const methods: ServiceImpl<typeof ResultStoreDownload> = {
       configuredTargets: pick("configuredTarget", ConfiguredTargetSchema) as never,
       actions: pick("action", ActionSchema) as never,
       fileSets: pick("fileSet", FileSetSchema) as never,
-      nextPageToken: r.more ? encodeToken({ o: (first ? 1 : offset) + r.rows.length }) : "",
+      nextPageToken: r.more && r.exportCursor ? encodeToken({ ...r.exportCursor }) : "",
     });
     return mask.apply(ExportInvocationResponseSchema, out);
   },

@@ -338,6 +338,22 @@ describe("names and positions", () => {
     expect(await codeOf(connectClient(ResultStoreDownload, { "x-goog-fieldmask": "nope" }).getInvocationDownloadMetadata({ name: `${inv.name}/downloadMetadata` }))).toBe(Code.InvalidArgument);
   });
 
+  it("ExportInvocation tokens resume after their row: a resource added behind it repeats nothing", async () => {
+    const inv = await newInvocation();
+    await upload.createConfiguration({ parent: inv.name, configId: "c", configuration: {}, authorizationToken: inv.token });
+    for (let i = 0; i < 4; i++) await upload.createTarget({ parent: inv.name, targetId: `t${i}`, target: {}, authorizationToken: inv.token });
+    const p1 = await all.exportInvocation({ name: inv.name, pageSize: 2 });
+    expect(p1.invocation?.name).toBe(inv.name);
+    expect(p1.configurations.map((c) => c.id!.configurationId)).toEqual(["c"]);
+    const p2 = await all.exportInvocation({ name: inv.name, pageSize: 2, pageStart: { case: "pageToken", value: p1.nextPageToken } });
+    expect(p2.targets.map((t) => t.id!.targetId)).toEqual(["t0", "t1"]);
+    // Configurations come before targets: this one sorts behind the cursor.
+    await upload.createConfiguration({ parent: inv.name, configId: "d", configuration: {}, authorizationToken: inv.token });
+    const p3 = await all.exportInvocation({ name: inv.name, pageSize: 2, pageStart: { case: "pageToken", value: p2.nextPageToken } });
+    expect(p3.targets.map((t) => t.id!.targetId)).toEqual(["t2", "t3"]);
+    expect(p3.configurations).toEqual([]);
+  });
+
   it("ExportInvocation's offsets and tokens count the same positions", async () => {
     const inv = await newInvocation();
     await upload.createConfiguration({ parent: inv.name, configId: "c", configuration: {}, authorizationToken: inv.token });

@@ -156,7 +156,7 @@ describe("the search query syntax", () => {
   });
 
   it("binds every value as a parameter, never into the SQL", () => {
-    const c = compileQuery("invocation", `id.invocation_id = "x'; DROP TABLE rs_invocations; --"`, true);
+    const c = compileQuery("invocation", `workspace_info.hostname = "x'; DROP TABLE rs_invocations; --"`, true);
     expect(c.sql).not.toContain("DROP");
     expect(c.params).toEqual(["x'; DROP TABLE rs_invocations; --"]);
   });
