@@ -23,6 +23,7 @@ export function listFilter(filter: string, schema: DescMessage, collection: stri
         return check(n.part);
       case "fn":
         if (n.name !== "propertyEquals" || n.args.length !== 2) throw invalidArgument(`filter: only propertyEquals("key", "value") is supported as a function`, "filter");
+        if (!schema.fields.some((f) => f.name === "properties")) throw invalidArgument(`filter: ${schema.typeName} has no properties for propertyEquals()`, "filter");
         if (!mask.covers(`${collection}.properties`)) throw invalidArgument(`filter: ${collection}.properties must be in the field mask`, "filter");
         return;
       case "cmp":

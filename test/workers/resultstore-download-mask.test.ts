@@ -5,8 +5,9 @@ import { Code } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { Status } from "../../src/gen/google/devtools/resultstore/v2/common_pb.ts";
 import { InvocationSchema } from "../../src/gen/google/devtools/resultstore/v2/invocation_pb.ts";
-import { ListTargetsResponseSchema, SearchConfiguredTargetsResponseSchema } from "../../src/gen/google/devtools/resultstore/v2/resultstore_download_pb.ts";
+import { ListFileSetsResponseSchema, ListTargetsResponseSchema, SearchConfiguredTargetsResponseSchema } from "../../src/gen/google/devtools/resultstore/v2/resultstore_download_pb.ts";
 import { TargetSchema } from "../../src/gen/google/devtools/resultstore/v2/target_pb.ts";
+import { FileSetSchema } from "../../src/gen/google/devtools/resultstore/v2/file_set_pb.ts";
 import { listFilter } from "../../src/resultstore/list-filter.ts";
 import { parseResponseMask } from "../../src/resultstore/response-mask.ts";
 import { compileQuery, parseQuery } from "../../src/resultstore/search-query.ts";
@@ -119,6 +120,8 @@ describe("list filters", () => {
     expect(code(() => listFilter('propertyEquals("k", "v")', TargetSchema, "targets", slim))).toBe(Code.InvalidArgument);
     expect(code(() => listFilter("nope = 1", TargetSchema, "targets", all))).toBe(Code.InvalidArgument);
     expect(code(() => listFilter("otherFn(1)", TargetSchema, "targets", all))).toBe(Code.InvalidArgument);
+    const sets = parseResponseMask("*", ListFileSetsResponseSchema);
+    expect(code(() => listFilter('propertyEquals("k", "v")', FileSetSchema, "file_sets", sets))).toBe(Code.InvalidArgument);
   });
 });
 
