@@ -12,7 +12,7 @@ import {
 } from "../gen/google/devtools/resultstore/v2/resultstore_upload_pb.ts";
 import { checkBatchMask } from "./field-mask.ts";
 import { checkResumeToken, checkUploaderState } from "./ids.ts";
-import { keyOf, parseName, type ResourceKey, type ResourceKind } from "./names.ts";
+import { keyOf, parentOf, parseName, type ResourceKey, type ResourceKind } from "./names.ts";
 import type { Resource } from "./resources.ts";
 import { META, type Uploader } from "./uploader.ts";
 
@@ -63,6 +63,10 @@ function apply(u: Uploader, r: UploadRequest, i: number, last: boolean): void {
         throw invalidArgument(`FINALIZE is only for invocations, targets and configured targets, not a ${key.kind}`, `${field}.upload_operation`);
       }
       if (key.kind === "invocation" && !last) throw invalidArgument("FINALIZE of the invocation must be the batch's last request", `${field}.upload_operation`);
+      // "No operation on child resources after the parent is finalized" covers FINALIZE too: a
+      // configured target's FINALIZE after its target's (or anything after the invocation's) is
+      // refused, where the single Finalize RPCs would answer as for an already finalized resource.
+      if (key.kind !== "invocation") u.requireWritable(parentOf(key)!);
       return u.finalize(key);
     default:
       throw invalidArgument("upload_operation must be CREATE, UPDATE, MERGE or FINALIZE", `${field}.upload_operation`);

@@ -91,7 +91,7 @@ export class Uploader {
   }
 
   /** NOT_FOUND for a missing ancestor, FAILED_PRECONDITION for a finalized one (or the resource itself). */
-  private requireWritable(k: ResourceKey): void {
+  requireWritable(k: ResourceKey): void {
     if (this.finalized()) throw failedPrecondition(`invocation "${nameOf(this.invocationKey)}" is finalized`);
     for (const a of lineageOf(k)) {
       if (a.kind === "invocation") continue;

@@ -138,11 +138,46 @@ describe("UploadBatch", () => {
     const finAction = { id: { targetId: "t", configurationId: "c", actionId: "a" }, uploadOperation: Op.FINALIZE, resource: { case: "action" as const, value: {} } };
     expect(await codeOf(upload.uploadBatch({ ...base, uploadRequests: [finAction] }))).toBe(Code.InvalidArgument);
     expect(await resourceCount(id)).toBe(1);
+    // A finalized target takes no FINALIZE (nor anything else) of its configured targets, in the
+    // same batch or a later one; its own FINALIZE again is fine (idempotent).
+    const finCt = { id: { targetId: "t", configurationId: "c" }, uploadOperation: Op.FINALIZE, resource: { case: "configuredTarget" as const, value: {} } };
+    expect(await codeOf(upload.uploadBatch({ ...base, uploadRequests: [cfg, targetCreate("t"), ct, finTarget, finCt] }))).toBe(Code.FailedPrecondition);
+    await upload.uploadBatch({ ...base, uploadRequests: [cfg, targetCreate("t"), ct, finTarget] });
+    const next = { ...base, resumeToken: tok("o1"), nextResumeToken: tok("o1b") };
+    expect(await codeOf(upload.uploadBatch({ ...next, uploadRequests: [finCt] }))).toBe(Code.FailedPrecondition);
+    expect(await codeOf(upload.uploadBatch({ ...next, uploadRequests: [finTarget] }))).toBe("ok");
+    expect(await metaOf(id, "resume_token")).toBe(tok("o1b"));
+  });
+
+  it("after the invocation's FINALIZE takes nothing more, and a replay of the finalizing batch stays silent", async () => {
+    const { id, name, token, initial } = await batchInvocation();
+    const base = { parent: name, authorizationToken: token, resumeToken: initial, nextResumeToken: tok("o1") };
+    const finInv = { uploadOperation: Op.FINALIZE, resource: { case: "invocation" as const, value: {} } };
+    const finTarget = { id: { targetId: "t" }, uploadOperation: Op.FINALIZE, resource: { case: "target" as const, value: {} } };
+    const cfg = { id: { configurationId: "c" }, uploadOperation: Op.CREATE, resource: { case: "configuration" as const, value: {} } };
+    const ct = { id: { targetId: "t", configurationId: "c" }, uploadOperation: Op.CREATE, resource: { case: "configuredTarget" as const, value: {} } };
     await upload.uploadBatch({ ...base, uploadRequests: [cfg, targetCreate("t"), ct, finTarget, finInv] });
     expect([2, 3]).toContain(await metaOf(id, "upload_status"));
     // Replaying the finalizing batch is still a silent success; a new one is refused.
     expect(await codeOf(upload.uploadBatch({ ...base, uploadRequests: [cfg, targetCreate("t"), ct, finTarget, finInv] }))).toBe("ok");
     expect(await codeOf(upload.uploadBatch({ ...base, resumeToken: tok("o1"), nextResumeToken: tok("o2"), uploadRequests: [] }))).toBe(Code.FailedPrecondition);
+    expect(await codeOf(upload.uploadBatch({ ...base, resumeToken: tok("o1"), nextResumeToken: tok("o2"), uploadRequests: [finTarget] }))).toBe(Code.FailedPrecondition);
+    expect(await metaOf(id, "resume_token")).toBe(tok("o1"));
+  });
+
+  it("lets exactly one of many concurrent batches on the same resume_token commit", async () => {
+    const { id, name, token, initial } = await batchInvocation();
+    const results = await Promise.all(
+      Array.from({ length: 8 }, (_, i) =>
+        codeOf(upload.uploadBatch({ parent: name, authorizationToken: token, resumeToken: initial, nextResumeToken: tok(`c${i}`), uploadRequests: [targetCreate(`t${i}`)] })),
+      ),
+    );
+    expect(results.filter((c) => c === "ok")).toHaveLength(1);
+    expect(results.filter((c) => c === Code.Aborted)).toHaveLength(7);
+    const winner = results.indexOf("ok");
+    expect(await metaOf(id, "resume_token")).toBe(tok(`c${winner}`));
+    expect(await resourceCount(id)).toBe(2);
+    expect(await stored(TargetSchema, id, `${name}/targets/t${winner}`)).not.toBeNull();
   });
 
   it("acts as a Touch when empty, and checks tokens and the upload mode", async () => {
