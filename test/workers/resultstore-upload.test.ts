@@ -351,7 +351,7 @@ describe("API keys and tenants", () => {
       expect(await codeOf(globex.touchInvocation({ name: `invocations/${id}` }))).toBe(Code.NotFound);
       expect(await codeOf(globex.createInvocation(req))).toBe("ok");
       expect(await codeOf(acme.createInvocation(req))).toBe(Code.AlreadyExists);
-        const tenantOf = (t: string) =>
+      const tenantOf = (t: string) =>
         runInDurableObject(invocationStub(id, t), (_o, state) => state.storage.sql.exec<{ v: string }>(`SELECT v FROM meta WHERE k = 'tenant'`).one().v);
       expect(await tenantOf("acme")).toBe("acme");
       expect(await tenantOf("globex")).toBe("globex");
@@ -370,6 +370,32 @@ describe("the search index", () => {
       state.storage.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM index_pending`).one().n,
     );
     expect(queued).toBe(0);
+  });
+
+  it("answers the upload when D1 fails, keeps the change queued with an alarm soon, and the alarm writes it", async () => {
+    const { id, name, token } = await newInvocation();
+    const stub = invocationStub(id);
+    type Sync = { db: D1Database; realDb?: D1Database };
+    await runInDurableObject(stub, (o) => {
+      const sync = (o as unknown as { index: Sync }).index;
+      sync.realDb = sync.db;
+      sync.db = { prepare: (q: string) => sync.realDb!.prepare(q), batch: () => Promise.reject(new Error("D1 is down (test)")) } as unknown as D1Database;
+    });
+    await upload.createTarget({ parent: name, targetId: "t", target: {}, authorizationToken: token });
+    const queued = () => runInDurableObject(stub, (_o, state) => state.storage.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM index_pending`).one().n);
+    expect(await queued()).toBe(1);
+    // The retry comes long before the 24 h auto-finalize.
+    expect((await alarmOf(id))!).toBeLessThanOrEqual(Date.now() + 10_000);
+    const indexed = () => env.INDEX.prepare(`SELECT count(*) AS n FROM rs_targets WHERE tenant = 'default' AND name = ?`).bind(`${name}/targets/t`).first<number>("n");
+    expect(await indexed()).toBe(0);
+    await runInDurableObject(stub, (o) => {
+      const sync = (o as unknown as { index: Sync }).index;
+      sync.db = sync.realDb!;
+    });
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    expect(await queued()).toBe(0);
+    expect(await indexed()).toBe(1);
+    expect((await alarmOf(id))!).toBeGreaterThan(Date.now() + 86_000_000);
   });
 
   it("keeps what it could not write queued, and the alarm writes it", async () => {
