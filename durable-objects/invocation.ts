@@ -161,6 +161,9 @@ export class InvocationDO extends DurableObject<Env> {
       await this.arm(Date.now() + INDEX_RETRY_MS);
       return false;
     }
+    // Another call finishing the same deletion may have wiped the storage while this one waited
+    // for D1, and a new invocation of this id may exist by now: wipe only while still deleting.
+    if (this.table.meta(DELETING) === undefined) return true;
     await this.ctx.storage.deleteAlarm();
     await this.ctx.storage.deleteAll();
     this.sql.exec(SCHEMA);

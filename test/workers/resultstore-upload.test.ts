@@ -327,6 +327,34 @@ describe("DeleteInvocation", () => {
   });
 });
 
+describe("DeleteInvocation racing other calls", () => {
+  it("never wipes an invocation created again while an earlier call still finished the deletion", async () => {
+    const { id, name, token } = await newInvocation();
+    await upload.finalizeInvocation({ name, authorizationToken: token });
+    const stub = invocationStub(id);
+    // A slow D1: each removal of the invocation's index rows takes 300 ms.
+    await runInDurableObject(stub, (o) => {
+      const sync = (o as unknown as { index: { db: D1Database } }).index;
+      const real = sync.db;
+      sync.db = {
+        prepare: (q: string) => real.prepare(q),
+        batch: (s: D1PreparedStatement[]) => new Promise((r) => setTimeout(r, 300)).then(() => real.batch(s)),
+      } as unknown as D1Database;
+    });
+    const deleting = upload.deleteInvocation({ name });
+    await new Promise((r) => setTimeout(r, 50));
+    // This call finds the deletion unfinished and finishes it too (its removal runs after the first).
+    const touching = codeOf(upload.touchInvocation({ name, authorizationToken: token }));
+    await deleting;
+    // Deleted: the id is free, and a new invocation (without a token) takes it while the touch
+    // still waits for D1; the touch then finds and touches that one.
+    await upload.createInvocation({ invocationId: id, invocation: {} });
+    expect(await touching).toBe("ok");
+    expect(await resourceCount(id)).toBe(1);
+    expect(await metaOf(id, "upload_status")).toBe(1);
+  });
+});
+
 describe("API keys and tenants", () => {
   const RW = "rs-rw-key-0123456789";
   const RO = "rs-ro-key-0123456789";
