@@ -4,7 +4,7 @@ import { SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { Status } from "../../src/gen/google/devtools/resultstore/v2/common_pb.ts";
 import { TargetSchema } from "../../src/gen/google/devtools/resultstore/v2/target_pb.ts";
-import { resourceCount, stored, uuid } from "./resultstore-upload-helpers.ts";
+import { metaOf, resourceCount, stored, uuid } from "./resultstore-upload-helpers.ts";
 
 const call = (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) =>
   SELF.fetch(`http://kiln${path}`, {
@@ -29,6 +29,14 @@ describe("ResultStoreUpload over REST", () => {
     r = await call("POST", `/v2/invocations?invocationId=${id}&requestId=r2`, {});
     expect(r.status).toBe(409);
     expect((await errorOf(r)).status).toBe("ALREADY_EXISTS");
+    // Query parameters also go by their proto (snake_case) names; a bad token is 400.
+    const other = uuid();
+    r = await call("POST", `/v2/invocations?invocation_id=${other}&request_id=s1&auto_finalize_time=2099-01-01T00:00:00Z`, {});
+    expect(await r.json()).toEqual({ name: `invocations/${other}`, id: { invocationId: other } });
+    expect(await metaOf(other, "auto_finalize_at")).toBe(Date.parse("2099-01-01T00:00:00Z"));
+    r = await call("POST", `/v2/invocations?invocation_id=${uuid()}&authorization_token=not-a-uuid`, {});
+    expect(r.status).toBe(400);
+    expect((await errorOf(r)).status).toBe("INVALID_ARGUMENT");
 
     // A target id with slashes and a colon travels url-encoded inside the name.
     r = await call("POST", `/v2/invocations/${id}/targets?targetId=${encodeURIComponent("//pkg:t")}&${q}`, {});
