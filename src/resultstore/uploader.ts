@@ -79,9 +79,12 @@ export class Uploader {
     if (this.batchMode()) throw failedPrecondition("this invocation was created with initial_resume_token: upload through UploadBatch");
   }
 
-  /** A modification: resets the idle clock of auto-finalize. */
+  private touched = false;
+
+  /** A modification: resets the idle clock of auto-finalize (one meta write per call, not per resource of a batch). */
   touch(): void {
-    this.table.setMeta(META.lastModified, this.now);
+    if (!this.touched) this.table.setMeta(META.lastModified, this.now);
+    this.touched = true;
     this.mutated = true;
   }
 
