@@ -355,6 +355,36 @@ describe("DeleteInvocation racing other calls", () => {
   });
 });
 
+describe("DeleteInvocation when D1 fails", () => {
+  it("is gone at once, refuses uploads (UNAVAILABLE) until the alarm removed the index rows, then frees the id", async () => {
+    const { id, name, token } = await newInvocation();
+    await upload.createTarget({ parent: name, targetId: "t", target: {}, authorizationToken: token });
+    await upload.finalizeInvocation({ name, authorizationToken: token });
+    const stub = invocationStub(id);
+    type Sync = { db: D1Database; realDb?: D1Database };
+    await runInDurableObject(stub, (o) => {
+      const sync = (o as unknown as { index: Sync }).index;
+      sync.realDb = sync.db;
+      sync.db = { prepare: (q: string) => sync.realDb!.prepare(q), batch: () => Promise.reject(new Error("D1 is down (test)")) } as unknown as D1Database;
+    });
+    await upload.deleteInvocation({ name });
+    expect(await resourceCount(id)).toBe(0);
+    expect((await alarmOf(id))!).toBeLessThanOrEqual(Date.now() + 10_000);
+    const indexed = () => env.INDEX.prepare(`SELECT count(*) AS n FROM rs_targets WHERE tenant = 'default' AND invocation_id = ?`).bind(id).first<number>("n");
+    expect(await indexed()).toBe(1);
+    expect(await codeOf(upload.createInvocation({ invocationId: id, invocation: {} }))).toBe(Code.Unavailable);
+    await runInDurableObject(stub, (o) => {
+      const sync = (o as unknown as { index: Sync }).index;
+      sync.db = sync.realDb!;
+    });
+    await runDurableObjectAlarm(stub);
+    expect(await indexed()).toBe(0);
+    expect(await metaOf(id, "deleting")).toBeUndefined();
+    expect(await alarmOf(id)).toBeNull();
+    expect(await codeOf(upload.createInvocation({ invocationId: id, invocation: {} }))).toBe("ok");
+  });
+});
+
 describe("API keys and tenants", () => {
   const RW = "rs-rw-key-0123456789";
   const RO = "rs-ro-key-0123456789";
