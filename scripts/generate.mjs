@@ -8,6 +8,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const g = "node_modules/google-proto-files/google";
 const paths = [
   "proto/build",
+  "proto/kiln",
   `${g}/bytestream`,
   `${g}/longrunning`,
   `${g}/rpc/error_details.proto`,
