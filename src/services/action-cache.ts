@@ -19,7 +19,7 @@ import { scopeFor, type Scope } from "./scope.ts";
 const acKey = (s: Scope, hash: string) => actionResultKey(s.principal.tenant, s.instanceName, hash);
 
 /** Every blob an ActionResult references, trees expanded to the files they list. */
-async function referencedBlobs(s: Scope, r: ActionResult, expandTrees: boolean): Promise<BlobDigest[]> {
+export async function referencedBlobs(s: Pick<Scope, "store">, r: ActionResult, expandTrees: boolean): Promise<BlobDigest[]> {
   const out: BlobDigest[] = [];
   r.outputFiles.forEach((f, i) => out.push(parseDigest(f.digest, `output_files[${i}].digest`)));
   const trees = r.outputDirectories.map((d, i) => parseDigest(d.treeDigest, `output_directories[${i}].tree_digest`));

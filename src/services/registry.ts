@@ -15,6 +15,8 @@ import { executionService } from "./execution.ts";
 import { operationsService } from "./operations.ts";
 import { RESULTSTORE_UPLOAD_MAX } from "./limits.ts";
 import { resultStoreUploadService } from "./resultstore-upload.ts";
+import { RunnerService } from "../gen/kiln/runner/v1/runner_pb.ts";
+import { runnerService } from "./runner.ts";
 
 export interface ServiceEntry<S extends DescService = DescService> {
   service: S;
@@ -38,4 +40,5 @@ export const services: ServiceEntry[] = [
   entry(Operations, operationsService),
   entry(ResultStoreUpload, resultStoreUploadService, RESULTSTORE_UPLOAD_MAX),
   entry(ResultStoreDownload, resultStoreDownloadService),
+  entry(RunnerService, runnerService),
 ];
