@@ -12,7 +12,7 @@ export default defineConfig({
         bindings: {
           RUNNER_KEYS: JSON.stringify([{ name: "test", key: TEST_RUNNER_KEY }]),
           RUNNER_HEARTBEAT_SECONDS: "0.2",
-          RUNNER_LEASE_SECONDS: "1",
+          RUNNER_LEASE_SECONDS: "2",
         },
       },
     }),

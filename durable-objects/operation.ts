@@ -64,7 +64,7 @@ interface OperationState extends OperationInit {
 const STATE = "state";
 const ENTRY = "entry";
 /** The D1 listing is written at most this long after a change, batched. */
-const INDEX_DELAY_MS = 1_000;
+const INDEX_DELAY_MS = 250;
 const LOG_CHUNK = 64 * 1024;
 const emptyLogs = (): Record<LogKind, LogState> => ({ stdout: { size: 0, finished: false }, stderr: { size: 0, finished: false } });
 const logKey = (kind: LogKind, offset: number) => `log:${kind}:${String(offset).padStart(12, "0")}`;

@@ -32,6 +32,10 @@ export const MAX_ATTEMPTS = 3;
 const TOKEN_GRACE_MS = 30 * 60_000;
 /** While work waits and nothing else is due, the watchdog looks again this often. */
 const WATCHDOG_MS = 5_000;
+/** A lost lease's action waits this long before it is offered again (the runner may be flapping). */
+const LOST_RETRY_MS = 2_000;
+/** A refused action waits this long, so a runner that keeps refusing cannot make the pool spin. */
+const REFUSED_RETRY_MS = 100;
 
 /** What a WebSocket carries across hibernation. */
 interface Attachment {
@@ -226,8 +230,9 @@ export class RunnerPoolDO extends DurableObject<Env> {
         this.sql.exec(`UPDATE runners SET free = ? WHERE id = ?`, Math.min(v.freeSlots, a.slots ?? 0), a.runnerId);
         // A refusal is not a lost run: the attempt is given back.
         this.sql.exec(
-          `UPDATE queue SET state = 'queued', runner = NULL, lease_id = NULL, lease_expires = NULL, attempt = attempt - 1
+          `UPDATE queue SET state = 'queued', runner = NULL, lease_id = NULL, lease_expires = NULL, attempt = attempt - 1, not_before = ?
            WHERE lease_id = ? AND runner = ?`,
+          now + REFUSED_RETRY_MS,
           v.leaseId,
           a.runnerId,
         );
@@ -312,6 +317,10 @@ export class RunnerPoolDO extends DurableObject<Env> {
   async alarm(): Promise<void> {
     const now = Date.now();
     for (const row of this.sql.exec<QueueRow>(`SELECT * FROM queue WHERE state = 'leased' AND lease_expires < ?`, now).toArray()) {
+      // A runner still connected is told to stop, and its slot counts as free again (if it is
+      // in fact still busy it refuses the next offer, saying how many slots it has).
+      this.send(row.runner!, cancelMessage(row.lease_id!, "the lease expired: no heartbeat"));
+      this.sql.exec(`UPDATE runners SET free = MIN(slots, free + 1) WHERE id = ?`, row.runner);
       this.leaseLost(row, `runner ${row.runner} stopped renewing its lease`);
     }
     this.failIfNoRunner(now);
@@ -333,7 +342,11 @@ export class RunnerPoolDO extends DurableObject<Env> {
         ),
       );
     }
-    this.sql.exec(`UPDATE queue SET state = 'queued', runner = NULL, lease_id = NULL, lease_expires = NULL, not_before = 0 WHERE name = ?`, row.name);
+    this.sql.exec(
+      `UPDATE queue SET state = 'queued', runner = NULL, lease_id = NULL, lease_expires = NULL, not_before = ? WHERE name = ?`,
+      Date.now() + LOST_RETRY_MS,
+      row.name,
+    );
     this.outbox(row.name, { kind: "requeued", attempt: row.attempt, reason });
   }
 
@@ -510,7 +523,8 @@ export class RunnerPoolDO extends DurableObject<Env> {
         `SELECT MIN(t) AS t FROM (
           SELECT MIN(lease_expires) AS t FROM queue WHERE state = 'leased'
           UNION ALL SELECT MIN(next_at) FROM outbox
-          UNION ALL SELECT CASE WHEN COUNT(*) > 0 THEN ? END FROM queue WHERE state = 'queued')`,
+          UNION ALL SELECT MIN(MAX(not_before, ?), ?) FROM queue WHERE state = 'queued')`,
+        now,
         now + WATCHDOG_MS,
       )
       .one().t;

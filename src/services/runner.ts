@@ -44,6 +44,8 @@ export const runnerService: ServiceImpl<typeof RunnerService> = {
         if (missing.length) throw missingBlobs(`the result references ${missing.length} blob(s) not in the CAS; upload them first`, missing.map(missingSubject));
       }
       stampWorker(res, lease);
+      // Clients show `message`; a runner's status alone would go unseen.
+      if (res.status && res.status.code !== 0 && !res.message) res.message = res.status.message;
     } else if (req.outcome.case === "error") {
       if (req.outcome.value.code === 0) throw invalidArgument("error must carry a non-OK code", "error.code");
       res = create(ExecuteResponseSchema, { status: req.outcome.value, message: req.outcome.value.message });

@@ -3,7 +3,7 @@
 // the pool (fake-runner.ts). The instance name picks the behaviour: "exec/<behaviour>/<unique>".
 import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { anyUnpack } from "@bufbuild/protobuf/wkt";
-import { env } from "cloudflare:test";
+import { env, runDurableObjectAlarm } from "cloudflare:test";
 import { expect } from "vitest";
 import {
   ActionCache,
@@ -31,8 +31,14 @@ export const ops = grpcWebClient(Operations);
 /** Slots of the shared test runner. */
 export const CAPACITY = 2;
 let shared: Promise<FakeRunner> | undefined;
-/** The runner every execution test file shares (one per isolate). */
-export const sharedRunner = () => (shared ??= connectRunner({ id: "shared", slots: CAPACITY, properties: [["OSFamily", "linux"], ["arch", "x86_64"], ["arch", "arm64"]] }));
+/**
+ * Each test file's actions ask for platform property suite=<this isolate's id>, and its runner
+ * offers it, so runners of test files running beside it never take its work.
+ */
+export const SUITE = crypto.randomUUID().slice(0, 8);
+/** The runner every test of one file shares. */
+export const sharedRunner = () =>
+  (shared ??= connectRunner({ id: `shared-${SUITE}`, slots: CAPACITY, properties: [["suite", SUITE], ["OSFamily", "linux"], ["arch", "x86_64"], ["arch", "arm64"]] }));
 export { runs };
 export const { QUEUED, EXECUTING, COMPLETED } = ExecutionStage_Value;
 
@@ -82,7 +88,7 @@ export async function newAction(behaviour: string, o: ActionOptions = {}): Promi
       inputRootDigest: rootDigest,
       doNotCache: o.doNotCache ?? false,
       timeout: o.timeoutSeconds !== undefined ? { seconds: BigInt(o.timeoutSeconds) } : undefined,
-      platform: o.platform ? { properties: o.platform.map(([name, value]) => ({ name, value })) } : undefined,
+      platform: { properties: [["suite", SUITE] as [string, string], ...(o.platform ?? [])].map(([name, value]) => ({ name, value })) },
     }),
   );
   const [digest] = await upload(actionBytes);
@@ -162,3 +168,8 @@ export const runningOn = (instance: string, n: number) =>
   });
 
 export const opStub = (name: string) => env.OPERATION.get(env.OPERATION.idFromName(name));
+
+/** The D1 listing is written from each operation's alarm, just after a change; run it now. */
+export async function indexed(...names: string[]) {
+  for (const name of names) await runDurableObjectAlarm(opStub(name));
+}

@@ -24,7 +24,14 @@ import { SELF } from "cloudflare:test";
 import { ActionResultSchema, ExecuteResponseSchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { PreconditionFailureSchema } from "../../src/gen/google/rpc/error_details_pb.ts";
 import {
+  AcceptedSchema,
+  HeartbeatSchema,
+  HelloSchema,
   LogStream,
+  Phase,
+  ProgressSchema,
+  ReadySchema,
+  RefusedSchema,
   PoolMessageSchema,
   RunnerMessageSchema,
   RunnerService,
@@ -32,7 +39,7 @@ import {
   type PoolMessage,
   type RunnerMessage,
 } from "../../src/gen/kiln/runner/v1/runner_pb.ts";
-import { connectClient } from "./helpers.ts";
+import { grpcWebClient } from "./helpers.ts";
 
 import { TEST_RUNNER_KEY } from "./runner-key.ts";
 
@@ -106,19 +113,19 @@ export async function connectRunner(o: FakeRunnerOptions = {}): Promise<FakeRunn
   const refusedSince = { value: false };
   const cancels: string[] = [];
   const send = (kind: RunnerMessage["kind"]) => ws.send(toBinary(RunnerMessageSchema, create(RunnerMessageSchema, { kind })));
-  let heartbeatMs = 200;
+  const heartbeatMs = 200; // vitest.config.mts: RUNNER_HEARTBEAT_SECONDS 0.2
   const heartbeat = setInterval(() => {
-    const running = [...live.values()].filter((l) => !l.silent).map((l) => ({ leaseId: l.attempt.leaseId, phase: 2 }));
+    const running = [...live.values()].filter((l) => !l.silent).map((l) => create(ProgressSchema, { leaseId: l.attempt.leaseId, phase: Phase.RUNNING }));
     if (running.length) {
       try {
-        send({ case: "heartbeat", value: { running } });
+        send({ case: "heartbeat", value: create(HeartbeatSchema, { running }) });
       } catch {
         // closed
       }
     }
   }, heartbeatMs);
 
-  const service = (token: string) => connectClient(RunnerService, { authorization: `Bearer ${token}` });
+  const service = (token: string) => grpcWebClient(RunnerService, { authorization: `Bearer ${token}` });
 
   const end = (a: Attempt, outcome: Attempt["outcome"]) => {
     a.outcome = outcome;
@@ -127,7 +134,7 @@ export async function connectRunner(o: FakeRunnerOptions = {}): Promise<FakeRunn
     if (refusedSince.value) {
       refusedSince.value = false;
       try {
-        send({ case: "ready", value: { freeSlots: slots - live.size } });
+        send({ case: "ready", value: create(ReadySchema, { freeSlots: slots - live.size }) });
       } catch {
         // closed
       }
@@ -176,15 +183,16 @@ export async function connectRunner(o: FakeRunnerOptions = {}): Promise<FakeRunn
       a.outcome = "busy";
       a.endedAt = Date.now();
       refusedSince.value = true;
-      return send({ case: "refused", value: { leaseId: asg.leaseId, reason: "busy", freeSlots: Math.max(0, slots - live.size) } });
+      return send({ case: "refused", value: create(RefusedSchema, { leaseId: asg.leaseId, reason: "busy", freeSlots: Math.max(0, slots - live.size) }) });
     }
     let stop: (why: "cancelled") => void = () => {};
     const stopped = new Promise<"cancelled">((r) => (stop = r));
     live.set(asg.leaseId, { attempt: a, stop, silent: n <= busy + lost });
-    send({ case: "accepted", value: { leaseId: asg.leaseId } });
+    send({ case: "accepted", value: create(AcceptedSchema, { leaseId: asg.leaseId }) });
     if (n <= busy + lost) {
       a.outcome = "lost";
-      return; // silent: the lease expires
+      live.delete(asg.leaseId); // silent from now on, and not holding a slot: the lease expires
+      return;
     }
     const hash = a.actionHash;
     if (behaviour === "reject-412") {
@@ -214,7 +222,7 @@ export async function connectRunner(o: FakeRunnerOptions = {}): Promise<FakeRunn
       }, 50);
     }
     const why = await Promise.race([stopped, new Promise<"done">((r) => setTimeout(() => r("done"), waitMs))]);
-    clearInterval(logTimer);
+    if (logTimer) clearInterval(logTimer);
     if (why === "cancelled") {
       return complete(a, "cancelled", { case: "response", value: create(ExecuteResponseSchema, { result: await resultFor(hash, 137), status: { code: Code.Canceled, message: "the action was cancelled" } }) });
     }
@@ -236,7 +244,6 @@ export async function connectRunner(o: FakeRunnerOptions = {}): Promise<FakeRunn
   const onMessage = (msg: PoolMessage) => {
     switch (msg.kind.case) {
       case "welcome":
-        heartbeatMs = Number(msg.kind.value.heartbeatInterval?.nanos ?? 0) / 1e6 + Number(msg.kind.value.heartbeatInterval?.seconds ?? 0n) * 1000;
         break;
       case "assignment":
         run(msg.kind.value).catch((e) => console.error("fake runner failed", e));
@@ -248,7 +255,7 @@ export async function connectRunner(o: FakeRunnerOptions = {}): Promise<FakeRunn
       }
     }
   };
-  send({ case: "hello", value: { runnerId: id, slots, properties: (o.properties ?? []).map(([name, value]) => ({ name, value })) } });
+  send({ case: "hello", value: create(HelloSchema, { runnerId: id, slots, properties: (o.properties ?? []).map(([name, value]) => ({ name, value })) }) });
   return {
     id,
     cancels,
