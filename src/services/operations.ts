@@ -9,6 +9,7 @@ import { invalidArgument } from "../errors.ts";
 import { watchOperation, notFoundOperation } from "../execution/watch.ts";
 import { listOperations, type ListCursor, type ListFilter } from "../storage/operation-index.ts";
 import { authorizeOperation } from "./execution.ts";
+import { checkLeaseUse } from "./scope.ts";
 
 const MAX_PAGE = 1000;
 /** WaitOperation without a timeout waits at most this long, then returns the current state. */
@@ -59,6 +60,7 @@ export const operationsService: ServiceImpl<typeof Operations> = {
     if (req.pageSize < 0) throw invalidArgument("page_size must not be negative", "page_size");
     const principal = await resolvePrincipal(await keyConfig(), presentedKey(ctx.requestHeader.get("authorization")));
     authenticate(principal);
+    checkLeaseUse(principal, ctx, "");
     const filter = parseOperationFilter(req.filter);
     const pageSize = Math.min(req.pageSize || 100, MAX_PAGE);
     const env = kilnEnv();

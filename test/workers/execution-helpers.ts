@@ -63,6 +63,8 @@ export interface ActionOptions {
   doNotCache?: boolean;
   timeoutSeconds?: number;
   platform?: [string, string][];
+  /** The suite platform property (default: this file's SUITE, which its shared runner offers). */
+  suite?: string;
 }
 
 export interface TestAction {
@@ -88,7 +90,7 @@ export async function newAction(behaviour: string, o: ActionOptions = {}): Promi
       inputRootDigest: rootDigest,
       doNotCache: o.doNotCache ?? false,
       timeout: o.timeoutSeconds !== undefined ? { seconds: BigInt(o.timeoutSeconds) } : undefined,
-      platform: { properties: [["suite", SUITE] as [string, string], ...(o.platform ?? [])].map(([name, value]) => ({ name, value })) },
+      platform: { properties: [["suite", o.suite ?? SUITE] as [string, string], ...(o.platform ?? [])].map(([name, value]) => ({ name, value })) },
     }),
   );
   const [digest] = await upload(actionBytes);

@@ -94,7 +94,7 @@ export interface FakeRunner {
   id: string;
   /** Leases running now. */
   running(): Attempt[];
-  /** Closes the connection (leases then expire unless it reconnects). */
+  /** Dies: closes the connection and abandons its actions (their leases expire). */
   close(): void;
   /** Cancels reported by the pool, by lease id. */
   cancels: string[];
@@ -109,7 +109,7 @@ export async function connectRunner(o: FakeRunnerOptions = {}): Promise<FakeRunn
   const ws = res.webSocket;
   if (!ws) throw new Error(`runner connect answered ${res.status}: ${await res.text()}`);
   ws.accept();
-  const live = new Map<string, { attempt: Attempt; stop: (why: "cancelled") => void; silent: boolean }>();
+  const live = new Map<string, { attempt: Attempt; stop: (why: "cancelled" | "abandoned") => void; silent: boolean }>();
   const refusedSince = { value: false };
   const cancels: string[] = [];
   const send = (kind: RunnerMessage["kind"]) => ws.send(toBinary(RunnerMessageSchema, create(RunnerMessageSchema, { kind })));
@@ -185,8 +185,8 @@ export async function connectRunner(o: FakeRunnerOptions = {}): Promise<FakeRunn
       refusedSince.value = true;
       return send({ case: "refused", value: create(RefusedSchema, { leaseId: asg.leaseId, reason: "busy", freeSlots: Math.max(0, slots - live.size) }) });
     }
-    let stop: (why: "cancelled") => void = () => {};
-    const stopped = new Promise<"cancelled">((r) => (stop = r));
+    let stop: (why: "cancelled" | "abandoned") => void = () => {};
+    const stopped = new Promise<"cancelled" | "abandoned">((r) => (stop = r));
     live.set(asg.leaseId, { attempt: a, stop, silent: n <= busy + lost });
     send({ case: "accepted", value: create(AcceptedSchema, { leaseId: asg.leaseId }) });
     if (n <= busy + lost) {
@@ -223,6 +223,11 @@ export async function connectRunner(o: FakeRunnerOptions = {}): Promise<FakeRunn
     }
     const why = await Promise.race([stopped, new Promise<"done">((r) => setTimeout(() => r("done"), waitMs))]);
     if (logTimer) clearInterval(logTimer);
+    if (why === "abandoned") {
+      a.outcome = "lost";
+      a.endedAt = Date.now();
+      return; // the process "died": no result
+    }
     if (why === "cancelled") {
       return complete(a, "cancelled", { case: "response", value: create(ExecuteResponseSchema, { result: await resultFor(hash, 137), status: { code: Code.Canceled, message: "the action was cancelled" } }) });
     }
@@ -262,7 +267,7 @@ export async function connectRunner(o: FakeRunnerOptions = {}): Promise<FakeRunn
     running: () => [...live.values()].map((l) => l.attempt),
     close() {
       clearInterval(heartbeat);
-      for (const l of live.values()) l.silent = true;
+      for (const l of live.values()) (l.silent = true), l.stop("abandoned");
       try {
         ws.close(1000, "bye");
       } catch {
