@@ -120,6 +120,26 @@ export class OperationDO extends DurableObject<Env> {
     });
   }
 
+  /** An operation answered from the action cache: created finished, kept for the retention time. */
+  async initDone(init: OperationInit, response: Uint8Array): Promise<void> {
+    if (await this.load()) return;
+    const now = Date.now();
+    await this.save({
+      ...init,
+      stage: ExecutionStage_Value.COMPLETED,
+      done: true,
+      response,
+      createdAt: now,
+      updatedAt: now,
+      completedAt: now,
+      attempt: 0,
+      cancelRequested: false,
+      indexDirty: true,
+      poolContactAt: now,
+      logs: emptyLogs(),
+    });
+  }
+
   /** The current Operation, serialized; null if it does not exist (never created, or expired). */
   async operation(): Promise<Uint8Array | null> {
     const s = await this.visible();

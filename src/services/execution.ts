@@ -74,10 +74,18 @@ async function* execute(req: ExecuteRequest, ctx: HandlerContext): AsyncGenerato
   const digest = parseDigest(req.actionDigest, "action_digest");
   const checked = await checkAction(s.store, digest);
 
-  if (!req.skipCacheLookup) {
+  // A do_not_cache action is never answered from the cache (nor written to it).
+  if (!req.skipCacheLookup && !checked.action.doNotCache) {
     const hit = await lookupActionResult(s, digest);
     if (hit) {
-      yield await withInlining(s, doneOperation(`operations/${crypto.randomUUID()}`, digest, { result: hit, cachedResult: true }), req);
+      // Kept as a finished operation, so GetOperation and WaitExecution find the name we hand out.
+      const name = `operations/${crypto.randomUUID()}`;
+      const response = create(ExecuteResponseSchema, { result: hit, cachedResult: true });
+      await operationStub(s.env, name).initDone(
+        { name, tenant: s.principal.tenant, instanceName: s.instanceName, actionDigest: digest, doNotCache: false, timeoutMs: 0, priority: 0, shard: 0 },
+        toBinary(ExecuteResponseSchema, response),
+      );
+      yield await withInlining(s, doneOperation(name, digest, response), req);
       return;
     }
   }

@@ -332,3 +332,52 @@ describe("Execution with API keys", { timeout: 30_000 }, () => {
     expect(responseOf(done).result?.executionMetadata?.worker).toContain("runner key");
   });
 });
+
+describe("Operations conformance", { timeout: 30_000 }, () => {
+  it("WaitOperation with a zero timeout returns the latest state at once, for a finished and a running operation", async () => {
+    const a = await newAction("ok");
+    const name = (await executeAll(a)).at(-1)!.name;
+    const done = await ops.waitOperation({ name, timeout: { seconds: 0n } });
+    expect(done.done).toBe(true);
+    const slow = await newAction("sleep-1500");
+    const { first, rest } = await firstOf(exec.execute(request(slow)));
+    const now = await ops.waitOperation({ name: first.name, timeout: { seconds: 0n } });
+    expect(now.name).toBe(first.name);
+    expect(now.done).toBe(false);
+    await rest;
+  });
+
+  it("an Execute answered from the action cache names an operation GetOperation and WaitExecution find", async () => {
+    const a = await newAction("ok");
+    await executeAll(a);
+    const hit = (await executeAll(a)).at(-1)!;
+    expect(responseOf(hit).cachedResult).toBe(true);
+    expect((await ops.getOperation({ name: hit.name })).done).toBe(true);
+    expect(responseOf((await drain(exec.waitExecution({ name: hit.name }))).at(-1)!).cachedResult).toBe(true);
+  });
+
+  it("a do_not_cache action is run even when the action cache holds a result for its digest", async () => {
+    const a = await newAction("ok", { doNotCache: true });
+    await ac.updateActionResult({ instanceName: a.instanceName, actionDigest: a.digest, actionResult: { exitCode: 0 } });
+    const res = responseOf((await executeAll(a)).at(-1)!);
+    expect(res.cachedResult).toBe(false);
+    expect(runs({ action: a.hash }).attempts).toHaveLength(1);
+  });
+
+  it("ListOperations accepts {instance_name}/operations as its name (a filter), and keeps to the key's instance prefixes", async () => {
+    const a = await newAction("ok");
+    const name = (await executeAll(a)).at(-1)!.name;
+    await indexed(name);
+    expect((await ops.listOperations({ name: `${a.instanceName}/operations` })).operations.map((o) => o.name)).toEqual([name]);
+    expect((await ops.listOperations({ name: `${a.instanceName}/nothing/operations` })).operations).toEqual([]);
+    expect((await errorOf(ops.listOperations({ name: "bogus" }))).code).toBe(Code.InvalidArgument);
+    const key = "prefix-key-0123456789abcdef0123456789abcdef";
+    env.API_KEYS = JSON.stringify([{ key, instances: ["elsewhere"], access: "read-write", name: "narrow" }]);
+    try {
+      const narrow = grpcWebClient(Operations, { authorization: `Bearer ${key}` });
+      expect((await narrow.listOperations({ name: "operations", filter: `instance_name=${a.instanceName}` })).operations).toEqual([]);
+    } finally {
+      delete env.API_KEYS;
+    }
+  });
+});
