@@ -5,6 +5,7 @@ import { mountBlobs } from "./surfaces/blobs.ts";
 import { mountConnect } from "./surfaces/connect.ts";
 import { mountHttpCache } from "./surfaces/http-cache.ts";
 import { mountRest } from "./surfaces/rest.ts";
+import { answerAfterBody } from "./surfaces/request-body.ts";
 import { restErrorResponse, notFound } from "./errors.ts";
 
 export { CasIndexDO } from "../durable-objects/cas-index.ts";
@@ -15,6 +16,7 @@ export { RunnerContainer } from "../durable-objects/runner-container.ts";
 export type { Env } from "./env.ts";
 
 const app = new Hono();
+app.use("*", answerAfterBody);
 
 app.get("/healthz", async (c) => c.json({ ok: true, auth: (await keyConfig()).open ? "open" : "keys" }));
 mountConnect(app);

@@ -16,6 +16,7 @@ import { blobSize, readBlobByHash, writeBlob } from "../services/blobs.ts";
 import { parseHash, parseSize } from "../storage/digest.ts";
 import { contextFor } from "./handler-context.ts";
 import { parseRange } from "./http-range.ts";
+import { requestBody } from "./request-body.ts";
 
 interface CacheTarget {
   instanceName: string;
@@ -101,7 +102,7 @@ async function putCas(c: Context, t: CacheTarget): Promise<Response> {
   if (declared === undefined) throw new ConnectError("Content-Length is required for a CAS upload", Code.InvalidArgument);
   const size = parseSize(declared, "Content-Length");
   const ctx = contextFor(c.req.raw, ByteStream.method.write, "http-cache");
-  await writeBlob(ctx, t.instanceName, { hash: t.hash, size }, c.req.raw.body ?? new Blob([]).stream());
+  await writeBlob(ctx, t.instanceName, { hash: t.hash, size }, requestBody(c.req.raw));
   return new Response(null, { status: 200 });
 }
 
@@ -113,8 +114,6 @@ export function mountHttpCache(app: Hono) {
       if (c.req.method === "PUT") return await (t.kind === "ac" ? putAc(c, t) : putCas(c, t));
       return await (t.kind === "ac" ? getAc(c, t, head) : getCas(c, t, head));
     } catch (e) {
-      // A refused upload is answered now, not after the client has sent the rest of its body.
-      if (c.req.method === "PUT") await c.req.raw.body?.cancel().catch(() => {});
       return errorResponse(e);
     }
   });
