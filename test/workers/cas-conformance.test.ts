@@ -3,13 +3,15 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
-import { ContentAddressableStorage, DirectorySchema, type Digest } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { ContentAddressableStorage, DirectorySchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { ByteStream } from "../../src/gen/google/bytestream/bytestream_pb.ts";
 import { EMPTY_SHA256 } from "../../src/storage/digest.ts";
 import { codeOf, connectClient, digestOf, grpcWebClient } from "./helpers.ts";
 
 const cas = connectClient(ContentAddressableStorage);
 const bs = grpcWebClient(ByteStream);
+
+type Digest = { hash: string; sizeBytes: bigint };
 
 async function putDir(dir: Parameters<typeof create<typeof DirectorySchema>>[1]): Promise<Digest> {
   const msg = toBinary(DirectorySchema, create(DirectorySchema, dir));
