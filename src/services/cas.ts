@@ -2,10 +2,11 @@
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { ContentAddressableStorage, Compressor_Value, type Directory } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { maxBatchTotalSize } from "../config.ts";
-import { asConnectError, invalidArgument } from "../errors.ts";
+import { invalidArgument, rpcStatusOf } from "../errors.ts";
 import { checkDigestFunction, parseDigest, toProtoDigest, blobKey } from "../storage/digest.ts";
 import { childDirectories, readBytes, readDirectory } from "../storage/merkle.ts";
 import { decodePageToken, encodePageToken, seenKey, type TreeWalk } from "../storage/page-token.ts";
+import { mapLimit } from "../storage/map-limit.ts";
 import { scopeFor } from "./scope.ts";
 
 /** Upper bound on digests in one FindMissingBlobs call (10,000 is Buildbarn's recommendation). */
@@ -15,23 +16,6 @@ const TREE_CHUNK = 2_000;
 const TREE_CHUNK_BYTES = 2 * 1024 * 1024;
 
 const okStatus = { code: 0, message: "" }; // google.rpc.Code.OK
-const statusOf = (e: unknown) => {
-  const err = asConnectError(e);
-  return { code: err.code as number, message: err.rawMessage };
-};
-
-async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
-}
 
 function checkBatchSize(total: number, what: string) {
   const max = maxBatchTotalSize();
@@ -65,7 +49,7 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
         await scope.store.writeBytes(d, r.data);
         return { digest: r.digest, status: okStatus };
       } catch (e) {
-        return { digest: r.digest, status: statusOf(e) };
+        return { digest: r.digest, status: rpcStatusOf(e) };
       }
     });
     return { responses };
@@ -81,7 +65,7 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
         const data = await readBytes(scope.store, d);
         return { digest: toProtoDigest(d), data, compressor: Compressor_Value.IDENTITY, status: okStatus };
       } catch (e) {
-        return { digest: toProtoDigest(d), status: statusOf(e) };
+        return { digest: toProtoDigest(d), status: rpcStatusOf(e) };
       }
     });
     return { responses };

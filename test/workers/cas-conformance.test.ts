@@ -1,10 +1,11 @@
 // REAPI conformance of the CAS read paths: GetTree paging and resumption, and digests of size 0
 // whose hash is not the empty blob's.
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { ContentAddressableStorage, DirectorySchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { ByteStream } from "../../src/gen/google/bytestream/bytestream_pb.ts";
+import { BadRequestSchema } from "../../src/gen/google/rpc/error_details_pb.ts";
 import { EMPTY_SHA256 } from "../../src/storage/digest.ts";
 import { codeOf, connectClient, digestOf, grpcWebClient } from "./helpers.ts";
 
@@ -100,5 +101,23 @@ describe("a size-0 digest whose hash is not the empty blob's names nothing", () 
     const chunks = [];
     for await (const r of bs.read({ resourceName: `blobs/${EMPTY_SHA256}/0` })) chunks.push(r.data);
     expect(chunks.every((c) => c.byteLength === 0)).toBe(true);
+  });
+});
+
+describe("per-blob statuses in batches", () => {
+  it("keep the error details (BadRequest naming the field)", async () => {
+    const good = await digestOf("batch ok " + crypto.randomUUID());
+    const r = await cas.batchUpdateBlobs({
+      requests: [
+        { digest: { hash: "not-a-hash", sizeBytes: 1n }, data: new Uint8Array([1]) },
+        { digest: good, data: new TextEncoder().encode("batch ok ") },
+      ],
+    });
+    const bad = r.responses[0]!.status!;
+    expect(bad.code).toBe(Code.InvalidArgument);
+    expect(bad.details.map((d) => d.typeUrl)).toEqual(["type.googleapis.com/google.rpc.BadRequest"]);
+    const field = fromBinary(BadRequestSchema, bad.details[0]!.value).fieldViolations[0]?.field;
+    expect(field).toBe("digest.hash");
+    expect(r.responses[1]!.status!.code).toBe(Code.InvalidArgument); // bytes that are not the digest's
   });
 });
