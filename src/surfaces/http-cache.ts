@@ -32,6 +32,9 @@ function parseTarget(path: string): CacheTarget {
   return { instanceName: segs.map(decodeURIComponent).join("/"), kind, hash: parseHash(hash, "hash") };
 }
 
+/** The protocol names actions by hash alone. */
+const NO_SIZE = { sizeKnown: false };
+
 const octets = { "content-type": "application/octet-stream" };
 
 function errorResponse(e: unknown): Response {
@@ -46,7 +49,8 @@ async function getAc(c: Context, t: CacheTarget, head: boolean): Promise<Respons
   const ctx = contextFor(c.req.raw, ActionCache.method.getActionResult, "http-cache");
   const result = await getActionResult(
     ctx,
-    create(GetActionResultRequestSchema, { instanceName: t.instanceName, actionDigest: { hash: t.hash, sizeBytes: 0n } }),
+    create(GetActionResultRequestSchema, { instanceName: t.instanceName, actionDigest: { hash: t.hash } }),
+    NO_SIZE,
   );
   const bytes = toBinary(ActionResultSchema, result);
   return new Response(head ? null : bytes, { headers: { ...octets, "content-length": String(bytes.byteLength) } });
@@ -65,7 +69,8 @@ async function putAc(c: Context, t: CacheTarget): Promise<Response> {
   const ctx = contextFor(c.req.raw, ActionCache.method.updateActionResult, "http-cache");
   await updateActionResult(
     ctx,
-    create(UpdateActionResultRequestSchema, { instanceName: t.instanceName, actionDigest: { hash: t.hash, sizeBytes: 0n }, actionResult }),
+    create(UpdateActionResultRequestSchema, { instanceName: t.instanceName, actionDigest: { hash: t.hash }, actionResult }),
+    NO_SIZE,
   );
   return new Response(null, { status: 200 });
 }
