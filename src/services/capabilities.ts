@@ -7,6 +7,7 @@ import {
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { maxBatchTotalSize } from "../config.ts";
 import { configuredRunners } from "../execution/runners.ts";
+import { SUPPORTED_NODE_PROPERTIES } from "./node-properties.ts";
 import { scopeFor } from "./scope.ts";
 
 export const capabilitiesService: ServiceImpl<typeof Capabilities> = {
@@ -33,7 +34,7 @@ export const capabilitiesService: ServiceImpl<typeof Capabilities> = {
         execEnabled: configuredRunners(scope.env).length > 0 && scope.principal.canWrite,
         // ExecutionPolicy.priority orders each queue: lower runs sooner.
         executionPriorityCapabilities: { priorities: [{ minPriority: -1000, maxPriority: 1000 }] },
-        supportedNodeProperties: [],
+        supportedNodeProperties: [...SUPPORTED_NODE_PROPERTIES],
       },
       deprecatedApiVersion: { major: 2, minor: 0 },
       lowApiVersion: { major: 2, minor: 0 },

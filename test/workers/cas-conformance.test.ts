@@ -3,9 +3,10 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
-import { ContentAddressableStorage, DirectorySchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { Capabilities, ContentAddressableStorage, DirectorySchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { ByteStream } from "../../src/gen/google/bytestream/bytestream_pb.ts";
 import { BadRequestSchema } from "../../src/gen/google/rpc/error_details_pb.ts";
+import { checkOutputNodeProperties, SUPPORTED_NODE_PROPERTIES } from "../../src/services/node-properties.ts";
 import { EMPTY_SHA256 } from "../../src/storage/digest.ts";
 import { codeOf, connectClient, digestOf, grpcWebClient } from "./helpers.ts";
 
@@ -119,5 +120,17 @@ describe("per-blob statuses in batches", () => {
     const field = fromBinary(BadRequestSchema, bad.details[0]!.value).fieldViolations[0]?.field;
     expect(field).toBe("digest.hash");
     expect(r.responses[1]!.status!.code).toBe(Code.InvalidArgument); // bytes that are not the digest's
+  });
+});
+
+describe("output node properties", () => {
+  it("Capabilities advertises only what runners record, and a Command asking for more is INVALID_ARGUMENT", async () => {
+    const caps = await grpcWebClient(Capabilities).getCapabilities({});
+    expect(caps.executionCapabilities?.supportedNodeProperties).toEqual([...SUPPORTED_NODE_PROPERTIES]);
+    expect(() => checkOutputNodeProperties({ outputNodeProperties: [] })).not.toThrow();
+    expect(() => checkOutputNodeProperties({ outputNodeProperties: [...SUPPORTED_NODE_PROPERTIES] })).not.toThrow();
+    expect(() => checkOutputNodeProperties({ outputNodeProperties: ["no_such_property"] })).toThrow(/no_such_property/);
+    // Runners record neither unix_mode nor mtime yet: asking for them is refused, not ignored.
+    expect(() => checkOutputNodeProperties({ outputNodeProperties: ["unix_mode", "mtime"] })).toThrow(expect.objectContaining({ code: Code.InvalidArgument }));
   });
 });
