@@ -15,7 +15,7 @@ import { IndexSync } from "../src/resultstore/index-sync.ts";
 import { keyOf, nameOf } from "../src/resultstore/names.ts";
 import { ResourceTable } from "../src/resultstore/resource-table.ts";
 import { runUpload, type CallInfo, type UploadMethod } from "../src/resultstore/upload-rpc.ts";
-import { META, Uploader } from "../src/resultstore/uploader.ts";
+import { META, setUploadStatus, Uploader } from "../src/resultstore/uploader.ts";
 
 /** The schema helper D's read side relies on (see rs-plan.md); request_ids and index_pending are the upload side's. */
 const SCHEMA = `
@@ -102,7 +102,7 @@ export class InvocationDO extends DurableObject<Env> {
       // coverage merges). Kiln derives nothing, so it is done at the first alarm after
       // finalization: the invocation becomes IMMUTABLE a moment after it was finalized.
       this.ctx.storage.transactionSync(() => {
-        this.table.setMeta(META.uploadStatus, UploadStatus.IMMUTABLE);
+        setUploadStatus(this.table, UploadStatus.IMMUTABLE, Date.now());
         this.table.dirty(u.invocationKey);
       });
     }
@@ -175,7 +175,7 @@ export class InvocationDO extends DurableObject<Env> {
 
   /** One read of this invocation for ResultStoreDownload (src/resultstore/read-store.ts). */
   async read(q: ReadQuery): Promise<ReadResult> {
-    if (this.table.meta(DELETING) !== undefined) return { exists: false, uploadStatus: 0, rows: [], more: false };
+    if (this.table.meta(DELETING) !== undefined) return { exists: false, uploadStatus: 0, statusTimes: {}, rows: [], more: false };
     return read(this.sql, q);
   }
 }

@@ -6,6 +6,7 @@ import { mountConnect } from "./surfaces/connect.ts";
 import { mountHttpCache } from "./surfaces/http-cache.ts";
 import { mountRest } from "./surfaces/rest.ts";
 import { mountRunners } from "./surfaces/runners.ts";
+import { answerAfterBody } from "./surfaces/request-body.ts";
 import { restErrorResponse, notFound } from "./errors.ts";
 
 export { CasIndexDO } from "../durable-objects/cas-index.ts";
@@ -16,6 +17,7 @@ export { RunnerContainer } from "../durable-objects/runner-container.ts";
 export type { Env } from "./env.ts";
 
 const app = new Hono();
+app.use("*", answerAfterBody);
 
 app.get("/healthz", async (c) => c.json({ ok: true, auth: (await keyConfig()).open ? "open" : "keys" }));
 mountRunners(app);

@@ -7,6 +7,7 @@ import {
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { executionConfigured, maxBatchTotalSize } from "../config.ts";
 import { PRIORITY_RANGE } from "./execution.ts";
+import { SUPPORTED_NODE_PROPERTIES } from "./node-properties.ts";
 import { scopeFor } from "./scope.ts";
 
 export const capabilitiesService: ServiceImpl<typeof Capabilities> = {
@@ -33,7 +34,7 @@ export const capabilitiesService: ServiceImpl<typeof Capabilities> = {
         execEnabled: executionConfigured(scope.env) && scope.principal.canWrite,
         // ExecutionPolicy.priority orders each queue: lower runs sooner; values outside are clamped.
         executionPriorityCapabilities: { priorities: [{ minPriority: PRIORITY_RANGE.min, maxPriority: PRIORITY_RANGE.max }] },
-        supportedNodeProperties: [],
+        supportedNodeProperties: [...SUPPORTED_NODE_PROPERTIES],
       },
       deprecatedApiVersion: { major: 2, minor: 0 },
       lowApiVersion: { major: 2, minor: 0 },

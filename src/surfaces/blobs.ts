@@ -7,6 +7,7 @@ import { readBlob, writeBlob } from "../services/blobs.ts";
 import { parseReadResource, parseWriteResource } from "../storage/resource-name.ts";
 import { contextFor } from "./handler-context.ts";
 import { parseRange } from "./http-range.ts";
+import { requestBody } from "./request-body.ts";
 
 const resourceOf = (pathname: string) => decodeURIComponent(pathname.replace(/^\//, ""));
 
@@ -38,11 +39,9 @@ export function mountBlobs(app: Hono) {
     try {
       const r = parseWriteResource(path);
       const ctx = contextFor(c.req.raw, ByteStream.method.write, "http");
-      await writeBlob(ctx, r.instanceName, r.digest, c.req.raw.body ?? new Blob([]).stream(), r.uploadId);
+      await writeBlob(ctx, r.instanceName, r.digest, requestBody(c.req.raw), r.uploadId);
       return c.json({ committedSize: String(r.digest.size) });
     } catch (e) {
-      // A refused upload is answered now, not after the client has sent the rest of its body.
-      await c.req.raw.body?.cancel().catch(() => {});
       return restErrorResponse(e);
     }
   });

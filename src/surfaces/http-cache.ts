@@ -16,6 +16,7 @@ import { blobSize, readBlobByHash, writeBlob } from "../services/blobs.ts";
 import { parseHash, parseSize } from "../storage/digest.ts";
 import { contextFor } from "./handler-context.ts";
 import { parseRange } from "./http-range.ts";
+import { requestBody } from "./request-body.ts";
 
 interface CacheTarget {
   instanceName: string;
@@ -31,6 +32,9 @@ function parseTarget(path: string): CacheTarget {
   return { instanceName: segs.map(decodeURIComponent).join("/"), kind, hash: parseHash(hash, "hash") };
 }
 
+/** The protocol names actions by hash alone. */
+const NO_SIZE = { sizeKnown: false };
+
 const octets = { "content-type": "application/octet-stream" };
 
 function errorResponse(e: unknown): Response {
@@ -45,7 +49,8 @@ async function getAc(c: Context, t: CacheTarget, head: boolean): Promise<Respons
   const ctx = contextFor(c.req.raw, ActionCache.method.getActionResult, "http-cache");
   const result = await getActionResult(
     ctx,
-    create(GetActionResultRequestSchema, { instanceName: t.instanceName, actionDigest: { hash: t.hash, sizeBytes: 0n } }),
+    create(GetActionResultRequestSchema, { instanceName: t.instanceName, actionDigest: { hash: t.hash } }),
+    NO_SIZE,
   );
   const bytes = toBinary(ActionResultSchema, result);
   return new Response(head ? null : bytes, { headers: { ...octets, "content-length": String(bytes.byteLength) } });
@@ -64,7 +69,8 @@ async function putAc(c: Context, t: CacheTarget): Promise<Response> {
   const ctx = contextFor(c.req.raw, ActionCache.method.updateActionResult, "http-cache");
   await updateActionResult(
     ctx,
-    create(UpdateActionResultRequestSchema, { instanceName: t.instanceName, actionDigest: { hash: t.hash, sizeBytes: 0n }, actionResult }),
+    create(UpdateActionResultRequestSchema, { instanceName: t.instanceName, actionDigest: { hash: t.hash }, actionResult }),
+    NO_SIZE,
   );
   return new Response(null, { status: 200 });
 }
@@ -101,7 +107,7 @@ async function putCas(c: Context, t: CacheTarget): Promise<Response> {
   if (declared === undefined) throw new ConnectError("Content-Length is required for a CAS upload", Code.InvalidArgument);
   const size = parseSize(declared, "Content-Length");
   const ctx = contextFor(c.req.raw, ByteStream.method.write, "http-cache");
-  await writeBlob(ctx, t.instanceName, { hash: t.hash, size }, c.req.raw.body ?? new Blob([]).stream());
+  await writeBlob(ctx, t.instanceName, { hash: t.hash, size }, requestBody(c.req.raw));
   return new Response(null, { status: 200 });
 }
 
@@ -113,8 +119,6 @@ export function mountHttpCache(app: Hono) {
       if (c.req.method === "PUT") return await (t.kind === "ac" ? putAc(c, t) : putCas(c, t));
       return await (t.kind === "ac" ? getAc(c, t, head) : getCas(c, t, head));
     } catch (e) {
-      // A refused upload is answered now, not after the client has sent the rest of its body.
-      if (c.req.method === "PUT") await c.req.raw.body?.cancel().catch(() => {});
       return errorResponse(e);
     }
   });
