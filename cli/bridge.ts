@@ -13,6 +13,7 @@ import {
 } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { ByteStream } from "../src/gen/google/bytestream/bytestream_pb.ts";
 import { ResultStoreDownload } from "../src/gen/google/devtools/resultstore/v2/resultstore_download_pb.ts";
+import { ResultStoreFileDownload } from "../src/gen/google/devtools/resultstore/v2/resultstore_file_download_pb.ts";
 import { ResultStoreUpload } from "../src/gen/google/devtools/resultstore/v2/resultstore_upload_pb.ts";
 import { Operations } from "../src/gen/google/longrunning/operations_pb.ts";
 import { byteStreamRead } from "./bytestream-read.ts";
@@ -21,7 +22,7 @@ import { reportFailures, type Log } from "./failures.ts";
 import { forwardMethod } from "./forward.ts";
 
 /** Every service the worker serves over gRPC-web. */
-const SERVICES: DescService[] = [Capabilities, ContentAddressableStorage, ActionCache, Execution, ByteStream, Operations, ResultStoreUpload, ResultStoreDownload];
+const SERVICES: DescService[] = [Capabilities, ContentAddressableStorage, ActionCache, Execution, ByteStream, Operations, ResultStoreUpload, ResultStoreDownload, ResultStoreFileDownload];
 
 export interface BridgeOptions {
   /** The worker's origin, e.g. http://127.0.0.1:8787. */

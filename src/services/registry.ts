@@ -6,6 +6,8 @@ import { ByteStream } from "../gen/google/bytestream/bytestream_pb.ts";
 import { ResultStoreUpload } from "../gen/google/devtools/resultstore/v2/resultstore_upload_pb.ts";
 import { ResultStoreDownload } from "../gen/google/devtools/resultstore/v2/resultstore_download_pb.ts";
 import { resultStoreDownloadService } from "./resultstore-download.ts";
+import { ResultStoreFileDownload } from "../gen/google/devtools/resultstore/v2/resultstore_file_download_pb.ts";
+import { resultStoreFileDownloadService } from "./resultstore-file-download.ts";
 import { Operations } from "../gen/google/longrunning/operations_pb.ts";
 import { actionCacheService } from "./action-cache.ts";
 import { byteStreamService } from "./bytestream.ts";
@@ -38,4 +40,5 @@ export const services: ServiceEntry[] = [
   entry(Operations, operationsService),
   entry(ResultStoreUpload, resultStoreUploadService, RESULTSTORE_UPLOAD_MAX),
   entry(ResultStoreDownload, resultStoreDownloadService),
+  entry(ResultStoreFileDownload, resultStoreFileDownloadService),
 ];
