@@ -38,6 +38,8 @@ export interface Env {
   MAX_ACTION_TIMEOUT_SECONDS?: string;
   /** Queued operations complete UNAVAILABLE once no runner has answered for this long. */
   NO_RUNNER_TIMEOUT_SECONDS?: string;
+  /** Origins that browsers may call from: comma-separated, or "*" (then without credentials). Unset: none. */
+  CORS_ORIGINS?: string;
   /** A ResultStore invocation not modified for this long is finalized (default 86400). */
   RESULTSTORE_AUTO_FINALIZE_SECONDS?: string;
 }

@@ -3,6 +3,7 @@ import { Hono } from "hono";
 import { keyConfig } from "./config.ts";
 import { mountBlobs } from "./surfaces/blobs.ts";
 import { mountConnect } from "./surfaces/connect.ts";
+import { corsMiddleware } from "./surfaces/cors.ts";
 import { mountHttpCache } from "./surfaces/http-cache.ts";
 import { mountRest } from "./surfaces/rest.ts";
 import { mountRunners } from "./surfaces/runners.ts";
@@ -19,6 +20,8 @@ export type { Env } from "./env.ts";
 const app = new Hono();
 app.use("*", answerAfterBody);
 
+// First, so preflights are answered and every response (errors included) carries the CORS headers.
+app.use("*", corsMiddleware);
 app.get("/healthz", async (c) => c.json({ ok: true, auth: (await keyConfig()).open ? "open" : "keys" }));
 mountRunners(app);
 mountConnect(app);

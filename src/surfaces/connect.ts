@@ -6,7 +6,7 @@ import { createConnectRouter } from "@connectrpc/connect";
 import { createFetchHandler } from "@connectrpc/connect/protocol";
 import type { Hono } from "hono";
 import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.ts";
-import { services } from "../services/registry.ts";
+import { serviceFiles, services } from "../services/registry.ts";
 
 /** Largest single message we accept: a 4 MiB batch plus framing headroom. */
 const READ_MAX_BYTES = 8 * 1024 * 1024;
@@ -20,7 +20,7 @@ const readMaxFor = (maxRequestBytes: number | undefined) => (maxRequestBytes ? M
 
 // The Connect JSON codec must resolve google.protobuf.Any (Operation.metadata and .response,
 // google.rpc.Status.details) to the message types they carry.
-const registry = createRegistry(file_google_rpc_error_details, ...services.map((s) => s.service.file));
+const registry = createRegistry(file_google_rpc_error_details, ...serviceFiles());
 const router = createConnectRouter({ readMaxBytes: READ_MAX_BYTES, jsonOptions: { registry } });
 for (const { service, impl, maxRequestBytes } of services) router.service(service, impl, { readMaxBytes: readMaxFor(maxRequestBytes) });
 

@@ -20,7 +20,7 @@ import { http } from "../gen/google/api/annotations_pb.ts";
 import type { HttpRule } from "../gen/google/api/http_pb.ts";
 import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.ts";
 import { asConnectError, invalidArgument, restErrorBody, restErrorResponse } from "../errors.ts";
-import { services } from "../services/registry.ts";
+import { serviceFiles, services } from "../services/registry.ts";
 import { contextFor } from "./handler-context.ts";
 import { compileTemplate, matchTemplate, type CompiledTemplate } from "./rest-template.ts";
 
@@ -41,7 +41,7 @@ interface Route {
   customVerb: boolean;
 }
 
-const registry = createRegistry(file_google_rpc_error_details, ...services.map((s) => s.service.file));
+const registry = createRegistry(file_google_rpc_error_details, ...serviceFiles());
 
 function bindingsOf(rule: HttpRule): HttpRule[] {
   return [rule, ...rule.additionalBindings];
