@@ -84,8 +84,7 @@ export const operationsService: ServiceImpl<typeof Operations> = {
     // Only what the key may read: its instance prefixes apply here as to GetOperation.
     const visible = page.filter((row) => mayUse(principal, row.instanceName));
     const ops: Operation[] = (await Promise.all(visible.map((row) => env.OPERATION.get(env.OPERATION.idFromName(row.name)).operation())))
-      .filter((b): b is Uint8Array => b !== null)
-      .map((b) => fromBinary(OperationSchema, b));
+      .flatMap((b) => (b ? [fromBinary(OperationSchema, b as Uint8Array)] : []));
     const last = page[page.length - 1];
     const nextPageToken = rows.length > pageSize && last ? b64url(JSON.stringify({ createdAt: last.createdAt, name: last.name, f: req.filter })) : "";
     return { operations: ops, nextPageToken };
