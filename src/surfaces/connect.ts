@@ -7,6 +7,7 @@ import { createFetchHandler } from "@connectrpc/connect/protocol";
 import type { Hono } from "hono";
 import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.ts";
 import { services } from "../services/registry.ts";
+import { withParseErrorsAsInvalidArgument } from "./connect-parse-errors.ts";
 
 /** Largest single message we accept: a 4 MiB batch plus framing headroom. */
 const READ_MAX_BYTES = 8 * 1024 * 1024;
@@ -25,7 +26,7 @@ const router = createConnectRouter({ readMaxBytes: READ_MAX_BYTES, jsonOptions: 
 for (const { service, impl, maxRequestBytes } of services) router.service(service, impl, { readMaxBytes: readMaxFor(maxRequestBytes) });
 
 const handlers = new Map(
-  router.handlers.map((h) => [h.requestPath, createFetchHandler(h, { httpVersion: "1.1" })] as const),
+  router.handlers.map((h) => [h.requestPath, createFetchHandler(withParseErrorsAsInvalidArgument(h), { httpVersion: "1.1" })] as const),
 );
 
 export function mountConnect(app: Hono) {

@@ -16,6 +16,7 @@ import { blobSize, readBlobByHash, writeBlob } from "../services/blobs.ts";
 import { parseHash, parseSize } from "../storage/digest.ts";
 import { contextFor } from "./handler-context.ts";
 import { parseRange } from "./http-range.ts";
+import { decodePath } from "./path-decode.ts";
 
 interface CacheTarget {
   instanceName: string;
@@ -28,7 +29,7 @@ function parseTarget(path: string): CacheTarget {
   const hash = segs.pop() ?? "";
   const kind = segs.pop();
   if (kind !== "ac" && kind !== "cas") throw new ConnectError(`not a cache path: ${path.slice(0, 200)}`, Code.NotFound);
-  return { instanceName: segs.map(decodeURIComponent).join("/"), kind, hash: parseHash(hash, "hash") };
+  return { instanceName: segs.map((s) => decodePath(s, "instance_name")).join("/"), kind, hash: parseHash(hash, "hash") };
 }
 
 const octets = { "content-type": "application/octet-stream" };

@@ -86,14 +86,21 @@ function setPath(schema: DescMessage, obj: JsonObject, path: string, value: stri
     if (i === parts.length - 1) {
       const json = scalarJson(field, value, path);
       if (field.fieldKind === "list") {
-        const list = (target[field.jsonName] as JsonValue[] | undefined) ?? [];
+        const list = target[field.jsonName] ?? [];
+        if (!Array.isArray(list)) throw invalidArgument(`"${path}" is a repeated field; the body gave it a single value`, path);
         list.push(json);
         target[field.jsonName] = list;
       } else target[field.jsonName] = json;
       return;
     }
     if (field.fieldKind !== "message") throw invalidArgument(`"${path}" does not name a message field`, path);
-    target = ((target[field.jsonName] as JsonObject | undefined) ??= {});
+    // The body may have put a string or number where the path binds into a message.
+    const inner = (target[field.jsonName] ??= {});
+    if (typeof inner !== "object" || inner === null || Array.isArray(inner)) {
+      const at = parts.slice(0, i + 1).join(".");
+      throw invalidArgument(`"${at}" must be a JSON object, not ${Array.isArray(inner) ? "an array" : typeof inner}`, at);
+    }
+    target = inner;
     msg = field.message;
   }
 }
@@ -214,6 +221,8 @@ export function mountRest(app: Hono) {
       try {
         return await serve(c.req.raw, route, bindings, url);
       } catch (e) {
+        // Refused before its body was read: say so now rather than after the client sent it all.
+        if (!c.req.raw.bodyUsed) await c.req.raw.body?.cancel().catch(() => {});
         return restErrorResponse(e);
       }
     }
