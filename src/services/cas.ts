@@ -6,10 +6,9 @@ import { asConnectError, invalidArgument } from "../errors.ts";
 import { checkDigestFunction, parseDigest, toProtoDigest, type BlobDigest, blobKey } from "../storage/digest.ts";
 import { childDirectories, readBytes, readDirectory } from "../storage/merkle.ts";
 import { decodePageToken, encodePageToken } from "../storage/page-token.ts";
+import { MAX_BATCH_ENTRIES, MAX_FIND_MISSING_DIGESTS, checkCount, maxTreeDirectoriesPerCall } from "./limits.ts";
 import { scopeFor } from "./scope.ts";
 
-/** Upper bound on digests in one FindMissingBlobs call (10,000 is Buildbarn's recommendation). */
-const MAX_FIND_MISSING = 100_000;
 /** Directories per streamed GetTree message when the client sets no page size. */
 const TREE_CHUNK = 2_000;
 
@@ -43,9 +42,7 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
   async findMissingBlobs(req, ctx) {
     const scope = await scopeFor(ctx, req.instanceName, "read");
     checkDigestFunction(req.digestFunction);
-    if (req.blobDigests.length > MAX_FIND_MISSING) {
-      throw invalidArgument(`at most ${MAX_FIND_MISSING} digests per call, got ${req.blobDigests.length}`, "blob_digests");
-    }
+    checkCount(req.blobDigests.length, MAX_FIND_MISSING_DIGESTS, "MAX_FIND_MISSING_DIGESTS", "blob_digests", "digests");
     const digests = req.blobDigests.map((d, i) => parseDigest(d, `blob_digests[${i}]`));
     const missing = await scope.store.index.missing(digests, true);
     return { missingBlobDigests: missing.map(toProtoDigest) };
@@ -54,6 +51,7 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
   async batchUpdateBlobs(req, ctx) {
     const scope = await scopeFor(ctx, req.instanceName, "write");
     checkDigestFunction(req.digestFunction);
+    checkCount(req.requests.length, MAX_BATCH_ENTRIES, "MAX_BATCH_ENTRIES", "requests", "blobs");
     checkBatchSize(req.requests.reduce((n, r) => n + r.data.byteLength, 0), "the batch");
     const responses = await mapLimit(req.requests, 8, async (r) => {
       try {
@@ -73,6 +71,7 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
   async batchReadBlobs(req, ctx) {
     const scope = await scopeFor(ctx, req.instanceName, "read");
     checkDigestFunction(req.digestFunction);
+    checkCount(req.digests.length, MAX_BATCH_ENTRIES, "MAX_BATCH_ENTRIES", "digests", "digests");
     const digests = req.digests.map((d, i) => parseDigest(d, `digests[${i}]`));
     checkBatchSize(digests.reduce((n, d) => n + d.size, 0), "the requested blobs");
     const responses = await mapLimit(digests, 8, async (d) => {
@@ -98,12 +97,14 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
     if (req.pageSize < 0) throw invalidArgument("page_size must not be negative", "page_size");
     let queue: BlobDigest[] = req.pageToken ? decodePageToken(req.pageToken, root) : [root];
     const seen = new Set(queue.map(blobKey));
-    const pageSize = req.pageSize || Infinity;
+    const pageSize = Math.min(req.pageSize || Infinity, maxTreeDirectoriesPerCall());
     let page: Directory[] = [];
+    let read = 0;
     let first = !req.pageToken;
     while (queue.length > 0) {
       const d = queue.shift()!;
       const dir = await readDirectory(scope.store, d);
+      read++;
       if (!dir) {
         if (first) throw new ConnectError(`root directory ${blobKey(root)} not found`, Code.NotFound);
         continue;
@@ -116,11 +117,11 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
           queue.push(c);
         }
       }
-      if (page.length >= pageSize && queue.length > 0) {
+      if (read >= pageSize && queue.length > 0) {
         yield { directories: page, nextPageToken: encodePageToken(queue, root) };
         return;
       }
-      if (pageSize === Infinity && page.length >= TREE_CHUNK) {
+      if (!req.pageSize && page.length >= TREE_CHUNK) {
         yield { directories: page, nextPageToken: "" };
         page = [];
       }

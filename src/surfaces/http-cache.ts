@@ -17,6 +17,8 @@ import { parseHash, parseSize } from "../storage/digest.ts";
 import { contextFor } from "./handler-context.ts";
 import { parseRange } from "./http-range.ts";
 import { decodePath } from "./path-decode.ts";
+import { requireCaller } from "../caller.ts";
+import { readBodyBounded } from "./body.ts";
 
 interface CacheTarget {
   instanceName: string;
@@ -53,9 +55,8 @@ async function getAc(c: Context, t: CacheTarget, head: boolean): Promise<Respons
 }
 
 async function putAc(c: Context, t: CacheTarget): Promise<Response> {
-  const len = Number(c.req.header("content-length") ?? "0");
-  if (len > MAX_ACTION_RESULT_BYTES) throw invalidArgument(`an action result of ${len} bytes is over ${MAX_ACTION_RESULT_BYTES}`);
-  const bytes = new Uint8Array(await c.req.arrayBuffer());
+  await requireCaller(c.req.raw.headers); // before the body is read
+  const bytes = await readBodyBounded(c.req.raw, MAX_ACTION_RESULT_BYTES, "MAX_ACTION_RESULT_BYTES");
   let actionResult;
   try {
     actionResult = fromBinary(ActionResultSchema, bytes);

@@ -1,6 +1,15 @@
-// Fuzz: malformed Connect requests (binary and JSON, unary and server-streaming) to every method.
+// Fuzz: malformed Connect requests (binary and JSON, unary and server-streaming) to every method,
+// and now and then a batch over the entry limits.
 // A case is (seed, index); a failure names its index so it can be replayed alone.
+import { create, toBinary, type DescMessage } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
+import {
+  BatchReadBlobsRequestSchema,
+  BatchUpdateBlobsRequestSchema,
+  ContentAddressableStorage,
+  FindMissingBlobsRequestSchema,
+} from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { MAX_BATCH_ENTRIES, MAX_FIND_MISSING_DIGESTS } from "../../src/services/limits.ts";
 import {
   CONTENT_TYPES,
   FUZZ_CASES,
@@ -8,6 +17,7 @@ import {
   breakMessage,
   describeFaults,
   encode,
+  missingHash,
   mutate,
   mutateJson,
   randomMessage,
@@ -19,7 +29,25 @@ import {
 
 const SEED = 9001;
 
+/** Batches over the entry limits (size-0 entries weigh nothing against the byte limit). */
+function oversizedCase(r: Rng): Case {
+  const cas = ContentAddressableStorage;
+  const n = MAX_FIND_MISSING_DIGESTS + 1 + r.int(20_000);
+  const digests = Array.from({ length: n }, () => ({ hash: missingHash(r), sizeBytes: 0n }));
+  const [method, schema, msg] = r.pick([
+    () => [cas.method.findMissingBlobs, FindMissingBlobsRequestSchema, { blobDigests: digests }] as const,
+    () => [cas.method.batchReadBlobs, BatchReadBlobsRequestSchema, { digests: digests.slice(0, MAX_BATCH_ENTRIES + 1 + r.int(5000)) }] as const,
+    () => [cas.method.batchUpdateBlobs, BatchUpdateBlobsRequestSchema, { requests: digests.slice(0, MAX_BATCH_ENTRIES + 1 + r.int(5000)).map((digest) => ({ digest })) }] as const,
+  ])();
+  const body = toBinary(schema as DescMessage, create(schema as DescMessage, msg as never));
+  return {
+    label: `oversized ${method.name}`,
+    request: new Request(`http://kiln/${cas.typeName}/${method.name}`, { method: "POST", headers: { "content-type": "application/proto" }, body }),
+  };
+}
+
 function connectCase(r: Rng): Case {
+  if (r.chance(0.003)) return oversizedCase(r);
   const m = r.pick(unaryMethods);
   const stream = m.methodKind === "server_streaming";
   const writing = WRITING_METHODS.has(m.name);
