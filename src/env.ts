@@ -19,6 +19,8 @@ export interface Env {
   INDEX: D1Database;
   /** Upper bound of the summed blob sizes in one batch request; advertised in Capabilities. */
   MAX_BATCH_TOTAL_SIZE_BYTES?: string;
+  /** Directories one GetTree call reads before answering with a page token (default 5000). */
+  MAX_TREE_DIRECTORIES_PER_CALL?: string;
   /** API keys as JSON (see README, "API keys"). Unset or empty: the service runs open. */
   API_KEYS?: string;
   /** Runner credentials as JSON (see README, "Runners"). */

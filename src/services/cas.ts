@@ -7,10 +7,9 @@ import { checkDigestFunction, parseDigest, toProtoDigest, blobKey } from "../sto
 import { childDirectories, readBytes, readDirectory } from "../storage/merkle.ts";
 import { decodePageToken, encodePageToken, seenKey, type TreeWalk } from "../storage/page-token.ts";
 import { mapLimit } from "../storage/map-limit.ts";
+import { MAX_BATCH_ENTRIES, MAX_FIND_MISSING_DIGESTS, checkCount, maxTreeDirectoriesPerCall } from "./limits.ts";
 import { scopeFor } from "./scope.ts";
 
-/** Upper bound on digests in one FindMissingBlobs call (10,000 is Buildbarn's recommendation). */
-const MAX_FIND_MISSING = 100_000;
 /** Most directories, and about the most bytes of them, in one GetTree message (4 MiB is the usual cap). */
 const TREE_CHUNK = 2_000;
 const TREE_CHUNK_BYTES = 2 * 1024 * 1024;
@@ -28,9 +27,7 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
   async findMissingBlobs(req, ctx) {
     const scope = await scopeFor(ctx, req.instanceName, "read");
     checkDigestFunction(req.digestFunction);
-    if (req.blobDigests.length > MAX_FIND_MISSING) {
-      throw invalidArgument(`at most ${MAX_FIND_MISSING} digests per call, got ${req.blobDigests.length}`, "blob_digests");
-    }
+    checkCount(req.blobDigests.length, MAX_FIND_MISSING_DIGESTS, "MAX_FIND_MISSING_DIGESTS", "blob_digests", "digests");
     const digests = req.blobDigests.map((d, i) => parseDigest(d, `blob_digests[${i}]`));
     const missing = await scope.store.index.missing(digests, true);
     return { missingBlobDigests: missing.map(toProtoDigest) };
@@ -39,6 +36,7 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
   async batchUpdateBlobs(req, ctx) {
     const scope = await scopeFor(ctx, req.instanceName, "write");
     checkDigestFunction(req.digestFunction);
+    checkCount(req.requests.length, MAX_BATCH_ENTRIES, "MAX_BATCH_ENTRIES", "requests", "blobs");
     checkBatchSize(req.requests.reduce((n, r) => n + r.data.byteLength, 0), "the batch");
     const responses = await mapLimit(req.requests, 8, async (r) => {
       try {
@@ -58,6 +56,7 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
   async batchReadBlobs(req, ctx) {
     const scope = await scopeFor(ctx, req.instanceName, "read");
     checkDigestFunction(req.digestFunction);
+    checkCount(req.digests.length, MAX_BATCH_ENTRIES, "MAX_BATCH_ENTRIES", "digests", "digests");
     const digests = req.digests.map((d, i) => parseDigest(d, `digests[${i}]`));
     checkBatchSize(digests.reduce((n, d) => n + d.size, 0), "the requested blobs");
     const responses = await mapLimit(digests, 8, async (d) => {
@@ -86,12 +85,16 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
     if (req.pageSize < 0) throw invalidArgument("page_size must not be negative", "page_size");
     const walk: TreeWalk = req.pageToken ? decodePageToken(req.pageToken, root) : { queue: [root], seen: new Set([seenKey(root)]) };
     const pageSize = req.pageSize > 0 ? Math.min(req.pageSize, TREE_CHUNK) : TREE_CHUNK;
+    // One call reads at most this many directories (subrequests are bounded); the client resumes.
+    const perCall = maxTreeDirectoriesPerCall();
     let page: Directory[] = [];
     let pageBytes = 0;
+    let read = 0;
     let first = !req.pageToken;
     while (walk.queue.length > 0) {
       const d = walk.queue.shift()!;
       const dir = await readDirectory(scope.store, d);
+      read++;
       if (!dir) {
         if (first) throw new ConnectError(`root directory ${blobKey(root)} not found`, Code.NotFound);
         continue;
@@ -104,6 +107,10 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
           walk.seen.add(seenKey(c));
           walk.queue.push(c);
         }
+      }
+      if (read >= perCall && walk.queue.length > 0) {
+        yield { directories: page, nextPageToken: encodePageToken(walk, root) };
+        return;
       }
       if ((page.length >= pageSize || pageBytes >= TREE_CHUNK_BYTES) && walk.queue.length > 0) {
         yield { directories: page, nextPageToken: encodePageToken(walk, root) };

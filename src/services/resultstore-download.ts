@@ -43,6 +43,7 @@ import { counts, decodeToken, encodeToken, type TokenPosition } from "../results
 import { optionalResponseMask, responseMask } from "../resultstore/response-mask.ts";
 import { searchIndex } from "../resultstore/search-index.ts";
 import { resultStoreScope, type ResultStoreScope } from "./scope.ts";
+import { MAX_LIST_OFFSET } from "./limits.ts";
 
 const MAX_PAGE = 1000;
 /** The only response fields SearchConfiguredTargets supports in its mask (the proto's list). */
@@ -53,8 +54,6 @@ const SEARCH_CONFIGURED_TARGET_FIELDS = [
   "configured_targets.timing",
   "next_page_token",
 ];
-/** Offsets beyond this are refused ("may be rejected if too high"): they cost a scan each. */
-const MAX_OFFSET = 1_000_000;
 
 // ---- paging ----
 
@@ -83,7 +82,7 @@ function positionStart(start: PageStart): number {
 }
 
 function offsetOf(v: bigint): number {
-  if (v < 0n || v > BigInt(MAX_OFFSET)) throw invalidArgument(`offset must be between 0 and ${MAX_OFFSET}`, "offset");
+  if (v < 0n || v > BigInt(MAX_LIST_OFFSET)) throw invalidArgument(`offset must be between 0 and ${MAX_LIST_OFFSET} (MAX_LIST_OFFSET)`, "offset");
   return Number(v);
 }
 

@@ -17,6 +17,9 @@ import { parseHash, parseSize } from "../storage/digest.ts";
 import { contextFor } from "./handler-context.ts";
 import { parseRange } from "./http-range.ts";
 import { requestBody } from "./request-body.ts";
+import { decodePath } from "./path-decode.ts";
+import { requireCaller } from "../caller.ts";
+import { readBodyBounded } from "./body.ts";
 
 interface CacheTarget {
   instanceName: string;
@@ -29,7 +32,7 @@ function parseTarget(path: string): CacheTarget {
   const hash = segs.pop() ?? "";
   const kind = segs.pop();
   if (kind !== "ac" && kind !== "cas") throw new ConnectError(`not a cache path: ${path.slice(0, 200)}`, Code.NotFound);
-  return { instanceName: segs.map(decodeURIComponent).join("/"), kind, hash: parseHash(hash, "hash") };
+  return { instanceName: segs.map((s) => decodePath(s, "instance_name")).join("/"), kind, hash: parseHash(hash, "hash") };
 }
 
 /** The protocol names actions by hash alone. */
@@ -57,9 +60,8 @@ async function getAc(c: Context, t: CacheTarget, head: boolean): Promise<Respons
 }
 
 async function putAc(c: Context, t: CacheTarget): Promise<Response> {
-  const len = Number(c.req.header("content-length") ?? "0");
-  if (len > MAX_ACTION_RESULT_BYTES) throw invalidArgument(`an action result of ${len} bytes is over ${MAX_ACTION_RESULT_BYTES}`);
-  const bytes = new Uint8Array(await c.req.arrayBuffer());
+  await requireCaller(c.req.raw.headers); // before the body is read
+  const bytes = await readBodyBounded(c.req.raw, MAX_ACTION_RESULT_BYTES, "MAX_ACTION_RESULT_BYTES");
   let actionResult;
   try {
     actionResult = fromBinary(ActionResultSchema, bytes);
