@@ -98,17 +98,25 @@ export interface FakeRunner {
   close(): void;
   /** Cancels reported by the pool, by lease id. */
   cancels: string[];
+  /** How often the connection dropped and was dialled again. */
+  reconnects(): number;
 }
 
-export async function connectRunner(o: FakeRunnerOptions = {}): Promise<FakeRunner> {
-  const id = o.id ?? `fake-${crypto.randomUUID().slice(0, 8)}`;
-  const slots = o.slots ?? 2;
+async function dial(o: FakeRunnerOptions): Promise<WebSocket> {
   const res = await SELF.fetch(`http://kiln/v1/runners/connect?shard=${o.shard ?? 0}`, {
     headers: { upgrade: "websocket", authorization: `Bearer ${o.key ?? TEST_RUNNER_KEY}` },
   });
   const ws = res.webSocket;
   if (!ws) throw new Error(`runner connect answered ${res.status}: ${await res.text()}`);
   ws.accept();
+  return ws;
+}
+
+export async function connectRunner(o: FakeRunnerOptions = {}): Promise<FakeRunner> {
+  const id = o.id ?? `fake-${crypto.randomUUID().slice(0, 8)}`;
+  const slots = o.slots ?? 2;
+  let ws = await dial(o);
+  let closing = false;
   const live = new Map<string, { attempt: Attempt; stop: (why: "cancelled" | "abandoned") => void; silent: boolean }>();
   const refusedSince = { value: false };
   const cancels: string[] = [];
@@ -240,12 +248,25 @@ export async function connectRunner(o: FakeRunnerOptions = {}): Promise<FakeRunn
     return complete(a, "ok", { case: "response", value: create(ExecuteResponseSchema, { result: await resultFor(hash, 0) }) });
   }
 
-  ws.addEventListener("message", (ev) => {
-    if (typeof ev.data === "string") return;
-    // workerd hands a client-side socket's binary frames over as Blobs.
-    const data = ev.data instanceof Blob ? ev.data.arrayBuffer() : Promise.resolve(ev.data as ArrayBuffer);
-    void data.then((d) => onMessage(fromBinary(PoolMessageSchema, new Uint8Array(d))));
-  });
+  const listen = (socket: WebSocket) => {
+    socket.addEventListener("message", (ev) => {
+      if (typeof ev.data === "string") return;
+      // workerd hands a client-side socket's binary frames over as Blobs.
+      const data = ev.data instanceof Blob ? ev.data.arrayBuffer() : Promise.resolve(ev.data as ArrayBuffer);
+      void data.then((d) => onMessage(fromBinary(PoolMessageSchema, new Uint8Array(d))));
+    });
+    // A dropped connection is dialled again (as the real runner does), naming the leases it runs.
+    socket.addEventListener("close", () => {
+      if (closing) return;
+      reconnects++;
+      void dial(o).then((next) => {
+        ws = next;
+        listen(ws);
+        hello([...live.values()].filter((l) => !l.silent).map((l) => l.attempt.leaseId));
+      });
+    });
+  };
+  let reconnects = 0;
   const onMessage = (msg: PoolMessage) => {
     switch (msg.kind.case) {
       case "welcome":
@@ -260,12 +281,17 @@ export async function connectRunner(o: FakeRunnerOptions = {}): Promise<FakeRunn
       }
     }
   };
-  send({ case: "hello", value: create(HelloSchema, { runnerId: id, slots, properties: (o.properties ?? []).map(([name, value]) => ({ name, value })) }) });
+  const hello = (runningLeaseIds: string[]) =>
+    send({ case: "hello", value: create(HelloSchema, { runnerId: id, slots, runningLeaseIds, properties: (o.properties ?? []).map(([name, value]) => ({ name, value })) }) });
+  listen(ws);
+  hello([]);
   return {
     id,
     cancels,
     running: () => [...live.values()].map((l) => l.attempt),
+    reconnects: () => reconnects,
     close() {
+      closing = true;
       clearInterval(heartbeat);
       for (const l of live.values()) (l.silent = true), l.stop("abandoned");
       try {
