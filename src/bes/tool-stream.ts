@@ -22,6 +22,19 @@ export const recordedStream = (invocationId: string): MessageInitShape<typeof St
   component: StreamId_BuildComponent.TOOL,
 });
 
+/**
+ * How much one IngestBuildToolEvents call carries (the bridge's and upload-bep's batches): Bazel's
+ * events are a few KiB, a call is one Durable Object transaction, and the worker takes 10 MiB.
+ */
+export const BATCH_EVENTS = 200;
+export const BATCH_BYTES = 4 * 1024 * 1024;
+
+/** The BEP bytes a request carries (what makes a batch large). */
+export function eventBytes(r: PublishBuildToolEventStreamRequest): number {
+  const e = r.orderedBuildEvent?.event?.event;
+  return e?.case === "bazelEvent" ? e.value.value.byteLength : 0;
+}
+
 /** The request carrying BEP event `ev` as sequence number `seq` (from 1). */
 export function toolEventRequest(streamId: MessageInitShape<typeof StreamIdSchema>, seq: number, ev: BuildEvent): PublishBuildToolEventStreamRequest {
   return create(PublishBuildToolEventStreamRequestSchema, {
