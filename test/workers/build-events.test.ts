@@ -2,7 +2,9 @@
 // (test/fixtures/bep/): every event kind's mapping, replays, out-of-order and malformed events.
 import { Code } from "@connectrpc/connect";
 import { SELF } from "cloudflare:test";
+import { clone, create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
+import { Aborted_AbortReason, BuildEventSchema, TestStatus } from "../../src/bes/bep.ts";
 import { PublishBuildEvent } from "../../src/gen/google/devtools/build/v1/publish_build_event_pb.ts";
 import { StreamId_BuildComponent } from "../../src/gen/google/devtools/build/v1/build_events_pb.ts";
 import { Status, UploadStatus } from "../../src/gen/google/devtools/resultstore/v2/common_pb.ts";
@@ -133,6 +135,58 @@ describe("BES ingestion of failures", () => {
     expect(a.files.map((f) => f.uid).sort()).toEqual(["stderr", "stdout"]);
     expect(byId(all.configuredTargets, "//:broken")[0]!.statusAttributes?.status).toBe(Status.FAILED_TO_BUILD);
     expect(byId(all.configuredTargets, "//:fine")[0]!.statusAttributes?.status).toBe(Status.BUILT);
+  });
+});
+
+describe("BES statuses the recordings lack (recorded events, edited)", () => {
+  it("FLAKY and TIMEOUT summaries, a second attempt, and Aborted targets with their reason", async () => {
+    const events = fixtureEvents("failing-test");
+    const at = (kind: string) => events.findIndex((e) => e.payload.case === kind);
+    const result = events[at("testResult")]!;
+    const summary = events[at("testSummary")]!;
+    const resultId = result.id!.id.value as { attempt: number; label: string; configuration?: { id: string } };
+    // A second attempt that passed: the summary says FLAKY.
+    const retry = clone(BuildEventSchema, result);
+    (retry.id!.id.value as { attempt: number }).attempt = 2;
+    if (retry.payload.case === "testResult") retry.payload.value.status = TestStatus.PASSED;
+    if (summary.payload.case === "testSummary") summary.payload.value.overallStatus = TestStatus.FLAKY;
+    // Another test that timed out, and targets aborted before they were built or configured.
+    const timedOut = clone(BuildEventSchema, summary);
+    (timedOut.id!.id.value as { label: string }).label = "//:slow_test";
+    if (timedOut.payload.case === "testSummary") timedOut.payload.value.overallStatus = TestStatus.TIMEOUT;
+    const skipped = create(BuildEventSchema, {
+      id: { id: { case: "targetCompleted", value: { label: "//:skipped", configuration: resultId.configuration } } },
+      payload: { case: "aborted", value: { reason: Aborted_AbortReason.SKIPPED, description: "skipped: a dependency failed" } },
+    });
+    const interrupted = create(BuildEventSchema, {
+      id: { id: { case: "targetConfigured", value: { label: "//:never" } } },
+      payload: { case: "aborted", value: { reason: Aborted_AbortReason.USER_INTERRUPTED } },
+    });
+    events.splice(at("testSummary"), 0, retry);
+    events.splice(at("finished"), 0, timedOut, skipped, interrupted);
+    const replay = toolStream(events);
+    await send(replay);
+    const all = await exportAll(replay.invocationId);
+    const status = (label: string) => byId(all.configuredTargets, label)[0]?.statusAttributes;
+    expect(status("//:failing_test")?.status).toBe(Status.FLAKY);
+    expect(byId(all.actions, "//:failing_test").map((a) => [a.id?.actionId, a.statusAttributes?.status]).sort()).toEqual([
+      ["build", Status.BUILT],
+      ["test_shard0_run0_attempt0", Status.FAILED],
+      ["test_shard0_run0_attempt1", Status.PASSED],
+    ]);
+    const attempt1 = byId(all.actions, "//:failing_test").find((a) => a.id?.actionId === "test_shard0_run0_attempt1")!;
+    expect(attempt1.actionType.case === "testAction" && attempt1.actionType.value.attemptNumber).toBe(1);
+    expect(status("//:slow_test")?.status).toBe(Status.TIMED_OUT);
+    expect(status("//:skipped")).toEqual(expect.objectContaining({ status: Status.SKIPPED, description: "skipped: a dependency failed" }));
+    const never = all.targets.find((t) => t.id?.targetId === "//:never")!;
+    expect(never.statusAttributes).toEqual(expect.objectContaining({ status: Status.CANCELLED, description: "USER_INTERRUPTED" }));
+  });
+
+  it("is found by SearchInvocations once ingested", async () => {
+    const replay = toolStream(fixtureEvents("failing-test"));
+    await send(replay);
+    const found = await download.searchInvocations({ query: `id.invocation_id = "${replay.invocationId}"` });
+    expect(found.invocations.map((i) => i.id?.invocationId)).toEqual([replay.invocationId]);
   });
 });
 
