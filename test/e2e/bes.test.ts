@@ -13,6 +13,7 @@ import { createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startBridge } from "../../cli/bridge.ts";
 import { uploadBep } from "../../cli/upload-bep.ts";
 import { BuildEventSchema } from "../../src/bes/bep.ts";
 import { streamFinishedRequest, toolEventRequest } from "../../src/bes/tool-stream.ts";
@@ -58,25 +59,30 @@ async function readFileUri(uri: string): Promise<string> {
   return Buffer.concat(parts).toString("utf8");
 }
 
-/** `bazel test //...` in `dir`, streaming build events to the bridge; its invocation id and result. */
-async function bazelTestWithBes(dir: string) {
+/**
+ * `bazel test //...` in `dir`, streaming build events to a bridge (the stack's unless `besTarget`),
+ * `salt` making every action miss the cache; `during` runs while Bazel does.
+ */
+async function bazelTestWithBes(dir: string, opts: { besTarget?: string; salt?: string; during?: (invocationId: string) => Promise<void> } = {}) {
   const invocationId = randomUUID();
   const outputBase = join(tmp, `ob-${invocationId}`);
   try {
-    const run = await runBazel(
+    const running = runBazel(
       dir,
       [
         "test",
         `--remote_cache=grpc://${stack.grpcTarget}`,
         "--remote_instance_name=main",
-        `--bes_backend=grpc://${stack.grpcTarget}`,
+        `--bes_backend=grpc://${opts.besTarget ?? stack.grpcTarget}`,
         `--bes_results_url=${stack.httpUrl}/invocations/`,
         `--invocation_id=${invocationId}`,
+        ...(opts.salt ? [`--action_env=SALT=${opts.salt}`] : []),
         "//...",
       ],
       { outputBase, timeoutMs: 5 * 60_000 },
     );
-    return { invocationId, ...run };
+    await opts.during?.(invocationId);
+    return { invocationId, ...(await running) };
   } finally {
     await disposeOutputBase(dir, outputBase);
   }
@@ -94,6 +100,42 @@ describe.skipIf(!haveBazel)("Bazel --bes_backend through the bridge", () => {
     for (const label of ["//:seed", "//:combined", "//:big", "//:tree", "//:multi", "//:combined_test", "//:big_test", "//:tree_test"]) expect(targets).toContain(label);
     expect(all.configuredTargets.length).toBe(all.targets.length);
     for (const ct of all.configuredTargets) expect([Status.BUILT, Status.PASSED], ct.id?.targetId).toContain(ct.statusAttributes?.status);
+  }, 6 * 60_000);
+
+  it("a stream broken midway (the bridge restarted) is retried by Bazel: the invocation is complete, nothing doubled", async () => {
+    const firstLog: string[] = [];
+    let bridge = await startBridge({ upstream: stack.httpUrl, port: 0, log: (line) => firstLog.push(line) });
+    const port = bridge.port;
+    let restarted = false;
+    const run = await bazelTestWithBes(WORKSPACE_DIR, {
+      besTarget: `127.0.0.1:${port}`,
+      salt: randomUUID(),
+      // Once the invocation exists (Bazel's first events are committed), the bridge goes away
+      // with the stream open, and a new one comes up on the same port.
+      async during(invocationId) {
+        for (let i = 0; i < 600 && !restarted; i++) {
+          const exists = await download.getInvocation({ name: `invocations/${invocationId}` }).then(() => true, () => false);
+          if (exists) {
+            await bridge.close();
+            bridge = await startBridge({ upstream: stack.httpUrl, port, log: () => {} });
+            restarted = true;
+          } else await new Promise((r) => setTimeout(r, 100));
+        }
+      },
+    });
+    await bridge.close();
+    expect(restarted).toBe(true);
+    // The first bridge went away in the middle of Bazel's stream.
+    expect(firstLog.join("\n")).toMatch(/PublishBuildToolEventStream failed/);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stderr).not.toMatch(/Build Event Protocol upload failed|BES upload failed/i);
+    const all = await exportAll(run.invocationId);
+    expect(all.invocation?.statusAttributes?.status).toBe(Status.PASSED);
+    expect(all.invocation?.workspaceInfo?.commandLines).toHaveLength(2);
+    const keys = all.invocation!.properties.map((p) => p.key);
+    expect(new Set(keys).size).toBe(keys.length);
+    for (const label of ["//:seed", "//:combined", "//:big", "//:combined_test", "//:big_test", "//:tree_test"]) expect(all.targets.map((t) => t.id?.targetId)).toContain(label);
+    expect(all.actions.filter((a) => a.actionType.case === "testAction")).toHaveLength(3);
   }, 6 * 60_000);
 
   it("a failing test is FAILED and its test.log is readable through GetFile", async () => {
