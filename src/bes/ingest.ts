@@ -94,6 +94,7 @@ function requestsFor(u: Uploader, r: PublishBuildToolEventStreamRequest, field: 
     invocationId: u.invocationId,
     exists: (k) => !!u.table.get(k),
     load: (k) => u.load(k)?.msg as never,
+    eventTime: r.orderedBuildEvent?.event?.eventTime,
   });
 }
 

@@ -20,11 +20,12 @@
 // Parents (target, configuration, configured target) are created when an event needs them before
 // the event that describes them, as BEP does not promise that order.
 import { create, type Message, type MessageInitShape } from "@bufbuild/protobuf";
-import { FieldMaskSchema, timestampMs } from "@bufbuild/protobuf/wkt";
+import { FieldMaskSchema, timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { invalidArgument } from "../errors.ts";
 import { Status, type PropertySchema } from "../gen/google/devtools/resultstore/v2/common_pb.ts";
 import type { Invocation, InvocationSchema } from "../gen/google/devtools/resultstore/v2/invocation_pb.ts";
 import type { ConfiguredTarget } from "../gen/google/devtools/resultstore/v2/configured_target_pb.ts";
+import type { Target } from "../gen/google/devtools/resultstore/v2/target_pb.ts";
 import { TargetType, TestSize } from "../gen/google/devtools/resultstore/v2/target_pb.ts";
 import {
   UploadRequest_UploadOperation as Op,
@@ -51,6 +52,8 @@ export interface MapContext {
   exists(k: ResourceKey): boolean;
   /** The stored resource (its message), if any. */
   load<T extends Message>(k: ResourceKey): T | undefined;
+  /** When the tool sent the event (BES event_time); absent for a recorded file. */
+  eventTime?: Timestamp;
 }
 
 type Resource = NonNullable<MessageInitShape<typeof UploadRequestSchema>["resource"]>;
@@ -282,8 +285,10 @@ export function mapBuildEvent(ev: BuildEvent, ctx: MapContext): UploadRequest[] 
           targetAttributes: { type: targetType(t.targetKind), tags: t.tag },
           testAttributes: size ? { size } : undefined,
           properties: props([["target_kind", t.targetKind]]),
+          // A target's build starts when it is configured (only a live stream has event times).
+          timing: ctx.eventTime ? { startTime: ctx.eventTime } : undefined,
         },
-      }, ["visible", "target_attributes", "test_attributes", "properties"]);
+      }, ["visible", "target_attributes", "test_attributes", "properties", ...(ctx.eventTime ? ["timing"] : [])]);
       break;
     }
     case "namedSetOfFiles": {
@@ -304,14 +309,19 @@ export function mapBuildEvent(ev: BuildEvent, ctx: MapContext): UploadRequest[] 
       const ids = r.configuredTarget(id.value.label, id.value.configuration);
       const status = c.success ? Status.BUILT : Status.FAILED_TO_BUILD;
       const description = c.failureDetail?.message ?? "";
+      // From TargetConfigured to TargetComplete, when the stream has event times.
+      const start = ctx.load<Target>(keyOf("target", ctx.invocationId, { targetId: ids.targetId }))?.timing?.startTime;
+      const timing = start && ctx.eventTime ? { startTime: start, duration: durationOf(undefined, BigInt(Math.max(0, timestampMs(ctx.eventTime) - timestampMs(start)))) } : undefined;
+      const timed = timing ? ["timing"] : [];
       r.update(ids, {
         case: "configuredTarget",
         value: {
           statusAttributes: { status, description },
+          timing,
           testAttributes: c.testTimeout || c.testTimeoutSeconds ? { timeoutDuration: durationOf(c.testTimeout, c.testTimeoutSeconds * 1000n) } : undefined,
         },
-      }, ["status_attributes", "test_attributes"]);
-      r.update({ targetId: ids.targetId }, { case: "target", value: { statusAttributes: { status, description } } }, ["status_attributes"]);
+      }, ["status_attributes", "test_attributes", ...timed]);
+      r.update({ targetId: ids.targetId }, { case: "target", value: { statusAttributes: { status, description }, timing } }, ["status_attributes", ...timed]);
       const fileSets = c.outputGroup.flatMap((g) => g.fileSets.map((s) => nameOf(keyOf("fileSet", ctx.invocationId, { fileSetId: fileSetIdOf(s.id) }))));
       r.update({ ...ids, actionId: "build" }, {
         case: "action",

@@ -1,9 +1,9 @@
 // The Build Event Service into ResultStore, on streams recorded from real Bazel 4.2.3 runs
 // (test/fixtures/bep/): every event kind's mapping, replays, out-of-order and malformed events.
 import { Code } from "@connectrpc/connect";
-import { SELF } from "cloudflare:test";
+import { SELF, env } from "cloudflare:test";
 import { clone, create } from "@bufbuild/protobuf";
-import { describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Aborted_AbortReason, BuildEventSchema, TestStatus } from "../../src/bes/bep.ts";
 import { PublishBuildEvent } from "../../src/gen/google/devtools/build/v1/publish_build_event_pb.ts";
 import { StreamId_BuildComponent } from "../../src/gen/google/devtools/build/v1/build_events_pb.ts";
@@ -99,6 +99,8 @@ describe("BES ingestion of a passing `bazel test //...` (test/bazel)", () => {
     expect(combined.fileSets.length).toBeGreaterThan(0);
     const sets = new Map(all.fileSets.map((f) => [f.name, f]));
     expect(sets.get(combined.fileSets[0]!)?.files.map((f) => f.uid)).toContain("bazel-out/k8-fastbuild/bin/combined.txt");
+    const traversed = await download.traverseFileSets({ name: combined.name });
+    expect(traversed.fileSets.flatMap((f) => f.files.map((x) => x.uid))).toContain("bazel-out/k8-fastbuild/bin/combined.txt");
   });
 });
 
@@ -180,6 +182,19 @@ describe("BES statuses the recordings lack (recorded events, edited)", () => {
     expect(status("//:skipped")).toEqual(expect.objectContaining({ status: Status.SKIPPED, description: "skipped: a dependency failed" }));
     const never = all.targets.find((t) => t.id?.targetId === "//:never")!;
     expect(never.statusAttributes).toEqual(expect.objectContaining({ status: Status.CANCELLED, description: "USER_INTERRUPTED" }));
+  });
+
+  it("times targets from TargetConfigured to TargetComplete by the stream's event times", async () => {
+    const events = fixtureEvents("failing-action");
+    const replay = toolStream(events, crypto.randomUUID(), Date.UTC(2026, 10, 29, 8, 0, 0));
+    await send(replay);
+    const all = await exportAll(replay.invocationId);
+    const index = (kind: string, label: string) => events.findIndex((e) => e.payload.case === kind && (e.id!.id.value as { label?: string }).label === label);
+    const seconds = index("completed", "//:fine") - index("configured", "//:fine");
+    const ct = byId(all.configuredTargets, "//:fine")[0]!;
+    expect(ct.timing?.startTime?.seconds).toBe(BigInt(Date.UTC(2026, 10, 29, 8, 0, 0) / 1000 + index("configured", "//:fine")));
+    expect(ct.timing?.duration?.seconds).toBe(BigInt(seconds));
+    expect(all.targets.find((t) => t.id?.targetId === "//:fine")?.timing?.duration?.seconds).toBe(BigInt(seconds));
   });
 
   it("is found by SearchInvocations once ingested", async () => {
@@ -307,5 +322,29 @@ describe("google.devtools.build.v1.PublishBuildEvent on the worker", () => {
     });
     expect(r.status).toBe(200);
     expect(((await r.json()) as { committedSequenceNumber: string }).committedSequenceNumber).toBe("1");
+  });
+});
+
+describe("BES with API keys", () => {
+  beforeAll(() => {
+    env.API_KEYS = JSON.stringify([
+      { key: "bes-writer-0123456789", instances: [""], access: "read-write", name: "ci" },
+      { key: "bes-reader-0123456789", instances: [""], access: "read", name: "reader" },
+    ]);
+  });
+  afterAll(() => {
+    delete env.API_KEYS;
+  });
+
+  it("needs a key that may write", async () => {
+    const replay = toolStream(fixtureEvents("failing-test"));
+    const requests = replay.requests.slice(0, 3);
+    expect((await errorOf(ingest.ingestBuildToolEvents({ requests }))).code).toBe(Code.Unauthenticated);
+    const reader = grpcWebClient(BuildEventIngest, { authorization: "Bearer bes-reader-0123456789" });
+    expect((await errorOf(reader.ingestBuildToolEvents({ requests }))).code).toBe(Code.PermissionDenied);
+    const writer = grpcWebClient(BuildEventIngest, { authorization: "Bearer bes-writer-0123456789" });
+    expect((await writer.ingestBuildToolEvents({ requests })).committedSequenceNumber).toBe(3n);
+    const lifecycle = { buildEvent: { streamId: { buildId: replay.buildId }, event: { event: { case: "buildEnqueued" as const, value: {} } } } };
+    expect((await errorOf(grpcWebClient(PublishBuildEvent).publishLifecycleEvent(lifecycle))).code).toBe(Code.Unauthenticated);
   });
 });
