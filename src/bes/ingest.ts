@@ -107,6 +107,7 @@ export function ingestBuildEvents(u: Uploader, req: IngestBuildToolEventsRequest
   req.requests.forEach((r, i) => {
     const field = `requests[${i}]`;
     const seq = r.orderedBuildEvent!.sequenceNumber;
+    if (seq < 1n) throw invalidArgument(`${field}: sequence_number ${seq} is not positive (a stream counts from 1)`, `${field}.ordered_build_event.sequence_number`);
     if (seq <= committed) return; // a replay of a committed event
     if (seq !== committed + 1n) {
       throw new ConnectError(`${field}: sequence_number ${seq} is out of order: the next one is ${committed + 1n}`, Code.FailedPrecondition);

@@ -191,14 +191,12 @@ export function mapBuildEvent(ev: BuildEvent, ctx: MapContext): UploadRequest[] 
       if (s.uuid && s.uuid.toLowerCase() !== ctx.invocationId) {
         throw invalidArgument(`BuildStarted.uuid ${s.uuid} is not the stream's invocation id ${ctx.invocationId}`, "bazel_event.started.uuid");
       }
-      r.invocation(["timing.start_time", "workspace_info.working_directory", "workspace_info.tool_tag"], {
+      // Bazel 4 names no user or host here (WorkspaceStatus does); newer Bazel does.
+      const who = [...(s.user ? ["invocation_attributes.users"] : []), ...(s.host ? ["workspace_info.hostname"] : [])];
+      r.invocation(["timing.start_time", "workspace_info.working_directory", "workspace_info.tool_tag", "status_attributes", ...who], {
         timing: { startTime: timeOf(s.startTime, s.startTimeMillis) },
-        workspaceInfo: { workingDirectory: s.workingDirectory, toolTag: "bazel" },
-        statusAttributes: {},
-      });
-      r.invocation(["invocation_attributes.users", "workspace_info.hostname", "status_attributes"], {
+        workspaceInfo: { workingDirectory: s.workingDirectory, toolTag: "bazel", hostname: s.host },
         invocationAttributes: { users: s.user ? [s.user] : [] },
-        workspaceInfo: { hostname: s.host },
         statusAttributes: { status: s.command === "test" || s.command === "coverage" ? Status.TESTING : Status.BUILDING },
       });
       r.invocation(["properties"], {

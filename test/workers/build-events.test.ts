@@ -250,6 +250,9 @@ describe("BES exactly-once", () => {
     const twoStreams = await errorOf(ingest.ingestBuildToolEvents({ requests: [replay.requests[0]!, mixed.requests[1]!] }));
     expect(twoStreams.code).toBe(Code.InvalidArgument);
     expect(twoStreams.rawMessage).toMatch(/another stream/);
+    const zero = toolStream(fixtureEvents("failing-test"));
+    zero.requests[0]!.orderedBuildEvent!.sequenceNumber = 0n;
+    expect((await errorOf(ingest.ingestBuildToolEvents({ requests: zero.requests.slice(0, 1) }))).rawMessage).toMatch(/sequence_number 0 is not positive/);
     const notUuid = toolStream(fixtureEvents("failing-test", "not-a-uuid"));
     expect((await errorOf(ingest.ingestBuildToolEvents({ requests: notUuid.requests.slice(0, 1) }))).code).toBe(Code.InvalidArgument);
     // BuildStarted for another invocation than the stream's.
