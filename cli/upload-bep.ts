@@ -30,6 +30,19 @@ export interface UploadResult {
   events: number;
 }
 
+/** The file did not decode as BEP from some point on. */
+class NotBep extends Error {}
+
+/** The file's BEP events, one at a time. */
+async function* events(file: string) {
+  try {
+    yield* sizeDelimitedDecodeStream(BuildEventSchema, createReadStream(file));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code) throw e; // the file system's own error (ENOENT, …)
+    throw new NotBep((e as Error).message);
+  }
+}
+
 export async function uploadBep(file: string, { upstream, apiKey, log = () => {} }: UploadOptions): Promise<UploadResult> {
   const transport = createGrpcWebTransport({ baseUrl: upstream, httpVersion: "1.1", interceptors: apiKey ? [withKey(apiKey)] : [] });
   const client = createClient(BuildEventIngest, transport);
@@ -55,13 +68,21 @@ export async function uploadBep(file: string, { upstream, apiKey, log = () => {}
     bytes = 0;
   };
 
-  for await (const ev of sizeDelimitedDecodeStream(BuildEventSchema, createReadStream(file))) {
-    stream ??= recordedStream(invocationIdOf(ev));
-    const request = toolEventRequest(stream, ++seq, ev);
-    const size = eventBytes(request);
-    if (batch.length >= BATCH_EVENTS || (batch.length > 0 && bytes + size > BATCH_BYTES)) await send();
-    batch.push(request);
-    bytes += size;
+  try {
+    for await (const ev of events(file)) {
+      stream ??= recordedStream(invocationIdOf(ev));
+      const request = toolEventRequest(stream, ++seq, ev);
+      const size = eventBytes(request);
+      if (batch.length >= BATCH_EVENTS || (batch.length > 0 && bytes + size > BATCH_BYTES)) await send();
+      batch.push(request);
+      bytes += size;
+    }
+  } catch (e) {
+    if (!(e instanceof NotBep)) throw e;
+    if (seq === 0) throw new Error(`${file} is not a --build_event_binary_file (size-delimited build_event_stream.BuildEvent messages): ${e.message}`);
+    // A file cut short (the build was killed): the events before the cut are uploaded, and said so.
+    await send();
+    throw new Error(`${file} ends inside event ${seq + 1} (${e.message}): the ${seq} events before it were uploaded to invocations/${stream!.invocationId}`);
   }
   if (!stream) throw new Error(`${file} holds no build events`);
   batch.push(streamFinishedRequest(stream, ++seq));

@@ -3,7 +3,7 @@
 // event stream broken midway and resent from the first unacknowledged event (as Bazel does) by a
 // grpc-js client; and `kiln upload-bep` of a recorded --build_event_binary_file.
 import { randomUUID } from "node:crypto";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -249,5 +249,24 @@ describe("kiln upload-bep", () => {
     const again = await uploadBep(file, { upstream: stack.httpUrl });
     expect(again.invocationId).toBe(first.invocationId);
     expect(await exportAll(first.invocationId)).toEqual(once);
+  }, 60_000);
+
+  it("a file cut short (the build was killed) uploads the events before the cut; the whole file later completes it", async () => {
+    const whole = await readFile(join(FIXTURES, "failing-test.bep"));
+    const cut = join(tmp, "cut.bep");
+    await writeFile(cut, whole.subarray(0, Math.floor(whole.length / 2)));
+    const e = await uploadBep(cut, { upstream: stack.httpUrl }).then(() => null, (err: Error) => err);
+    expect(e?.message).toMatch(/ends inside event \d+ .*: the \d+ events before it were uploaded to invocations\//);
+    const id = /invocations\/([0-9a-f-]+)/.exec(e!.message)![1]!;
+    const partial = await exportAll(id);
+    expect(partial.invocation?.statusAttributes?.status).not.toBe(Status.FAILED);
+    const full = await uploadBep(join(FIXTURES, "failing-test.bep"), { upstream: stack.httpUrl });
+    expect(full.invocationId).toBe(id);
+    const all = await exportAll(id);
+    expect(all.invocation?.statusAttributes?.status).toBe(Status.FAILED);
+    expect(all.invocation?.workspaceInfo?.commandLines).toHaveLength(2);
+    const text = join(tmp, "not-bep.txt");
+    await writeFile(text, "this is a text file, not build events\n");
+    await expect(uploadBep(text, { upstream: stack.httpUrl })).rejects.toThrow(/is not a --build_event_binary_file/);
   }, 60_000);
 });
