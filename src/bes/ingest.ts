@@ -31,11 +31,18 @@ const STREAM = "bes_stream";
 const TOKEN_PREFIX = "bes-seq-";
 const tokenOf = (seq: bigint) => btoa(TOKEN_PREFIX + seq).replace(/\+/g, "-").replace(/\//g, "_");
 
+/** The stream's committed sequence number, from the stored resume token. */
 function committedOf(u: Uploader): bigint {
   const token = u.table.meta<string>(META.resumeToken) ?? "";
-  const text = atob(token.replace(/-/g, "+").replace(/_/g, "/"));
-  if (!text.startsWith(TOKEN_PREFIX)) throw new ConnectError("this invocation's uploads do not come from a build event stream", Code.FailedPrecondition);
-  return BigInt(text.slice(TOKEN_PREFIX.length));
+  let text = "";
+  try {
+    text = atob(token.replace(/-/g, "+").replace(/_/g, "/"));
+  } catch {
+    // not one of ours: below
+  }
+  const m = new RegExp(`^${TOKEN_PREFIX}(\\d+)$`).exec(text);
+  if (!m) throw new ConnectError("another uploader has written to this invocation with UploadBatch since the stream's last event", Code.FailedPrecondition);
+  return BigInt(m[1]!);
 }
 
 const streamKey = (s: StreamId) => `${s.buildId}/${s.component}`;

@@ -271,6 +271,13 @@ describe("BES exactly-once", () => {
     const e = await errorOf(ingest.ingestBuildToolEvents({ requests: second.requests.slice(0, 3) }));
     expect(e.code).toBe(Code.FailedPrecondition);
     expect(e.rawMessage).toMatch(/another build event stream/);
+    // Another uploader's UploadBatch (the resume token is readable) ends the stream's writes.
+    const upload = connectClient(ResultStoreUpload);
+    const meta = await connectClient(ResultStoreUpload, { "x-goog-fieldmask": "resume_token" }).getInvocationUploadMetadata({ name: `invocations/${first.invocationId}/uploadMetadata` });
+    await upload.uploadBatch({ parent: `invocations/${first.invocationId}`, resumeToken: meta.resumeToken, nextResumeToken: "b3RoZXI", uploadRequests: [] });
+    const after = await errorOf(ingest.ingestBuildToolEvents({ requests: first.requests.slice(3, 5) }));
+    expect(after.code).toBe(Code.FailedPrecondition);
+    expect(after.rawMessage).toMatch(/another uploader/);
     // An invocation made through ResultStoreUpload is not a stream's.
     const id = crypto.randomUUID();
     await connectClient(ResultStoreUpload).createInvocation({ invocationId: id, invocation: {} });
