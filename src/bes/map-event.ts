@@ -23,6 +23,7 @@ import { create, type Message, type MessageInitShape } from "@bufbuild/protobuf"
 import { FieldMaskSchema, timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { invalidArgument } from "../errors.ts";
 import { Status, type PropertySchema } from "../gen/google/devtools/resultstore/v2/common_pb.ts";
+import type { File as RsFile } from "../gen/google/devtools/resultstore/v2/file_pb.ts";
 import type { Invocation, InvocationSchema } from "../gen/google/devtools/resultstore/v2/invocation_pb.ts";
 import type { ConfiguredTarget } from "../gen/google/devtools/resultstore/v2/configured_target_pb.ts";
 import type { Target } from "../gen/google/devtools/resultstore/v2/target_pb.ts";
@@ -292,11 +293,19 @@ export function mapBuildEvent(ev: BuildEvent, ctx: MapContext): UploadRequest[] 
     case "namedSetOfFiles": {
       if (id?.case !== "namedSet") throw invalidArgument("a NamedSetOfFiles event needs a named_set id", "bazel_event.id");
       const fileSetId = fileSetIdOf(id.value.id);
+      const fileSetName = (fileSetId: string) => nameOf(keyOf("fileSet", ctx.invocationId, { fileSetId }));
+      // A resource row holds at most ~2 MB: a named set of tens of thousands of files is stored
+      // as parts, file sets "{id}_part{n}" that the named set's own file set includes.
+      const [head, ...parts] = partsOf(resultStoreFiles(p.value.files));
+      parts.forEach((files, i) => r.update({ fileSetId: `${fileSetId}_part${i + 1}` }, { case: "fileSet", value: { files } }, ["files"]));
       r.update({ fileSetId }, {
         case: "fileSet",
         value: {
-          files: resultStoreFiles(p.value.files),
-          fileSets: p.value.fileSets.map((s) => nameOf(keyOf("fileSet", ctx.invocationId, { fileSetId: fileSetIdOf(s.id) }))),
+          files: head ?? [],
+          fileSets: [
+            ...p.value.fileSets.map((s) => fileSetName(fileSetIdOf(s.id))),
+            ...parts.map((_, i) => fileSetName(`${fileSetId}_part${i + 1}`)),
+          ],
         },
       }, ["files", "file_sets"]);
       break;
@@ -327,7 +336,9 @@ export function mapBuildEvent(ev: BuildEvent, ctx: MapContext): UploadRequest[] 
           statusAttributes: { status, description },
           actionType: { case: "buildAction", value: {} },
           fileSets,
-          files: resultStoreFiles([...c.importantOutput, ...c.directoryOutput]),
+          // Not important_output: Bazel 4 repeats the default output group there, which can be
+          // more files than a resource holds, and the output groups' file sets already have them.
+          files: resultStoreFiles(c.directoryOutput),
         },
       }, ["status_attributes", "build_action", "file_sets", "files"]);
       break;
@@ -455,3 +466,25 @@ export function mapBuildEvent(ev: BuildEvent, ctx: MapContext): UploadRequest[] 
 }
 
 const fileSetIdOf = (namedSetId: string) => simpleId("named_set_", namedSetId);
+
+/** Bytes of files per file set, well under a resource row's ~2 MB. */
+const FILE_SET_PART_BYTES = 1024 * 1024;
+
+/** Files in runs of at most FILE_SET_PART_BYTES (by their uid and uri, which is most of a File). */
+function partsOf(files: RsFile[]): RsFile[][] {
+  const parts: RsFile[][] = [];
+  let part: RsFile[] = [];
+  let bytes = 0;
+  for (const f of files) {
+    const size = f.uid.length + f.uri.length + f.digest.length + 32;
+    if (part.length && bytes + size > FILE_SET_PART_BYTES) {
+      parts.push(part);
+      part = [];
+      bytes = 0;
+    }
+    part.push(f);
+    bytes += size;
+  }
+  if (part.length) parts.push(part);
+  return parts;
+}

@@ -4,7 +4,7 @@ import { Code } from "@connectrpc/connect";
 import { SELF, env } from "cloudflare:test";
 import { clone, create } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Aborted_AbortReason, BuildEventSchema, TestStatus } from "../../src/bes/bep.ts";
+import { Aborted_AbortReason, BuildEventSchema, FileSchema, TestStatus } from "../../src/bes/bep.ts";
 import { PublishBuildEvent } from "../../src/gen/google/devtools/build/v1/publish_build_event_pb.ts";
 import { StreamId_BuildComponent } from "../../src/gen/google/devtools/build/v1/build_events_pb.ts";
 import { Status, UploadStatus } from "../../src/gen/google/devtools/resultstore/v2/common_pb.ts";
@@ -195,6 +195,33 @@ describe("BES statuses the recordings lack (recorded events, edited)", () => {
     expect(ct.timing?.startTime?.seconds).toBe(BigInt(Date.UTC(2026, 10, 29, 8, 0, 0) / 1000 + index("configured", "//:fine")));
     expect(ct.timing?.duration?.seconds).toBe(BigInt(seconds));
     expect(all.targets.find((t) => t.id?.targetId === "//:fine")?.timing?.duration?.seconds).toBe(BigInt(seconds));
+  });
+
+  it("stores a named set of 30,000 files (more than one resource holds) as parts, all reachable", async () => {
+    const events = fixtureEvents("failing-test");
+    const named = events.find((e) => e.payload.case === "namedSetOfFiles")!;
+    if (named.payload.case !== "namedSetOfFiles") throw new Error("no named set");
+    const template = named.payload.value.files[0]!;
+    named.payload.value.files = Array.from({ length: 30_000 }, (_, i) => {
+      const f = clone(FileSchema, template);
+      f.name = `generated/out_${i}.txt`;
+      return f;
+    });
+    const replay = toolStream(events);
+    await send(replay, 0, replay.requests.length, 50);
+    const all = await exportAll(replay.invocationId);
+    const named0 = all.fileSets.find((f) => f.id?.fileSetId === "named_set_0")!;
+    expect(named0.fileSets.some((n) => n.endsWith("/fileSets/named_set_0_part1"))).toBe(true);
+    const build = byId(all.actions, "//:failing_test").find((a) => a.id?.actionId === "build")!;
+    const uids = new Set<string>();
+    let pageToken = "";
+    do {
+      const page = await download.traverseFileSets({ name: build.name, pageStart: pageToken ? { case: "pageToken", value: pageToken } : { case: undefined } });
+      for (const fs of page.fileSets) for (const f of fs.files) uids.add(f.uid);
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+    expect(uids.size).toBe(30_000);
+    expect(uids.has("generated/out_29999.txt")).toBe(true);
   });
 
   it("is found by SearchInvocations once ingested", async () => {
