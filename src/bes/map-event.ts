@@ -171,8 +171,11 @@ function targetIdOf(label: string): string {
 /** Bazel's configuration checksum (64 hex), or "none" for unconfigured things. */
 const configIdOf = (id: BuildEventId_ConfigurationId | undefined) => simpleId("", id?.id || "none");
 
+/** Longest property value kept: a link action's command line can run to megabytes. */
+const MAX_PROPERTY = 64 * 1024;
+
 const props = (entries: [string, string][]): MessageInitShape<typeof PropertySchema>[] =>
-  entries.filter(([, v]) => v !== "").map(([key, value]) => ({ key, value }));
+  entries.filter(([, v]) => v !== "").map(([key, value]) => ({ key, value: value.length > MAX_PROPERTY ? value.slice(0, MAX_PROPERTY) + "…" : value }));
 
 function targetType(kind: string): TargetType {
   if (/_test rule$/.test(kind) || kind === "test_suite rule") return TargetType.TEST;
