@@ -270,3 +270,49 @@ describe("kiln upload-bep", () => {
     await expect(uploadBep(text, { upstream: stack.httpUrl })).rejects.toThrow(/is not a --build_event_binary_file/);
   }, 60_000);
 });
+
+describe("the bridge against a worker with API keys", () => {
+  const KEY = "kiln-bes-key-0123456789";
+  let keyed: Stack;
+  beforeAll(async () => {
+    keyed = await startStack({ vars: { API_KEYS: JSON.stringify([{ key: KEY, instances: [""], access: "read-write" }]) } });
+  }, 120_000);
+  afterAll(async () => {
+    await keyed?.stop();
+  });
+
+  /** Sends a whole recorded stream through a bridge without any header, as Bazel 4.2.3 does; the acks or the error. */
+  async function streamThrough(target: string): Promise<{ acks: number; error?: grpc.ServiceError }> {
+    const invocationId = randomUUID();
+    const events = await fixtureEvents("failing-test", invocationId);
+    const streamId = { buildId: randomUUID(), invocationId, component: StreamId_BuildComponent.TOOL };
+    const requests = [...events.map((ev, i) => toolEventRequest(streamId, i + 1, ev)), streamFinishedRequest(streamId, events.length + 1)];
+    const client = rawClient(target);
+    try {
+      const call = client.stream();
+      let acks = 0;
+      const done = new Promise<{ acks: number; error?: grpc.ServiceError }>((resolve) => {
+        call.on("data", () => acks++);
+        call.on("end", () => resolve({ acks }));
+        call.on("error", (error: grpc.ServiceError) => resolve({ acks, error }));
+      });
+      for (const r of requests) call.write(toBinary(PublishBuildToolEventStreamRequestSchema, r));
+      call.end();
+      return await done;
+    } finally {
+      client.close();
+    }
+  }
+  it("adds KILN_API_KEY to build events that carry no key; without it they are UNAUTHENTICATED", async () => {
+    const plain = await streamThrough(keyed.grpcTarget);
+    expect(plain.error?.code).toBe(grpc.status.UNAUTHENTICATED);
+    const bridge = await startBridge({ upstream: keyed.httpUrl, port: 0, besApiKey: KEY, log: () => {} });
+    try {
+      const withKey = await streamThrough(`127.0.0.1:${bridge.port}`);
+      expect(withKey.error).toBeUndefined();
+      expect(withKey.acks).toBeGreaterThan(20);
+    } finally {
+      await bridge.close();
+    }
+  }, 120_000);
+});
