@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { BinaryReader } from "@bufbuild/protobuf/wire";
 import { createClient, type Client } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startBridge } from "../../cli/bridge.ts";
@@ -150,6 +150,11 @@ describe.skipIf(!haveBazel)("Bazel --bes_backend through the bridge", () => {
     const log = attempt?.files.find((f) => f.uid === "test.log");
     expect(log?.uri).toMatch(/^bytestream:\/\//);
     expect(await readFileUri(log!.uri)).toContain("kiln-failing-test: this test fails on purpose");
+    // The same file over native gRPC, through the bridge.
+    const grpcFiles = createClient(ResultStoreFileDownload, createGrpcTransport({ baseUrl: `http://${stack.grpcTarget}` }));
+    const parts: Uint8Array[] = [];
+    for await (const r of grpcFiles.getFile({ uri: log!.uri })) parts.push(r.data);
+    expect(Buffer.concat(parts).toString("utf8")).toContain("kiln-failing-test: this test fails on purpose");
     const tail = await files.getFileTail({ uri: log!.uri, readLimit: 4096n });
     expect(Buffer.from(tail.data).toString("utf8")).toContain("kiln-failing-test");
   }, 6 * 60_000);
