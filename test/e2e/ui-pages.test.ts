@@ -1,0 +1,163 @@
+// The web UI in real Chromium against the real stack: the invocation page of a failing build
+// (failed test first, its log readable with ANSI colours), searching invocations by label and
+// status, an action page with its input tree walked by keyboard, the CAS page, and the API key
+// field. Data goes in through Kiln's public APIs (ui-data.ts). Screenshots: test/e2e/artifacts/.
+import type { Browser } from "playwright-core";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { clients, ingestFixture, INSTANCE, putSampleAction, type SampleAction } from "./ui-data.ts";
+import { haveChromium, launch, openPage, type TestPage } from "./ui.ts";
+import { startStack, type Stack } from "./stack.ts";
+
+const ok = haveChromium();
+
+describe.skipIf(!ok)("web UI", () => {
+  let stack: Stack;
+  let browser: Browser;
+  let t: TestPage;
+  let failing: string;
+  let passing: string;
+  let sample: SampleAction;
+
+  beforeAll(async () => {
+    stack = await startStack();
+    browser = await launch();
+    const c = clients(stack.httpUrl);
+    failing = await ingestFixture(c, "failing-test", {
+      labels: ["ui-e2e", "nightly"],
+      testLog: "exec ${PAGER:-/usr/bin/less} \"$0\" || exit 1\n\x1b[1mExecuting tests from //:failing_test\x1b[0m\n\x1b[31mkiln-failing-test: this test fails on purpose\x1b[0m\nkiln-failing-test: stderr line\n",
+    });
+    passing = await ingestFixture(c, "sample-test", { labels: ["ui-e2e", "release"] });
+    sample = await putSampleAction(c);
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await stack?.stop();
+  });
+  afterEach(async () => {
+    await t?.close();
+  });
+
+  it("shows the failing build's failed test first, and its log with colours", async () => {
+    t = await openPage(browser);
+    const { page } = t;
+    await page.goto(`${stack.httpUrl}/invocations/${failing}`);
+    await page.getByRole("heading", { name: `Invocation ${failing}` }).waitFor();
+    // the summary: status, command line
+    await expect.poll(() => page.locator("table.kv").first().innerText()).toMatch(/Status\s+FAILED/);
+    expect(await page.locator("pre.command").innerText()).toMatch(/\btest\b/);
+    // targets grouped by status, failures first
+    const groups = page.locator(".target-groups .group h3");
+    await groups.first().waitFor();
+    expect(await groups.first().innerText()).toMatch(/^FAILED\s+1$/);
+    const firstTarget = page.locator(".target-groups table.targets a").first();
+    expect(await firstTarget.innerText()).toBe("//:failing_test");
+    // the failed test is opened: its attempts, and its log through ResultStoreFileDownload
+    const detail = page.getByRole("complementary", { name: "target //:failing_test" });
+    await detail.getByRole("table", { name: "test results" }).waitFor();
+    expect(await detail.getByRole("table", { name: "test results" }).innerText()).toMatch(/FAILED/);
+    const log = detail.locator(".log", { hasText: "this test fails on purpose" });
+    await log.waitFor();
+    const red = log.locator("span", { hasText: "kiln-failing-test: this test fails on purpose" });
+    expect(await red.evaluate((el) => (globalThis as any).getComputedStyle(el).color)).toBe("rgb(255, 123, 114)");
+    expect(await log.innerText()).not.toContain("\x1b");
+    await t.shot("invocation-failing");
+    expect(t.errors).toEqual([]);
+  });
+
+  it("finds invocations by label and by status, newest first, from the search form", async () => {
+    t = await openPage(browser);
+    const { page } = t;
+    await page.goto(`${stack.httpUrl}/`);
+    const table = page.getByRole("table", { name: "invocations" });
+    await table.waitFor();
+    expect(await table.innerText()).toContain(failing);
+    expect(await table.innerText()).toContain(passing);
+    // by label, typed and submitted with the keyboard
+    await page.getByLabel("Label").fill("nightly");
+    await page.getByLabel("Label").press("Enter");
+    await page.waitForURL(/label=nightly/);
+    await expect.poll(async () => (await table.innerText()).includes(passing)).toBe(false);
+    expect(await table.innerText()).toContain(failing);
+    await t.shot("search-label");
+    // by status, from the URL
+    await page.goto(`${stack.httpUrl}/?status=PASSED&label=ui-e2e`);
+    await table.waitFor();
+    expect(await table.innerText()).toContain(passing);
+    expect(await table.innerText()).not.toContain(failing);
+    // the query language box
+    await page.goto(`${stack.httpUrl}/?q=${encodeURIComponent(`id.invocation_id = "${failing}"`)}`);
+    await table.waitFor();
+    expect(await table.locator("tbody tr").count()).toBe(1);
+    await table.getByRole("link", { name: failing }).click();
+    await page.getByRole("heading", { name: `Invocation ${failing}` }).waitFor();
+    expect(t.errors).toEqual([]);
+  });
+
+  it("shows an action: command, platform, input tree walked with the keyboard, result and timeline", async () => {
+    t = await openPage(browser);
+    const { page } = t;
+    await page.goto(`${stack.httpUrl}/actions/${INSTANCE}/${sample.action.hash}/${sample.action.sizeBytes}`);
+    const args = page.getByRole("list", { name: "arguments" });
+    await args.waitFor();
+    expect(await args.innerText()).toBe("/bin/sh\nrun.sh\n--verbose");
+    expect(await page.locator("table.kv").nth(1).innerText()).toContain("C.UTF-8");
+    expect(await page.locator("table.kv").first().innerText()).toContain("OSFamily=linux");
+    const tree = page.getByRole("tree", { name: "input tree" });
+    await tree.waitFor();
+    expect(await tree.innerText()).toContain("run.sh");
+    expect(await tree.innerText()).not.toContain("main.c");
+    // open src/ and src/lib/ with the keyboard
+    await tree.getByRole("button", { name: "src/" }).focus();
+    await page.keyboard.press("Enter");
+    await tree.getByText("main.c").waitFor();
+    await tree.getByRole("button", { name: "lib/" }).focus();
+    await page.keyboard.press("Enter");
+    await tree.getByText("util.h").waitFor();
+    // the cached result: exit code, output download, stdout, timeline
+    const outputs = page.getByRole("list", { name: "outputs" });
+    await outputs.waitFor();
+    const download = outputs.getByRole("link", { name: "download" });
+    const res = await fetch(new URL((await download.getAttribute("href"))!, stack.httpUrl));
+    expect(await res.text()).toBe("hello, output\n");
+    const stdout = page.locator(".log", { hasText: sample.stdout });
+    await stdout.waitFor();
+    expect(await page.getByLabel("execution timeline").innerText()).toMatch(/execution\s+1\.00 s/);
+    await t.shot("action");
+    expect(t.errors).toEqual([]);
+  });
+
+  it("opens a digest on the CAS page as a Directory, as raw bytes, and as an Action", async () => {
+    t = await openPage(browser);
+    const { page } = t;
+    await page.goto(`${stack.httpUrl}/cas`);
+    await page.getByLabel("Instance").fill(INSTANCE);
+    await page.getByLabel("Hash").fill(sample.src.hash);
+    await page.getByLabel("Size").fill(String(sample.src.sizeBytes));
+    await page.getByLabel("View as").selectOption("directory");
+    await page.getByRole("button", { name: "Open" }).click();
+    const tree = page.getByRole("tree", { name: "input tree" });
+    await tree.waitFor();
+    expect(await tree.innerText()).toMatch(/lib\/[\s\S]*main\.c/);
+    await t.shot("cas-directory");
+    // a file of it, as text and hex
+    await tree.getByRole("link", { name: "main.c" }).click();
+    await page.getByLabel("text").waitFor();
+    expect(await page.getByLabel("text").innerText()).toContain("int main(void)");
+    // the hex dump is folded away when the bytes are text
+    expect(await page.getByLabel("hex").isVisible()).toBe(false);
+    expect(await page.getByLabel("hex").textContent()).toMatch(/^00000000  23 69 6e 63 6c 75 64 65 20 22 6c 69 62 2f 75 74  #include "lib\/ut$/m);
+    // the same Directory as raw bytes is not text: shown as hex
+    await page.goto(`${stack.httpUrl}/cas/${INSTANCE}/${sample.src.hash}/${sample.src.sizeBytes}?as=raw`);
+    await page.getByLabel("hex").waitFor();
+    expect(await page.getByLabel("hex").isVisible()).toBe(true);
+    // the action's digest as an Action: its command and input root
+    await page.goto(`${stack.httpUrl}/cas/${INSTANCE}/${sample.action.hash}/${sample.action.sizeBytes}?as=action`);
+    await page.getByRole("list", { name: "arguments" }).waitFor();
+    expect(await page.getByRole("tree", { name: "input tree" }).innerText()).toContain("run.sh");
+    expect(t.errors).toEqual([]);
+    // a missing blob is a clear error, not a blank page
+    await page.goto(`${stack.httpUrl}/cas/${INSTANCE}/${"0".repeat(64)}/5?as=directory`);
+    await page.getByRole("alert").waitFor();
+    expect(await page.getByRole("alert").innerText()).toMatch(/NOT_FOUND/);
+  });
+});

@@ -1,0 +1,38 @@
+// The browser for the UI tests: Debian's Chromium driven by playwright-core, one page per test,
+// with browser console errors and failed requests collected so a test can assert there were none.
+import { existsSync, mkdirSync } from "node:fs";
+import { chromium, type Browser, type Page } from "playwright-core";
+import { requireTool } from "./stack.ts";
+
+export const CHROMIUM = "/usr/bin/chromium";
+/** Screenshots: test artifacts, git-ignored. */
+export const ARTIFACTS = new URL("./artifacts/", import.meta.url).pathname;
+
+export const haveChromium = () => requireTool("chromium (Debian package `chromium`)", () => existsSync(CHROMIUM));
+
+export async function launch(): Promise<Browser> {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  return chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+}
+
+export interface TestPage {
+  page: Page;
+  /** Console errors and uncaught exceptions of the page so far. */
+  errors: string[];
+  shot(name: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function openPage(browser: Browser): Promise<TestPage> {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const page = await context.newPage();
+  const errors: string[] = [];
+  page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
+  page.on("pageerror", (e) => errors.push(e.message));
+  return {
+    page,
+    errors,
+    shot: async (name) => void (await page.screenshot({ path: `${ARTIFACTS}ui-${name}.png`, fullPage: true })),
+    close: () => context.close(),
+  };
+}

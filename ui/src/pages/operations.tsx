@@ -1,0 +1,167 @@
+// Execution operations (BuildBuddy's executions view): ListOperations, with the unfinished ones
+// followed live over WaitExecution streams, a running action's stdout from its live log stream
+// (ByteStream Read of stdout_stream_name), and Cancel.
+import { anyUnpack } from "@bufbuild/protobuf/wkt";
+import { useEffect, useRef, useState } from "preact/hooks";
+import { ExecuteOperationMetadataSchema, ExecuteResponseSchema, ExecutionStage_Value } from "../../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import type { Operation } from "../../../src/gen/google/longrunning/operations_pb.ts";
+import { byteStream, execution, operations } from "../api.ts";
+import { codeName, ErrorBox, errorText, Show, StatusBadge, useLoad } from "../components/common.tsx";
+import { AnsiText } from "../components/log-view.tsx";
+import { digestPath, Link, navigate } from "../router.tsx";
+
+const PAGE = 50;
+const POLL_MS = 5000;
+/** Streams held open at once: browsers allow 6 HTTP/1.1 connections per origin (local dev). */
+const MAX_WATCHES = 3;
+
+export function OperationsPage({ url }: { url: URL }) {
+  const all = url.searchParams.get("all") === "1";
+  const instance = url.searchParams.get("instance") ?? "";
+  const [tick, setTick] = useState(0);
+  const list = useLoad(
+    (signal) => operations.listOperations({ name: instance ? `${instance}/operations` : "operations", filter: all ? "" : "done=false", pageSize: PAGE }, { signal }),
+    [all, instance, tick],
+  );
+  const seen = useRef(new Map<string, Operation>());
+  const go = (next: { all?: boolean; instance?: string }) => {
+    const p = new URLSearchParams();
+    if (next.all ?? all) p.set("all", "1");
+    if ((next.instance ?? instance) !== "") p.set("instance", next.instance ?? instance);
+    seen.current.clear();
+    navigate(`/operations${p.size ? `?${p}` : ""}`, true);
+  };
+  useEffect(() => {
+    const t = setTimeout(() => setTick((n) => n + 1), POLL_MS);
+    return () => clearTimeout(t);
+  }, [tick]);
+  // Operations seen while this page is open stay listed (a finished one leaves the done=false list).
+  for (const op of list.data?.operations ?? []) if (!seen.current.has(op.name)) seen.current.set(op.name, op);
+  const ops = [...seen.current.values()];
+  return (
+    <section>
+      <h1>Operations</h1>
+      <form class="search" onSubmit={(e) => (e.preventDefault(), go({ instance: String(new FormData(e.currentTarget as HTMLFormElement).get("instance") ?? "").trim() }))}>
+        <label>
+          Instance <input name="instance" defaultValue={instance} placeholder="every instance" />
+        </label>
+        <button type="submit">Show</button>
+        <label class="inline">
+          <input type="checkbox" checked={all} onChange={(e) => go({ all: (e.currentTarget as HTMLInputElement).checked })} /> include finished
+        </label>
+      </form>
+      {list.error !== undefined && <ErrorBox error={list.error} />}
+      <Show loaded={list}>
+        {() =>
+          ops.length === 0 ? (
+            <p>No {all ? "" : "queued or running "}operations.</p>
+          ) : (
+            <table class="list" aria-label="operations">
+              <thead>
+                <tr>
+                  <th>Operation</th>
+                  <th>Stage</th>
+                  <th>Action</th>
+                  <th>Result</th>
+                  <th />
+                </tr>
+              </thead>
+              <tbody>
+                {ops.map((op, i) => (
+                  <OperationRow key={op.name} initial={op} instance={instance} watch={i < MAX_WATCHES} />
+                ))}
+              </tbody>
+            </table>
+          )
+        }
+      </Show>
+    </section>
+  );
+}
+
+function OperationRow({ initial, instance, watch }: { initial: Operation; instance: string; watch: boolean }) {
+  const [op, setOp] = useState(initial);
+  const [error, setError] = useState<unknown>();
+  const [showLog, setShowLog] = useState(false);
+  useEffect(() => {
+    if (!watch || op.done) return;
+    const ac = new AbortController();
+    (async () => {
+      for await (const next of execution.waitExecution({ name: initial.name }, { signal: ac.signal })) setOp(next);
+    })().catch((e) => !ac.signal.aborted && setError(e));
+    return () => ac.abort();
+  }, [initial.name, watch]);
+
+  const meta = op.metadata ? anyUnpack(op.metadata, ExecuteOperationMetadataSchema) : undefined;
+  const res = op.result.case === "response" ? anyUnpack(op.result.value, ExecuteResponseSchema) : undefined;
+  // The metadata names no instance; a live stream's name does. Else the page's instance filter.
+  const [actionInstance, setActionInstance] = useState(instance);
+  const streamInstance = meta?.stdoutStreamName ? /^(?:(.+)\/)?operations\//.exec(meta.stdoutStreamName)?.[1] ?? "" : undefined;
+  if (streamInstance !== undefined && streamInstance !== actionInstance) setActionInstance(streamInstance);
+  const stage = op.done ? "COMPLETED" : ExecutionStage_Value[meta?.stage ?? 0];
+  const cancel = async () => {
+    try {
+      await operations.cancelOperation({ name: op.name });
+    } catch (e) {
+      setError(e);
+    }
+  };
+  const outcome = op.result.case === "error" ? codeName(op.result.value.code) : res ? (res.status?.code ? `${codeName(res.status.code)}: ${res.status.message}` : `exit ${res.result?.exitCode ?? "?"}${res.cachedResult ? " (cached)" : ""}`) : "";
+  return (
+    <>
+      <tr data-operation={op.name}>
+        <td>
+          <code>{op.name}</code>
+        </td>
+        <td>
+          <StatusBadge value={stage} />
+        </td>
+        <td>{meta?.actionDigest ? <Link href={digestPath("actions", actionInstance, meta.actionDigest)}>{meta.actionDigest.hash.slice(0, 12)}…</Link> : "—"}</td>
+        <td>{outcome}</td>
+        <td class="buttons">
+          {!op.done && meta?.stdoutStreamName && (
+            <button aria-expanded={showLog} onClick={() => setShowLog(!showLog)}>
+              {showLog ? "Hide output" : "Live output"}
+            </button>
+          )}
+          {!op.done && <button onClick={cancel}>Cancel</button>}
+        </td>
+      </tr>
+      {error !== undefined && (
+        <tr>
+          <td colSpan={5} class="error">
+            {errorText(error)}
+          </td>
+        </tr>
+      )}
+      {showLog && meta?.stdoutStreamName && (
+        <tr>
+          <td colSpan={5}>
+            <LiveLog name={meta.stdoutStreamName} />
+          </td>
+        </tr>
+      )}
+    </>
+  );
+}
+
+/** A running action's stdout as it is written: one ByteStream Read that ends when the attempt ends. */
+function LiveLog({ name }: { name: string }) {
+  const [text, setText] = useState("");
+  const [state, setState] = useState<"reading" | "ended" | unknown>("reading");
+  useEffect(() => {
+    const ac = new AbortController();
+    const dec = new TextDecoder();
+    (async () => {
+      for await (const r of byteStream.read({ resourceName: name }, { signal: ac.signal })) setText((t) => t + dec.decode(r.data, { stream: true }));
+      setState("ended");
+    })().catch((e) => !ac.signal.aborted && setState(e));
+    return () => ac.abort();
+  }, [name]);
+  return (
+    <div class="log" aria-label="live output">
+      <AnsiText text={text} />
+      <p class="muted">{state === "reading" ? "…" : state === "ended" ? "(stream ended)" : errorText(state)}</p>
+    </div>
+  );
+}
