@@ -46,7 +46,7 @@ export async function putBlobs(c: Clients, blobs: Uint8Array[]): Promise<Digest[
   return digests;
 }
 
-async function putMessage<D extends DescMessage>(c: Clients, schema: D, init: Parameters<typeof create<D>>[1]): Promise<Digest> {
+export async function putMessage<D extends DescMessage>(c: Clients, schema: D, init: Parameters<typeof create<D>>[1]): Promise<Digest> {
   const [d] = await putBlobs(c, [toBinary(schema, create(schema, init) as MessageShape<D>)]);
   return d!;
 }
