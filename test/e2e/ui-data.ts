@@ -20,6 +20,7 @@ import {
   type Digest,
 } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { StreamId_BuildComponent } from "../../src/gen/google/devtools/build/v1/build_events_pb.ts";
+import type { PublishBuildToolEventStreamRequest } from "../../src/gen/google/devtools/build/v1/publish_build_event_pb.ts";
 import { BuildEventIngest } from "../../src/gen/kiln/bes/v1/ingest_pb.ts";
 
 export const INSTANCE = "main";
@@ -63,6 +64,18 @@ async function readFixture(name: string): Promise<BuildEvent[]> {
  * (the recording's own logs were in the recording stack's CAS). Returns the invocation id.
  */
 export async function ingestFixture(c: Clients, name: string, opts: { labels: string[]; testLog?: string }): Promise<string> {
+  const { id, requests } = await fixtureStream(c, name, opts);
+  await ingest(c, requests);
+  return id;
+}
+
+/** Sends tool stream requests as the bridge would, a batch at a time. */
+export async function ingest(c: Clients, requests: PublishBuildToolEventStreamRequest[]) {
+  for (let i = 0; i < requests.length; i += 100) await c.ingest.ingestBuildToolEvents({ requests: requests.slice(i, i + 100) });
+}
+
+/** ingestFixture's stream, not yet sent. */
+export async function fixtureStream(c: Clients, name: string, opts: { labels: string[]; testLog?: string }) {
   const events = await readFixture(name);
   const started = events[0]!;
   if (started.payload.case !== "started") throw new Error(`${name}.bep does not start with BuildStarted`);
@@ -85,8 +98,7 @@ export async function ingestFixture(c: Clients, name: string, opts: { labels: st
   const stream = { buildId: randomUUID(), invocationId: id, component: StreamId_BuildComponent.TOOL };
   const requests = events.map((ev, i) => toolEventRequest(stream, i + 1, ev));
   requests.push(streamFinishedRequest(stream, requests.length + 1));
-  for (let i = 0; i < requests.length; i += 100) await c.ingest.ingestBuildToolEvents({ requests: requests.slice(i, i + 100) });
-  return id;
+  return { id, events, requests };
 }
 
 export interface SampleAction {

@@ -4,7 +4,7 @@
 // field. Data goes in through Kiln's public APIs (ui-data.ts). Screenshots: test/e2e/artifacts/.
 import type { Browser } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { clients, ingestFixture, INSTANCE, putSampleAction, type SampleAction } from "./ui-data.ts";
+import { clients, fixtureStream, ingest, ingestFixture, INSTANCE, putSampleAction, type SampleAction } from "./ui-data.ts";
 import { haveChromium, launch, openPage, type TestPage } from "./ui.ts";
 import { startStack, type Stack } from "./stack.ts";
 
@@ -61,6 +61,28 @@ describe.skipIf(!ok)("web UI", () => {
     expect(await red.evaluate((el) => (globalThis as any).getComputedStyle(el).color)).toBe("rgb(255, 123, 114)");
     expect(await log.innerText()).not.toContain("\x1b");
     await t.shot("invocation-failing");
+    expect(t.errors).toEqual([]);
+  });
+
+  it("follows a build still uploading, and stops refreshing once it is finalized", async () => {
+    const c = clients(stack.httpUrl);
+    const { id, events, requests } = await fixtureStream(c, "failing-test", { labels: ["ui-e2e", "live"] });
+    // everything before the test's result (request i carries event i): the build is running
+    const cut = events.findIndex((e) => e.payload.case === "testResult");
+    expect(cut).toBeGreaterThan(0);
+    await ingest(c, requests.slice(0, cut));
+    t = await openPage(browser);
+    const { page } = t;
+    await page.goto(`${stack.httpUrl}/invocations/${id}`);
+    const live = page.getByText(/Still uploading/);
+    await live.waitFor();
+    expect(await page.locator("table.kv").first().innerText()).not.toMatch(/Status\s+FAILED/);
+    await t.shot("invocation-live");
+    // the rest of the stream, then finalize: the page catches up without a reload
+    await ingest(c, requests.slice(cut));
+    await expect.poll(() => page.locator("table.kv").first().innerText(), { timeout: 30_000 }).toMatch(/Status\s+FAILED/);
+    await live.waitFor({ state: "detached", timeout: 30_000 });
+    await page.getByRole("complementary", { name: "target //:failing_test" }).waitFor();
     expect(t.errors).toEqual([]);
   });
 
