@@ -54,6 +54,7 @@ export async function dev(): Promise<void> {
     [
       "",
       "Kiln is running.",
+      `  web UI (invocations, actions, operations, CAS):    ${worker.url}/`,
       `  HTTP (Connect, gRPC-web, REST, Bazel HTTP cache): ${worker.url}`,
       `  native gRPC (bridge):                              ${grpc}`,
       `  action runner:                                     ${runner.url}`,
