@@ -53,6 +53,10 @@ describe.skipIf(!ok)("web UI: operations", () => {
       await expect.poll(() => row.locator(".status").innerText(), { timeout: 20_000 }).toBe("COMPLETED");
       expect(await row.innerText()).toMatch(/CANCELLED/);
       expect(await row.getByRole("button", { name: "Cancel" }).count()).toBe(0);
+      // the next poll no longer lists it (done=false): the row stays, with its final state
+      await page.waitForResponse((r) => r.url().endsWith("/google.longrunning.Operations/ListOperations"));
+      await page.waitForResponse((r) => r.url().endsWith("/google.longrunning.Operations/ListOperations"));
+      expect(await row.locator(".status").innerText()).toBe("COMPLETED");
       await t.shot("operations-cancelled");
       expect(t.errors).toEqual([]);
     } finally {

@@ -47,7 +47,7 @@ export function InvocationPage({ id, url }: { id: string; url: URL }) {
       </h1>
       {live && <p class="live">Still uploading: this page refreshes every {REFRESH_MS / 1000} s.</p>}
       <Show loaded={inv}>{(i) => <Summary inv={i} />}</Show>
-      {targets.error !== undefined ? <ErrorBox error={targets.error} /> : <Targets id={id} cts={targets.rows} done={targets.done} selected={selected} />}
+      {targets.error !== undefined ? <ErrorBox error={targets.error} /> : <Targets id={id} cts={targets.rows} done={targets.done} selected={selected} tick={tick} />}
     </section>
   );
 }
@@ -119,7 +119,7 @@ function Summary({ inv }: { inv: Invocation }) {
   );
 }
 
-function Targets({ id, cts, done, selected }: { id: string; cts: ConfiguredTarget[]; done: boolean; selected: string | null }) {
+function Targets({ id, cts, done, selected, tick }: { id: string; cts: ConfiguredTarget[]; done: boolean; selected: string | null; tick: number }) {
   const groups = useMemo(() => {
     const m = new Map<Status, ConfiguredTarget[]>();
     for (const ct of cts) {
@@ -156,7 +156,7 @@ function Targets({ id, cts, done, selected }: { id: string; cts: ConfiguredTarge
             <TargetGroup key={s} id={id} status={s} list={list} selected={target} />
           ))}
         </div>
-        {target && <TargetDetail key={target} id={id} ct={cts.find((c) => c.id?.targetId === target)} targetId={target} />}
+        {target && <TargetDetail key={target} id={id} ct={cts.find((c) => c.id?.targetId === target)} targetId={target} tick={tick} />}
       </div>
     </>
   );
@@ -194,7 +194,7 @@ function TargetGroup({ id, status, list, selected }: { id: string; status: Statu
 }
 
 /** A target's actions: test attempts by shard and run, each with its logs; build actions with their outputs. */
-function TargetDetail({ id, ct, targetId }: { id: string; ct?: ConfiguredTarget; targetId: string }) {
+function TargetDetail({ id, ct, targetId, tick }: { id: string; ct?: ConfiguredTarget; targetId: string; tick: number }) {
   const parent = ct?.name ?? `invocations/${enc(id)}/targets/${enc(targetId)}/configuredTargets/-`;
   const actions = useLoad(async (signal) => {
     const all: Action[] = [];
@@ -205,7 +205,7 @@ function TargetDetail({ id, ct, targetId }: { id: string; ct?: ConfiguredTarget;
       pageToken = res.nextPageToken;
     } while (pageToken);
     return all;
-  }, [parent]);
+  }, [parent, tick]);
   return (
     <aside class="detail" aria-label={`target ${targetId}`}>
       <h2>{targetId}</h2>

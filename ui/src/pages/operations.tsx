@@ -6,7 +6,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { ExecuteOperationMetadataSchema, ExecuteResponseSchema, ExecutionStage_Value } from "../../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import type { Operation } from "../../../src/gen/google/longrunning/operations_pb.ts";
 import { byteStream, execution, operations } from "../api.ts";
-import { codeName, ErrorBox, errorText, Show, StatusBadge, useLoad } from "../components/common.tsx";
+import { codeName, errorText, Show, StatusBadge, useLoad } from "../components/common.tsx";
 import { AnsiText } from "../components/log-view.tsx";
 import { digestPath, Link, navigate } from "../router.tsx";
 
@@ -35,9 +35,12 @@ export function OperationsPage({ url }: { url: URL }) {
     const t = setTimeout(() => setTick((n) => n + 1), POLL_MS);
     return () => clearTimeout(t);
   }, [tick]);
-  // Operations seen while this page is open stay listed (a finished one leaves the done=false list).
-  for (const op of list.data?.operations ?? []) if (!seen.current.has(op.name)) seen.current.set(op.name, op);
+  // Operations seen while this page is open stay listed: one that finished leaves the done=false
+  // list, and its row then asks for its final state once (`gone`).
+  const listed = new Set((list.data?.operations ?? []).map((op) => op.name));
+  for (const op of list.data?.operations ?? []) seen.current.set(op.name, op);
   const ops = [...seen.current.values()];
+  const watched = new Set(ops.filter((op) => !op.done).slice(0, MAX_WATCHES).map((op) => op.name));
   return (
     <section>
       <h1>Operations</h1>
@@ -50,7 +53,6 @@ export function OperationsPage({ url }: { url: URL }) {
           <input type="checkbox" checked={all} onChange={(e) => go({ all: (e.currentTarget as HTMLInputElement).checked })} /> include finished
         </label>
       </form>
-      {list.error !== undefined && <ErrorBox error={list.error} />}
       <Show loaded={list}>
         {() =>
           ops.length === 0 ? (
@@ -67,8 +69,8 @@ export function OperationsPage({ url }: { url: URL }) {
                 </tr>
               </thead>
               <tbody>
-                {ops.map((op, i) => (
-                  <OperationRow key={op.name} initial={op} instance={instance} watch={i < MAX_WATCHES} />
+                {ops.map((op) => (
+                  <OperationRow key={op.name} polled={op} gone={list.data !== undefined && !listed.has(op.name)} instance={instance} watch={watched.has(op.name)} />
                 ))}
               </tbody>
             </table>
@@ -79,18 +81,29 @@ export function OperationsPage({ url }: { url: URL }) {
   );
 }
 
-function OperationRow({ initial, instance, watch }: { initial: Operation; instance: string; watch: boolean }) {
-  const [op, setOp] = useState(initial);
+/**
+ * One operation: its latest state from the poll, or newer from its WaitExecution stream (`watch`),
+ * or, once it left the list (`gone`), from one GetOperation.
+ */
+function OperationRow({ polled, gone, instance, watch }: { polled: Operation; gone: boolean; instance: string; watch: boolean }) {
+  const [streamed, setStreamed] = useState<Operation>();
+  const op = streamed?.done || (streamed && !polled.done) ? streamed : polled;
   const [error, setError] = useState<unknown>();
   const [showLog, setShowLog] = useState(false);
   useEffect(() => {
     if (!watch || op.done) return;
     const ac = new AbortController();
     (async () => {
-      for await (const next of execution.waitExecution({ name: initial.name }, { signal: ac.signal })) setOp(next);
+      for await (const next of execution.waitExecution({ name: polled.name }, { signal: ac.signal })) setStreamed(next);
     })().catch((e) => !ac.signal.aborted && setError(e));
     return () => ac.abort();
-  }, [initial.name, watch]);
+  }, [polled.name, watch]);
+  useEffect(() => {
+    if (!gone || op.done) return;
+    const ac = new AbortController();
+    operations.getOperation({ name: polled.name }, { signal: ac.signal }).then(setStreamed, (e) => !ac.signal.aborted && setError(e));
+    return () => ac.abort();
+  }, [gone]);
 
   const meta = op.metadata ? anyUnpack(op.metadata, ExecuteOperationMetadataSchema) : undefined;
   const res = op.result.case === "response" ? anyUnpack(op.result.value, ExecuteResponseSchema) : undefined;
