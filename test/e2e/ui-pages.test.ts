@@ -64,6 +64,31 @@ describe.skipIf(!ok)("web UI", () => {
     expect(t.errors).toEqual([]);
   });
 
+  it("tails a large log and pages back through it on request", async () => {
+    // 3 × 64 KiB and a bit: the last chunk first (GetFileTail), three more (GetFile) reach line 0
+    const lines = Array.from({ length: 4000 }, (_, i) => `line ${String(i).padStart(5, "0")} ${"x".repeat(38)}\n`);
+    const big = await ingestFixture(clients(stack.httpUrl), "failing-test", { labels: ["ui-e2e", "big-log"], testLog: lines.join("") });
+    t = await openPage(browser);
+    const { page } = t;
+    await page.goto(`${stack.httpUrl}/invocations/${big}`);
+    const log = page.getByLabel("test.log", { exact: true });
+    await log.getByText("line 03999").waitFor();
+    expect(await log.innerText()).not.toContain("line 00000 ");
+    const more = log.getByRole("button", { name: /^Show [0-9.]+ KiB more$/ });
+    for (let i = 0; i < 3; i++) {
+      expect(await log.innerText()).toMatch(/KiB before this are not shown/);
+      const before = (await log.innerText()).length;
+      await more.click();
+      await expect.poll(async () => (await log.innerText()).length).toBeGreaterThan(before);
+    }
+    await log.getByText("line 00000").waitFor();
+    expect(await log.getByRole("button").count()).toBe(0);
+    // every line once, in order
+    const shown = (await log.locator("pre").innerText()).split("\n").filter(Boolean);
+    expect(shown).toEqual(lines.map((l) => l.trimEnd()));
+    expect(t.errors).toEqual([]);
+  });
+
   it("follows a build still uploading, and stops refreshing once it is finalized", async () => {
     const c = clients(stack.httpUrl);
     const { id, events, requests } = await fixtureStream(c, "failing-test", { labels: ["ui-e2e", "live"] });
