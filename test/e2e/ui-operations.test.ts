@@ -4,44 +4,32 @@
 // runner wiring is changing on main), so the operation waits in the queue until cancelled.
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import type { Browser } from "playwright-core";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { ActionSchema, CommandSchema, DirectorySchema, Execution } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { clients, INSTANCE, putMessage } from "./ui-data.ts";
-import { haveChromium, launch, openPage } from "./ui.ts";
-import { startStack, type Stack } from "./stack.ts";
+import { haveChromium, openPage, uiStack } from "./ui.ts";
 
 const ok = haveChromium();
 
 describe.skipIf(!ok)("web UI: operations", () => {
-  let stack: Stack;
-  let browser: Browser;
-
-  beforeAll(async () => {
-    stack = await startStack();
-    browser = await launch();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await stack?.stop();
-  });
+  const env = uiStack();
 
   it("shows a queued operation live and cancels it from the page", async () => {
-    const c = clients(stack.httpUrl);
+    const c = clients(env.stack.httpUrl);
     const command = await putMessage(c, CommandSchema, { arguments: ["/bin/sh", "-c", "echo hi"], platform: { properties: [] } });
     const inputRoot = await putMessage(c, DirectorySchema, {});
     const action = await putMessage(c, ActionSchema, { commandDigest: command, inputRootDigest: inputRoot, doNotCache: true });
-    const execution = createClient(Execution, createConnectTransport({ baseUrl: stack.httpUrl, httpVersion: "1.1" }));
+    const execution = createClient(Execution, createConnectTransport({ baseUrl: env.stack.httpUrl, httpVersion: "1.1" }));
     const ac = new AbortController();
     const stream = execution.execute({ instanceName: INSTANCE, actionDigest: action, skipCacheLookup: true }, { signal: ac.signal })[Symbol.asyncIterator]();
     const first = (await stream.next()).value!;
     ac.abort(); // the operation goes on without this client
     const name = first.name;
 
-    const t = await openPage(browser);
+    const t = await openPage(env.browser);
     try {
       const { page } = t;
-      await page.goto(`${stack.httpUrl}/operations?instance=${INSTANCE}`);
+      await page.goto(`${env.stack.httpUrl}/operations?instance=${INSTANCE}`);
       const row = page.locator(`tr[data-operation="${name}"]`);
       await row.waitFor();
       await expect.poll(() => row.locator(".status").innerText()).toBe("QUEUED");

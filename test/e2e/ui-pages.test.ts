@@ -2,25 +2,19 @@
 // (failed test first, its log readable with ANSI colours), searching invocations by label and
 // status, an action page with its input tree walked by keyboard, the CAS page, and the API key
 // field. Data goes in through Kiln's public APIs (ui-data.ts). Screenshots: test/e2e/artifacts/.
-import type { Browser } from "playwright-core";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { clients, fixtureStream, ingest, ingestFixture, INSTANCE, putSampleAction, type SampleAction } from "./ui-data.ts";
-import { haveChromium, launch, openPage, type TestPage } from "./ui.ts";
-import { startStack, type Stack } from "./stack.ts";
+import { haveChromium, openPage, uiStack, type TestPage } from "./ui.ts";
 
 const ok = haveChromium();
 
 describe.skipIf(!ok)("web UI", () => {
-  let stack: Stack;
-  let browser: Browser;
   let t: TestPage;
   let failing: string;
   let passing: string;
   let sample: SampleAction;
 
-  beforeAll(async () => {
-    stack = await startStack();
-    browser = await launch();
+  const env = uiStack({}, async (stack) => {
     const c = clients(stack.httpUrl);
     failing = await ingestFixture(c, "failing-test", {
       labels: ["ui-e2e", "nightly"],
@@ -29,18 +23,14 @@ describe.skipIf(!ok)("web UI", () => {
     passing = await ingestFixture(c, "sample-test", { labels: ["ui-e2e", "release"] });
     sample = await putSampleAction(c);
   });
-  afterAll(async () => {
-    await browser?.close();
-    await stack?.stop();
-  });
   afterEach(async () => {
     await t?.close();
   });
 
   it("shows the failing build's failed test first, and its log with colours", async () => {
-    t = await openPage(browser);
+    t = await openPage(env.browser);
     const { page } = t;
-    await page.goto(`${stack.httpUrl}/invocations/${failing}`);
+    await page.goto(`${env.stack.httpUrl}/invocations/${failing}`);
     await page.getByRole("heading", { name: `Invocation ${failing}` }).waitFor();
     // the summary: status, command line
     await expect.poll(() => page.locator("table.kv").first().innerText()).toMatch(/Status\s+FAILED/);
@@ -67,10 +57,10 @@ describe.skipIf(!ok)("web UI", () => {
   it("tails a large log and pages back through it on request", async () => {
     // 3 × 64 KiB and a bit: the last chunk first (GetFileTail), three more (GetFile) reach line 0
     const lines = Array.from({ length: 4000 }, (_, i) => `line ${String(i).padStart(5, "0")} ${"x".repeat(38)}\n`);
-    const big = await ingestFixture(clients(stack.httpUrl), "failing-test", { labels: ["ui-e2e", "big-log"], testLog: lines.join("") });
-    t = await openPage(browser);
+    const big = await ingestFixture(clients(env.stack.httpUrl), "failing-test", { labels: ["ui-e2e", "big-log"], testLog: lines.join("") });
+    t = await openPage(env.browser);
     const { page } = t;
-    await page.goto(`${stack.httpUrl}/invocations/${big}`);
+    await page.goto(`${env.stack.httpUrl}/invocations/${big}`);
     const log = page.getByLabel("test.log", { exact: true });
     await log.getByText("line 03999").waitFor();
     expect(await log.innerText()).not.toContain("line 00000 ");
@@ -90,15 +80,15 @@ describe.skipIf(!ok)("web UI", () => {
   });
 
   it("follows a build still uploading, and stops refreshing once it is finalized", async () => {
-    const c = clients(stack.httpUrl);
+    const c = clients(env.stack.httpUrl);
     const { id, events, requests } = await fixtureStream(c, "failing-test", { labels: ["ui-e2e", "live"] });
     // everything before the test's result (request i carries event i): the build is running
     const cut = events.findIndex((e) => e.payload.case === "testResult");
     expect(cut).toBeGreaterThan(0);
     await ingest(c, requests.slice(0, cut));
-    t = await openPage(browser);
+    t = await openPage(env.browser);
     const { page } = t;
-    await page.goto(`${stack.httpUrl}/invocations/${id}`);
+    await page.goto(`${env.stack.httpUrl}/invocations/${id}`);
     const live = page.getByText(/Still uploading/);
     await live.waitFor();
     expect(await page.locator("table.kv").first().innerText()).not.toMatch(/Status\s+FAILED/);
@@ -112,9 +102,9 @@ describe.skipIf(!ok)("web UI", () => {
   });
 
   it("finds invocations by label and by status, newest first, from the search form", async () => {
-    t = await openPage(browser);
+    t = await openPage(env.browser);
     const { page } = t;
-    await page.goto(`${stack.httpUrl}/`);
+    await page.goto(`${env.stack.httpUrl}/`);
     const table = page.getByRole("table", { name: "invocations" });
     await table.waitFor();
     expect(await table.innerText()).toContain(failing);
@@ -127,12 +117,12 @@ describe.skipIf(!ok)("web UI", () => {
     expect(await table.innerText()).toContain(failing);
     await t.shot("search-label");
     // by status, from the URL
-    await page.goto(`${stack.httpUrl}/?status=PASSED&label=ui-e2e`);
+    await page.goto(`${env.stack.httpUrl}/?status=PASSED&label=ui-e2e`);
     await table.waitFor();
     expect(await table.innerText()).toContain(passing);
     expect(await table.innerText()).not.toContain(failing);
     // the query language box
-    await page.goto(`${stack.httpUrl}/?q=${encodeURIComponent(`id.invocation_id = "${failing}"`)}`);
+    await page.goto(`${env.stack.httpUrl}/?q=${encodeURIComponent(`id.invocation_id = "${failing}"`)}`);
     await table.waitFor();
     expect(await table.locator("tbody tr").count()).toBe(1);
     await table.getByRole("link", { name: failing }).click();
@@ -141,9 +131,9 @@ describe.skipIf(!ok)("web UI", () => {
   });
 
   it("shows an action: command, platform, input tree walked with the keyboard, result and timeline", async () => {
-    t = await openPage(browser);
+    t = await openPage(env.browser);
     const { page } = t;
-    await page.goto(`${stack.httpUrl}/actions/${INSTANCE}/${sample.action.hash}/${sample.action.sizeBytes}`);
+    await page.goto(`${env.stack.httpUrl}/actions/${INSTANCE}/${sample.action.hash}/${sample.action.sizeBytes}`);
     const args = page.getByRole("list", { name: "arguments" });
     await args.waitFor();
     expect(await args.innerText()).toBe("/bin/sh\nrun.sh\n--verbose");
@@ -164,7 +154,7 @@ describe.skipIf(!ok)("web UI", () => {
     const outputs = page.getByRole("list", { name: "outputs" });
     await outputs.waitFor();
     const download = outputs.getByRole("link", { name: "download" });
-    const res = await fetch(new URL((await download.getAttribute("href"))!, stack.httpUrl));
+    const res = await fetch(new URL((await download.getAttribute("href"))!, env.stack.httpUrl));
     expect(await res.text()).toBe("hello, output\n");
     const stdout = page.locator(".log", { hasText: sample.stdout });
     await stdout.waitFor();
@@ -174,9 +164,9 @@ describe.skipIf(!ok)("web UI", () => {
   });
 
   it("opens a digest on the CAS page as a Directory, as raw bytes, and as an Action", async () => {
-    t = await openPage(browser);
+    t = await openPage(env.browser);
     const { page } = t;
-    await page.goto(`${stack.httpUrl}/cas`);
+    await page.goto(`${env.stack.httpUrl}/cas`);
     await page.getByLabel("Instance").fill(INSTANCE);
     await page.getByLabel("Hash").fill(sample.src.hash);
     await page.getByLabel("Size").fill(String(sample.src.sizeBytes));
@@ -194,16 +184,16 @@ describe.skipIf(!ok)("web UI", () => {
     expect(await page.getByLabel("hex").isVisible()).toBe(false);
     expect(await page.getByLabel("hex").textContent()).toMatch(/^00000000  23 69 6e 63 6c 75 64 65 20 22 6c 69 62 2f 75 74  #include "lib\/ut$/m);
     // the same Directory as raw bytes is not text: shown as hex
-    await page.goto(`${stack.httpUrl}/cas/${INSTANCE}/${sample.src.hash}/${sample.src.sizeBytes}?as=raw`);
+    await page.goto(`${env.stack.httpUrl}/cas/${INSTANCE}/${sample.src.hash}/${sample.src.sizeBytes}?as=raw`);
     await page.getByLabel("hex").waitFor();
     expect(await page.getByLabel("hex").isVisible()).toBe(true);
     // the action's digest as an Action: its command and input root
-    await page.goto(`${stack.httpUrl}/cas/${INSTANCE}/${sample.action.hash}/${sample.action.sizeBytes}?as=action`);
+    await page.goto(`${env.stack.httpUrl}/cas/${INSTANCE}/${sample.action.hash}/${sample.action.sizeBytes}?as=action`);
     await page.getByRole("list", { name: "arguments" }).waitFor();
     expect(await page.getByRole("tree", { name: "input tree" }).innerText()).toContain("run.sh");
     expect(t.errors).toEqual([]);
     // a missing blob is a clear error, not a blank page
-    await page.goto(`${stack.httpUrl}/cas/${INSTANCE}/${"0".repeat(64)}/5?as=directory`);
+    await page.goto(`${env.stack.httpUrl}/cas/${INSTANCE}/${"0".repeat(64)}/5?as=directory`);
     await page.getByRole("alert").waitFor();
     expect(await page.getByRole("alert").innerText()).toMatch(/NOT_FOUND/);
   });

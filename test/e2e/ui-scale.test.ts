@@ -3,23 +3,16 @@
 // the counts fill in as the pages come, and the DOM holds one page of rows per group however many
 // there are. Times are printed (measurements, not assertions).
 import { randomUUID } from "node:crypto";
-import type { Browser } from "playwright-core";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { call, resultStoreClients, token, uploadInvocation } from "./resultstore-load.ts";
-import { haveChromium, launch, openPage } from "./ui.ts";
-import { startStack, type Stack } from "./stack.ts";
+import { haveChromium, openPage, uiStack } from "./ui.ts";
 
 const ok = haveChromium();
 const TARGETS = 10_000;
 
 describe.skipIf(!ok)("web UI at 10,000 targets", () => {
-  let stack: Stack;
-  let browser: Browser;
   let id: string;
-
-  beforeAll(async () => {
-    stack = await startStack();
-    browser = await launch();
+  const env = uiStack({}, async (stack) => {
     const { upload, close } = resultStoreClients(stack.grpcTarget);
     try {
       const tok = randomUUID();
@@ -32,17 +25,13 @@ describe.skipIf(!ok)("web UI at 10,000 targets", () => {
       close();
     }
   });
-  afterAll(async () => {
-    await browser?.close();
-    await stack?.stop();
-  });
 
   it("shows the first rows after one page, all counts after all pages, one page of rows in the DOM", async () => {
-    const t = await openPage(browser);
+    const t = await openPage(env.browser);
     try {
       const { page } = t;
       const started = performance.now();
-      await page.goto(`${stack.httpUrl}/invocations/${id}`);
+      await page.goto(`${env.stack.httpUrl}/invocations/${id}`);
       const rows = page.locator(".target-groups table.targets tbody tr");
       await rows.first().waitFor();
       const firstRowsMs = performance.now() - started;

@@ -2,7 +2,8 @@
 // with browser console errors and failed requests collected so a test can assert there were none.
 import { existsSync, mkdirSync } from "node:fs";
 import { chromium, type Browser, type Page } from "playwright-core";
-import { requireTool } from "./stack.ts";
+import { afterAll, beforeAll } from "vitest";
+import { requireTool, startStack, type Stack, type StackOptions } from "./stack.ts";
 
 export const CHROMIUM = "/usr/bin/chromium";
 /** Screenshots: test artifacts, git-ignored. */
@@ -13,6 +14,24 @@ export const haveChromium = () => requireTool("chromium (Debian package `chromiu
 export async function launch(): Promise<Browser> {
   mkdirSync(ARTIFACTS, { recursive: true });
   return chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+}
+
+/**
+ * A stack and a browser for the tests of the calling describe block (started before them, stopped
+ * after them); `setup` runs once both are up, e.g. to put data in.
+ */
+export function uiStack(opts: StackOptions = {}, setup: (stack: Stack) => Promise<void> = async () => {}) {
+  const env = {} as { stack: Stack; browser: Browser };
+  beforeAll(async () => {
+    env.stack = await startStack(opts);
+    env.browser = await launch();
+    await setup(env.stack);
+  });
+  afterAll(async () => {
+    await env.browser?.close();
+    await env.stack?.stop();
+  });
+  return env;
 }
 
 export interface TestPage {

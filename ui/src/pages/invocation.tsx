@@ -33,11 +33,13 @@ export function InvocationPage({ id, url }: { id: string; url: URL }) {
   const meta = useLoad((signal) => resultStore.getInvocationDownloadMetadata({ name: `${name}/downloadMetadata` }, { signal }), [name, tick]);
   const targets = useTargets(name, tick);
   const live = meta.data !== undefined && meta.data.uploadStatus === UploadStatus.UPLOADING;
+  // The next round starts a while after this one's targets are all in (a round may take longer).
+  const roundDone = targets.tick === tick && targets.done;
   useEffect(() => {
-    if (!live) return;
+    if (!live || !roundDone) return;
     const t = setTimeout(() => setTick((n) => n + 1), REFRESH_MS);
     return () => clearTimeout(t);
-  }, [live, tick]);
+  }, [live, roundDone, tick]);
 
   const selected = url.searchParams.get("target");
   return (
@@ -45,7 +47,7 @@ export function InvocationPage({ id, url }: { id: string; url: URL }) {
       <h1>
         Invocation <code>{id}</code>
       </h1>
-      {live && <p class="live">Still uploading: this page refreshes every {REFRESH_MS / 1000} s.</p>}
+      {live && <p class="live">Still uploading: this page refreshes every few seconds.</p>}
       <Show loaded={inv}>{(i) => <Summary inv={i} />}</Show>
       {targets.error !== undefined ? <ErrorBox error={targets.error} /> : <Targets id={id} cts={targets.rows} done={targets.done} selected={selected} tick={tick} />}
     </section>
@@ -54,7 +56,8 @@ export function InvocationPage({ id, url }: { id: string; url: URL }) {
 
 /** Every configured target, page after page (shown as they come); a refresh swaps in a whole new list. */
 function useTargets(parent: string, tick: number) {
-  const [state, setState] = useState<{ rows: ConfiguredTarget[]; done: boolean; error?: unknown }>({ rows: [], done: false });
+  // `tick`: the round these rows are from
+  const [state, setState] = useState<{ rows: ConfiguredTarget[]; done: boolean; tick: number; error?: unknown }>({ rows: [], done: false, tick: 0 });
   useEffect(() => {
     const ac = new AbortController();
     (async () => {
@@ -67,10 +70,10 @@ function useTargets(parent: string, tick: number) {
         );
         rows.push(...res.configuredTargets);
         pageToken = res.nextPageToken;
-        if (tick === 0 && !ac.signal.aborted) setState({ rows: [...rows], done: !pageToken });
+        if (tick === 0 && !ac.signal.aborted) setState({ rows: [...rows], done: !pageToken, tick });
       } while (pageToken);
-      if (!ac.signal.aborted) setState({ rows, done: true });
-    })().catch((error) => !ac.signal.aborted && setState((s) => ({ ...s, error })));
+      if (!ac.signal.aborted) setState({ rows, done: true, tick });
+    })().catch((error) => !ac.signal.aborted && setState((s) => ({ ...s, error, done: true, tick })));
     return () => ac.abort();
   }, [parent, tick]);
   return state;
