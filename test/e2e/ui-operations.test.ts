@@ -40,6 +40,7 @@ describe.skipIf(!ok)("web UI: operations", () => {
       // the page's WaitExecution stream brings the end: no reload
       await expect.poll(() => row.locator(".status").innerText(), { timeout: 20_000 }).toBe("COMPLETED");
       expect(await row.innerText()).toMatch(/CANCELLED/);
+      expect(await row.locator(".status").getAttribute("class")).toContain("status-bad");
       expect(await row.getByRole("button", { name: "Cancel" }).count()).toBe(0);
       // the next poll no longer lists it (done=false): the row stays, with its final state
       await page.waitForResponse((r) => r.url().endsWith("/google.longrunning.Operations/ListOperations"));

@@ -54,8 +54,8 @@ export function Show<T>({ loaded, children }: { loaded: Loaded<T>; children: (da
 }
 
 /** A status word as a coloured badge: PASSED/BUILT green, FAILED red, FLAKY amber, … */
-export function StatusBadge({ value }: { value: string }) {
-  return <span class={`status status-${statusClass(value)}`}>{value.replace(/_/g, " ")}</span>;
+export function StatusBadge({ value, tone }: { value: string; tone?: "good" | "bad" | "warn" | "busy" }) {
+  return <span class={`status status-${tone ?? statusClass(value)}`}>{value.replace(/_/g, " ")}</span>;
 }
 
 export function statusClass(value: string): string {

@@ -119,6 +119,7 @@ function OperationRow({ polled, gone, instance, watch }: { polled: Operation; go
       setError(e);
     }
   };
+  const failed = op.result.case === "error" || !!res?.status?.code || !!res?.result?.exitCode;
   const outcome = op.result.case === "error" ? codeName(op.result.value.code) : res ? (res.status?.code ? `${codeName(res.status.code)}: ${res.status.message}` : `exit ${res.result?.exitCode ?? "?"}${res.cachedResult ? " (cached)" : ""}`) : "";
   return (
     <>
@@ -127,7 +128,7 @@ function OperationRow({ polled, gone, instance, watch }: { polled: Operation; go
           <code>{op.name}</code>
         </td>
         <td>
-          <StatusBadge value={stage} />
+          <StatusBadge value={stage} tone={op.done ? (failed ? "bad" : "good") : undefined} />
         </td>
         <td>{meta?.actionDigest ? <Link href={digestPath("actions", actionInstance, meta.actionDigest)}>{meta.actionDigest.hash.slice(0, 12)}…</Link> : "—"}</td>
         <td>{outcome}</td>
