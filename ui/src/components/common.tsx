@@ -1,5 +1,5 @@
 // Small shared pieces: async data loading, errors, status badges, download links, key/value tables.
-import { ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { ComponentChildren } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import { authHeaders, apiKey } from "../api.ts";
@@ -8,13 +8,11 @@ export interface Loaded<T> {
   data?: T;
   error?: unknown;
   loading: boolean;
-  reload(): void;
 }
 
 /** Runs `load` when `deps` change; the previous run is aborted, so late answers never overwrite. */
 export function useLoad<T>(load: (signal: AbortSignal) => Promise<T>, deps: unknown[]): Loaded<T> {
-  const [state, setState] = useState<{ data?: T; error?: unknown; loading: boolean }>({ loading: true });
-  const [nonce, setNonce] = useState(0);
+  const [state, setState] = useState<Loaded<T>>({ loading: true });
   useEffect(() => {
     const ac = new AbortController();
     setState((s) => ({ ...s, loading: true }));
@@ -23,8 +21,8 @@ export function useLoad<T>(load: (signal: AbortSignal) => Promise<T>, deps: unkn
       (error) => !ac.signal.aborted && setState({ error, loading: false }),
     );
     return () => ac.abort();
-  }, [...deps, nonce]);
-  return { ...state, reload: () => setNonce((n) => n + 1) };
+  }, deps);
+  return state;
 }
 
 export function errorText(e: unknown): string {
@@ -32,8 +30,12 @@ export function errorText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
-const CODES = ["OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"];
-export const codeName = (code: number) => CODES[code] ?? `code ${code}`;
+/** gRPC's name of a status code (NOT_FOUND, CANCELLED), not connect-es's (NotFound, Canceled). */
+export function codeName(code: number): string {
+  if (code === 0) return "OK";
+  if (code === Code.Canceled) return "CANCELLED";
+  return Code[code]?.replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase() ?? `code ${code}`;
+}
 
 export function ErrorBox({ error }: { error: unknown }) {
   const text = errorText(error);
@@ -99,10 +101,9 @@ export function KeyValues({ rows }: { rows: [string, ComponentChildren][] }) {
   );
 }
 
-/** Client-side pages of a long list, so 10,000 rows cost one page of DOM. */
-export function usePage<T>(items: T[], size: number, resetKey: unknown) {
+/** Client-side pages of a long list, so 10,000 rows cost one page of DOM. The list may grow. */
+export function usePage<T>(items: T[], size: number) {
   const [page, setPage] = useState(0);
-  useEffect(() => setPage(0), [resetKey]);
   const pages = Math.max(1, Math.ceil(items.length / size));
   const p = Math.min(page, pages - 1);
   return { rows: items.slice(p * size, (p + 1) * size), page: p, pages, setPage };

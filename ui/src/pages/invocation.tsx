@@ -166,7 +166,7 @@ function Targets({ id, cts, done, selected, tick }: { id: string; cts: Configure
 }
 
 function TargetGroup({ id, status, list, selected }: { id: string; status: Status; list: ConfiguredTarget[]; selected: string | null }) {
-  const page = usePage(list, TARGET_PAGE, list.length);
+  const page = usePage(list, TARGET_PAGE);
   return (
     <div class="group">
       <h3>
