@@ -17,12 +17,13 @@ export const casLoader =
 
 export function DirectoryView({ instance, dir, load, path = "" }: { instance: string; dir: Directory; load: DirectoryLoader; path?: string }) {
   return (
-    <ul class="tree" role={path ? "group" : "tree"} aria-label={path ? undefined : "input tree"}>
+    // Plain nested lists with disclosure buttons (not an ARIA tree, which promises arrow-key moves).
+    <ul class={path ? "tree" : "tree tree-root"} aria-label={path ? undefined : "input tree"}>
       {dir.directories.map((d) => (
         <DirectoryItem key={d.name} instance={instance} name={d.name} digest={d.digest!} load={load} path={`${path}${d.name}/`} />
       ))}
       {dir.files.map((f) => (
-        <li key={f.name} role="treeitem" class="file">
+        <li key={f.name} class="file">
           <Link href={`${digestPath("cas", instance, f.digest!)}?as=raw`}>{f.name}</Link>
           {f.isExecutable && <span class="muted"> (executable)</span>}
           <span class="muted"> {bytes(f.digest?.sizeBytes ?? 0n)}</span>{" "}
@@ -32,7 +33,7 @@ export function DirectoryView({ instance, dir, load, path = "" }: { instance: st
         </li>
       ))}
       {dir.symlinks.map((s) => (
-        <li key={s.name} role="treeitem" class="symlink">
+        <li key={s.name} class="symlink">
           {s.name} → <code>{s.target}</code>
         </li>
       ))}
@@ -55,7 +56,7 @@ function DirectoryItem({ instance, name, digest, load, path }: { instance: strin
     }
   };
   return (
-    <li role="treeitem" aria-expanded={open} class="dir">
+    <li class="dir">
       <button class="twisty" aria-expanded={open} onClick={toggle}>
         {open ? "▾" : "▸"} {name}/
       </button>{" "}
