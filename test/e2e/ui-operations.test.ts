@@ -1,22 +1,25 @@
 // The operations page in real Chromium: an operation started by a client (Execute over Connect)
-// appears as QUEUED, its stage follows the WaitExecution stream the page holds, and Cancel from
-// the page completes it (CANCELLED), shown live without a reload. No runner is connected (the
-// runner wiring is changing on main), so the operation waits in the queue until cancelled.
+// appears as QUEUED; its stage follows the WaitExecution stream the page holds as a runner takes
+// it (EXECUTING) and completes it (COMPLETED), with its live stdout streaming into the page; and
+// Cancel from the page completes a queued one (CANCELLED). The runner is one the test drives by
+// hand (ui-runner.ts), so every step happens when the test says.
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { describe, expect, it } from "vitest";
 import { ActionSchema, CommandSchema, DirectorySchema, Execution } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
-import { clients, INSTANCE, putMessage } from "./ui-data.ts";
+import { clients, INSTANCE, putBlobs, putMessage } from "./ui-data.ts";
+import { connectHandRunner, runnerKeysVar, type HandRunner } from "./ui-runner.ts";
 import { haveChromium, openPage, uiStack } from "./ui.ts";
 
 const ok = haveChromium();
 
 describe.skipIf(!ok)("web UI: operations", () => {
-  const env = uiStack();
+  const env = uiStack({ vars: { RUNNER_KEYS: runnerKeysVar() } });
 
-  it("shows a queued operation live and cancels it from the page", async () => {
+  /** Starts an operation of `echo <word>` as a client would, and leaves it running; its name. */
+  async function execute(word: string) {
     const c = clients(env.stack.httpUrl);
-    const command = await putMessage(c, CommandSchema, { arguments: ["/bin/sh", "-c", "echo hi"], platform: { properties: [] } });
+    const command = await putMessage(c, CommandSchema, { arguments: ["/bin/sh", "-c", `echo ${word}`] });
     const inputRoot = await putMessage(c, DirectorySchema, {});
     const action = await putMessage(c, ActionSchema, { commandDigest: command, inputRootDigest: inputRoot, doNotCache: true });
     const execution = createClient(Execution, createConnectTransport({ baseUrl: env.stack.httpUrl, httpVersion: "1.1" }));
@@ -24,7 +27,45 @@ describe.skipIf(!ok)("web UI: operations", () => {
     const stream = execution.execute({ instanceName: INSTANCE, actionDigest: action, skipCacheLookup: true }, { signal: ac.signal })[Symbol.asyncIterator]();
     const first = (await stream.next()).value!;
     ac.abort(); // the operation goes on without this client
-    const name = first.name;
+    return { name: first.name, action };
+  }
+
+  it("shows an operation go QUEUED → EXECUTING → COMPLETED, with its live stdout", async () => {
+    const { name } = await execute("run");
+    const t = await openPage(env.browser);
+    let r: HandRunner | undefined;
+    try {
+      const { page } = t;
+      await page.goto(`${env.stack.httpUrl}/operations?instance=${INSTANCE}`);
+      const row = page.locator(`tr[data-operation="${name}"]`);
+      await row.waitFor();
+      await expect.poll(() => row.locator(".status").innerText()).toBe("QUEUED");
+      // a runner comes: it takes the operation
+      r = await connectHandRunner(env.stack.httpUrl);
+      const a = await r.assignment();
+      expect(a.operation).toBe(name);
+      await expect.poll(() => row.locator(".status").innerText()).toBe("EXECUTING");
+      await r.stdout(a, "\x1b[32mstep 1\x1b[0m done\n");
+      await row.getByRole("button", { name: "Live output" }).click();
+      const live = page.getByLabel("live output");
+      await live.getByText("step 1").waitFor();
+      await r.stdout(a, "step 2 done\n");
+      await live.getByText("step 2 done").waitFor();
+      await t.shot("operations-executing");
+      const [stdout] = await putBlobs(clients(env.stack.httpUrl), [new TextEncoder().encode("step 1 done\nstep 2 done\n")]);
+      await r.complete(a, stdout!);
+      await expect.poll(() => row.locator(".status").innerText()).toBe("COMPLETED");
+      expect(await row.innerText()).toMatch(/exit 0/);
+      expect(await row.locator(".status").getAttribute("class")).toContain("status-good");
+      expect(t.errors).toEqual([]);
+    } finally {
+      r?.close();
+      await t.close();
+    }
+  });
+
+  it("shows a queued operation live and cancels it from the page", async () => {
+    const { name, action } = await execute("cancel-me");
 
     const t = await openPage(env.browser);
     try {
@@ -53,3 +94,4 @@ describe.skipIf(!ok)("web UI: operations", () => {
     }
   });
 });
+
