@@ -35,6 +35,8 @@ describe.skipIf(!ok)("web UI", () => {
     // the summary: status, command line
     await expect.poll(() => page.locator("table.kv").first().innerText()).toMatch(/Status\s+FAILED/);
     expect(await page.locator("pre.command").innerText()).toMatch(/\btest\b/);
+    // properties (folded): the build metadata that carried the labels
+    expect(await page.locator("details", { hasText: "Properties" }).textContent()).toMatch(/build_metadata\.LABELS\s*ui-e2e,nightly/);
     // targets grouped by status, failures first
     const groups = page.locator(".target-groups .group h3");
     await groups.first().waitFor();

@@ -106,6 +106,12 @@ function Summary({ inv }: { inv: Invocation }) {
         </>
       )}
       {inv.statusAttributes?.description && <p class="description">{inv.statusAttributes.description}</p>}
+      {inv.properties.length > 0 && (
+        <details>
+          <summary>Properties ({inv.properties.length}): options, build metadata, workspace status</summary>
+          <KeyValues rows={inv.properties.map((p) => [p.key, <code>{p.value}</code>])} />
+        </details>
+      )}
       {inv.files.length > 0 && (
         <>
           <h2>Files</h2>
