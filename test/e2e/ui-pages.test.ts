@@ -111,6 +111,11 @@ describe.skipIf(!ok)("web UI", () => {
     await table.waitFor();
     expect(await table.innerText()).toContain(failing);
     expect(await table.innerText()).toContain(passing);
+    // newest first: the Started column (7th) never goes up
+    const started = (await table.locator("tbody tr td:nth-child(7)").allInnerTexts()).map((s) => Date.parse(s));
+    expect(started.length).toBeGreaterThanOrEqual(2);
+    expect(started.every((ms) => !Number.isNaN(ms))).toBe(true);
+    expect([...started].sort((a, b) => b - a)).toEqual(started);
     // by label, typed and submitted with the keyboard
     await page.getByLabel("Label").fill("nightly");
     await page.getByLabel("Label").press("Enter");
