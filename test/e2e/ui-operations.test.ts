@@ -5,6 +5,7 @@
 // hand (ui-runner.ts), so every step happens when the test says.
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import type { Page } from "playwright-core";
 import { describe, expect, it } from "vitest";
 import { ActionSchema, CommandSchema, DirectorySchema, Execution } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { clients, INSTANCE, putBlobs, putMessage } from "./ui-data.ts";
@@ -30,16 +31,22 @@ describe.skipIf(!ok)("web UI: operations", () => {
     return { name: first.name, action };
   }
 
+  /** The operations page of INSTANCE, once it shows operation `name` as QUEUED: its row. */
+  async function queuedRow(page: Page, name: string) {
+    await page.goto(`${env.stack.httpUrl}/operations?instance=${INSTANCE}`);
+    const row = page.locator(`tr[data-operation="${name}"]`);
+    await row.waitFor();
+    await expect.poll(() => row.locator(".status").innerText()).toBe("QUEUED");
+    return row;
+  }
+
   it("shows an operation go QUEUED → EXECUTING → COMPLETED, with its live stdout", async () => {
     const { name } = await execute("run");
     const t = await openPage(env.browser);
     let r: HandRunner | undefined;
     try {
       const { page } = t;
-      await page.goto(`${env.stack.httpUrl}/operations?instance=${INSTANCE}`);
-      const row = page.locator(`tr[data-operation="${name}"]`);
-      await row.waitFor();
-      await expect.poll(() => row.locator(".status").innerText()).toBe("QUEUED");
+      const row = await queuedRow(page, name);
       // a runner comes: it takes the operation
       r = await connectHandRunner(env.stack.httpUrl);
       const a = await r.assignment();
@@ -66,14 +73,10 @@ describe.skipIf(!ok)("web UI: operations", () => {
 
   it("shows a queued operation live and cancels it from the page", async () => {
     const { name, action } = await execute("cancel-me");
-
     const t = await openPage(env.browser);
     try {
       const { page } = t;
-      await page.goto(`${env.stack.httpUrl}/operations?instance=${INSTANCE}`);
-      const row = page.locator(`tr[data-operation="${name}"]`);
-      await row.waitFor();
-      await expect.poll(() => row.locator(".status").innerText()).toBe("QUEUED");
+      const row = await queuedRow(page, name);
       // the action link carries the instance the page lists
       expect(await row.getByRole("link").getAttribute("href")).toBe(`/actions/${INSTANCE}/${action.hash}/${action.sizeBytes}`);
       await t.shot("operations-queued");
