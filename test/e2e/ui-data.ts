@@ -22,6 +22,7 @@ import {
 import { StreamId_BuildComponent } from "../../src/gen/google/devtools/build/v1/build_events_pb.ts";
 import type { PublishBuildToolEventStreamRequest } from "../../src/gen/google/devtools/build/v1/publish_build_event_pb.ts";
 import { BuildEventIngest } from "../../src/gen/kiln/bes/v1/ingest_pb.ts";
+import { ResultStoreUpload } from "../../src/gen/google/devtools/resultstore/v2/resultstore_upload_pb.ts";
 
 export const INSTANCE = "main";
 const FIXTURES = new URL("../fixtures/bep/", import.meta.url).pathname;
@@ -32,6 +33,7 @@ export function clients(baseUrl: string) {
     cas: createClient(ContentAddressableStorage, transport),
     actionCache: createClient(ActionCache, transport),
     ingest: createClient(BuildEventIngest, transport),
+    upload: createClient(ResultStoreUpload, transport),
   };
 }
 type Clients = ReturnType<typeof clients>;
@@ -153,4 +155,19 @@ export async function putSampleAction(c: Clients): Promise<SampleAction> {
     },
   });
   return { action, inputRoot, src, stdout: "compiled src/main.c" };
+}
+
+/** `n` invocations labelled `label`, one a minute from `startMs` (made with CreateInvocation); their ids, oldest first. */
+export async function putInvocations(c: Clients, label: string, n: number, startMs: number): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const id = randomUUID();
+    await c.upload.createInvocation({
+      invocationId: id,
+      authorizationToken: randomUUID(),
+      invocation: { timing: { startTime: timestampFromMs(startMs + i * 60_000) }, invocationAttributes: { labels: [label] } },
+    });
+    ids.push(id);
+  }
+  return ids;
 }

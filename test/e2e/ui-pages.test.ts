@@ -3,7 +3,7 @@
 // status, an action page with its input tree walked by keyboard, the CAS page, and the API key
 // field. Data goes in through Kiln's public APIs (ui-data.ts). Screenshots: test/e2e/artifacts/.
 import { afterEach, describe, expect, it } from "vitest";
-import { clients, fixtureStream, ingest, ingestFixture, INSTANCE, putSampleAction, type SampleAction } from "./ui-data.ts";
+import { clients, fixtureStream, ingest, ingestFixture, INSTANCE, putInvocations, putSampleAction, type SampleAction } from "./ui-data.ts";
 import { haveChromium, openPage, uiStack, type TestPage } from "./ui.ts";
 
 const ok = haveChromium();
@@ -134,6 +134,24 @@ describe.skipIf(!ok)("web UI", () => {
     expect(await table.locator("tbody tr").count()).toBe(1);
     await table.getByRole("link", { name: failing }).click();
     await page.getByRole("heading", { name: `Invocation ${failing}` }).waitFor();
+    expect(t.errors).toEqual([]);
+  });
+
+  it("pages through invocations, 50 at a time, older and back to newer", async () => {
+    const ids = await putInvocations(clients(env.stack.httpUrl), "paging", 57, Date.UTC(2026, 0, 1));
+    t = await openPage(env.browser);
+    const { page } = t;
+    await page.goto(`${env.stack.httpUrl}/?label=paging`);
+    const table = page.getByRole("table", { name: "invocations" });
+    const ids0 = () => table.locator("tbody tr td:nth-child(2)").allInnerTexts();
+    await table.waitFor();
+    const first = await ids0();
+    expect(first).toEqual(ids.slice(-50).reverse());
+    await page.getByRole("button", { name: "Older ›" }).click();
+    await expect.poll(ids0).toEqual(ids.slice(0, 7).reverse());
+    expect(await page.getByRole("button", { name: "Older ›" }).isDisabled()).toBe(true);
+    await page.getByRole("button", { name: "‹ Newer" }).click();
+    await expect.poll(ids0).toEqual(first);
     expect(t.errors).toEqual([]);
   });
 
