@@ -27,6 +27,23 @@ describe.skipIf(!ok)("web UI", () => {
     await t?.close();
   });
 
+  it("serves the app at its routes and leaves every other path to the worker", async () => {
+    const get = (path: string) => fetch(`${env.stack.httpUrl}${path}`, { headers: { "sec-fetch-mode": "navigate", accept: "text/html" } });
+    for (const path of ["/", `/invocations/${failing}`, `/actions/${INSTANCE}/${sample.action.hash}/${sample.action.sizeBytes}`, "/operations", "/cas", `/cas/${INSTANCE}/${sample.src.hash}/${sample.src.sizeBytes}`]) {
+      const res = await get(path);
+      expect([path, res.status, res.headers.get("content-type")]).toEqual([path, 200, "text/html; charset=utf-8"]);
+      expect(await res.text()).toContain('<script type="module" src="/ui/main.js">');
+    }
+    expect((await get("/ui/main.js")).headers.get("content-type")).toMatch(/javascript/);
+    // API paths, even asked for as a page, are the worker's
+    expect(await (await get("/healthz")).json()).toMatchObject({ ok: true });
+    expect((await get("/v1/operations")).headers.get("content-type")).toMatch(/json/);
+    const missing = await get("/no/such/page");
+    expect([missing.status, missing.headers.get("content-type")]).toEqual([404, "application/json"]);
+    const blob = await get(`/${INSTANCE}/blobs/${sample.src.hash}/${sample.src.sizeBytes}`);
+    expect([blob.status, blob.headers.get("content-type")]).toEqual([200, "application/octet-stream"]);
+  });
+
   it("shows the failing build's failed test first, and its log with colours", async () => {
     t = await openPage(env.browser);
     const { page } = t;
