@@ -51,7 +51,11 @@ describe.skipIf(!ok)("web UI", () => {
     await page.getByRole("heading", { name: `Invocation ${failing}` }).waitFor();
     // the summary: status, command line
     await expect.poll(() => page.locator("table.kv").first().innerText()).toMatch(/Status\s+FAILED/);
-    expect(await page.locator("pre.command").innerText()).toMatch(/\btest\b/);
+    // the command line: command, explicit options and targets, the whole line folded away
+    const command = await page.locator("pre.command").first().innerText();
+    expect(command).toMatch(/^bazel test .*--remote_instance_name=main.* \/\/\.\.\.$/);
+    expect(command).not.toContain("--client_env");
+    expect(await page.locator("details", { hasText: "Full command line" }).textContent()).toContain("--client_env");
     // properties (folded): the build metadata that carried the labels
     expect(await page.locator("details", { hasText: "Properties" }).textContent()).toMatch(/build_metadata\.LABELS\s*ui-e2e,nightly/);
     // targets grouped by status, failures first

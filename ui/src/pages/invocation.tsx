@@ -82,9 +82,12 @@ function useTargets(parent: string, tick: number) {
 function Summary({ inv }: { inv: Invocation }) {
   const prop = (k: string) => inv.properties.find((p) => p.key === k)?.value;
   const commandLine = inv.workspaceInfo?.commandLines.find((c) => c.label === "original") ?? inv.workspaceInfo?.commandLines[0];
-  // Bazel's original command line starts with the tool's own name
-  const args = commandLine ? (commandLine.args[0] === commandLine.tool ? commandLine.args : [commandLine.tool, ...commandLine.args]) : [];
-  const command = args.length ? args.filter(Boolean).join(" ") : prop("bazel.command");
+  // Bazel's original command line (startup options, every --client_env…) is long: the short form
+  // is the command, the options given explicitly and the targets; the whole line is folded below.
+  const full = commandLine ? (commandLine.args[0] === commandLine.tool ? commandLine.args : [commandLine.tool, ...commandLine.args]).filter(Boolean).join(" ") : "";
+  const bazelCommand = prop("bazel.command");
+  const targetArgs = commandLine && bazelCommand ? commandLine.args.slice(commandLine.args.indexOf(bazelCommand) + 1).filter((a) => !a.startsWith("-")) : [];
+  const command = bazelCommand ? ["bazel", bazelCommand, prop("bazel.explicit_options"), ...targetArgs].filter(Boolean).join(" ") : full;
   return (
     <div class="summary">
       <KeyValues
@@ -103,6 +106,12 @@ function Summary({ inv }: { inv: Invocation }) {
         <>
           <h2>Command line</h2>
           <pre class="command">{command}</pre>
+          {full && full !== command && (
+            <details>
+              <summary>Full command line</summary>
+              <pre class="command">{full}</pre>
+            </details>
+          )}
         </>
       )}
       {inv.statusAttributes?.description && <p class="description">{inv.statusAttributes.description}</p>}
