@@ -30,8 +30,10 @@ export function Link(props: AnchorProps) {
   const onClick = (e: MouseEvent) => {
     if (e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
     e.preventDefault();
+    // a new page starts at its top; the same page with other parameters (a target picked) stays put
+    const samePage = new URL(props.href, location.href).pathname === location.pathname;
     navigate(props.href);
-    scrollTo(0, 0);
+    if (!samePage) scrollTo(0, 0);
   };
   return <a {...props} onClick={onClick} />;
 }
