@@ -77,6 +77,25 @@ describe.skipIf(!ok)("web UI", () => {
     expect(t.errors).toEqual([]);
   });
 
+  it("opens nothing on a passing build, and a picked target's results; a log not in this CAS is a clear error", async () => {
+    t = await openPage(env.browser);
+    const { page } = t;
+    await page.goto(`${env.stack.httpUrl}/invocations/${passing}`);
+    const groups = page.locator(".target-groups .group h3");
+    await groups.first().waitFor();
+    expect((await groups.allInnerTexts()).map((g) => g.split(/\s+/)[0])).toEqual(["PASSED", "BUILT"]);
+    expect(await page.getByRole("complementary").count()).toBe(0);
+    await page.locator(".target-groups").getByRole("link", { name: "//:combined_test" }).click();
+    await page.waitForURL(/\?target=%2F%2F%3Acombined_test$/);
+    const detail = page.getByRole("complementary", { name: "target //:combined_test" });
+    const results = detail.getByRole("table", { name: "test results" });
+    await results.waitFor();
+    expect(await results.innerText()).toMatch(/PASSED/);
+    // the recording's logs went to the recording stack's CAS, not this one
+    await detail.getByRole("alert").first().waitFor();
+    expect(await detail.getByRole("alert").first().innerText()).toMatch(/^NOT_FOUND: /);
+  });
+
   it("tails a large log and pages back through it on request", async () => {
     // 3 × 64 KiB and a bit: the last chunk first (GetFileTail), three more (GetFile) reach line 0
     const lines = Array.from({ length: 4000 }, (_, i) => `line ${String(i).padStart(5, "0")} ${"x".repeat(38)}\n`);
