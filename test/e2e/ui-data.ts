@@ -17,6 +17,7 @@ import {
   CommandSchema,
   ContentAddressableStorage,
   DirectorySchema,
+  TreeSchema,
   type Digest,
 } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { StreamId_BuildComponent } from "../../src/gen/google/devtools/build/v1/build_events_pb.ts";
@@ -131,6 +132,13 @@ export async function putSampleAction(c: Clients): Promise<SampleAction> {
     platform,
   });
   const action = await putMessage(c, ActionSchema, { commandDigest: command, inputRootDigest: inputRoot, platform });
+  // An output directory as a Tree whose child directory is only in the Tree, not in the CAS.
+  const [genTxt] = await putBlobs(c, [enc("generated\n")]);
+  const gen = create(DirectorySchema, { files: [{ name: "gen.txt", digest: genTxt }] });
+  const tree = await putMessage(c, TreeSchema, {
+    root: { directories: [{ name: "gen", digest: digestOf(toBinary(DirectorySchema, gen)) }], files: [{ name: "hello", digest: out }] },
+    children: [gen],
+  });
   const t0 = Date.UTC(2026, 10, 29, 9, 0, 0);
   const at = (ms: number) => timestampFromMs(t0 + ms);
   await c.actionCache.updateActionResult({
@@ -139,6 +147,7 @@ export async function putSampleAction(c: Clients): Promise<SampleAction> {
     actionResult: {
       exitCode: 0,
       outputFiles: [{ path: "out/hello", digest: out, isExecutable: true }],
+      outputDirectories: [{ path: "out/dir", treeDigest: tree }],
       stdoutDigest: stdoutBlob,
       executionMetadata: {
         worker: "ui-test-runner",

@@ -225,6 +225,12 @@ describe.skipIf(!ok)("web UI", () => {
     await stdout.waitFor();
     expect(await page.getByLabel("execution timeline").innerText()).toMatch(/execution\s+1\.00 s/);
     await t.shot("action");
+    // the output directory, a Tree: its child directory comes from the Tree itself
+    await outputs.getByRole("link", { name: "out/dir/" }).click();
+    const tree2 = page.getByRole("list", { name: "tree", exact: true });
+    await tree2.getByRole("button", { name: "gen/" }).click();
+    await tree2.getByText("gen.txt").waitFor();
+    expect(await page.getByText("1 child directories").count()).toBe(1);
     expect(t.errors).toEqual([]);
   });
 
@@ -237,7 +243,7 @@ describe.skipIf(!ok)("web UI", () => {
     await page.getByLabel("Size").fill(String(sample.src.sizeBytes));
     await page.getByLabel("View as").selectOption("directory");
     await page.getByRole("button", { name: "Open" }).click();
-    const tree = page.getByRole("list", { name: "input tree" });
+    const tree = page.getByRole("list", { name: "directory" });
     await tree.waitFor();
     expect(await tree.innerText()).toMatch(/lib\/[\s\S]*main\.c/);
     await t.shot("cas-directory");

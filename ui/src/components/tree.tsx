@@ -15,10 +15,10 @@ export const casLoader =
   (d) =>
     readMessage(DirectorySchema, instance, d);
 
-export function DirectoryView({ instance, dir, load, path = "" }: { instance: string; dir: Directory; load: DirectoryLoader; path?: string }) {
+export function DirectoryView({ instance, dir, load, path = "", label = "input tree" }: { instance: string; dir: Directory; load: DirectoryLoader; path?: string; label?: string }) {
   return (
     // Plain nested lists with disclosure buttons (not an ARIA tree, which promises arrow-key moves).
-    <ul class={path ? "tree" : "tree tree-root"} aria-label={path ? undefined : "input tree"}>
+    <ul class={path ? "tree" : "tree tree-root"} aria-label={path ? undefined : label}>
       {dir.directories.map((d) => (
         <DirectoryItem key={d.name} instance={instance} name={d.name} digest={d.digest!} load={load} path={`${path}${d.name}/`} />
       ))}

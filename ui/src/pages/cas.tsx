@@ -82,7 +82,7 @@ function CasView({ instance, digest, as }: { instance: string; digest: Digest; a
 
 function DirectoryBlob({ instance, digest }: { instance: string; digest: Digest }) {
   const dir = useLoad(() => readMessage(DirectorySchema, instance, digest), [digest.hash]);
-  return <Show loaded={dir}>{(d) => <DirectoryView instance={instance} dir={d} load={casLoader(instance)} />}</Show>;
+  return <Show loaded={dir}>{(d) => <DirectoryView instance={instance} dir={d} load={casLoader(instance)} label="directory" />}</Show>;
 }
 
 /** A Tree's children are found by the hash of their encoding; any not in it are read from the CAS. */
@@ -100,7 +100,7 @@ function TreeBlob({ instance, digest }: { instance: string; digest: Digest }) {
       {(t) => (
         <>
           <p class="muted">{t.children} child directories</p>
-          {t.root ? <DirectoryView instance={instance} dir={t.root} load={t.load} /> : <p>This Tree has no root.</p>}
+          {t.root ? <DirectoryView instance={instance} dir={t.root} load={t.load} label="tree" /> : <p>This Tree has no root.</p>}
         </>
       )}
     </Show>
