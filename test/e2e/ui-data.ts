@@ -39,7 +39,7 @@ export function clients(baseUrl: string) {
 }
 type Clients = ReturnType<typeof clients>;
 
-export const digestOf = (b: Uint8Array): Digest =>
+const digestOf = (b: Uint8Array): Digest =>
   ({ hash: createHash("sha256").update(b).digest("hex"), sizeBytes: BigInt(b.length) }) as Digest;
 
 /** Stores blobs in the CAS; their digests, in order. */

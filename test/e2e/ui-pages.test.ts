@@ -123,7 +123,7 @@ describe.skipIf(!ok)("web UI", () => {
 
   it("follows a build still uploading, and stops refreshing once it is finalized", async () => {
     const c = clients(env.stack.httpUrl);
-    const { id, events, requests } = await fixtureStream(c, "failing-test", { labels: ["ui-e2e", "live"] });
+    const { id, events, requests } = await fixtureStream(c, "failing-test", { labels: ["ui-e2e", "live"], testLog: "the live build's test log\n" });
     // everything before the test's result (request i carries event i): the build is running
     const cut = events.findIndex((e) => e.payload.case === "testResult");
     expect(cut).toBeGreaterThan(0);
@@ -139,7 +139,8 @@ describe.skipIf(!ok)("web UI", () => {
     await ingest(c, requests.slice(cut));
     await expect.poll(() => page.locator("table.kv").first().innerText(), { timeout: 30_000 }).toMatch(/Status\s+FAILED/);
     await live.waitFor({ state: "detached", timeout: 30_000 });
-    await page.getByRole("complementary", { name: "target //:failing_test" }).waitFor();
+    // the failed test, which arrived after the page opened, opens with its log
+    await page.getByRole("complementary", { name: "target //:failing_test" }).getByText("the live build's test log").waitFor();
     expect(t.errors).toEqual([]);
   });
 

@@ -5,13 +5,13 @@ import { chromium, type Browser, type Page } from "playwright-core";
 import { afterAll, beforeAll } from "vitest";
 import { requireTool, startStack, type Stack, type StackOptions } from "./stack.ts";
 
-export const CHROMIUM = "/usr/bin/chromium";
+const CHROMIUM = "/usr/bin/chromium";
 /** Screenshots: test artifacts, git-ignored. */
-export const ARTIFACTS = new URL("./artifacts/", import.meta.url).pathname;
+const ARTIFACTS = new URL("./artifacts/", import.meta.url).pathname;
 
 export const haveChromium = () => requireTool("chromium (Debian package `chromium`)", () => existsSync(CHROMIUM));
 
-export async function launch(): Promise<Browser> {
+async function launch(): Promise<Browser> {
   mkdirSync(ARTIFACTS, { recursive: true });
   return chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
 }

@@ -60,7 +60,7 @@ export function StatusBadge({ value, tone }: { value: string; tone?: "good" | "b
   return <span class={`status status-${tone ?? statusClass(value)}`}>{value.replace(/_/g, " ")}</span>;
 }
 
-export function statusClass(value: string): string {
+function statusClass(value: string): string {
   if (/FAIL|TIMED_OUT|INCOMPLETE|TOOL_FAILED|ERROR/.test(value)) return "bad";
   if (/FLAKY|CANCELLED|UNKNOWN|SKIPPED|UNSPECIFIED/.test(value)) return "warn";
   if (/PASS|BUILT|COMPLETED|OK/.test(value)) return "good";

@@ -7,7 +7,7 @@ import { digestPath, Link } from "../router.tsx";
 import { Download } from "./common.tsx";
 
 /** `bytestream://host/{instance}/blobs/{hash}/{size}` → its instance and digest. */
-export function casBlobOf(uri: string): { instance: string; hash: string; sizeBytes: bigint } | null {
+function casBlobOf(uri: string): { instance: string; hash: string; sizeBytes: bigint } | null {
   const m = /^bytestream:\/\/[^/]*\/(?:(.+)\/)?blobs\/([0-9a-f]{64})\/([0-9]+)$/.exec(uri);
   return m ? { instance: m[1] ?? "", hash: m[2]!, sizeBytes: BigInt(m[3]!) } : null;
 }

@@ -5,7 +5,7 @@ import { useEffect, useState } from "preact/hooks";
 import { ErrorBox } from "./common.tsx";
 import { bytes } from "../format.ts";
 
-export const CHUNK = 64n * 1024n;
+const CHUNK = 64n * 1024n;
 
 export interface LogSource {
   /** Identity: a new key starts over. */

@@ -175,7 +175,7 @@ const PHASES: [string, keyof ExecutedActionMetadata, keyof ExecutedActionMetadat
 ];
 
 /** The execution metadata's phases as bars on one time axis. */
-export function Timeline({ meta }: { meta: ExecutedActionMetadata }) {
+function Timeline({ meta }: { meta: ExecutedActionMetadata }) {
   const t = (k: keyof ExecutedActionMetadata) => millis(meta[k] as never);
   const phases = PHASES.map(([name, a, b]) => ({ name, start: t(a), end: t(b) })).filter((p) => p.start !== undefined && p.end !== undefined) as { name: string; start: number; end: number }[];
   if (phases.length === 0) return null;

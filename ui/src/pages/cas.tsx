@@ -8,7 +8,7 @@ import { bytes } from "../format.ts";
 import { digestPath, Link, navigate } from "../router.tsx";
 import { ActionPage, CommandView } from "./action.tsx";
 
-export const VIEWS = ["directory", "tree", "action", "command", "raw"] as const;
+const VIEWS = ["directory", "tree", "action", "command", "raw"] as const;
 type View = (typeof VIEWS)[number];
 const RAW_LIMIT = 64n * 1024n;
 
@@ -156,7 +156,7 @@ function RawBytes({ data }: { data: Uint8Array }) {
 }
 
 /** xxd-style: offset, 16 bytes in hex, the printable ones as text. */
-export function hexDump(b: Uint8Array): string {
+function hexDump(b: Uint8Array): string {
   const lines: string[] = [];
   for (let i = 0; i < b.length; i += 16) {
     const row = b.subarray(i, i + 16);

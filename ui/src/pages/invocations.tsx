@@ -13,7 +13,7 @@ const FIELDS = "invocations.id,invocations.status_attributes,invocations.timing,
 const EVERYTHING = `timing.start_time >= "1970-01-01T00:00:00Z"`;
 const quote = (s: string) => `"${s.replace(/["\\]/g, "\\$&")}"`;
 
-export function buildQuery(p: URLSearchParams): string {
+function buildQuery(p: URLSearchParams): string {
   const terms: string[] = [];
   const q = p.get("q")?.trim();
   if (q) terms.push(`(${q})`);
