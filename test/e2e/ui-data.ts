@@ -78,11 +78,11 @@ export async function ingest(c: Clients, requests: PublishBuildToolEventStreamRe
 }
 
 /** ingestFixture's stream, not yet sent. */
-export async function fixtureStream(c: Clients, name: string, opts: { labels: string[]; testLog?: string }) {
+export async function fixtureStream(c: Clients, name: string, opts: { labels: string[]; testLog?: string; id?: string }) {
   const events = await readFixture(name);
   const started = events[0]!;
   if (started.payload.case !== "started") throw new Error(`${name}.bep does not start with BuildStarted`);
-  const id = randomUUID();
+  const id = opts.id ?? randomUUID();
   started.payload.value.uuid = id;
   const metadata = create(BuildEventSchema, {
     id: { id: { case: "buildMetadata", value: {} } },

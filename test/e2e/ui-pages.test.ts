@@ -2,6 +2,7 @@
 // (failed test first, its log readable with ANSI colours), searching invocations by label and
 // status, an action page with its input tree walked by keyboard, the CAS page, and the API key
 // field. Data goes in through Kiln's public APIs (ui-data.ts). Screenshots: test/e2e/artifacts/.
+import { randomUUID } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
 import { clients, fixtureStream, ingest, ingestFixture, INSTANCE, putInvocations, putSampleAction, type SampleAction } from "./ui-data.ts";
 import { haveChromium, openPage, uiStack, type TestPage } from "./ui.ts";
@@ -142,6 +143,20 @@ describe.skipIf(!ok)("web UI", () => {
     // the failed test, which arrived after the page opened, opens with its log
     await page.getByRole("complementary", { name: "target //:failing_test" }).getByText("the live build's test log").waitFor();
     expect(t.errors).toEqual([]);
+  });
+
+  it("waits on an invocation that does not exist yet (Bazel prints the link first), then shows it", async () => {
+    const id = randomUUID();
+    t = await openPage(env.browser);
+    const { page } = t;
+    await page.goto(`${env.stack.httpUrl}/invocations/${id}`);
+    await page.getByText(/No such invocation yet/).waitFor();
+    const c = clients(env.stack.httpUrl);
+    const { requests } = await fixtureStream(c, "failing-test", { labels: ["ui-e2e", "late"], testLog: "late log\n", id });
+    await ingest(c, requests);
+    await expect.poll(() => page.locator("table.kv").first().innerText(), { timeout: 30_000 }).toMatch(/Status\s+FAILED/);
+    await page.getByRole("complementary", { name: "target //:failing_test" }).getByText("late log").waitFor();
+    expect(await page.getByText(/No such invocation yet/).count()).toBe(0);
   });
 
   it("finds invocations by label and by status, newest first, from the search form", async () => {

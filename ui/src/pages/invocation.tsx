@@ -1,6 +1,7 @@
 // One invocation (BuildBuddy's invocation page): summary, command line, targets grouped by status
 // (failures first) with counts, and a selected target's test attempts and shards with their logs.
 // While the invocation is still uploading, everything reloads every few seconds.
+import { Code, ConnectError } from "@connectrpc/connect";
 import { useEffect, useMemo, useState } from "preact/hooks";
 import type { Action } from "../../../src/gen/google/devtools/resultstore/v2/action_pb.ts";
 import { Status, UploadStatus } from "../../../src/gen/google/devtools/resultstore/v2/common_pb.ts";
@@ -32,7 +33,9 @@ export function InvocationPage({ id, url }: { id: string; url: URL }) {
   const inv = useLoad((signal) => resultStore.getInvocation({ name }, { ...mask(INVOCATION_FIELDS), signal }), [name, tick]);
   const meta = useLoad((signal) => resultStore.getInvocationDownloadMetadata({ name: `${name}/downloadMetadata` }, { signal }), [name, tick]);
   const targets = useTargets(name, tick);
-  const live = meta.data !== undefined && meta.data.uploadStatus === UploadStatus.UPLOADING;
+  // Bazel prints --bes_results_url as the build starts: the invocation may not exist yet.
+  const notYet = meta.error instanceof ConnectError && meta.error.code === Code.NotFound;
+  const live = notYet || (meta.data !== undefined && meta.data.uploadStatus === UploadStatus.UPLOADING);
   // The next round starts a while after this one's targets are all in (a round may take longer).
   const roundDone = targets.tick === tick && targets.done;
   useEffect(() => {
@@ -47,9 +50,19 @@ export function InvocationPage({ id, url }: { id: string; url: URL }) {
       <h1>
         Invocation <code>{id}</code>
       </h1>
-      {live && <p class="live">Still uploading: this page refreshes every few seconds.</p>}
-      <Show loaded={inv}>{(i) => <Summary inv={i} />}</Show>
-      {targets.error !== undefined ? <ErrorBox error={targets.error} /> : <Targets id={id} cts={targets.rows} done={targets.done} selected={selected} tick={tick} />}
+      {notYet ? (
+        <p class="live">No such invocation yet: waiting for the build's first events (this page checks every few seconds).</p>
+      ) : (
+        <>
+          {live && <p class="live">Still uploading: this page refreshes every few seconds.</p>}
+          <Show loaded={inv}>{(i) => <Summary inv={i} />}</Show>
+        </>
+      )}
+      {notYet ? null : targets.error !== undefined ? (
+        <ErrorBox error={targets.error} />
+      ) : (
+        <Targets id={id} cts={targets.rows} done={targets.done} selected={selected} tick={tick} />
+      )}
     </section>
   );
 }
