@@ -1,7 +1,7 @@
 // What the browser tests look at, put into a real stack through Kiln's public APIs: recorded BEP
-// fixtures ingested as Bazel's tool stream (with the test log's bytes in the CAS), and an action
-// (Action, Command, a three-level input tree, a cached ActionResult) written with
-// BatchUpdateBlobs and UpdateActionResult.
+// fixtures ingested as Bazel's tool stream (with the test log's bytes in the CAS); an action
+// (Action, Command, a three-level input tree, a cached ActionResult with an output Tree) written
+// with BatchUpdateBlobs and UpdateActionResult; invocations made with CreateInvocation.
 import { create, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { sizeDelimitedDecodeStream } from "@bufbuild/protobuf/wire";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";

@@ -1,5 +1,6 @@
 // The browser for the UI tests: Debian's Chromium driven by playwright-core, one page per test,
-// with browser console errors and failed requests collected so a test can assert there were none.
+// with the page's console errors (failed requests among them) and uncaught exceptions collected,
+// so a test can assert there were none.
 import { existsSync, mkdirSync } from "node:fs";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { afterAll, beforeAll } from "vitest";
