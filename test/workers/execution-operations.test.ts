@@ -381,3 +381,20 @@ describe("Operations conformance", { timeout: 30_000 }, () => {
     }
   });
 });
+
+describe("Operations of one build", { timeout: 30_000 }, () => {
+  it("keeps RequestMetadata.tool_invocation_id: ListOperations filters by it (the join key to the build's invocation)", async () => {
+    const { toBinary: bin, create: mk } = await import("@bufbuild/protobuf");
+    const { base64Encode } = await import("@bufbuild/protobuf/wire");
+    const { RequestMetadataSchema } = await import("../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts");
+    const invocation = crypto.randomUUID();
+    const header = base64Encode(bin(RequestMetadataSchema, mk(RequestMetadataSchema, { toolInvocationId: invocation, targetId: "//pkg:t", actionMnemonic: "Genrule" })));
+    const bazelExec = grpcWebClient(Execution, { "build.bazel.remote.execution.v2.requestmetadata-bin": header });
+    const [a, b] = [await newAction("ok"), await newAction("ok")];
+    const named = (await drain(bazelExec.execute(request(a)))).at(-1)!.name;
+    const other = (await executeAll(b)).at(-1)!.name;
+    await indexed(named, other);
+    const listed = await ops.listOperations({ name: "operations", filter: `tool_invocation_id=${invocation}` });
+    expect(listed.operations.map((o) => o.name)).toEqual([named]);
+  });
+});
