@@ -7,7 +7,8 @@ export default defineConfig({
     cloudflareTest({
       wrangler: { configPath: "./wrangler.toml" },
       // Remote execution runs on the scripted runner stand-in that global-setup.ts starts.
-      miniflare: { bindings: { RUNNER_URLS: STAND_IN_URL } },
+      // Resumable (multipart) uploads from 8 MiB, so tests reach that path with small blobs.
+      miniflare: { bindings: { RUNNER_URLS: STAND_IN_URL, RESUMABLE_UPLOAD_ABOVE_BYTES: String(8 * 1024 * 1024) } },
     }),
   ],
   test: {

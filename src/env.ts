@@ -17,6 +17,11 @@ export interface Env {
   INDEX: D1Database;
   /** Upper bound of the summed blob sizes in one batch request; advertised in Capabilities. */
   MAX_BATCH_TOTAL_SIZE_BYTES?: string;
+  /**
+   * Blobs larger than this (default 1 GiB) are uploaded resumably (R2 multipart, SHA-256 state
+   * saved per part); smaller ones in one verified put. At least the 8 MiB part size.
+   */
+  RESUMABLE_UPLOAD_ABOVE_BYTES?: string;
   /** API keys as JSON (see README, "API keys"). Unset or empty: the service runs open. */
   API_KEYS?: string;
   /** Comma-separated runner base URLs (local dev, self-hosted runners). Takes precedence over containers. */

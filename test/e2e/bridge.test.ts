@@ -129,7 +129,8 @@ describe("the stack, open (no API keys)", () => {
   let c: ReturnType<typeof clients>;
 
   beforeAll(async () => {
-    stack = await startStack();
+    // Resumable uploads from 8 MiB (the default is 1 GiB), so the resume tests stay small.
+    stack = await startStack({ vars: { RESUMABLE_UPLOAD_ABOVE_BYTES: String(8 * MiB) } });
     c = clients(stack.grpcTarget);
   });
   afterAll(async () => {
