@@ -13,6 +13,8 @@ export default defineConfig({
           RUNNER_KEYS: JSON.stringify([{ name: "test", key: TEST_RUNNER_KEY }]),
           RUNNER_HEARTBEAT_SECONDS: "0.2",
           RUNNER_LEASE_SECONDS: "2",
+          // Resumable (multipart) uploads from 8 MiB, so tests reach that path with small blobs.
+          RESUMABLE_UPLOAD_ABOVE_BYTES: String(8 * 1024 * 1024),
         },
       },
     }),
