@@ -7,7 +7,9 @@ export default defineConfig({
     cloudflareTest({
       wrangler: { configPath: "./wrangler.toml" },
       // Remote execution runs on the scripted runner stand-in that global-setup.ts starts.
-      miniflare: { bindings: { RUNNER_URLS: STAND_IN_URL } },
+      // Tests reach the worker as http://kiln, not a loopback host: without ALLOW_OPEN an open
+      // Kiln would refuse their writes (test/workers/safe-defaults.test.ts unsets it).
+      miniflare: { bindings: { RUNNER_URLS: STAND_IN_URL, ALLOW_OPEN: "true" } },
     }),
   ],
   test: {

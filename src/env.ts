@@ -21,6 +21,8 @@ export interface Env {
   MAX_TREE_DIRECTORIES_PER_CALL?: string;
   /** API keys as JSON (see README, "API keys"). Unset or empty: the service runs open. */
   API_KEYS?: string;
+  /** "true": without API_KEYS, accept anonymous writes and Execute even on a public address. */
+  ALLOW_OPEN?: string;
   /** Comma-separated runner base URLs (local dev, self-hosted runners). Takes precedence over containers. */
   RUNNER_URLS?: string;
   /** How many RunnerContainer instances to spread actions over (deployed). */

@@ -5,7 +5,8 @@ import { mountBlobs } from "./surfaces/blobs.ts";
 import { mountConnect } from "./surfaces/connect.ts";
 import { mountHttpCache } from "./surfaces/http-cache.ts";
 import { mountRest } from "./surfaces/rest.ts";
-import { restErrorResponse, notFound } from "./errors.ts";
+import { asConnectError, restErrorResponse, notFound } from "./errors.ts";
+import { callerOf } from "./caller.ts";
 
 export { CasIndexDO } from "../durable-objects/cas-index.ts";
 export { OperationDO } from "../durable-objects/operation.ts";
@@ -16,7 +17,17 @@ export type { Env } from "./env.ts";
 
 const app = new Hono();
 
-app.get("/healthz", async (c) => c.json({ ok: true, auth: (await keyConfig()).open ? "open" : "keys" }));
+app.get("/healthz", async (c) => {
+  try {
+    const config = await keyConfig();
+    if (!config.open) return c.json({ ok: true, auth: "keys" });
+    const anonymous = await callerOf(c.req.raw.headers, c.req.url);
+    return c.json(anonymous.canWrite ? { ok: true, auth: "open" } : { ok: true, auth: "open-read-only", reason: anonymous.readOnlyReason });
+  } catch (e) {
+    // A malformed API_KEYS: every call is refused, and the health check says why.
+    return c.json({ ok: false, auth: "invalid", error: asConnectError(e).rawMessage }, 503);
+  }
+});
 mountConnect(app);
 mountHttpCache(app);
 mountRest(app);

@@ -254,9 +254,9 @@ describe("Execution over the JSON surfaces", { timeout: 30_000 }, () => {
 });
 
 describe("Execution with API keys", { timeout: 30_000 }, () => {
-  const ACME = "acme-key-0123456789";
-  const ACME_RO = "acme-ro-key-0123456789";
-  const OTHER = "other-key-0123456789";
+  const ACME = "acme-key-0123456789-0123456789ab";
+  const ACME_RO = "acme-ro-key-0123456789-012345678";
+  const OTHER = "other-key-0123456789-0123456789a";
   beforeAll(() => {
     env.API_KEYS = JSON.stringify([
       { key: ACME, instances: [""], access: "read-write", tenant: "acme", name: "ci" },
