@@ -9,7 +9,8 @@ export default defineConfig({
       // Remote execution runs on the scripted runner stand-in that global-setup.ts starts.
       // Tests reach the worker as http://kiln, not a loopback host: without ALLOW_OPEN an open
       // Kiln would refuse their writes (test/workers/safe-defaults.test.ts unsets it).
-      miniflare: { bindings: { RUNNER_URLS: STAND_IN_URL, ALLOW_OPEN: "true" } },
+      // The access log is off: the fuzz suites alone would print 20,000 lines (access-log.test.ts turns it on).
+      miniflare: { bindings: { RUNNER_URLS: STAND_IN_URL, ALLOW_OPEN: "true", ACCESS_LOG: "false" } },
     }),
   ],
   test: {

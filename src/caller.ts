@@ -1,5 +1,6 @@
 // Who is calling, from the request's headers: the one place every surface and service asks.
 import { authenticate, presentedKey, resolvePrincipal, type Principal } from "./auth.ts";
+import { note } from "./access-log.ts";
 import { keyConfig } from "./config.ts";
 
 /**
@@ -7,7 +8,9 @@ import { keyConfig } from "./config.ts";
  * request URL decides whether an open service is local (read-write) or public (read-only).
  */
 export async function callerOf(headers: Headers, url?: string): Promise<Principal> {
-  return resolvePrincipal(await keyConfig(), presentedKey(headers.get("authorization")), url);
+  const p = await resolvePrincipal(await keyConfig(), presentedKey(headers.get("authorization")), url);
+  note(headers, { key: p.label, tenant: p.tenant });
+  return p;
 }
 
 /**

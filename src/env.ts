@@ -23,6 +23,8 @@ export interface Env {
   API_KEYS?: string;
   /** "true": without API_KEYS, accept anonymous writes and Execute even on a public address. */
   ALLOW_OPEN?: string;
+  /** "false": no JSON access-log line per request (on by default). */
+  ACCESS_LOG?: string;
   /** Comma-separated runner base URLs (local dev, self-hosted runners). Takes precedence over containers. */
   RUNNER_URLS?: string;
   /** How many RunnerContainer instances to spread actions over (deployed). */

@@ -7,6 +7,7 @@ import { mountHttpCache } from "./surfaces/http-cache.ts";
 import { mountRest } from "./surfaces/rest.ts";
 import { asConnectError, restErrorResponse, notFound } from "./errors.ts";
 import { callerOf } from "./caller.ts";
+import { withAccessLog } from "./access-log.ts";
 
 export { CasIndexDO } from "../durable-objects/cas-index.ts";
 export { OperationDO } from "../durable-objects/operation.ts";
@@ -35,4 +36,4 @@ mountBlobs(app);
 app.notFound((c) => restErrorResponse(notFound(`no route for ${c.req.method} ${new URL(c.req.url).pathname}`)));
 app.onError((e) => restErrorResponse(e));
 
-export default app;
+export default { fetch: withAccessLog(app.fetch) };

@@ -1,6 +1,7 @@
 // What every service method needs about its caller: who it is and where its data lives.
 import type { HandlerContext } from "@connectrpc/connect";
 import { authorize, authorizeWrite, type Access, type Principal } from "../auth.ts";
+import { note } from "../access-log.ts";
 import { requireCaller } from "../caller.ts";
 import { kilnEnv } from "../config.ts";
 import type { Env } from "../env.ts";
@@ -21,6 +22,7 @@ export interface Scope {
 export async function scopeFor(ctx: HandlerContext, instanceName: string, access: Access): Promise<Scope> {
   const principal = await requireCaller(ctx.requestHeader, ctx.url);
   const name = parseInstanceName(instanceName);
+  note(ctx.requestHeader, { instance: name });
   authorize(principal, name, access);
   const env = kilnEnv();
   return { env, principal, instanceName: name, store: new BlobStore(env, principal.tenant) };
