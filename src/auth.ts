@@ -15,6 +15,8 @@ export interface Principal {
   label: string;
   /** Why a principal that may otherwise write cannot: said in every PERMISSION_DENIED for a write. */
   readOnlyReason?: string;
+  /** May read operator endpoints (/metrics): keys with "admin": true, and an open service. */
+  admin: boolean;
 }
 
 interface KeyEntry {
@@ -40,8 +42,8 @@ export interface OpenModeSettings {
 /** Shorter keys are refused: a key is the only secret between the internet and the cache. */
 export const MIN_KEY_LENGTH = 32;
 
-const OPEN: Principal = { authenticated: true, tenant: "default", instances: [""], canWrite: true, label: "open" };
-const ANONYMOUS: Principal = { authenticated: false, tenant: "default", instances: [], canWrite: false, label: "anonymous" };
+const OPEN: Principal = { authenticated: true, tenant: "default", instances: [""], canWrite: true, label: "open", admin: true };
+const ANONYMOUS: Principal = { authenticated: false, tenant: "default", instances: [], canWrite: false, label: "anonymous", admin: false };
 
 const OPEN_READ_ONLY_REASON =
   "Kiln runs without API keys on a public address, so writes and Execute are refused: set API_KEYS " +
@@ -73,7 +75,7 @@ const sha256 = async (s: string) => new Uint8Array(await crypto.subtle.digest("S
 
 /**
  * API_KEYS is JSON: [{"key": "...", "instances": ["ci", "team/"], "access": "read" | "read-write",
- * "tenant": "acme", "name": "ci-bot"}]. An instance prefix matches itself and names below it.
+ * "tenant": "acme", "name": "ci-bot", "admin": false}]. An instance prefix matches itself and names below it.
  */
 export async function parseKeyConfig(raw: string | undefined, settings: OpenModeSettings = {}): Promise<KeyConfig> {
   const publicHost = hostOf(settings.publicUrl);
@@ -101,6 +103,7 @@ export async function parseKeyConfig(raw: string | undefined, settings: OpenMode
     if (!Array.isArray(instances) || instances.some((p) => typeof p !== "string")) {
       throw misconfigured(`${which}: "instances" must be an array of strings`);
     }
+    if (k.admin !== undefined && typeof k.admin !== "boolean") throw misconfigured(`${which}: "admin" must be true or false`);
     keys.push({
       digest: await sha256(k.key),
       principal: {
@@ -109,6 +112,7 @@ export async function parseKeyConfig(raw: string | undefined, settings: OpenMode
         instances,
         canWrite: access === "read-write",
         label,
+        admin: k.admin === true,
       },
     });
   }
@@ -171,6 +175,12 @@ export function authorize(p: Principal, instanceName: string, access: Access): v
     throw new ConnectError(`API key "${p.label}" may not use instance "${instanceName}"`, Code.PermissionDenied);
   }
   if (access === "write") authorizeWrite(p);
+}
+
+/** Operator endpoints: an admin key where keys are configured. */
+export function authorizeAdmin(p: Principal): void {
+  authenticate(p);
+  if (!p.admin) throw new ConnectError(`API key "${p.label}" is not an admin key (set "admin": true on it in API_KEYS)`, Code.PermissionDenied);
 }
 
 export function authorizeWrite(p: Principal): void {

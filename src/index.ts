@@ -8,6 +8,8 @@ import { mountRest } from "./surfaces/rest.ts";
 import { asConnectError, restErrorResponse, notFound } from "./errors.ts";
 import { callerOf } from "./caller.ts";
 import { withAccessLog } from "./access-log.ts";
+import { authorizeAdmin } from "./auth.ts";
+import { renderMetrics } from "./metrics.ts";
 
 export { CasIndexDO } from "../durable-objects/cas-index.ts";
 export { OperationDO } from "../durable-objects/operation.ts";
@@ -27,6 +29,14 @@ app.get("/healthz", async (c) => {
   } catch (e) {
     // A malformed API_KEYS: every call is refused, and the health check says why.
     return c.json({ ok: false, auth: "invalid", error: asConnectError(e).rawMessage }, 503);
+  }
+});
+app.get("/metrics", async (c) => {
+  try {
+    authorizeAdmin(await callerOf(c.req.raw.headers, c.req.url));
+    return new Response(renderMetrics(), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } });
+  } catch (e) {
+    return restErrorResponse(e);
   }
 });
 mountConnect(app);
