@@ -16,7 +16,7 @@ export interface Principal {
   /** Why a principal that may otherwise write cannot: said in every PERMISSION_DENIED for a write. */
   readOnlyReason?: string;
   /** May read operator endpoints (/metrics): keys with "admin": true, and an open service. */
-  admin: boolean;
+  admin?: boolean;
 }
 
 interface KeyEntry {
@@ -43,7 +43,7 @@ export interface OpenModeSettings {
 export const MIN_KEY_LENGTH = 32;
 
 const OPEN: Principal = { authenticated: true, tenant: "default", instances: [""], canWrite: true, label: "open", admin: true };
-const ANONYMOUS: Principal = { authenticated: false, tenant: "default", instances: [], canWrite: false, label: "anonymous", admin: false };
+const ANONYMOUS: Principal = { authenticated: false, tenant: "default", instances: [], canWrite: false, label: "anonymous" };
 
 const OPEN_READ_ONLY_REASON =
   "Kiln runs without API keys on a public address, so writes and Execute are refused: set API_KEYS " +

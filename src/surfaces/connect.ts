@@ -2,11 +2,12 @@
 // (Native gRPC needs HTTP/2 trailers, which a Worker cannot send: Cloudflare's edge, or
 // `kiln bridge` locally, turns it into gRPC-web before it reaches us.)
 import { createRegistry } from "@bufbuild/protobuf";
-import { createConnectRouter, type HandlerContext, type Interceptor } from "@connectrpc/connect";
+import { createConnectRouter, type HandlerContext } from "@connectrpc/connect";
 import { createFetchHandler } from "@connectrpc/connect/protocol";
 import type { Hono } from "hono";
 import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.ts";
 import { requireCaller } from "../caller.ts";
+import { interceptErrors } from "../error-interceptor.ts";
 import { requestIdOf, withRequestId } from "../request-id.ts";
 import { services } from "../services/registry.ts";
 import { finishConnectErrors } from "./connect-errors.ts";
@@ -24,39 +25,19 @@ const readMaxFor = (maxRequestBytes: number | undefined) => (maxRequestBytes ? M
 // The Connect JSON codec must resolve google.protobuf.Any (Operation.metadata and .response,
 // google.rpc.Status.details) to the message types they carry.
 const registry = createRegistry(file_google_rpc_error_details, ...services.map((s) => s.service.file));
+
+/**
+ * Errors a service throws get the request id; a fault that is not a ConnectError is logged with it
+ * here, because connect-es turns it into "internal error" and drops the cause.
+ */
+const tagErrors = interceptErrors((e, req) => withRequestId(e, requestIdOf(req.header)));
+
 const router = createConnectRouter({ readMaxBytes: READ_MAX_BYTES, jsonOptions: { registry } });
 // The request gate runs before connect-es reads the body: a caller without a valid key is refused
 // before the worker reads (up to readMaxBytes of) its message. Every registered service needs a key.
 const requestGate = async (ctx: HandlerContext) => void (await requireCaller(ctx.requestHeader));
 for (const { service, impl, maxRequestBytes } of services) {
   router.service(service, impl, { readMaxBytes: readMaxFor(maxRequestBytes), requestGate, interceptors: [tagErrors] });
-}
-
-/**
- * Errors a service throws get the request id; a fault that is not a ConnectError is logged with it
- * here, because connect-es turns it into "internal error" and drops the cause.
- */
-function tagErrors(next: Parameters<Interceptor>[0]): ReturnType<Interceptor> {
-  return async (req) => {
-    const id = requestIdOf(req.header);
-    try {
-      const res = await next(req);
-      if (!res.stream) return res;
-      const messages = res.message;
-      return {
-        ...res,
-        message: (async function* () {
-          try {
-            yield* messages;
-          } catch (e) {
-            throw withRequestId(e, id);
-          }
-        })(),
-      };
-    } catch (e) {
-      throw withRequestId(e, id);
-    }
-  };
 }
 
 const handlers = new Map(
