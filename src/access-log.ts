@@ -74,6 +74,14 @@ const contentLength = (h: Headers) => {
   return v === null ? undefined : Number(v);
 };
 
+/**
+ * A response with another body (and headers). The status text is left out on purpose: an empty
+ * statusText copied from the original would replace the reason phrase ("401 Unauthorized") that
+ * workerd writes when none is given, and Bazel shows that phrase to the user.
+ */
+const rebuilt = (body: BodyInit | null, res: Response, headers: Headers = new Headers(res.headers)) =>
+  new Response(body, { status: res.status, headers });
+
 /** A REST-style JSON error ({"error": {...}}) with a RequestInfo detail added; other bodies as they are. */
 async function withIdInErrorBody(res: Response, requestId: string): Promise<{ res: Response; code?: string }> {
   if (res.status < 400 || !res.body || !(res.headers.get("content-type") ?? "").startsWith("application/json")) return { res };
@@ -82,10 +90,10 @@ async function withIdInErrorBody(res: Response, requestId: string): Promise<{ re
   try {
     body = JSON.parse(text);
   } catch {
-    return { res: new Response(text, res) };
+    return { res: rebuilt(text, res) };
   }
   // A Connect error (already tagged), or a JSON answer that is not a REST error (/healthz).
-  if (typeof body.error !== "object" || body.error === null) return { res: new Response(text, res), code: body.code?.toUpperCase() };
+  if (typeof body.error !== "object" || body.error === null) return { res: rebuilt(text, res), code: body.code?.toUpperCase() };
   const details = body.error.details ?? [];
   if (!details.some((d) => d["@type"] === "type.googleapis.com/google.rpc.RequestInfo")) {
     body.error.details = [...details, { "@type": "type.googleapis.com/google.rpc.RequestInfo", requestId }];
@@ -93,7 +101,7 @@ async function withIdInErrorBody(res: Response, requestId: string): Promise<{ re
   const out = JSON.stringify(body);
   const headers = new Headers(res.headers);
   headers.set("content-length", String(new TextEncoder().encode(out).byteLength));
-  return { res: new Response(out, { status: res.status, statusText: res.statusText, headers }), code: body.error.status };
+  return { res: rebuilt(out, res, headers), code: body.error.status };
 }
 
 /** Counts a streamed body's bytes and calls `done` when it ends (or is abandoned). */
@@ -161,13 +169,13 @@ export function withAccessLog<E, C>(fetch: FetchFn<E, C>): FetchFn<E, C> {
       if (kilnEnv().ACCESS_LOG !== "false") console.log(JSON.stringify({ type: "access", ...record }));
       for (const o of observers) o(record);
     };
-    const out = new Response(res.body, res);
+    const out = rebuilt(res.body, res);
     out.headers.set(REQUEST_ID_HEADER, requestId);
     const streamed = /^application\/(grpc-web|connect\+)/.test(res.headers.get("content-type") ?? "");
     if (!streamed || !out.body) {
       finish(contentLength(res.headers));
       return out;
     }
-    return new Response(counted(out.body, finish), out);
+    return rebuilt(counted(out.body, finish), out);
   };
 }
