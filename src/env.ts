@@ -32,6 +32,10 @@ export interface Env {
   RUNNER_KEYS?: string;
   /** Signs lease and runner tokens; derived from API_KEYS and RUNNER_KEYS when unset. */
   TOKEN_SECRET?: string;
+  /** "true": without API_KEYS, accept anonymous writes and Execute even on a public address. */
+  ALLOW_OPEN?: string;
+  /** "false": no JSON access-log line per request (on by default). */
+  ACCESS_LOG?: string;
   /** How many RunnerContainer instances the pool may start (deployed). */
   RUNNER_CONTAINERS?: string;
   /** This worker's URL as containers reach it. */

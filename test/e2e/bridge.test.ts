@@ -274,7 +274,7 @@ describe("the stack, open (no API keys)", () => {
 });
 
 describe("the stack with API keys", () => {
-  const KEY = "bridge-test-key-1234";
+  const KEY = "bridge-test-key-1234-0123456789a";
   let stack: Stack;
   let c: ReturnType<typeof clients>;
 

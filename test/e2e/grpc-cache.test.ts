@@ -714,8 +714,8 @@ describe("ByteStream, 1 GiB through the bridge", () => {
 });
 
 describe("API keys", () => {
-  const RW = "rw-key-123456";
-  const RO = "ro-key-123456";
+  const RW = "rw-key-123456-0123456789abcdef01";
+  const RO = "ro-key-123456-0123456789abcdef01";
   let keyed: Stack;
   let k: Clients;
   const as = (key?: string) => auth(key);

@@ -1,6 +1,6 @@
 // Remote execution, worker side: following and managing operations (WaitExecution,
 // google.longrunning Get/List/Cancel/Delete/Wait, retention), over every surface and with API
-// keys. Actions are "run" by the scripted runner stand-in (runner-stand-in.ts).
+// keys. Actions are "run" by scripted runners that dial the pool (fake-runner.ts).
 import { create, createRegistry, toBinary } from "@bufbuild/protobuf";
 import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
@@ -266,9 +266,9 @@ describe("Execution over the JSON surfaces", { timeout: 30_000 }, () => {
 });
 
 describe("Execution with API keys", { timeout: 30_000 }, () => {
-  const ACME = "acme-key-0123456789";
-  const ACME_RO = "acme-ro-key-0123456789";
-  const OTHER = "other-key-0123456789";
+  const ACME = "acme-key-0123456789-0123456789ab";
+  const ACME_RO = "acme-ro-key-0123456789-012345678";
+  const OTHER = "other-key-0123456789-0123456789a";
   beforeAll(() => {
     env.API_KEYS = JSON.stringify([
       { key: ACME, instances: [""], access: "read-write", tenant: "acme", name: "ci" },
