@@ -18,6 +18,7 @@ import {
   type WriteRequest,
   type WriteResponseSchema,
 } from "../src/gen/google/bytestream/bytestream_pb.ts";
+import { parseWriteResource, resourcePath } from "../src/shared/resource-names.ts";
 import { fromHttpError } from "./errors.ts";
 import { forwardClientStream } from "./forward.ts";
 import { forwardedMetadata } from "./metadata.ts";
@@ -26,11 +27,12 @@ type WriteResponseInit = MessageInitShape<typeof WriteResponseSchema>;
 
 /** The blob size of `{instance}/uploads/{uuid}/blobs/{hash}/{size}[/...]`; undefined: let the worker judge the name. */
 export function uploadSize(resourceName: string): number | undefined {
-  const segs = resourceName.split("/");
-  const i = segs.indexOf("uploads");
-  if (i < 0 || segs[i + 2] !== "blobs") return undefined;
-  const size = segs[i + 4] ?? "";
-  return /^\d{1,15}$/.test(size) ? Number(size) : undefined;
+  try {
+    const r = parseWriteResource(resourceName);
+    return r.compressor ? undefined : r.digest.size;
+  } catch {
+    return undefined;
+  }
 }
 
 export function byteStreamWrite(upstreamUrl: string, upstream: Transport) {
@@ -60,7 +62,7 @@ export function byteStreamWrite(upstreamUrl: string, upstream: Transport) {
       );
     }
     if (status.committedSize > 0n) return forwardClientStream(upstream, ByteStream.method.write, replay(head, it), ctx);
-    const url = `${base}/${head.resourceName.split("/").map(encodeURIComponent).join("/")}`;
+    const url = `${base}/${resourcePath(head.resourceName)}`;
     return put(upstream, url, size, head, it, ctx);
   };
 }

@@ -2,12 +2,15 @@
 import { parseArgs } from "node:util";
 import { startBridge } from "./bridge.ts";
 import { dev } from "./dev.ts";
+import { RUNNER_USAGE, runnerMain } from "../container/runner/main.ts";
 
 const USAGE = `usage:
   kiln dev                                   the worker (wrangler dev) and the gRPC bridge, on 127.0.0.1
                                              env: KILN_PORT (8787), KILN_GRPC_PORT (8980), KILN_STATE_DIR (.state)
   kiln bridge [--upstream URL] [--port N]    native gRPC (h2c) on 127.0.0.1:N (8980) -> the worker at URL
-                                             (http://127.0.0.1:8787) as gRPC-web`;
+                                             (http://127.0.0.1:8787) as gRPC-web
+  ${RUNNER_USAGE.replace(/^kiln /, "")}
+                                             an action runner: connects out to the worker, listens on no port`;
 
 async function bridge(args: string[]) {
   const { values } = parseArgs({
@@ -30,6 +33,7 @@ const [command, ...args] = process.argv.slice(2);
 try {
   if (command === "dev" && args.length === 0) await dev();
   else if (command === "bridge") await bridge(args);
+  else if (command === "runner") await runnerMain(args, process.env);
   else {
     console.error(USAGE);
     process.exitCode = 2;
