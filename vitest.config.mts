@@ -1,18 +1,25 @@
 import { cloudflareTest } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
-import { STAND_IN_URL } from "./test/workers/runner-stand-in.ts";
+import { TEST_RUNNER_KEY } from "./test/workers/runner-key.ts";
 
 export default defineConfig({
   plugins: [
     cloudflareTest({
       wrangler: { configPath: "./wrangler.toml" },
-      // Remote execution runs on the scripted runner stand-in that global-setup.ts starts.
-      miniflare: { bindings: { RUNNER_URLS: STAND_IN_URL } },
+      // Remote execution runs on scripted runners (fake-runner.ts) that dial the pool with this
+      // key; leases are short so lost runners are noticed within a test.
+      miniflare: {
+        bindings: {
+          RUNNER_KEYS: JSON.stringify([{ name: "test", key: TEST_RUNNER_KEY }]),
+          RUNNER_HEARTBEAT_SECONDS: "0.2",
+          RUNNER_LEASE_SECONDS: "2",
+        },
+      },
     }),
   ],
   test: {
     include: ["test/workers/**/*.test.ts"],
-    globalSetup: ["test/workers/global-setup.ts"],
+    globalSetup: ["test/workers/bep-fixtures-setup.ts"],
     // A 2-core machine, often shared with e2e runs: 5 s is too tight for the larger streaming tests.
     testTimeout: 20_000,
   },

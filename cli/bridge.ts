@@ -4,6 +4,7 @@
 import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import type { DescService } from "@bufbuild/protobuf";
+import type { Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter, createGrpcWebTransport } from "@connectrpc/connect-node";
 import {
   ActionCache,
@@ -13,15 +14,19 @@ import {
 } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { ByteStream } from "../src/gen/google/bytestream/bytestream_pb.ts";
 import { ResultStoreDownload } from "../src/gen/google/devtools/resultstore/v2/resultstore_download_pb.ts";
+import { ResultStoreFileDownload } from "../src/gen/google/devtools/resultstore/v2/resultstore_file_download_pb.ts";
 import { ResultStoreUpload } from "../src/gen/google/devtools/resultstore/v2/resultstore_upload_pb.ts";
 import { Operations } from "../src/gen/google/longrunning/operations_pb.ts";
+import { PublishBuildEvent } from "../src/gen/google/devtools/build/v1/publish_build_event_pb.ts";
+import { BuildEventIngest } from "../src/gen/kiln/bes/v1/ingest_pb.ts";
+import { relayBuildToolEvents } from "./bes-relay.ts";
 import { byteStreamRead } from "./bytestream-read.ts";
 import { byteStreamWrite } from "./bytestream-write.ts";
 import { reportFailures, type Log } from "./failures.ts";
 import { forwardMethod } from "./forward.ts";
 
 /** Every service the worker serves over gRPC-web. */
-const SERVICES: DescService[] = [Capabilities, ContentAddressableStorage, ActionCache, Execution, ByteStream, Operations, ResultStoreUpload, ResultStoreDownload];
+const SERVICES: DescService[] = [Capabilities, ContentAddressableStorage, ActionCache, Execution, ByteStream, Operations, ResultStoreUpload, ResultStoreDownload, ResultStoreFileDownload, PublishBuildEvent, BuildEventIngest];
 
 export interface BridgeOptions {
   /** The worker's origin, e.g. http://127.0.0.1:8787. */
@@ -30,25 +35,45 @@ export interface BridgeOptions {
   /** 0 picks a free port. */
   port?: number;
   log?: Log;
+  /**
+   * An API key for Build Event Service calls that carry none: Bazel 4.2.3 cannot send headers on
+   * --bes_backend, so against a worker with API keys the bridge adds this one.
+   */
+  besApiKey?: string;
 }
+
+/** Adds `Authorization: Bearer key` to calls that carry no authorization of their own. */
+const withKey =
+  (key: string): Interceptor =>
+  (next) =>
+  (req) => {
+    if (!req.header.has("authorization")) req.header.set("authorization", `Bearer ${key}`);
+    return next(req);
+  };
 
 export interface Bridge {
   port: number;
   close(): Promise<void>;
 }
 
-export async function startBridge({ upstream, host = "127.0.0.1", port = 8980, log = console.error }: BridgeOptions): Promise<Bridge> {
+export async function startBridge({ upstream, host = "127.0.0.1", port = 8980, log = console.error, besApiKey }: BridgeOptions): Promise<Bridge> {
   // No compression on either hop: blobs are mostly incompressible and both hops are local, so
   // gzip only burns the CPU the worker needs (it halved ByteStream.Read throughput here).
   const transport = createGrpcWebTransport({ baseUrl: upstream, httpVersion: "1.1", acceptCompression: [] });
   const shutdown = new AbortController();
+  // Build events: Bazel 4.2.3 sends no headers on --bes_backend, so the bridge may add a key.
+  const besTransport = besApiKey
+    ? createGrpcWebTransport({ baseUrl: upstream, httpVersion: "1.1", acceptCompression: [], interceptors: [withKey(besApiKey)] })
+    : transport;
   const handler = connectNodeAdapter({
     routes(router) {
       for (const service of SERVICES) {
         for (const method of service.methods) {
           if (method === ByteStream.method.read) router.rpc(ByteStream.method.read, byteStreamRead(upstream, transport));
           else if (method === ByteStream.method.write) router.rpc(ByteStream.method.write, byteStreamWrite(upstream, transport));
-          else forwardMethod(router, method, transport);
+          else if (method === PublishBuildEvent.method.publishBuildToolEventStream) {
+            router.rpc(PublishBuildEvent.method.publishBuildToolEventStream, relayBuildToolEvents(besTransport));
+          } else forwardMethod(router, method, service === PublishBuildEvent || service === BuildEventIngest ? besTransport : transport);
         }
       }
     },

@@ -15,7 +15,10 @@ import { IndexSync } from "../src/resultstore/index-sync.ts";
 import { keyOf, nameOf } from "../src/resultstore/names.ts";
 import { ResourceTable } from "../src/resultstore/resource-table.ts";
 import { runUpload, type CallInfo, type UploadMethod } from "../src/resultstore/upload-rpc.ts";
-import { META, Uploader } from "../src/resultstore/uploader.ts";
+import { META, setUploadStatus, Uploader } from "../src/resultstore/uploader.ts";
+import { failureOf, type InvocationResult } from "../src/resultstore/invocation-rpc.ts";
+import { ingestBuildEvents, type IngestCall } from "../src/bes/ingest.ts";
+import { IngestBuildToolEventsRequestSchema, IngestBuildToolEventsResponseSchema } from "../src/gen/kiln/bes/v1/ingest_pb.ts";
 
 /** The schema helper D's read side relies on (see rs-plan.md); request_ids and index_pending are the upload side's. */
 const SCHEMA = `
@@ -44,8 +47,7 @@ export interface UploadCall extends CallInfo {
   invocationId: string;
 }
 
-/** Errors cross the RPC boundary as data: a thrown ConnectError would lose its code. */
-export type UploadResult = { response: Uint8Array } | { error: { code: Code; message: string; field?: string } };
+export type UploadResult = InvocationResult;
 
 export class InvocationDO extends DurableObject<Env> {
   protected readonly sql: SqlStorage;
@@ -63,9 +65,7 @@ export class InvocationDO extends DurableObject<Env> {
   /** Runs one ResultStoreUpload method (request and response in protobuf binary). */
   async upload(method: UploadMethod, request: Uint8Array, call: UploadCall): Promise<UploadResult> {
     try {
-      if (this.table.meta(DELETING) !== undefined && !(await this.finishDelete())) {
-        throw new ConnectError("this invocation is still being deleted; retry shortly", Code.Unavailable);
-      }
+      await this.requireNotDeleting();
       const m = ResultStoreUpload.method[method];
       const req = fromBinary(m.input, request);
       const u = new Uploader(this.table, call.invocationId, Date.now());
@@ -74,11 +74,27 @@ export class InvocationDO extends DurableObject<Env> {
       else if (u.mutated) await this.settle();
       return { response: toBinary(m.output, create(m.output, out as never)) };
     } catch (e) {
-      if (!(e instanceof ConnectError)) throw e;
-      const violation = e.details.find((d) => "value" in d && "fieldViolations" in (d.value as object)) as
-        | { value: { fieldViolations: { field: string }[] } }
-        | undefined;
-      return { error: { code: e.code, message: e.rawMessage, field: violation?.value.fieldViolations[0]?.field } };
+      return failureOf(e);
+    }
+  }
+
+  /** Applies a batch of one Build Event Service stream (src/bes/ingest.ts), all or nothing. */
+  async ingestBuildEvents(request: Uint8Array, call: IngestCall): Promise<InvocationResult> {
+    try {
+      await this.requireNotDeleting();
+      const req = fromBinary(IngestBuildToolEventsRequestSchema, request);
+      const u = new Uploader(this.table, call.invocationId, Date.now());
+      const out = this.ctx.storage.transactionSync(() => ingestBuildEvents(u, req, call));
+      if (u.mutated) await this.settle();
+      return { response: toBinary(IngestBuildToolEventsResponseSchema, create(IngestBuildToolEventsResponseSchema, out)) };
+    } catch (e) {
+      return failureOf(e);
+    }
+  }
+
+  private async requireNotDeleting(): Promise<void> {
+    if (this.table.meta(DELETING) !== undefined && !(await this.finishDelete())) {
+      throw new ConnectError("this invocation is still being deleted; retry shortly", Code.Unavailable);
     }
   }
 
@@ -102,7 +118,7 @@ export class InvocationDO extends DurableObject<Env> {
       // coverage merges). Kiln derives nothing, so it is done at the first alarm after
       // finalization: the invocation becomes IMMUTABLE a moment after it was finalized.
       this.ctx.storage.transactionSync(() => {
-        this.table.setMeta(META.uploadStatus, UploadStatus.IMMUTABLE);
+        setUploadStatus(this.table, UploadStatus.IMMUTABLE, Date.now());
         this.table.dirty(u.invocationKey);
       });
     }
@@ -175,7 +191,7 @@ export class InvocationDO extends DurableObject<Env> {
 
   /** One read of this invocation for ResultStoreDownload (src/resultstore/read-store.ts). */
   async read(q: ReadQuery): Promise<ReadResult> {
-    if (this.table.meta(DELETING) !== undefined) return { exists: false, uploadStatus: 0, rows: [], more: false };
+    if (this.table.meta(DELETING) !== undefined) return { exists: false, uploadStatus: 0, statusTimes: {}, rows: [], more: false };
     return read(this.sql, q);
   }
 }

@@ -1,27 +1,28 @@
-// OperationDO: one execution operation. It holds the stage machine (QUEUED, EXECUTING, COMPLETED),
-// streams every change to all its waiters, runs the action on the runner the scheduler chose
-// (from its alarm, so the run does not depend on any client staying connected), writes the action
-// cache on success, and removes itself once the retention time after completion has passed.
-import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+// OperationDO: one execution operation as clients see it. It holds the stage machine (QUEUED,
+// EXECUTING, COMPLETED), streams every change to all its waiters, keeps the live output of the
+// current attempt, writes the action cache on success, and removes itself once the retention time
+// after completion has passed. The queue and the runners belong to the pool (RunnerPoolDO); the
+// pool tells this object what happened through `event`, retried until delivered, and this
+// object's alarm asks the pool about itself while unfinished, so neither side can lose the other.
+// The D1 listing (ListOperations) is written from the alarm, off the path of every change.
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { anyPack } from "@bufbuild/protobuf/wkt";
 import { DurableObject } from "cloudflare:workers";
 import {
+  DigestFunction_Value,
   ExecuteOperationMetadataSchema,
   ExecuteResponseSchema,
   ExecutionStage_Value,
-  DigestFunction_Value,
 } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { OperationSchema } from "../src/gen/google/longrunning/operations_pb.ts";
-import { Code } from "@connectrpc/connect";
 import type { Env } from "../src/env.ts";
+import { reconcileIntervalMs, retentionMs } from "../src/config.ts";
 import { encodeFrame } from "../src/execution/frames.ts";
-import { runOnRunner, cancelOnRunner, type RunnerRef } from "../src/execution/runners.ts";
+import { faultPoint } from "../src/execution/faults.ts";
+import { LIVE_LOG_MAX_BYTES, logStreamName, type LogKind } from "../src/execution/log-streams.ts";
+import { poolStub, type OperationEvent, type PoolEntry } from "../src/execution/pool.ts";
 import { actionResultKey, putActionResult } from "../src/storage/action-store.ts";
 import { indexOperation, unindexOperation } from "../src/storage/operation-index.ts";
-import { retentionMs } from "../src/config.ts";
-
-/** A runner lost this many times fails the operation with UNAVAILABLE. */
-export const MAX_ATTEMPTS = 3;
 
 export interface OperationInit {
   /** `operations/{uuid}`. */
@@ -32,10 +33,12 @@ export interface OperationInit {
   doNotCache: boolean;
   timeoutMs: number;
   priority: number;
-  /** Name of the SchedulerDO that queues this operation. */
-  scheduler: string;
-  /** Credentials the runner uses to reach the CAS on the caller's behalf. */
-  authorization: string | null;
+  shard: number;
+}
+
+interface LogState {
+  size: number;
+  finished: boolean;
 }
 
 interface OperationState extends OperationInit {
@@ -45,18 +48,32 @@ interface OperationState extends OperationInit {
   createdAt: number;
   updatedAt: number;
   completedAt?: number;
-  runner?: RunnerRef;
-  attempts: number;
+  /** The attempt the pool last reported (0: never started). */
+  attempt: number;
+  runner?: string;
   cancelRequested: boolean;
   /** DeleteOperation while running: the run finishes (its runner slot must be freed), then it is gone. */
   deleted?: boolean;
+  /** The D1 listing lags this state. */
+  indexDirty: boolean;
+  /** When the pool last told or answered this object something. */
+  poolContactAt: number;
+  logs: Record<LogKind, LogState>;
 }
 
 const STATE = "state";
+const ENTRY = "entry";
+/** The D1 listing is written at most this long after a change, batched. */
+const INDEX_DELAY_MS = 250;
+const LOG_CHUNK = 64 * 1024;
+const emptyLogs = (): Record<LogKind, LogState> => ({ stdout: { size: 0, finished: false }, stderr: { size: 0, finished: false } });
+const logKey = (kind: LogKind, offset: number) => `log:${kind}:${String(offset).padStart(12, "0")}`;
 
 export class OperationDO extends DurableObject<Env> {
   private state: OperationState | undefined;
   private readonly waiters = new Set<WritableStreamDefaultWriter<Uint8Array>>();
+  /** Live log readers, woken on every append or end. */
+  private readonly logWaiters = new Set<() => void>();
 
   private async load(): Promise<OperationState | undefined> {
     this.state ??= await this.ctx.storage.get<OperationState>(STATE);
@@ -75,29 +92,52 @@ export class OperationDO extends DurableObject<Env> {
     return s ? { tenant: s.tenant, instanceName: s.instanceName } : null;
   }
 
-  /** DeleteOperation: the client is no longer interested. It does not cancel a running action. */
-  async delete(): Promise<void> {
-    const s = await this.load();
-    if (!s) return;
-    if (s.done) return this.expire(s);
-    s.deleted = true;
-    await this.save(s);
-    for (const w of this.waiters) void w.abort("operation deleted").catch(() => {});
-    this.waiters.clear();
-  }
-
   private async save(s: OperationState) {
     s.updatedAt = Date.now();
+    s.indexDirty = true;
     this.state = s;
     await this.ctx.storage.put(STATE, s);
-    await indexOperation(this.env, s).catch((e) => console.error("operation index write failed", s.name, e));
+    await this.scheduleAlarm(s);
   }
 
   /** Creates the operation, queued. Idempotent for the same name. */
-  async init(init: OperationInit): Promise<void> {
+  async init(init: OperationInit, entry: PoolEntry): Promise<void> {
+    faultPoint("operation.init");
     if (await this.load()) return;
     const now = Date.now();
-    await this.save({ ...init, stage: ExecutionStage_Value.QUEUED, done: false, createdAt: now, updatedAt: now, attempts: 0, cancelRequested: false });
+    await this.ctx.storage.put(ENTRY, entry);
+    await this.save({
+      ...init,
+      stage: ExecutionStage_Value.QUEUED,
+      done: false,
+      createdAt: now,
+      updatedAt: now,
+      attempt: 0,
+      cancelRequested: false,
+      indexDirty: true,
+      poolContactAt: now,
+      logs: emptyLogs(),
+    });
+  }
+
+  /** An operation answered from the action cache: created finished, kept for the retention time. */
+  async initDone(init: OperationInit, response: Uint8Array): Promise<void> {
+    if (await this.load()) return;
+    const now = Date.now();
+    await this.save({
+      ...init,
+      stage: ExecutionStage_Value.COMPLETED,
+      done: true,
+      response,
+      createdAt: now,
+      updatedAt: now,
+      completedAt: now,
+      attempt: 0,
+      cancelRequested: false,
+      indexDirty: true,
+      poolContactAt: now,
+      logs: emptyLogs(),
+    });
   }
 
   /** The current Operation, serialized; null if it does not exist (never created, or expired). */
@@ -118,125 +158,126 @@ export class OperationDO extends DurableObject<Env> {
     return readable;
   }
 
-  /** The scheduler assigned a runner: run from the alarm, now. */
-  async dispatch(runner: RunnerRef): Promise<void> {
+  /**
+   * What the pool reports. Events of an older attempt than the last one seen are ignored.
+   * Returns whether the operation still exists (the pool drops work nobody can see).
+   */
+  async event(ev: OperationEvent): Promise<boolean> {
+    faultPoint("operation.event");
     const s = await this.load();
-    if (!s || s.done) return;
-    s.runner = runner;
-    await this.save(s);
-    await this.ctx.storage.setAlarm(Date.now());
-  }
-
-  /** Back to the queue (the runner was busy or lost). */
-  async requeued(): Promise<void> {
-    const s = await this.load();
-    if (!s || s.done) return;
-    s.runner = undefined;
-    s.stage = ExecutionStage_Value.QUEUED;
+    if (!s) return false;
+    if (s.done) return true;
+    s.poolContactAt = Date.now();
+    if (ev.kind === "completed") return (await this.complete(s, ev.response), true);
+    if (ev.attempt < s.attempt) return true;
+    this.newAttempt(s, ev.attempt);
+    if (ev.kind === "started") {
+      s.stage = ExecutionStage_Value.EXECUTING;
+      s.runner = ev.runner;
+    } else {
+      s.stage = ExecutionStage_Value.QUEUED;
+      s.runner = undefined;
+      for (const l of Object.values(s.logs)) l.finished = true;
+      this.wakeLogReaders();
+    }
     await this.save(s);
     this.broadcast(s);
+    return true;
   }
 
-  /** CancelOperation: kills a running action; a queued one completes at once. */
+  /** DeleteOperation: the client is no longer interested. It does not cancel a running action. */
+  async delete(): Promise<void> {
+    const s = await this.load();
+    if (!s) return;
+    if (s.done) return this.expire(s);
+    s.deleted = true;
+    await this.save(s);
+    for (const w of this.waiters) void w.abort("operation deleted").catch(() => {});
+    this.waiters.clear();
+  }
+
+  /** CancelOperation: the pool drops a queued action or cancels it on its runner. */
   async cancel(): Promise<boolean> {
     const s = await this.visible();
     if (!s) return false;
     if (s.done) return true;
     s.cancelRequested = true;
     await this.save(s);
-    if (s.runner && s.stage === ExecutionStage_Value.EXECUTING) {
-      await cancelOnRunner(this.env, s.runner, s.name).catch((e) => console.error("cancel on runner failed", e));
-    } else {
-      await this.scheduler(s).remove(s.name);
-      await this.complete(s, { status: { code: Code.Canceled, message: "cancelled before it started" } });
-    }
+    await poolStub(this.env, s.shard).cancel(s.name);
     return true;
-  }
-
-  /** The scheduler gave up while this waited in the queue: no runner was reachable for too long. */
-  async unavailable(reason: string): Promise<void> {
-    const s = await this.load();
-    if (!s || s.done || s.runner) return;
-    await this.complete(s, { status: { code: Code.Unavailable, message: reason }, message: `Kiln could not run this action: ${reason}.` });
   }
 
   async alarm(): Promise<void> {
     const s = await this.load();
     if (!s) return;
+    const now = Date.now();
+    if (s.indexDirty) {
+      try {
+        if (s.deleted && s.done) await unindexOperation(this.env, s.name);
+        else await indexOperation(this.env, s);
+        s.indexDirty = false;
+        await this.ctx.storage.put(STATE, s);
+      } catch (e) {
+        console.warn("operation index write failed; will retry", s.name, String(e));
+      }
+    }
     if (s.done) {
-      if (Date.now() >= (s.completedAt ?? 0) + retentionMs()) await this.expire(s);
-      else await this.ctx.storage.setAlarm((s.completedAt ?? 0) + retentionMs());
-      return;
+      if (now >= (s.completedAt ?? 0) + retentionMs()) return this.expire(s);
+    } else if (now - s.poolContactAt >= reconcileIntervalMs()) {
+      await this.reconcile(s);
     }
-    if (!s.runner) return;
-    if (s.cancelRequested) {
-      await this.complete(s, { status: { code: Code.Canceled, message: "cancelled" } });
-      return;
-    }
-    s.attempts += 1;
-    s.stage = ExecutionStage_Value.EXECUTING;
-    await this.save(s);
-    this.broadcast(s);
-    const outcome = await runOnRunner(this.env, s.runner, {
-      operation: s.name,
-      instanceName: s.instanceName,
-      actionDigest: s.actionDigest,
-      authorization: s.authorization,
-      timeoutMs: s.timeoutMs,
-      queuedAtMs: s.createdAt,
-    });
-    const now = await this.load();
-    if (!now || now.done) return;
-    switch (outcome.kind) {
-      case "busy":
-        // A refusal at capacity is not a lost runner: it must not count towards MAX_ATTEMPTS.
-        now.attempts -= 1;
-        await this.requeued();
-        await this.scheduler(now).requeue(now.name, outcome.runner, false);
-        return;
-      case "lost":
-        if (now.cancelRequested) {
-          await this.complete(now, { status: { code: Code.Canceled, message: "cancelled" } });
-        } else if (now.attempts >= MAX_ATTEMPTS) {
-          await this.complete(now, {
-            status: { code: Code.Unavailable, message: `the runner was lost ${now.attempts} times: ${outcome.reason}` },
-            message: `Kiln could not finish this action: runners were lost ${now.attempts} times (last: ${outcome.reason}).`,
-          });
-        } else {
-          await this.requeued();
-          await this.scheduler(now).requeue(now.name, outcome.runner, true);
-        }
-        return;
-      case "done":
-        await this.complete(now, outcome.response);
+    await this.scheduleAlarm(s, s.indexDirty ? now + 10_000 : undefined);
+  }
+
+  /** The watchdog's operation side: make sure the pool still knows this operation. */
+  private async reconcile(s: OperationState) {
+    const entry = await this.ctx.storage.get<PoolEntry>(ENTRY);
+    if (!entry) return;
+    try {
+      faultPoint("operation.reconcile");
+      const seen = await poolStub(this.env, s.shard).ensure(entry);
+      if (seen === "requeued") console.warn("the pool had lost this operation; queued it again", s.name);
+      s.poolContactAt = Date.now();
+      await this.ctx.storage.put(STATE, s);
+    } catch (e) {
+      console.warn("pool did not answer the reconcile; will retry", s.name, String(e));
     }
   }
 
-  private scheduler(s: OperationState) {
-    return this.env.SCHEDULER.get(this.env.SCHEDULER.idFromName(s.scheduler));
+  private async scheduleAlarm(s: OperationState, retryAt?: number) {
+    const now = Date.now();
+    const times = [
+      s.indexDirty ? (retryAt ?? now + INDEX_DELAY_MS) : Infinity,
+      s.done ? (s.completedAt ?? now) + retentionMs() : s.poolContactAt + reconcileIntervalMs(),
+    ];
+    const at = Math.max(now + 10, Math.min(...times));
+    const current = await this.ctx.storage.getAlarm();
+    if (current === null || current > at || current < now) await this.ctx.storage.setAlarm(at);
   }
 
-  private async complete(s: OperationState, response: MessageInitShape<typeof ExecuteResponseSchema>) {
-    const res = create(ExecuteResponseSchema, response);
+  private async complete(s: OperationState, responseBytes: Uint8Array) {
+    const res = fromBinary(ExecuteResponseSchema, responseBytes);
     const ok = (res.status?.code ?? 0) === 0;
     if (ok && res.result && res.result.exitCode === 0 && !s.doNotCache && !res.cachedResult) {
+      // RunnerService.Complete made the check UpdateActionResult makes: every blob it names exists.
       try {
         await putActionResult(this.env.CAS, actionResultKey(s.tenant, s.instanceName, s.actionDigest.hash), res.result);
       } catch (e) {
-        res.message = `${res.message ? res.message + "\n" : ""}The result was not cached: ${String(e)}`;
+        res.message = `${res.message ? res.message + "\n" : ""}The result was not cached: ${String((e as Error)?.message ?? e)}`;
       }
     }
     s.stage = ExecutionStage_Value.COMPLETED;
     s.done = true;
     s.response = toBinary(ExecuteResponseSchema, res);
     s.completedAt = Date.now();
+    for (const l of Object.values(s.logs)) l.finished = true;
+    await this.ctx.storage.delete(ENTRY);
     await this.save(s);
     this.broadcast(s);
+    this.wakeLogReaders();
     for (const w of this.waiters) void w.close().catch(() => {});
     this.waiters.clear();
-    await this.scheduler(s).finished(s.name).catch((e) => console.error("scheduler finished failed", e));
     if (s.deleted) await this.expire(s);
-    else await this.ctx.storage.setAlarm(s.completedAt + retentionMs());
   }
 
   /** DeleteOperation, or retention over: the operation is gone; waiters see NOT_FOUND next. */
@@ -244,11 +285,83 @@ export class OperationDO extends DurableObject<Env> {
     const state = s ?? (await this.load());
     for (const w of this.waiters) void w.abort("operation deleted").catch(() => {});
     this.waiters.clear();
+    this.wakeLogReaders();
     await this.ctx.storage.deleteAlarm();
     await this.ctx.storage.deleteAll();
     this.state = undefined;
+    // If D1 is down the row stays listed; ListOperations skips operations that no longer exist.
     if (state) await unindexOperation(this.env, state.name).catch(() => {});
   }
+
+  // ---- live output -------------------------------------------------------------------------
+
+  /** A new attempt starts with empty streams (the old attempt's are dropped). */
+  private newAttempt(s: OperationState, attempt: number) {
+    if (attempt <= s.attempt) return;
+    s.attempt = attempt;
+    s.logs = emptyLogs();
+    this.wakeLogReaders();
+    void this.ctx.storage.list({ prefix: "log:" }).then((m) => this.ctx.storage.delete([...m.keys()]));
+  }
+
+  /**
+   * Appends live output of `attempt` at `offset`. A repeated append is applied once; a gap is
+   * refused by answering the size held, from which the runner resends. Returns the size held.
+   */
+  async appendLog(attempt: number, kind: LogKind, offset: number, data: Uint8Array, finished: boolean): Promise<number> {
+    const s = await this.load();
+    if (!s || s.done || attempt < s.attempt) return offset + data.byteLength; // superseded: drop quietly
+    if (attempt > s.attempt) {
+      this.newAttempt(s, attempt);
+      await this.ctx.storage.put(STATE, s);
+    }
+    const log = s.logs[kind];
+    if (offset > log.size || log.finished) return log.size;
+    let bytes = data.subarray(log.size - offset);
+    bytes = bytes.subarray(0, Math.max(0, LIVE_LOG_MAX_BYTES - log.size));
+    const puts: Record<string, Uint8Array> = {};
+    for (let i = 0; i < bytes.byteLength; i += LOG_CHUNK) puts[logKey(kind, log.size + i)] = bytes.slice(i, i + LOG_CHUNK);
+    log.size += bytes.byteLength;
+    if (finished) log.finished = true;
+    await this.ctx.storage.put({ ...puts, [STATE]: s });
+    this.wakeLogReaders();
+    return finished ? offset + data.byteLength : log.size;
+  }
+
+  /** A live log as a byte stream from `offset`: what is held now, then appends, until it ends. */
+  async readLog(attempt: number, kind: LogKind, offset: number): Promise<ReadableStream<Uint8Array> | null> {
+    const s = await this.visible();
+    if (!s || attempt !== s.attempt) return null;
+    let pos = offset;
+    const wait = () => new Promise<void>((resolve) => this.logWaiters.add(resolve));
+    return new ReadableStream<Uint8Array>({
+      pull: async (controller) => {
+        for (;;) {
+          const now = this.state;
+          if (!now || now.attempt !== attempt) return controller.close();
+          const chunks = await this.ctx.storage.list<Uint8Array>({ prefix: `log:${kind}:`, start: logKey(kind, pos - (pos % LOG_CHUNK)) });
+          let sent = false;
+          for (const [key, chunk] of chunks) {
+            const at = Number(key.slice(key.lastIndexOf(":") + 1));
+            if (at + chunk.byteLength <= pos) continue;
+            controller.enqueue(chunk.subarray(pos - at));
+            pos = at + chunk.byteLength;
+            sent = true;
+          }
+          if (sent) return;
+          if (now.logs[kind].finished || now.done) return controller.close();
+          await wait();
+        }
+      },
+    });
+  }
+
+  private wakeLogReaders() {
+    for (const wake of this.logWaiters) wake();
+    this.logWaiters.clear();
+  }
+
+  // ---- the Operation message ----------------------------------------------------------------
 
   private broadcast(s: OperationState) {
     const frame = encodeFrame(toBinary(OperationSchema, this.toOperation(s)));
@@ -259,10 +372,13 @@ export class OperationDO extends DurableObject<Env> {
   }
 
   private toOperation(s: OperationState) {
+    const live = s.attempt > 0 && !s.done;
     const metadata = create(ExecuteOperationMetadataSchema, {
       stage: s.stage,
       actionDigest: { hash: s.actionDigest.hash, sizeBytes: BigInt(s.actionDigest.size) },
       digestFunction: DigestFunction_Value.SHA256,
+      stdoutStreamName: live ? logStreamName(s.instanceName, s.name, s.attempt, "stdout") : "",
+      stderrStreamName: live ? logStreamName(s.instanceName, s.name, s.attempt, "stderr") : "",
     });
     const op = create(OperationSchema, { name: s.name, done: s.done, metadata: anyPack(ExecuteOperationMetadataSchema, metadata) });
     if (s.done && s.response) {

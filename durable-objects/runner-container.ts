@@ -1,12 +1,16 @@
-// RunnerContainer: the deployed executor. Each instance is a container built from
-// container/Dockerfile running the same runner program as local HTTP runners, listening on 8080.
-// Local dev and tests never construct it (RUNNER_URLS takes precedence): without Docker the
-// Container base class refuses to start, which is why the choice is made at the call site
-// (src/execution/runners.ts) rather than inside this class.
+// RunnerContainer: the deployed source of runners. Each instance is a container built from
+// container/Dockerfile running `kiln runner`, which dials the worker's pool with the token given
+// here (the container listens on no port). Local dev and tests never construct it: without
+// Docker the Container base class refuses to start, and runners there are plain processes.
 import { Container } from "@cloudflare/containers";
 
 export class RunnerContainer extends Container {
-  defaultPort = 8080;
-  /** Idle containers stop after this long; the next action starts one again. */
+  /** Idle containers stop after this long; the pool starts them again when work waits. */
   sleepAfter = "10m";
+
+  /** Starts the container if it is not running, pointed at the pool. */
+  async wake(url: string, token: string): Promise<void> {
+    if (this.ctx.container?.running) return;
+    await this.start({ envVars: { KILN_URL: url, KILN_RUNNER_TOKEN: token } });
+  }
 }

@@ -9,6 +9,8 @@ const g = "node_modules/google-proto-files/google";
 const paths = [
   "proto/build",
   "proto/kiln",
+  // Bazel's Build Event Protocol; its imports (command line, failure details, …) come along.
+  "proto/bep/src/main/java/com/google/devtools/build/lib/buildeventstream/proto/build_event_stream.proto",
   `${g}/bytestream`,
   `${g}/longrunning`,
   `${g}/rpc/error_details.proto`,

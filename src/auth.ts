@@ -1,5 +1,7 @@
 // API keys: who may read or write which instance names. Keys come from the API_KEYS secret.
 import { Code, ConnectError } from "./errors.ts";
+import { kilnEnv } from "./config.ts";
+import { TOKEN_PREFIX, verifyToken, type LeaseClaims } from "./execution/tokens.ts";
 
 export type Access = "read" | "write";
 
@@ -13,6 +15,8 @@ export interface Principal {
   canWrite: boolean;
   /** A short, non-secret label for logs and errors. */
   label: string;
+  /** Set when the caller is a runner holding one operation's lease token (see execution/tokens.ts). */
+  lease?: LeaseClaims;
 }
 
 interface KeyEntry {
@@ -89,6 +93,12 @@ export function presentedKey(authorization: string | null | undefined): string |
 
 /** Compares the key's SHA-256 with every configured key in constant time. */
 export async function resolvePrincipal(config: KeyConfig, key: string | undefined): Promise<Principal> {
+  // A lease token is checked first, open server or not: it carries the operation's tenant.
+  if (key?.startsWith(TOKEN_PREFIX)) {
+    const claims = await verifyToken(kilnEnv(), key);
+    if (claims?.kind !== "lease") return ANONYMOUS;
+    return { authenticated: true, tenant: claims.tenant, instances: [claims.instanceName], canWrite: true, label: `lease of ${claims.operation}`, lease: claims };
+  }
   if (config.open) return OPEN;
   if (!key) return ANONYMOUS;
   const d = await sha256(key);

@@ -34,13 +34,29 @@ export const retentionMs = () => seconds(kilnEnv().OPERATION_RETENTION_SECONDS, 
 /** Action.timeout when the action sets none. Default 10 min. */
 export const defaultActionTimeoutMs = () => seconds(kilnEnv().DEFAULT_ACTION_TIMEOUT_SECONDS, 600);
 /**
- * Longer Action.timeout values are refused with INVALID_ARGUMENT. Default 14 min: an action runs
- * inside its OperationDO's alarm, and Cloudflare bounds an alarm's wall time at 15 minutes.
+ * Longer Action.timeout values are refused with INVALID_ARGUMENT. Default 6 h. No request or alarm
+ * is held while an action runs (the runner holds a lease renewed by heartbeats), so there is no
+ * platform ceiling: the value is the operator's choice.
  */
-export const maxActionTimeoutMs = () => seconds(kilnEnv().MAX_ACTION_TIMEOUT_SECONDS, 840);
+export const maxActionTimeoutMs = () => seconds(kilnEnv().MAX_ACTION_TIMEOUT_SECONDS, 6 * 3600);
+/** How often a runner renews the lease of each action it runs. Default 10 s. */
+export const heartbeatIntervalMs = () => seconds(kilnEnv().RUNNER_HEARTBEAT_SECONDS, 10);
+/** A lease not renewed for this long is lost and its action queued again. Default 3 heartbeats. */
+export const leaseDurationMs = () => seconds(kilnEnv().RUNNER_LEASE_SECONDS, 3 * heartbeatIntervalMs() / 1000);
+/** How many RunnerPoolDO shards queue work and hold runner connections. Default 1. */
+export function poolShardCount(): number {
+  const n = Number(kilnEnv().RUNNER_POOL_SHARDS);
+  return Number.isSafeInteger(n) && n >= 1 && n <= 1024 ? n : 1;
+}
+/** An unfinished operation asks its pool shard about itself this often (the watchdog's other half). */
+export const reconcileIntervalMs = () => seconds(kilnEnv().OPERATION_RECONCILE_SECONDS, 60);
 /** Queued operations complete UNAVAILABLE once no runner has answered for this long. Default 60 s. */
 export const noRunnerTimeoutMs = () => seconds(kilnEnv().NO_RUNNER_TIMEOUT_SECONDS, 60);
 
 export function publicUrl(env: Env): string {
   return (env.PUBLIC_URL ?? "http://127.0.0.1:8787").replace(/\/$/, "");
 }
+
+/** Remote execution is configured when runners can authenticate, or containers can be started. */
+export const executionConfigured = (env: Env) =>
+  Boolean(env.RUNNER_KEYS?.trim()) || (Boolean(env.RUNNER) && Number(env.RUNNER_CONTAINERS ?? "0") > 0);

@@ -6,6 +6,8 @@ import {
   PreconditionFailureSchema,
   file_google_rpc_error_details,
 } from "./gen/google/rpc/error_details_pb.ts";
+import type { StatusSchema } from "./gen/google/rpc/status_pb.ts";
+import { AnySchema, anyPack } from "@bufbuild/protobuf/wkt";
 
 export { Code, ConnectError };
 
@@ -80,4 +82,15 @@ export function restErrorResponse(e: unknown, extraHeaders?: HeadersInit): Respo
   const headers = new Headers(extraHeaders);
   headers.set("content-type", "application/json");
   return new Response(JSON.stringify(restErrorBody(err)), { status: httpStatus(err.code), headers });
+}
+
+/** An error as a google.rpc.Status message (per-item statuses in batch responses), details kept. */
+export function rpcStatusOf(e: unknown): MessageInitShape<typeof StatusSchema> {
+  const err = asConnectError(e);
+  const details = err.details.map((d) =>
+    "desc" in d
+      ? anyPack(d.desc as DescMessage, create(d.desc as DescMessage, d.value as MessageInitShape<DescMessage>))
+      : create(AnySchema, { typeUrl: `type.googleapis.com/${d.type}`, value: d.value }),
+  );
+  return { code: err.code, message: err.rawMessage, details };
 }

@@ -11,6 +11,7 @@ import { invalidArgument, missingBlobs } from "../errors.ts";
 import type { BlobStore } from "../storage/blob-store.ts";
 import { blobKey, missingSubject, parseDigest, type BlobDigest } from "../storage/digest.ts";
 import { readDirectory, readMessage } from "../storage/merkle.ts";
+import { checkOutputNodeProperties } from "../services/node-properties.ts";
 
 export interface CheckedAction {
   action: Action;
@@ -56,6 +57,7 @@ export async function checkAction(store: BlobStore, actionDigest: BlobDigest): P
     throw missingBlobs(`${missing.length} blob(s) the action needs are not in the CAS`, missing.map(missingSubject));
   }
   if (command!.arguments.length === 0) throw invalidArgument("the Command has no arguments", "command.arguments");
+  checkOutputNodeProperties(command!);
 
   let timeoutMs = defaultActionTimeoutMs();
   if (action.timeout) {

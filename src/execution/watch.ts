@@ -19,9 +19,16 @@ export const notFoundOperation = (name: string) =>
 
 /** Yields the operation's current state, then each change, until it is done. */
 export async function* watchOperation(env: Env, name: string, signal?: AbortSignal): AsyncGenerator<Operation> {
-  const stub = operationStub(env, name);
   for (let attempt = 0; attempt < REATTACH_LIMIT && !signal?.aborted; attempt++) {
-    const stream = await stub.watch();
+    let stream: ReadableStream<Uint8Array> | null;
+    try {
+      // A fresh stub each time: one whose object was reset stays broken.
+      stream = await operationStub(env, name).watch();
+    } catch (e) {
+      console.warn("operation did not answer, attaching again", name, e);
+      await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** attempt, 2000)));
+      continue;
+    }
     if (!stream) throw notFoundOperation(name);
     try {
       for await (const frame of decodeFrames(stream)) {

@@ -2,7 +2,8 @@
 // ones the request leaves unset; Merge does the same except that repeated fields are appended to.
 // UploadBatch additionally limits masks to the patterns listed in resultstore_upload.proto.
 import type { DescField, DescMessage, Message } from "@bufbuild/protobuf";
-import { reflect, type ReflectList, type ReflectMap, type ReflectMessage } from "@bufbuild/protobuf/reflect";
+import { isReflectMessage, reflect, type ReflectList, type ReflectMap, type ReflectMessage } from "@bufbuild/protobuf/reflect";
+import { FileSchema } from "../gen/google/devtools/resultstore/v2/file_pb.ts";
 import { invalidArgument } from "../errors.ts";
 import type { ResourceKind } from "./names.ts";
 
@@ -50,7 +51,12 @@ export function applyMask(schema: DescMessage, target: Message, source: Message,
       if (mode === "update") dst.clear(last);
       if (!has) continue;
       const to = dst.get(last) as ReflectList;
-      for (const item of src!.get(last) as ReflectList) to.add(item);
+      for (const item of src!.get(last) as ReflectList) {
+        // A File whose uid is already in the list replaces that File (file.proto: uid).
+        const at = mode === "merge" ? indexOfSameUid(to, item) : -1;
+        if (at >= 0) to.set(at, item);
+        else to.add(item);
+      }
     } else if (last.fieldKind === "map") {
       if (mode === "update") dst.clear(last);
       if (has) for (const [k, v] of src!.get(last) as ReflectMap) (dst.get(last) as ReflectMap).set(k, v);
@@ -60,6 +66,18 @@ export function applyMask(schema: DescMessage, target: Message, source: Message,
       dst.clear(last);
     }
   }
+}
+
+/** Where a File with the same uid as `item` sits in `list`; -1 if none, or if not Files. */
+function indexOfSameUid(list: ReflectList, item: unknown): number {
+  if (!isReflectMessage(item) || item.desc.typeName !== FileSchema.typeName) return -1;
+  const uidField = item.desc.field.uid!;
+  const uid = item.get(uidField);
+  for (let i = 0; i < list.size; i++) {
+    const other = list.get(i);
+    if (isReflectMessage(other) && other.get(uidField) === uid) return i;
+  }
+  return -1;
 }
 
 /** "*" stands for any single field name, as the proto comment says. */

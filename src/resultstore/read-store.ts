@@ -82,6 +82,8 @@ export interface ReadResult {
   /** False when the invocation does not exist (never created, or deleted). */
   exists: boolean;
   uploadStatus: number;
+  /** When the invocation was created, finalized and became immutable (ms since the epoch), as far as it has. */
+  statusTimes: { create?: number; finalize?: number; immutable?: number };
   rows: ReadRow[];
   /** More rows follow the last one returned. */
   more: boolean;
@@ -204,11 +206,17 @@ function actionsOf(sql: SqlStorage, q: ActionsOfQuery): Pick<ReadResult, "rows" 
   return { rows, missing };
 }
 
+const msMeta = (sql: SqlStorage, key: string): number | undefined => {
+  const v = meta(sql, key);
+  return v === undefined || v === null ? undefined : Number(v);
+};
+
 export function read(sql: SqlStorage, q: ReadQuery): ReadResult {
   const invocation = sql.exec<{ name: string }>(`SELECT name FROM resources WHERE kind = 'invocation'`).toArray()[0];
   const base = {
     exists: invocation !== undefined,
     uploadStatus: Number(meta(sql, "upload_status") ?? 0),
+    statusTimes: { create: msMeta(sql, "create_time"), finalize: msMeta(sql, "finalize_time"), immutable: msMeta(sql, "immutable_time") },
   };
   if (!invocation) return { ...base, rows: [], more: false };
   if (q.op === "get") {

@@ -73,10 +73,42 @@ export type Node =
   | { k: "cmp"; field: string; op: Op; value: string }
   | { k: "fn"; name: string; args: string[] };
 
+// ---- limits ----
+// D1 binds at most 100 parameters per statement: a comparison binds one, a function two, and
+// searchIndex adds up to 7 of its own, so 40 terms always fit. Nesting is bounded because the
+// parser recurses once per level (a long NOT chain overflowed the stack) and SQLite refuses deep
+// expression trees.
+
+/** Longest query or filter text, in characters. */
+export const MAX_QUERY_LENGTH = 8192;
+/** Most comparisons and function calls in one query. */
+export const MAX_QUERY_TERMS = 40;
+/** Deepest nesting of parentheses and NOT. */
+export const MAX_QUERY_DEPTH = 16;
+
 /** Parses a query or list filter into its syntax tree (null when empty); INVALID_ARGUMENT on bad syntax. */
 export function parseQuery(q: string): Node | null {
+  if (q.length > MAX_QUERY_LENGTH) {
+    throw invalidArgument(`query: ${q.length} characters is over the limit of ${MAX_QUERY_LENGTH} (MAX_QUERY_LENGTH)`, "query");
+  }
   const toks = tokenize(q);
   let p = 0;
+  let depth = 0;
+  let terms = 0;
+  const nest = <T>(inner: () => T): T => {
+    if (++depth > MAX_QUERY_DEPTH) {
+      throw invalidArgument(`query: parentheses and NOT nest deeper than the limit of ${MAX_QUERY_DEPTH} (MAX_QUERY_DEPTH)`, "query");
+    }
+    const out = inner();
+    depth--;
+    return out;
+  };
+  const term = <T>(node: T): T => {
+    if (++terms > MAX_QUERY_TERMS) {
+      throw invalidArgument(`query: more than ${MAX_QUERY_TERMS} terms (MAX_QUERY_TERMS); split the search`, "query");
+    }
+    return node;
+  };
   const peek = () => toks[p];
   const isWord = (w: string) => peek()?.t === "word" && peek()!.v === w;
   const expect = (t: Token["t"]) => {
@@ -111,11 +143,11 @@ export function parseQuery(q: string): Node | null {
   const unary = (): Node => {
     if (isWord("NOT")) {
       p++;
-      return { k: "not", part: unary() };
+      return { k: "not", part: nest(unary) };
     }
     if (peek()?.t === "(") {
       p++;
-      const inner = or();
+      const inner = nest(or);
       expect(")");
       return inner;
     }
@@ -128,10 +160,10 @@ export function parseQuery(q: string): Node | null {
         args.push(value());
       }
       expect(")");
-      return { k: "fn", name, args };
+      return term({ k: "fn", name, args });
     }
     const op = expect("op").v as Op;
-    return { k: "cmp", field: name, op, value: value() };
+    return term({ k: "cmp", field: name, op, value: value() });
   };
   if (toks.length === 0) return null;
   const tree = or();

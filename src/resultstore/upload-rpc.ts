@@ -11,7 +11,7 @@ import { uploadBatch } from "./batch.ts";
 import { checkAuthorizationToken, checkRequestId, checkResumeToken, checkUploaderState } from "./ids.ts";
 import { keyOf, nameOf, parseName, type ResourceKey, type ResourceKind } from "./names.ts";
 import { nameAndId, stamp, type Resource } from "./resources.ts";
-import { META, Uploader } from "./uploader.ts";
+import { META, setUploadStatus, Uploader } from "./uploader.ts";
 
 type Methods = typeof ResultStoreUpload.method;
 export type UploadMethod = keyof Methods;
@@ -123,7 +123,7 @@ function createInvocation(u: Uploader, req: MessageShape<Methods["createInvocati
   const t = u.table;
   t.setMeta(META.invocationId, u.invocationId);
   t.setMeta(META.tenant, call.tenant);
-  t.setMeta(META.uploadStatus, UploadStatus.UPLOADING);
+  setUploadStatus(t, UploadStatus.UPLOADING, u.now);
   t.setMeta(META.token, req.authorizationToken);
   t.setMeta(META.autoFinalizeAt, req.autoFinalizeTime ? timestampMs(req.autoFinalizeTime) : 0);
   t.setMeta(META.batchMode, req.initialResumeToken ? 1 : 0);

@@ -25,7 +25,24 @@ export const META = {
   /** auto_finalize_time in ms since the epoch (0: none). */
   autoFinalizeAt: "auto_finalize_at",
   lastModified: "last_modified",
+  /** When the invocation entered each upload status, in ms since the epoch (DownloadMetadata). */
+  createTime: "create_time",
+  finalizeTime: "finalize_time",
+  immutableTime: "immutable_time",
 } as const;
+
+const STATUS_TIME: Partial<Record<UploadStatus, string>> = {
+  [UploadStatus.UPLOADING]: META.createTime,
+  [UploadStatus.POST_PROCESSING]: META.finalizeTime,
+  [UploadStatus.IMMUTABLE]: META.immutableTime,
+};
+
+/** Moves the invocation to an upload status, noting when (DownloadMetadata's times). */
+export function setUploadStatus(table: ResourceTable, status: UploadStatus, now: number): void {
+  table.setMeta(META.uploadStatus, status);
+  const at = STATUS_TIME[status];
+  if (at) table.setMeta(at, now);
+}
 
 const failedPrecondition = (message: string) => new ConnectError(message, Code.FailedPrecondition);
 
@@ -36,7 +53,7 @@ export class Uploader {
   constructor(
     readonly table: ResourceTable,
     readonly invocationId: string,
-    private readonly now: number,
+    readonly now: number,
   ) {}
 
   get invocationKey(): ResourceKey {
@@ -150,7 +167,7 @@ export class Uploader {
     if (k.kind === "invocation") {
       if (this.finalized()) return;
       this.table.finalizeAll();
-      this.table.setMeta(META.uploadStatus, UploadStatus.POST_PROCESSING);
+      setUploadStatus(this.table, UploadStatus.POST_PROCESSING, this.now);
       this.table.setRequestId(k, "");
       this.table.dirty(k);
       this.mutated = true;

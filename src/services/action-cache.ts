@@ -6,55 +6,105 @@ import {
   ActionCache,
   ActionResultSchema,
   type ActionResult,
+  type Digest,
   type GetActionResultRequest,
   type UpdateActionResultRequest,
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { MAX_INLINE_BYTES } from "../config.ts";
 import { invalidArgument, missingBlobs, notFound } from "../errors.ts";
-import { checkDigestFunction, missingSubject, parseDigest, type BlobDigest } from "../storage/digest.ts";
-import { actionResultKey, putActionResult } from "../storage/action-store.ts";
-import { readBytes, readTree, treeFileDigests } from "../storage/merkle.ts";
+import { blobKey, checkDigestFunction, missingSubject, parseDigest, parseHash, type BlobDigest } from "../storage/digest.ts";
+import { actionResultKey, putActionResult, sizeMatches } from "../storage/action-store.ts";
+import { mapLimit } from "../storage/map-limit.ts";
+import { childDirectories, readBytes, readDirectory, readTree, treeFileDigests } from "../storage/merkle.ts";
 import { scopeFor, type Scope } from "./scope.ts";
 
 const acKey = (s: Scope, hash: string) => actionResultKey(s.principal.tenant, s.instanceName, hash);
 
-/** Every blob an ActionResult references, trees expanded to the files they list. */
-async function referencedBlobs(s: Scope, r: ActionResult, expandTrees: boolean): Promise<BlobDigest[]> {
+/** Directories walked under one DIRECTORY_ONLY output before the entry is refused as too large. */
+const MAX_OUTPUT_DIRECTORIES = 100_000;
+
+/** An action key; the size is undefined where the protocol has none (the Bazel HTTP cache). */
+export interface ActionKey {
+  hash: string;
+  size?: number;
+}
+
+/**
+ * The Directories under DIRECTORY_ONLY outputs (root_directory_digest without a Tree), level by
+ * level, and the files they hold. A directory missing from the CAS is listed, not descended.
+ */
+async function directoryBlobs(s: Pick<Scope, "store">, roots: BlobDigest[]): Promise<BlobDigest[]> {
   const out: BlobDigest[] = [];
-  r.outputFiles.forEach((f, i) => out.push(parseDigest(f.digest, `output_files[${i}].digest`)));
-  const trees = r.outputDirectories.map((d, i) => parseDigest(d.treeDigest, `output_directories[${i}].tree_digest`));
-  out.push(...trees);
-  r.outputDirectories.forEach((d, i) => {
-    if (d.rootDirectoryDigest) out.push(parseDigest(d.rootDirectoryDigest, `output_directories[${i}].root_directory_digest`));
-  });
-  if (r.stdoutDigest) out.push(parseDigest(r.stdoutDigest, "stdout_digest"));
-  if (r.stderrDigest) out.push(parseDigest(r.stderrDigest, "stderr_digest"));
-  if (expandTrees) {
-    const present = new Set((await s.store.index.missing(trees, false)).map((d) => d.hash));
-    for (const t of trees) {
-      if (present.has(t.hash)) continue; // missing trees are reported by the caller
-      out.push(...treeFileDigests(await readTree(s.store, t)));
+  const seen = new Set<string>();
+  for (let level = roots; level.length > 0; ) {
+    const fresh = level.filter((d) => !seen.has(blobKey(d)));
+    for (const d of fresh) seen.add(blobKey(d));
+    if (seen.size > MAX_OUTPUT_DIRECTORIES) throw invalidArgument(`output directories hold over ${MAX_OUTPUT_DIRECTORIES} directories`);
+    out.push(...fresh);
+    const missing = new Set((await s.store.index.missing(fresh, false)).map(blobKey));
+    const dirs = await mapLimit(fresh.filter((d) => !missing.has(blobKey(d))), 8, (d) => readDirectory(s.store, d));
+    level = [];
+    for (const dir of dirs) {
+      if (!dir) continue;
+      dir.files.forEach((f) => out.push(parseDigest(f.digest, `file ${f.name}`)));
+      level.push(...childDirectories(dir));
     }
   }
   return out;
 }
 
-/** The cached result for an action digest, or null (NOT_FOUND) if absent or incomplete. */
-export async function lookupActionResult(s: Scope, action: BlobDigest): Promise<ActionResult | null> {
+/** Every blob an ActionResult references: trees expanded to their files, directories walked. */
+export async function referencedBlobs(s: Pick<Scope, "store">, r: ActionResult): Promise<BlobDigest[]> {
+  const out: BlobDigest[] = [];
+  r.outputFiles.forEach((f, i) => out.push(parseDigest(f.digest, `output_files[${i}].digest`)));
+  const trees: BlobDigest[] = [];
+  const roots: BlobDigest[] = [];
+  r.outputDirectories.forEach((d, i) => {
+    const field = `output_directories[${i}]`;
+    if (!d.treeDigest && !d.rootDirectoryDigest) throw invalidArgument(`${field} needs a tree_digest or a root_directory_digest`, field);
+    if (d.treeDigest) trees.push(parseDigest(d.treeDigest, `${field}.tree_digest`));
+    if (d.rootDirectoryDigest) {
+      const root = parseDigest(d.rootDirectoryDigest, `${field}.root_directory_digest`);
+      // With a Tree beside it, the Tree lists the same files; the root itself must still exist.
+      if (d.treeDigest) out.push(root);
+      else roots.push(root);
+    }
+  });
+  if (r.stdoutDigest) out.push(parseDigest(r.stdoutDigest, "stdout_digest"));
+  if (r.stderrDigest) out.push(parseDigest(r.stderrDigest, "stderr_digest"));
+  out.push(...trees);
+  const missingTrees = new Set((await s.store.index.missing(trees, false)).map(blobKey));
+  for (const t of trees) {
+    if (!missingTrees.has(blobKey(t))) out.push(...treeFileDigests(await readTree(s.store, t)));
+  }
+  out.push(...(await directoryBlobs(s, roots)));
+  return out;
+}
+
+/** The cached result for an action, or null (NOT_FOUND) if absent, incomplete or of another size. */
+export async function lookupActionResult(s: Scope, action: ActionKey): Promise<ActionResult | null> {
   const obj = await s.env.CAS.get(acKey(s, action.hash));
   if (!obj) return null;
+  if (!sizeMatches(obj, action.size)) {
+    await obj.body.cancel();
+    return null;
+  }
   let result: ActionResult;
   try {
     result = fromBinary(ActionResultSchema, new Uint8Array(await obj.arrayBuffer()));
   } catch {
     return null; // an unreadable entry is a miss; the next update replaces it
   }
-  const refs = await referencedBlobs(s, result, true);
+  const refs = await referencedBlobs(s, result).catch(() => null);
   // Touching here keeps the blobs of a cache hit alive as long as the hit is used.
-  if ((await s.store.index.missing(refs, true)).length > 0) return null;
+  if (!refs || (await s.store.index.missing(refs, true)).length > 0) return null;
   return result;
 }
 
+/**
+ * Inlines what the request asks for and only that (REAPI: the server SHOULD NOT inline unless
+ * asked): contents stored with the entry are dropped unless requested, where a digest keeps them.
+ */
 export async function inlineOutputs(s: Scope, r: ActionResult, req: { inlineStdout: boolean; inlineStderr: boolean; inlineOutputFiles: string[] }) {
   let budget = MAX_INLINE_BYTES;
   const take = async (d: BlobDigest | undefined) => {
@@ -62,27 +112,37 @@ export async function inlineOutputs(s: Scope, r: ActionResult, req: { inlineStdo
     budget -= d.size;
     return readBytes(s.store, d);
   };
-  if (req.inlineStdout && r.stdoutDigest && r.stdoutRaw.byteLength === 0) {
-    r.stdoutRaw = (await take(parseDigest(r.stdoutDigest))) ?? new Uint8Array();
-  }
-  if (req.inlineStderr && r.stderrDigest && r.stderrRaw.byteLength === 0) {
-    r.stderrRaw = (await take(parseDigest(r.stderrDigest))) ?? new Uint8Array();
-  }
+  const inline = async (wanted: boolean, raw: Uint8Array, digest: Digest | undefined): Promise<Uint8Array> => {
+    if (!digest) return raw;
+    if (!wanted) return new Uint8Array();
+    return raw.byteLength > 0 ? raw : ((await take(parseDigest(digest))) ?? new Uint8Array());
+  };
+  r.stdoutRaw = await inline(req.inlineStdout, r.stdoutRaw, r.stdoutDigest);
+  r.stderrRaw = await inline(req.inlineStderr, r.stderrRaw, r.stderrDigest);
   const wanted = new Set(req.inlineOutputFiles);
-  for (const f of r.outputFiles) {
-    if (wanted.has(f.path) && f.contents.byteLength === 0) f.contents = (await take(parseDigest(f.digest))) ?? new Uint8Array();
-  }
+  for (const f of r.outputFiles) f.contents = await inline(wanted.has(f.path), f.contents, f.digest);
 }
+
+export interface ActionKeyOptions {
+  /** False where the protocol carries no action size (the Bazel HTTP cache): the hash alone keys. */
+  sizeKnown: boolean;
+}
+
+const actionKeyOf = (req: { actionDigest?: Digest }, opts: ActionKeyOptions): ActionKey => {
+  const d = opts.sizeKnown ? parseDigest(req.actionDigest, "action_digest") : { hash: parseHash(req.actionDigest?.hash ?? "", "action_digest.hash") };
+  return d;
+};
 
 export async function getActionResult(
   ctx: HandlerContext,
   req: GetActionResultRequest,
+  opts: ActionKeyOptions = { sizeKnown: true },
 ): Promise<ActionResult> {
   const s = await scopeFor(ctx, req.instanceName, "read");
   checkDigestFunction(req.digestFunction);
-  const action = parseDigest(req.actionDigest, "action_digest");
+  const action = actionKeyOf(req, opts);
   const result = await lookupActionResult(s, action);
-  if (!result) throw notFound(`no complete action result for ${action.hash}/${action.size}`);
+  if (!result) throw notFound(`no complete action result for ${action.hash}/${action.size ?? "-"}`);
   await inlineOutputs(s, result, req);
   return result;
 }
@@ -90,17 +150,20 @@ export async function getActionResult(
 export async function updateActionResult(
   ctx: HandlerContext,
   req: UpdateActionResultRequest,
+  opts: ActionKeyOptions = { sizeKnown: true },
 ): Promise<ActionResult> {
   const s = await scopeFor(ctx, req.instanceName, "write");
   checkDigestFunction(req.digestFunction);
-  const action = parseDigest(req.actionDigest, "action_digest");
+  const action = actionKeyOf(req, opts);
   if (!req.actionResult) throw invalidArgument("action_result is required", "action_result");
   const result = req.actionResult;
-  const missing = await s.store.index.missing(await referencedBlobs(s, result, false), false);
+  const missing = await s.store.index.missing(await referencedBlobs(s, result), false);
   if (missing.length > 0) {
     throw missingBlobs(`the action result references ${missing.length} blob(s) not in the CAS; upload them first`, missing.map(missingSubject));
   }
-  await putActionResult(s.env.CAS, acKey(s, action.hash), result);
+  // Without a size on the wire, the Action blob's own size (clients upload it first) keys the entry.
+  const size = action.size ?? (await s.store.sizeOf(action.hash)) ?? undefined;
+  await putActionResult(s.env.CAS, acKey(s, action.hash), result, size);
   return create(ActionResultSchema, result);
 }
 

@@ -1,7 +1,8 @@
 // Blob bytes over plain HTTP (the Bazel HTTP cache and the ByteStream-named blob routes): the
 // same checks as ByteStream.Read and Write, for surfaces that carry raw bytes, not messages.
 import type { HandlerContext } from "@connectrpc/connect";
-import { notFound } from "../errors.ts";
+import { invalidArgument, notFound } from "../errors.ts";
+import { drain } from "../storage/drain.ts";
 import type { BlobRead } from "../storage/blob-store.ts";
 import { parseHash, type BlobDigest } from "../storage/digest.ts";
 import { uploadBlob, type WriteChunk } from "../storage/upload.ts";
@@ -50,9 +51,10 @@ export async function writeBlob(
 ): Promise<void> {
   const s = await scopeFor(ctx, instanceName, "write");
   if (await s.store.index.has(d)) {
-    // Answer at once (REAPI's early completion) rather than read the blob again for nothing.
-    // The client sees the response before it has sent everything and the connection closes.
-    await body.cancel();
+    // Early completion, but over HTTP the answer waits for the whole body (answering while the
+    // client still sends breaks its connection): read it to the end without storing or hashing it.
+    const sent = await drain(body);
+    if (sent !== d.size) throw invalidArgument(`blob ${d.hash}/${d.size}: ${sent} bytes where the digest declares ${d.size}`);
     return;
   }
   if (uploadId) await uploadBlob(s.store, uploadId, d, 0, bodyChunks(body));

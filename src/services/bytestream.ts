@@ -7,6 +7,8 @@ import { committedBytes, uploadBlob, type WriteChunk } from "../storage/upload.t
 import { scopeFor } from "./scope.ts";
 import { rechunk } from "../storage/rechunk.ts";
 import { readBlob } from "./blobs.ts";
+import { parseLogStreamName } from "../execution/log-streams.ts";
+import { readLiveLog } from "./live-logs.ts";
 
 /** Bytes per ReadResponse: well under the 4 MiB message limit clients assume. */
 export const READ_CHUNK = 1024 * 1024;
@@ -18,9 +20,15 @@ const offsetOf = (v: bigint, field: string) => {
 
 export const byteStreamService: ServiceImpl<typeof ByteStream> = {
   async *read(req, ctx) {
-    const r = parseReadResource(req.resourceName);
     if (req.readOffset < 0n) throw new ConnectError(`read_offset ${req.readOffset} is negative`, Code.OutOfRange);
     if (req.readLimit < 0n) throw invalidArgument(`read_limit ${req.readLimit} is negative`, "read_limit");
+    const log = parseLogStreamName(req.resourceName);
+    if (log) {
+      const stream = await readLiveLog(ctx, log, offsetOf(req.readOffset, "read_offset"), offsetOf(req.readLimit, "read_limit"));
+      for await (const data of stream) yield { data };
+      return;
+    }
+    const r = parseReadResource(req.resourceName);
     const blob = await readBlob(ctx, r.instanceName, r.digest, {
       offset: offsetOf(req.readOffset, "read_offset"),
       length: offsetOf(req.readLimit, "read_limit") || undefined,

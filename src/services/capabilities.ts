@@ -5,8 +5,9 @@ import {
   DigestFunction_Value,
   SymlinkAbsolutePathStrategy_Value,
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
-import { maxBatchTotalSize } from "../config.ts";
-import { configuredRunners } from "../execution/runners.ts";
+import { executionConfigured, maxBatchTotalSize } from "../config.ts";
+import { PRIORITY_RANGE } from "./execution.ts";
+import { SUPPORTED_NODE_PROPERTIES } from "./node-properties.ts";
 import { scopeFor } from "./scope.ts";
 
 export const capabilitiesService: ServiceImpl<typeof Capabilities> = {
@@ -29,11 +30,11 @@ export const capabilitiesService: ServiceImpl<typeof Capabilities> = {
       executionCapabilities: {
         digestFunction: DigestFunction_Value.SHA256,
         digestFunctions: [DigestFunction_Value.SHA256],
-        // Only when some executor is configured; clients then try remote execution.
-        execEnabled: configuredRunners(scope.env).length > 0 && scope.principal.canWrite,
-        // ExecutionPolicy.priority orders each queue: lower runs sooner.
-        executionPriorityCapabilities: { priorities: [{ minPriority: -1000, maxPriority: 1000 }] },
-        supportedNodeProperties: [],
+        // Only when runners can connect (or containers start); clients then try remote execution.
+        execEnabled: executionConfigured(scope.env) && scope.principal.canWrite,
+        // ExecutionPolicy.priority orders each queue: lower runs sooner; values outside are clamped.
+        executionPriorityCapabilities: { priorities: [{ minPriority: PRIORITY_RANGE.min, maxPriority: PRIORITY_RANGE.max }] },
+        supportedNodeProperties: [...SUPPORTED_NODE_PROPERTIES],
       },
       deprecatedApiVersion: { major: 2, minor: 0 },
       lowApiVersion: { major: 2, minor: 0 },

@@ -2,35 +2,19 @@
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { ContentAddressableStorage, Compressor_Value, type Directory } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { maxBatchTotalSize } from "../config.ts";
-import { asConnectError, invalidArgument } from "../errors.ts";
-import { checkDigestFunction, parseDigest, toProtoDigest, type BlobDigest, blobKey } from "../storage/digest.ts";
+import { invalidArgument, rpcStatusOf } from "../errors.ts";
+import { checkDigestFunction, parseDigest, toProtoDigest, blobKey } from "../storage/digest.ts";
 import { childDirectories, readBytes, readDirectory } from "../storage/merkle.ts";
-import { decodePageToken, encodePageToken } from "../storage/page-token.ts";
+import { decodePageToken, encodePageToken, seenKey, type TreeWalk } from "../storage/page-token.ts";
+import { mapLimit } from "../storage/map-limit.ts";
+import { MAX_BATCH_ENTRIES, MAX_FIND_MISSING_DIGESTS, checkCount, maxTreeDirectoriesPerCall } from "./limits.ts";
 import { scopeFor } from "./scope.ts";
 
-/** Upper bound on digests in one FindMissingBlobs call (10,000 is Buildbarn's recommendation). */
-const MAX_FIND_MISSING = 100_000;
-/** Directories per streamed GetTree message when the client sets no page size. */
+/** Most directories, and about the most bytes of them, in one GetTree message (4 MiB is the usual cap). */
 const TREE_CHUNK = 2_000;
+const TREE_CHUNK_BYTES = 2 * 1024 * 1024;
 
 const okStatus = { code: 0, message: "" }; // google.rpc.Code.OK
-const statusOf = (e: unknown) => {
-  const err = asConnectError(e);
-  return { code: err.code as number, message: err.rawMessage };
-};
-
-async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
-}
 
 function checkBatchSize(total: number, what: string) {
   const max = maxBatchTotalSize();
@@ -43,9 +27,7 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
   async findMissingBlobs(req, ctx) {
     const scope = await scopeFor(ctx, req.instanceName, "read");
     checkDigestFunction(req.digestFunction);
-    if (req.blobDigests.length > MAX_FIND_MISSING) {
-      throw invalidArgument(`at most ${MAX_FIND_MISSING} digests per call, got ${req.blobDigests.length}`, "blob_digests");
-    }
+    checkCount(req.blobDigests.length, MAX_FIND_MISSING_DIGESTS, "MAX_FIND_MISSING_DIGESTS", "blob_digests", "digests");
     const digests = req.blobDigests.map((d, i) => parseDigest(d, `blob_digests[${i}]`));
     const missing = await scope.store.index.missing(digests, true);
     return { missingBlobDigests: missing.map(toProtoDigest) };
@@ -54,6 +36,7 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
   async batchUpdateBlobs(req, ctx) {
     const scope = await scopeFor(ctx, req.instanceName, "write");
     checkDigestFunction(req.digestFunction);
+    checkCount(req.requests.length, MAX_BATCH_ENTRIES, "MAX_BATCH_ENTRIES", "requests", "blobs");
     checkBatchSize(req.requests.reduce((n, r) => n + r.data.byteLength, 0), "the batch");
     const responses = await mapLimit(req.requests, 8, async (r) => {
       try {
@@ -64,7 +47,7 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
         await scope.store.writeBytes(d, r.data);
         return { digest: r.digest, status: okStatus };
       } catch (e) {
-        return { digest: r.digest, status: statusOf(e) };
+        return { digest: r.digest, status: rpcStatusOf(e) };
       }
     });
     return { responses };
@@ -73,6 +56,7 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
   async batchReadBlobs(req, ctx) {
     const scope = await scopeFor(ctx, req.instanceName, "read");
     checkDigestFunction(req.digestFunction);
+    checkCount(req.digests.length, MAX_BATCH_ENTRIES, "MAX_BATCH_ENTRIES", "digests", "digests");
     const digests = req.digests.map((d, i) => parseDigest(d, `digests[${i}]`));
     checkBatchSize(digests.reduce((n, d) => n + d.size, 0), "the requested blobs");
     const responses = await mapLimit(digests, 8, async (d) => {
@@ -80,49 +64,59 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
         const data = await readBytes(scope.store, d);
         return { digest: toProtoDigest(d), data, compressor: Compressor_Value.IDENTITY, status: okStatus };
       } catch (e) {
-        return { digest: toProtoDigest(d), status: statusOf(e) };
+        return { digest: toProtoDigest(d), status: rpcStatusOf(e) };
       }
     });
     return { responses };
   },
 
   /**
-   * Breadth-first from the root. A page token carries the queue of directories still to visit,
-   * so a page costs only its own reads. Parts of the tree absent from the CAS are omitted, as
-   * REAPI allows; an absent root is NOT_FOUND.
+   * Breadth-first from the root, each directory once however many parents share it. With a
+   * page_size, one page per call; without, the whole tree in messages of at most TREE_CHUNK
+   * directories or about TREE_CHUNK_BYTES.
+   * Every message but the last carries a next_page_token that resumes right after it (the token
+   * holds the walk's queue and what it has met, so a resumed page costs only its own reads).
+   * Parts of the tree absent from the CAS are omitted, as REAPI allows; an absent root is NOT_FOUND.
    */
   async *getTree(req, ctx) {
     const scope = await scopeFor(ctx, req.instanceName, "read");
     checkDigestFunction(req.digestFunction);
     const root = parseDigest(req.rootDigest, "root_digest");
     if (req.pageSize < 0) throw invalidArgument("page_size must not be negative", "page_size");
-    let queue: BlobDigest[] = req.pageToken ? decodePageToken(req.pageToken, root) : [root];
-    const seen = new Set(queue.map(blobKey));
-    const pageSize = req.pageSize || Infinity;
+    const walk: TreeWalk = req.pageToken ? decodePageToken(req.pageToken, root) : { queue: [root], seen: new Set([seenKey(root)]) };
+    const pageSize = req.pageSize > 0 ? Math.min(req.pageSize, TREE_CHUNK) : TREE_CHUNK;
+    // One call reads at most this many directories (subrequests are bounded); the client resumes.
+    const perCall = maxTreeDirectoriesPerCall();
     let page: Directory[] = [];
+    let pageBytes = 0;
+    let read = 0;
     let first = !req.pageToken;
-    while (queue.length > 0) {
-      const d = queue.shift()!;
+    while (walk.queue.length > 0) {
+      const d = walk.queue.shift()!;
       const dir = await readDirectory(scope.store, d);
+      read++;
       if (!dir) {
         if (first) throw new ConnectError(`root directory ${blobKey(root)} not found`, Code.NotFound);
         continue;
       }
       first = false;
       page.push(dir);
+      pageBytes += d.size;
       for (const c of childDirectories(dir)) {
-        if (!seen.has(blobKey(c))) {
-          seen.add(blobKey(c));
-          queue.push(c);
+        if (!walk.seen.has(seenKey(c))) {
+          walk.seen.add(seenKey(c));
+          walk.queue.push(c);
         }
       }
-      if (page.length >= pageSize && queue.length > 0) {
-        yield { directories: page, nextPageToken: encodePageToken(queue, root) };
+      if (read >= perCall && walk.queue.length > 0) {
+        yield { directories: page, nextPageToken: encodePageToken(walk, root) };
         return;
       }
-      if (pageSize === Infinity && page.length >= TREE_CHUNK) {
-        yield { directories: page, nextPageToken: "" };
+      if ((page.length >= pageSize || pageBytes >= TREE_CHUNK_BYTES) && walk.queue.length > 0) {
+        yield { directories: page, nextPageToken: encodePageToken(walk, root) };
+        if (req.pageSize > 0) return;
         page = [];
+        pageBytes = 0;
       }
     }
     yield { directories: page, nextPageToken: "" };

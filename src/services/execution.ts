@@ -1,9 +1,11 @@
 // Execution: Execute and WaitExecution. Errors found while creating the operation are RPC
 // statuses; errors while running go in ExecuteResponse.status; Operation.error is never set.
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { anyPack, anyUnpack } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
+  ActionSchema,
+  CommandSchema,
   DigestFunction_Value,
   Execution,
   ExecuteOperationMetadataSchema,
@@ -13,13 +15,13 @@ import {
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { OperationSchema, type Operation } from "../gen/google/longrunning/operations_pb.ts";
 import { checkAction } from "../execution/check-action.ts";
-import { configuredRunners, offers, runnerInfo } from "../execution/runners.ts";
+import { poolStub, shardOf, type EnqueueResult, type PoolEntry } from "../execution/pool.ts";
 import { operationStub, watchOperation, notFoundOperation } from "../execution/watch.ts";
 import { checkDigestFunction, parseDigest, toProtoDigest, type BlobDigest } from "../storage/digest.ts";
 import { inlineOutputs, lookupActionResult } from "./action-cache.ts";
-import { scopeFor, type Scope } from "./scope.ts";
+import { checkLeaseUse, scopeFor, type Scope } from "./scope.ts";
 import { authorize, presentedKey, resolvePrincipal } from "../auth.ts";
-import { keyConfig, kilnEnv } from "../config.ts";
+import { executionConfigured, keyConfig, kilnEnv } from "../config.ts";
 
 const metadataOf = (stage: ExecutionStage_Value, d: BlobDigest) =>
   anyPack(ExecuteOperationMetadataSchema, create(ExecuteOperationMetadataSchema, {
@@ -37,20 +39,22 @@ function doneOperation(name: string, d: BlobDigest, response: MessageInitShape<t
   });
 }
 
-/** Fails fast when no runner could ever take this platform, rather than queueing forever. */
-async function requireRunner(s: Scope, platform: [string, string][]) {
-  const refs = configuredRunners(s.env);
-  if (refs.length === 0) {
-    throw new ConnectError("remote execution is not configured on this server (no RUNNER_URLS or RUNNER containers)", Code.FailedPrecondition);
-  }
-  const infos = (await Promise.all(refs.map((r) => runnerInfo(s.env, r)))).filter((i) => i !== null);
-  if (infos.length === 0) throw new ConnectError("no runner is reachable right now; retry shortly", Code.Unavailable);
-  if (!infos.some((i) => offers(i, platform))) {
-    const offered = [...new Set(infos.flatMap((i) => Object.entries(i.properties).flatMap(([k, vs]) => vs.map((v) => `${k}=${v}`))))];
-    throw new ConnectError(
-      `no runner offers the platform ${platform.map(([k, v]) => `${k}=${v}`).join(", ")}; runners offer: ${offered.join(", ") || "(nothing)"}`,
-      Code.FailedPrecondition,
-    );
+/** ExecutionPolicy.priority, clamped to the range Capabilities advertises. */
+export const PRIORITY_RANGE = { min: -1000, max: 1000 };
+const clampPriority = (p: number) => Math.min(PRIORITY_RANGE.max, Math.max(PRIORITY_RANGE.min, p));
+
+/** A cross-object call on the way to queueing, retried a few times before the client sees it fail. */
+async function retried<T>(what: string, call: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await call();
+    } catch (e) {
+      if (attempt >= 3) {
+        console.error(`${what} failed ${attempt} times`, e);
+        throw new ConnectError(`could not ${what}; retry shortly`, Code.Unavailable);
+      }
+      await new Promise((r) => setTimeout(r, 50 * 2 ** attempt));
+    }
   }
 }
 
@@ -70,37 +74,66 @@ async function* execute(req: ExecuteRequest, ctx: HandlerContext): AsyncGenerato
   const digest = parseDigest(req.actionDigest, "action_digest");
   const checked = await checkAction(s.store, digest);
 
-  if (!req.skipCacheLookup) {
+  // A do_not_cache action is never answered from the cache (nor written to it).
+  if (!req.skipCacheLookup && !checked.action.doNotCache) {
     const hit = await lookupActionResult(s, digest);
     if (hit) {
-      yield await withInlining(s, doneOperation(`operations/${crypto.randomUUID()}`, digest, { result: hit, cachedResult: true }), req);
+      // Kept as a finished operation, so GetOperation and WaitExecution find the name we hand out.
+      const name = `operations/${crypto.randomUUID()}`;
+      const response = create(ExecuteResponseSchema, { result: hit, cachedResult: true });
+      await operationStub(s.env, name).initDone(
+        { name, tenant: s.principal.tenant, instanceName: s.instanceName, actionDigest: digest, doNotCache: false, timeoutMs: 0, priority: 0, shard: 0 },
+        toBinary(ExecuteResponseSchema, response),
+      );
+      yield await withInlining(s, doneOperation(name, digest, response), req);
       return;
     }
   }
-  await requireRunner(s, checked.platform);
+  if (!executionConfigured(s.env)) {
+    throw new ConnectError("remote execution is not configured on this server (no RUNNER_KEYS and no runner containers)", Code.FailedPrecondition);
+  }
 
   const name = `operations/${crypto.randomUUID()}`;
-  const scheduler = `${s.principal.tenant}\n${s.instanceName}\n${JSON.stringify(checked.platform)}`;
   const doNotCache = checked.action.doNotCache;
-  await operationStub(s.env, name).init({
+  const priority = clampPriority(req.executionPolicy?.priority ?? 0);
+  const shard = shardOf(s.principal.tenant, digest.hash);
+  const entry: PoolEntry = {
+    shard,
     name,
     tenant: s.principal.tenant,
     instanceName: s.instanceName,
     actionDigest: digest,
-    doNotCache,
-    timeoutMs: checked.timeoutMs,
-    priority: req.executionPolicy?.priority ?? 0,
-    scheduler,
-    authorization: ctx.requestHeader.get("authorization"),
-  });
-  const queued = await s.env.SCHEDULER.get(s.env.SCHEDULER.idFromName(scheduler)).enqueue({
-    name,
-    priority: req.executionPolicy?.priority ?? 0,
+    priority,
     // Identical actions in flight share one run; do_not_cache actions never merge.
-    dedupKey: doNotCache ? null : `sha256:${digest.hash}/${digest.size}`,
+    dedupKey: doNotCache ? null : `${s.instanceName}\n${digest.hash}/${digest.size}\n${JSON.stringify(checked.platform)}`,
     platform: checked.platform,
-  });
-  if (queued.joined) await operationStub(s.env, name).expire();
+    timeoutMs: checked.timeoutMs,
+    queuedAt: Date.now(),
+    action: toBinary(ActionSchema, checked.action),
+    command: toBinary(CommandSchema, checked.command),
+  };
+  const op = operationStub(s.env, name);
+  await retried("create the operation", () =>
+    op.init({ name, tenant: s.principal.tenant, instanceName: s.instanceName, actionDigest: digest, doNotCache, timeoutMs: checked.timeoutMs, priority, shard }, entry),
+  );
+  const pool = poolStub(s.env, shard);
+  let queued: EnqueueResult;
+  for (let tries = 0; ; tries++) {
+    try {
+      queued = await retried<EnqueueResult>("queue the action", async () => (await pool.enqueue(entry)) as EnqueueResult);
+    } catch (e) {
+      await op.expire().catch(() => {});
+      throw e;
+    }
+    // A merged-into operation that no longer exists leaves an orphan row: drop it, queue ours.
+    if (queued.kind !== "joined" || tries > 0 || (await operationStub(s.env, queued.name).owner())) break;
+    await pool.forget(queued.name);
+  }
+  if (queued.kind === "refused") {
+    await op.expire();
+    throw new ConnectError(queued.reason, Code.FailedPrecondition);
+  }
+  if (queued.kind === "joined") await op.expire();
   for await (const op of watchOperation(s.env, queued.name, ctx.signal)) yield await withInlining(s, op, req);
 }
 
@@ -110,6 +143,7 @@ export async function authorizeOperation(ctx: HandlerContext, name: string, acce
   const owner = await stub.owner();
   if (!owner) throw notFoundOperation(name);
   const principal = await resolvePrincipal(await keyConfig(), presentedKey(ctx.requestHeader.get("authorization")));
+  checkLeaseUse(principal, ctx, owner.instanceName);
   authorize(principal, owner.instanceName, access);
   if (principal.tenant !== owner.tenant) throw notFoundOperation(name);
   return stub;

@@ -1,4 +1,43 @@
-// Request size limits of services that need more than the surfaces' defaults.
+// Request limits, in one place so the README, the errors and the tests name the same numbers.
+// Each over-limit request is INVALID_ARGUMENT with a message naming the limit, never a 500.
+// (Search-query limits live with the query language: src/resultstore/search-query.ts.)
+import { kilnEnv } from "../config.ts";
+import { invalidArgument } from "../errors.ts";
 
 /** UploadBatch: the proto recommends batches of 10 MiB; 12 MiB leaves room for a client's rounding. */
 export const RESULTSTORE_UPLOAD_MAX = 12 * 1024 * 1024;
+
+/**
+ * Entries in one BatchUpdateBlobs / BatchReadBlobs. Each entry costs R2 and index subrequests,
+ * and size-0 entries cost nothing against max_batch_total_size_bytes, so the byte cap alone let
+ * one request carry ~100,000 of them. (Bazel sends no batches: it uses ByteStream.)
+ */
+export const MAX_BATCH_ENTRIES = 1_000;
+
+/** Digests in one FindMissingBlobs (Buildbarn's recommendation to clients). */
+export const MAX_FIND_MISSING_DIGESTS = 10_000;
+
+/**
+ * Directories one GetTree call reads (one R2 read each), whatever page_size asks; past it the
+ * answer carries a next_page_token, which REAPI allows ("the server may place its own limit").
+ * Default 5,000, half of a paid Worker's subrequests; the MAX_TREE_DIRECTORIES_PER_CALL variable
+ * lowers it (a free plan allows 50 subrequests per request).
+ */
+export const maxTreeDirectoriesPerCall = () => {
+  const n = Number(kilnEnv().MAX_TREE_DIRECTORIES_PER_CALL);
+  return Number.isSafeInteger(n) && n > 0 ? n : 5_000;
+};
+
+/**
+ * ResultStore list and search offsets ("may be rejected if too high", says the proto): every
+ * skipped row is read, so a large offset is a scan. Page tokens have no such cost.
+ */
+export const MAX_LIST_OFFSET = 10_000;
+
+/** Largest JSON request body on REST (a 4 MiB batch is ~5.5 MiB as base64). */
+export const MAX_JSON_BODY = 8 * 1024 * 1024;
+
+/** INVALID_ARGUMENT naming the limit and the field when `count` is over `limit`. */
+export function checkCount(count: number, limit: number, limitName: string, field: string, what: string): void {
+  if (count > limit) throw invalidArgument(`${count} ${what} is over the limit of ${limit} (${limitName})`, field);
+}

@@ -1,14 +1,15 @@
 // google.longrunning.Operations over execution operations: Get, List, Cancel, Delete, Wait.
 import { create, fromBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
 import { ExecutionStage_Value } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { Operations, OperationSchema, type Operation } from "../gen/google/longrunning/operations_pb.ts";
-import { authenticate, presentedKey, resolvePrincipal } from "../auth.ts";
+import { authenticate, authorize, presentedKey, resolvePrincipal, type Principal } from "../auth.ts";
 import { keyConfig, kilnEnv } from "../config.ts";
 import { invalidArgument } from "../errors.ts";
 import { watchOperation, notFoundOperation } from "../execution/watch.ts";
 import { listOperations, type ListCursor, type ListFilter } from "../storage/operation-index.ts";
 import { authorizeOperation } from "./execution.ts";
+import { checkLeaseUse } from "./scope.ts";
 
 const MAX_PAGE = 1000;
 /** WaitOperation without a timeout waits at most this long, then returns the current state. */
@@ -53,22 +54,37 @@ function decodeCursor(token: string, filter: string): ListCursor | undefined {
   }
 }
 
+const mayUse = (p: Principal, instanceName: string) => {
+  try {
+    authorize(p, instanceName, "read");
+    return true;
+  } catch {
+    return false;
+  }
+};
+
 export const operationsService: ServiceImpl<typeof Operations> = {
   async listOperations(req, ctx) {
-    if (req.name !== "operations" && req.name !== "") throw invalidArgument(`list operations under "operations", not "${req.name}"`, "name");
+    // "operations", or "{instance_name}/operations": the instance then filters like instance_name=.
+    const parent = /^(?:(.+)\/)?operations$/.exec(req.name);
+    if (req.name !== "" && !parent) throw invalidArgument(`list operations under "operations" or "{instance_name}/operations", not "${req.name.slice(0, 200)}"`, "name");
     if (req.pageSize < 0) throw invalidArgument("page_size must not be negative", "page_size");
     const principal = await resolvePrincipal(await keyConfig(), presentedKey(ctx.requestHeader.get("authorization")));
     authenticate(principal);
+    checkLeaseUse(principal, ctx, "");
     const filter = parseOperationFilter(req.filter);
+    if (parent?.[1]) {
+      if (filter.instanceName !== undefined && filter.instanceName !== parent[1]) return { operations: [], nextPageToken: "" };
+      filter.instanceName = parent[1];
+    }
     const pageSize = Math.min(req.pageSize || 100, MAX_PAGE);
     const env = kilnEnv();
     const rows = await listOperations(env, { ...filter, tenant: principal.tenant }, pageSize + 1, decodeCursor(req.pageToken, req.filter));
     const page = rows.slice(0, pageSize);
-    const ops: Operation[] = [];
-    for (const row of page) {
-      const bytes = await env.OPERATION.get(env.OPERATION.idFromName(row.name)).operation();
-      if (bytes) ops.push(fromBinary(OperationSchema, bytes));
-    }
+    // Only what the key may read: its instance prefixes apply here as to GetOperation.
+    const visible = page.filter((row) => mayUse(principal, row.instanceName));
+    const ops: Operation[] = (await Promise.all(visible.map((row) => env.OPERATION.get(env.OPERATION.idFromName(row.name)).operation())))
+      .flatMap((b) => (b ? [fromBinary(OperationSchema, b as Uint8Array)] : []));
     const last = page[page.length - 1];
     const nextPageToken = rows.length > pageSize && last ? b64url(JSON.stringify({ createdAt: last.createdAt, name: last.name, f: req.filter })) : "";
     return { operations: ops, nextPageToken };
@@ -94,17 +110,21 @@ export const operationsService: ServiceImpl<typeof Operations> = {
   },
 
   async waitOperation(req, ctx) {
-    await authorizeOperation(ctx, req.name, "read");
+    const stub = await authorizeOperation(ctx, req.name, "read");
     let waitMs = DEFAULT_WAIT_MS;
     if (req.timeout) {
       waitMs = Number(req.timeout.seconds) * 1000 + Math.floor(req.timeout.nanos / 1e6);
       if (waitMs < 0) throw invalidArgument("timeout must not be negative", "timeout");
       waitMs = Math.min(waitMs, MAX_WAIT_MS);
     }
+    // The latest state first: a zero or short timeout, or a finished operation, answers with it.
+    const now = await stub.operation();
+    if (!now) throw notFoundOperation(req.name);
+    let latest = fromBinary(OperationSchema, now);
+    if (latest.done || waitMs === 0) return latest;
     const stop = new AbortController();
     const timer = setTimeout(() => stop.abort(), waitMs);
     ctx.signal.addEventListener("abort", () => stop.abort());
-    let latest: Operation | undefined;
     try {
       const it = watchOperation(kilnEnv(), req.name, stop.signal)[Symbol.asyncIterator]();
       const aborted = new Promise<void>((r) => stop.signal.addEventListener("abort", () => r()));
@@ -118,7 +138,6 @@ export const operationsService: ServiceImpl<typeof Operations> = {
     } finally {
       clearTimeout(timer);
     }
-    if (!latest) throw new ConnectError(`operation ${req.name} did not answer in time`, Code.DeadlineExceeded);
     return create(OperationSchema, latest);
   },
 };

@@ -11,13 +11,14 @@
 // position. The List methods' `filter` is the search syntax evaluated per resource
 // (src/resultstore/list-filter.ts); the export filters take one `id.… = "…"` each, as the proto
 // describes.
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { create, fromBinary, type DescMessage, type Message, type MessageShape } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { invalidArgument, notFound } from "../errors.ts";
 import { ActionSchema, type Action } from "../gen/google/devtools/resultstore/v2/action_pb.ts";
 import { ConfigurationSchema } from "../gen/google/devtools/resultstore/v2/configuration_pb.ts";
 import { ConfiguredTargetSchema } from "../gen/google/devtools/resultstore/v2/configured_target_pb.ts";
-import { DownloadMetadataSchema } from "../gen/google/devtools/resultstore/v2/download_metadata_pb.ts";
+import { DownloadMetadataSchema, type DownloadMetadata } from "../gen/google/devtools/resultstore/v2/download_metadata_pb.ts";
 import { FileSetSchema, type FileSet } from "../gen/google/devtools/resultstore/v2/file_set_pb.ts";
 import { InvocationSchema, type Invocation } from "../gen/google/devtools/resultstore/v2/invocation_pb.ts";
 import {
@@ -42,6 +43,7 @@ import { counts, decodeToken, encodeToken, type TokenPosition } from "../results
 import { optionalResponseMask, responseMask } from "../resultstore/response-mask.ts";
 import { searchIndex } from "../resultstore/search-index.ts";
 import { resultStoreScope, type ResultStoreScope } from "./scope.ts";
+import { MAX_LIST_OFFSET } from "./limits.ts";
 
 const MAX_PAGE = 1000;
 /** The only response fields SearchConfiguredTargets supports in its mask (the proto's list). */
@@ -52,8 +54,6 @@ const SEARCH_CONFIGURED_TARGET_FIELDS = [
   "configured_targets.timing",
   "next_page_token",
 ];
-/** Offsets beyond this are refused ("may be rejected if too high"): they cost a scan each. */
-const MAX_OFFSET = 1_000_000;
 
 // ---- paging ----
 
@@ -82,7 +82,7 @@ function positionStart(start: PageStart): number {
 }
 
 function offsetOf(v: bigint): number {
-  if (v < 0n || v > BigInt(MAX_OFFSET)) throw invalidArgument(`offset must be between 0 and ${MAX_OFFSET}`, "offset");
+  if (v < 0n || v > BigInt(MAX_LIST_OFFSET)) throw invalidArgument(`offset must be between 0 and ${MAX_LIST_OFFSET} (MAX_LIST_OFFSET)`, "offset");
   return Number(v);
 }
 
@@ -247,6 +247,18 @@ function safeCanonical(name: string, kind: ResourceKind): string | null {
   }
 }
 
+/** The invocation's upload status and when it was created, finalized and became immutable. */
+function downloadMetadataOf(id: string, r: ReadResult): DownloadMetadata {
+  const at = (ms: number | undefined) => (ms === undefined ? undefined : timestampFromMs(ms));
+  return create(DownloadMetadataSchema, {
+    name: `invocations/${enc(id)}/downloadMetadata`,
+    uploadStatus: r.uploadStatus,
+    createTime: at(r.statusTimes.create),
+    finalizeTime: at(r.statusTimes.finalize),
+    immutableTime: at(r.statusTimes.immutable),
+  });
+}
+
 const methods: ServiceImpl<typeof ResultStoreDownload> = {
   async getInvocation(req, ctx) {
     return getOne(ctx, req.name, "invocation", InvocationSchema);
@@ -258,7 +270,7 @@ const methods: ServiceImpl<typeof ResultStoreDownload> = {
     const key = parseName(m[1]!, "invocation", "name");
     const id = invocationIdOf(key.invocationId, "name");
     const r = await readInvocation(ctx, id, { op: "get", names: [] });
-    const out = create(DownloadMetadataSchema, { name: `invocations/${enc(id)}/downloadMetadata`, uploadStatus: r.uploadStatus });
+    const out = downloadMetadataOf(id, r);
     // No mask is required here (the proto lists none), but one that is given applies.
     const mask = optionalResponseMask(ctx, DownloadMetadataSchema);
     return mask ? mask.apply(DownloadMetadataSchema, out) : out;
@@ -316,7 +328,7 @@ const methods: ServiceImpl<typeof ResultStoreDownload> = {
     const pick = (kind: ResourceKind, schema: DescMessage) => r.rows.filter((row: ReadRow) => row.kind === kind).map((row) => fromBinary(schema, row.data) as Message);
     const out = create(ExportInvocationResponseSchema, {
       invocation: inv ? (fromBinary(InvocationSchema, inv.data) as Invocation) : undefined,
-      downloadMetadata: first ? { name: `invocations/${enc(id)}/downloadMetadata`, uploadStatus: r.uploadStatus } : undefined,
+      downloadMetadata: first ? downloadMetadataOf(id, r) : undefined,
       targets: pick("target", TargetSchema) as never,
       configurations: pick("configuration", ConfigurationSchema) as never,
       configuredTargets: pick("configuredTarget", ConfiguredTargetSchema) as never,

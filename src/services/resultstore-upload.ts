@@ -4,10 +4,10 @@
 import { fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { Code, ConnectError } from "../errors.ts";
-import { BadRequestSchema } from "../gen/google/rpc/error_details_pb.ts";
 import { ResultStoreUpload } from "../gen/google/devtools/resultstore/v2/resultstore_upload_pb.ts";
 import { UploadMetadataSchema } from "../gen/google/devtools/resultstore/v2/upload_metadata_pb.ts";
 import { checkInvocationId } from "../resultstore/ids.ts";
+import { invocationStub, responseOf } from "../resultstore/invocation-rpc.ts";
 import { parseName, parseUploadMetadataName, type ResourceKind } from "../resultstore/names.ts";
 import { responseMask } from "../resultstore/response-mask.ts";
 import type { UploadMethod } from "../resultstore/upload-rpc.ts";
@@ -25,8 +25,7 @@ async function run<M extends UploadMethod>(
   idAssigned = false,
 ): Promise<MessageShape<Methods[M]["output"]>> {
   const { env, principal } = await resultStoreScope(ctx, "write");
-  const ns = env.INVOCATION;
-  const stub = ns.get(ns.idFromName(`${principal.tenant}\n${invocationId}`));
+  const stub = invocationStub(env, principal.tenant, invocationId);
   const m = ResultStoreUpload.method[method];
   const request = toBinary(m.input as DescMessage, req);
   // The surfaces let this service's JSON be up to 3x larger; the message itself stays bounded.
@@ -34,12 +33,7 @@ async function run<M extends UploadMethod>(
     throw new ConnectError(`the request is ${request.byteLength} bytes; at most ${RESULTSTORE_UPLOAD_MAX} are accepted`, Code.ResourceExhausted);
   }
   const result = await stub.upload(method, request, { tenant: principal.tenant, invocationId, idAssigned });
-  if ("error" in result) {
-    const { code, message, field } = result.error;
-    const details = field ? [{ desc: BadRequestSchema, value: { fieldViolations: [{ field, description: message }] } }] : [];
-    throw new ConnectError(message, code, undefined, details);
-  }
-  return fromBinary(m.output, result.response) as MessageShape<Methods[M]["output"]>;
+  return fromBinary(m.output, responseOf(result)) as MessageShape<Methods[M]["output"]>;
 }
 
 /** The invocation id a resource name belongs to (validated: v3/v4/v5 UUID, lowercased). */

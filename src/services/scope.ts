@@ -22,9 +22,28 @@ export async function scopeFor(ctx: HandlerContext, instanceName: string, access
   const principal = await resolvePrincipal(await keyConfig(), presentedKey(ctx.requestHeader.get("authorization")));
   authenticate(principal);
   const name = parseInstanceName(instanceName);
+  if (principal.lease) checkLeaseUse(principal, ctx, name);
   authorize(principal, name, access);
   const env = kilnEnv();
   return { env, principal, instanceName: name, store: new BlobStore(env, principal.tenant) };
+}
+
+/** What a runner's lease token may do: the CAS of its operation's instance, and report on the lease. */
+const LEASE_SERVICES = new Set([
+  "build.bazel.remote.execution.v2.ContentAddressableStorage",
+  "build.bazel.remote.execution.v2.Capabilities",
+  "google.bytestream.ByteStream",
+  "kiln.runner.v1.RunnerService",
+]);
+
+export function checkLeaseUse(principal: Principal, ctx: HandlerContext, instanceName: string): void {
+  if (!principal.lease) return;
+  if (!LEASE_SERVICES.has(ctx.service.typeName)) {
+    throw new ConnectError(`a runner lease token may not call ${ctx.service.typeName}`, Code.PermissionDenied);
+  }
+  if (instanceName !== principal.lease.instanceName) {
+    throw new ConnectError(`this lease token is for instance "${principal.lease.instanceName}", not "${instanceName}"`, Code.PermissionDenied);
+  }
 }
 
 export interface ResultStoreScope {
@@ -39,6 +58,7 @@ export interface ResultStoreScope {
 export async function resultStoreScope(ctx: HandlerContext, access: Access): Promise<ResultStoreScope> {
   const principal = await resolvePrincipal(await keyConfig(), presentedKey(ctx.requestHeader.get("authorization")));
   authenticate(principal);
+  checkLeaseUse(principal, ctx, "");
   if (access === "write" && !principal.canWrite) {
     throw new ConnectError(`API key "${principal.label}" is read-only`, Code.PermissionDenied);
   }

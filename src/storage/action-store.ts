@@ -9,10 +9,22 @@ export const MAX_ACTION_RESULT_BYTES = 16 * 1024 * 1024;
 export const actionResultKey = (tenant: string, instanceName: string, actionHash: string) =>
   `ac/${tenant}/${encodeURIComponent(instanceName)}/${actionHash}`;
 
-export async function putActionResult(bucket: R2Bucket, key: string, result: ActionResult): Promise<void> {
+/**
+ * Stores an entry. The key holds only the action's hash (the Bazel HTTP cache knows no sizes);
+ * the action's size, when known, goes beside it, so a lookup under a wrong size misses.
+ */
+export async function putActionResult(bucket: R2Bucket, key: string, result: ActionResult, actionSize?: number): Promise<void> {
   const bytes = toBinary(ActionResultSchema, result);
   if (bytes.byteLength > MAX_ACTION_RESULT_BYTES) {
     throw invalidArgument(`the action result is ${bytes.byteLength} bytes, over ${MAX_ACTION_RESULT_BYTES}`, "action_result");
   }
-  await bucket.put(key, bytes);
+  await bucket.put(key, bytes, actionSize === undefined ? undefined : { customMetadata: { [ACTION_SIZE]: String(actionSize) } });
+}
+
+const ACTION_SIZE = "action-size";
+
+/** Whether a stored entry may answer for an action of this size (undefined: size not known). */
+export function sizeMatches(obj: R2Object, actionSize: number | undefined): boolean {
+  const stored = obj.customMetadata?.[ACTION_SIZE];
+  return actionSize === undefined || stored === undefined || Number(stored) === actionSize;
 }

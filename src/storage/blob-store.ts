@@ -3,6 +3,7 @@
 import type { Env } from "../env.ts";
 import { invalidArgument, notFound, outOfRange } from "../errors.ts";
 import { CasIndex } from "./cas-index.ts";
+import { drain } from "./drain.ts";
 import { EMPTY_SHA256, isEmptyBlob, type BlobDigest } from "./digest.ts";
 
 export interface BlobRead {
@@ -36,8 +37,11 @@ export class BlobStore {
     if (limit < 0) throw invalidArgument(`read_limit ${limit} is negative`, "read_limit");
     if (offset > d.size) throw outOfRange(`read_offset ${offset} is past the end of the ${d.size}-byte blob`);
     const length = limit > 0 ? Math.min(limit, d.size - offset) : d.size - offset;
-    if (isEmptyBlob(d) || length === 0) {
-      if (!isEmptyBlob(d) && !(await this.env.CAS.head(this.key(d.hash)))) throw notFound(`blob ${d.hash}/${d.size} not found`);
+    if (isEmptyBlob(d)) return { body: new Blob([]).stream(), length: 0 };
+    // Only the empty blob has size 0: {other hash, 0} names nothing, whatever else has that hash.
+    if (d.size === 0) throw notFound(`blob ${d.hash}/0 not found (only ${EMPTY_SHA256} has size 0)`);
+    if (length === 0) {
+      if ((await this.env.CAS.head(this.key(d.hash)))?.size !== d.size) throw notFound(`blob ${d.hash}/${d.size} not found`);
       return { body: new Blob([]).stream(), length: 0 };
     }
     const obj = await this.env.CAS.get(this.key(d.hash), { range: { offset, length } });
@@ -117,7 +121,6 @@ function mismatch(d: BlobDigest, reason: unknown) {
 }
 
 async function drainExpectingEmpty(body: ReadableStream<Uint8Array>) {
-  let n = 0;
-  for await (const chunk of body) n += chunk.byteLength;
+  const n = await drain(body);
   if (n !== 0) throw invalidArgument(`the empty blob was sent with ${n} bytes`);
 }

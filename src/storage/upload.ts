@@ -39,22 +39,38 @@ export async function uploadBlob(
 ): Promise<number> {
   if (d.size <= PART_SIZE) {
     if (firstOffset !== 0) throw invalidArgument(`write_offset ${firstOffset}: nothing is committed for this upload, start at 0`, "write_offset");
-    await store.write(d, streamOf(chunks, 0, d.size));
+    const bytes = streamOf(chunks, 0, d.size);
+    try {
+      await store.write(d, bytes.stream);
+    } catch (e) {
+      // A stream closed before finish_write is no error: a blob this small commits nothing until
+      // it is whole, so the client resumes at 0.
+      if (bytes.endedEarly()) return 0;
+      throw e;
+    }
     return d.size;
   }
   return writeMultipart(store, uploadId, d, firstOffset, chunks);
 }
 
-/** A byte stream over the chunks, checking offsets, size and finish_write on the way. */
-function streamOf(chunks: AsyncIterable<WriteChunk>, start: number, size: number): ReadableStream<Uint8Array> {
+/** Why a byte stream stopped: the client closed its stream without finish_write. */
+class EndedEarly extends Error {}
+
+/**
+ * A byte stream over the chunks, checking offsets, size and finish_write on the way. A stream
+ * closed without finish_write errors with EndedEarly, and endedEarly() says so afterwards.
+ */
+function streamOf(chunks: AsyncIterable<WriteChunk>, start: number, size: number) {
   const it = chunks[Symbol.asyncIterator]();
   let expected = start;
   let finished = false;
-  return new ReadableStream<Uint8Array>({
+  let early = false;
+  const stream = new ReadableStream<Uint8Array>({
     async pull(ctl) {
       const { value, done } = await it.next();
       if (done) {
-        if (!finished) ctl.error(invalidArgument(`the stream ended at ${expected} bytes without finish_write`));
+        early = !finished;
+        if (early) ctl.error(new EndedEarly(`the stream ended at ${expected} bytes without finish_write`));
         else ctl.close();
         return;
       }
@@ -75,6 +91,7 @@ function streamOf(chunks: AsyncIterable<WriteChunk>, start: number, size: number
       void it.return?.(reason);
     },
   });
+  return { stream, endedEarly: () => early };
 }
 
 async function writeMultipart(
@@ -101,7 +118,7 @@ async function writeMultipart(
   }
   const mpu = bucket.resumeMultipartUpload(session.r2Key, session.multipartId);
   const hasher = restoreSha256(session.sha);
-  const bytes = streamOf(chunks, session.committed, d.size).getReader();
+  const bytes = streamOf(chunks, session.committed, d.size).stream.getReader();
   let carry: Uint8Array | undefined;
 
   while (session.committed < d.size) {
@@ -117,7 +134,7 @@ async function writeMultipart(
         carry = undefined;
         if (!chunk) {
           const r = await bytes.read();
-          if (r.done) throw invalidArgument(`the stream ended at ${session.committed + filled} of ${d.size} bytes`);
+          if (r.done) throw new EndedEarly(`the stream ended at ${session.committed + filled} of ${d.size} bytes`);
           chunk = r.value;
         }
         if (filled + chunk.byteLength > partLen) {
@@ -132,7 +149,10 @@ async function writeMultipart(
     } catch (e) {
       await writer.abort(e).catch(() => {});
       await upload.catch(() => {});
-      throw e; // the session stays at the last whole part: the client resumes from there
+      // The session stays at the last whole part: the client resumes from there. A stream
+      // closed without finish_write is answered with that, not an error.
+      if (e instanceof EndedEarly) return session.committed;
+      throw e;
     }
     const part = await upload;
     session = {

@@ -7,15 +7,17 @@ import { readBlob, writeBlob } from "../services/blobs.ts";
 import { parseReadResource, parseWriteResource } from "../storage/resource-name.ts";
 import { contextFor } from "./handler-context.ts";
 import { parseRange } from "./http-range.ts";
+import { requestBody } from "./request-body.ts";
+import { decodeForMatch, decodePath } from "./path-decode.ts";
 
-const resourceOf = (pathname: string) => decodeURIComponent(pathname.replace(/^\//, ""));
+const pathOf = (url: string) => new URL(url).pathname.replace(/^\//, "");
+const resourceOf = (url: string) => decodePath(pathOf(url), "resource_name");
 
 export function mountBlobs(app: Hono) {
   app.on(["GET", "HEAD"], "*", async (c, next) => {
-    const path = resourceOf(new URL(c.req.url).pathname);
-    if (!/(^|\/)blobs\/[^/]+\/\d+$/.test(path)) return next();
+    if (!/(^|\/)blobs\/[^/]+\/\d+$/.test(decodeForMatch(pathOf(c.req.url)))) return next();
     try {
-      const r = parseReadResource(path);
+      const r = parseReadResource(resourceOf(c.req.url));
       const range = parseRange(c.req.header("range") ?? null, r.digest.size);
       const blob = await readBlob(contextFor(c.req.raw, ByteStream.method.read, "http"), r.instanceName, r.digest, range);
       const headers: Record<string, string> = {
@@ -33,16 +35,13 @@ export function mountBlobs(app: Hono) {
   });
 
   app.put("*", async (c, next) => {
-    const path = resourceOf(new URL(c.req.url).pathname);
-    if (!/(^|\/)uploads\/[^/]+\/blobs\//.test(path)) return next();
+    if (!/(^|\/)uploads\/[^/]+\/blobs\//.test(decodeForMatch(pathOf(c.req.url)))) return next();
     try {
-      const r = parseWriteResource(path);
+      const r = parseWriteResource(resourceOf(c.req.url));
       const ctx = contextFor(c.req.raw, ByteStream.method.write, "http");
-      await writeBlob(ctx, r.instanceName, r.digest, c.req.raw.body ?? new Blob([]).stream(), r.uploadId);
+      await writeBlob(ctx, r.instanceName, r.digest, requestBody(c.req.raw), r.uploadId);
       return c.json({ committedSize: String(r.digest.size) });
     } catch (e) {
-      // A refused upload is answered now, not after the client has sent the rest of its body.
-      await c.req.raw.body?.cancel().catch(() => {});
       return restErrorResponse(e);
     }
   });

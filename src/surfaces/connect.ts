@@ -2,11 +2,13 @@
 // (Native gRPC needs HTTP/2 trailers, which a Worker cannot send: Cloudflare's edge, or
 // `kiln bridge` locally, turns it into gRPC-web before it reaches us.)
 import { createRegistry } from "@bufbuild/protobuf";
-import { createConnectRouter } from "@connectrpc/connect";
+import { createConnectRouter, type HandlerContext } from "@connectrpc/connect";
 import { createFetchHandler } from "@connectrpc/connect/protocol";
 import type { Hono } from "hono";
 import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.ts";
-import { services } from "../services/registry.ts";
+import { serviceFiles, services } from "../services/registry.ts";
+import { requireCaller } from "../caller.ts";
+import { withParseErrorsAsInvalidArgument } from "./connect-parse-errors.ts";
 
 /** Largest single message we accept: a 4 MiB batch plus framing headroom. */
 const READ_MAX_BYTES = 8 * 1024 * 1024;
@@ -20,12 +22,17 @@ const readMaxFor = (maxRequestBytes: number | undefined) => (maxRequestBytes ? M
 
 // The Connect JSON codec must resolve google.protobuf.Any (Operation.metadata and .response,
 // google.rpc.Status.details) to the message types they carry.
-const registry = createRegistry(file_google_rpc_error_details, ...services.map((s) => s.service.file));
+const registry = createRegistry(file_google_rpc_error_details, ...serviceFiles());
 const router = createConnectRouter({ readMaxBytes: READ_MAX_BYTES, jsonOptions: { registry } });
-for (const { service, impl, maxRequestBytes } of services) router.service(service, impl, { readMaxBytes: readMaxFor(maxRequestBytes) });
+// The request gate runs before connect-es reads the body: a caller without a valid key is refused
+// before the worker reads (up to readMaxBytes of) its message. Every registered service needs a key.
+const requestGate = async (ctx: HandlerContext) => void (await requireCaller(ctx.requestHeader));
+for (const { service, impl, maxRequestBytes } of services) {
+  router.service(service, impl, { readMaxBytes: readMaxFor(maxRequestBytes), requestGate });
+}
 
 const handlers = new Map(
-  router.handlers.map((h) => [h.requestPath, createFetchHandler(h, { httpVersion: "1.1" })] as const),
+  router.handlers.map((h) => [h.requestPath, createFetchHandler(withParseErrorsAsInvalidArgument(h), { httpVersion: "1.1" })] as const),
 );
 
 export function mountConnect(app: Hono) {

@@ -16,6 +16,10 @@ import { blobSize, readBlobByHash, writeBlob } from "../services/blobs.ts";
 import { parseHash, parseSize } from "../storage/digest.ts";
 import { contextFor } from "./handler-context.ts";
 import { parseRange } from "./http-range.ts";
+import { requestBody } from "./request-body.ts";
+import { decodePath } from "./path-decode.ts";
+import { requireCaller } from "../caller.ts";
+import { readBodyBounded } from "./body.ts";
 
 interface CacheTarget {
   instanceName: string;
@@ -28,8 +32,11 @@ function parseTarget(path: string): CacheTarget {
   const hash = segs.pop() ?? "";
   const kind = segs.pop();
   if (kind !== "ac" && kind !== "cas") throw new ConnectError(`not a cache path: ${path.slice(0, 200)}`, Code.NotFound);
-  return { instanceName: segs.map(decodeURIComponent).join("/"), kind, hash: parseHash(hash, "hash") };
+  return { instanceName: segs.map((s) => decodePath(s, "instance_name")).join("/"), kind, hash: parseHash(hash, "hash") };
 }
+
+/** The protocol names actions by hash alone. */
+const NO_SIZE = { sizeKnown: false };
 
 const octets = { "content-type": "application/octet-stream" };
 
@@ -45,16 +52,16 @@ async function getAc(c: Context, t: CacheTarget, head: boolean): Promise<Respons
   const ctx = contextFor(c.req.raw, ActionCache.method.getActionResult, "http-cache");
   const result = await getActionResult(
     ctx,
-    create(GetActionResultRequestSchema, { instanceName: t.instanceName, actionDigest: { hash: t.hash, sizeBytes: 0n } }),
+    create(GetActionResultRequestSchema, { instanceName: t.instanceName, actionDigest: { hash: t.hash } }),
+    NO_SIZE,
   );
   const bytes = toBinary(ActionResultSchema, result);
   return new Response(head ? null : bytes, { headers: { ...octets, "content-length": String(bytes.byteLength) } });
 }
 
 async function putAc(c: Context, t: CacheTarget): Promise<Response> {
-  const len = Number(c.req.header("content-length") ?? "0");
-  if (len > MAX_ACTION_RESULT_BYTES) throw invalidArgument(`an action result of ${len} bytes is over ${MAX_ACTION_RESULT_BYTES}`);
-  const bytes = new Uint8Array(await c.req.arrayBuffer());
+  await requireCaller(c.req.raw.headers); // before the body is read
+  const bytes = await readBodyBounded(c.req.raw, MAX_ACTION_RESULT_BYTES, "MAX_ACTION_RESULT_BYTES");
   let actionResult;
   try {
     actionResult = fromBinary(ActionResultSchema, bytes);
@@ -64,7 +71,8 @@ async function putAc(c: Context, t: CacheTarget): Promise<Response> {
   const ctx = contextFor(c.req.raw, ActionCache.method.updateActionResult, "http-cache");
   await updateActionResult(
     ctx,
-    create(UpdateActionResultRequestSchema, { instanceName: t.instanceName, actionDigest: { hash: t.hash, sizeBytes: 0n }, actionResult }),
+    create(UpdateActionResultRequestSchema, { instanceName: t.instanceName, actionDigest: { hash: t.hash }, actionResult }),
+    NO_SIZE,
   );
   return new Response(null, { status: 200 });
 }
@@ -101,7 +109,7 @@ async function putCas(c: Context, t: CacheTarget): Promise<Response> {
   if (declared === undefined) throw new ConnectError("Content-Length is required for a CAS upload", Code.InvalidArgument);
   const size = parseSize(declared, "Content-Length");
   const ctx = contextFor(c.req.raw, ByteStream.method.write, "http-cache");
-  await writeBlob(ctx, t.instanceName, { hash: t.hash, size }, c.req.raw.body ?? new Blob([]).stream());
+  await writeBlob(ctx, t.instanceName, { hash: t.hash, size }, requestBody(c.req.raw));
   return new Response(null, { status: 200 });
 }
 
@@ -113,8 +121,6 @@ export function mountHttpCache(app: Hono) {
       if (c.req.method === "PUT") return await (t.kind === "ac" ? putAc(c, t) : putCas(c, t));
       return await (t.kind === "ac" ? getAc(c, t, head) : getCas(c, t, head));
     } catch (e) {
-      // A refused upload is answered now, not after the client has sent the rest of its body.
-      if (c.req.method === "PUT") await c.req.raw.body?.cancel().catch(() => {});
       return errorResponse(e);
     }
   });

@@ -20,12 +20,12 @@ import { http } from "../gen/google/api/annotations_pb.ts";
 import type { HttpRule } from "../gen/google/api/http_pb.ts";
 import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.ts";
 import { asConnectError, invalidArgument, restErrorBody, restErrorResponse } from "../errors.ts";
-import { services } from "../services/registry.ts";
+import { serviceFiles, services } from "../services/registry.ts";
+import { requireCaller } from "../caller.ts";
+import { MAX_JSON_BODY } from "../services/limits.ts";
+import { readBodyBounded } from "./body.ts";
 import { contextFor } from "./handler-context.ts";
 import { compileTemplate, matchTemplate, type CompiledTemplate } from "./rest-template.ts";
-
-/** Largest JSON request body (a 4 MiB batch is ~5.5 MiB as base64). */
-const MAX_JSON_BODY = 8 * 1024 * 1024;
 
 /** A service allowing larger messages (UploadBatch): its JSON may be ~3x the binary size. */
 const maxJsonBodyFor = (maxRequestBytes: number | undefined) => (maxRequestBytes ? Math.max(MAX_JSON_BODY, 3 * maxRequestBytes) : MAX_JSON_BODY);
@@ -41,7 +41,7 @@ interface Route {
   customVerb: boolean;
 }
 
-const registry = createRegistry(file_google_rpc_error_details, ...services.map((s) => s.service.file));
+const registry = createRegistry(file_google_rpc_error_details, ...serviceFiles());
 
 function bindingsOf(rule: HttpRule): HttpRule[] {
   return [rule, ...rule.additionalBindings];
@@ -86,14 +86,21 @@ function setPath(schema: DescMessage, obj: JsonObject, path: string, value: stri
     if (i === parts.length - 1) {
       const json = scalarJson(field, value, path);
       if (field.fieldKind === "list") {
-        const list = (target[field.jsonName] as JsonValue[] | undefined) ?? [];
+        const list = target[field.jsonName] ?? [];
+        if (!Array.isArray(list)) throw invalidArgument(`"${path}" is a repeated field; the body gave it a single value`, path);
         list.push(json);
         target[field.jsonName] = list;
       } else target[field.jsonName] = json;
       return;
     }
     if (field.fieldKind !== "message") throw invalidArgument(`"${path}" does not name a message field`, path);
-    target = ((target[field.jsonName] as JsonObject | undefined) ??= {});
+    // The body may have put a string or number where the path binds into a message.
+    const inner = (target[field.jsonName] ??= {});
+    if (typeof inner !== "object" || inner === null || Array.isArray(inner)) {
+      const at = parts.slice(0, i + 1).join(".");
+      throw invalidArgument(`"${at}" must be a JSON object, not ${Array.isArray(inner) ? "an array" : typeof inner}`, at);
+    }
+    target = inner;
     msg = field.message;
   }
 }
@@ -121,10 +128,15 @@ function scalarJson(field: DescField, value: string, path: string): JsonValue {
 async function requestJson(req: Request, route: Route, bindings: Map<string, string>, url: URL): Promise<JsonObject> {
   let obj: JsonObject = {};
   if (route.body) {
-    const len = Number(req.headers.get("content-length") ?? "0");
-    if (len > route.maxBody) throw invalidArgument(`the request body is over ${route.maxBody} bytes`);
-    const text = await req.text();
-    if (text.length > route.maxBody) throw invalidArgument(`the request body is over ${route.maxBody} bytes`);
+    // Strangers are refused before their body is read (read at all, and read up to the limit).
+    await requireCaller(req.headers);
+    const bytes = await readBodyBounded(req, route.maxBody, "MAX_JSON_BODY");
+    let text: string;
+    try {
+      text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
+    } catch {
+      throw invalidArgument("the request body is not UTF-8");
+    }
     let parsed: JsonValue = {};
     if (text.trim()) {
       try {
@@ -214,6 +226,8 @@ export function mountRest(app: Hono) {
       try {
         return await serve(c.req.raw, route, bindings, url);
       } catch (e) {
+        // Refused before its body was read: say so now rather than after the client sent it all.
+        if (!c.req.raw.bodyUsed) await c.req.raw.body?.cancel().catch(() => {});
         return restErrorResponse(e);
       }
     }

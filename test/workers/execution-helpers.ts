@@ -1,10 +1,9 @@
 // Shared by the execution-*.test.ts files: clients, test actions and stream checks for remote
-// execution over real Durable Objects, R2 and D1, with actions "run" by the scripted runner
-// stand-in (runner-stand-in.ts, started by global-setup.ts). The instance name picks the
-// stand-in's behaviour: "exec/<behaviour>/<unique>".
+// execution over real Durable Objects, R2 and D1, with actions "run" by scripted runners that dial
+// the pool (fake-runner.ts). The instance name picks the behaviour: "exec/<behaviour>/<unique>".
 import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { anyUnpack } from "@bufbuild/protobuf/wkt";
-import { env } from "cloudflare:test";
+import { env, runDurableObjectAlarm } from "cloudflare:test";
 import { expect } from "vitest";
 import {
   ActionCache,
@@ -20,7 +19,7 @@ import {
   type ExecuteResponse,
 } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { Operations, type Operation } from "../../src/gen/google/longrunning/operations_pb.ts";
-import type { Attempt } from "./runner-stand-in.ts";
+import { connectRunner, runs, type FakeRunner } from "./fake-runner.ts";
 import { bytes, digestOf, grpcWebClient } from "./helpers.ts";
 
 // Binary gRPC-web, as Bazel's gRPC reaches the worker through the bridge.
@@ -29,9 +28,18 @@ export const ac = grpcWebClient(ActionCache);
 export const exec = grpcWebClient(Execution);
 export const ops = grpcWebClient(Operations);
 
-/** Must match STAND_IN_CAPACITY in runner-stand-in.ts (what its /v1/status reports). */
+/** Slots of the shared test runner. */
 export const CAPACITY = 2;
-export const STAND_IN = env.RUNNER_URLS!;
+let shared: Promise<FakeRunner> | undefined;
+/**
+ * Each test file's actions ask for platform property suite=<this isolate's id>, and its runner
+ * offers it, so runners of test files running beside it never take its work.
+ */
+export const SUITE = crypto.randomUUID().slice(0, 8);
+/** The runner every test of one file shares. */
+export const sharedRunner = () =>
+  (shared ??= connectRunner({ id: `shared-${SUITE}`, slots: CAPACITY, properties: [["suite", SUITE], ["OSFamily", "linux"], ["arch", "x86_64"], ["arch", "arm64"]] }));
+export { runs };
 export const { QUEUED, EXECUTING, COMPLETED } = ExecutionStage_Value;
 
 export type Digest = { hash: string; sizeBytes: bigint };
@@ -55,6 +63,8 @@ export interface ActionOptions {
   doNotCache?: boolean;
   timeoutSeconds?: number;
   platform?: [string, string][];
+  /** The suite platform property (default: this file's SUITE, which its shared runner offers). */
+  suite?: string;
 }
 
 export interface TestAction {
@@ -80,7 +90,7 @@ export async function newAction(behaviour: string, o: ActionOptions = {}): Promi
       inputRootDigest: rootDigest,
       doNotCache: o.doNotCache ?? false,
       timeout: o.timeoutSeconds !== undefined ? { seconds: BigInt(o.timeoutSeconds) } : undefined,
-      platform: o.platform ? { properties: o.platform.map(([name, value]) => ({ name, value })) } : undefined,
+      platform: { properties: [["suite", o.suite ?? SUITE] as [string, string], ...(o.platform ?? [])].map(([name, value]) => ({ name, value })) },
     }),
   );
   const [digest] = await upload(actionBytes);
@@ -142,15 +152,6 @@ export async function firstOf(stream: AsyncIterable<Operation>) {
   return { first: first.value as Operation, rest };
 }
 
-/** What the stand-in received (every POST), filtered. */
-export async function runs(q: { operation?: string; action?: string; instance?: string }): Promise<{ attempts: Attempt[]; maxConcurrent: number | null }> {
-  const u = new URL(`${STAND_IN}/test/runs`);
-  for (const [k, v] of Object.entries(q)) if (v) u.searchParams.set(k, v);
-  const r = await fetch(u);
-  expect(r.status).toBe(200);
-  return r.json();
-}
-
 export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
   const until = Date.now() + timeoutMs;
   for (;;) {
@@ -161,11 +162,16 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
   }
 }
 
-/** Waits until the stand-in is running `n` actions of the instance; returns their attempts. */
+/** Waits until runners run `n` actions of the instance; returns their attempts. */
 export const runningOn = (instance: string, n: number) =>
   waitFor(`${n} running on ${instance}`, async () => {
-    const r = (await runs({ instance })).attempts.filter((a) => a.outcome === "running");
+    const r = runs({ instance }).attempts.filter((a) => a.outcome === "running");
     return r.length >= n && r;
   });
 
 export const opStub = (name: string) => env.OPERATION.get(env.OPERATION.idFromName(name));
+
+/** The D1 listing is written from each operation's alarm, just after a change; run it now. */
+export async function indexed(...names: string[]) {
+  for (const name of names) await runDurableObjectAlarm(opStub(name));
+}

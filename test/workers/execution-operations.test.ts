@@ -25,6 +25,7 @@ import {
   exec,
   executeAll,
   firstOf,
+  indexed,
   instanceFor,
   newAction,
   opStub,
@@ -33,9 +34,15 @@ import {
   responseOf,
   runningOn,
   runs,
+  sharedRunner,
   stageOf,
+  SUITE,
   waitFor,
 } from "./execution-helpers.ts";
+
+beforeAll(async () => {
+  await sharedRunner();
+});
 
 describe("WaitExecution and Operations", { timeout: 30_000 }, () => {
   it("WaitExecution picks up an operation mid-flight after the Execute stream went away, and sees it complete", async () => {
@@ -53,7 +60,7 @@ describe("WaitExecution and Operations", { timeout: 30_000 }, () => {
     expect(waited.every((op) => op.name === first.name)).toBe(true);
     expect(responseOf(waited.at(-1)!).result?.exitCode).toBe(0);
     // The run was not disturbed by the client going away.
-    expect((await runs({ action: a.hash })).attempts.map((x) => x.outcome)).toEqual(["ok"]);
+    expect((runs({ action: a.hash })).attempts.map((x) => x.outcome)).toEqual(["ok"]);
     // Completed operations stay readable: WaitExecution answers at once with the result.
     const again = await drain(exec.waitExecution({ name: first.name }));
     expect(again).toHaveLength(1);
@@ -91,6 +98,7 @@ describe("WaitExecution and Operations", { timeout: 30_000 }, () => {
     const list = async (filter: string) =>
       (await ops.listOperations({ name: "operations", filter: `instance_name="${instanceName}" AND ${filter}` })).operations.map((o) => o.name);
     const finName = fin.at(-1)!.name;
+    await indexed(finName, r.first.name);
     expect(await list("done=true")).toEqual([finName]);
     expect(await list("done = false")).toEqual([r.first.name]);
     expect(await list("stage=EXECUTING")).toEqual([r.first.name]);
@@ -102,6 +110,7 @@ describe("WaitExecution and Operations", { timeout: 30_000 }, () => {
     expect(all.operations.map((o) => o.name).sort()).toEqual([finName, r.first.name].sort());
     expect((await errorOf(ops.listOperations({ name: "operations", filter: "color=red" }))).code).toBe(Code.InvalidArgument);
     await r.rest;
+    await indexed(r.first.name);
     expect(await list("done=false")).toEqual([]);
   });
 
@@ -110,6 +119,7 @@ describe("WaitExecution and Operations", { timeout: 30_000 }, () => {
     const actions = await Promise.all(Array.from({ length: 7 }, () => newAction("", { instanceName })));
     const names = (await Promise.all(actions.map((a) => executeAll(a)))).map((s) => s.at(-1)!.name);
     const filter = `instance_name=${instanceName}`;
+    await indexed(...names);
     const seen: string[] = [];
     let pageToken = "";
     let pages = 0;
@@ -143,7 +153,7 @@ describe("WaitExecution and Operations", { timeout: 30_000 }, () => {
     expect(list.operations).toEqual([]);
     // The run goes on to the end, and its result is still cached.
     const attempts = await waitFor("the run to end", async () => {
-      const r = (await runs({ action: a.hash })).attempts;
+      const r = (runs({ action: a.hash })).attempts;
       return r.every((x) => x.outcome !== "running") && r;
     });
     expect(attempts.map((x) => x.outcome)).toEqual(["ok"]);
@@ -211,6 +221,7 @@ describe("Execution over the JSON surfaces", { timeout: 30_000 }, () => {
     expect(responseOf(stream.at(-1)!).result?.exitCode).toBe(0);
     expect(responseOf((await drain(jsonExec.waitExecution({ name })))[0]!).result?.exitCode).toBe(0);
     expect(responseOf(await jsonOps.getOperation({ name })).result?.exitCode).toBe(0);
+    await indexed(name);
     const list = await jsonOps.listOperations({ name: "operations", filter: `instance_name=${a.instanceName}` });
     expect(list.operations.map((o) => o.name)).toEqual([name]);
     // Errors with details too.
@@ -231,13 +242,14 @@ describe("Execution over the JSON surfaces", { timeout: 30_000 }, () => {
     });
     expect(r.status).toBe(200);
     await runningOn(a.instanceName, 1);
-    const [attempt] = (await runs({ action: a.hash })).attempts;
+    const [attempt] = (runs({ action: a.hash })).attempts;
     const name = attempt!.operation;
     type JsonOp = { name: string; done?: boolean; metadata: { "@type": string; stage: string }; response?: { "@type": string; status?: { code: number } } };
     const get = await SELF.fetch(`http://kiln/v1/${name}`);
     expect(get.status).toBe(200);
     const op = (await get.json()) as JsonOp;
     expect(op).toMatchObject({ name, metadata: { "@type": "type.googleapis.com/build.bazel.remote.execution.v2.ExecuteOperationMetadata", stage: "EXECUTING" } });
+    await indexed(name);
     const listed = (await (await SELF.fetch(`http://kiln/v1/operations?filter=${encodeURIComponent(`instance_name=${a.instanceName} AND done=false`)}`)).json()) as {
       operations: JsonOp[];
     };
@@ -273,7 +285,7 @@ describe("Execution with API keys", { timeout: 30_000 }, () => {
     ops: grpcWebClient(Operations, { authorization: `Bearer ${key}` }),
   });
 
-  it("keeps operations to their tenant, refuses read-only keys Execute and cancel, and hands the runner the caller's key", async () => {
+  it("keeps operations to their tenant, refuses read-only keys Execute and cancel, and never hands the runner the caller's key", async () => {
     const acme = as(ACME);
     const reader = as(ACME_RO);
     const other = as(OTHER);
@@ -283,9 +295,15 @@ describe("Execution with API keys", { timeout: 30_000 }, () => {
     const root = toBinary(DirectorySchema, create(DirectorySchema, {}));
     const blobs = await Promise.all([command, root].map(async (data) => ({ digest: await digestOf(data), data })));
     await acme.cas.batchUpdateBlobs({ requests: blobs });
-    const action = toBinary(ActionSchema, create(ActionSchema, { commandDigest: blobs[0]!.digest, inputRootDigest: blobs[1]!.digest }));
+    const action = toBinary(
+      ActionSchema,
+      create(ActionSchema, { commandDigest: blobs[0]!.digest, inputRootDigest: blobs[1]!.digest, platform: { properties: [{ name: "suite", value: SUITE }] } }),
+    );
     const actionDigest = await digestOf(action);
-    await acme.cas.batchUpdateBlobs({ requests: [{ digest: actionDigest, data: action }] });
+    const outputs = [`stdout of ${actionDigest.hash}\n`, `output of ${actionDigest.hash}\n`].map((t) => new TextEncoder().encode(t));
+    await acme.cas.batchUpdateBlobs({
+      requests: [{ digest: actionDigest, data: action }, ...(await Promise.all(outputs.map(async (data) => ({ digest: await digestOf(data), data }))))],
+    });
 
     expect((await errorOf(drain(reader.exec.execute({ instanceName, actionDigest })))).code).toBe(Code.PermissionDenied);
     expect((await errorOf(drain(exec.execute({ instanceName, actionDigest })))).code).toBe(Code.Unauthenticated);
@@ -299,6 +317,7 @@ describe("Execution with API keys", { timeout: 30_000 }, () => {
     expect((await errorOf(drain(other.exec.waitExecution({ name })))).code).toBe(Code.NotFound);
     expect((await errorOf(other.ops.cancelOperation({ name }))).code).toBe(Code.NotFound);
     expect((await errorOf(other.ops.deleteOperation({ name }))).code).toBe(Code.NotFound);
+    await indexed(name);
     expect((await other.ops.listOperations({ name: "operations", filter: `instance_name=${instanceName}` })).operations).toEqual([]);
     expect((await errorOf(reader.ops.cancelOperation({ name }))).code).toBe(Code.PermissionDenied);
     expect((await errorOf(reader.ops.deleteOperation({ name }))).code).toBe(Code.PermissionDenied);
@@ -306,7 +325,59 @@ describe("Execution with API keys", { timeout: 30_000 }, () => {
 
     const done = (await rest).at(-1)!;
     expect(responseOf(done).status?.code ?? 0).toBe(0);
-    const [attempt] = (await runs({ operation: name })).attempts;
-    expect(attempt!.authorization).toBe(`Bearer ${ACME}`);
+    const [attempt] = runs({ operation: name }).attempts;
+    // The runner got a lease token of its own, scoped to this operation's instance, not the key.
+    expect(attempt!.token).toMatch(/^kiln1\./);
+    expect(attempt!.token).not.toContain(ACME);
+    expect(responseOf(done).result?.executionMetadata?.worker).toContain("runner key");
+  });
+});
+
+describe("Operations conformance", { timeout: 30_000 }, () => {
+  it("WaitOperation with a zero timeout returns the latest state at once, for a finished and a running operation", async () => {
+    const a = await newAction("ok");
+    const name = (await executeAll(a)).at(-1)!.name;
+    const done = await ops.waitOperation({ name, timeout: { seconds: 0n } });
+    expect(done.done).toBe(true);
+    const slow = await newAction("sleep-1500");
+    const { first, rest } = await firstOf(exec.execute(request(slow)));
+    const now = await ops.waitOperation({ name: first.name, timeout: { seconds: 0n } });
+    expect(now.name).toBe(first.name);
+    expect(now.done).toBe(false);
+    await rest;
+  });
+
+  it("an Execute answered from the action cache names an operation GetOperation and WaitExecution find", async () => {
+    const a = await newAction("ok");
+    await executeAll(a);
+    const hit = (await executeAll(a)).at(-1)!;
+    expect(responseOf(hit).cachedResult).toBe(true);
+    expect((await ops.getOperation({ name: hit.name })).done).toBe(true);
+    expect(responseOf((await drain(exec.waitExecution({ name: hit.name }))).at(-1)!).cachedResult).toBe(true);
+  });
+
+  it("a do_not_cache action is run even when the action cache holds a result for its digest", async () => {
+    const a = await newAction("ok", { doNotCache: true });
+    await ac.updateActionResult({ instanceName: a.instanceName, actionDigest: a.digest, actionResult: { exitCode: 0 } });
+    const res = responseOf((await executeAll(a)).at(-1)!);
+    expect(res.cachedResult).toBe(false);
+    expect(runs({ action: a.hash }).attempts).toHaveLength(1);
+  });
+
+  it("ListOperations accepts {instance_name}/operations as its name (a filter), and keeps to the key's instance prefixes", async () => {
+    const a = await newAction("ok");
+    const name = (await executeAll(a)).at(-1)!.name;
+    await indexed(name);
+    expect((await ops.listOperations({ name: `${a.instanceName}/operations` })).operations.map((o) => o.name)).toEqual([name]);
+    expect((await ops.listOperations({ name: `${a.instanceName}/nothing/operations` })).operations).toEqual([]);
+    expect((await errorOf(ops.listOperations({ name: "bogus" }))).code).toBe(Code.InvalidArgument);
+    const key = "prefix-key-0123456789abcdef0123456789abcdef";
+    env.API_KEYS = JSON.stringify([{ key, instances: ["elsewhere"], access: "read-write", name: "narrow" }]);
+    try {
+      const narrow = grpcWebClient(Operations, { authorization: `Bearer ${key}` });
+      expect((await narrow.listOperations({ name: "operations", filter: `instance_name=${a.instanceName}` })).operations).toEqual([]);
+    } finally {
+      delete env.API_KEYS;
+    }
   });
 });

@@ -1,18 +1,18 @@
 // Remote execution, worker side: what Execute checks, and how runs go (stages, action cache,
-// merging, priority, cancellation, runner failures). Actions are "run" by the scripted runner
-// stand-in (runner-stand-in.ts); the instance name picks its behaviour: "exec/<behaviour>/<unique>".
+// merging, priority, cancellation, runner failures). Actions are "run" by a scripted runner that
+// dials the pool (fake-runner.ts); the instance name picks its behaviour: "exec/<behaviour>/<unique>".
 import { create, toBinary } from "@bufbuild/protobuf";
 import { anyUnpack } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { env } from "cloudflare:test";
-import { describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import {
   ActionSchema,
   Capabilities,
   DirectorySchema,
 } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { PreconditionFailureSchema } from "../../src/gen/google/rpc/error_details_pb.ts";
-import { MAX_ATTEMPTS } from "../../durable-objects/operation.ts";
+import { MAX_ATTEMPTS } from "../../durable-objects/runner-pool.ts";
 import { digestOf, errorOf, grpcWebClient } from "./helpers.ts";
 import {
   ac,
@@ -23,6 +23,7 @@ import {
   exec,
   executeAll,
   firstOf,
+  indexed,
   instanceFor,
   newAction,
   ops,
@@ -31,11 +32,16 @@ import {
   responseOf,
   runningOn,
   runs,
+  sharedRunner,
   stageOf,
   upload,
   waitFor,
   type TestAction,
 } from "./execution-helpers.ts";
+
+beforeAll(async () => {
+  await sharedRunner();
+});
 
 describe("Execute: checks before an operation exists", { timeout: 30_000 }, () => {
   it("refuses a missing Action with FAILED_PRECONDITION and one MISSING violation blobs/{hash}/{size}", async () => {
@@ -71,18 +77,18 @@ describe("Execute: checks before an operation exists", { timeout: 30_000 }, () =
     expect(subjects.sort()).toEqual([command, file1, file2, subdir].map((d) => `blobs/${d.hash}/${d.sizeBytes}`).sort());
   });
 
-  it("refuses an Action.timeout over the maximum (840 s) with INVALID_ARGUMENT, and accepts exactly 840 s", async () => {
-    const over = await newAction("ok", { timeoutSeconds: 841 });
+  it("refuses an Action.timeout over the maximum (6 h by default: no platform ceiling) with INVALID_ARGUMENT, and accepts exactly 6 h", async () => {
+    const over = await newAction("ok", { timeoutSeconds: 6 * 3600 + 1 });
     expect((await errorOf(executeAll(over))).code).toBe(Code.InvalidArgument);
-    expect((await runs({ action: over.hash })).attempts).toHaveLength(0);
+    expect((runs({ action: over.hash })).attempts).toHaveLength(0);
 
-    const max = await newAction("ok", { timeoutSeconds: 840 });
+    const max = await newAction("ok", { timeoutSeconds: 6 * 3600 });
     const done = await executeAll(max);
     expect(responseOf(done.at(-1)!).status?.code ?? 0).toBe(0);
-    expect((await runs({ action: max.hash })).attempts.map((a) => a.timeoutMs)).toEqual([840_000]);
+    expect((runs({ action: max.hash })).attempts.map((a) => a.timeoutMs)).toEqual([6 * 3600_000]);
   });
 
-  it("refuses a platform property no runner offers with FAILED_PRECONDITION naming it; alternatives offered with | match", async () => {
+  it("refuses a platform property no runner offers with FAILED_PRECONDITION naming it; a property offered with several values matches each", async () => {
     const windows = await newAction("ok", { platform: [["OSFamily", "windows"]] });
     const err = await errorOf(executeAll(windows));
     expect(err.code).toBe(Code.FailedPrecondition);
@@ -92,10 +98,10 @@ describe("Execute: checks before an operation exists", { timeout: 30_000 }, () =
     const err2 = await errorOf(executeAll(gpu));
     expect(err2.code).toBe(Code.FailedPrecondition);
     expect(err2.rawMessage).toContain("gpu=a100");
-    expect((await runs({ action: gpu.hash })).attempts).toHaveLength(0);
+    expect((runs({ action: gpu.hash })).attempts).toHaveLength(0);
 
-    // The stand-in offers ISA "x86-64|x86-avx2": a value matches any alternative, and ISA may repeat (AND).
-    const avx = await newAction("ok", { platform: [["ISA", "x86-64"], ["ISA", "x86-avx2"], ["OSFamily", "linux"]] });
+    // The runner offers arch x86_64 and arm64: an action may ask for either, or (repeated) both.
+    const avx = await newAction("ok", { platform: [["arch", "x86_64"], ["arch", "arm64"], ["OSFamily", "linux"]] });
     expect(responseOf((await executeAll(avx)).at(-1)!).result?.exitCode).toBe(0);
   });
 });
@@ -116,7 +122,7 @@ describe("Execute: runs", { timeout: 30_000 }, () => {
     expect(res.cachedResult).toBe(false);
     expect(res.result?.exitCode).toBe(0);
     expect(res.result?.stdoutDigest?.hash).toBe((await digestOf(`stdout of ${a.hash}\n`)).hash);
-    expect((await runs({ action: a.hash })).attempts.map((x) => x.outcome)).toEqual(["ok"]);
+    expect((runs({ action: a.hash })).attempts.map((x) => x.outcome)).toEqual(["ok"]);
 
     // The action cache now has it.
     const hit = await ac.getActionResult({ instanceName: a.instanceName, actionDigest: a.digest });
@@ -129,7 +135,7 @@ describe("Execute: runs", { timeout: 30_000 }, () => {
     const cached = responseOf(again[0]!);
     expect(cached.cachedResult).toBe(true);
     expect(cached.result?.exitCode).toBe(0);
-    expect((await runs({ action: a.hash })).attempts).toHaveLength(1);
+    expect((runs({ action: a.hash })).attempts).toHaveLength(1);
 
     // Inlining asked for on Execute applies to the cached result.
     const inlined = responseOf((await executeAll(a, { inlineStdout: true })).at(-1)!);
@@ -138,7 +144,7 @@ describe("Execute: runs", { timeout: 30_000 }, () => {
     // skip_cache_lookup runs it again, and the fresh result is not marked cached.
     const fresh = await executeAll(a, { skipCacheLookup: true });
     expect(responseOf(fresh.at(-1)!).cachedResult).toBe(false);
-    expect((await runs({ action: a.hash })).attempts.map((x) => x.outcome)).toEqual(["ok", "ok"]);
+    expect((runs({ action: a.hash })).attempts.map((x) => x.outcome)).toEqual(["ok", "ok"]);
   });
 
   it("does not cache a non-zero exit code: it is a result (status OK), and the next Execute runs again", async () => {
@@ -148,7 +154,7 @@ describe("Execute: runs", { timeout: 30_000 }, () => {
     expect(res.result?.exitCode).toBe(1);
     expect((await errorOf(ac.getActionResult({ instanceName: a.instanceName, actionDigest: a.digest }))).code).toBe(Code.NotFound);
     expect(responseOf((await executeAll(a)).at(-1)!).cachedResult).toBe(false);
-    expect((await runs({ action: a.hash })).attempts).toHaveLength(2);
+    expect((runs({ action: a.hash })).attempts).toHaveLength(2);
   });
 
   it("honours do_not_cache: not cached, and two concurrent identical Executes are not merged", async () => {
@@ -156,11 +162,11 @@ describe("Execute: runs", { timeout: 30_000 }, () => {
     const [one, two] = await Promise.all([executeAll(a), executeAll(a)]);
     expect(one.at(-1)!.name).not.toBe(two.at(-1)!.name);
     for (const s of [one, two]) expect(responseOf(s.at(-1)!).result?.exitCode).toBe(0);
-    expect((await runs({ action: a.hash })).attempts.map((x) => x.outcome)).toEqual(["ok", "ok"]);
+    expect((runs({ action: a.hash })).attempts.map((x) => x.outcome)).toEqual(["ok", "ok"]);
     expect((await errorOf(ac.getActionResult({ instanceName: a.instanceName, actionDigest: a.digest }))).code).toBe(Code.NotFound);
     // And a later Execute runs it again rather than answering from a cache.
     expect(responseOf((await executeAll(a)).at(-1)!).cachedResult).toBe(false);
-    expect((await runs({ action: a.hash })).attempts).toHaveLength(3);
+    expect((runs({ action: a.hash })).attempts).toHaveLength(3);
   });
 
   it("merges 24 concurrent identical Executes into exactly one run", async () => {
@@ -174,7 +180,7 @@ describe("Execute: runs", { timeout: 30_000 }, () => {
       if (!res.cachedResult) names.add(s.at(-1)!.name);
     }
     expect(names.size).toBe(1);
-    expect((await runs({ action: a.hash })).attempts.map((x) => x.outcome)).toEqual(["ok"]);
+    expect((runs({ action: a.hash })).attempts.map((x) => x.outcome)).toEqual(["ok"]);
   });
 
   it("starts a later-queued priority -5 action before an earlier priority 5 one when runners are full", async () => {
@@ -212,7 +218,7 @@ describe("Execute: runs", { timeout: 30_000 }, () => {
     expect(last.result.case).toBe("response"); // not Operation.error
     const res = responseOf(last);
     expect(res.status?.code).toBe(Code.Canceled);
-    expect((await runs({ action: a.hash })).attempts.map((x) => x.outcome)).toEqual(["cancelled"]);
+    expect((runs({ action: a.hash })).attempts.map((x) => x.outcome)).toEqual(["cancelled"]);
     expect((await errorOf(ac.getActionResult({ instanceName: a.instanceName, actionDigest: a.digest }))).code).toBe(Code.NotFound);
     // Cancelling again is harmless; the operation stays readable and done.
     await ops.cancelOperation({ name: first.name });
@@ -245,7 +251,7 @@ describe("Execute: runs", { timeout: 30_000 }, () => {
     const res = responseOf((await executeAll(a)).at(-1)!);
     expect(res.status?.code).toBe(Code.DeadlineExceeded);
     expect(res.result?.stdoutDigest?.hash).toBe((await digestOf(`stdout of ${a.hash}\n`)).hash);
-    expect((await runs({ action: a.hash })).attempts.map((x) => [x.outcome, x.timeoutMs])).toEqual([["deadline", 1000]]);
+    expect((runs({ action: a.hash })).attempts.map((x) => [x.outcome, x.timeoutMs])).toEqual([["deadline", 1000]]);
     expect((await errorOf(ac.getActionResult({ instanceName: a.instanceName, actionDigest: a.digest }))).code).toBe(Code.NotFound);
   });
 
@@ -259,48 +265,46 @@ describe("Execute: runs", { timeout: 30_000 }, () => {
       expect(res.status?.code).toBe(Code.Unavailable);
       expect(res.message).not.toBe("");
     }
-    const outcomes = (await runs({ action: a.hash })).attempts.map((x) => x.outcome);
+    const outcomes = (runs({ action: a.hash })).attempts.map((x) => x.outcome);
     expect(outcomes).toEqual(Array(MAX_ATTEMPTS).fill("lost"));
   });
 
-  it("retries a runner that answers 503 (at capacity) until it takes the action, back in QUEUED meanwhile", async () => {
+  it("offers an action again when a runner refuses it (all slots busy); it stays QUEUED until one accepts", async () => {
     const a = await newAction("busy-2");
     const stream = await executeAll(a);
-    const stages = stream.map(stageOf);
-    // EXECUTING -> QUEUED is allowed (the runner refused it); the stream ends EXECUTING, COMPLETED.
-    const backToQueue = stages.filter((st, i) => i > 0 && st === QUEUED && stages[i - 1] === EXECUTING).length;
-    expect(backToQueue).toBeGreaterThanOrEqual(1);
-    expect(backToQueue).toBeLessThanOrEqual(2);
-    expect(stages.slice(-2)).toEqual([EXECUTING, COMPLETED]);
+    // A refusal is not a start: clients see QUEUED, then EXECUTING once a runner accepted.
+    expect(stream.map(stageOf)).toEqual([QUEUED, EXECUTING, COMPLETED]);
     const res = responseOf(stream.at(-1)!);
     expect(res.status?.code ?? 0).toBe(0);
     expect(res.result?.exitCode).toBe(0);
-    expect((await runs({ action: a.hash })).attempts.map((x) => x.outcome)).toEqual(["busy", "busy", "ok"]);
+    expect((runs({ action: a.hash })).attempts.map((x) => x.outcome)).toEqual(["busy", "busy", "ok"]);
   });
 
   it("puts an operation whose runner was lost back in QUEUED; cancelling it there completes it without another run", async () => {
     const a = await newAction("lost");
     const { first, rest } = await firstOf(exec.execute(request(a)));
-    await waitFor("the first attempt to be lost", async () => (await runs({ action: a.hash })).attempts[0]?.outcome === "lost");
-    // The retry waits 2 s: meanwhile the operation is queued again, and listed so.
-    await waitFor("QUEUED", async () => stageOf(await ops.getOperation({ name: first.name })) === QUEUED, 1500);
+    await waitFor("the first attempt to be lost", async () => (runs({ action: a.hash })).attempts[0]?.outcome === "lost");
+    // Once the lease expires the operation is queued again (and waits 2 s before it is offered):
+    // it is listed as QUEUED meanwhile.
+    await waitFor("QUEUED", async () => stageOf(await ops.getOperation({ name: first.name })) === QUEUED, 6000);
+    await indexed(first.name);
     const listed = await ops.listOperations({ name: "operations", filter: `instance_name=${a.instanceName} AND stage=QUEUED` });
     expect(listed.operations.map((o) => o.name)).toEqual([first.name]);
     await ops.cancelOperation({ name: first.name });
     const stream = await rest;
     expect(responseOf(stream.at(-1)!).status?.code).toBe(Code.Canceled);
     await new Promise((r) => setTimeout(r, 2500)); // past the retry time
-    expect((await runs({ action: a.hash })).attempts.map((x) => x.outcome)).toEqual(["lost"]);
+    expect((runs({ action: a.hash })).attempts.map((x) => x.outcome)).toEqual(["lost"]);
   });
 
-  it("does not count 503 refusals as lost runners", async () => {
+  it("does not count refusals as lost runners", async () => {
     const a = await newAction("busy-2+lost-1");
     const res = responseOf((await executeAll(a)).at(-1)!);
     expect(res.status?.code ?? 0).toBe(0);
-    expect((await runs({ action: a.hash })).attempts.map((x) => x.outcome)).toEqual(["busy", "busy", "lost", "ok"]);
+    expect((runs({ action: a.hash })).attempts.map((x) => x.outcome)).toEqual(["busy", "busy", "lost", "ok"]);
   });
 
-  it("reports a runner's x-kiln-status FAILED_PRECONDITION (outputs not collected) with the runner's message, uncached", async () => {
+  it("reports a runner's FAILED_PRECONDITION result (outputs not collected) with the runner's message, uncached", async () => {
     const a = await newAction("bad-output");
     const res = responseOf((await executeAll(a)).at(-1)!);
     expect(res.status?.code).toBe(Code.FailedPrecondition);
@@ -321,24 +325,21 @@ describe("Execute: runs", { timeout: 30_000 }, () => {
 });
 
 describe("Execute: executors", { timeout: 30_000 }, () => {
-  it("answers UNAVAILABLE when no runner answers and FAILED_PRECONDITION when none is configured; Capabilities says which", async () => {
-    const saved = { urls: env.RUNNER_URLS, containers: env.RUNNER_CONTAINERS };
+  it("answers FAILED_PRECONDITION when no runner can connect (no RUNNER_KEYS, no containers); Capabilities says so", async () => {
+    const saved = { keys: env.RUNNER_KEYS, containers: env.RUNNER_CONTAINERS };
     const caps = grpcWebClient(Capabilities);
     expect((await caps.getCapabilities({ instanceName: "" })).executionCapabilities?.execEnabled).toBe(true);
     const a = await newAction("ok");
     try {
-      env.RUNNER_URLS = "http://127.0.0.1:1";
-      expect((await errorOf(executeAll(a))).code).toBe(Code.Unavailable);
-      env.RUNNER_URLS = "";
+      env.RUNNER_KEYS = "";
       env.RUNNER_CONTAINERS = "0";
       expect((await errorOf(executeAll(a))).code).toBe(Code.FailedPrecondition);
       expect((await caps.getCapabilities({ instanceName: "" })).executionCapabilities?.execEnabled).toBe(false);
     } finally {
-      env.RUNNER_URLS = saved.urls;
+      env.RUNNER_KEYS = saved.keys;
       env.RUNNER_CONTAINERS = saved.containers;
     }
-    expect((await runs({ action: a.hash })).attempts).toHaveLength(0);
+    expect(runs({ action: a.hash }).attempts).toHaveLength(0);
     expect(responseOf((await executeAll(a)).at(-1)!).result?.exitCode).toBe(0);
   });
 });
-

@@ -1,10 +1,13 @@
 // Shared test helpers: Connect and gRPC-web clients that reach the worker through SELF.
 import { SELF } from "cloudflare:test";
-import type { DescService } from "@bufbuild/protobuf";
+import { createRegistry, type DescService } from "@bufbuild/protobuf";
 import { ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import type { UniversalClientFn } from "@connectrpc/connect/protocol";
 import { createTransport as createGrpcWebProtocolTransport } from "@connectrpc/connect/protocol-grpc-web";
 import { createConnectTransport } from "@connectrpc/connect-web";
+import { file_google_rpc_error_details } from "../../src/gen/google/rpc/error_details_pb.ts";
+
+const errorDetails = createRegistry(file_google_rpc_error_details);
 
 // connect-web asks for redirect: "error", which workerd rejects.
 const selfFetch = ((input: RequestInfo | URL, init?: RequestInit) =>
@@ -16,6 +19,8 @@ export function connectClient<S extends DescService>(service: S, headers?: Recor
     createConnectTransport({
       baseUrl: "http://kiln",
       fetch: selfFetch,
+      // Statuses inside messages (batch responses) carry error details as Any.
+      jsonOptions: { registry: errorDetails },
       interceptors: headers ? [headerInterceptor(headers)] : [],
     }),
   );

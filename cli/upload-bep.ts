@@ -1,0 +1,80 @@
+// `kiln upload-bep FILE`: a finished build's --build_event_binary_file into Kiln's ResultStore, for
+// CI systems that cannot reach Kiln during the build. The file is read as a stream, one event at
+// a time, and sent as the tool event stream Bazel would have sent (kiln.bes.v1 IngestBuildToolEvents,
+// a batch per call). The stream's build id is the build's invocation id, so uploading a file again
+// (or after a failure) resumes the same stream: what was committed is skipped, nothing is doubled.
+import { createReadStream } from "node:fs";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { sizeDelimitedDecodeStream } from "@bufbuild/protobuf/wire";
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-node";
+import { BuildEventSchema } from "../src/bes/bep.ts";
+import { invocationIdOf, recordedStream, streamFinishedRequest, toolEventRequest } from "../src/bes/tool-stream.ts";
+import type { PublishBuildToolEventStreamRequest } from "../src/gen/google/devtools/build/v1/publish_build_event_pb.ts";
+import type { StreamIdSchema } from "../src/gen/google/devtools/build/v1/build_events_pb.ts";
+import { BuildEventIngest } from "../src/gen/kiln/bes/v1/ingest_pb.ts";
+
+/** Events per call, and bytes per call (the worker takes up to 10 MiB). */
+const BATCH_EVENTS = 200;
+const BATCH_BYTES = 4 * 1024 * 1024;
+/** A call that failed on the way (UNAVAILABLE, a dropped connection) is sent again: it is idempotent. */
+const ATTEMPTS = 5;
+
+export interface UploadOptions {
+  /** The worker's origin, e.g. http://127.0.0.1:8787. */
+  upstream: string;
+  apiKey?: string;
+  log?: (line: string) => void;
+}
+
+export interface UploadResult {
+  invocationId: string;
+  events: number;
+}
+
+const withKey =
+  (key: string): Interceptor =>
+  (next) =>
+  (req) => {
+    req.header.set("authorization", `Bearer ${key}`);
+    return next(req);
+  };
+
+export async function uploadBep(file: string, { upstream, apiKey, log = () => {} }: UploadOptions): Promise<UploadResult> {
+  const transport = createGrpcWebTransport({ baseUrl: upstream, httpVersion: "1.1", interceptors: apiKey ? [withKey(apiKey)] : [] });
+  const client = createClient(BuildEventIngest, transport);
+  let stream: MessageInitShape<typeof StreamIdSchema> | undefined;
+  let batch: PublishBuildToolEventStreamRequest[] = [];
+  let bytes = 0;
+  let seq = 0;
+
+  const send = async () => {
+    if (batch.length === 0) return;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const res = await client.ingestBuildToolEvents({ requests: batch });
+        log(`committed events up to ${res.committedSequenceNumber} of ${res.invocation}`);
+        break;
+      } catch (e) {
+        const err = ConnectError.from(e);
+        if (attempt >= ATTEMPTS || (err.code !== Code.Unavailable && err.code !== Code.Unknown && err.code !== Code.DeadlineExceeded)) throw err;
+        await new Promise((r) => setTimeout(r, 200 * 2 ** attempt));
+      }
+    }
+    batch = [];
+    bytes = 0;
+  };
+
+  for await (const ev of sizeDelimitedDecodeStream(BuildEventSchema, createReadStream(file))) {
+    stream ??= recordedStream(invocationIdOf(ev));
+    const request = toolEventRequest(stream, ++seq, ev);
+    const size = request.orderedBuildEvent!.event!.event.case === "bazelEvent" ? request.orderedBuildEvent!.event!.event.value.value.byteLength : 0;
+    if (batch.length >= BATCH_EVENTS || (batch.length > 0 && bytes + size > BATCH_BYTES)) await send();
+    batch.push(request);
+    bytes += size;
+  }
+  if (!stream) throw new Error(`${file} holds no build events`);
+  batch.push(streamFinishedRequest(stream, ++seq));
+  await send();
+  return { invocationId: stream.invocationId!, events: seq - 1 };
+}

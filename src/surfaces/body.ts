@@ -1,0 +1,31 @@
+// Request bodies read whole (JSON, action results) with a bound, whether or not the client sent a
+// Content-Length: a chunked body is read only up to the limit, then refused.
+import { invalidArgument } from "../errors.ts";
+
+/** The body's bytes; INVALID_ARGUMENT naming `limitName` once more than `max` bytes arrive. */
+export async function readBodyBounded(req: Request, max: number, limitName: string): Promise<Uint8Array> {
+  const tooLarge = () => invalidArgument(`the request body is over ${max} bytes (${limitName})`);
+  const declared = Number(req.headers.get("content-length") ?? "0");
+  if (declared > max) throw tooLarge();
+  if (!req.body) return new Uint8Array(0);
+  const reader = req.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > max) {
+      await reader.cancel().catch(() => {});
+      throw tooLarge();
+    }
+    chunks.push(value);
+  }
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
+}

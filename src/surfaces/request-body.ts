@@ -1,0 +1,49 @@
+// An HTTP answer goes out only after the request body has been read to its end. A client that is
+// still sending when the answer comes (Bazel's Netty HTTP cache client never sends
+// `Expect: 100-continue`) sees the connection close under it ("Broken pipe"), counts the upload
+// as failed and skips that action's cache entry. So a body the server does not need (a blob it
+// already holds, a refused request) is drained, chunk by chunk and discarded, never buffered.
+import type { MiddlewareHandler } from "hono";
+import { drain } from "../storage/drain.ts";
+
+/** For each request whose body was handed out by requestBody(): reads what is left of it. */
+const leftovers = new WeakMap<Request, () => Promise<void>>();
+
+/**
+ * The request body as a stream whose cancel() reads the rest instead of dropping the
+ * connection, so code that stops reading early (a size or hash mismatch, an error mid-upload)
+ * still answers only after the client has sent everything. Code that stops without cancelling
+ * (a stream left errored) is covered by {@link answerAfterBody}, which reads the rest.
+ */
+export function requestBody(req: Request): ReadableStream<Uint8Array> {
+  const body = req.body;
+  if (!body) return new Blob([]).stream();
+  let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  const readRest = async () => {
+    try {
+      reader ??= body.getReader();
+      while (!(await reader.read()).done);
+    } catch {
+      // The client went away: nothing left to keep healthy.
+    }
+  };
+  leftovers.set(req, readRest);
+  return new ReadableStream<Uint8Array>({
+    async pull(ctl) {
+      reader ??= body.getReader();
+      const { done, value } = await reader.read();
+      if (done) ctl.close();
+      else ctl.enqueue(value);
+    },
+    cancel: readRest,
+  });
+}
+
+/** Middleware: reads whatever request body the handler left unread before its answer goes out. */
+export const answerAfterBody: MiddlewareHandler = async (c, next) => {
+  await next();
+  const req = c.req.raw;
+  const readRest = leftovers.get(req);
+  if (readRest) await readRest();
+  else if (req.body && !req.body.locked) await drain(req.body).catch(() => {});
+};

@@ -1,0 +1,179 @@
+// Request limits: at each limit the call works, one over it is INVALID_ARGUMENT naming the limit;
+// bodies are not read before the caller is authenticated, and are read only up to their limit.
+import { SELF, env } from "cloudflare:test";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { Code } from "@connectrpc/connect";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  ContentAddressableStorage,
+  DirectorySchema,
+  type Directory,
+} from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { ResultStoreDownload } from "../../src/gen/google/devtools/resultstore/v2/resultstore_download_pb.ts";
+import { MAX_BATCH_ENTRIES, MAX_FIND_MISSING_DIGESTS, MAX_LIST_OFFSET } from "../../src/services/limits.ts";
+import { connectClient, digestOf, errorOf, uniqueInstance } from "./helpers.ts";
+
+const EMPTY = { hash: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", sizeBytes: 0n };
+const cas = connectClient(ContentAddressableStorage);
+const fakeDigest = (i: number) => ({ hash: i.toString(16).padStart(64, "0"), sizeBytes: 1n });
+
+describe("CAS entry limits", () => {
+  it(`FindMissingBlobs: ${MAX_FIND_MISSING_DIGESTS} digests work, one more is INVALID_ARGUMENT naming MAX_FIND_MISSING_DIGESTS`, async () => {
+    const digests = Array.from({ length: MAX_FIND_MISSING_DIGESTS }, (_, i) => fakeDigest(i));
+    const r = await cas.findMissingBlobs({ instanceName: "limits", blobDigests: digests });
+    expect(r.missingBlobDigests).toHaveLength(MAX_FIND_MISSING_DIGESTS);
+    const e = await errorOf(cas.findMissingBlobs({ instanceName: "limits", blobDigests: [...digests, fakeDigest(-1 >>> 0)] }));
+    expect(e.code).toBe(Code.InvalidArgument);
+    expect(e.rawMessage).toMatch(/MAX_FIND_MISSING_DIGESTS/);
+  });
+
+  it(`BatchUpdateBlobs and BatchReadBlobs: ${MAX_BATCH_ENTRIES} entries work, one more is INVALID_ARGUMENT naming MAX_BATCH_ENTRIES`, async () => {
+    // Size-0 entries weigh nothing against max_batch_total_size_bytes: only the entry cap stops them.
+    const updates = Array.from({ length: MAX_BATCH_ENTRIES }, () => ({ digest: EMPTY, data: new Uint8Array() }));
+    const up = await cas.batchUpdateBlobs({ instanceName: "limits", requests: updates });
+    expect(up.responses.filter((r) => r.status?.code === 0)).toHaveLength(MAX_BATCH_ENTRIES);
+    let e = await errorOf(cas.batchUpdateBlobs({ instanceName: "limits", requests: [...updates, updates[0]!] }));
+    expect(e.code).toBe(Code.InvalidArgument);
+    expect(e.rawMessage).toMatch(/MAX_BATCH_ENTRIES/);
+
+    const reads = Array.from({ length: MAX_BATCH_ENTRIES }, (_, i) => fakeDigest(i));
+    expect((await cas.batchReadBlobs({ instanceName: "limits", digests: reads })).responses).toHaveLength(MAX_BATCH_ENTRIES);
+    e = await errorOf(cas.batchReadBlobs({ instanceName: "limits", digests: [...reads, fakeDigest(-1 >>> 0)] }));
+    expect(e.code).toBe(Code.InvalidArgument);
+    expect(e.rawMessage).toMatch(/MAX_BATCH_ENTRIES/);
+  });
+});
+
+describe("GetTree", () => {
+  // The default (5,000) is set lower here: 5,000 directories take a minute to write and read locally.
+  const MAX_TREE_DIRECTORIES_PER_CALL = 40;
+  beforeAll(() => {
+    env.MAX_TREE_DIRECTORIES_PER_CALL = String(MAX_TREE_DIRECTORIES_PER_CALL);
+  });
+  afterAll(() => {
+    delete env.MAX_TREE_DIRECTORIES_PER_CALL;
+  });
+
+  it("reads at most MAX_TREE_DIRECTORIES_PER_CALL directories per call, then hands out a page token", async () => {
+    const instanceName = uniqueInstance("tree");
+    const children: Directory[] = Array.from({ length: MAX_TREE_DIRECTORIES_PER_CALL }, (_, i) =>
+      create(DirectorySchema, { files: [{ name: `f${i}`, digest: EMPTY }] }),
+    );
+    const childBytes = children.map((d) => toBinary(DirectorySchema, d));
+    const childDigests = await Promise.all(childBytes.map((b) => digestOf(b)));
+    const root = toBinary(DirectorySchema, create(DirectorySchema, { directories: childDigests.map((digest, i) => ({ name: `d${String(i).padStart(5, "0")}`, digest })) }));
+    const rootDigest = await digestOf(root);
+    const all = [...childBytes.map((data, i) => ({ digest: childDigests[i]!, data })), { digest: rootDigest, data: root }];
+    for (let i = 0; i < all.length; i += MAX_BATCH_ENTRIES) {
+      const r = await cas.batchUpdateBlobs({ instanceName, requests: all.slice(i, i + MAX_BATCH_ENTRIES) });
+      expect(r.responses.every((x) => x.status?.code === 0)).toBe(true);
+    }
+    const read = async (pageSize: number, pageToken = "") => {
+      let dirs = 0;
+      let token = "";
+      for await (const m of cas.getTree({ instanceName, rootDigest, pageSize, pageToken })) {
+        dirs += m.directories.length;
+        token = m.nextPageToken;
+      }
+      return { dirs, token };
+    };
+    // Unset and over-large page sizes both stop at the limit; the token resumes where it stopped.
+    for (const pageSize of [0, MAX_TREE_DIRECTORIES_PER_CALL * 10]) {
+      const first = await read(pageSize);
+      expect(first.dirs).toBe(MAX_TREE_DIRECTORIES_PER_CALL);
+      expect(first.token).not.toBe("");
+      expect(await read(pageSize, first.token)).toEqual({ dirs: 1, token: "" });
+    }
+  });
+});
+
+describe("GetTree on deep and shared (diamond) trees", () => {
+  it("returns every directory once, however deep and however often it is referenced", async () => {
+    const instanceName = uniqueInstance("deep");
+    // A chain 200 deep whose every level also names the level below twice (a diamond each time).
+    const blobs: { digest: { hash: string; sizeBytes: bigint }; data: Uint8Array }[] = [];
+    let below = toBinary(DirectorySchema, create(DirectorySchema, { files: [{ name: "leaf", digest: EMPTY }] }));
+    let belowDigest = await digestOf(below);
+    blobs.push({ digest: belowDigest, data: below });
+    for (let i = 0; i < 200; i++) {
+      below = toBinary(DirectorySchema, create(DirectorySchema, { directories: [{ name: "a", digest: belowDigest }, { name: "b", digest: belowDigest }] }));
+      belowDigest = await digestOf(below);
+      blobs.push({ digest: belowDigest, data: below });
+    }
+    expect((await cas.batchUpdateBlobs({ instanceName, requests: blobs })).responses.every((r) => r.status?.code === 0)).toBe(true);
+    let dirs = 0;
+    for await (const m of cas.getTree({ instanceName, rootDigest: belowDigest })) dirs += m.directories.length;
+    expect(dirs).toBe(201);
+  });
+});
+
+describe("ResultStore offsets", () => {
+  const download = connectClient(ResultStoreDownload, { "x-goog-fieldmask": "*" });
+  const QUERY = 'name = "invocations/none"';
+  it(`offset ${MAX_LIST_OFFSET} works, one more is INVALID_ARGUMENT naming MAX_LIST_OFFSET`, async () => {
+    const ok = await download.searchInvocations({ query: QUERY, pageStart: { case: "offset", value: BigInt(MAX_LIST_OFFSET) } });
+    expect(ok.invocations).toEqual([]);
+    const e = await errorOf(download.searchInvocations({ query: QUERY, pageStart: { case: "offset", value: BigInt(MAX_LIST_OFFSET + 1) } }));
+    expect(e.code).toBe(Code.InvalidArgument);
+    expect(e.rawMessage).toMatch(/MAX_LIST_OFFSET/);
+  });
+});
+
+/** A body that never ends: a server that tried to read it whole would never answer. */
+const endless = () =>
+  new ReadableStream<Uint8Array>({
+    pull(c) {
+      c.enqueue(new Uint8Array(64 * 1024));
+    },
+  });
+
+/** `bytes` of body without a Content-Length (chunked). */
+const chunked = (bytes: number) => {
+  let left = bytes;
+  return new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (left <= 0) return c.close();
+      const n = Math.min(left, 256 * 1024);
+      left -= n;
+      c.enqueue(new Uint8Array(n).fill(0x20));
+    },
+  });
+};
+
+describe("bodies and authentication", () => {
+  const KEY = "limits-key-0123456789-0123456789-abcdef";
+  beforeAll(() => {
+    env.API_KEYS = JSON.stringify([{ key: KEY, name: "limits" }]);
+  });
+  afterAll(() => {
+    delete env.API_KEYS;
+  });
+
+  it("a caller without a key is refused before its (endless) body is read: REST, HTTP cache AC, Connect", async () => {
+    const hash = "b".repeat(64);
+    const calls: [string, string, Record<string, string>][] = [
+      ["POST", "http://kiln/v2/limits/blobs:findMissing", { "content-type": "application/json" }],
+      ["PUT", `http://kiln/cache/limits/ac/${hash}`, {}],
+      ["POST", `http://kiln/${ContentAddressableStorage.typeName}/FindMissingBlobs`, { "content-type": "application/proto" }],
+    ];
+    for (const [method, url, headers] of calls) {
+      const res = await SELF.fetch(url, { method, headers, body: endless() });
+      expect(res.status, url).toBe(401);
+      await res.body?.cancel();
+    }
+  });
+
+  it("an authenticated body without Content-Length is read only up to its limit, then refused naming it", async () => {
+    const auth = { authorization: `Bearer ${KEY}` };
+    let res = await SELF.fetch("http://kiln/v2/limits/blobs:findMissing", {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/json" },
+      body: chunked(9 * 1024 * 1024),
+    });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/MAX_JSON_BODY/);
+    res = await SELF.fetch(`http://kiln/cache/limits/ac/${"c".repeat(64)}`, { method: "PUT", headers: auth, body: chunked(17 * 1024 * 1024) });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/MAX_ACTION_RESULT_BYTES/);
+  });
+});
