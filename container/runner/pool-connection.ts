@@ -7,6 +7,7 @@
 import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { durationMs } from "@bufbuild/protobuf/wkt";
 import type { Status } from "../../src/gen/google/rpc/status_pb.ts";
+import { Code } from "../../src/shared/status.ts";
 import {
   PoolMessageSchema,
   RunnerMessageSchema,
@@ -107,10 +108,7 @@ export class PoolConnection {
         this.retry();
       }
     };
-    ws.onerror = () => {
-      lost("error");
-      if (!opened) ws.close();
-    };
+    ws.onerror = () => lost("error");
     ws.onclose = (ev: CloseEvent) => lost(`${ev.code}${ev.reason ? ` ${ev.reason}` : ""}`);
   }
 
@@ -157,8 +155,9 @@ export class PoolConnection {
 
   private goodbye(status: Status): void {
     this.on.log?.(`shard ${this.shard}: the pool said goodbye: ${status.message || `code ${status.code}`}`);
-    // Code 16 UNAUTHENTICATED, 7 PERMISSION_DENIED: the key is not (or no longer) good.
-    if (status.code === 16 || status.code === 7) {
+    // UNAUTHENTICATED, PERMISSION_DENIED: the key is not (or no longer) good; INVALID_ARGUMENT:
+    // the Hello is refused, and would be again.
+    if (status.code === Code.Unauthenticated || status.code === Code.PermissionDenied || status.code === Code.InvalidArgument) {
       this.closed = true;
       this.on.rejected(this.shard, status.message || "the pool refused this runner");
     }

@@ -59,7 +59,9 @@ async function checkSearchable(dir: string, actionUid: number): Promise<void> {
 
 /** Connects to the pool and resolves once shard 0 has welcomed the runner; rejects on a bad key. */
 export async function startRunner(o: StartOptions): Promise<Runner> {
-  const options: RunnerOptions = { ...defaultOptions(), ...o };
+  // Options left undefined keep their defaults.
+  const given = Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
+  const options: RunnerOptions = { ...defaultOptions(), ...given } as RunnerOptions;
   const log = o.log;
   await fs.mkdir(options.workDir, { recursive: true });
   // Traversable, not listable: work directories of other slots' uids stay out of sight.

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { startBridge } from "../../cli/bridge.ts";
 import { processesInGroup, readProc } from "../../cli/proc.ts";
 import { spawnWrangler, waitForWorker } from "../../cli/wrangler.ts";
+import type { SandboxMode } from "../../container/runner/config.ts";
 import { startRunner, type Runner } from "../../container/runner/runner.ts";
 import { newRunnerKey, runnerKeysVar } from "../../cli/runner-keys.ts";
 
@@ -19,7 +20,7 @@ export interface StackOptions {
   /** Persist state here (kept); default: a fresh temp dir, removed by stop(). */
   persistDir?: string;
   /** Start an action runner in this process, connected to the worker with the stack's runner key. */
-  runner?: boolean | { slots?: number };
+  runner?: boolean | { slots?: number; sandbox?: SandboxMode };
 }
 
 export interface Stack {
@@ -53,8 +54,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     await waitForWorker(worker);
     const bridge = await startBridge({ upstream: worker.url, port: 0, log: (line) => console.error(`[bridge :${httpPort}] ${line}`) });
     if (opts.runner) {
-      const slots = typeof opts.runner === "object" ? opts.runner.slots : undefined;
-      runner = await startRunner({ url: worker.url, token: runnerKey, slots, log: (line) => console.error(`[runner :${httpPort}] ${line}`) });
+      const o = typeof opts.runner === "object" ? opts.runner : {};
+      runner = await startRunner({ url: worker.url, token: runnerKey, slots: o.slots, sandbox: o.sandbox, log: (line) => console.error(`[runner :${httpPort}] ${line}`) });
     }
     return {
       httpUrl: worker.url,
@@ -94,6 +95,8 @@ export interface RunnerProcess {
   exited: Promise<number | null>;
   /** SIGTERM and wait (a no-op once it has exited). */
   stop(): Promise<void>;
+  /** SIGKILL: the runner dies mid-whatever (its actions' process groups are left behind). */
+  kill9(): Promise<void>;
 }
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -104,7 +107,11 @@ async function spawnRunnerProcess(url: string, token: string, o: { id?: string; 
   // Node itself, not the tsx wrapper: the pid is then the runner's own.
   const child = spawn(
     process.execPath,
-    ["--import", "tsx", "cli/kiln.ts", "runner", "--url", url, "--token", token, "--id", id, "--slots", String(o.slots ?? 2), ...(o.args ?? [])],
+    [
+      ...["--import", "tsx", "cli/kiln.ts", "runner", "--url", url, "--token", token, "--id", id, "--slots", String(o.slots ?? 2)],
+      // Its own work directory and file cache (an explicit --work-dir in args wins: it comes later).
+      ...["--work-dir", join(tmpdir(), `kiln-runner-${id}`, "work"), ...(o.args ?? [])],
+    ],
     { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
   );
   let out = "";
@@ -131,6 +138,10 @@ async function spawnRunnerProcess(url: string, token: string, o: { id?: string; 
     exited,
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+      await exited;
+    },
+    async kill9() {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
       await exited;
     },
   };
