@@ -1,6 +1,6 @@
 // The CAS as the runner reaches it: the worker's blob HTTP surface (GET .../blobs/{hash}/{size},
 // PUT .../uploads/{uuid}/blobs/{hash}/{size}) and FindMissingBlobs over Connect JSON, each call
-// carrying the caller's authorization. Blobs stream between the network and files; only small
+// carrying the lease token of the action it serves. Blobs stream between the network and files; only small
 // messages (Action, Command, Directory) are read into memory.
 import { randomUUID, createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";

@@ -15,7 +15,7 @@ import { Limiter } from "./limit.ts";
 import { startLiveLog } from "./live-log.ts";
 import { PoolConnection, type RunnerMessageInit, type ShardHandlers } from "./pool-connection.ts";
 import { RunnerServiceClient, type Outcome } from "./runner-service.ts";
-import { createSandbox } from "./sandbox.ts";
+import { createSandbox, NETWORK_PROPERTY } from "./sandbox.ts";
 
 export const RUNNER_VERSION = "kiln-runner/1";
 
@@ -69,6 +69,12 @@ export async function startRunner(o: StartOptions): Promise<Runner> {
   const sandbox = await createSandbox({ mode: options.sandbox, actionUid: options.actionUid, hide: [options.workDir, options.cacheDir] });
   const root = process.getuid?.() === 0;
   if (root) await checkSearchable(options.workDir, options.actionUid);
+  // What the sandbox can do about the network, offered as a platform property unless configured:
+  // with bwrap an action may ask for network=on or =off; without it, every action has the network.
+  if (!options.properties.some((p) => p.name === NETWORK_PROPERTY)) {
+    const values = sandbox.kind === "bwrap" ? ["off", "on"] : ["on"];
+    options.properties = [...options.properties, ...values.map((value) => ({ name: NETWORK_PROPERTY, value }))];
+  }
   const cache = new FileCache(options.cacheDir, options.cacheBytes, root ? { mode: "link", verify: false } : { mode: "copy", verify: sandbox.kind === "none" });
   await cache.init();
   const service = new RunnerServiceClient(options.url);

@@ -740,7 +740,10 @@ describe("the kiln runner command", () => {
     try {
       const s = await worker.until(() => worker.socketOf("cli"), 30_000);
       expect(s.hello.slots).toBe(3);
-      expect(s.hello.properties.map((p) => `${p.name}=${p.value}`).sort()).toEqual(["ISA=x86-64", "ISA=x86-avx2", "OSFamily=linux", "pool=big"]);
+      const props = s.hello.properties.map((p) => `${p.name}=${p.value}`).sort();
+      expect(props.filter((p) => !p.startsWith("network="))).toEqual(["ISA=x86-64", "ISA=x86-avx2", "OSFamily=linux", "pool=big"]);
+      // What its sandbox can do about the network: always network=on (off too with bwrap).
+      expect(props).toContain("network=on");
       const r = await run({ command: bash("echo via cli") }, { to: s });
       expect(text(r.result!.stdoutDigest)).toBe("via cli\n");
       expect(r.result!.executionMetadata!.worker).toBe(`${os.hostname()}/cli`);
