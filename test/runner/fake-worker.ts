@@ -71,6 +71,8 @@ export class FakeWorker {
   readonly leases = new Map<string, LeaseRecord>();
   /** Blobs by `{instance}|{hash}/{size}`. */
   readonly blobs = new Map<string, Buffer>();
+  /** Blobs (`{hash}/{size}`) whose GET is never answered: staging hangs on them until cancelled. */
+  readonly stalled = new Set<string>();
   /** Requests refused for a bad or foreign token, and 401s of the pool. */
   readonly refusals: string[] = [];
   private readonly waiters = new Set<() => void>();
@@ -297,6 +299,7 @@ export class FakeWorker {
     if (req.method === "GET") {
       const r = parseReadResource(name);
       if (!lease || lease.instanceName !== r.instanceName) return deny(`GET ${name}`);
+      if (this.stalled.has(blobKey(r.digest))) return; // left hanging
       const blob = this.blobs.get(`${r.instanceName}|${blobKey(r.digest)}`);
       if (!blob) return void res.writeHead(404).end();
       res.writeHead(200, { "content-length": String(blob.byteLength) }).end(blob);

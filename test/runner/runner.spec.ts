@@ -622,6 +622,21 @@ describe("timeouts and cancellation", () => {
   });
 });
 
+describe("cancellation while staging", () => {
+  it("a Cancel during staging ends the fetch and completes CANCELLED without running the command", async () => {
+    const slow = randomBytes(100);
+    worker.stalled.add(`${sha256(slow)}/${slow.byteLength}`);
+    const to = worker.socketOf(RUNNER_ID)!;
+    const lease = assign({ command: bash("echo ran"), inputs: { "slow.bin": slow } });
+    await worker.until(() => worker.received(to, "heartbeat").some((h) => h.running.some((p) => p.leaseId === lease.id && p.phase === Phase.FETCHING_INPUTS)));
+    worker.cancel(to, lease.id);
+    const r = await completion(lease);
+    expect(r.code).toBe(1);
+    expect(r.response!.status!.message).toContain("while fetching inputs");
+    expect(r.result!.stdoutDigest).toBeUndefined();
+  });
+});
+
 describe("isolation between actions", () => {
   it("an action that rewrites its input in place cannot change what the next action with that input sees", async () => {
     const victim = Buffer.from(`original bytes ${randomUUID()}\n`);
