@@ -63,6 +63,9 @@ export interface JobHooks {
   liveOutput?(stdoutPath: string, stderrPath: string): { finish(): Promise<void> };
 }
 
+/** How long the result waits for the live output's last appends once the outputs are uploaded. */
+const LIVE_TAIL_GRACE_MS = 5000;
+
 /** Files hashed at once per action when collecting outputs. */
 const HASH_CONCURRENCY = 8;
 
@@ -152,7 +155,8 @@ export async function executeAction(ctx: RunnerContext, job: Job, signal: AbortS
       blobs.push(...outputs.blobs);
     }
     await cas.uploadMissing(blobs);
-    await liveDone;
+    // The live view is best effort: a slow worker may delay the result a little, not for long.
+    if (liveDone) await Promise.race([liveDone, new Promise((r) => setTimeout(r, LIVE_TAIL_GRACE_MS).unref())]);
     metadata.outputUploadCompletedTimestamp = now();
 
     const fields = { ...outputs?.fields, exitCode: run.exitCode, stdoutDigest, stderrDigest };

@@ -5,9 +5,8 @@ import { createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import type { ExecuteResponse } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import type { Status } from "../../src/gen/google/rpc/status_pb.ts";
-import { RunnerService, type AppendLogRequest, type CompleteResponse } from "../../src/gen/kiln/runner/v1/runner_pb.ts";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { AppendLogRequestSchema } from "../../src/gen/kiln/runner/v1/runner_pb.ts";
+import { RunnerService, type AppendLogRequest, type AppendLogRequestSchema, type CompleteResponse } from "../../src/gen/kiln/runner/v1/runner_pb.ts";
 import { Code, ConnectError } from "./errors.ts";
 
 /** Worth another attempt: the worker or the network, not the request. */
@@ -16,6 +15,8 @@ export const isTransient = (e: unknown) =>
 
 const COMPLETE_ATTEMPTS = 12;
 const CALL_TIMEOUT_MS = 60_000;
+/** Live output is worth little once late. */
+const APPEND_TIMEOUT_MS = 10_000;
 
 export type Outcome = { response: ExecuteResponse } | { error: Status };
 
@@ -48,7 +49,7 @@ export class RunnerServiceClient {
 
   /** One AppendLog call; the caller retries (the offset makes a repeat harmless). */
   async appendLog(token: string, req: MessageInitShape<typeof AppendLogRequestSchema> & Pick<AppendLogRequest, "leaseId">): Promise<bigint> {
-    const res = await this.client.appendLog(req, { headers: auth(token), timeoutMs: CALL_TIMEOUT_MS });
+    const res = await this.client.appendLog(req, { headers: auth(token), timeoutMs: APPEND_TIMEOUT_MS });
     return res.committedSize;
   }
 }
