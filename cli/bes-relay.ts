@@ -11,12 +11,8 @@ import type {
   PublishBuildToolEventStreamResponseSchema,
 } from "../src/gen/google/devtools/build/v1/publish_build_event_pb.ts";
 import { BuildEventIngest } from "../src/gen/kiln/bes/v1/ingest_pb.ts";
+import { BATCH_BYTES, BATCH_EVENTS, eventBytes } from "../src/bes/tool-stream.ts";
 import { forwardedMetadata } from "./metadata.ts";
-
-/** Most requests per worker call; Bazel's events are small (a few KiB), and a call is one DO transaction. */
-const MAX_BATCH = 200;
-/** Most bytes of events per worker call, well under the worker's 10 MiB request limit. */
-const MAX_BATCH_BYTES = 4 * 1024 * 1024;
 
 type Ack = MessageShape<typeof PublishBuildToolEventStreamResponseSchema>;
 
@@ -55,9 +51,9 @@ class Inbox {
   take(): PublishBuildToolEventStreamRequest[] {
     let bytes = 0;
     let n = 0;
-    while (n < this.items.length && n < MAX_BATCH) {
-      bytes += this.items[n]!.orderedBuildEvent?.event?.event.case === "bazelEvent" ? (this.items[n]!.orderedBuildEvent!.event!.event.value as { value: Uint8Array }).value.byteLength : 0;
-      if (n > 0 && bytes > MAX_BATCH_BYTES) break;
+    while (n < this.items.length && n < BATCH_EVENTS) {
+      bytes += eventBytes(this.items[n]!);
+      if (n > 0 && bytes > BATCH_BYTES) break;
       n++;
     }
     return this.items.splice(0, n);

@@ -4,7 +4,6 @@
 import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import type { DescService } from "@bufbuild/protobuf";
-import type { Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter, createGrpcWebTransport } from "@connectrpc/connect-node";
 import {
   ActionCache,
@@ -24,6 +23,7 @@ import { byteStreamRead } from "./bytestream-read.ts";
 import { byteStreamWrite } from "./bytestream-write.ts";
 import { reportFailures, type Log } from "./failures.ts";
 import { forwardMethod } from "./forward.ts";
+import { withKey } from "./metadata.ts";
 
 /** Every service the worker serves over gRPC-web. */
 const SERVICES: DescService[] = [Capabilities, ContentAddressableStorage, ActionCache, Execution, ByteStream, Operations, ResultStoreUpload, ResultStoreDownload, ResultStoreFileDownload, PublishBuildEvent, BuildEventIngest];
@@ -41,15 +41,6 @@ export interface BridgeOptions {
    */
   besApiKey?: string;
 }
-
-/** Adds `Authorization: Bearer key` to calls that carry no authorization of their own. */
-const withKey =
-  (key: string): Interceptor =>
-  (next) =>
-  (req) => {
-    if (!req.header.has("authorization")) req.header.set("authorization", `Bearer ${key}`);
-    return next(req);
-  };
 
 export interface Bridge {
   port: number;

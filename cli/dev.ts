@@ -65,6 +65,8 @@ export async function dev(): Promise<void> {
       ".bazelrc:",
       `  build --remote_cache=${grpc}`,
       `  build --remote_instance_name=main`,
+      `  build --bes_backend=${grpc}`,
+      `  build --bes_results_url=${worker.url}/invocations/`,
       `  # or the HTTP cache: build --remote_cache=${worker.url}/cache/main`,
       `  # remote execution: build --remote_executor=${grpc} --spawn_strategy=remote`,
       "more runners (on any machine that can reach the worker; this key lasts until Ctrl-C):",

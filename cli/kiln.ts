@@ -38,7 +38,7 @@ async function uploadBepCommand(args: string[]) {
   if (positionals.length !== 1) throw new Error("needs one FILE (a --build_event_binary_file)");
   const upstream = values.upstream.replace(/\/$/, "");
   const r = await uploadBep(positionals[0]!, { upstream, apiKey: process.env.KILN_API_KEY || undefined });
-  console.log(`kiln upload-bep: ${r.events} events -> invocations/${r.invocationId} (${upstream}/v2/invocations/${r.invocationId})`);
+  console.log(`kiln upload-bep: ${r.events} events -> invocations/${r.invocationId} (${upstream}/v2/invocations/${r.invocationId}?fields=*)`);
 }
 
 const [command, ...args] = process.argv.slice(2);

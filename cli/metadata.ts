@@ -1,4 +1,6 @@
-// Which request headers of a native gRPC call travel on to the worker.
+// Which request headers of a native gRPC call travel on to the worker, and the key the bridge or
+// upload-bep adds where a client cannot send one.
+import type { Interceptor } from "@connectrpc/connect";
 
 /**
  * The call metadata a client meant for the server: `authorization`, `x-*` and binary `*-bin`
@@ -14,3 +16,12 @@ export function forwardedMetadata(requestHeader: Headers): Headers {
   });
   return out;
 }
+
+/** A client interceptor: `Authorization: Bearer key` on calls that carry no authorization of their own. */
+export const withKey =
+  (key: string): Interceptor =>
+  (next) =>
+  (req) => {
+    if (!req.header.has("authorization")) req.header.set("authorization", `Bearer ${key}`);
+    return next(req);
+  };

@@ -6,17 +6,15 @@
 import { createReadStream } from "node:fs";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { sizeDelimitedDecodeStream } from "@bufbuild/protobuf/wire";
-import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-node";
 import { BuildEventSchema } from "../src/bes/bep.ts";
-import { invocationIdOf, recordedStream, streamFinishedRequest, toolEventRequest } from "../src/bes/tool-stream.ts";
+import { BATCH_BYTES, BATCH_EVENTS, eventBytes, invocationIdOf, recordedStream, streamFinishedRequest, toolEventRequest } from "../src/bes/tool-stream.ts";
+import { withKey } from "./metadata.ts";
 import type { PublishBuildToolEventStreamRequest } from "../src/gen/google/devtools/build/v1/publish_build_event_pb.ts";
 import type { StreamIdSchema } from "../src/gen/google/devtools/build/v1/build_events_pb.ts";
 import { BuildEventIngest } from "../src/gen/kiln/bes/v1/ingest_pb.ts";
 
-/** Events per call, and bytes per call (the worker takes up to 10 MiB). */
-const BATCH_EVENTS = 200;
-const BATCH_BYTES = 4 * 1024 * 1024;
 /** A call that failed on the way (UNAVAILABLE, a dropped connection) is sent again: it is idempotent. */
 const ATTEMPTS = 5;
 
@@ -32,13 +30,18 @@ export interface UploadResult {
   events: number;
 }
 
-const withKey =
-  (key: string): Interceptor =>
-  (next) =>
-  (req) => {
-    req.header.set("authorization", `Bearer ${key}`);
-    return next(req);
-  };
+/** The file did not decode as BEP from some point on. */
+class NotBep extends Error {}
+
+/** The file's BEP events, one at a time. */
+async function* events(file: string) {
+  try {
+    yield* sizeDelimitedDecodeStream(BuildEventSchema, createReadStream(file));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code) throw e; // the file system's own error (ENOENT, …)
+    throw new NotBep((e as Error).message);
+  }
+}
 
 export async function uploadBep(file: string, { upstream, apiKey, log = () => {} }: UploadOptions): Promise<UploadResult> {
   const transport = createGrpcWebTransport({ baseUrl: upstream, httpVersion: "1.1", interceptors: apiKey ? [withKey(apiKey)] : [] });
@@ -65,13 +68,21 @@ export async function uploadBep(file: string, { upstream, apiKey, log = () => {}
     bytes = 0;
   };
 
-  for await (const ev of sizeDelimitedDecodeStream(BuildEventSchema, createReadStream(file))) {
-    stream ??= recordedStream(invocationIdOf(ev));
-    const request = toolEventRequest(stream, ++seq, ev);
-    const size = request.orderedBuildEvent!.event!.event.case === "bazelEvent" ? request.orderedBuildEvent!.event!.event.value.value.byteLength : 0;
-    if (batch.length >= BATCH_EVENTS || (batch.length > 0 && bytes + size > BATCH_BYTES)) await send();
-    batch.push(request);
-    bytes += size;
+  try {
+    for await (const ev of events(file)) {
+      stream ??= recordedStream(invocationIdOf(ev));
+      const request = toolEventRequest(stream, ++seq, ev);
+      const size = eventBytes(request);
+      if (batch.length >= BATCH_EVENTS || (batch.length > 0 && bytes + size > BATCH_BYTES)) await send();
+      batch.push(request);
+      bytes += size;
+    }
+  } catch (e) {
+    if (!(e instanceof NotBep)) throw e;
+    if (seq === 0) throw new Error(`${file} is not a --build_event_binary_file (size-delimited build_event_stream.BuildEvent messages): ${e.message}`);
+    // A file cut short (the build was killed): the events before the cut are uploaded, and said so.
+    await send();
+    throw new Error(`${file} ends inside event ${seq + 1} (${e.message}): the ${seq} events before it were uploaded to invocations/${stream!.invocationId}`);
   }
   if (!stream) throw new Error(`${file} holds no build events`);
   batch.push(streamFinishedRequest(stream, ++seq));

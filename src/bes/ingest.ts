@@ -31,11 +31,18 @@ const STREAM = "bes_stream";
 const TOKEN_PREFIX = "bes-seq-";
 const tokenOf = (seq: bigint) => btoa(TOKEN_PREFIX + seq).replace(/\+/g, "-").replace(/\//g, "_");
 
+/** The stream's committed sequence number, from the stored resume token. */
 function committedOf(u: Uploader): bigint {
   const token = u.table.meta<string>(META.resumeToken) ?? "";
-  const text = atob(token.replace(/-/g, "+").replace(/_/g, "/"));
-  if (!text.startsWith(TOKEN_PREFIX)) throw new ConnectError("this invocation's uploads do not come from a build event stream", Code.FailedPrecondition);
-  return BigInt(text.slice(TOKEN_PREFIX.length));
+  let text = "";
+  try {
+    text = atob(token.replace(/-/g, "+").replace(/_/g, "/"));
+  } catch {
+    // not one of ours: below
+  }
+  const m = new RegExp(`^${TOKEN_PREFIX}(\\d+)$`).exec(text);
+  if (!m) throw new ConnectError("another uploader has written to this invocation with UploadBatch since the stream's last event", Code.FailedPrecondition);
+  return BigInt(m[1]!);
 }
 
 const streamKey = (s: StreamId) => `${s.buildId}/${s.component}`;
@@ -94,6 +101,7 @@ function requestsFor(u: Uploader, r: PublishBuildToolEventStreamRequest, field: 
     invocationId: u.invocationId,
     exists: (k) => !!u.table.get(k),
     load: (k) => u.load(k)?.msg as never,
+    eventTime: r.orderedBuildEvent?.event?.eventTime,
   });
 }
 
@@ -106,6 +114,7 @@ export function ingestBuildEvents(u: Uploader, req: IngestBuildToolEventsRequest
   req.requests.forEach((r, i) => {
     const field = `requests[${i}]`;
     const seq = r.orderedBuildEvent!.sequenceNumber;
+    if (seq < 1n) throw invalidArgument(`${field}: sequence_number ${seq} is not positive (a stream counts from 1)`, `${field}.ordered_build_event.sequence_number`);
     if (seq <= committed) return; // a replay of a committed event
     if (seq !== committed + 1n) {
       throw new ConnectError(`${field}: sequence_number ${seq} is out of order: the next one is ${committed + 1n}`, Code.FailedPrecondition);

@@ -20,11 +20,13 @@
 // Parents (target, configuration, configured target) are created when an event needs them before
 // the event that describes them, as BEP does not promise that order.
 import { create, type Message, type MessageInitShape } from "@bufbuild/protobuf";
-import { FieldMaskSchema, timestampMs } from "@bufbuild/protobuf/wkt";
+import { FieldMaskSchema, timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { invalidArgument } from "../errors.ts";
 import { Status, type PropertySchema } from "../gen/google/devtools/resultstore/v2/common_pb.ts";
+import type { File as RsFile } from "../gen/google/devtools/resultstore/v2/file_pb.ts";
 import type { Invocation, InvocationSchema } from "../gen/google/devtools/resultstore/v2/invocation_pb.ts";
 import type { ConfiguredTarget } from "../gen/google/devtools/resultstore/v2/configured_target_pb.ts";
+import type { Target } from "../gen/google/devtools/resultstore/v2/target_pb.ts";
 import { TargetType, TestSize } from "../gen/google/devtools/resultstore/v2/target_pb.ts";
 import {
   UploadRequest_UploadOperation as Op,
@@ -51,6 +53,8 @@ export interface MapContext {
   exists(k: ResourceKey): boolean;
   /** The stored resource (its message), if any. */
   load<T extends Message>(k: ResourceKey): T | undefined;
+  /** When the tool sent the event (BES event_time); absent for a recorded file. */
+  eventTime?: Timestamp;
 }
 
 type Resource = NonNullable<MessageInitShape<typeof UploadRequestSchema>["resource"]>;
@@ -167,8 +171,11 @@ function targetIdOf(label: string): string {
 /** Bazel's configuration checksum (64 hex), or "none" for unconfigured things. */
 const configIdOf = (id: BuildEventId_ConfigurationId | undefined) => simpleId("", id?.id || "none");
 
+/** Longest property value kept: a link action's command line can run to megabytes. */
+const MAX_PROPERTY = 64 * 1024;
+
 const props = (entries: [string, string][]): MessageInitShape<typeof PropertySchema>[] =>
-  entries.filter(([, v]) => v !== "").map(([key, value]) => ({ key, value }));
+  entries.filter(([, v]) => v !== "").map(([key, value]) => ({ key, value: value.length > MAX_PROPERTY ? value.slice(0, MAX_PROPERTY) + "…" : value }));
 
 function targetType(kind: string): TargetType {
   if (/_test rule$/.test(kind) || kind === "test_suite rule") return TargetType.TEST;
@@ -188,14 +195,12 @@ export function mapBuildEvent(ev: BuildEvent, ctx: MapContext): UploadRequest[] 
       if (s.uuid && s.uuid.toLowerCase() !== ctx.invocationId) {
         throw invalidArgument(`BuildStarted.uuid ${s.uuid} is not the stream's invocation id ${ctx.invocationId}`, "bazel_event.started.uuid");
       }
-      r.invocation(["timing.start_time", "workspace_info.working_directory", "workspace_info.tool_tag"], {
+      // Bazel 4 names no user or host here (WorkspaceStatus does); newer Bazel does.
+      const who = [...(s.user ? ["invocation_attributes.users"] : []), ...(s.host ? ["workspace_info.hostname"] : [])];
+      r.invocation(["timing.start_time", "workspace_info.working_directory", "workspace_info.tool_tag", "status_attributes", ...who], {
         timing: { startTime: timeOf(s.startTime, s.startTimeMillis) },
-        workspaceInfo: { workingDirectory: s.workingDirectory, toolTag: "bazel" },
-        statusAttributes: {},
-      });
-      r.invocation(["invocation_attributes.users", "workspace_info.hostname", "status_attributes"], {
+        workspaceInfo: { workingDirectory: s.workingDirectory, toolTag: "bazel", hostname: s.host },
         invocationAttributes: { users: s.user ? [s.user] : [] },
-        workspaceInfo: { hostname: s.host },
         statusAttributes: { status: s.command === "test" || s.command === "coverage" ? Status.TESTING : Status.BUILDING },
       });
       r.invocation(["properties"], {
@@ -282,18 +287,28 @@ export function mapBuildEvent(ev: BuildEvent, ctx: MapContext): UploadRequest[] 
           targetAttributes: { type: targetType(t.targetKind), tags: t.tag },
           testAttributes: size ? { size } : undefined,
           properties: props([["target_kind", t.targetKind]]),
+          // A target's build starts when it is configured (only a live stream has event times).
+          timing: ctx.eventTime ? { startTime: ctx.eventTime } : undefined,
         },
-      }, ["visible", "target_attributes", "test_attributes", "properties"]);
+      }, ["visible", "target_attributes", "test_attributes", "properties", ...(ctx.eventTime ? ["timing"] : [])]);
       break;
     }
     case "namedSetOfFiles": {
       if (id?.case !== "namedSet") throw invalidArgument("a NamedSetOfFiles event needs a named_set id", "bazel_event.id");
       const fileSetId = fileSetIdOf(id.value.id);
+      const fileSetName = (fileSetId: string) => nameOf(keyOf("fileSet", ctx.invocationId, { fileSetId }));
+      // A resource row holds at most ~2 MB: a named set of tens of thousands of files is stored
+      // as parts, file sets "{id}_part{n}" that the named set's own file set includes.
+      const [head, ...parts] = partsOf(resultStoreFiles(p.value.files));
+      parts.forEach((files, i) => r.update({ fileSetId: `${fileSetId}_part${i + 1}` }, { case: "fileSet", value: { files } }, ["files"]));
       r.update({ fileSetId }, {
         case: "fileSet",
         value: {
-          files: resultStoreFiles(p.value.files),
-          fileSets: p.value.fileSets.map((s) => nameOf(keyOf("fileSet", ctx.invocationId, { fileSetId: fileSetIdOf(s.id) }))),
+          files: head ?? [],
+          fileSets: [
+            ...p.value.fileSets.map((s) => fileSetName(fileSetIdOf(s.id))),
+            ...parts.map((_, i) => fileSetName(`${fileSetId}_part${i + 1}`)),
+          ],
         },
       }, ["files", "file_sets"]);
       break;
@@ -304,14 +319,19 @@ export function mapBuildEvent(ev: BuildEvent, ctx: MapContext): UploadRequest[] 
       const ids = r.configuredTarget(id.value.label, id.value.configuration);
       const status = c.success ? Status.BUILT : Status.FAILED_TO_BUILD;
       const description = c.failureDetail?.message ?? "";
+      // From TargetConfigured to TargetComplete, when the stream has event times.
+      const start = ctx.load<Target>(keyOf("target", ctx.invocationId, { targetId: ids.targetId }))?.timing?.startTime;
+      const timing = start && ctx.eventTime ? { startTime: start, duration: durationOf(undefined, BigInt(Math.max(0, timestampMs(ctx.eventTime) - timestampMs(start)))) } : undefined;
+      const timed = timing ? ["timing"] : [];
       r.update(ids, {
         case: "configuredTarget",
         value: {
           statusAttributes: { status, description },
+          timing,
           testAttributes: c.testTimeout || c.testTimeoutSeconds ? { timeoutDuration: durationOf(c.testTimeout, c.testTimeoutSeconds * 1000n) } : undefined,
         },
-      }, ["status_attributes", "test_attributes"]);
-      r.update({ targetId: ids.targetId }, { case: "target", value: { statusAttributes: { status, description } } }, ["status_attributes"]);
+      }, ["status_attributes", "test_attributes", ...timed]);
+      r.update({ targetId: ids.targetId }, { case: "target", value: { statusAttributes: { status, description }, timing } }, ["status_attributes", ...timed]);
       const fileSets = c.outputGroup.flatMap((g) => g.fileSets.map((s) => nameOf(keyOf("fileSet", ctx.invocationId, { fileSetId: fileSetIdOf(s.id) }))));
       r.update({ ...ids, actionId: "build" }, {
         case: "action",
@@ -319,7 +339,9 @@ export function mapBuildEvent(ev: BuildEvent, ctx: MapContext): UploadRequest[] 
           statusAttributes: { status, description },
           actionType: { case: "buildAction", value: {} },
           fileSets,
-          files: resultStoreFiles([...c.importantOutput, ...c.directoryOutput]),
+          // Not important_output: Bazel 4 repeats the default output group there, which can be
+          // more files than a resource holds, and the output groups' file sets already have them.
+          files: resultStoreFiles(c.directoryOutput),
         },
       }, ["status_attributes", "build_action", "file_sets", "files"]);
       break;
@@ -447,3 +469,25 @@ export function mapBuildEvent(ev: BuildEvent, ctx: MapContext): UploadRequest[] 
 }
 
 const fileSetIdOf = (namedSetId: string) => simpleId("named_set_", namedSetId);
+
+/** Bytes of files per file set, well under a resource row's ~2 MB. */
+const FILE_SET_PART_BYTES = 1024 * 1024;
+
+/** Files in runs of at most FILE_SET_PART_BYTES (by their uid and uri, which is most of a File). */
+function partsOf(files: RsFile[]): RsFile[][] {
+  const parts: RsFile[][] = [];
+  let part: RsFile[] = [];
+  let bytes = 0;
+  for (const f of files) {
+    const size = f.uid.length + f.uri.length + f.digest.length + 32;
+    if (part.length && bytes + size > FILE_SET_PART_BYTES) {
+      parts.push(part);
+      part = [];
+      bytes = 0;
+    }
+    part.push(f);
+    bytes += size;
+  }
+  if (part.length) parts.push(part);
+  return parts;
+}

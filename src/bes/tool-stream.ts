@@ -3,7 +3,7 @@
 // component_stream_finished. `kiln upload-bep` and the tests turn a --build_event_binary_file into
 // such a stream; the bridge relays Bazel's own.
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { anyPack, timestampNow } from "@bufbuild/protobuf/wkt";
+import { anyPack, type Timestamp } from "@bufbuild/protobuf/wkt";
 import {
   BuildEvent_BuildComponentStreamFinished_FinishType as FinishType,
   StreamId_BuildComponent,
@@ -22,10 +22,26 @@ export const recordedStream = (invocationId: string): MessageInitShape<typeof St
   component: StreamId_BuildComponent.TOOL,
 });
 
-/** The request carrying BEP event `ev` as sequence number `seq` (from 1). */
-export function toolEventRequest(streamId: MessageInitShape<typeof StreamIdSchema>, seq: number, ev: BuildEvent): PublishBuildToolEventStreamRequest {
+/**
+ * How much one IngestBuildToolEvents call carries (the bridge's and upload-bep's batches): Bazel's
+ * events are a few KiB, a call is one Durable Object transaction, and the worker takes 10 MiB.
+ */
+export const BATCH_EVENTS = 200;
+export const BATCH_BYTES = 4 * 1024 * 1024;
+
+/** The BEP bytes a request carries (what makes a batch large). */
+export function eventBytes(r: PublishBuildToolEventStreamRequest): number {
+  const e = r.orderedBuildEvent?.event?.event;
+  return e?.case === "bazelEvent" ? e.value.value.byteLength : 0;
+}
+
+/**
+ * The request carrying BEP event `ev` as sequence number `seq` (from 1). `eventTime` is when the
+ * tool sent it: unknown for a recorded file (its timings then come from the events themselves).
+ */
+export function toolEventRequest(streamId: MessageInitShape<typeof StreamIdSchema>, seq: number, ev: BuildEvent, eventTime?: Timestamp): PublishBuildToolEventStreamRequest {
   return create(PublishBuildToolEventStreamRequestSchema, {
-    orderedBuildEvent: { streamId, sequenceNumber: BigInt(seq), event: { eventTime: timestampNow(), event: { case: "bazelEvent", value: anyPack(BuildEventSchema, ev) } } },
+    orderedBuildEvent: { streamId, sequenceNumber: BigInt(seq), event: { eventTime, event: { case: "bazelEvent", value: anyPack(BuildEventSchema, ev) } } },
     notificationKeywords: seq === 1 ? ["protocol_name=BEP"] : [],
   });
 }
@@ -36,7 +52,7 @@ export function streamFinishedRequest(streamId: MessageInitShape<typeof StreamId
     orderedBuildEvent: {
       streamId,
       sequenceNumber: BigInt(seq),
-      event: { eventTime: timestampNow(), event: { case: "componentStreamFinished", value: { type: FinishType.FINISHED } } },
+      event: { event: { case: "componentStreamFinished", value: { type: FinishType.FINISHED } } },
     },
   });
 }

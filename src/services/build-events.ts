@@ -52,7 +52,6 @@ export const publishBuildEventService: ServiceImpl<typeof PublishBuildEvent> = {
 
   // connect-es answers a bidirectional call over HTTP/1.1 with 505 before it gets here; this says
   // what to do instead wherever a transport does reach it.
-  // eslint-disable-next-line require-yield
   async *publishBuildToolEventStream() {
     throw new ConnectError(
       "PublishBuildToolEventStream is bidirectional, which a Worker cannot serve: run `kiln bridge` next to the build (--bes_backend=grpc://…) or send a finished stream with `kiln upload-bep` (kiln.bes.v1.BuildEventIngest)",

@@ -16,7 +16,9 @@ export async function readBodyBounded(req: Request, max: number, limitName: stri
     if (done) break;
     total += value.byteLength;
     if (total > max) {
-      await reader.cancel().catch(() => {});
+      // Not cancelled: answerAfterBody reads the rest before answering, so the client that is
+      // still sending sees a clean refusal rather than a dropped connection.
+      reader.releaseLock();
       throw tooLarge();
     }
     chunks.push(value);

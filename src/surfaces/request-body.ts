@@ -39,11 +39,18 @@ export function requestBody(req: Request): ReadableStream<Uint8Array> {
   });
 }
 
+/**
+ * A body nobody asked for (a refused or unauthenticated request) is read to its end only up to
+ * this many bytes; past it the connection is dropped, so a hostile client cannot keep a request
+ * busy forever. Bodies of accepted uploads (handed out by requestBody) are read whole.
+ */
+const UNREAD_BODY_DRAIN_MAX = 64 * 1024 * 1024;
+
 /** Middleware: reads whatever request body the handler left unread before its answer goes out. */
 export const answerAfterBody: MiddlewareHandler = async (c, next) => {
   await next();
   const req = c.req.raw;
   const readRest = leftovers.get(req);
   if (readRest) await readRest();
-  else if (req.body && !req.body.locked) await drain(req.body).catch(() => {});
+  else if (req.body && !req.body.locked) await drain(req.body, UNREAD_BODY_DRAIN_MAX).catch(() => {});
 };

@@ -226,8 +226,7 @@ export function mountRest(app: Hono) {
       try {
         return await serve(c.req.raw, route, bindings, url);
       } catch (e) {
-        // Refused before its body was read: say so now rather than after the client sent it all.
-        if (!c.req.raw.bodyUsed) await c.req.raw.body?.cancel().catch(() => {});
+        // A body left unread is read to its end by answerAfterBody before this answer goes out.
         return restErrorResponse(e);
       }
     }

@@ -3,16 +3,17 @@
 // event stream broken midway and resent from the first unacknowledged event (as Bazel does) by a
 // grpc-js client; and `kiln upload-bep` of a recorded --build_event_binary_file.
 import { randomUUID } from "node:crypto";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { BinaryReader } from "@bufbuild/protobuf/wire";
 import { createClient, type Client } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startBridge } from "../../cli/bridge.ts";
 import { uploadBep } from "../../cli/upload-bep.ts";
 import { BuildEventSchema } from "../../src/bes/bep.ts";
 import { streamFinishedRequest, toolEventRequest } from "../../src/bes/tool-stream.ts";
@@ -58,25 +59,30 @@ async function readFileUri(uri: string): Promise<string> {
   return Buffer.concat(parts).toString("utf8");
 }
 
-/** `bazel test //...` in `dir`, streaming build events to the bridge; its invocation id and result. */
-async function bazelTestWithBes(dir: string) {
+/**
+ * `bazel test //...` in `dir`, streaming build events to a bridge (the stack's unless `besTarget`),
+ * `salt` making every action miss the cache; `during` runs while Bazel does.
+ */
+async function bazelTestWithBes(dir: string, opts: { besTarget?: string; salt?: string; during?: (invocationId: string) => Promise<void> } = {}) {
   const invocationId = randomUUID();
   const outputBase = join(tmp, `ob-${invocationId}`);
   try {
-    const run = await runBazel(
+    const running = runBazel(
       dir,
       [
         "test",
         `--remote_cache=grpc://${stack.grpcTarget}`,
         "--remote_instance_name=main",
-        `--bes_backend=grpc://${stack.grpcTarget}`,
+        `--bes_backend=grpc://${opts.besTarget ?? stack.grpcTarget}`,
         `--bes_results_url=${stack.httpUrl}/invocations/`,
         `--invocation_id=${invocationId}`,
+        ...(opts.salt ? [`--action_env=SALT=${opts.salt}`] : []),
         "//...",
       ],
       { outputBase, timeoutMs: 5 * 60_000 },
     );
-    return { invocationId, ...run };
+    await opts.during?.(invocationId);
+    return { invocationId, ...(await running) };
   } finally {
     await disposeOutputBase(dir, outputBase);
   }
@@ -96,6 +102,42 @@ describe.skipIf(!haveBazel)("Bazel --bes_backend through the bridge", () => {
     for (const ct of all.configuredTargets) expect([Status.BUILT, Status.PASSED], ct.id?.targetId).toContain(ct.statusAttributes?.status);
   }, 6 * 60_000);
 
+  it("a stream broken midway (the bridge restarted) is retried by Bazel: the invocation is complete, nothing doubled", async () => {
+    const firstLog: string[] = [];
+    let bridge = await startBridge({ upstream: stack.httpUrl, port: 0, log: (line) => firstLog.push(line) });
+    const port = bridge.port;
+    let restarted = false;
+    const run = await bazelTestWithBes(WORKSPACE_DIR, {
+      besTarget: `127.0.0.1:${port}`,
+      salt: randomUUID(),
+      // Once the invocation exists (Bazel's first events are committed), the bridge goes away
+      // with the stream open, and a new one comes up on the same port.
+      async during(invocationId) {
+        for (let i = 0; i < 600 && !restarted; i++) {
+          const exists = await download.getInvocation({ name: `invocations/${invocationId}` }).then(() => true, () => false);
+          if (exists) {
+            await bridge.close();
+            bridge = await startBridge({ upstream: stack.httpUrl, port, log: () => {} });
+            restarted = true;
+          } else await new Promise((r) => setTimeout(r, 100));
+        }
+      },
+    });
+    await bridge.close();
+    expect(restarted).toBe(true);
+    // The first bridge went away in the middle of Bazel's stream.
+    expect(firstLog.join("\n")).toMatch(/PublishBuildToolEventStream failed/);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stderr).not.toMatch(/Build Event Protocol upload failed|BES upload failed/i);
+    const all = await exportAll(run.invocationId);
+    expect(all.invocation?.statusAttributes?.status).toBe(Status.PASSED);
+    expect(all.invocation?.workspaceInfo?.commandLines).toHaveLength(2);
+    const keys = all.invocation!.properties.map((p) => p.key);
+    expect(new Set(keys).size).toBe(keys.length);
+    for (const label of ["//:seed", "//:combined", "//:big", "//:combined_test", "//:big_test", "//:tree_test"]) expect(all.targets.map((t) => t.id?.targetId)).toContain(label);
+    expect(all.actions.filter((a) => a.actionType.case === "testAction")).toHaveLength(3);
+  }, 6 * 60_000);
+
   it("a failing test is FAILED and its test.log is readable through GetFile", async () => {
     const run = await bazelTestWithBes(FAILING_DIR);
     expect(run.code, run.stderr).toBe(3);
@@ -108,6 +150,11 @@ describe.skipIf(!haveBazel)("Bazel --bes_backend through the bridge", () => {
     const log = attempt?.files.find((f) => f.uid === "test.log");
     expect(log?.uri).toMatch(/^bytestream:\/\//);
     expect(await readFileUri(log!.uri)).toContain("kiln-failing-test: this test fails on purpose");
+    // The same file over native gRPC, through the bridge.
+    const grpcFiles = createClient(ResultStoreFileDownload, createGrpcTransport({ baseUrl: `http://${stack.grpcTarget}` }));
+    const parts: Uint8Array[] = [];
+    for await (const r of grpcFiles.getFile({ uri: log!.uri })) parts.push(r.data);
+    expect(Buffer.concat(parts).toString("utf8")).toContain("kiln-failing-test: this test fails on purpose");
     const tail = await files.getFileTail({ uri: log!.uri, readLimit: 4096n });
     expect(Buffer.from(tail.data).toString("utf8")).toContain("kiln-failing-test");
   }, 6 * 60_000);
@@ -208,4 +255,69 @@ describe("kiln upload-bep", () => {
     expect(again.invocationId).toBe(first.invocationId);
     expect(await exportAll(first.invocationId)).toEqual(once);
   }, 60_000);
+
+  it("a file cut short (the build was killed) uploads the events before the cut; the whole file later completes it", async () => {
+    const whole = await readFile(join(FIXTURES, "failing-test.bep"));
+    const cut = join(tmp, "cut.bep");
+    await writeFile(cut, whole.subarray(0, Math.floor(whole.length / 2)));
+    const e = await uploadBep(cut, { upstream: stack.httpUrl }).then(() => null, (err: Error) => err);
+    expect(e?.message).toMatch(/ends inside event \d+ .*: the \d+ events before it were uploaded to invocations\//);
+    const id = /invocations\/([0-9a-f-]+)/.exec(e!.message)![1]!;
+    const partial = await exportAll(id);
+    expect(partial.invocation?.statusAttributes?.status).not.toBe(Status.FAILED);
+    const full = await uploadBep(join(FIXTURES, "failing-test.bep"), { upstream: stack.httpUrl });
+    expect(full.invocationId).toBe(id);
+    const all = await exportAll(id);
+    expect(all.invocation?.statusAttributes?.status).toBe(Status.FAILED);
+    expect(all.invocation?.workspaceInfo?.commandLines).toHaveLength(2);
+    const text = join(tmp, "not-bep.txt");
+    await writeFile(text, "this is a text file, not build events\n");
+    await expect(uploadBep(text, { upstream: stack.httpUrl })).rejects.toThrow(/is not a --build_event_binary_file/);
+  }, 60_000);
+});
+
+describe("the bridge against a worker with API keys", () => {
+  const KEY = "kiln-bes-key-0123456789";
+  let keyed: Stack;
+  beforeAll(async () => {
+    keyed = await startStack({ vars: { API_KEYS: JSON.stringify([{ key: KEY, instances: [""], access: "read-write" }]) } });
+  }, 120_000);
+  afterAll(async () => {
+    await keyed?.stop();
+  });
+
+  /** Sends a whole recorded stream through a bridge without any header, as Bazel 4.2.3 does; the acks or the error. */
+  async function streamThrough(target: string): Promise<{ acks: number; error?: grpc.ServiceError }> {
+    const invocationId = randomUUID();
+    const events = await fixtureEvents("failing-test", invocationId);
+    const streamId = { buildId: randomUUID(), invocationId, component: StreamId_BuildComponent.TOOL };
+    const requests = [...events.map((ev, i) => toolEventRequest(streamId, i + 1, ev)), streamFinishedRequest(streamId, events.length + 1)];
+    const client = rawClient(target);
+    try {
+      const call = client.stream();
+      let acks = 0;
+      const done = new Promise<{ acks: number; error?: grpc.ServiceError }>((resolve) => {
+        call.on("data", () => acks++);
+        call.on("end", () => resolve({ acks }));
+        call.on("error", (error: grpc.ServiceError) => resolve({ acks, error }));
+      });
+      for (const r of requests) call.write(toBinary(PublishBuildToolEventStreamRequestSchema, r));
+      call.end();
+      return await done;
+    } finally {
+      client.close();
+    }
+  }
+  it("adds KILN_API_KEY to build events that carry no key; without it they are UNAUTHENTICATED", async () => {
+    const plain = await streamThrough(keyed.grpcTarget);
+    expect(plain.error?.code).toBe(grpc.status.UNAUTHENTICATED);
+    const bridge = await startBridge({ upstream: keyed.httpUrl, port: 0, besApiKey: KEY, log: () => {} });
+    try {
+      const withKey = await streamThrough(`127.0.0.1:${bridge.port}`);
+      expect(withKey.error).toBeUndefined();
+      expect(withKey.acks).toBeGreaterThan(20);
+    } finally {
+      await bridge.close();
+    }
+  }, 120_000);
 });

@@ -2,6 +2,7 @@
 // requests, and the ResultStore invocation they produce, read back whole.
 import { clone, fromBinary } from "@bufbuild/protobuf";
 import { BinaryReader } from "@bufbuild/protobuf/wire";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { inject } from "vitest";
 import { BuildEventSchema, type BuildEvent } from "../../src/bes/bep.ts";
 import { streamFinishedRequest, toolEventRequest } from "../../src/bes/tool-stream.ts";
@@ -32,11 +33,14 @@ export interface Replay {
   requests: PublishBuildToolEventStreamRequest[];
 }
 
-/** The stream Bazel would send for `events`: sequence numbers 1..N, then component_stream_finished. */
-export function toolStream(events: BuildEvent[], buildId = crypto.randomUUID()): Replay {
+/**
+ * The stream Bazel would send for `events`: sequence numbers 1..N, then component_stream_finished.
+ * With `startMs`, event i was sent at startMs + i seconds (as a live stream's event_time).
+ */
+export function toolStream(events: BuildEvent[], buildId = crypto.randomUUID(), startMs?: number): Replay {
   const started = events[0]!.payload.value as { uuid: string };
   const streamId = { buildId, invocationId: started.uuid, component: StreamId_BuildComponent.TOOL };
-  const requests = events.map((ev, i) => toolEventRequest(streamId, i + 1, ev));
+  const requests = events.map((ev, i) => toolEventRequest(streamId, i + 1, ev, startMs === undefined ? undefined : timestampFromMs(startMs + i * 1000)));
   requests.push(streamFinishedRequest(streamId, requests.length + 1));
   return { invocationId: started.uuid, buildId, requests };
 }

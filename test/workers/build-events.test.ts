@@ -1,8 +1,10 @@
 // The Build Event Service into ResultStore, on streams recorded from real Bazel 4.2.3 runs
 // (test/fixtures/bep/): every event kind's mapping, replays, out-of-order and malformed events.
 import { Code } from "@connectrpc/connect";
-import { SELF } from "cloudflare:test";
-import { describe, expect, it } from "vitest";
+import { SELF, env } from "cloudflare:test";
+import { clone, create } from "@bufbuild/protobuf";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Aborted_AbortReason, BuildEventSchema, FileSchema, TestStatus } from "../../src/bes/bep.ts";
 import { PublishBuildEvent } from "../../src/gen/google/devtools/build/v1/publish_build_event_pb.ts";
 import { StreamId_BuildComponent } from "../../src/gen/google/devtools/build/v1/build_events_pb.ts";
 import { Status, UploadStatus } from "../../src/gen/google/devtools/resultstore/v2/common_pb.ts";
@@ -97,6 +99,8 @@ describe("BES ingestion of a passing `bazel test //...` (test/bazel)", () => {
     expect(combined.fileSets.length).toBeGreaterThan(0);
     const sets = new Map(all.fileSets.map((f) => [f.name, f]));
     expect(sets.get(combined.fileSets[0]!)?.files.map((f) => f.uid)).toContain("bazel-out/k8-fastbuild/bin/combined.txt");
+    const traversed = await download.traverseFileSets({ name: combined.name });
+    expect(traversed.fileSets.flatMap((f) => f.files.map((x) => x.uid))).toContain("bazel-out/k8-fastbuild/bin/combined.txt");
   });
 });
 
@@ -133,6 +137,98 @@ describe("BES ingestion of failures", () => {
     expect(a.files.map((f) => f.uid).sort()).toEqual(["stderr", "stdout"]);
     expect(byId(all.configuredTargets, "//:broken")[0]!.statusAttributes?.status).toBe(Status.FAILED_TO_BUILD);
     expect(byId(all.configuredTargets, "//:fine")[0]!.statusAttributes?.status).toBe(Status.BUILT);
+  });
+});
+
+describe("BES statuses the recordings lack (recorded events, edited)", () => {
+  it("FLAKY and TIMEOUT summaries, a second attempt, and Aborted targets with their reason", async () => {
+    const events = fixtureEvents("failing-test");
+    const at = (kind: string) => events.findIndex((e) => e.payload.case === kind);
+    const result = events[at("testResult")]!;
+    const summary = events[at("testSummary")]!;
+    const resultId = result.id!.id.value as { attempt: number; label: string; configuration?: { id: string } };
+    // A second attempt that passed: the summary says FLAKY.
+    const retry = clone(BuildEventSchema, result);
+    (retry.id!.id.value as { attempt: number }).attempt = 2;
+    if (retry.payload.case === "testResult") retry.payload.value.status = TestStatus.PASSED;
+    if (summary.payload.case === "testSummary") summary.payload.value.overallStatus = TestStatus.FLAKY;
+    // Another test that timed out, and targets aborted before they were built or configured.
+    const timedOut = clone(BuildEventSchema, summary);
+    (timedOut.id!.id.value as { label: string }).label = "//:slow_test";
+    if (timedOut.payload.case === "testSummary") timedOut.payload.value.overallStatus = TestStatus.TIMEOUT;
+    const skipped = create(BuildEventSchema, {
+      id: { id: { case: "targetCompleted", value: { label: "//:skipped", configuration: resultId.configuration } } },
+      payload: { case: "aborted", value: { reason: Aborted_AbortReason.SKIPPED, description: "skipped: a dependency failed" } },
+    });
+    const interrupted = create(BuildEventSchema, {
+      id: { id: { case: "targetConfigured", value: { label: "//:never" } } },
+      payload: { case: "aborted", value: { reason: Aborted_AbortReason.USER_INTERRUPTED } },
+    });
+    events.splice(at("testSummary"), 0, retry);
+    events.splice(at("finished"), 0, timedOut, skipped, interrupted);
+    const replay = toolStream(events);
+    await send(replay);
+    const all = await exportAll(replay.invocationId);
+    const status = (label: string) => byId(all.configuredTargets, label)[0]?.statusAttributes;
+    expect(status("//:failing_test")?.status).toBe(Status.FLAKY);
+    expect(byId(all.actions, "//:failing_test").map((a) => [a.id?.actionId, a.statusAttributes?.status]).sort()).toEqual([
+      ["build", Status.BUILT],
+      ["test_shard0_run0_attempt0", Status.FAILED],
+      ["test_shard0_run0_attempt1", Status.PASSED],
+    ]);
+    const attempt1 = byId(all.actions, "//:failing_test").find((a) => a.id?.actionId === "test_shard0_run0_attempt1")!;
+    expect(attempt1.actionType.case === "testAction" && attempt1.actionType.value.attemptNumber).toBe(1);
+    expect(status("//:slow_test")?.status).toBe(Status.TIMED_OUT);
+    expect(status("//:skipped")).toEqual(expect.objectContaining({ status: Status.SKIPPED, description: "skipped: a dependency failed" }));
+    const never = all.targets.find((t) => t.id?.targetId === "//:never")!;
+    expect(never.statusAttributes).toEqual(expect.objectContaining({ status: Status.CANCELLED, description: "USER_INTERRUPTED" }));
+  });
+
+  it("times targets from TargetConfigured to TargetComplete by the stream's event times", async () => {
+    const events = fixtureEvents("failing-action");
+    const replay = toolStream(events, crypto.randomUUID(), Date.UTC(2026, 10, 29, 8, 0, 0));
+    await send(replay);
+    const all = await exportAll(replay.invocationId);
+    const index = (kind: string, label: string) => events.findIndex((e) => e.payload.case === kind && (e.id!.id.value as { label?: string }).label === label);
+    const seconds = index("completed", "//:fine") - index("configured", "//:fine");
+    const ct = byId(all.configuredTargets, "//:fine")[0]!;
+    expect(ct.timing?.startTime?.seconds).toBe(BigInt(Date.UTC(2026, 10, 29, 8, 0, 0) / 1000 + index("configured", "//:fine")));
+    expect(ct.timing?.duration?.seconds).toBe(BigInt(seconds));
+    expect(all.targets.find((t) => t.id?.targetId === "//:fine")?.timing?.duration?.seconds).toBe(BigInt(seconds));
+  });
+
+  it("stores a named set of 30,000 files (more than one resource holds) as parts, all reachable", async () => {
+    const events = fixtureEvents("failing-test");
+    const named = events.find((e) => e.payload.case === "namedSetOfFiles")!;
+    if (named.payload.case !== "namedSetOfFiles") throw new Error("no named set");
+    const template = named.payload.value.files[0]!;
+    named.payload.value.files = Array.from({ length: 30_000 }, (_, i) => {
+      const f = clone(FileSchema, template);
+      f.name = `generated/out_${i}.txt`;
+      return f;
+    });
+    const replay = toolStream(events);
+    await send(replay, 0, replay.requests.length, 50);
+    const all = await exportAll(replay.invocationId);
+    const named0 = all.fileSets.find((f) => f.id?.fileSetId === "named_set_0")!;
+    expect(named0.fileSets.some((n) => n.endsWith("/fileSets/named_set_0_part1"))).toBe(true);
+    const build = byId(all.actions, "//:failing_test").find((a) => a.id?.actionId === "build")!;
+    const uids = new Set<string>();
+    let pageToken = "";
+    do {
+      const page = await download.traverseFileSets({ name: build.name, pageStart: pageToken ? { case: "pageToken", value: pageToken } : { case: undefined } });
+      for (const fs of page.fileSets) for (const f of fs.files) uids.add(f.uid);
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+    expect(uids.size).toBe(30_000);
+    expect(uids.has("generated/out_29999.txt")).toBe(true);
+  });
+
+  it("is found by SearchInvocations once ingested", async () => {
+    const replay = toolStream(fixtureEvents("failing-test"));
+    await send(replay);
+    const found = await download.searchInvocations({ query: `id.invocation_id = "${replay.invocationId}"` });
+    expect(found.invocations.map((i) => i.id?.invocationId)).toEqual([replay.invocationId]);
   });
 });
 
@@ -181,6 +277,9 @@ describe("BES exactly-once", () => {
     const twoStreams = await errorOf(ingest.ingestBuildToolEvents({ requests: [replay.requests[0]!, mixed.requests[1]!] }));
     expect(twoStreams.code).toBe(Code.InvalidArgument);
     expect(twoStreams.rawMessage).toMatch(/another stream/);
+    const zero = toolStream(fixtureEvents("failing-test"));
+    zero.requests[0]!.orderedBuildEvent!.sequenceNumber = 0n;
+    expect((await errorOf(ingest.ingestBuildToolEvents({ requests: zero.requests.slice(0, 1) }))).rawMessage).toMatch(/sequence_number 0 is not positive/);
     const notUuid = toolStream(fixtureEvents("failing-test", "not-a-uuid"));
     expect((await errorOf(ingest.ingestBuildToolEvents({ requests: notUuid.requests.slice(0, 1) }))).code).toBe(Code.InvalidArgument);
     // BuildStarted for another invocation than the stream's.
@@ -199,6 +298,13 @@ describe("BES exactly-once", () => {
     const e = await errorOf(ingest.ingestBuildToolEvents({ requests: second.requests.slice(0, 3) }));
     expect(e.code).toBe(Code.FailedPrecondition);
     expect(e.rawMessage).toMatch(/another build event stream/);
+    // Another uploader's UploadBatch (the resume token is readable) ends the stream's writes.
+    const upload = connectClient(ResultStoreUpload);
+    const meta = await connectClient(ResultStoreUpload, { "x-goog-fieldmask": "resume_token" }).getInvocationUploadMetadata({ name: `invocations/${first.invocationId}/uploadMetadata` });
+    await upload.uploadBatch({ parent: `invocations/${first.invocationId}`, resumeToken: meta.resumeToken, nextResumeToken: "b3RoZXI", uploadRequests: [] });
+    const after = await errorOf(ingest.ingestBuildToolEvents({ requests: first.requests.slice(3, 5) }));
+    expect(after.code).toBe(Code.FailedPrecondition);
+    expect(after.rawMessage).toMatch(/another uploader/);
     // An invocation made through ResultStoreUpload is not a stream's.
     const id = crypto.randomUUID();
     await connectClient(ResultStoreUpload).createInvocation({ invocationId: id, invocation: {} });
@@ -253,5 +359,29 @@ describe("google.devtools.build.v1.PublishBuildEvent on the worker", () => {
     });
     expect(r.status).toBe(200);
     expect(((await r.json()) as { committedSequenceNumber: string }).committedSequenceNumber).toBe("1");
+  });
+});
+
+describe("BES with API keys", () => {
+  beforeAll(() => {
+    env.API_KEYS = JSON.stringify([
+      { key: "bes-writer-0123456789", instances: [""], access: "read-write", name: "ci" },
+      { key: "bes-reader-0123456789", instances: [""], access: "read", name: "reader" },
+    ]);
+  });
+  afterAll(() => {
+    delete env.API_KEYS;
+  });
+
+  it("needs a key that may write", async () => {
+    const replay = toolStream(fixtureEvents("failing-test"));
+    const requests = replay.requests.slice(0, 3);
+    expect((await errorOf(ingest.ingestBuildToolEvents({ requests }))).code).toBe(Code.Unauthenticated);
+    const reader = grpcWebClient(BuildEventIngest, { authorization: "Bearer bes-reader-0123456789" });
+    expect((await errorOf(reader.ingestBuildToolEvents({ requests }))).code).toBe(Code.PermissionDenied);
+    const writer = grpcWebClient(BuildEventIngest, { authorization: "Bearer bes-writer-0123456789" });
+    expect((await writer.ingestBuildToolEvents({ requests })).committedSequenceNumber).toBe(3n);
+    const lifecycle = { buildEvent: { streamId: { buildId: replay.buildId }, event: { event: { case: "buildEnqueued" as const, value: {} } } } };
+    expect((await errorOf(grpcWebClient(PublishBuildEvent).publishLifecycleEvent(lifecycle))).code).toBe(Code.Unauthenticated);
   });
 });
