@@ -31,8 +31,9 @@ export async function dev(): Promise<void> {
     if (stopping) return;
     stopping = true;
     await bridge?.close();
-    await worker.stop();
+    // The runner first: it stops taking work while the worker is still there to see it go.
     await runner?.close();
+    await worker.stop();
     process.exit(code);
   };
   process.once("SIGINT", () => void stop(0));
