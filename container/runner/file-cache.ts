@@ -22,6 +22,7 @@ import { digestOfFile } from "./hash.ts";
 export type Fetcher = (d: BlobDigest, dest: string) => Promise<void>;
 
 const modeOf = (executable: boolean) => (executable ? 0o555 : 0o444);
+
 /** A private copy: a reflink where the filesystem can (instant, no extra space), else the bytes. */
 async function copy(src: string, dest: string, executable: boolean): Promise<void> {
   await fs.copyFile(src, dest, fsConstants.COPYFILE_FICLONE | fsConstants.COPYFILE_EXCL);
