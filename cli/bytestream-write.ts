@@ -18,6 +18,7 @@ import {
   type WriteRequest,
   type WriteResponseSchema,
 } from "../src/gen/google/bytestream/bytestream_pb.ts";
+import { parseWriteResource, resourcePath } from "../src/shared/resource-names.ts";
 import { fromHttpError } from "./errors.ts";
 import { forwardClientStream } from "./forward.ts";
 import { forwardedMetadata } from "./metadata.ts";
@@ -26,11 +27,12 @@ type WriteResponseInit = MessageInitShape<typeof WriteResponseSchema>;
 
 /** The blob size of `{instance}/uploads/{uuid}/blobs/{hash}/{size}[/...]`; undefined: let the worker judge the name. */
 export function uploadSize(resourceName: string): number | undefined {
-  const segs = resourceName.split("/");
-  const i = segs.indexOf("uploads");
-  if (i < 0 || segs[i + 2] !== "blobs") return undefined;
-  const size = segs[i + 4] ?? "";
-  return /^\d{1,15}$/.test(size) ? Number(size) : undefined;
+  try {
+    const r = parseWriteResource(resourceName);
+    return r.compressor ? undefined : r.digest.size;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Blobs up to this size are PUT without a QueryWriteStatus first. */
@@ -44,7 +46,7 @@ export function byteStreamWrite(upstreamUrl: string, upstream: Transport) {
     const head = first.done ? undefined : first.value;
     const size = head && uploadSize(head.resourceName);
     if (!head || size === undefined) return forwardClientStream(upstream, ByteStream.method.write, replay(head, it), ctx);
-    const url = `${base}/${head.resourceName.split("/").map(encodeURIComponent).join("/")}`;
+    const url = `${base}/${resourcePath(head.resourceName)}`;
     // A small blob from offset 0 goes straight to the PUT: asking first would cost a round trip
     // to save sending a few bytes (the worker reads a stored blob's body to its end and says so).
     if (size <= PUT_WITHOUT_ASKING && head.writeOffset === 0n) return put(upstream, url, size, head, it, ctx);
