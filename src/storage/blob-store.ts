@@ -1,7 +1,7 @@
 // The CAS over R2: verified, streamed writes (a body that does not match its digest never lands)
 // and ranged, streamed reads. Every write that lands is recorded in the CAS index.
 import type { Env } from "../env.ts";
-import { invalidArgument, notFound, outOfRange } from "../errors.ts";
+import { Code, ConnectError, invalidArgument, notFound, outOfRange } from "../errors.ts";
 import { CasIndex } from "./cas-index.ts";
 import { drain } from "./drain.ts";
 import { mapLimit } from "./map-limit.ts";
@@ -141,6 +141,8 @@ function mismatch(d: BlobDigest, reason: unknown) {
     return invalidArgument(`blob ${d.hash}/${d.size}: the data does not hash to ${d.hash}; nothing was stored`);
   }
   if (/length|bytes/i.test(text)) return invalidArgument(`blob ${d.hash}/${d.size}: size does not match the digest; nothing was stored`);
+  // The client's body broke off (or R2 could not be reached): retryable, not an internal fault.
+  if (/connection lost|disconnected/i.test(text)) return new ConnectError(`blob ${d.hash}/${d.size}: the upload broke off (${text}); nothing was stored`, Code.Unavailable);
   return reason;
 }
 
