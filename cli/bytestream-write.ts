@@ -109,6 +109,9 @@ async function put(
     }
     failure = await fromHttpError(res);
   } catch (e) {
+    // The client closed its stream before finish_write: no error (ByteStream), the answer is what
+    // the worker committed of the aborted PUT (0 for a blob stored by one put).
+    if (body.endedEarly) return { committedSize: (await writeStatus(upstream, head.resourceName, ctx)).committedSize };
     if (body.failure) throw body.failure;
     // The client hung up or its deadline passed: fetch was aborted through ctx.signal.
     if (ctx.signal.aborted) throw ConnectError.from(ctx.signal.reason ?? "the client cancelled", Code.Canceled);
@@ -133,6 +136,8 @@ async function put(
 class WriteBody {
   readonly stream: ReadableStream<Uint8Array>;
   failure: ConnectError | undefined;
+  /** The client's stream ended without finish_write. */
+  endedEarly = false;
   private next: WriteRequest | undefined;
   private offset = 0;
   private finished = false;
@@ -173,7 +178,10 @@ class WriteBody {
       if (this.finished) return undefined;
       const req = this.next ?? (await this.pull());
       this.next = undefined;
-      if (!req) throw invalid(`the stream ended at ${this.offset} bytes without finish_write`);
+      if (!req) {
+        this.endedEarly = true;
+        throw invalid(`the stream ended at ${this.offset} bytes without finish_write`);
+      }
       if (req.resourceName && req.resourceName !== resourceName) {
         throw invalid(`resource_name changed within one Write to "${req.resourceName.slice(0, 200)}"`);
       }

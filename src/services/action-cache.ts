@@ -128,10 +128,8 @@ export interface ActionKeyOptions {
   sizeKnown: boolean;
 }
 
-const actionKeyOf = (req: { actionDigest?: Digest }, opts: ActionKeyOptions): ActionKey => {
-  const d = opts.sizeKnown ? parseDigest(req.actionDigest, "action_digest") : { hash: parseHash(req.actionDigest?.hash ?? "", "action_digest.hash") };
-  return d;
-};
+const actionKeyOf = (req: { actionDigest?: Digest }, opts: ActionKeyOptions): ActionKey =>
+  opts.sizeKnown ? parseDigest(req.actionDigest, "action_digest") : { hash: parseHash(req.actionDigest?.hash ?? "", "action_digest.hash") };
 
 export async function getActionResult(
   ctx: HandlerContext,

@@ -211,6 +211,17 @@ describe("the stack, open (no API keys)", () => {
     expect(await statusOf(over.response)).toBe("INVALID_ARGUMENT");
   });
 
+  it("a Write closed before finish_write answers what was committed (0 for one put), then completes from 0", async () => {
+    for (const size of [1000, 3 * MiB]) {
+      const blob = randomBytes(size);
+      const half = startWrite(c.bs, uploadName(blob), within(blob));
+      await half.send(0, size / 2, false);
+      half.call.end();
+      expect((await half.response).committed_size, `${size} bytes`).toBe("0");
+      expect((await write(c.bs, uploadName(blob), blob)).committed_size).toBe(String(size));
+    }
+  });
+
   it("a Write of a stored blob completes without the rest of the data", async () => {
     const blob = randomBytes(2 * MiB);
     await write(c.bs, uploadName(blob), blob);
