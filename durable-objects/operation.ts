@@ -34,6 +34,8 @@ export interface OperationInit {
   timeoutMs: number;
   priority: number;
   shard: number;
+  /** RequestMetadata.tool_invocation_id of the Execute that made it (the build's invocation). */
+  toolInvocationId?: string;
 }
 
 interface LogState {

@@ -21,7 +21,7 @@ type Stack = Awaited<ReturnType<typeof startStack>>;
 
 const haveBazel = requireTool("bazel", bazelAvailable);
 
-const KEY = "kiln-test-key-1234";
+const KEY = "kiln-test-key-1234-0123456789abc";
 const BUILD_TIMEOUT = 5 * 60_000;
 
 interface Build {

@@ -277,7 +277,7 @@ describe("kiln upload-bep", () => {
 });
 
 describe("the bridge against a worker with API keys", () => {
-  const KEY = "kiln-bes-key-0123456789";
+  const KEY = "kiln-bes-key-0123456789-0123456789abcdef";
   let keyed: Stack;
   beforeAll(async () => {
     keyed = await startStack({ vars: { API_KEYS: JSON.stringify([{ key: KEY, instances: [""], access: "read-write" }]) } });

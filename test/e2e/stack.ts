@@ -38,6 +38,11 @@ export interface Stack {
   runner?: Runner;
   /** Starts `kiln runner` as a child process connected to this worker; stopped with the stack. */
   spawnRunner(o?: { id?: string; slots?: number; args?: string[] }): Promise<RunnerProcess>;
+  /**
+   * Stops the worker (wrangler and workerd) and starts it again on the same port with the same
+   * persisted state: what an operator's restart or a crash looks like to clients and runners.
+   */
+  restartWorker(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -47,7 +52,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const removeState = () => (opts.persistDir ? Promise.resolve() : rm(persistTo, { recursive: true, force: true }));
   const runnerKey = newRunnerKey();
   const vars = { PUBLIC_URL: `http://127.0.0.1:${httpPort}`, RUNNER_KEYS: runnerKeysVar([{ name: "e2e", key: runnerKey }]), ...opts.vars };
-  const worker = spawnWrangler({ port: httpPort, inspectorPort, persistTo, vars, label: `worker :${httpPort}` });
+  let worker = spawnWrangler({ port: httpPort, inspectorPort, persistTo, vars, label: `worker :${httpPort}` });
   let runner: Runner | undefined;
   const children: RunnerProcess[] = [];
   try {
@@ -66,6 +71,11 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       workerPids: () => processesInGroup(worker.pid, "workerd"),
       runnerKey,
       runner,
+      async restartWorker() {
+        await worker.stop();
+        worker = spawnWrangler({ port: httpPort, inspectorPort, persistTo, vars, label: `worker :${httpPort} (restarted)` });
+        await waitForWorker(worker);
+      },
       async spawnRunner(o = {}) {
         const child = await spawnRunnerProcess(worker.url, runnerKey, o);
         children.push(child);
