@@ -335,6 +335,29 @@ describe("the pool connection", () => {
     expect(text(r.result!.stdoutDigest)).toBe("first-line\n");
   });
 
+  it("stops the live stream where the worker stops keeping it, and the result still has everything", async () => {
+    const capped = await FakeWorker.start({ runnerKey: KEY });
+    capped.logCapBytes = 100_000;
+    try {
+      const r = await another("capped", {}, capped);
+      const lease = capped.assign(capped.socketOf(r.id)!, { instanceName: INSTANCE, command: bash("head -c 300000 /dev/zero | tr '\\0' 'y'"), action: { inputRootDigest: protoDigest(putTree({}, INSTANCE, capped)) } });
+      const done = await completion(lease, capped);
+      expect(lease.logs.stdout.data.byteLength).toBe(100_000);
+      expect(blob(done.result!.stdoutDigest, INSTANCE, capped).byteLength).toBe(300_000);
+    } finally {
+      await capped.stop();
+    }
+  });
+
+  it("resends live output from where the worker says it holds after it lost some (a gap)", async () => {
+    const lease = assign({ command: bash("echo one; sleep 1; echo two; sleep 1; echo three") });
+    await worker.until(() => lease.logs.stdout.data.toString().includes("one"));
+    lease.logs.stdout.data = Buffer.alloc(0); // the worker lost what it had
+    const r = await completion(lease);
+    expect(lease.logs.stdout.data.toString()).toBe("one\ntwo\nthree\n");
+    expect(text(r.result!.stdoutDigest)).toBe("one\ntwo\nthree\n");
+  });
+
   it("keeps the live stream bounded and complete for output larger than one chunk", async () => {
     // 3 MiB of output in one go: sent in 64 KiB appends, every byte once, in order.
     const r = await run({ command: bash("head -c 3145728 /dev/zero | tr '\\0' 'x'; echo") });
