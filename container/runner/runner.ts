@@ -101,6 +101,8 @@ export async function startRunner(o: StartOptions): Promise<Runner> {
   const freeSlots = Array.from({ length: options.slots }, (_, i) => options.slots - 1 - i);
   const shards = new Map<number, PoolConnection>();
   let closing = false;
+  /** Aborted by close(): results still being retried are given up. */
+  const stopping = new AbortController();
 
   let welcomed!: () => void;
   let refused!: (e: Error) => void;
@@ -148,7 +150,7 @@ export async function startRunner(o: StartOptions): Promise<Runner> {
     freeSlot(lease.slot);
     try {
       if (lease.shutdown) return;
-      const answer = await service.complete(lease.id, token, outcome);
+      const answer = await service.complete(lease.id, token, outcome, stopping.signal);
       if (!answer.accepted) log?.(`${lease.id}: result dropped by the worker: ${answer.reason || "lease no longer current"}`);
     } catch (e) {
       log?.(`${lease.id}: could not deliver the result: ${(e as Error).message}`);
@@ -210,6 +212,7 @@ export async function startRunner(o: StartOptions): Promise<Runner> {
 
   const close = async () => {
     closing = true;
+    stopping.abort();
     for (const lease of leases.values()) {
       lease.shutdown = true;
       lease.abort.abort();
