@@ -2,7 +2,8 @@
 // assignments while it has free slots (counted across all shards), runs each action
 // (execute-action.ts) while heartbeats renew its lease, streams its output live, and reports the
 // outcome with RunnerService.Complete. It never listens on a port.
-import { durationMs } from "@bufbuild/protobuf/wkt";
+import { durationMs, timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
+import type { ExecuteResponse } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -45,6 +46,13 @@ interface Lease {
 }
 
 const DEFAULT_TIMEOUT_MS = 3600_000;
+
+/** Where an action's time went, from its ExecutedActionMetadata: for the log. */
+function phases(r: ExecuteResponse): string {
+  const m = r.result?.executionMetadata;
+  const ms = (a?: Timestamp, b?: Timestamp) => (a && b ? `${Math.round(timestampMs(b) - timestampMs(a))}` : "-");
+  return `inputs ${ms(m?.inputFetchStartTimestamp, m?.inputFetchCompletedTimestamp)} ms, run ${ms(m?.executionStartTimestamp, m?.executionCompletedTimestamp)} ms, outputs ${ms(m?.outputUploadStartTimestamp, m?.outputUploadCompletedTimestamp)} ms`;
+}
 
 /** Actions run as other uids (the runner is root): each must be able to reach its input root under `dir`. */
 async function checkSearchable(dir: string, actionUid: number): Promise<void> {
@@ -140,7 +148,7 @@ export async function startRunner(o: StartOptions): Promise<Runner> {
         liveOutput: (stdout, stderr) => startLiveLog({ client: service, leaseId: lease.id, token, log }, stdout, stderr),
       });
       outcome = { response };
-      log?.(`${lease.id}: exit ${response.result?.exitCode ?? "-"}, status ${response.status?.code ?? 0} in ${Math.round(performance.now() - t0)} ms`);
+      log?.(`${lease.id}: exit ${response.result?.exitCode ?? "-"}, status ${response.status?.code ?? 0} in ${Math.round(performance.now() - t0)} ms (${phases(response)})`);
     } catch (e) {
       outcome = { error: toStatus(e) };
       log?.(`${lease.id}: could not run: ${outcome.error.message}`);
