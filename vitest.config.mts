@@ -28,6 +28,6 @@ export default defineConfig({
     include: ["test/workers/**/*.test.ts"],
     globalSetup: ["test/workers/bep-fixtures-setup.ts"],
     // A 2-core machine, often shared with e2e runs: 5 s is too tight for the larger streaming tests.
-    testTimeout: 20_000,
+    testTimeout: 40_000,
   },
 });

@@ -163,7 +163,7 @@ export async function updateActionResult(
   }
   // Without a size on the wire, the Action blob's own size (clients upload it first) keys the entry.
   const size = action.size ?? (await s.store.sizeOf(action.hash)) ?? undefined;
-  await putActionResult(s.env.CAS, acKey(s, action.hash), result, size);
+  await putActionResult(s.env.CAS, acKey(s, action.hash), result, size, `UpdateActionResult with API key "${s.principal.label}"`);
   return create(ActionResultSchema, result);
 }
 

@@ -34,12 +34,14 @@ export function parseSize(size: bigint | number | string, field = "size_bytes"):
   return n;
 }
 
-/** Validates a proto Digest (REAPI: the size is part of the identity; 0 bytes has one hash). */
+/**
+ * Validates a proto Digest (REAPI: the size is part of the identity). A size-0 digest with another
+ * hash than the empty blob's is well-formed but names nothing: the CAS answers it as missing
+ * (FindMissingBlobs) and NOT_FOUND (reads), consistently, rather than refusing the request.
+ */
 export function parseDigest(d: { hash: string; sizeBytes: bigint | number | string } | undefined, field = "digest"): BlobDigest {
   if (!d) throw invalidArgument(`${field} is required`, field);
-  const digest = { hash: parseHash(d.hash, `${field}.hash`), size: parseSize(d.sizeBytes, `${field}.size_bytes`) };
-  if (digest.size === 0 && digest.hash !== EMPTY_SHA256) throw invalidArgument(`${field}: a 0-byte blob must have the empty SHA-256 hash`, field);
-  return digest;
+  return { hash: parseHash(d.hash, `${field}.hash`), size: parseSize(d.sizeBytes, `${field}.size_bytes`) };
 }
 
 /** The fields of a proto Digest (pass to create(DigestSchema, ...) or use as an init shape). */
