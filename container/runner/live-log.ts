@@ -3,8 +3,9 @@
 // every FLUSH_MS or as soon as CHUNK bytes are there. Memory stays bounded whatever the action
 // prints or however slow the worker is: at most one CHUNK per stream is in memory, the rest waits
 // in the file. A transient failure is retried from the same offset (the worker applies a repeated
-// offset once). The complete stdout and stderr always go to the CAS as well; the live stream is a
-// view of them, and says so in the stream itself if it stops early.
+// offset once; it answers the size it holds, and after a gap the runner resends from there). The
+// complete stdout and stderr always go to the CAS as well; the live stream is a view of them, and
+// says so in the stream itself if it stops early.
 import fs from "node:fs/promises";
 import { LogStream } from "../../src/gen/kiln/runner/v1/runner_pb.ts";
 import { isTransient, type RunnerServiceClient } from "./runner-service.ts";
@@ -67,8 +68,17 @@ class StreamTail {
     const t = this.target;
     for (let attempt = 1; ; attempt++) {
       try {
-        await t.client.appendLog(t.token, { leaseId: t.leaseId, stream: this.stream, offset: BigInt(this.offset), data, finished });
-        this.offset += finished ? 0 : data.byteLength;
+        const held = Number(await t.client.appendLog(t.token, { leaseId: t.leaseId, stream: this.stream, offset: BigInt(this.offset), data, finished }));
+        if (finished) return true;
+        if (held === this.offset && data.byteLength > 0) {
+          // Nothing more is kept (the worker's live-log bound): the rest is in the result only.
+          this.stopped = true;
+          t.log?.(`lease ${t.leaseId}: live ${LogStream[this.stream].toLowerCase()} is full at ${held} bytes`);
+          return false;
+        }
+        // Normally offset + length; less after a gap (the worker lost some): resend from there,
+        // the bytes are still in the file.
+        this.offset = Math.min(held, this.offset + data.byteLength);
         return true;
       } catch (e) {
         if (isTransient(e) && attempt < 4) {

@@ -25,7 +25,12 @@ export class RunnerServiceClient {
 
   constructor(
     url: string,
-    private readonly sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms)),
+    /** Waits between attempts; an abort ends the wait at once. */
+    private readonly sleep = (ms: number, signal?: AbortSignal) =>
+      new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, ms);
+        signal?.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
+      }),
   ) {
     this.client = createClient(RunnerService, createConnectTransport({ baseUrl: url, httpVersion: "1.1" }));
   }
@@ -33,16 +38,17 @@ export class RunnerServiceClient {
   /**
    * Sends the outcome, retrying transient failures with backoff (0.25 s doubling to 30 s, about
    * 3 minutes in all). Resolves with the answer (`accepted: false`: the lease is gone, the result
-   * is dropped); throws on a permanent refusal or when every attempt failed.
+   * is dropped); throws on a permanent refusal, when every attempt failed, or once `signal` aborts
+   * (the runner is stopping: the lease lapses and the pool runs the action again).
    */
-  async complete(leaseId: string, token: string, outcome: Outcome): Promise<CompleteResponse> {
+  async complete(leaseId: string, token: string, outcome: Outcome, signal?: AbortSignal): Promise<CompleteResponse> {
     const outcomeInit = "response" in outcome ? { case: "response" as const, value: outcome.response } : { case: "error" as const, value: outcome.error };
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.client.complete({ leaseId, outcome: outcomeInit }, { headers: auth(token), timeoutMs: CALL_TIMEOUT_MS });
+        return await this.client.complete({ leaseId, outcome: outcomeInit }, { headers: auth(token), timeoutMs: CALL_TIMEOUT_MS, signal });
       } catch (e) {
-        if (!isTransient(e) || attempt >= COMPLETE_ATTEMPTS) throw e;
-        await this.sleep(Math.min(30_000, 250 * 2 ** (attempt - 1)));
+        if (!isTransient(e) || attempt >= COMPLETE_ATTEMPTS || signal?.aborted) throw e;
+        await this.sleep(Math.min(30_000, 250 * 2 ** (attempt - 1)), signal);
       }
     }
   }

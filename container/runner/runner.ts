@@ -2,7 +2,8 @@
 // assignments while it has free slots (counted across all shards), runs each action
 // (execute-action.ts) while heartbeats renew its lease, streams its output live, and reports the
 // outcome with RunnerService.Complete. It never listens on a port.
-import { durationMs } from "@bufbuild/protobuf/wkt";
+import { durationMs, timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
+import type { ExecuteResponse } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -45,6 +46,13 @@ interface Lease {
 }
 
 const DEFAULT_TIMEOUT_MS = 3600_000;
+
+/** Where an action's time went, from its ExecutedActionMetadata: for the log. */
+function phases(r: ExecuteResponse): string {
+  const m = r.result?.executionMetadata;
+  const ms = (a?: Timestamp, b?: Timestamp) => (a && b ? `${Math.round(timestampMs(b) - timestampMs(a))}` : "-");
+  return `inputs ${ms(m?.inputFetchStartTimestamp, m?.inputFetchCompletedTimestamp)} ms, run ${ms(m?.executionStartTimestamp, m?.executionCompletedTimestamp)} ms, outputs ${ms(m?.outputUploadStartTimestamp, m?.outputUploadCompletedTimestamp)} ms`;
+}
 
 /** Actions run as other uids (the runner is root): each must be able to reach its input root under `dir`. */
 async function checkSearchable(dir: string, actionUid: number): Promise<void> {
@@ -101,6 +109,8 @@ export async function startRunner(o: StartOptions): Promise<Runner> {
   const freeSlots = Array.from({ length: options.slots }, (_, i) => options.slots - 1 - i);
   const shards = new Map<number, PoolConnection>();
   let closing = false;
+  /** Aborted by close(): results still being retried are given up. */
+  const stopping = new AbortController();
 
   let welcomed!: () => void;
   let refused!: (e: Error) => void;
@@ -138,7 +148,7 @@ export async function startRunner(o: StartOptions): Promise<Runner> {
         liveOutput: (stdout, stderr) => startLiveLog({ client: service, leaseId: lease.id, token, log }, stdout, stderr),
       });
       outcome = { response };
-      log?.(`${lease.id}: exit ${response.result?.exitCode ?? "-"}, status ${response.status?.code ?? 0} in ${Math.round(performance.now() - t0)} ms`);
+      log?.(`${lease.id}: exit ${response.result?.exitCode ?? "-"}, status ${response.status?.code ?? 0} in ${Math.round(performance.now() - t0)} ms (${phases(response)})`);
     } catch (e) {
       outcome = { error: toStatus(e) };
       log?.(`${lease.id}: could not run: ${outcome.error.message}`);
@@ -148,7 +158,7 @@ export async function startRunner(o: StartOptions): Promise<Runner> {
     freeSlot(lease.slot);
     try {
       if (lease.shutdown) return;
-      const answer = await service.complete(lease.id, token, outcome);
+      const answer = await service.complete(lease.id, token, outcome, stopping.signal);
       if (!answer.accepted) log?.(`${lease.id}: result dropped by the worker: ${answer.reason || "lease no longer current"}`);
     } catch (e) {
       log?.(`${lease.id}: could not deliver the result: ${(e as Error).message}`);
@@ -210,6 +220,7 @@ export async function startRunner(o: StartOptions): Promise<Runner> {
 
   const close = async () => {
     closing = true;
+    stopping.abort();
     for (const lease of leases.values()) {
       lease.shutdown = true;
       lease.abort.abort();

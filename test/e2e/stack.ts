@@ -3,7 +3,7 @@
 // to the worker with a fresh runner key (in this process, or as `kiln runner` child processes),
 // plus /proc helpers to measure the worker.
 import { spawn } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { chmod, mkdtemp, rm } from "node:fs/promises";
 import { createServer, type AddressInfo, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -84,7 +84,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       async stop() {
         await bridge.close();
         await runner?.close();
-        for (const c of children) await c.stop();
+        for (const c of children) await c.stop().then(() => rm(c.dir, { recursive: true, force: true }));
         await worker.stop();
         await removeState();
       },
@@ -100,6 +100,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
 export interface RunnerProcess {
   pid: number;
   id: string;
+  /** Its work directory and file cache. */
+  dir: string;
   /** Everything it printed so far. */
   output(): string;
   exited: Promise<number | null>;
@@ -114,13 +116,15 @@ const ROOT = new URL("../../", import.meta.url).pathname;
 /** `kiln runner` in a child process; resolves once it is connected to the pool. */
 async function spawnRunnerProcess(url: string, token: string, o: { id?: string; slots?: number; args?: string[] }): Promise<RunnerProcess> {
   const id = o.id ?? `e2e-${Math.random().toString(16).slice(2, 8)}`;
+  const dir = await mkdtemp(join(tmpdir(), `kiln-runner-${id}-`));
+  await chmod(dir, 0o711); // a root runner's actions run as other uids and must reach their work dirs
   // Node itself, not the tsx wrapper: the pid is then the runner's own.
   const child = spawn(
     process.execPath,
     [
       ...["--import", "tsx", "cli/kiln.ts", "runner", "--url", url, "--token", token, "--id", id, "--slots", String(o.slots ?? 2)],
       // Its own work directory and file cache (an explicit --work-dir in args wins: it comes later).
-      ...["--work-dir", join(tmpdir(), `kiln-runner-${id}`, "work"), ...(o.args ?? [])],
+      ...["--work-dir", join(dir, "work"), ...(o.args ?? [])],
     ],
     { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
   );
@@ -144,6 +148,7 @@ async function spawnRunnerProcess(url: string, token: string, o: { id?: string; 
   return {
     pid: child.pid!,
     id,
+    dir,
     output: () => out,
     exited,
     async stop() {

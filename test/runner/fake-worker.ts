@@ -73,6 +73,8 @@ export class FakeWorker {
   readonly blobs = new Map<string, Buffer>();
   /** Blobs (`{hash}/{size}`) whose GET is never answered: staging hangs on them until cancelled. */
   readonly stalled = new Set<string>();
+  /** Live output kept per stream (the worker's LIVE_LOG_MAX_BYTES). */
+  logCapBytes = 16 * 1024 * 1024;
   /** Requests refused for a bad or foreign token, and 401s of the pool. */
   readonly refusals: string[] = [];
   private readonly waiters = new Set<() => void>();
@@ -258,9 +260,10 @@ export class FakeWorker {
         const lease = check(req.leaseId, ctx.requestHeader);
         const log = lease.logs[req.stream === LogStream.STDERR ? "stderr" : "stdout"];
         const offset = Number(req.offset);
-        if (offset > log.data.byteLength) throw new ConnectError(`offset ${offset} is past ${log.data.byteLength}`, Code.OutOfRange);
-        // A repeat of bytes already held is applied once.
-        const fresh = Buffer.from(req.data).subarray(log.data.byteLength - offset);
+        // A gap (bytes the worker lost) is answered with the size held, as the worker does.
+        if (offset > log.data.byteLength) return { committedSize: BigInt(log.data.byteLength) };
+        // A repeat of bytes already held is applied once; nothing beyond the cap is kept.
+        const fresh = Buffer.from(req.data).subarray(log.data.byteLength - offset, this.logCapBytes - offset);
         log.data = Buffer.concat([log.data, fresh]);
         log.appends++;
         if (req.finished) log.finished = true;
