@@ -13,6 +13,13 @@ export default defineConfig({
           RUNNER_KEYS: JSON.stringify([{ name: "test", key: TEST_RUNNER_KEY }]),
           RUNNER_HEARTBEAT_SECONDS: "0.2",
           RUNNER_LEASE_SECONDS: "2",
+          // Tests reach the worker as http://kiln, not a loopback host: without ALLOW_OPEN an open
+          // Kiln would refuse their writes (test/workers/safe-defaults.test.ts unsets it).
+          ALLOW_OPEN: "true",
+          // Off: the fuzz suites alone would print 20,000 lines (access-log.test.ts turns it on).
+          ACCESS_LOG: "false",
+          // Resumable (multipart) uploads from 8 MiB, so tests reach that path with small blobs.
+          RESUMABLE_UPLOAD_ABOVE_BYTES: String(8 * 1024 * 1024),
         },
       },
     }),
@@ -21,6 +28,6 @@ export default defineConfig({
     include: ["test/workers/**/*.test.ts"],
     globalSetup: ["test/workers/bep-fixtures-setup.ts"],
     // A 2-core machine, often shared with e2e runs: 5 s is too tight for the larger streaming tests.
-    testTimeout: 20_000,
+    testTimeout: 40_000,
   },
 });

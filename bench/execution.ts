@@ -4,7 +4,9 @@
 //      --spawn_strategy=local (wall-time ratio; both from a fresh output base, neither cached);
 //   2. Execute round trip of a trivial action minus the command's own time (p50, p99), against
 //      the transport's empty round trip (GetCapabilities through the bridge);
-//   3. 100 identical Executes at once: how many runs they cost and how long they took.
+//   3. 100 identical Executes at once: how many runs they cost and how long they took;
+//   4. DRAIN_ACTIONS (1,000) different trivial actions queued at once, drained by 4 runner slots
+//      (the stack's runner and a `kiln runner` process, 2 slots each): actions per second.
 // BENCH_EXEC_CALLS sets the number of round trips (default 60); BENCH_SKIP_BAZEL=1 skips part 1.
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { randomUUID } from "node:crypto";
@@ -27,6 +29,7 @@ import { fmt, now, percentile, table, type Row } from "./lib/stats.ts";
 
 const CALLS = Number(process.env.BENCH_EXEC_CALLS) > 0 ? Number(process.env.BENCH_EXEC_CALLS) : 60;
 const CONCURRENT = 100;
+const DRAIN_ACTIONS = Number(process.env.BENCH_DRAIN_ACTIONS) > 0 ? Number(process.env.BENCH_DRAIN_ACTIONS) : 1000;
 const INSTANCE = "bench/exec";
 const PATH_ENV = "/usr/local/bin:/usr/bin:/bin";
 const repo = fileURLToPath(new URL("../", import.meta.url));
@@ -46,18 +49,28 @@ const reapi = (grpc.loadPackageDefinition(definition) as any).build.bazel.remote
 const pd = (b: Uint8Array) => ({ hash: digestOf(b).hash, sizeBytes: BigInt(b.byteLength) });
 const ms = (t: { seconds: bigint; nanos: number } | undefined) => (t ? Number(t.seconds) * 1000 + t.nanos / 1e6 : NaN);
 
-/** Uploads an empty input root, a `/bin/sh -c script` Command and its Action; returns the Action's digest. */
-async function putAction(cas: Client, script: string, doNotCache: boolean): Promise<Digest> {
+/** Uploads an empty input root, `/bin/sh -c script` Commands and their Actions; returns the Actions' digests. */
+async function putActions(cas: Client, scripts: string[], doNotCache: boolean): Promise<Digest[]> {
   const root = toBinary(DirectorySchema, create(DirectorySchema, {}));
-  const command = toBinary(CommandSchema, create(CommandSchema, { arguments: ["/bin/sh", "-c", script], environmentVariables: [{ name: "PATH", value: PATH_ENV }] }));
-  const action = toBinary(ActionSchema, create(ActionSchema, { commandDigest: pd(command), inputRootDigest: pd(root), doNotCache }));
-  const res = await unary(cas, "BatchUpdateBlobs", {
-    instance_name: INSTANCE,
-    requests: [root, command, action].map((data) => ({ digest: digestOf(data), data: Buffer.from(data) })),
-  });
-  for (const r of res.responses) if ((r.status?.code ?? 0) !== 0) throw new Error(`upload: ${r.status.message}`);
-  return digestOf(action);
+  const out: Digest[] = [];
+  for (let i = 0; i < scripts.length; i += 200) {
+    const blobs: Uint8Array[] = [root];
+    for (const script of scripts.slice(i, i + 200)) {
+      const command = toBinary(CommandSchema, create(CommandSchema, { arguments: ["/bin/sh", "-c", script], environmentVariables: [{ name: "PATH", value: PATH_ENV }] }));
+      const action = toBinary(ActionSchema, create(ActionSchema, { commandDigest: pd(command), inputRootDigest: pd(root), doNotCache }));
+      blobs.push(command, action);
+      out.push(digestOf(action));
+    }
+    const res = await unary(cas, "BatchUpdateBlobs", {
+      instance_name: INSTANCE,
+      requests: blobs.map((data) => ({ digest: digestOf(data), data: Buffer.from(data) })),
+    });
+    for (const r of res.responses) if ((r.status?.code ?? 0) !== 0) throw new Error(`upload: ${r.status.message}`);
+  }
+  return out;
 }
+
+const putAction = async (cas: Client, script: string, doNotCache: boolean) => (await putActions(cas, [script], doNotCache))[0]!;
 
 interface Done {
   name: string;
@@ -194,6 +207,27 @@ async function main() {
       ratio: `${runs.toFixed(2)}x`,
     });
     notes.push(`${CONCURRENT} identical Executes: done in ${fmt(wall)} ms; ${CONCURRENT - cached} shared ${names} operation(s), ${cached} were cache hits (arrived after the run)`);
+
+    // 4. DRAIN_ACTIONS different trivial actions at once, 4 slots: the stack's runner (2) and one more (2).
+    log(`${DRAIN_ACTIONS} different trivial actions queued at once, 4 runner slots`);
+    const extra = await stack.spawnRunner({ slots: 2 });
+    const many = await putActions(c.cas, Array.from({ length: DRAIN_ACTIONS }, (_, i) => `true drain-${i}`), true);
+    const d0 = now();
+    const drained = await Promise.all(many.map((d) => execute(execution, d)));
+    const drainSeconds = (now() - d0) / 1000;
+    const runMs = drained.map((r) => {
+      const m = r.response.result!.executionMetadata!;
+      return ms(m.executionCompletedTimestamp) - ms(m.executionStartTimestamp);
+    });
+    const busy = runMs.reduce((a, b) => a + b, 0) / 1000;
+    rows.push({
+      metric: `${DRAIN_ACTIONS} queued trivial actions drained by 4 runner slots`,
+      value: `${fmt(DRAIN_ACTIONS / drainSeconds)} actions/s`,
+      limit: `commands alone: ${fmt((4 * DRAIN_ACTIONS) / busy)}/s`,
+      ratio: `${((DRAIN_ACTIONS / drainSeconds) / ((4 * DRAIN_ACTIONS) / busy)).toFixed(2)}x`,
+    });
+    notes.push(`drain: ${DRAIN_ACTIONS} actions in ${fmt(drainSeconds)} s; the commands themselves ran ${fmt(busy)} s in all (the limit column: 4 slots doing nothing but the commands)`);
+    await extra.stop();
     c.close();
     execution.close();
   } finally {

@@ -4,17 +4,19 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type Transport } from "@connectrpc/connect";
 import { ByteStream, type ReadRequest, type ReadResponseSchema } from "../src/gen/google/bytestream/bytestream_pb.ts";
+import { parseReadResource, resourcePath } from "../src/shared/resource-names.ts";
 import { fromHttpError } from "./errors.ts";
 import { forwardServerStream } from "./forward.ts";
 import { forwardedMetadata } from "./metadata.ts";
 
 /** The blob size of `{instance}/blobs/{hash}/{size}`; undefined: let the worker judge the name. */
 export function blobSize(resourceName: string): number | undefined {
-  const segs = resourceName.split("/");
-  const i = segs.length - 3;
-  if (i < 0 || segs[i] !== "blobs" || !/^[0-9a-f]{64}$/.test(segs[i + 1]!)) return undefined;
-  const size = segs[i + 2]!;
-  return /^\d{1,15}$/.test(size) ? Number(size) : undefined;
+  try {
+    const r = parseReadResource(resourceName);
+    return r.compressor ? undefined : r.digest.size;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The Range header for a read, "" for the whole blob; undefined: let the worker answer. */
@@ -38,7 +40,7 @@ export function byteStreamRead(upstreamUrl: string, upstream: Transport) {
     }
     const headers = forwardedMetadata(ctx.requestHeader);
     if (range) headers.set("range", range);
-    const url = `${base}/${req.resourceName.split("/").map(encodeURIComponent).join("/")}`;
+    const url = `${base}/${resourcePath(req.resourceName)}`;
     let res: Response;
     try {
       res = await fetch(url, { headers, signal: ctx.signal });

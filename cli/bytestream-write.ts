@@ -2,10 +2,10 @@
 //
 // First the bridge asks QueryWriteStatus what the worker would say without the data: a stored blob
 // completes at once, and a refusal (no key, a bad name, a write_offset other than committed_size)
-// is answered at once, without waiting for the client to send the rest. The worker itself cannot
-// be relied on for that: over HTTP/1.1 it answers a gRPC-web stream only after reading all of it,
-// and an early answer to a PUT (it cancels the body) is often lost locally to a reset or to a 500
-// from wrangler's proxy.
+// is answered at once, without waiting for the client to send the rest. Blobs of at most 64 KiB
+// skip the question: their bytes cost less than the round trip. The worker itself cannot answer
+// early: over HTTP/1.1 it answers a gRPC-web stream, and a PUT, only after reading all of it (an
+// answer while the client still sends breaks the client's connection).
 //
 // Then a fresh upload (write_offset 0) goes to the worker as one streamed HTTP PUT of its bytes to
 // the upload's resource name, which the worker stores the same way as a Write (resumably, for large
@@ -18,6 +18,7 @@ import {
   type WriteRequest,
   type WriteResponseSchema,
 } from "../src/gen/google/bytestream/bytestream_pb.ts";
+import { parseWriteResource, resourcePath } from "../src/shared/resource-names.ts";
 import { fromHttpError } from "./errors.ts";
 import { forwardClientStream } from "./forward.ts";
 import { forwardedMetadata } from "./metadata.ts";
@@ -26,12 +27,16 @@ type WriteResponseInit = MessageInitShape<typeof WriteResponseSchema>;
 
 /** The blob size of `{instance}/uploads/{uuid}/blobs/{hash}/{size}[/...]`; undefined: let the worker judge the name. */
 export function uploadSize(resourceName: string): number | undefined {
-  const segs = resourceName.split("/");
-  const i = segs.indexOf("uploads");
-  if (i < 0 || segs[i + 2] !== "blobs") return undefined;
-  const size = segs[i + 4] ?? "";
-  return /^\d{1,15}$/.test(size) ? Number(size) : undefined;
+  try {
+    const r = parseWriteResource(resourceName);
+    return r.compressor ? undefined : r.digest.size;
+  } catch {
+    return undefined;
+  }
 }
+
+/** Blobs up to this size are PUT without a QueryWriteStatus first. */
+const PUT_WITHOUT_ASKING = 64 * 1024;
 
 export function byteStreamWrite(upstreamUrl: string, upstream: Transport) {
   const base = upstreamUrl.replace(/\/+$/, "");
@@ -41,6 +46,10 @@ export function byteStreamWrite(upstreamUrl: string, upstream: Transport) {
     const head = first.done ? undefined : first.value;
     const size = head && uploadSize(head.resourceName);
     if (!head || size === undefined) return forwardClientStream(upstream, ByteStream.method.write, replay(head, it), ctx);
+    const url = `${base}/${resourcePath(head.resourceName)}`;
+    // A small blob from offset 0 goes straight to the PUT: asking first would cost a round trip
+    // to save sending a few bytes (the worker reads a stored blob's body to its end and says so).
+    if (size <= PUT_WITHOUT_ASKING && head.writeOffset === 0n) return put(upstream, url, size, head, it, ctx);
 
     const status = await writeStatus(upstream, head.resourceName, ctx).catch((e: unknown) => {
       void it.return?.(); // every early answer stops reading the client, as the worker's own Write does
@@ -60,7 +69,6 @@ export function byteStreamWrite(upstreamUrl: string, upstream: Transport) {
       );
     }
     if (status.committedSize > 0n) return forwardClientStream(upstream, ByteStream.method.write, replay(head, it), ctx);
-    const url = `${base}/${head.resourceName.split("/").map(encodeURIComponent).join("/")}`;
     return put(upstream, url, size, head, it, ctx);
   };
 }
@@ -101,6 +109,9 @@ async function put(
     }
     failure = await fromHttpError(res);
   } catch (e) {
+    // The client closed its stream before finish_write: no error (ByteStream), the answer is what
+    // the worker committed of the aborted PUT (0 for a blob stored by one put).
+    if (body.endedEarly) return { committedSize: (await writeStatus(upstream, head.resourceName, ctx)).committedSize };
     if (body.failure) throw body.failure;
     // The client hung up or its deadline passed: fetch was aborted through ctx.signal.
     if (ctx.signal.aborted) throw ConnectError.from(ctx.signal.reason ?? "the client cancelled", Code.Canceled);
@@ -125,6 +136,8 @@ async function put(
 class WriteBody {
   readonly stream: ReadableStream<Uint8Array>;
   failure: ConnectError | undefined;
+  /** The client's stream ended without finish_write. */
+  endedEarly = false;
   private next: WriteRequest | undefined;
   private offset = 0;
   private finished = false;
@@ -165,7 +178,10 @@ class WriteBody {
       if (this.finished) return undefined;
       const req = this.next ?? (await this.pull());
       this.next = undefined;
-      if (!req) throw invalid(`the stream ended at ${this.offset} bytes without finish_write`);
+      if (!req) {
+        this.endedEarly = true;
+        throw invalid(`the stream ended at ${this.offset} bytes without finish_write`);
+      }
       if (req.resourceName && req.resourceName !== resourceName) {
         throw invalid(`resource_name changed within one Write to "${req.resourceName.slice(0, 200)}"`);
       }

@@ -1,9 +1,11 @@
 // `kiln dev` (`npm start`): the worker under wrangler dev, the native gRPC bridge in front of it and
-// a local action runner, everything on 127.0.0.1, state persisted across runs; Ctrl-C stops it all.
+// a local action runner that connects out to it (with a fresh runner key), everything on
+// 127.0.0.1, state persisted across runs; Ctrl-C stops it all.
 import { startBridge, type Bridge } from "./bridge.ts";
 import { assertPortFree } from "./ports.ts";
 import { spawnWrangler, waitForWorker } from "./wrangler.ts";
-import { startRunner } from "../container/runner/server.ts";
+import { startRunner, type Runner } from "../container/runner/runner.ts";
+import { newRunnerKey, runnerKeysVar } from "./runner-keys.ts";
 
 export async function dev(): Promise<void> {
   const httpPort = Number(process.env.KILN_PORT ?? 8787);
@@ -13,25 +15,25 @@ export async function dev(): Promise<void> {
   await assertPortFree(httpPort, "KILN_PORT (HTTP)");
   await assertPortFree(grpcPort, "KILN_GRPC_PORT (native gRPC)");
 
-  const runnerPort = Number(process.env.KILN_RUNNER_PORT ?? 8981);
-  await assertPortFree(runnerPort, "KILN_RUNNER_PORT (action runner)");
-
-  // The local action runner: the same program the deployed containers run.
-  const runner = await startRunner({ port: runnerPort, log: (line) => console.error(`[runner] ${line}`) });
+  // A runner key for this session only: the local runner (and any other machine given the
+  // command line printed below) authenticates with it.
+  const runnerKey = newRunnerKey();
   const worker = spawnWrangler({
     port: httpPort,
     persistTo: stateDir,
     label: "worker",
-    vars: { RUNNER_URLS: runner.url, PUBLIC_URL: `http://127.0.0.1:${httpPort}` },
+    vars: { RUNNER_KEYS: runnerKeysVar([{ name: "local", key: runnerKey }]), PUBLIC_URL: `http://127.0.0.1:${httpPort}` },
   });
   let bridge: Bridge | undefined;
+  let runner: Runner | undefined;
   let stopping = false;
   const stop = async (code: number) => {
     if (stopping) return;
     stopping = true;
     await bridge?.close();
+    // The runner first: it stops taking work while the worker is still there to see it go.
+    await runner?.close();
     await worker.stop();
-    await runner.close();
     process.exit(code);
   };
   process.once("SIGINT", () => void stop(0));
@@ -45,6 +47,8 @@ export async function dev(): Promise<void> {
   try {
     await waitForWorker(worker);
     bridge = await startBridge({ upstream: worker.url, port: grpcPort });
+    // The local action runner: the same program the deployed containers run, dialing the worker.
+    runner = await startRunner({ url: worker.url, token: runnerKey, log: (line) => console.error(`[runner] ${line}`) });
   } catch (e) {
     console.error(`kiln dev: ${e instanceof Error ? e.message : String(e)}`);
     return stop(1);
@@ -57,7 +61,7 @@ export async function dev(): Promise<void> {
       `  web UI (invocations, actions, operations, CAS):    ${worker.url}/`,
       `  HTTP (Connect, gRPC-web, REST, Bazel HTTP cache): ${worker.url}`,
       `  native gRPC (bridge):                              ${grpc}`,
-      `  action runner:                                     ${runner.url}`,
+      `  action runner:                                     ${runner.id} (connected out, sandbox ${runner.sandbox})`,
       `  ${await authMode(worker.url)}`,
       "  state:                                             " + stateDir,
       ".bazelrc:",
@@ -67,6 +71,8 @@ export async function dev(): Promise<void> {
       `  build --bes_results_url=${worker.url}/invocations/`,
       `  # or the HTTP cache: build --remote_cache=${worker.url}/cache/main`,
       `  # remote execution: build --remote_executor=${grpc} --spawn_strategy=remote`,
+      "more runners (on any machine that can reach the worker; this key lasts until Ctrl-C):",
+      `  npx tsx cli/kiln.ts runner --url ${worker.url} --token ${runnerKey}`,
       "Ctrl-C stops it.",
       "",
     ].join("\n"),

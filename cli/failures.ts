@@ -1,6 +1,7 @@
 // One log line per failed call, and errors made safe to send over HTTP/2 (see relayed()).
 import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, type Interceptor } from "@connectrpc/connect";
+import { interceptErrors } from "../src/error-interceptor.ts";
 import { relayed } from "./errors.ts";
 
 export type Log = (line: string) => void;
@@ -14,21 +15,5 @@ export function reportFailures(log: Log): Interceptor {
     log(`kiln bridge: ${method.parent.typeName}/${method.name} failed: ${Code[err.code]}: ${err.rawMessage}`);
     return err;
   };
-  return (next) => async (req) => {
-    const res = await next(req).catch((e: unknown) => {
-      throw fail(req.method, e);
-    });
-    if (!res.stream) return res;
-    const messages = res.message;
-    return {
-      ...res,
-      message: (async function* () {
-        try {
-          yield* messages;
-        } catch (e) {
-          throw fail(req.method, e);
-        }
-      })(),
-    };
-  };
+  return interceptErrors((e, req) => fail(req.method, e));
 }

@@ -3,6 +3,7 @@ import { parseArgs } from "node:util";
 import { startBridge } from "./bridge.ts";
 import { dev } from "./dev.ts";
 import { uploadBep } from "./upload-bep.ts";
+import { RUNNER_USAGE, runnerMain } from "../container/runner/main.ts";
 
 const USAGE = `usage:
   kiln dev                                   the worker (wrangler dev) and the gRPC bridge, on 127.0.0.1
@@ -11,7 +12,9 @@ const USAGE = `usage:
                                              (http://127.0.0.1:8787) as gRPC-web
                                              env: KILN_API_KEY, added to build events (Bazel sends no headers on BES)
   kiln upload-bep FILE [--upstream URL]      a --build_event_binary_file into Kiln's ResultStore (idempotent)
-                                             env: KILN_API_KEY`;
+                                             env: KILN_API_KEY
+  ${RUNNER_USAGE.replace(/^kiln /, "")}
+                                             an action runner: connects out to the worker, listens on no port`;
 
 async function bridge(args: string[]) {
   const { values } = parseArgs({
@@ -43,6 +46,7 @@ try {
   if (command === "dev" && args.length === 0) await dev();
   else if (command === "bridge") await bridge(args);
   else if (command === "upload-bep") await uploadBepCommand(args);
+  else if (command === "runner") await runnerMain(args, process.env);
   else {
     console.error(USAGE);
     process.exitCode = 2;

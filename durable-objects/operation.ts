@@ -34,6 +34,8 @@ export interface OperationInit {
   timeoutMs: number;
   priority: number;
   shard: number;
+  /** RequestMetadata.tool_invocation_id of the Execute that made it (the build's invocation). */
+  toolInvocationId?: string;
 }
 
 interface LogState {
@@ -261,7 +263,8 @@ export class OperationDO extends DurableObject<Env> {
     if (ok && res.result && res.result.exitCode === 0 && !s.doNotCache && !res.cachedResult) {
       // RunnerService.Complete made the check UpdateActionResult makes: every blob it names exists.
       try {
-        await putActionResult(this.env.CAS, actionResultKey(s.tenant, s.instanceName, s.actionDigest.hash), res.result);
+        const writer = `execution ${s.name} on ${res.result.executionMetadata?.worker || "a runner"}`;
+        await putActionResult(this.env.CAS, actionResultKey(s.tenant, s.instanceName, s.actionDigest.hash), res.result, s.actionDigest.size, writer);
       } catch (e) {
         res.message = `${res.message ? res.message + "\n" : ""}The result was not cached: ${String((e as Error)?.message ?? e)}`;
       }

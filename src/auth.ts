@@ -17,6 +17,10 @@ export interface Principal {
   label: string;
   /** Set when the caller is a runner holding one operation's lease token (see execution/tokens.ts). */
   lease?: LeaseClaims;
+  /** Why a principal that may otherwise write cannot: said in every PERMISSION_DENIED for a write. */
+  readOnlyReason?: string;
+  /** May read operator endpoints (/metrics): keys with "admin": true, and an open service. */
+  admin?: boolean;
 }
 
 interface KeyEntry {
@@ -27,35 +31,83 @@ interface KeyEntry {
 export interface KeyConfig {
   open: boolean;
   keys: KeyEntry[];
+  /** ALLOW_OPEN=true: the operator chose to accept anonymous writes on a public address. */
+  allowOpen: boolean;
+  /** PUBLIC_URL names a loopback host (or is unset): a local service. */
+  localPublicUrl: boolean;
 }
 
-const OPEN: Principal = { authenticated: true, tenant: "default", instances: [""], canWrite: true, label: "open" };
+/** What the operator set beside API_KEYS that decides how an open service behaves. */
+export interface OpenModeSettings {
+  allowOpen?: string;
+  publicUrl?: string;
+}
+
+/** Shorter keys are refused: a key is the only secret between the internet and the cache. */
+export const MIN_KEY_LENGTH = 32;
+
+const OPEN: Principal = { authenticated: true, tenant: "default", instances: [""], canWrite: true, label: "open", admin: true };
 const ANONYMOUS: Principal = { authenticated: false, tenant: "default", instances: [], canWrite: false, label: "anonymous" };
+
+const OPEN_READ_ONLY_REASON =
+  "Kiln runs without API keys on a public address, so writes and Execute are refused: set API_KEYS " +
+  "(see the README, API keys), or set ALLOW_OPEN=true to let anyone write deliberately";
+const OPEN_READ_ONLY: Principal = { ...OPEN, canWrite: false, label: "open (read-only)", readOnlyReason: OPEN_READ_ONLY_REASON };
+
+/**
+ * A loopback host: localhost, *.localhost, 127.0.0.0/8, ::1. On Cloudflare a request's host is
+ * the route or custom domain it arrived on, so a deployed worker never sees a loopback host.
+ */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "localhost" || h.endsWith(".localhost") || /^127\.\d+\.\d+\.\d+$/.test(h) || h === "::1";
+}
+
+const hostOf = (url: string | undefined) => {
+  try {
+    return url ? new URL(url).hostname : undefined;
+  } catch {
+    return undefined;
+  }
+};
+
+/** A malformed API_KEYS: every request is refused with this until the operator fixes it. */
+const misconfigured = (message: string) =>
+  new ConnectError(`Kiln is misconfigured: ${message}. The operator must fix the API_KEYS secret.`, Code.Unavailable);
 
 const sha256 = async (s: string) => new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(s)));
 
 /**
  * API_KEYS is JSON: [{"key": "...", "instances": ["ci", "team/"], "access": "read" | "read-write",
- * "tenant": "acme", "name": "ci-bot"}]. An instance prefix matches itself and names below it.
+ * "tenant": "acme", "name": "ci-bot", "admin": false}]. An instance prefix matches itself and names below it.
  */
-export async function parseKeyConfig(raw: string | undefined): Promise<KeyConfig> {
-  if (!raw || !raw.trim()) return { open: true, keys: [] };
+export async function parseKeyConfig(raw: string | undefined, settings: OpenModeSettings = {}): Promise<KeyConfig> {
+  const publicHost = hostOf(settings.publicUrl);
+  const base = { allowOpen: settings.allowOpen === "true", localPublicUrl: !settings.publicUrl || (publicHost !== undefined && isLoopbackHost(publicHost)) };
+  if (!raw || !raw.trim()) return { open: true, keys: [], ...base };
   let list: unknown;
   try {
     list = JSON.parse(raw);
   } catch {
-    throw new Error("API_KEYS is not valid JSON");
+    throw misconfigured("API_KEYS is not valid JSON");
   }
-  if (!Array.isArray(list)) throw new Error("API_KEYS must be a JSON array");
+  if (!Array.isArray(list)) throw misconfigured("API_KEYS must be a JSON array");
   const keys: KeyEntry[] = [];
   for (const [i, k] of list.entries()) {
-    if (typeof k?.key !== "string" || k.key.length < 8) throw new Error(`API_KEYS[${i}].key must be a string of 8+ characters`);
+    if (typeof k !== "object" || k === null) throw misconfigured(`API_KEYS[${i}] must be an object`);
+    const label = typeof k.name === "string" && k.name ? k.name : `key #${i}`;
+    const which = `API_KEYS[${i}] ("${label}")`;
+    if (typeof k.key !== "string") throw misconfigured(`${which}: "key" must be a string`);
+    if (k.key.length < MIN_KEY_LENGTH) {
+      throw misconfigured(`${which}: the key is ${k.key.length} characters; keys must be at least ${MIN_KEY_LENGTH} (e.g. openssl rand -hex 32)`);
+    }
     const access = k.access ?? "read-write";
-    if (access !== "read" && access !== "read-write") throw new Error(`API_KEYS[${i}].access must be "read" or "read-write"`);
+    if (access !== "read" && access !== "read-write") throw misconfigured(`${which}: "access" must be "read" or "read-write"`);
     const instances: string[] = k.instances ?? [""];
     if (!Array.isArray(instances) || instances.some((p) => typeof p !== "string")) {
-      throw new Error(`API_KEYS[${i}].instances must be an array of strings`);
+      throw misconfigured(`${which}: "instances" must be an array of strings`);
     }
+    if (k.admin !== undefined && typeof k.admin !== "boolean") throw misconfigured(`${which}: "admin" must be true or false`);
     keys.push({
       digest: await sha256(k.key),
       principal: {
@@ -63,11 +115,12 @@ export async function parseKeyConfig(raw: string | undefined): Promise<KeyConfig
         tenant: typeof k.tenant === "string" && k.tenant ? k.tenant : "default",
         instances,
         canWrite: access === "read-write",
-        label: typeof k.name === "string" ? k.name : `key #${i}`,
+        label,
+        admin: k.admin === true,
       },
     });
   }
-  return { open: keys.length === 0, keys };
+  return { open: keys.length === 0, keys, ...base };
 }
 
 /** The presented key: `Authorization: Bearer KEY`, or basic auth (the password, else the user). */
@@ -91,15 +144,23 @@ export function presentedKey(authorization: string | null | undefined): string |
   return undefined;
 }
 
-/** Compares the key's SHA-256 with every configured key in constant time. */
-export async function resolvePrincipal(config: KeyConfig, key: string | undefined): Promise<Principal> {
+/**
+ * Compares the key's SHA-256 with every configured key in constant time. Without keys the service
+ * is open; on a public address (PUBLIC_URL, or the request's own URL) it is open for reading only,
+ * unless ALLOW_OPEN=true.
+ */
+export async function resolvePrincipal(config: KeyConfig, key: string | undefined, requestUrl?: string): Promise<Principal> {
   // A lease token is checked first, open server or not: it carries the operation's tenant.
   if (key?.startsWith(TOKEN_PREFIX)) {
     const claims = await verifyToken(kilnEnv(), key);
     if (claims?.kind !== "lease") return ANONYMOUS;
     return { authenticated: true, tenant: claims.tenant, instances: [claims.instanceName], canWrite: true, label: `lease of ${claims.operation}`, lease: claims };
   }
-  if (config.open) return OPEN;
+  if (config.open) {
+    const requestHost = hostOf(requestUrl);
+    const local = config.localPublicUrl && (requestHost === undefined || isLoopbackHost(requestHost));
+    return config.allowOpen || local ? OPEN : OPEN_READ_ONLY;
+  }
   if (!key) return ANONYMOUS;
   const d = await sha256(key);
   let found: Principal | undefined;
@@ -123,7 +184,15 @@ export function authorize(p: Principal, instanceName: string, access: Access): v
   if (!p.instances.some((prefix) => covers(prefix, instanceName))) {
     throw new ConnectError(`API key "${p.label}" may not use instance "${instanceName}"`, Code.PermissionDenied);
   }
-  if (access === "write" && !p.canWrite) {
-    throw new ConnectError(`API key "${p.label}" is read-only`, Code.PermissionDenied);
-  }
+  if (access === "write") authorizeWrite(p);
+}
+
+/** Operator endpoints: an admin key where keys are configured. */
+export function authorizeAdmin(p: Principal): void {
+  authenticate(p);
+  if (!p.admin) throw new ConnectError(`API key "${p.label}" is not an admin key (set "admin": true on it in API_KEYS)`, Code.PermissionDenied);
+}
+
+export function authorizeWrite(p: Principal): void {
+  if (!p.canWrite) throw new ConnectError(p.readOnlyReason ?? `API key "${p.label}" is read-only`, Code.PermissionDenied);
 }

@@ -16,11 +16,15 @@ export function maxBatchTotalSize(): number {
 /** Largest blob a client may inline in an ActionResult (stdout, stderr, output files) in total. */
 export const MAX_INLINE_BYTES = 1024 * 1024;
 
-let keyCache: { raw: string | undefined; config: Promise<KeyConfig> } | undefined;
+let keyCache: { raw: string; config: Promise<KeyConfig> } | undefined;
 
+/** API keys and open-mode settings; a malformed API_KEYS rejects with UNAVAILABLE saying why. */
 export function keyConfig(): Promise<KeyConfig> {
-  const raw = kilnEnv().API_KEYS;
-  if (!keyCache || keyCache.raw !== raw) keyCache = { raw, config: parseKeyConfig(raw) };
+  const e = kilnEnv();
+  const raw = JSON.stringify([e.API_KEYS, e.ALLOW_OPEN, e.PUBLIC_URL]);
+  if (!keyCache || keyCache.raw !== raw) {
+    keyCache = { raw, config: parseKeyConfig(e.API_KEYS, { allowOpen: e.ALLOW_OPEN, publicUrl: e.PUBLIC_URL }) };
+  }
   return keyCache.config;
 }
 

@@ -21,12 +21,21 @@ export interface Env {
   MAX_BATCH_TOTAL_SIZE_BYTES?: string;
   /** Directories one GetTree call reads before answering with a page token (default 5000). */
   MAX_TREE_DIRECTORIES_PER_CALL?: string;
+  /**
+   * Blobs larger than this (default 1 GiB) are uploaded resumably (R2 multipart, SHA-256 state
+   * saved per part); smaller ones in one verified put. At least the 8 MiB part size.
+   */
+  RESUMABLE_UPLOAD_ABOVE_BYTES?: string;
   /** API keys as JSON (see README, "API keys"). Unset or empty: the service runs open. */
   API_KEYS?: string;
   /** Runner credentials as JSON (see README, "Runners"). */
   RUNNER_KEYS?: string;
   /** Signs lease and runner tokens; derived from API_KEYS and RUNNER_KEYS when unset. */
   TOKEN_SECRET?: string;
+  /** "true": without API_KEYS, accept anonymous writes and Execute even on a public address. */
+  ALLOW_OPEN?: string;
+  /** "false": no JSON access-log line per request (on by default). */
+  ACCESS_LOG?: string;
   /** How many RunnerContainer instances the pool may start (deployed). */
   RUNNER_CONTAINERS?: string;
   /** This worker's URL as containers reach it. */

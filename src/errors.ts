@@ -1,35 +1,17 @@
 // One error vocabulary for every surface: services throw ConnectError, surfaces render it.
 import { Code, ConnectError } from "@connectrpc/connect";
 import { create, toJson, type DescMessage, type MessageInitShape, createRegistry } from "@bufbuild/protobuf";
-import {
-  BadRequestSchema,
-  PreconditionFailureSchema,
-  file_google_rpc_error_details,
-} from "./gen/google/rpc/error_details_pb.ts";
+import { file_google_rpc_error_details } from "./gen/google/rpc/error_details_pb.ts";
 import type { StatusSchema } from "./gen/google/rpc/status_pb.ts";
 import { AnySchema, anyPack } from "@bufbuild/protobuf/wkt";
 
 export { Code, ConnectError };
 
-export const invalidArgument = (message: string, field?: string) =>
-  new ConnectError(
-    message,
-    Code.InvalidArgument,
-    undefined,
-    field ? [{ desc: BadRequestSchema, value: { fieldViolations: [{ field, description: message }] } }] : [],
-  );
+export { invalidArgument, missingBlobs } from "./shared/status.ts";
+import { httpStatusOf, statusName } from "./shared/status.ts";
 
 export const notFound = (message: string) => new ConnectError(message, Code.NotFound);
 export const outOfRange = (message: string) => new ConnectError(message, Code.OutOfRange);
-
-/** FAILED_PRECONDITION with one MISSING violation per blob, as Execute and clients expect. */
-export const missingBlobs = (message: string, subjects: string[]) =>
-  new ConnectError(message, Code.FailedPrecondition, undefined, [
-    {
-      desc: PreconditionFailureSchema,
-      value: { violations: subjects.map((subject) => ({ type: "MISSING", subject, description: "blob not in the CAS" })) },
-    },
-  ]);
 
 /** Anything that is not a ConnectError is an internal fault; its text is not leaked. */
 export function asConnectError(e: unknown): ConnectError {
@@ -38,30 +20,9 @@ export function asConnectError(e: unknown): ConnectError {
   return new ConnectError("internal error", Code.Internal);
 }
 
-const httpStatusOf: Record<Code, number> = {
-  [Code.Canceled]: 499,
-  [Code.Unknown]: 500,
-  [Code.InvalidArgument]: 400,
-  [Code.DeadlineExceeded]: 504,
-  [Code.NotFound]: 404,
-  [Code.AlreadyExists]: 409,
-  [Code.PermissionDenied]: 403,
-  [Code.ResourceExhausted]: 429,
-  [Code.FailedPrecondition]: 400,
-  [Code.Aborted]: 409,
-  [Code.OutOfRange]: 400,
-  [Code.Unimplemented]: 501,
-  [Code.Internal]: 500,
-  [Code.Unavailable]: 503,
-  [Code.DataLoss]: 500,
-  [Code.Unauthenticated]: 401,
-};
-
-export const httpStatus = (code: Code) => httpStatusOf[code] ?? 500;
-
-/** The google.rpc.Code enum name, e.g. "INVALID_ARGUMENT", as googleapis JSON errors carry it. */
-export const statusName = (code: Code) =>
-  Code[code].replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase().replace("CANCELED", "CANCELLED");
+// The code tables are shared with the bridge and the runner (src/shared/status.ts).
+export const httpStatus = httpStatusOf;
+export { statusName };
 
 const detailsRegistry = createRegistry(file_google_rpc_error_details);
 

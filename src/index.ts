@@ -8,7 +8,11 @@ import { mountHttpCache } from "./surfaces/http-cache.ts";
 import { mountRest } from "./surfaces/rest.ts";
 import { mountRunners } from "./surfaces/runners.ts";
 import { answerAfterBody } from "./surfaces/request-body.ts";
-import { restErrorResponse, notFound } from "./errors.ts";
+import { asConnectError, restErrorResponse, notFound } from "./errors.ts";
+import { callerOf } from "./caller.ts";
+import { withAccessLog } from "./access-log.ts";
+import { authorizeAdmin } from "./auth.ts";
+import { renderMetrics } from "./metrics.ts";
 
 export { CasIndexDO } from "../durable-objects/cas-index.ts";
 export { OperationDO } from "../durable-objects/operation.ts";
@@ -22,7 +26,25 @@ app.use("*", answerAfterBody);
 
 // First, so preflights are answered and every response (errors included) carries the CORS headers.
 app.use("*", corsMiddleware);
-app.get("/healthz", async (c) => c.json({ ok: true, auth: (await keyConfig()).open ? "open" : "keys" }));
+app.get("/healthz", async (c) => {
+  try {
+    const config = await keyConfig();
+    if (!config.open) return c.json({ ok: true, auth: "keys" });
+    const anonymous = await callerOf(c.req.raw.headers, c.req.url);
+    return c.json(anonymous.canWrite ? { ok: true, auth: "open" } : { ok: true, auth: "open-read-only", reason: anonymous.readOnlyReason });
+  } catch (e) {
+    // A malformed API_KEYS: every call is refused, and the health check says why.
+    return c.json({ ok: false, auth: "invalid", error: asConnectError(e).rawMessage }, 503);
+  }
+});
+app.get("/metrics", async (c) => {
+  try {
+    authorizeAdmin(await callerOf(c.req.raw.headers, c.req.url));
+    return new Response(renderMetrics(), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } });
+  } catch (e) {
+    return restErrorResponse(e);
+  }
+});
 mountRunners(app);
 mountConnect(app);
 mountHttpCache(app);
@@ -31,4 +53,4 @@ mountBlobs(app);
 app.notFound((c) => restErrorResponse(notFound(`no route for ${c.req.method} ${new URL(c.req.url).pathname}`)));
 app.onError((e) => restErrorResponse(e));
 
-export default app;
+export default { fetch: withAccessLog(app.fetch) };

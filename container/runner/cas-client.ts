@@ -1,6 +1,6 @@
 // The CAS as the runner reaches it: the worker's blob HTTP surface (GET .../blobs/{hash}/{size},
 // PUT .../uploads/{uuid}/blobs/{hash}/{size}) and FindMissingBlobs over Connect JSON, each call
-// carrying the caller's authorization. Blobs stream between the network and files; only small
+// carrying the lease token of the action it serves. Blobs stream between the network and files; only small
 // messages (Action, Command, Directory) are read into memory.
 import { randomUUID, createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
@@ -8,15 +8,17 @@ import http from "node:http";
 import https from "node:https";
 import { Transform, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { RunnerError } from "./errors.ts";
-import { blobKey, isEmpty, missingSubject, type BlobDigest } from "./digest.ts";
+import { blobKey, isEmptyBlob, missingSubject, type BlobDigest } from "../../src/shared/digest.ts";
+import { readResourceName, resourcePath, writeResourceName } from "../../src/shared/resource-names.ts";
+import { Code, ConnectError } from "./errors.ts";
 import type { Limiter } from "./limit.ts";
 
 export interface CasTarget {
-  /** The worker's base URL, e.g. http://127.0.0.1:8787 (a path prefix is kept). */
+  /** The worker's base URL, e.g. http://127.0.0.1:8787 (a path prefix is kept): the runner's own --url. */
   casUrl: string;
   instanceName: string;
-  authorization: string | null;
+  /** The lease token of the action, as `Bearer ...`. */
+  authorization: string;
 }
 
 /** A blob to upload: from a file (streamed) or, for small messages such as Trees, from memory. */
@@ -94,9 +96,9 @@ async function failure(res: http.IncomingMessage, what: string): Promise<Error> 
   const message = `${what}: ${await errorText(res)}`;
   const status = res.statusCode ?? 0;
   if (status >= 500) return new TransientError(message);
-  if (status === 401) return new RunnerError("UNAUTHENTICATED", `the CAS refused ${message}`);
-  if (status === 403) return new RunnerError("PERMISSION_DENIED", `the CAS refused ${message}`);
-  return new RunnerError("UNAVAILABLE", `the CAS refused ${message}`);
+  if (status === 401) return new ConnectError(`the CAS refused ${message}`, Code.Unauthenticated);
+  if (status === 403) return new ConnectError(`the CAS refused ${message}`, Code.PermissionDenied);
+  return new ConnectError(`the CAS refused ${message}`, Code.Unavailable);
 }
 
 async function withRetries<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
@@ -105,7 +107,7 @@ async function withRetries<T>(fn: () => Promise<T>, signal?: AbortSignal): Promi
       return await fn();
     } catch (e) {
       if (!(e instanceof TransientError) || signal?.aborted) throw e;
-      if (attempt >= ATTEMPTS) throw new RunnerError("UNAVAILABLE", `CAS unreachable after ${ATTEMPTS} attempts: ${e.message}`);
+      if (attempt >= ATTEMPTS) throw new ConnectError(`CAS unreachable after ${ATTEMPTS} attempts: ${e.message}`, Code.Unavailable);
       await new Promise((r) => setTimeout(r, 250 * 4 ** (attempt - 1)));
     }
   }
@@ -127,21 +129,19 @@ function hasher() {
 
 export class CasClient {
   private readonly base: string;
-  private readonly prefix: string;
 
   constructor(
     private readonly target: CasTarget,
     private readonly limiter: Limiter,
   ) {
     this.base = target.casUrl.replace(/\/+$/, "");
-    this.prefix = target.instanceName ? target.instanceName.split("/").map(encodeURIComponent).join("/") + "/" : "";
   }
 
   private headers(extra?: Record<string, string>): Record<string, string> {
-    return { ...(this.target.authorization ? { authorization: this.target.authorization } : {}), ...extra };
+    return { authorization: this.target.authorization, ...extra };
   }
 
-  private readUrl = (d: BlobDigest) => new URL(`${this.base}/${this.prefix}blobs/${d.hash}/${d.size}`);
+  private readUrl = (d: BlobDigest) => new URL(`${this.base}/${resourcePath(readResourceName(this.target.instanceName, d))}`);
 
   private async get(d: BlobDigest, signal?: AbortSignal): Promise<http.IncomingMessage> {
     const res = await send(this.readUrl(d), { method: "GET", headers: this.headers(), signal });
@@ -155,9 +155,9 @@ export class CasClient {
 
   /** A small blob (a proto message) in memory, checked against its digest. */
   readBytes(d: BlobDigest, signal?: AbortSignal): Promise<Uint8Array> {
-    if (isEmpty(d)) return Promise.resolve(new Uint8Array(0));
+    if (isEmptyBlob(d)) return Promise.resolve(new Uint8Array(0));
     if (d.size > MAX_MESSAGE_BYTES) {
-      return Promise.reject(new RunnerError("INVALID_ARGUMENT", `${missingSubject(d)} is too large for a message (over ${MAX_MESSAGE_BYTES} bytes)`));
+      return Promise.reject(new ConnectError(`${missingSubject(d)} is too large for a message (over ${MAX_MESSAGE_BYTES} bytes)`, Code.InvalidArgument));
     }
     return this.limiter.run(() =>
       withRetries(async () => {
@@ -230,7 +230,7 @@ export class CasClient {
     const d = src.digest;
     return this.limiter.run(() =>
       withRetries(async () => {
-        const url = new URL(`${this.base}/${this.prefix}uploads/${randomUUID()}/blobs/${d.hash}/${d.size}`);
+        const url = new URL(`${this.base}/${resourcePath(writeResourceName(this.target.instanceName, randomUUID(), d))}`);
         const res = await send(url, {
           method: "PUT",
           headers: this.headers({ "content-type": "application/octet-stream", "content-length": String(d.size) }),
@@ -245,7 +245,7 @@ export class CasClient {
   /** Uploads every blob the CAS lacks (empty blobs always exist); returns how many were sent. */
   async uploadMissing(blobs: Iterable<BlobSource>): Promise<number> {
     const unique = new Map<string, BlobSource>();
-    for (const b of blobs) if (!isEmpty(b.digest) && !unique.has(blobKey(b.digest))) unique.set(blobKey(b.digest), b);
+    for (const b of blobs) if (!isEmptyBlob(b.digest) && !unique.has(blobKey(b.digest))) unique.set(blobKey(b.digest), b);
     if (unique.size === 0) return 0;
     const missing = await this.findMissing([...unique.values()].map((b) => b.digest));
     await Promise.all(missing.map((d) => unique.get(blobKey(d))).filter((b) => b !== undefined).map((b) => this.write(b)));

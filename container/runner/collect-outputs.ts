@@ -23,9 +23,11 @@ import {
 } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import type { BlobSource } from "./cas-client.ts";
 import type { CommandPlan } from "./command.ts";
-import { blobKey, digestOfBytes, digestOfFile, toProtoDigest, type BlobDigest } from "./digest.ts";
+import { blobKey, toProtoDigest, type BlobDigest } from "../../src/shared/digest.ts";
+import { digestOfBytes, digestOfFile } from "./hash.ts";
 import { errnoOf } from "./errors.ts";
 import type { Limiter } from "./limit.ts";
+import { resolveInside } from "./stage-inputs.ts";
 
 type ResultFields = Pick<
   MessageInitShape<typeof ActionResultSchema>,
@@ -163,10 +165,18 @@ export async function collectOutputs(cwd: string, plan: CommandPlan, limiter: Li
   const directory = async (p: string, abs: string) => create(OutputDirectorySchema, await trees.output(p, abs));
   const targetOf = (abs: string) => fs.stat(abs).catch(() => null);
 
+  // An output's parents must be real directories: an action that replaced one with a symlink
+  // must not make the runner read (and upload) files from outside its input root.
+  const locate = async (p: string) => {
+    const abs = await resolveInside(cwd, p);
+    if (abs === null) problems.push(`output ${p} lies under a symlink or a file, not a directory; not collected`);
+    return abs;
+  };
   const o = plan.outputs;
   if (o.style === "paths") {
     for (const p of o.paths) {
-      const abs = path.join(cwd, p);
+      const abs = await locate(p);
+      if (abs === null) continue;
       const st = await lstatOrNull(abs);
       if (!st) continue;
       if (st.isSymbolicLink()) fields.outputSymlinks.push(await symlink(p, abs));
@@ -176,7 +186,8 @@ export async function collectOutputs(cwd: string, plan: CommandPlan, limiter: Li
     }
   } else {
     for (const p of o.files) {
-      const abs = path.join(cwd, p);
+      const abs = await locate(p);
+      if (abs === null) continue;
       const st = await lstatOrNull(abs);
       if (!st) continue;
       if (st.isSymbolicLink()) {
@@ -186,7 +197,8 @@ export async function collectOutputs(cwd: string, plan: CommandPlan, limiter: Li
       else problems.push(`output file ${p} is ${st.isDirectory() ? "a directory" : "not a regular file"}`);
     }
     for (const p of o.directories) {
-      const abs = path.join(cwd, p);
+      const abs = await locate(p);
+      if (abs === null) continue;
       const st = await lstatOrNull(abs);
       if (!st) continue;
       if (st.isSymbolicLink()) {

@@ -1,55 +1,27 @@
-// Why an action could not run, as the runner protocol reports it: a google.rpc status name, the
-// HTTP status that carries it, and for FAILED_PRECONDITION the blobs the CAS lacks.
+// Why an action could not run, as the runner reports it: a ConnectError (the shared google.rpc
+// vocabulary of src/shared/status.ts), sent to the worker as the google.rpc.Status of
+// CompleteRequest.error, with PreconditionFailure MISSING violations for absent blobs.
+import { create } from "@bufbuild/protobuf";
+import { anyPack, AnySchema, type Any } from "@bufbuild/protobuf/wkt";
+import { StatusSchema, type Status } from "../../src/gen/google/rpc/status_pb.ts";
+import { Code, ConnectError } from "../../src/shared/status.ts";
 
-export type RunnerStatus =
-  | "INVALID_ARGUMENT"
-  | "FAILED_PRECONDITION"
-  | "NOT_FOUND"
-  | "ALREADY_EXISTS"
-  | "UNAUTHENTICATED"
-  | "PERMISSION_DENIED"
-  | "RESOURCE_EXHAUSTED"
-  | "UNAVAILABLE"
-  | "INTERNAL";
+export { Code, ConnectError };
+export { invalidArgument, missingBlobs, missingSubjects } from "../../src/shared/status.ts";
 
-const httpStatuses: Record<RunnerStatus, number> = {
-  INVALID_ARGUMENT: 400,
-  FAILED_PRECONDITION: 412,
-  NOT_FOUND: 404,
-  ALREADY_EXISTS: 409,
-  UNAUTHENTICATED: 401,
-  PERMISSION_DENIED: 403,
-  // 503 is reserved for "at capacity, try another runner"; CAS trouble is a 502.
-  RESOURCE_EXHAUSTED: 503,
-  UNAVAILABLE: 502,
-  INTERNAL: 500,
-};
-
-export class RunnerError extends Error {
-  constructor(
-    readonly status: RunnerStatus,
-    message: string,
-    /** FAILED_PRECONDITION: `blobs/{hash}/{size}` of each blob the CAS does not have. */
-    readonly missing?: string[],
-  ) {
-    super(message);
-  }
-
-  get httpStatus(): number {
-    return httpStatuses[this.status];
-  }
-
-  toJSON() {
-    return { error: { status: this.status, message: this.message, ...(this.missing ? { missing: this.missing } : {}) } };
-  }
+/** Any thrown value as a ConnectError (unknown failures are INTERNAL). */
+export function asConnectError(e: unknown): ConnectError {
+  if (e instanceof ConnectError) return e;
+  return new ConnectError(e instanceof Error ? e.message : String(e), Code.Internal);
 }
 
-export const invalidArgument = (message: string) => new RunnerError("INVALID_ARGUMENT", message);
-
-/** Any thrown value as a RunnerError (unknown failures are INTERNAL). */
-export function asRunnerError(e: unknown): RunnerError {
-  if (e instanceof RunnerError) return e;
-  return new RunnerError("INTERNAL", e instanceof Error ? e.message : String(e));
+/** The error as the google.rpc.Status the worker receives, details packed as Any. */
+export function toStatus(e: unknown): Status {
+  const err = asConnectError(e);
+  const details: Any[] = err.details.map((d) =>
+    "desc" in d ? anyPack(d.desc, create(d.desc, d.value)) : create(AnySchema, { typeUrl: `type.googleapis.com/${d.type}`, value: d.value }),
+  );
+  return create(StatusSchema, { code: err.code, message: err.rawMessage, details });
 }
 
 /** The errno code of a Node system error, if it is one. */

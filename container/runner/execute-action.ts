@@ -1,53 +1,70 @@
-// One action from start to finish: fetch the Action, Command and input tree, stage the inputs,
-// run the command, upload stdout, stderr and the outputs, and assemble the ActionResult with its
-// ExecutedActionMetadata. Refusals (bad action, missing blobs) are thrown as RunnerErrors.
-import { create, fromBinary, type DescMessage, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
-import { durationFromMs, timestampFromMs, TimestampSchema, type Timestamp } from "@bufbuild/protobuf/wkt";
+// One assigned action from start to finish, in named phases: fetch the input tree and stage it
+// (the Action and Command come with the assignment), run the command in the sandbox, upload
+// stdout, stderr and the outputs, and assemble the ExecuteResponse with its ExecutedActionMetadata.
+// An action that cannot run (malformed tree, missing blobs, too large) is thrown as a ConnectError,
+// which the runner sends as CompleteRequest.error.
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { durationFromMs, TimestampSchema, type Timestamp } from "@bufbuild/protobuf/wkt";
 import {
   ActionResultSchema,
-  ActionSchema,
-  CommandSchema,
   ExecutedActionMetadataSchema,
-  type ActionResult,
+  ExecuteResponseSchema,
+  type Action,
+  type Command,
+  type ExecuteResponse,
 } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
-import { BlobNotFoundError, CasClient, type BlobSource, type CasTarget } from "./cas-client.ts";
+import { Phase } from "../../src/gen/kiln/runner/v1/runner_pb.ts";
+import { parseDigest, toProtoDigest } from "../../src/shared/digest.ts";
+import { parseInstanceName } from "../../src/shared/resource-names.ts";
+import { CasClient, type BlobSource } from "./cas-client.ts";
 import { collectOutputs, type CollectedOutputs } from "./collect-outputs.ts";
 import { planCommand, type CommandPlan } from "./command.ts";
-import { blobKey, digestOfFile, missingSubject, parseDigest, toProtoDigest, type BlobDigest } from "./digest.ts";
-import { invalidArgument, RunnerError } from "./errors.ts";
+import { Code } from "./errors.ts";
 import type { FileCache } from "./file-cache.ts";
+import { digestOfFile } from "./hash.ts";
 import { Limiter } from "./limit.ts";
 import { runCommand } from "./run-command.ts";
-import { fetchInputTree, prepareWorkingDirectory, stageInputs } from "./stage-inputs.ts";
+import { NETWORK_PROPERTY, type Sandbox } from "./sandbox.ts";
+import { checkInputSize, fetchInputTree, prepareWorkingDirectory, stageInputs, type InputLimits } from "./stage-inputs.ts";
 import { createWorkspace, removeWorkspace, type Workspace } from "./workspace.ts";
 
-export interface ActionRequest {
-  cas: CasTarget;
-  actionDigest: BlobDigest;
+/** One assignment, as executeAction needs it. */
+export interface Job {
+  instanceName: string;
+  action: Action;
+  command: Command;
   timeoutMs: number;
-  /** When the operation was queued (epoch ms), if the scheduler says; else when the runner got it. */
-  queuedAtMs?: number;
+  queuedTime?: Timestamp;
+  /** The lease token: the CAS accepts it for this action's instance only. */
+  token: string;
+  /** Which of the runner's slots runs it (picks the uid when the runner is root). */
+  slot: number;
 }
 
 export interface RunnerContext {
   /** ExecutedActionMetadata.worker: `{hostname}/{runner id}`. */
   worker: string;
+  /** The worker's base URL (the CAS is always the runner's own --url, never one from a message). */
+  url: string;
   workDir: string;
   killGraceMs: number;
   cache: FileCache;
   /** CAS requests in flight, across all actions. */
   transfers: Limiter;
-  /** Work directories are removed in the background; the server waits for them on close. */
+  sandbox: Sandbox;
+  limits: InputLimits;
+  /** Work directories are removed in the background; the runner waits for them on close. */
   background: (p: Promise<unknown>) => void;
 }
 
-export type ActionStatus = "OK" | "DEADLINE_EXCEEDED" | "CANCELLED" | "FAILED_PRECONDITION";
-
-export interface ActionOutcome {
-  result: ActionResult;
-  status: ActionStatus;
-  message?: string;
+export interface JobHooks {
+  phase(phase: Phase): void;
+  /** The command is about to start writing these files: stream them live until `finish`. */
+  liveOutput?(stdoutPath: string, stderrPath: string): { finish(): Promise<void> };
 }
+
+/** How long the result waits for the live output's last appends once the outputs are uploaded. */
+const LIVE_TAIL_GRACE_MS = 5000;
 
 /** Files hashed at once per action when collecting outputs. */
 const HASH_CONCURRENCY = 8;
@@ -58,83 +75,72 @@ function now(): Timestamp {
   return create(TimestampSchema, { seconds: BigInt(Math.floor(ms / 1000)), nanos: Math.floor((ms % 1000) * 1e6) });
 }
 
-async function readMessage<D extends DescMessage>(cas: CasClient, schema: D, d: BlobDigest, signal: AbortSignal): Promise<MessageShape<D>> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await cas.readBytes(d, signal);
-  } catch (e) {
-    if (e instanceof BlobNotFoundError) {
-      throw new RunnerError("FAILED_PRECONDITION", `the ${schema.name} ${blobKey(d)} is not in the CAS`, [missingSubject(d)]);
-    }
-    throw e;
-  }
-  try {
-    return fromBinary(schema, bytes);
-  } catch {
-    throw invalidArgument(`blob ${blobKey(d)} is not a ${schema.typeName} message`);
-  }
+/** Whether the action's platform (Command's, else Action's) asks for the network. */
+function wantsNetwork(job: Job): boolean {
+  const props = (job.command.platform ?? job.action.platform)?.properties ?? [];
+  return props.some((p) => p.name === NETWORK_PROPERTY && p.value === "on");
 }
 
-/** Both results, or one error: missing blobs of both merged, so the client can upload them at once. */
-async function both<A, B>(a: Promise<A>, b: Promise<B>): Promise<[A, B]> {
-  const [ra, rb] = await Promise.allSettled([a, b]);
-  if (ra.status === "fulfilled" && rb.status === "fulfilled") return [ra.value, rb.value];
-  const errors = [ra, rb].filter((r) => r.status === "rejected").map((r) => (r as PromiseRejectedResult).reason);
-  const isMissing = (e: unknown): e is RunnerError => e instanceof RunnerError && e.missing !== undefined;
-  const other = errors.find((e) => !isMissing(e));
-  if (other !== undefined || errors.length === 1) throw other ?? errors[0];
-  const missing = errors.flatMap((e) => (e as RunnerError).missing!);
-  throw new RunnerError("FAILED_PRECONDITION", `${missing.length} blob(s) the action needs are not in the CAS`, missing);
-}
-
-export async function executeAction(ctx: RunnerContext, req: ActionRequest, signal: AbortSignal): Promise<ActionOutcome> {
+export async function executeAction(ctx: RunnerContext, job: Job, signal: AbortSignal, hooks: JobHooks): Promise<ExecuteResponse> {
   const started = now();
   const metadata = create(ExecutedActionMetadataSchema, {
     worker: ctx.worker,
-    queuedTimestamp: req.queuedAtMs ? timestampFromMs(req.queuedAtMs) : started,
+    queuedTimestamp: job.queuedTime ?? started,
     workerStartTimestamp: started,
   });
-  const cas = new CasClient(req.cas, ctx.transfers);
+  const cas = new CasClient(
+    { casUrl: ctx.url, instanceName: parseInstanceName(job.instanceName), authorization: `Bearer ${job.token}` },
+    ctx.transfers,
+  );
+  const owner = ctx.sandbox.identity(job.slot);
   const ws: Workspace = await createWorkspace(ctx.workDir);
-  const finish = (fields: MessageInitShape<typeof ActionResultSchema>, status: ActionStatus, message?: string): ActionOutcome => {
+  const finish = (fields: MessageInitShape<typeof ActionResultSchema>, code: Code | 0, message = ""): ExecuteResponse => {
     metadata.workerCompletedTimestamp = now();
-    return { result: create(ActionResultSchema, { ...fields, executionMetadata: metadata }), status, message };
+    const result = create(ActionResultSchema, { ...fields, executionMetadata: metadata });
+    return create(ExecuteResponseSchema, { result, status: { code, message }, message });
   };
   try {
     // Inputs.
+    hooks.phase(Phase.FETCHING_INPUTS);
     metadata.inputFetchStartTimestamp = now();
     let staged: { plan: CommandPlan; cwd: string };
     try {
-      const action = await readMessage(cas, ActionSchema, req.actionDigest, signal);
-      const commandDigest = parseDigest(action.commandDigest, "action.command_digest");
-      const inputRoot = parseDigest(action.inputRootDigest, "action.input_root_digest");
-      const [command, tree] = await both(readMessage(cas, CommandSchema, commandDigest, signal), fetchInputTree(cas, inputRoot, signal));
-      const plan = planCommand(command);
-      await stageInputs(tree, inputRoot, ws.inputRoot, cas, ctx.cache, signal);
-      staged = { plan, cwd: await prepareWorkingDirectory(ws.inputRoot, plan) };
+      const plan = planCommand(job.command);
+      const inputRoot = parseDigest(job.action.inputRootDigest, "action.input_root_digest");
+      const tree = await fetchInputTree(cas, inputRoot, ctx.limits, signal);
+      checkInputSize(tree, inputRoot, ctx.limits);
+      await stageInputs(tree, inputRoot, ws.inputRoot, cas, ctx.cache, owner, signal);
+      staged = { plan, cwd: await prepareWorkingDirectory(ws.inputRoot, plan, owner) };
     } catch (e) {
-      if (signal.aborted) return finish({}, "CANCELLED", "cancelled while fetching inputs");
+      if (signal.aborted) return finish({}, Code.Canceled, "cancelled while fetching inputs");
       throw e;
     }
     metadata.inputFetchCompletedTimestamp = now();
 
     // Execution.
+    hooks.phase(Phase.RUNNING);
     metadata.executionStartTimestamp = now();
+    const live = hooks.liveOutput?.(ws.stdoutPath, ws.stderrPath);
+    const network = wantsNetwork(job);
     const run = await runCommand({
       argv: staged.plan.argv,
       env: staged.plan.env,
       cwd: staged.cwd,
       stdoutPath: ws.stdoutPath,
       stderrPath: ws.stderrPath,
-      timeoutMs: req.timeoutMs,
+      timeoutMs: job.timeoutMs,
       killGraceMs: ctx.killGraceMs,
       signal,
+      launch: (program, argv) => ctx.sandbox.plan(program, argv, { inputRoot: ws.inputRoot, cwd: staged.cwd, network }),
+      identity: owner,
     });
     metadata.executionCompletedTimestamp = now();
     metadata.virtualExecutionDuration = durationFromMs(Math.round(run.completedAt - run.startedAt));
 
     // Outputs: none from an action that did not finish, but its stdout and stderr so far.
+    hooks.phase(Phase.UPLOADING_OUTPUTS);
     metadata.outputUploadStartTimestamp = now();
+    const liveDone = live?.finish();
     const blobs: BlobSource[] = [];
     const log = async (p: string) => {
       const digest = await digestOfFile(p);
@@ -149,13 +155,15 @@ export async function executeAction(ctx: RunnerContext, req: ActionRequest, sign
       blobs.push(...outputs.blobs);
     }
     await cas.uploadMissing(blobs);
+    // The live view is best effort: a slow worker may delay the result a little, not for long.
+    if (liveDone) await Promise.race([liveDone, new Promise((r) => setTimeout(r, LIVE_TAIL_GRACE_MS).unref())]);
     metadata.outputUploadCompletedTimestamp = now();
 
     const fields = { ...outputs?.fields, exitCode: run.exitCode, stdoutDigest, stderrDigest };
-    if (run.cancelled || signal.aborted) return finish(fields, "CANCELLED", "the action was cancelled");
-    if (run.timedOut) return finish(fields, "DEADLINE_EXCEEDED", `the action exceeded its timeout of ${req.timeoutMs / 1000} s`);
-    if (outputs?.problems.length) return finish(fields, "FAILED_PRECONDITION", outputs.problems.join("; "));
-    return finish(fields, "OK");
+    if (run.cancelled || signal.aborted) return finish(fields, Code.Canceled, "the action was cancelled");
+    if (run.timedOut) return finish(fields, Code.DeadlineExceeded, `the action exceeded its timeout of ${job.timeoutMs / 1000} s`);
+    if (outputs?.problems.length) return finish(fields, Code.FailedPrecondition, outputs.problems.join("; "));
+    return finish(fields, 0);
   } finally {
     ctx.background(removeWorkspace(ws));
   }

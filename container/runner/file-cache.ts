@@ -1,17 +1,34 @@
 // Input files by digest on local disk, shared by all actions of this runner: each file is fetched
-// once, kept read-only, and hardlinked into work directories (copied where a link cannot be made,
-// e.g. across devices). Beyond the size bound the least recently used files are evicted; a work
-// directory's link keeps its own copy of the inode alive.
+// once and kept read-only. How a file reaches a work directory depends on who can write it:
+// - "link" (the runner is root, actions run as other uids, see sandbox.ts): a hardlink of the
+//   root-owned 0444/0555 file; the action can neither write nor chmod it, so sharing the inode is
+//   safe and staging costs no copy.
+// - "copy" (actions run as the runner's uid): a copy (a reflink where the filesystem can, else a
+//   full copy). Checking the hash on reuse instead would not do: with a shared inode, an action
+//   could rewrite the file while another action is running with it.
+// - `verify` (no root and no bwrap, so the action can reach the cache itself by its path): each
+//   reuse also re-hashes the cached file, and a changed one is fetched again.
+// Beyond the size bound the least recently used files are evicted; a work directory's link keeps
+// its own copy of the inode alive.
 import { randomBytes } from "node:crypto";
+import { constants as fsConstants } from "node:fs";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { errnoOf } from "./errors.ts";
-import type { BlobDigest } from "./digest.ts";
+import { blobKey, type BlobDigest } from "../../src/shared/digest.ts";
+import { digestOfFile } from "./hash.ts";
 
 /** Puts the blob's bytes into a new file at the given path (and checks them). */
 export type Fetcher = (d: BlobDigest, dest: string) => Promise<void>;
 
 const modeOf = (executable: boolean) => (executable ? 0o555 : 0o444);
+
+/** A private copy: a reflink where the filesystem can (instant, no extra space), else the bytes. */
+async function copy(src: string, dest: string, executable: boolean): Promise<void> {
+  await fs.copyFile(src, dest, fsConstants.COPYFILE_FICLONE | fsConstants.COPYFILE_EXCL);
+  await fs.chmod(dest, modeOf(executable));
+}
+
 /** Temp files older than this were left by a process that died; removed at start. */
 const STALE_TMP_MS = 3600_000;
 
@@ -27,6 +44,7 @@ export class FileCache {
   constructor(
     dir: string,
     private readonly maxBytes: number,
+    private readonly staging: { mode: "link" | "copy"; verify: boolean },
   ) {
     this.blobs = path.join(dir, "blobs");
     this.tmp = path.join(dir, "tmp");
@@ -40,6 +58,8 @@ export class FileCache {
   async init(): Promise<void> {
     await fs.mkdir(this.blobs, { recursive: true });
     await fs.mkdir(this.tmp, { recursive: true });
+    // Only the runner goes in here (actions get links or copies of the files).
+    await fs.chmod(path.dirname(this.blobs), 0o700);
     const now = Date.now();
     for (const name of await fs.readdir(this.tmp)) {
       const p = path.join(this.tmp, name);
@@ -64,7 +84,8 @@ export class FileCache {
       for (let attempt = 0; ; attempt++) {
         const src = await this.ensure(name, d, executable, fetch);
         try {
-          await fs.link(src, dest);
+          if (this.staging.mode === "copy") await copy(src, dest, executable);
+          else await fs.link(src, dest);
           return;
         } catch (e) {
           const code = errnoOf(e);
@@ -74,8 +95,7 @@ export class FileCache {
             continue;
           }
           if (code !== "EXDEV" && code !== "EMLINK" && code !== "EPERM") throw e;
-          await fs.copyFile(src, dest);
-          await fs.chmod(dest, modeOf(executable));
+          await copy(src, dest, executable);
           return;
         }
       }
@@ -98,7 +118,12 @@ export class FileCache {
       if (this.entries.has(name)) {
         // An action may have chmod-ed or truncated its hardlink (the same inode): check cheaply.
         const st = await fs.stat(file).catch(() => null);
-        if (st && st.size === d.size && (st.mode & 0o777) === modeOf(executable)) {
+        const intact =
+          st !== null &&
+          st.size === d.size &&
+          (st.mode & 0o777) === modeOf(executable) &&
+          (!this.staging.verify || blobKey(await digestOfFile(file).catch(() => ({ hash: "", size: -1 }))) === blobKey(d));
+        if (intact) {
           this.touch(name);
           return file;
         }

@@ -6,6 +6,7 @@ import { constants as fsConstants } from "node:fs";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import type { Identity, SpawnPlan } from "./sandbox.ts";
 
 export interface RunSpec {
   argv: string[];
@@ -17,6 +18,10 @@ export interface RunSpec {
   killGraceMs: number;
   /** Aborting kills the process group (cancellation). */
   signal?: AbortSignal;
+  /** The process that runs `program argv[1..]` (directly, or inside the sandbox). */
+  launch: (program: string, argv: string[]) => SpawnPlan;
+  /** Run as this uid/gid (the runner is root). */
+  identity?: Identity;
 }
 
 export interface RunResult {
@@ -82,8 +87,10 @@ export async function runCommand(spec: RunSpec): Promise<RunResult> {
     const program = await resolveProgram(spec.argv[0]!, spec.cwd, spec.env.PATH);
     if (!program) return await failToStart(127, `${spec.argv[0]}: command not found`);
 
-    const child = spawn(program, spec.argv.slice(1), {
-      argv0: spec.argv[0],
+    const launch = spec.launch(program, spec.argv);
+    const child = spawn(launch.file, launch.args, {
+      ...(launch.argv0 !== undefined ? { argv0: launch.argv0 } : {}),
+      ...spec.identity,
       cwd: spec.cwd,
       env: spec.env,
       stdio: ["ignore", stdout.fd, stderr.fd],

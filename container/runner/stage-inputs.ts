@@ -1,19 +1,30 @@
-// The input root on disk: fetch the Directory tree from the CAS, then lay it out in the work
-// directory (directories, files with their executable bit from the file cache, symlinks), and
-// create the parent directories of the outputs.
+// The input root on disk: fetch the Directory tree from the CAS, check it against the runner's
+// bounds (before anything is staged), lay it out in the work directory (directories, files from
+// the file cache, symlinks last), and create the parent directories of the outputs. Nothing here
+// follows a symlink: input symlinks are created after every file and directory (so no staging
+// write goes through one), and the working directory and output parents must be real directories
+// inside the input root.
 import { fromBinary } from "@bufbuild/protobuf";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { DirectorySchema, type Directory } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { blobKey, isEmptyBlob, missingSubject, parseDigest, type BlobDigest } from "../../src/shared/digest.ts";
 import { BlobNotFoundError, type CasClient } from "./cas-client.ts";
 import type { CommandPlan } from "./command.ts";
-import { blobKey, isEmpty, missingSubject, parseDigest, type BlobDigest } from "./digest.ts";
-import { errnoOf, invalidArgument, RunnerError } from "./errors.ts";
+import { Code, ConnectError, errnoOf, invalidArgument, missingBlobs } from "./errors.ts";
 import type { FileCache } from "./file-cache.ts";
 import { forEachLimit } from "./limit.ts";
+import type { Identity } from "./sandbox.ts";
 
 /** Local file operations in flight per action (network transfers are bounded by the CAS limiter). */
 const STAGE_CONCURRENCY = 64;
+
+export interface InputLimits {
+  /** Files, directories and symlinks staged, counting every occurrence of a repeated subtree. */
+  maxEntries: number;
+  /** Bytes of the files staged, counted the same way. */
+  maxBytes: number;
+}
 
 function checkName(name: string, where: string) {
   if (!name || name === "." || name === ".." || name.includes("/") || name.includes("\0")) {
@@ -33,8 +44,11 @@ function checkDirectory(dir: Directory, where: string) {
   }
 }
 
+const tooLarge = (what: string, limit: number) =>
+  new ConnectError(`the input tree has more ${what} than this runner stages (at most ${limit})`, Code.ResourceExhausted);
+
 /** Every Directory of the tree under `root`, by blobKey; FAILED_PRECONDITION lists any that are missing. */
-export async function fetchInputTree(cas: CasClient, root: BlobDigest, signal?: AbortSignal): Promise<Map<string, Directory>> {
+export async function fetchInputTree(cas: CasClient, root: BlobDigest, limits: InputLimits, signal?: AbortSignal): Promise<Map<string, Directory>> {
   const tree = new Map<string, Directory>();
   const missing: BlobDigest[] = [];
   const seen = new Set([blobKey(root)]);
@@ -64,27 +78,64 @@ export async function fetchInputTree(cas: CasClient, root: BlobDigest, signal?: 
         }
       }),
     );
+    // Distinct directories are bounded too: a wide tree is refused before all of it is fetched.
+    if (seen.size > limits.maxEntries) throw tooLarge("entries", limits.maxEntries);
     level = next;
   }
-  if (missing.length > 0) {
-    throw new RunnerError("FAILED_PRECONDITION", `${missing.length} input Directory blob(s) are not in the CAS`, missing.map(missingSubject));
-  }
+  if (missing.length > 0) throw missingBlobs(`${missing.length} input Directory blob(s) are not in the CAS`, missing.map(missingSubject));
   return tree;
 }
 
-/** Lays the tree out under `dest` (which must exist); FAILED_PRECONDITION lists missing files. */
+/**
+ * What staging the tree would create, counting repeated subtrees each time they occur (a few
+ * kilobytes of Directory messages can name billions of files), computed once per distinct
+ * directory; throws RESOURCE_EXHAUSTED beyond the limits.
+ */
+export function checkInputSize(tree: Map<string, Directory>, root: BlobDigest, limits: InputLimits): { entries: number; bytes: number } {
+  const memo = new Map<string, { entries: number; bytes: number }>();
+  const measure = (key: string): { entries: number; bytes: number } => {
+    const known = memo.get(key);
+    if (known) return known;
+    const dir = tree.get(key)!;
+    let entries = dir.files.length + dir.directories.length + dir.symlinks.length;
+    let bytes = 0;
+    for (const f of dir.files) bytes += Number(f.digest?.sizeBytes ?? 0n);
+    for (const c of dir.directories) {
+      const sub = measure(blobKey(parseDigest(c.digest, `input directory ${c.name}`)));
+      entries += sub.entries;
+      bytes += sub.bytes;
+    }
+    // Saturates instead of overflowing: anything past the limit is refused anyway.
+    const size = { entries: Math.min(entries, Number.MAX_SAFE_INTEGER), bytes: Math.min(bytes, Number.MAX_SAFE_INTEGER) };
+    memo.set(key, size);
+    return size;
+  };
+  const size = measure(blobKey(root));
+  if (size.entries > limits.maxEntries) throw tooLarge("entries", limits.maxEntries);
+  if (size.bytes > limits.maxBytes) throw tooLarge("bytes", limits.maxBytes);
+  return size;
+}
+
+/**
+ * Lays the tree out under `dest` (which must exist); FAILED_PRECONDITION lists missing files.
+ * Directories belong to `owner` (the action's uid) so the action can write its outputs there;
+ * files are the cache's (see file-cache.ts). Stops at the first check after `signal` aborts.
+ */
 export async function stageInputs(
   tree: Map<string, Directory>,
   root: BlobDigest,
   dest: string,
   cas: CasClient,
   cache: FileCache,
+  owner: Identity | undefined,
   signal?: AbortSignal,
 ): Promise<void> {
   const files: { digest: BlobDigest; executable: boolean; path: string }[] = [];
   const symlinks: { target: string; path: string }[] = [];
+  const dirs = [dest];
   const stack = [{ digest: root, abs: dest }];
   while (stack.length > 0) {
+    signal?.throwIfAborted();
     const { digest, abs } = stack.pop()!;
     const dir = tree.get(blobKey(digest))!;
     for (const f of dir.files) {
@@ -94,6 +145,7 @@ export async function stageInputs(
     for (const c of dir.directories) {
       const child = path.join(abs, c.name);
       await fs.mkdir(child);
+      dirs.push(child);
       stack.push({ digest: parseDigest(c.digest, `input directory ${c.name}`), abs: child });
     }
   }
@@ -101,7 +153,7 @@ export async function stageInputs(
   const missing = new Map<string, BlobDigest>();
   await forEachLimit(files, STAGE_CONCURRENCY, async (f) => {
     signal?.throwIfAborted();
-    if (isEmpty(f.digest)) {
+    if (isEmptyBlob(f.digest)) {
       await fs.writeFile(f.path, "", { flag: "wx" });
       await fs.chmod(f.path, f.executable ? 0o555 : 0o444);
       return;
@@ -113,29 +165,57 @@ export async function stageInputs(
       else throw e;
     }
   });
-  if (missing.size > 0) {
-    throw new RunnerError("FAILED_PRECONDITION", `${missing.size} input file blob(s) are not in the CAS`, [...missing.values()].map(missingSubject));
-  }
+  if (missing.size > 0) throw missingBlobs(`${missing.size} input file blob(s) are not in the CAS`, [...missing.values()].map(missingSubject));
+  signal?.throwIfAborted();
   for (const s of symlinks) await fs.symlink(s.target, s.path);
+  if (owner) await forEachLimit(dirs, STAGE_CONCURRENCY, (d) => fs.lchown(d, owner.uid, owner.gid));
+  // The input root is the action's alone: other uids cannot even look in.
+  await fs.chmod(dest, 0o700);
 }
 
 /**
- * Checks the working directory exists and creates the directories leading up to each output
- * (for output_directories, not the directory itself). Returns the working directory's path.
+ * `rel` (relative, checked by command.ts) under `root` as an absolute path, if every component
+ * before the last is a real directory, not a symlink; with `create`, missing ones are made (and
+ * given to `owner`). null when a component is a symlink or not a directory; a missing component
+ * (without `create`) ends the walk: nothing can be below it.
  */
-export async function prepareWorkingDirectory(inputRoot: string, plan: CommandPlan): Promise<string> {
-  const cwd = path.join(inputRoot, plan.workingDirectory);
-  const st = await fs.stat(cwd).catch(() => null);
-  if (!st?.isDirectory()) throw invalidArgument(`working_directory ${JSON.stringify(plan.workingDirectory)} is not a directory of the input root`);
-  const parents = new Set<string>();
-  const o = plan.outputs;
-  for (const p of o.style === "paths" ? o.paths : [...o.files, ...o.directories]) if (p) parents.add(path.dirname(path.join(cwd, p)));
-  for (const dir of parents) {
-    try {
-      await fs.mkdir(dir, { recursive: true });
-    } catch (e) {
-      throw invalidArgument(`cannot create the parent directory of an output (${path.relative(cwd, dir)}): ${errnoOf(e) ?? e}`);
+export async function resolveInside(root: string, rel: string, o: { create?: boolean; owner?: Identity; includeLast?: boolean } = {}): Promise<string | null> {
+  const segs = rel === "" ? [] : rel.split("/");
+  const walk = o.includeLast ? segs : segs.slice(0, -1);
+  let at = root;
+  for (const seg of walk) {
+    at = path.join(at, seg);
+    let st = await fs.lstat(at).catch((e: unknown) => {
+      if (errnoOf(e) === "ENOENT") return null;
+      throw e;
+    });
+    // Nothing there: nothing below it either (the caller's lstat will say so).
+    if (!st && !o.create) return path.join(root, ...segs);
+    if (!st) {
+      await fs.mkdir(at);
+      if (o.owner) await fs.lchown(at, o.owner.uid, o.owner.gid);
+      st = await fs.lstat(at);
     }
+    if (!st?.isDirectory()) return null;
+  }
+  return path.join(root, ...segs);
+}
+
+/**
+ * Checks the working directory is a real directory of the input root and creates the directories
+ * leading up to each output (for output_directories, not the directory itself). Returns the
+ * working directory's path.
+ */
+export async function prepareWorkingDirectory(inputRoot: string, plan: CommandPlan, owner: Identity | undefined): Promise<string> {
+  const cwd = await resolveInside(inputRoot, plan.workingDirectory, { includeLast: true });
+  if (!cwd || !(await fs.lstat(cwd).catch(() => null))?.isDirectory()) throw invalidArgument(`working_directory ${JSON.stringify(plan.workingDirectory)} is not a directory of the input root`);
+  const o = plan.outputs;
+  for (const p of o.style === "paths" ? o.paths : [...o.files, ...o.directories]) {
+    if (!p) continue;
+    const ok = await resolveInside(cwd, p, { create: true, owner }).catch((e: unknown) => {
+      throw invalidArgument(`cannot create the parent directory of output ${JSON.stringify(p)}: ${errnoOf(e) ?? e}`);
+    });
+    if (!ok) throw invalidArgument(`the parent of output ${JSON.stringify(p)} is an input symlink or file, not a directory`);
   }
   return cwd;
 }

@@ -1,5 +1,6 @@
 // An action's private directory: the input root (where the command runs) and, beside it so that
-// no output path can reach them, the stdout and stderr files.
+// no output path can reach them, the stdout and stderr files (opened by the runner and handed to
+// the action as descriptors, so the action's uid needs no access to them).
 import fs from "node:fs/promises";
 import path from "node:path";
 
@@ -13,6 +14,8 @@ export interface Workspace {
 export async function createWorkspace(base: string): Promise<Workspace> {
   await fs.mkdir(base, { recursive: true });
   const dir = await fs.mkdtemp(path.join(base, "action-"));
+  // Traversable, not listable: an action running as another uid reaches its own input root only.
+  await fs.chmod(dir, 0o711);
   const inputRoot = path.join(dir, "root");
   await fs.mkdir(inputRoot);
   return { dir, inputRoot, stdoutPath: path.join(dir, "stdout"), stderrPath: path.join(dir, "stderr") };

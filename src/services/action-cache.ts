@@ -128,10 +128,8 @@ export interface ActionKeyOptions {
   sizeKnown: boolean;
 }
 
-const actionKeyOf = (req: { actionDigest?: Digest }, opts: ActionKeyOptions): ActionKey => {
-  const d = opts.sizeKnown ? parseDigest(req.actionDigest, "action_digest") : { hash: parseHash(req.actionDigest?.hash ?? "", "action_digest.hash") };
-  return d;
-};
+const actionKeyOf = (req: { actionDigest?: Digest }, opts: ActionKeyOptions): ActionKey =>
+  opts.sizeKnown ? parseDigest(req.actionDigest, "action_digest") : { hash: parseHash(req.actionDigest?.hash ?? "", "action_digest.hash") };
 
 export async function getActionResult(
   ctx: HandlerContext,
@@ -163,7 +161,7 @@ export async function updateActionResult(
   }
   // Without a size on the wire, the Action blob's own size (clients upload it first) keys the entry.
   const size = action.size ?? (await s.store.sizeOf(action.hash)) ?? undefined;
-  await putActionResult(s.env.CAS, acKey(s, action.hash), result, size);
+  await putActionResult(s.env.CAS, acKey(s, action.hash), result, size, `UpdateActionResult with API key "${s.principal.label}"`);
   return create(ActionResultSchema, result);
 }
 

@@ -5,7 +5,7 @@ import { invalidArgument, notFound } from "../errors.ts";
 import { drain } from "../storage/drain.ts";
 import type { BlobRead } from "../storage/blob-store.ts";
 import { parseHash, type BlobDigest } from "../storage/digest.ts";
-import { uploadBlob, type WriteChunk } from "../storage/upload.ts";
+import { resumableAbove, uploadBlob, type WriteChunk } from "../storage/upload.ts";
 import { scopeFor } from "./scope.ts";
 
 export interface ByteRange {
@@ -37,28 +37,28 @@ export async function blobSize(ctx: HandlerContext, instanceName: string, hash: 
   return s.store.sizeOf(parseHash(hash));
 }
 
+export interface BlobBody {
+  stream: ReadableStream<Uint8Array>;
+  /** The stream is known to carry exactly the digest's size (Content-Length). */
+  sized: boolean;
+}
+
 /**
- * Stores an HTTP body as a blob. With an upload id (a ByteStream upload name) large blobs go
- * through the resumable path, so a dropped PUT can be resumed with ByteStream.Write at
- * QueryWriteStatus's committed_size; without one (the Bazel HTTP cache) it is one verified put.
+ * Stores an HTTP body as a blob, in one verified put; with an upload id (a ByteStream upload
+ * name), a blob too large for one put goes through the resumable path, so a dropped PUT can be
+ * resumed with ByteStream.Write at QueryWriteStatus's committed_size.
  */
-export async function writeBlob(
-  ctx: HandlerContext,
-  instanceName: string,
-  d: BlobDigest,
-  body: ReadableStream<Uint8Array>,
-  uploadId?: string,
-): Promise<void> {
+export async function writeBlob(ctx: HandlerContext, instanceName: string, d: BlobDigest, body: BlobBody, uploadId?: string): Promise<void> {
   const s = await scopeFor(ctx, instanceName, "write");
   if (await s.store.index.has(d)) {
     // Early completion, but over HTTP the answer waits for the whole body (answering while the
     // client still sends breaks its connection): read it to the end without storing or hashing it.
-    const sent = await drain(body);
+    const sent = await drain(body.stream);
     if (sent !== d.size) throw invalidArgument(`blob ${d.hash}/${d.size}: ${sent} bytes where the digest declares ${d.size}`);
     return;
   }
-  if (uploadId) await uploadBlob(s.store, uploadId, d, 0, bodyChunks(body));
-  else await s.store.write(d, body);
+  if (uploadId && d.size > resumableAbove(s.env)) await uploadBlob(s.store, uploadId, d, 0, bodyChunks(body.stream));
+  else await s.store.write(d, body.stream, { sized: body.sized });
 }
 
 async function* bodyChunks(body: ReadableStream<Uint8Array>): AsyncGenerator<WriteChunk> {

@@ -3,7 +3,7 @@ import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { ContentAddressableStorage, Compressor_Value, type Directory } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { maxBatchTotalSize } from "../config.ts";
 import { invalidArgument, rpcStatusOf } from "../errors.ts";
-import { checkDigestFunction, parseDigest, toProtoDigest, blobKey } from "../storage/digest.ts";
+import { checkDigestFunction, parseDigest, toProtoDigest, blobKey, type BlobDigest } from "../storage/digest.ts";
 import { childDirectories, readBytes, readDirectory } from "../storage/merkle.ts";
 import { decodePageToken, encodePageToken, seenKey, type TreeWalk } from "../storage/page-token.ts";
 import { mapLimit } from "../storage/map-limit.ts";
@@ -38,18 +38,21 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
     checkDigestFunction(req.digestFunction);
     checkCount(req.requests.length, MAX_BATCH_ENTRIES, "MAX_BATCH_ENTRIES", "requests", "blobs");
     checkBatchSize(req.requests.reduce((n, r) => n + r.data.byteLength, 0), "the batch");
-    const responses = await mapLimit(req.requests, 8, async (r) => {
+    // Each blob succeeds or fails on its own; one that cannot even be parsed is not written.
+    const errors: unknown[] = new Array(req.requests.length);
+    const toWrite: { d: BlobDigest; data: Uint8Array; i: number }[] = [];
+    req.requests.forEach((r, i) => {
       try {
         if (r.compressor !== Compressor_Value.IDENTITY) {
           throw invalidArgument(`compressor ${Compressor_Value[r.compressor] ?? r.compressor} is not supported`);
         }
-        const d = parseDigest(r.digest);
-        await scope.store.writeBytes(d, r.data);
-        return { digest: r.digest, status: okStatus };
+        toWrite.push({ d: parseDigest(r.digest), data: r.data, i });
       } catch (e) {
-        return { digest: r.digest, status: rpcStatusOf(e) };
+        errors[i] = e;
       }
     });
+    (await scope.store.writeMany(toWrite)).forEach((e, k) => (errors[toWrite[k]!.i] = e));
+    const responses = req.requests.map((r, i) => ({ digest: r.digest, status: errors[i] === undefined ? okStatus : rpcStatusOf(errors[i]) }));
     return { responses };
   },
 

@@ -15,6 +15,7 @@ import {
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { OperationSchema, type Operation } from "../gen/google/longrunning/operations_pb.ts";
 import { checkAction } from "../execution/check-action.ts";
+import { callOrigin } from "../execution/request-metadata.ts";
 import { poolStub, shardOf, type EnqueueResult, type PoolEntry } from "../execution/pool.ts";
 import { operationStub, watchOperation, notFoundOperation } from "../execution/watch.ts";
 import { checkDigestFunction, parseDigest, toProtoDigest, type BlobDigest } from "../storage/digest.ts";
@@ -73,6 +74,7 @@ async function* execute(req: ExecuteRequest, ctx: HandlerContext): AsyncGenerato
   checkDigestFunction(req.digestFunction);
   const digest = parseDigest(req.actionDigest, "action_digest");
   const checked = await checkAction(s.store, digest);
+  const origin = callOrigin(ctx.requestHeader);
 
   // A do_not_cache action is never answered from the cache (nor written to it).
   if (!req.skipCacheLookup && !checked.action.doNotCache) {
@@ -82,7 +84,7 @@ async function* execute(req: ExecuteRequest, ctx: HandlerContext): AsyncGenerato
       const name = `operations/${crypto.randomUUID()}`;
       const response = create(ExecuteResponseSchema, { result: hit, cachedResult: true });
       await operationStub(s.env, name).initDone(
-        { name, tenant: s.principal.tenant, instanceName: s.instanceName, actionDigest: digest, doNotCache: false, timeoutMs: 0, priority: 0, shard: 0 },
+        { name, tenant: s.principal.tenant, instanceName: s.instanceName, actionDigest: digest, doNotCache: false, timeoutMs: 0, priority: 0, shard: 0, toolInvocationId: origin.toolInvocationId },
         toBinary(ExecuteResponseSchema, response),
       );
       yield await withInlining(s, doneOperation(name, digest, response), req);
@@ -114,7 +116,10 @@ async function* execute(req: ExecuteRequest, ctx: HandlerContext): AsyncGenerato
   };
   const op = operationStub(s.env, name);
   await retried("create the operation", () =>
-    op.init({ name, tenant: s.principal.tenant, instanceName: s.instanceName, actionDigest: digest, doNotCache, timeoutMs: checked.timeoutMs, priority, shard }, entry),
+    op.init(
+      { name, tenant: s.principal.tenant, instanceName: s.instanceName, actionDigest: digest, doNotCache, timeoutMs: checked.timeoutMs, priority, shard, toolInvocationId: origin.toolInvocationId },
+      entry,
+    ),
   );
   const pool = poolStub(s.env, shard);
   let queued: EnqueueResult;

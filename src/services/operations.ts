@@ -16,7 +16,10 @@ const MAX_PAGE = 1000;
 const DEFAULT_WAIT_MS = 60_000;
 const MAX_WAIT_MS = 10 * 60_000;
 
-/** AIP-160-style filters: `done=true`, `done = false`, `stage=EXECUTING`, joined with AND. */
+/**
+ * AIP-160-style filters: `done=true`, `done = false`, `stage=EXECUTING`, `instance_name=x`,
+ * `tool_invocation_id=<Bazel's invocation id>` (the build's actions), joined with AND.
+ */
 export function parseOperationFilter(filter: string): Omit<ListFilter, "tenant"> {
   const out: Omit<ListFilter, "tenant"> = {};
   if (!filter.trim()) return out;
@@ -33,8 +36,10 @@ export function parseOperationFilter(filter: string): Omit<ListFilter, "tenant">
       out.stage = stage;
     } else if (field === "instance_name" || field === "instanceName") {
       out.instanceName = value;
+    } else if (field === "tool_invocation_id" || field === "toolInvocationId") {
+      out.toolInvocationId = value;
     } else {
-      throw invalidArgument(`cannot filter on "${field}" (done, stage, instance_name)`, "filter");
+      throw invalidArgument(`cannot filter on "${field}" (done, stage, instance_name, tool_invocation_id)`, "filter");
     }
   }
   return out;

@@ -1,8 +1,10 @@
 // What every service method needs about its caller: who it is and where its data lives.
 import type { HandlerContext } from "@connectrpc/connect";
-import { authenticate, authorize, presentedKey, resolvePrincipal, type Access, type Principal } from "../auth.ts";
-import { kilnEnv, keyConfig } from "../config.ts";
+import { authorize, authorizeWrite, type Access, type Principal } from "../auth.ts";
+import { note } from "../access-log.ts";
 import { Code, ConnectError } from "../errors.ts";
+import { requireCaller } from "../caller.ts";
+import { kilnEnv } from "../config.ts";
 import type { Env } from "../env.ts";
 import { BlobStore } from "../storage/blob-store.ts";
 import { parseInstanceName } from "../storage/instance-name.ts";
@@ -19,9 +21,9 @@ export interface Scope {
  * validates the instance name and checks the key may use it.
  */
 export async function scopeFor(ctx: HandlerContext, instanceName: string, access: Access): Promise<Scope> {
-  const principal = await resolvePrincipal(await keyConfig(), presentedKey(ctx.requestHeader.get("authorization")));
-  authenticate(principal);
+  const principal = await requireCaller(ctx.requestHeader, ctx.url);
   const name = parseInstanceName(instanceName);
+  note(ctx.requestHeader, { instance: name });
   if (principal.lease) checkLeaseUse(principal, ctx, name);
   authorize(principal, name, access);
   const env = kilnEnv();
@@ -56,11 +58,8 @@ export interface ResultStoreScope {
  * prefixes do not apply to ResultStore; the key's tenant isolates its invocations.
  */
 export async function resultStoreScope(ctx: HandlerContext, access: Access): Promise<ResultStoreScope> {
-  const principal = await resolvePrincipal(await keyConfig(), presentedKey(ctx.requestHeader.get("authorization")));
-  authenticate(principal);
+  const principal = await requireCaller(ctx.requestHeader, ctx.url);
   checkLeaseUse(principal, ctx, "");
-  if (access === "write" && !principal.canWrite) {
-    throw new ConnectError(`API key "${principal.label}" is read-only`, Code.PermissionDenied);
-  }
+  if (access === "write") authorizeWrite(principal);
   return { env: kilnEnv(), principal };
 }

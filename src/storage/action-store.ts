@@ -11,17 +11,23 @@ export const actionResultKey = (tenant: string, instanceName: string, actionHash
 
 /**
  * Stores an entry. The key holds only the action's hash (the Bazel HTTP cache knows no sizes);
- * the action's size, when known, goes beside it, so a lookup under a wrong size misses.
+ * the action's size, when known, goes beside it, so a lookup under a wrong size misses. `writer`
+ * records who produced it (an API key's name, or a runner and its runner key), for operators.
  */
-export async function putActionResult(bucket: R2Bucket, key: string, result: ActionResult, actionSize?: number): Promise<void> {
+export async function putActionResult(bucket: R2Bucket, key: string, result: ActionResult, actionSize?: number, writer?: string): Promise<void> {
   const bytes = toBinary(ActionResultSchema, result);
   if (bytes.byteLength > MAX_ACTION_RESULT_BYTES) {
     throw invalidArgument(`the action result is ${bytes.byteLength} bytes, over ${MAX_ACTION_RESULT_BYTES}`, "action_result");
   }
-  await bucket.put(key, bytes, actionSize === undefined ? undefined : { customMetadata: { [ACTION_SIZE]: String(actionSize) } });
+  const customMetadata: Record<string, string> = {};
+  if (actionSize !== undefined) customMetadata[ACTION_SIZE] = String(actionSize);
+  if (writer) customMetadata[WRITER] = writer.slice(0, 256);
+  await bucket.put(key, bytes, { customMetadata });
 }
 
 const ACTION_SIZE = "action-size";
+/** R2 custom metadata naming who wrote an entry. */
+export const WRITER = "writer";
 
 /** Whether a stored entry may answer for an action of this size (undefined: size not known). */
 export function sizeMatches(obj: R2Object, actionSize: number | undefined): boolean {

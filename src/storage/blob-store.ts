@@ -1,9 +1,10 @@
 // The CAS over R2: verified, streamed writes (a body that does not match its digest never lands)
 // and ranged, streamed reads. Every write that lands is recorded in the CAS index.
 import type { Env } from "../env.ts";
-import { invalidArgument, notFound, outOfRange } from "../errors.ts";
+import { Code, ConnectError, invalidArgument, notFound, outOfRange } from "../errors.ts";
 import { CasIndex } from "./cas-index.ts";
 import { drain } from "./drain.ts";
+import { mapLimit } from "./map-limit.ts";
 import { EMPTY_SHA256, isEmptyBlob, type BlobDigest } from "./digest.ts";
 
 export interface BlobRead {
@@ -68,11 +69,22 @@ export class BlobStore {
   /**
    * Stores a blob from a stream of exactly d.size bytes with SHA-256 d.hash. R2 checks the hash
    * before the object becomes visible; FixedLengthStream checks the size. Throws INVALID_ARGUMENT
-   * on a mismatch, and nothing is stored.
+   * on a mismatch, and nothing is stored. `sized`: the stream is already known to carry exactly
+   * d.size bytes (an HTTP body whose Content-Length is the size), so R2 reads it directly, with
+   * no JavaScript between the socket and the store.
    */
-  async write(d: BlobDigest, body: ReadableStream<Uint8Array>): Promise<void> {
+  async write(d: BlobDigest, body: ReadableStream<Uint8Array>, opts: { sized?: boolean } = {}): Promise<void> {
     if (isEmptyBlob(d)) {
       await drainExpectingEmpty(body);
+      return;
+    }
+    if (opts.sized) {
+      try {
+        await this.env.CAS.put(this.key(d.hash), body, { sha256: d.hash });
+      } catch (e) {
+        throw mismatch(d, e);
+      }
+      await this.index.add([d]);
       return;
     }
     const sized = new FixedLengthStream(d.size);
@@ -95,18 +107,30 @@ export class BlobStore {
     await this.index.add([d]);
   }
 
-  /** Stores a blob held in memory (batch requests, small messages). */
-  async writeBytes(d: BlobDigest, data: Uint8Array): Promise<void> {
-    if (data.byteLength !== d.size) {
-      throw invalidArgument(`blob ${d.hash}/${d.size}: ${data.byteLength} bytes where the digest declares ${d.size}`);
-    }
-    if (isEmptyBlob(d)) return;
-    try {
-      await this.env.CAS.put(this.key(d.hash), data, { sha256: d.hash });
-    } catch (e) {
-      throw mismatch(d, e);
-    }
-    await this.index.add([d]);
+  /**
+   * Stores blobs held in memory (batch requests), each verified by R2 and refused on its own;
+   * those that landed are recorded in the index in one call per shard, not one per blob.
+   * Resolves with each blob's error, or undefined where it was stored.
+   */
+  async writeMany(blobs: readonly { d: BlobDigest; data: Uint8Array }[]): Promise<(unknown | undefined)[]> {
+    const landed: BlobDigest[] = [];
+    const errors = await mapLimit(blobs, 8, async ({ d, data }) => {
+      try {
+        if (data.byteLength !== d.size) {
+          throw invalidArgument(`blob ${d.hash}/${d.size}: ${data.byteLength} bytes where the digest declares ${d.size}`);
+        }
+        if (isEmptyBlob(d)) return undefined;
+        await this.env.CAS.put(this.key(d.hash), data, { sha256: d.hash }).catch((e: unknown) => {
+          throw mismatch(d, e);
+        });
+        landed.push(d);
+        return undefined;
+      } catch (e) {
+        return e;
+      }
+    });
+    await this.index.add(landed);
+    return errors;
   }
 }
 
@@ -117,6 +141,8 @@ function mismatch(d: BlobDigest, reason: unknown) {
     return invalidArgument(`blob ${d.hash}/${d.size}: the data does not hash to ${d.hash}; nothing was stored`);
   }
   if (/length|bytes/i.test(text)) return invalidArgument(`blob ${d.hash}/${d.size}: size does not match the digest; nothing was stored`);
+  // The client's body broke off (or R2 could not be reached): retryable, not an internal fault.
+  if (/connection lost|disconnected/i.test(text)) return new ConnectError(`blob ${d.hash}/${d.size}: the upload broke off (${text}); nothing was stored`, Code.Unavailable);
   return reason;
 }
 

@@ -11,6 +11,8 @@ export interface IndexedOperation {
   actionDigest: { hash: string; size: number };
   createdAt: number;
   updatedAt: number;
+  /** RequestMetadata.tool_invocation_id of the Execute call ("" if none). */
+  toolInvocationId?: string;
 }
 
 let ready: Promise<unknown> | undefined;
@@ -25,6 +27,9 @@ function ensureSchema(db: D1Database) {
         created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL)`),
       db.prepare(`CREATE INDEX IF NOT EXISTS operations_list ON operations (tenant, created_at DESC, name)`),
     ])
+    // Added after the first release: tables made before it gain the column here.
+    .then(() => db.prepare(`ALTER TABLE operations ADD COLUMN tool_invocation_id TEXT NOT NULL DEFAULT ''`).run().catch(() => {}))
+    .then(() => db.prepare(`CREATE INDEX IF NOT EXISTS operations_invocation ON operations (tenant, tool_invocation_id)`).run())
     .catch((e) => {
       ready = undefined;
       throw e;
@@ -35,11 +40,11 @@ function ensureSchema(db: D1Database) {
 export async function indexOperation(env: Env, op: IndexedOperation): Promise<void> {
   await ensureSchema(env.INDEX);
   await env.INDEX.prepare(
-    `INSERT INTO operations (name, tenant, instance_name, stage, done, action_hash, action_size, created_at, updated_at)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+    `INSERT INTO operations (name, tenant, instance_name, stage, done, action_hash, action_size, created_at, updated_at, tool_invocation_id)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
      ON CONFLICT(name) DO UPDATE SET stage = excluded.stage, done = excluded.done, updated_at = excluded.updated_at`,
   )
-    .bind(op.name, op.tenant, op.instanceName, op.stage, op.done ? 1 : 0, op.actionDigest.hash, op.actionDigest.size, op.createdAt, op.updatedAt)
+    .bind(op.name, op.tenant, op.instanceName, op.stage, op.done ? 1 : 0, op.actionDigest.hash, op.actionDigest.size, op.createdAt, op.updatedAt, op.toolInvocationId ?? "")
     .run();
 }
 
@@ -53,6 +58,7 @@ export interface ListFilter {
   done?: boolean;
   stage?: number;
   instanceName?: string;
+  toolInvocationId?: string;
 }
 
 export interface ListCursor {
@@ -68,12 +74,13 @@ export async function listOperations(env: Env, f: ListFilter, pageSize: number, 
   if (f.done !== undefined) (where.push("done = ?"), args.push(f.done ? 1 : 0));
   if (f.stage !== undefined) (where.push("stage = ?"), args.push(f.stage));
   if (f.instanceName !== undefined) (where.push("instance_name = ?"), args.push(f.instanceName));
+  if (f.toolInvocationId !== undefined) (where.push("tool_invocation_id = ?"), args.push(f.toolInvocationId));
   if (after) (where.push("(created_at < ? OR (created_at = ? AND name > ?))"), args.push(after.createdAt, after.createdAt, after.name));
   const rows = await env.INDEX.prepare(
     `SELECT * FROM operations WHERE ${where.join(" AND ")} ORDER BY created_at DESC, name LIMIT ?`,
   )
     .bind(...args, pageSize)
-    .all<{ name: string; tenant: string; instance_name: string; stage: number; done: number; action_hash: string; action_size: number; created_at: number; updated_at: number }>();
+    .all<{ name: string; tenant: string; instance_name: string; stage: number; done: number; action_hash: string; action_size: number; created_at: number; updated_at: number; tool_invocation_id: string }>();
   return rows.results.map((r) => ({
     name: r.name,
     tenant: r.tenant,
@@ -83,5 +90,6 @@ export async function listOperations(env: Env, f: ListFilter, pageSize: number, 
     actionDigest: { hash: r.action_hash, size: r.action_size },
     createdAt: r.created_at,
     updatedAt: r.updated_at,
+    toolInvocationId: r.tool_invocation_id,
   }));
 }

@@ -1,9 +1,14 @@
-// ByteStream.Write into the CAS. Blobs up to one part go straight into one verified R2 put.
-// Larger blobs go into an R2 multipart upload whose state (parts, committed bytes, SHA-256 state)
-// is saved in the CAS index after every part, so a dropped stream resumes at committed_size and
-// the blob still only becomes visible after its whole hash and size are checked.
+// ByteStream.Write into the CAS. Most blobs go straight into one verified R2 put: R2 checks the
+// SHA-256 natively, and a single-put object reads back fast (a multipart one does not, locally).
+// A dropped upload of such a blob has committed nothing and restarts at 0; a request through
+// Cloudflare's edge carries at most 100-500 MB anyway. Blobs above RESUMABLE_UPLOAD_ABOVE_BYTES
+// (1 GiB by default) go into an R2 multipart upload whose state (parts, committed bytes, SHA-256
+// state) is saved in the CAS index after every part, so a dropped stream resumes at
+// committed_size and the blob still only becomes visible after its whole hash and size are
+// checked. Only that path hashes in JS: it is the one that needs a hash state it can save.
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { UploadSession } from "../../durable-objects/cas-index.ts";
+import type { Env } from "../env.ts";
 import { invalidArgument } from "../errors.ts";
 import type { BlobStore } from "./blob-store.ts";
 import { type BlobDigest } from "./digest.ts";
@@ -16,6 +21,14 @@ export interface WriteChunk {
   offset: number;
   data: Uint8Array;
   finish: boolean;
+}
+
+const DEFAULT_RESUMABLE_ABOVE = 1024 * 1024 * 1024;
+
+/** Blobs larger than this are uploaded resumably (multipart); never less than one part. */
+export function resumableAbove(env: Env): number {
+  const n = Number(env.RESUMABLE_UPLOAD_ABOVE_BYTES);
+  return Math.max(PART_SIZE, Number.isSafeInteger(n) && n > 0 ? n : DEFAULT_RESUMABLE_ABOVE);
 }
 
 const sessionKey = (uploadId: string, d: BlobDigest) => `${uploadId}/${d.hash}/${d.size}`;
@@ -37,14 +50,14 @@ export async function uploadBlob(
   firstOffset: number,
   chunks: AsyncIterable<WriteChunk>,
 ): Promise<number> {
-  if (d.size <= PART_SIZE) {
+  if (d.size <= resumableAbove(store.env)) {
     if (firstOffset !== 0) throw invalidArgument(`write_offset ${firstOffset}: nothing is committed for this upload, start at 0`, "write_offset");
     const bytes = streamOf(chunks, 0, d.size);
     try {
       await store.write(d, bytes.stream);
     } catch (e) {
-      // A stream closed before finish_write is no error: a blob this small commits nothing until
-      // it is whole, so the client resumes at 0.
+      // A stream closed before finish_write is no error: a single put commits nothing until the
+      // blob is whole, so the client resumes at 0.
       if (bytes.endedEarly()) return 0;
       throw e;
     }

@@ -7,7 +7,7 @@ import { readBlob, writeBlob } from "../services/blobs.ts";
 import { parseReadResource, parseWriteResource } from "../storage/resource-name.ts";
 import { contextFor } from "./handler-context.ts";
 import { parseRange } from "./http-range.ts";
-import { requestBody } from "./request-body.ts";
+import { uploadBody } from "./request-body.ts";
 import { decodeForMatch, decodePath } from "./path-decode.ts";
 
 const pathOf = (url: string) => new URL(url).pathname.replace(/^\//, "");
@@ -39,7 +39,7 @@ export function mountBlobs(app: Hono) {
     try {
       const r = parseWriteResource(resourceOf(c.req.url));
       const ctx = contextFor(c.req.raw, ByteStream.method.write, "http");
-      await writeBlob(ctx, r.instanceName, r.digest, requestBody(c.req.raw), r.uploadId);
+      await writeBlob(ctx, r.instanceName, r.digest, uploadBody(c.req.raw, r.digest.size), r.uploadId);
       return c.json({ committedSize: String(r.digest.size) });
     } catch (e) {
       return restErrorResponse(e);

@@ -8,7 +8,9 @@ import type { Hono } from "hono";
 import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.ts";
 import { serviceFiles, services } from "../services/registry.ts";
 import { requireCaller } from "../caller.ts";
-import { withParseErrorsAsInvalidArgument } from "./connect-parse-errors.ts";
+import { interceptErrors } from "../error-interceptor.ts";
+import { requestIdOf, withRequestId } from "../request-id.ts";
+import { finishConnectErrors } from "./connect-errors.ts";
 
 /** Largest single message we accept: a 4 MiB batch plus framing headroom. */
 const READ_MAX_BYTES = 8 * 1024 * 1024;
@@ -23,16 +25,23 @@ const readMaxFor = (maxRequestBytes: number | undefined) => (maxRequestBytes ? M
 // The Connect JSON codec must resolve google.protobuf.Any (Operation.metadata and .response,
 // google.rpc.Status.details) to the message types they carry.
 const registry = createRegistry(file_google_rpc_error_details, ...serviceFiles());
+
+/**
+ * Errors a service throws get the request id; a fault that is not a ConnectError is logged with it
+ * here, because connect-es turns it into "internal error" and drops the cause.
+ */
+const tagErrors = interceptErrors((e, req) => withRequestId(e, requestIdOf(req.header)));
+
 const router = createConnectRouter({ readMaxBytes: READ_MAX_BYTES, jsonOptions: { registry } });
 // The request gate runs before connect-es reads the body: a caller without a valid key is refused
 // before the worker reads (up to readMaxBytes of) its message. Every registered service needs a key.
 const requestGate = async (ctx: HandlerContext) => void (await requireCaller(ctx.requestHeader));
 for (const { service, impl, maxRequestBytes } of services) {
-  router.service(service, impl, { readMaxBytes: readMaxFor(maxRequestBytes), requestGate });
+  router.service(service, impl, { readMaxBytes: readMaxFor(maxRequestBytes), requestGate, interceptors: [tagErrors] });
 }
 
 const handlers = new Map(
-  router.handlers.map((h) => [h.requestPath, createFetchHandler(withParseErrorsAsInvalidArgument(h), { httpVersion: "1.1" })] as const),
+  router.handlers.map((h) => [h.requestPath, createFetchHandler(finishConnectErrors(h), { httpVersion: "1.1" })] as const),
 );
 
 export function mountConnect(app: Hono) {

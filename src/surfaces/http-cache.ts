@@ -16,7 +16,7 @@ import { blobSize, readBlobByHash, writeBlob } from "../services/blobs.ts";
 import { parseHash, parseSize } from "../storage/digest.ts";
 import { contextFor } from "./handler-context.ts";
 import { parseRange } from "./http-range.ts";
-import { requestBody } from "./request-body.ts";
+import { uploadBody } from "./request-body.ts";
 import { decodePath } from "./path-decode.ts";
 import { requireCaller } from "../caller.ts";
 import { readBodyBounded } from "./body.ts";
@@ -109,7 +109,7 @@ async function putCas(c: Context, t: CacheTarget): Promise<Response> {
   if (declared === undefined) throw new ConnectError("Content-Length is required for a CAS upload", Code.InvalidArgument);
   const size = parseSize(declared, "Content-Length");
   const ctx = contextFor(c.req.raw, ByteStream.method.write, "http-cache");
-  await writeBlob(ctx, t.instanceName, { hash: t.hash, size }, requestBody(c.req.raw));
+  await writeBlob(ctx, t.instanceName, { hash: t.hash, size }, uploadBody(c.req.raw, size));
   return new Response(null, { status: 200 });
 }
 

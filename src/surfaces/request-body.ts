@@ -19,19 +19,29 @@ export function requestBody(req: Request): ReadableStream<Uint8Array> {
   const body = req.body;
   if (!body) return new Blob([]).stream();
   let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
-  const readRest = async () => {
-    try {
-      reader ??= body.getReader();
-      while (!(await reader.read()).done);
-    } catch {
-      // The client went away: nothing left to keep healthy.
-    }
+  // The runtime's request stream allows one read at a time: the rest is read once, after any
+  // read in flight.
+  let inFlight: Promise<unknown> = Promise.resolve();
+  let rest: Promise<void> | undefined;
+  const read = () => {
+    reader ??= body.getReader();
+    const r = reader.read();
+    inFlight = r.catch(() => {});
+    return r;
   };
+  const readRest = () =>
+    (rest ??= (async () => {
+      try {
+        await inFlight;
+        while (!(await read()).done);
+      } catch {
+        // The client went away: nothing left to keep healthy.
+      }
+    })());
   leftovers.set(req, readRest);
   return new ReadableStream<Uint8Array>({
     async pull(ctl) {
-      reader ??= body.getReader();
-      const { done, value } = await reader.read();
+      const { done, value } = await read();
       if (done) ctl.close();
       else ctl.enqueue(value);
     },
@@ -45,6 +55,15 @@ export function requestBody(req: Request): ReadableStream<Uint8Array> {
  * busy forever. Bodies of accepted uploads (handed out by requestBody) are read whole.
  */
 const UNREAD_BODY_DRAIN_MAX = 64 * 1024 * 1024;
+
+/**
+ * The body of an upload of `size` bytes: when Content-Length says exactly that, the request's own
+ * stream, which R2 can read natively (it reads all of it, or fails); otherwise requestBody().
+ */
+export function uploadBody(req: Request, size: number): { stream: ReadableStream<Uint8Array>; sized: boolean } {
+  if (req.body && req.headers.get("content-length") === String(size)) return { stream: req.body, sized: true };
+  return { stream: requestBody(req), sized: false };
+}
 
 /** Middleware: reads whatever request body the handler left unread before its answer goes out. */
 export const answerAfterBody: MiddlewareHandler = async (c, next) => {

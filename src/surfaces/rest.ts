@@ -21,6 +21,7 @@ import type { HttpRule } from "../gen/google/api/http_pb.ts";
 import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.ts";
 import { asConnectError, invalidArgument, restErrorBody, restErrorResponse } from "../errors.ts";
 import { serviceFiles, services } from "../services/registry.ts";
+import { note } from "../access-log.ts";
 import { requireCaller } from "../caller.ts";
 import { MAX_JSON_BODY } from "../services/limits.ts";
 import { readBodyBounded } from "./body.ts";
@@ -171,6 +172,7 @@ function outputJson(schema: DescMessage, msg: unknown): JsonValue {
 }
 
 async function serve(req: Request, route: Route, bindings: Map<string, string>, url: URL): Promise<Response> {
+  note(req.headers, { method: `${route.method.parent.name}.${route.method.name}` });
   const json = await requestJson(req, route, bindings, url);
   let input: unknown;
   try {

@@ -95,7 +95,9 @@ describe.skipIf(!haveBazel)("Bazel remote execution", () => {
       expect(cold.summary.byKind["remote"], cold.stderr).toBe(cold.summary.executed);
       expect(cold.summary.executed).toBe(local.summary.executed);
       // The test summary goes to stdout.
-      expect(cold.stdout + cold.stderr).toMatch(/Executed 3 out of 3 tests: 3 tests pass/);
+      expect(cold.stdout + cold.stderr).toMatch(/Executed 4 out of 4 tests: 4 tests pass/);
+      // A cc_binary compiled and linked on the runner, run by a test marked size = "large".
+      expect(cold.stdout + cold.stderr).toMatch(/\/\/cc:hello_test\s+PASSED/);
       expect(Object.keys(cold.digests).length).toBeGreaterThan(20);
       expect(cold.digests).toEqual(local.digests);
       console.log(
@@ -116,7 +118,7 @@ describe.skipIf(!haveBazel)("Bazel remote execution", () => {
       expect(warm.summary.executed, warm.stderr).toBe(0);
       expect(warm.summary.remoteCacheHits).toBe(cold!.summary.executed);
       // Cached test results count as passes (Bazel 4 prints "(cached) PASSED" for remote hits too).
-      expect(warm.stderr + warm.stdout).toMatch(/3 tests pass/);
+      expect(warm.stderr + warm.stdout).toMatch(/4 tests pass/);
       expect(warm.digests).toEqual(cold!.digests);
       console.log(`[bazel-remote] remote warm ${warm.wallMs} ms (${summaryLine(warm)})`);
     },

@@ -135,7 +135,7 @@ describe.skipIf(!haveBazel)("Bazel --bes_backend through the bridge", () => {
     const keys = all.invocation!.properties.map((p) => p.key);
     expect(new Set(keys).size).toBe(keys.length);
     for (const label of ["//:seed", "//:combined", "//:big", "//:combined_test", "//:big_test", "//:tree_test"]) expect(all.targets.map((t) => t.id?.targetId)).toContain(label);
-    expect(all.actions.filter((a) => a.actionType.case === "testAction")).toHaveLength(3);
+    expect(all.actions.filter((a) => a.actionType.case === "testAction")).toHaveLength(4);
   }, 6 * 60_000);
 
   it("a failing test is FAILED and its test.log is readable through GetFile", async () => {
@@ -277,7 +277,7 @@ describe("kiln upload-bep", () => {
 });
 
 describe("the bridge against a worker with API keys", () => {
-  const KEY = "kiln-bes-key-0123456789";
+  const KEY = "kiln-bes-key-0123456789-0123456789abcdef";
   let keyed: Stack;
   beforeAll(async () => {
     keyed = await startStack({ vars: { API_KEYS: JSON.stringify([{ key: KEY, instances: [""], access: "read-write" }]) } });

@@ -1,225 +1,26 @@
 // Remote execution as a native gRPC client sees it: real @grpc/grpc-js clients (proto-loader, no
-// generated code) through the h2c bridge, a real runner. Inputs are uploaded with BatchUpdateBlobs
-// (messages encoded with the generated protobuf-es schemas); then Execute, WaitExecution and
+// generated code) through the h2c bridge (execution-client.ts), a real runner connected to the
+// worker. Inputs are uploaded with BatchUpdateBlobs; then Execute, WaitExecution and
 // google.longrunning.Operations: missing inputs, cancellation, timeouts, in-flight dedup, a
 // runner killed mid-action (re-queued, or UNAVAILABLE when none comes back), reconnecting with
 // WaitExecution, and ListOperations paging and filtering.
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { spawn, type ChildProcess } from "node:child_process";
+import { fromBinary } from "@bufbuild/protobuf";
 import { randomUUID } from "node:crypto";
 import fs from "node:fs/promises";
-import { createServer, type AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import {
-  ActionSchema,
-  CommandSchema,
-  DirectorySchema,
-  ExecuteOperationMetadataSchema,
-  ExecuteResponseSchema,
-  ExecutionStage_Value,
-  type ExecuteResponse,
-} from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { PreconditionFailureSchema } from "../../src/gen/google/rpc/error_details_pb.ts";
 import { StatusSchema } from "../../src/gen/google/rpc/status_pb.ts";
-import { connect, digestOf, errorOf, grpc, unary, type Client, type Clients, type Digest } from "./grpc-client.ts";
-import { startStack, type Stack } from "./stack.ts";
-
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
-const PATH_ENV = "/usr/local/bin:/usr/bin:/bin";
+import { connectExec, decodeOp, execute, finalOf, putAction, readBlob, waitExecution, type ExecClients } from "./execution-client.ts";
+import { digestOf, errorOf, grpc, unary } from "./grpc-client.ts";
+import { startStack, type RunnerProcess, type Stack } from "./stack.ts";
 
 // google.rpc.Code values, as ExecuteResponse.status carries them.
 const OK = 0;
 const CANCELLED = 1;
 const DEADLINE_EXCEEDED = 4;
 const UNAVAILABLE = 14;
-
-// ---- gRPC clients for Execution and Operations (grpc-client.ts has the cache services) ----
-
-const definition = protoLoader.loadSync(
-  ["build/bazel/remote/execution/v2/remote_execution.proto", "google/longrunning/operations.proto"],
-  { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true, includeDirs: [`${ROOT}proto`, `${ROOT}node_modules/google-proto-files`] },
-);
-const pkg = grpc.loadPackageDefinition(definition) as any;
-
-interface ExecClients extends Clients {
-  execution: Client;
-  operations: Client;
-}
-
-function connectExec(target: string): ExecClients {
-  const base = connect(target);
-  const creds = grpc.credentials.createInsecure();
-  const execution = new pkg.build.bazel.remote.execution.v2.Execution(target, creds) as Client;
-  const operations = new pkg.google.longrunning.Operations(target, creds) as Client;
-  return {
-    ...base,
-    execution,
-    operations,
-    close() {
-      base.close();
-      execution.close();
-      operations.close();
-    },
-  };
-}
-
-// ---- actions ----
-
-const pd = (b: Uint8Array) => ({ hash: digestOf(b).hash, sizeBytes: BigInt(b.byteLength) });
-
-interface ActionSpec {
-  /** A /bin/sh script. */
-  script: string;
-  /** Files of the input root; `false` content: listed in the Directory but never uploaded. */
-  inputs?: Record<string, string | false>;
-  timeoutSeconds?: number;
-  /** Leave the Command out of the CAS. */
-  skipCommand?: boolean;
-}
-
-interface Uploaded {
-  digest: Digest;
-  /** Digests of what was left out of the CAS on purpose. */
-  missing: Digest[];
-}
-
-async function putBlobs(c: Clients, instance: string, blobs: Uint8Array[]): Promise<void> {
-  const res = await unary(c.cas, "BatchUpdateBlobs", {
-    instance_name: instance,
-    requests: blobs.map((data) => ({ digest: digestOf(data), data: Buffer.from(data) })),
-  });
-  for (const r of res.responses) expect(r.status?.code ?? 0, r.status?.message).toBe(0);
-}
-
-/** Uploads the input root, Command and Action (except what the spec leaves out). */
-async function putAction(c: Clients, instance: string, spec: ActionSpec): Promise<Uploaded> {
-  const blobs: Uint8Array[] = [];
-  const missing: Digest[] = [];
-  const files = Object.entries(spec.inputs ?? { "input.txt": "input\n" })
-    .sort(([a], [b]) => (a < b ? -1 : 1))
-    .map(([name, content]) => {
-      const bytes = Buffer.from(content === false ? `never uploaded ${randomUUID()}` : content);
-      if (content === false) missing.push(digestOf(bytes));
-      else blobs.push(bytes);
-      return { name, digest: pd(bytes) };
-    });
-  const root = toBinary(DirectorySchema, create(DirectorySchema, { files }));
-  const command = toBinary(
-    CommandSchema,
-    create(CommandSchema, { arguments: ["/bin/sh", "-c", spec.script], environmentVariables: [{ name: "PATH", value: PATH_ENV }] }),
-  );
-  const action = toBinary(
-    ActionSchema,
-    create(ActionSchema, {
-      commandDigest: pd(command),
-      inputRootDigest: pd(root),
-      ...(spec.timeoutSeconds ? { timeout: { seconds: BigInt(spec.timeoutSeconds) } } : {}),
-    }),
-  );
-  blobs.push(root, action);
-  if (spec.skipCommand) missing.unshift(digestOf(command));
-  else blobs.push(command);
-  await putBlobs(c, instance, blobs);
-  return { digest: digestOf(action), missing };
-}
-
-// ---- Execute streams ----
-
-interface Op {
-  name: string;
-  done: boolean;
-  stage: string;
-  response?: ExecuteResponse;
-}
-
-function decodeOp(raw: any): Op {
-  expect(raw.error ?? null, "Operation.error must never be set").toBeNull();
-  const meta = fromBinary(ExecuteOperationMetadataSchema, raw.metadata.value);
-  return {
-    name: raw.name,
-    done: raw.done,
-    stage: ExecutionStage_Value[meta.stage]!,
-    response: raw.response ? fromBinary(ExecuteResponseSchema, raw.response.value) : undefined,
-  };
-}
-
-interface Watch {
-  call: grpc.ClientReadableStream<any>;
-  ops: Op[];
-  /** The first Operation that satisfies `pred` (already seen or still to come). */
-  next(pred?: (op: Op) => boolean): Promise<Op>;
-  /** Every Operation of the stream, once it ends; rejects with the call's error. */
-  end: Promise<Op[]>;
-}
-
-function watch(call: grpc.ClientReadableStream<any>): Watch {
-  const ops: Op[] = [];
-  const listeners = new Set<() => void>();
-  let failure: unknown;
-  let ended = false;
-  const end = new Promise<Op[]>((resolve, reject) => {
-    call.on("data", (raw) => {
-      ops.push(decodeOp(raw));
-      for (const l of listeners) l();
-    });
-    call.on("error", (e) => {
-      failure = e;
-      reject(e);
-      for (const l of listeners) l();
-    });
-    call.on("end", () => {
-      ended = true;
-      resolve(ops);
-      for (const l of listeners) l();
-    });
-  });
-  end.catch(() => {}); // observed through next() or by awaiting end
-  return {
-    call,
-    ops,
-    end,
-    next(pred = () => true) {
-      return new Promise<Op>((resolve, reject) => {
-        const check = () => {
-          const hit = ops.find(pred);
-          if (hit) return (listeners.delete(check), resolve(hit));
-          if (failure || ended) (listeners.delete(check), reject(failure ?? new Error("the stream ended without such an Operation")));
-        };
-        listeners.add(check);
-        check();
-      });
-    },
-  };
-}
-
-function execute(c: ExecClients, instance: string, digest: Digest, extra: object = {}): Watch {
-  return watch(c.execution.Execute({ instance_name: instance, action_digest: digest, ...extra }));
-}
-
-function waitExecution(c: ExecClients, name: string): Watch {
-  return watch(c.execution.WaitExecution({ name }));
-}
-
-/** The final Operation of an ended stream: done, COMPLETED, with an ExecuteResponse. */
-async function finalOf(w: Watch): Promise<Op & { response: ExecuteResponse }> {
-  const ops = await w.end;
-  const last = ops.at(-1);
-  expect(last?.done, "the stream ends with a done Operation").toBe(true);
-  expect(last!.stage).toBe("COMPLETED");
-  expect(last!.response).toBeDefined();
-  return last as Op & { response: ExecuteResponse };
-}
-
-async function readBlob(c: Clients, instance: string, d: { hash: string; sizeBytes: bigint } | undefined): Promise<string> {
-  expect(d).toBeDefined();
-  const res = await unary(c.cas, "BatchReadBlobs", { instance_name: instance, digests: [{ hash: d!.hash, size_bytes: String(d!.sizeBytes) }] });
-  expect(res.responses[0].status?.code ?? 0).toBe(0);
-  return Buffer.from(res.responses[0].data).toString("utf8");
-}
 
 // ---- processes and files ----
 
@@ -278,7 +79,9 @@ describe("Execute over gRPC", { timeout: 120_000 }, () => {
 
   beforeAll(async () => {
     scratch = await fs.mkdtemp(path.join(os.tmpdir(), "kiln-grpc-exec-"));
-    stack = await startStack({ runner: true });
+    await fs.chmod(scratch, 0o777); // actions may run as another uid
+    // No sandbox: these actions leave traces (pids, run counts) outside their work directories.
+    stack = await startStack({ runner: { sandbox: "none" } });
     c = connectExec(stack.grpcTarget);
   });
   afterAll(async () => {
@@ -330,8 +133,10 @@ describe("Execute over gRPC", { timeout: 120_000 }, () => {
     expect(bin, "grpc-status-details-bin").toBeDefined();
     const status = fromBinary(StatusSchema, bin!);
     expect(status.code).toBe(grpc.status.FAILED_PRECONDITION);
-    expect(status.details.map((d) => d.typeUrl)).toEqual(["type.googleapis.com/google.rpc.PreconditionFailure"]);
-    const failure = fromBinary(PreconditionFailureSchema, status.details[0]!.value);
+    // The PreconditionFailure (besides the request id every error carries, as RequestInfo).
+    const pf = status.details.filter((d) => d.typeUrl === "type.googleapis.com/google.rpc.PreconditionFailure");
+    expect(pf).toHaveLength(1);
+    const failure = fromBinary(PreconditionFailureSchema, pf[0]!.value);
     const violations = failure.violations.map((v) => ({ type: v.type, subject: v.subject }));
     expect(violations.sort((a, b) => (a.subject < b.subject ? -1 : 1))).toEqual(
       up.missing.map((d) => ({ type: "MISSING", subject: `blobs/${d.hash}/${d.size_bytes}` })).sort((a, b) => (a.subject < b.subject ? -1 : 1)),
@@ -342,7 +147,8 @@ describe("Execute over gRPC", { timeout: 120_000 }, () => {
     const err2 = await errorOf(execute(c, INSTANCE, ghost).end);
     expect(grpc.status[err2.code]).toBe("FAILED_PRECONDITION");
     const status2 = fromBinary(StatusSchema, (err2.metadata.get("grpc-status-details-bin") as Buffer[])[0]!);
-    expect(fromBinary(PreconditionFailureSchema, status2.details[0]!.value).violations.map((v) => v.subject)).toEqual([
+    const pf2 = status2.details.find((d) => d.typeUrl === "type.googleapis.com/google.rpc.PreconditionFailure")!;
+    expect(fromBinary(PreconditionFailureSchema, pf2.value).violations.map((v) => v.subject)).toEqual([
       `blobs/${ghost.hash}/${ghost.size_bytes}`,
     ]);
   });
@@ -473,6 +279,15 @@ describe("Execute over gRPC", { timeout: 120_000 }, () => {
       return { names, pages };
     };
     try {
+      // The D1 listing is written from each operation's alarm, a moment after its last change:
+      // wait until it shows every operation (and the running one as not done).
+      const until = Date.now() + 15_000;
+      for (;;) {
+        const [everything, open] = [await list(""), await list("done=false")];
+        const ok = [...created, runningName].every((n) => everything.names.includes(n)) && open.names.includes(runningName);
+        if (ok || Date.now() > until) break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
       const all = await list("");
       expect(all.pages.every((n) => n <= 2)).toBe(true);
       expect(all.pages.length).toBeGreaterThanOrEqual(3);
@@ -498,94 +313,31 @@ describe("Execute over gRPC", { timeout: 120_000 }, () => {
 
 // ---- a runner as a separate process, killed mid-action ----
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve, reject) => s.once("error", reject).listen(0, "127.0.0.1", resolve));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
-interface RunnerProcess {
-  child: ChildProcess;
-  url: string;
-  /** kill -9 of its whole process group (tsx and the node it starts). */
-  kill9(): Promise<void>;
-}
-
-const children = new Set<ChildProcess>();
-
-function killGroup(child: ChildProcess, signal: NodeJS.Signals) {
-  try {
-    process.kill(-child.pid!, signal);
-  } catch {
-    // already gone
-  }
-}
-
-/** `tsx container/runner/main.ts` in its own process group, listening on `port`. */
-async function spawnRunner(port: number, dir: string, id: string): Promise<RunnerProcess> {
-  const child = spawn(path.join(ROOT, "node_modules/.bin/tsx"), ["container/runner/main.ts"], {
-    cwd: ROOT,
-    detached: true,
-    env: {
-      ...process.env,
-      PATH: `${path.join(ROOT, "node_modules/.bin")}:${process.env.PATH}`,
-      KILN_RUNNER_ID: id,
-      KILN_RUNNER_PORT: String(port),
-      KILN_RUNNER_CONCURRENCY: "2",
-      KILN_RUNNER_KILL_GRACE_MS: "1000",
-      KILN_RUNNER_WORK_DIR: path.join(dir, `work-${id}`),
-      KILN_RUNNER_CACHE_DIR: path.join(dir, `cache-${id}`),
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  children.add(child);
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  exited.then(() => children.delete(child));
-  let out = "";
-  child.stderr!.on("data", (b: Buffer) => (out += b.toString()));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`runner ${id} did not start in 30 s:\n${out}`)), 30_000);
-    child.stdout!.on("data", (b: Buffer) => {
-      out += b.toString();
-      const m = /listening on (http:\/\/\S+)/.exec(out);
-      if (m) (clearTimeout(timer), resolve(m[1]!));
-    });
-    child.once("exit", (code, signal) => (clearTimeout(timer), reject(new Error(`runner ${id} exited (${code ?? signal}):\n${out}`))));
-  }).catch((e) => {
-    killGroup(child, "SIGKILL");
-    throw e;
-  });
-  return {
-    child,
-    url,
-    async kill9() {
-      killGroup(child, "SIGKILL");
-      await exited;
-    },
-  };
-}
-
 describe("Execute over gRPC with a runner that dies", { timeout: 120_000 }, () => {
   const INSTANCE = "e2e/exec-lost";
   let stack: Stack;
   let c: ExecClients;
   let scratch = "";
-  let port = 0;
   const traceFiles: string[] = [];
+  const runners: RunnerProcess[] = [];
+
+  /** `kiln runner` in a child process, connected to the stack; no sandbox, so traces outside are written. */
+  async function spawnRunner(id: string) {
+    const r = await stack.spawnRunner({ id, args: ["--sandbox", "none", "--kill-grace-ms", "1000"] });
+    runners.push(r);
+    return r;
+  }
 
   beforeAll(async () => {
     scratch = await fs.mkdtemp(path.join(os.tmpdir(), "kiln-grpc-lost-"));
-    port = await freePort();
-    // Queued operations give up 5 s after no runner answers (default 60 s), to keep this short.
-    stack = await startStack({ vars: { RUNNER_URLS: `http://127.0.0.1:${port}`, NO_RUNNER_TIMEOUT_SECONDS: "5" } });
+    await fs.chmod(scratch, 0o777); // actions may run as another uid
+    // Queued operations give up 5 s after no runner is connected (default 60 s), to keep this short.
+    stack = await startStack({ vars: { NO_RUNNER_TIMEOUT_SECONDS: "5" } });
     c = connectExec(stack.grpcTarget);
   });
   afterEach(async () => {
     // Runners, even when a test failed; then what their killed actions left running.
-    for (const child of children) killGroup(child, "SIGKILL");
-    await eventually(async () => children.size === 0, 10_000, "runner processes to exit");
+    for (const r of runners.splice(0)) await r.kill9();
     for (const f of traceFiles) await killSleepsIn(f);
   });
   afterAll(async () => {
@@ -595,16 +347,14 @@ describe("Execute over gRPC with a runner that dies", { timeout: 120_000 }, () =
   });
 
   /** Starts a runner, Executes a `sleep` action, and kills the runner once the action has run for `afterMs`. */
-  async function killMidAction(id: string, { sleep = 5, afterMs = 0 } = {}) {
-    const runner = await spawnRunner(port, scratch, id);
-    expect(runner.url).toBe(`http://127.0.0.1:${port}`);
+  async function killMidAction(id: string, { sleep = 5 } = {}) {
+    const runner = await spawnRunner(id);
     const runs = path.join(scratch, `runs-${id}`);
     traceFiles.push(runs);
     const { digest } = await putAction(c, INSTANCE, { script: `echo $$ >> ${runs}; exec sleep ${sleep}` });
     const w = execute(c, INSTANCE, digest);
     const { name } = await w.next((o) => o.stage === "EXECUTING");
     await eventually(async () => (await linesOf(runs)).length === 1, 20_000, "the action to start");
-    await new Promise((r) => setTimeout(r, afterMs));
     const t0 = performance.now();
     await runner.kill9();
     return { w, name, runs, killedAt: t0 };
@@ -613,14 +363,14 @@ describe("Execute over gRPC with a runner that dies", { timeout: 120_000 }, () =
   it("the operation is re-queued when its runner is killed, and completes OK on a new runner", async () => {
     const { w, name, runs, killedAt } = await killMidAction("first");
     const t1 = performance.now();
-    await spawnRunner(port, scratch, "second");
+    await spawnRunner("second");
     const restartMs = elapsed(t1);
     const last = await finalOf(w);
     const ms = elapsed(killedAt);
     expect(last.name).toBe(name);
     expect(last.response.status?.code ?? OK, last.response.status?.message).toBe(OK);
     expect(last.response.result!.exitCode).toBe(0);
-    expect(last.response.result!.executionMetadata!.worker).toMatch(/\/second$/);
+    expect(last.response.result!.executionMetadata!.worker).toMatch(/^second\b/);
     // Ran twice: once on the killed runner, once on the new one.
     expect(await linesOf(runs)).toHaveLength(2);
     // It went back to the queue in between.
@@ -641,21 +391,5 @@ describe("Execute over gRPC with a runner that dies", { timeout: 120_000 }, () =
     const waited = await finalOf(waiter);
     expect(waited.response.status?.code).toBe(UNAVAILABLE);
     console.log(`[grpc-execution] runner gone: UNAVAILABLE ${ms} ms after the kill: ${last.response.status?.message}`);
-  });
-
-  // The worker caches runner statuses for 15 s. A runner that dies later than that is found
-  // unreachable rather than lost again, so the operation is never dispatched (and never counts
-  // attempts): it used to stay QUEUED for good. Now it completes UNAVAILABLE once no runner has
-  // answered for NO_RUNNER_TIMEOUT_SECONDS.
-  it("when the runner dies after its status went stale and none comes back, the operation still completes UNAVAILABLE", async () => {
-    const { w, name, killedAt } = await killMidAction("stale", { sleep: 40, afterMs: 16_000 });
-    const last = await finalOf(w);
-    const ms = elapsed(killedAt);
-    expect(last.name).toBe(name);
-    expect(last.response.status?.code, last.response.status?.message).toBe(UNAVAILABLE);
-    expect(last.response.status?.message).toMatch(/no runner has been reachable/);
-    // Re-queued (2 s), found unreachable, then NO_RUNNER_TIMEOUT_SECONDS (5 s) at the scheduler's 5 s checks.
-    expect(ms).toBeLessThan(30_000);
-    console.log(`[grpc-execution] runner gone (stale status): UNAVAILABLE ${ms} ms after the kill: ${last.response.status?.message}`);
   });
 });

@@ -1,21 +1,26 @@
 // The real stack for e2e tests: `wrangler dev` (the worker in local workerd, with fresh state) and
-// the native gRPC bridge in this process, on free ports, plus /proc helpers to measure the worker.
-import { mkdtemp, rm } from "node:fs/promises";
+// the native gRPC bridge in this process, on free ports, optionally action runners that connect out
+// to the worker with a fresh runner key (in this process, or as `kiln runner` child processes),
+// plus /proc helpers to measure the worker.
+import { spawn } from "node:child_process";
+import { chmod, mkdtemp, rm } from "node:fs/promises";
 import { createServer, type AddressInfo, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startBridge } from "../../cli/bridge.ts";
 import { processesInGroup, readProc } from "../../cli/proc.ts";
 import { spawnWrangler, waitForWorker } from "../../cli/wrangler.ts";
-import { startRunner } from "../../container/runner/server.ts";
+import type { SandboxMode } from "../../container/runner/config.ts";
+import { startRunner, type Runner } from "../../container/runner/runner.ts";
+import { newRunnerKey, runnerKeysVar } from "../../cli/runner-keys.ts";
 
 export interface StackOptions {
   /** Worker vars on top of wrangler.toml's, e.g. { API_KEYS: JSON.stringify([...]) }. */
   vars?: Record<string, string>;
   /** Persist state here (kept); default: a fresh temp dir, removed by stop(). */
   persistDir?: string;
-  /** Start an action runner in this process and point the worker at it (RUNNER_URLS). */
-  runner?: boolean | { concurrency?: number };
+  /** Start an action runner in this process, connected to the worker with the stack's runner key. */
+  runner?: boolean | { slots?: number; sandbox?: SandboxMode };
 }
 
 export interface Stack {
@@ -27,8 +32,17 @@ export interface Stack {
   grpcPort: number;
   /** The workerd processes serving the worker, for memory measurements. */
   workerPids(): number[];
-  /** The in-process runner's URL, when `runner` was asked for. */
-  runnerUrl?: string;
+  /** The runner key the worker accepts (RUNNER_KEYS), for more runners. */
+  runnerKey: string;
+  /** The in-process runner, when `runner` was asked for. */
+  runner?: Runner;
+  /** Starts `kiln runner` as a child process connected to this worker; stopped with the stack. */
+  spawnRunner(o?: { id?: string; slots?: number; args?: string[] }): Promise<RunnerProcess>;
+  /**
+   * Stops the worker (wrangler and workerd) and starts it again on the same port with the same
+   * persisted state: what an operator's restart or a crash looks like to clients and runners.
+   */
+  restartWorker(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -36,15 +50,18 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const [httpPort, inspectorPort] = await freePorts(2);
   const persistTo = opts.persistDir ?? (await mkdtemp(join(tmpdir(), "kiln-e2e-")));
   const removeState = () => (opts.persistDir ? Promise.resolve() : rm(persistTo, { recursive: true, force: true }));
-  const runner = opts.runner
-    ? await startRunner({ port: 0, concurrency: typeof opts.runner === "object" ? opts.runner.concurrency : undefined })
-    : undefined;
-  // Runners reach the CAS at PUBLIC_URL: this worker's port, not wrangler.toml's default.
-  const vars = { PUBLIC_URL: `http://127.0.0.1:${httpPort}`, ...(runner ? { RUNNER_URLS: runner.url } : {}), ...opts.vars };
-  const worker = spawnWrangler({ port: httpPort, inspectorPort, persistTo, vars, label: `worker :${httpPort}` });
+  const runnerKey = newRunnerKey();
+  const vars = { PUBLIC_URL: `http://127.0.0.1:${httpPort}`, RUNNER_KEYS: runnerKeysVar([{ name: "e2e", key: runnerKey }]), ...opts.vars };
+  let worker = spawnWrangler({ port: httpPort, inspectorPort, persistTo, vars, label: `worker :${httpPort}` });
+  let runner: Runner | undefined;
+  const children: RunnerProcess[] = [];
   try {
     await waitForWorker(worker);
     const bridge = await startBridge({ upstream: worker.url, port: 0, log: (line) => console.error(`[bridge :${httpPort}] ${line}`) });
+    if (opts.runner) {
+      const o = typeof opts.runner === "object" ? opts.runner : {};
+      runner = await startRunner({ url: worker.url, token: runnerKey, slots: o.slots, sandbox: o.sandbox, log: (line) => console.error(`[runner :${httpPort}] ${line}`) });
+    }
     return {
       httpUrl: worker.url,
       httpPort: httpPort,
@@ -52,20 +69,97 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       grpcPort: bridge.port,
       // wrangler runs detached, so its pid is the process group of everything it starts.
       workerPids: () => processesInGroup(worker.pid, "workerd"),
-      runnerUrl: runner?.url,
+      runnerKey,
+      runner,
+      async restartWorker() {
+        await worker.stop();
+        worker = spawnWrangler({ port: httpPort, inspectorPort, persistTo, vars, label: `worker :${httpPort} (restarted)` });
+        await waitForWorker(worker);
+      },
+      async spawnRunner(o = {}) {
+        const child = await spawnRunnerProcess(worker.url, runnerKey, o);
+        children.push(child);
+        return child;
+      },
       async stop() {
         await bridge.close();
-        await worker.stop();
         await runner?.close();
+        for (const c of children) await c.stop().then(() => rm(c.dir, { recursive: true, force: true }));
+        await worker.stop();
         await removeState();
       },
     };
   } catch (e) {
-    await worker.stop();
     await runner?.close();
+    await worker.stop();
     await removeState();
     throw e;
   }
+}
+
+export interface RunnerProcess {
+  pid: number;
+  id: string;
+  /** Its work directory and file cache. */
+  dir: string;
+  /** Everything it printed so far. */
+  output(): string;
+  exited: Promise<number | null>;
+  /** SIGTERM and wait (a no-op once it has exited). */
+  stop(): Promise<void>;
+  /** SIGKILL: the runner dies mid-whatever (its actions' process groups are left behind). */
+  kill9(): Promise<void>;
+}
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+
+/** `kiln runner` in a child process; resolves once it is connected to the pool. */
+async function spawnRunnerProcess(url: string, token: string, o: { id?: string; slots?: number; args?: string[] }): Promise<RunnerProcess> {
+  const id = o.id ?? `e2e-${Math.random().toString(16).slice(2, 8)}`;
+  const dir = await mkdtemp(join(tmpdir(), `kiln-runner-${id}-`));
+  await chmod(dir, 0o711); // a root runner's actions run as other uids and must reach their work dirs
+  // Node itself, not the tsx wrapper: the pid is then the runner's own.
+  const child = spawn(
+    process.execPath,
+    [
+      ...["--import", "tsx", "cli/kiln.ts", "runner", "--url", url, "--token", token, "--id", id, "--slots", String(o.slots ?? 2)],
+      // Its own work directory and file cache (an explicit --work-dir in args wins: it comes later).
+      ...["--work-dir", join(dir, "work"), ...(o.args ?? [])],
+    ],
+    { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let out = "";
+  const label = `[runner ${id}]`;
+  const onData = (b: Buffer) => {
+    out += b.toString();
+    for (const line of b.toString().split("\n")) if (line) console.error(`${label} ${line}`);
+  };
+  child.stdout!.on("data", onData);
+  child.stderr!.on("data", onData);
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const started = await Promise.race([
+    (async () => {
+      while (!/ connected to /.test(out) && child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
+      return true;
+    })(),
+    exited.then(() => false),
+  ]);
+  if (!started) throw new Error(`kiln runner exited before connecting: ${out}`);
+  return {
+    pid: child.pid!,
+    id,
+    dir,
+    output: () => out,
+    exited,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+      await exited;
+    },
+    async kill9() {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      await exited;
+    },
+  };
 }
 
 /** Ports free right now (held open together, so they differ). */

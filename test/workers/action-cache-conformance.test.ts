@@ -4,19 +4,12 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { SELF, env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { ActionCache, ActionResultSchema, ContentAddressableStorage, DirectorySchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { ActionCache, ActionResultSchema, DirectorySchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { PreconditionFailureSchema } from "../../src/gen/google/rpc/error_details_pb.ts";
-import { bytes, connectClient, digestOf, errorOf, uniqueInstance } from "./helpers.ts";
+import { bytes, connectClient, digestOf, errorOf, uniqueInstance, upload } from "./helpers.ts";
 
 const ac = connectClient(ActionCache);
-const cas = connectClient(ContentAddressableStorage);
 
-async function upload(data: Uint8Array | string) {
-  const b = typeof data === "string" ? bytes(data) : data;
-  const d = await digestOf(b);
-  await cas.batchUpdateBlobs({ requests: [{ digest: d, data: b }] });
-  return d;
-}
 
 const dirBytes = (dir: Parameters<typeof create<typeof DirectorySchema>>[1]) => toBinary(DirectorySchema, create(DirectorySchema, dir));
 

@@ -3,22 +3,14 @@ import { Code } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import {
   ActionCache,
-  ContentAddressableStorage,
   DirectorySchema,
   TreeSchema,
 } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { PreconditionFailureSchema } from "../../src/gen/google/rpc/error_details_pb.ts";
-import { bytes, connectClient, digestOf, errorOf, uniqueInstance } from "./helpers.ts";
+import { connectClient, digestOf, errorOf, uniqueInstance, upload } from "./helpers.ts";
 
 const ac = connectClient(ActionCache);
-const cas = connectClient(ContentAddressableStorage);
 
-async function upload(data: Uint8Array | string) {
-  const b = typeof data === "string" ? bytes(data) : data;
-  const d = await digestOf(b);
-  await cas.batchUpdateBlobs({ requests: [{ digest: d, data: b }] });
-  return d;
-}
 
 
 describe("ActionCache", () => {

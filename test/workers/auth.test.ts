@@ -4,8 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ContentAddressableStorage } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { codeOf, connectClient, digestOf } from "./helpers.ts";
 
-const RW = "rw-key-0123456789";
-const RO = "ro-key-0123456789";
+const RW = "rw-key-0123456789-0123456789abcd";
+const RO = "ro-key-0123456789-0123456789abcd";
 
 
 describe("API keys", () => {

@@ -365,8 +365,8 @@ describe("google.devtools.build.v1.PublishBuildEvent on the worker", () => {
 describe("BES with API keys", () => {
   beforeAll(() => {
     env.API_KEYS = JSON.stringify([
-      { key: "bes-writer-0123456789", instances: [""], access: "read-write", name: "ci" },
-      { key: "bes-reader-0123456789", instances: [""], access: "read", name: "reader" },
+      { key: "bes-writer-0123456789-0123456789abcdef", instances: [""], access: "read-write", name: "ci" },
+      { key: "bes-reader-0123456789-0123456789abcdef", instances: [""], access: "read", name: "reader" },
     ]);
   });
   afterAll(() => {
@@ -377,9 +377,9 @@ describe("BES with API keys", () => {
     const replay = toolStream(fixtureEvents("failing-test"));
     const requests = replay.requests.slice(0, 3);
     expect((await errorOf(ingest.ingestBuildToolEvents({ requests }))).code).toBe(Code.Unauthenticated);
-    const reader = grpcWebClient(BuildEventIngest, { authorization: "Bearer bes-reader-0123456789" });
+    const reader = grpcWebClient(BuildEventIngest, { authorization: "Bearer bes-reader-0123456789-0123456789abcdef" });
     expect((await errorOf(reader.ingestBuildToolEvents({ requests }))).code).toBe(Code.PermissionDenied);
-    const writer = grpcWebClient(BuildEventIngest, { authorization: "Bearer bes-writer-0123456789" });
+    const writer = grpcWebClient(BuildEventIngest, { authorization: "Bearer bes-writer-0123456789-0123456789abcdef" });
     expect((await writer.ingestBuildToolEvents({ requests })).committedSequenceNumber).toBe(3n);
     const lifecycle = { buildEvent: { streamId: { buildId: replay.buildId }, event: { event: { case: "buildEnqueued" as const, value: {} } } } };
     expect((await errorOf(grpcWebClient(PublishBuildEvent).publishLifecycleEvent(lifecycle))).code).toBe(Code.Unauthenticated);

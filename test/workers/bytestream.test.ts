@@ -3,7 +3,8 @@ import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { ContentAddressableStorage } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { ByteStream } from "../../src/gen/google/bytestream/bytestream_pb.ts";
-import { PART_SIZE } from "../../src/storage/upload.ts";
+import type { Env } from "../../src/env.ts";
+import { PART_SIZE, resumableAbove } from "../../src/storage/upload.ts";
 import { codeOf, connectClient, digestOf, grpcWebClient, pseudoRandom, sha256Hex } from "./helpers.ts";
 
 const bs = grpcWebClient(ByteStream);
@@ -132,5 +133,15 @@ describe("abandoned uploads", () => {
     });
     expect(await runDurableObjectAlarm(stub)).toBe(true);
     expect(await codeOf(bs.queryWriteStatus({ resourceName: res }))).toBe(Code.NotFound);
+  });
+});
+
+describe("which uploads are resumable", () => {
+  it("blobs over 1 GiB by default, over RESUMABLE_UPLOAD_ABOVE_BYTES when set, never under one part", () => {
+    const withVar = (v?: string) => resumableAbove({ RESUMABLE_UPLOAD_ABOVE_BYTES: v } as Env);
+    expect(withVar(undefined)).toBe(1024 * 1024 * 1024);
+    expect(withVar("not a number")).toBe(1024 * 1024 * 1024);
+    expect(withVar(String(64 * 1024 * 1024))).toBe(64 * 1024 * 1024);
+    expect(withVar("1")).toBe(PART_SIZE);
   });
 });

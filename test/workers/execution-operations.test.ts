@@ -1,6 +1,6 @@
 // Remote execution, worker side: following and managing operations (WaitExecution,
 // google.longrunning Get/List/Cancel/Delete/Wait, retention), over every surface and with API
-// keys. Actions are "run" by the scripted runner stand-in (runner-stand-in.ts).
+// keys. Actions are "run" by scripted runners that dial the pool (fake-runner.ts).
 import { create, createRegistry, toBinary } from "@bufbuild/protobuf";
 import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
@@ -266,9 +266,9 @@ describe("Execution over the JSON surfaces", { timeout: 30_000 }, () => {
 });
 
 describe("Execution with API keys", { timeout: 30_000 }, () => {
-  const ACME = "acme-key-0123456789";
-  const ACME_RO = "acme-ro-key-0123456789";
-  const OTHER = "other-key-0123456789";
+  const ACME = "acme-key-0123456789-0123456789ab";
+  const ACME_RO = "acme-ro-key-0123456789-012345678";
+  const OTHER = "other-key-0123456789-0123456789a";
   beforeAll(() => {
     env.API_KEYS = JSON.stringify([
       { key: ACME, instances: [""], access: "read-write", tenant: "acme", name: "ci" },
@@ -379,5 +379,22 @@ describe("Operations conformance", { timeout: 30_000 }, () => {
     } finally {
       delete env.API_KEYS;
     }
+  });
+});
+
+describe("Operations of one build", { timeout: 30_000 }, () => {
+  it("keeps RequestMetadata.tool_invocation_id: ListOperations filters by it (the join key to the build's invocation)", async () => {
+    const { toBinary: bin, create: mk } = await import("@bufbuild/protobuf");
+    const { base64Encode } = await import("@bufbuild/protobuf/wire");
+    const { RequestMetadataSchema } = await import("../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts");
+    const invocation = crypto.randomUUID();
+    const header = base64Encode(bin(RequestMetadataSchema, mk(RequestMetadataSchema, { toolInvocationId: invocation, targetId: "//pkg:t", actionMnemonic: "Genrule" })));
+    const bazelExec = grpcWebClient(Execution, { "build.bazel.remote.execution.v2.requestmetadata-bin": header });
+    const [a, b] = [await newAction("ok"), await newAction("ok")];
+    const named = (await drain(bazelExec.execute(request(a)))).at(-1)!.name;
+    const other = (await executeAll(b)).at(-1)!.name;
+    await indexed(named, other);
+    const listed = await ops.listOperations({ name: "operations", filter: `tool_invocation_id=${invocation}` });
+    expect(listed.operations.map((o) => o.name)).toEqual([named]);
   });
 });

@@ -5,6 +5,7 @@ import { ConnectError, createClient, type Client, type Interceptor } from "@conn
 import type { UniversalClientFn } from "@connectrpc/connect/protocol";
 import { createTransport as createGrpcWebProtocolTransport } from "@connectrpc/connect/protocol-grpc-web";
 import { createConnectTransport } from "@connectrpc/connect-web";
+import { ContentAddressableStorage } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { file_google_rpc_error_details } from "../../src/gen/google/rpc/error_details_pb.ts";
 
 const errorDetails = createRegistry(file_google_rpc_error_details);
@@ -103,6 +104,14 @@ export async function digestOf(data: Uint8Array | string) {
 }
 
 export const bytes = (s: string) => new TextEncoder().encode(s);
+
+/** Stores a blob through BatchUpdateBlobs; its digest. */
+export async function upload(data: Uint8Array | string, instanceName = "") {
+  const b = typeof data === "string" ? bytes(data) : data;
+  const d = await digestOf(b);
+  await connectClient(ContentAddressableStorage).batchUpdateBlobs({ instanceName, requests: [{ digest: d, data: b }] });
+  return d;
+}
 
 /** Deterministic pseudo-random bytes (xorshift), so big blobs need no fixtures. */
 export function pseudoRandom(size: number, seed = 1): Uint8Array {

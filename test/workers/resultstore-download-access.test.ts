@@ -19,9 +19,9 @@ type Start = { case: "pageToken"; value: string } | { case: undefined };
 const from = (token: string): Start => (token ? { case: "pageToken", value: token } : { case: undefined });
 
 describe("API keys and tenants", () => {
-  const ACME_RW = "dl-acme-rw-0123456789";
-  const ACME_RO = "dl-acme-ro-0123456789";
-  const GLOBEX = "dl-globex-ro-0123456789";
+  const ACME_RW = "dl-acme-rw-0123456789-0123456789";
+  const ACME_RO = "dl-acme-ro-0123456789-0123456789";
+  const GLOBEX = "dl-globex-ro-0123456789-01234567";
 
   it("reads need a valid key (read access is enough) and see only their tenant's invocations", async () => {
     env.API_KEYS = JSON.stringify([

@@ -87,7 +87,7 @@ describe("ResultStoreFileDownload.GetFile", () => {
 
   describe("with API keys", () => {
     beforeAll(() => {
-      env.API_KEYS = JSON.stringify([{ key: "team-reader-0123456", instances: ["team"], access: "read", name: "reader" }]);
+      env.API_KEYS = JSON.stringify([{ key: "team-reader-0123456-0123456789abcdef-xyz", instances: ["team"], access: "read", name: "reader" }]);
     });
     afterAll(() => {
       delete env.API_KEYS;
@@ -96,7 +96,7 @@ describe("ResultStoreFileDownload.GetFile", () => {
     it("reads only what the caller's key may read", async () => {
       const uri = `bytestream://h/other/blobs/${"c".repeat(64)}/3`;
       expect(await codeOf(getFile(files, uri))).toBe(Code.Unauthenticated);
-      const reader = connectClient(ResultStoreFileDownload, { authorization: "Bearer team-reader-0123456" });
+      const reader = connectClient(ResultStoreFileDownload, { authorization: "Bearer team-reader-0123456-0123456789abcdef-xyz" });
       expect(await codeOf(getFile(reader, uri))).toBe(Code.PermissionDenied);
       expect(await codeOf(getFile(reader, uri.replace("/other/", "/team/")))).toBe(Code.NotFound);
     });

@@ -386,9 +386,9 @@ describe("DeleteInvocation when D1 fails", () => {
 });
 
 describe("API keys and tenants", () => {
-  const RW = "rs-rw-key-0123456789";
-  const RO = "rs-ro-key-0123456789";
-  const OTHER = "rs-other-key-0123456789";
+  const RW = "rs-rw-key-0123456789-0123456789a";
+  const RO = "rs-ro-key-0123456789-0123456789a";
+  const OTHER = "rs-other-key-0123456789-01234567";
 
   it("need a key, read-write for uploads, and keep each tenant's invocations apart", async () => {
     env.API_KEYS = JSON.stringify([

@@ -58,6 +58,10 @@ describe("runner connections", { timeout: 30_000 }, () => {
     const res = responseOf(stream.at(-1)!);
     expect(res.result?.exitCode).toBe(0);
     expect(res.result?.executionMetadata?.worker).toBe(`shared-${SUITE} (runner key "test")`);
+    // The entry in R2 says who wrote it, for operators.
+    const { actionResultKey, WRITER } = await import("../../src/storage/action-store.ts");
+    const entry = await env.CAS.head(actionResultKey("default", a.instanceName, a.hash));
+    expect(entry?.customMetadata?.[WRITER]).toBe(`execution ${stream.at(-1)!.name} on shared-${SUITE} (runner key "test")`);
     expect(runs({ action: a.hash }).attempts.map((x) => x.attempt)).toEqual([1]);
   });
 
