@@ -56,6 +56,10 @@ export function InvocationPage({ id, url }: { id: string; url: URL }) {
         <>
           {live && <p class="live">Still uploading: this page refreshes every few seconds.</p>}
           <Show loaded={inv}>{(i) => <Summary inv={i} />}</Show>
+          {/* Bazel sends this id as RequestMetadata.tool_invocation_id on its remote calls. */}
+          <p>
+            <Link href={`/operations?all=1&invocation=${enc(id)}`}>Remote executions of this build →</Link>
+          </p>
         </>
       )}
       {notYet ? null : targets.error !== undefined ? (

@@ -18,16 +18,20 @@ const MAX_WATCHES = 3;
 export function OperationsPage({ url }: { url: URL }) {
   const all = url.searchParams.get("all") === "1";
   const instance = url.searchParams.get("instance") ?? "";
+  // A build's remote executions: the invocation id Bazel sends as RequestMetadata.tool_invocation_id.
+  const invocation = url.searchParams.get("invocation") ?? "";
   const [tick, setTick] = useState(0);
+  const filter = [all ? "" : "done=false", invocation ? `tool_invocation_id="${invocation.replace(/"/g, "")}"` : ""].filter(Boolean).join(" AND ");
   const list = useLoad(
-    (signal) => operations.listOperations({ name: instance ? `${instance}/operations` : "operations", filter: all ? "" : "done=false", pageSize: PAGE }, { signal }),
-    [all, instance, tick],
+    (signal) => operations.listOperations({ name: instance ? `${instance}/operations` : "operations", filter, pageSize: PAGE }, { signal }),
+    [all, instance, invocation, tick],
   );
   const seen = useRef(new Map<string, Operation>());
   const go = (next: { all?: boolean; instance?: string }) => {
     const p = new URLSearchParams();
     if (next.all ?? all) p.set("all", "1");
     if ((next.instance ?? instance) !== "") p.set("instance", next.instance ?? instance);
+    if (invocation) p.set("invocation", invocation);
     seen.current.clear();
     navigate(`/operations${p.size ? `?${p}` : ""}`, true);
   };
@@ -43,7 +47,7 @@ export function OperationsPage({ url }: { url: URL }) {
   const watched = new Set(ops.filter((op) => !op.done).slice(0, MAX_WATCHES).map((op) => op.name));
   return (
     <section>
-      <h1>Operations</h1>
+      <h1>Operations{invocation ? <> of invocation <code>{invocation}</code></> : null}</h1>
       <form class="search" onSubmit={(e) => (e.preventDefault(), go({ instance: String(new FormData(e.currentTarget as HTMLFormElement).get("instance") ?? "").trim() }))}>
         <label>
           Instance <input name="instance" defaultValue={instance} placeholder="every instance" />
