@@ -50,8 +50,22 @@ export async function* forwardServerStream<I extends DescMessage, O extends Desc
   request: MessageInitShape<I>,
   ctx: HandlerContext,
 ): AsyncGenerator<MessageShape<O>> {
-  const res = await upstream.stream(method, ctx.signal, ctx.timeoutMs(), forwardedMetadata(ctx.requestHeader), once(request));
-  yield* res.message;
+  try {
+    const res = await upstream.stream(method, ctx.signal, ctx.timeoutMs(), forwardedMetadata(ctx.requestHeader), once(request));
+    yield* res.message;
+  } catch (e) {
+    throw asRetryable(e, ctx);
+  }
+}
+
+/**
+ * The worker's side of the stream broke (it restarted or redeployed): connect-node calls that
+ * ABORTED, which clients take for a final answer. It is the textbook UNAVAILABLE: retry (Bazel
+ * follows a broken Execute with WaitExecution). A caller's own cancellation stays CANCELLED.
+ */
+function asRetryable(e: unknown, ctx: HandlerContext): unknown {
+  if (ctx.signal.aborted || !(e instanceof ConnectError) || e.code !== Code.Aborted) return e;
+  return new ConnectError(`the connection to the worker broke (${e.rawMessage}); retry`, Code.Unavailable, undefined, undefined, e);
 }
 
 /** Relays a client stream; connect-node sends it upstream as a streamed HTTP/1.1 request body. */
