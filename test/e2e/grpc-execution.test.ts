@@ -283,8 +283,11 @@ describe("Execute over gRPC", { timeout: 120_000 }, () => {
       // wait until it shows every operation (and the running one as not done).
       const until = Date.now() + 15_000;
       for (;;) {
-        const [everything, open] = [await list(""), await list("done=false")];
-        const ok = [...created, runningName].every((n) => everything.names.includes(n)) && open.names.includes(runningName);
+        const [everything, open, finished] = [await list(""), await list("done=false"), await list("done=true")];
+        const ok =
+          [...created, runningName].every((n) => everything.names.includes(n)) &&
+          open.names.includes(runningName) &&
+          [...created].every((n) => finished.names.includes(n));
         if (ok || Date.now() > until) break;
         await new Promise((r) => setTimeout(r, 200));
       }

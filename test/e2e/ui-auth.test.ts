@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { haveChromium, openPage, uiStack } from "./ui.ts";
 
 const ok = haveChromium();
-const KEY = "ui-e2e-read-key-0123456789";
+const KEY = "ui-e2e-read-key-0123456789-0123456789abcdef";
 
 describe.skipIf(!ok)("web UI with API keys", () => {
   const env = uiStack({ vars: { API_KEYS: JSON.stringify([{ key: KEY, name: "ui", instances: [""], access: "read" }]) } });
