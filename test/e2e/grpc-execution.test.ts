@@ -260,7 +260,7 @@ describe("Execute over gRPC", { timeout: 120_000 }, () => {
     const running = execute(c, INSTANCE, digest);
     const { name: runningName } = await running.next((o) => o.stage === "EXECUTING");
 
-    const list = async (filter: string) => {
+    const list = async (filter: string, strict = true) => {
       const names: string[] = [];
       const pages: number[] = [];
       let token = "";
@@ -269,8 +269,8 @@ describe("Execute over gRPC", { timeout: 120_000 }, () => {
         pages.push(res.operations.length);
         for (const op of res.operations) {
           const d = decodeOp(op);
-          if (filter === "done=true") expect(d.done, d.name).toBe(true);
-          if (filter === "done=false") expect(d.done, d.name).toBe(false);
+          if (strict && filter === "done=true") expect(d.done, d.name).toBe(true);
+          if (strict && filter === "done=false") expect(d.done, d.name).toBe(false);
           names.push(d.name);
         }
         token = res.next_page_token;
@@ -283,7 +283,8 @@ describe("Execute over gRPC", { timeout: 120_000 }, () => {
       // wait until it shows every operation (and the running one as not done).
       const until = Date.now() + 15_000;
       for (;;) {
-        const [everything, open, finished] = [await list(""), await list("done=false"), await list("done=true")];
+        // Not strict while waiting: the listing's done flag may still lag the operation's own.
+        const [everything, open, finished] = [await list("", false), await list("done=false", false), await list("done=true", false)];
         const ok =
           [...created, runningName].every((n) => everything.names.includes(n)) &&
           open.names.includes(runningName) &&
