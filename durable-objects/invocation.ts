@@ -19,6 +19,7 @@ import { META, setUploadStatus, Uploader } from "../src/resultstore/uploader.ts"
 import { failureOf, type InvocationResult } from "../src/resultstore/invocation-rpc.ts";
 import { ingestBuildEvents, type IngestCall } from "../src/bes/ingest.ts";
 import { IngestBuildToolEventsRequestSchema, IngestBuildToolEventsResponseSchema } from "../src/gen/kiln/bes/v1/ingest_pb.ts";
+import { listRemoteActions, recordRemoteCall, REMOTE_ACTIONS_SCHEMA, type RemoteCall } from "../src/resultstore/remote-actions.ts";
 
 /** The schema helper D's read side relies on (see rs-plan.md); request_ids and index_pending are the upload side's. */
 const SCHEMA = `
@@ -35,7 +36,7 @@ CREATE INDEX IF NOT EXISTS resources_by_kind ON resources (kind, seq);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
 CREATE TABLE IF NOT EXISTS request_ids (name TEXT PRIMARY KEY, request_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS index_pending (name TEXT PRIMARY KEY, kind TEXT NOT NULL, ver INTEGER NOT NULL);
-`;
+${REMOTE_ACTIONS_SCHEMA}`;
 
 /** A failed search-index write or removal is retried this much later, from the alarm. */
 const INDEX_RETRY_MS = 10_000;
@@ -165,7 +166,7 @@ export class InvocationDO extends DurableObject<Env> {
     const invocationId = this.table.meta<string>(META.invocationId)!;
     const tenant = this.table.meta<string>(META.tenant) ?? "default";
     this.ctx.storage.transactionSync(() => {
-      for (const t of ["resources", "request_ids", "index_pending", "meta"]) this.sql.exec(`DELETE FROM ${t}`);
+      for (const t of ["resources", "request_ids", "index_pending", "meta", "remote_actions"]) this.sql.exec(`DELETE FROM ${t}`);
       this.table.setMeta(DELETING, JSON.stringify({ tenant, name: nameOf(keyOf("invocation", invocationId)) }));
     });
     await this.finishDelete();
@@ -185,6 +186,21 @@ export class InvocationDO extends DurableObject<Env> {
     this.sql.exec(SCHEMA);
     this.table.reset();
     return true;
+  }
+
+  // ---- Remote actions (kiln.invocation.v1.RemoteActions) ----
+
+  /**
+   * Counts a remote cache or execution call that named this invocation. Calls may come before the
+   * build's first event creates the invocation, so they are kept whether it exists or not.
+   */
+  async recordRemoteCall(c: RemoteCall): Promise<boolean> {
+    if (this.table.meta(DELETING) !== undefined) return false;
+    return recordRemoteCall(this.sql, c);
+  }
+
+  async listRemoteActions(afterSeq: number, limit: number): Promise<ReturnType<typeof listRemoteActions>> {
+    return listRemoteActions(this.sql, afterSeq, limit);
   }
 
   // ---- Download reads (resultstore-download) ----

@@ -179,9 +179,12 @@ export function authenticate(p: Principal): void {
   }
 }
 
+/** Whether the key's instance prefixes cover this instance. */
+export const mayUseInstance = (p: Principal, instanceName: string) => p.instances.some((prefix) => covers(prefix, instanceName));
+
 export function authorize(p: Principal, instanceName: string, access: Access): void {
   authenticate(p);
-  if (!p.instances.some((prefix) => covers(prefix, instanceName))) {
+  if (!mayUseInstance(p, instanceName)) {
     throw new ConnectError(`API key "${p.label}" may not use instance "${instanceName}"`, Code.PermissionDenied);
   }
   if (access === "write") authorizeWrite(p);

@@ -9,7 +9,8 @@ export type FaultPoint =
   | "pool.deliver"
   | "operation.init"
   | "operation.event"
-  | "operation.reconcile";
+  | "operation.reconcile"
+  | "invocation.remoteCall";
 
 export function armFault(point: FaultPoint, times = 1): void {
   armed.set(point, (armed.get(point) ?? 0) + times);

@@ -16,6 +16,7 @@ import { blobKey, checkDigestFunction, missingSubject, parseDigest, parseHash, t
 import { actionResultKey, putActionResult, sizeMatches } from "../storage/action-store.ts";
 import { mapLimit } from "../storage/map-limit.ts";
 import { childDirectories, readBytes, readDirectory, readTree, treeFileDigests } from "../storage/merkle.ts";
+import { noteRemoteCall } from "./remote-actions.ts";
 import { scopeFor, type Scope } from "./scope.ts";
 
 const acKey = (s: Scope, hash: string) => actionResultKey(s.principal.tenant, s.instanceName, hash);
@@ -140,6 +141,7 @@ export async function getActionResult(
   checkDigestFunction(req.digestFunction);
   const action = actionKeyOf(req, opts);
   const result = await lookupActionResult(s, action);
+  noteRemoteCall(s, ctx.requestHeader, action, result ? "hit" : "miss");
   if (!result) throw notFound(`no complete action result for ${action.hash}/${action.size ?? "-"}`);
   await inlineOutputs(s, result, req);
   return result;
@@ -162,6 +164,7 @@ export async function updateActionResult(
   // Without a size on the wire, the Action blob's own size (clients upload it first) keys the entry.
   const size = action.size ?? (await s.store.sizeOf(action.hash)) ?? undefined;
   await putActionResult(s.env.CAS, acKey(s, action.hash), result, size, `UpdateActionResult with API key "${s.principal.label}"`);
+  noteRemoteCall(s, ctx.requestHeader, { hash: action.hash, size }, "write");
   return create(ActionResultSchema, result);
 }
 

@@ -20,6 +20,7 @@ import { poolStub, shardOf, type EnqueueResult, type PoolEntry } from "../execut
 import { operationStub, watchOperation, notFoundOperation } from "../execution/watch.ts";
 import { checkDigestFunction, parseDigest, toProtoDigest, type BlobDigest } from "../storage/digest.ts";
 import { inlineOutputs, lookupActionResult } from "./action-cache.ts";
+import { noteRemoteCall } from "./remote-actions.ts";
 import { checkLeaseUse, scopeFor, type Scope } from "./scope.ts";
 import { authorize, presentedKey, resolvePrincipal } from "../auth.ts";
 import { executionConfigured, keyConfig, kilnEnv } from "../config.ts";
@@ -87,6 +88,7 @@ async function* execute(req: ExecuteRequest, ctx: HandlerContext): AsyncGenerato
         { name, tenant: s.principal.tenant, instanceName: s.instanceName, actionDigest: digest, doNotCache: false, timeoutMs: 0, priority: 0, shard: 0, toolInvocationId: origin.toolInvocationId },
         toBinary(ExecuteResponseSchema, response),
       );
+      noteRemoteCall(s, ctx.requestHeader, digest, "hit", name);
       yield await withInlining(s, doneOperation(name, digest, response), req);
       return;
     }
@@ -139,6 +141,7 @@ async function* execute(req: ExecuteRequest, ctx: HandlerContext): AsyncGenerato
     throw new ConnectError(queued.reason, Code.FailedPrecondition);
   }
   if (queued.kind === "joined") await op.expire();
+  noteRemoteCall(s, ctx.requestHeader, digest, "execute", queued.name);
   for await (const op of watchOperation(s.env, queued.name, ctx.signal)) yield await withInlining(s, op, req);
 }
 

@@ -23,6 +23,8 @@ import { RESULTSTORE_UPLOAD_MAX } from "./limits.ts";
 import { resultStoreUploadService } from "./resultstore-upload.ts";
 import { RunnerService } from "../gen/kiln/runner/v1/runner_pb.ts";
 import { runnerService } from "./runner.ts";
+import { RemoteActions } from "../gen/kiln/invocation/v1/remote_actions_pb.ts";
+import { remoteActionsService } from "./remote-actions.ts";
 
 export interface ServiceEntry<S extends DescService = DescService> {
   service: S;
@@ -56,4 +58,5 @@ export const services: ServiceEntry[] = [
   entry(ResultStoreFileDownload, resultStoreFileDownloadService),
   entry(PublishBuildEvent, publishBuildEventService, RESULTSTORE_UPLOAD_MAX, [file_bep]),
   entry(BuildEventIngest, buildEventIngestService, RESULTSTORE_UPLOAD_MAX, [file_bep]),
+  entry(RemoteActions, remoteActionsService),
 ];
