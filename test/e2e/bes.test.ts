@@ -22,6 +22,7 @@ import { StreamId_BuildComponent } from "../../src/gen/google/devtools/build/v1/
 import { Status } from "../../src/gen/google/devtools/resultstore/v2/common_pb.ts";
 import { ResultStoreDownload } from "../../src/gen/google/devtools/resultstore/v2/resultstore_download_pb.ts";
 import { ResultStoreFileDownload } from "../../src/gen/google/devtools/resultstore/v2/resultstore_file_download_pb.ts";
+import { RemoteActions } from "../../src/gen/kiln/invocation/v1/remote_actions_pb.ts";
 import { WORKSPACE_DIR, bazelAvailable, disposeOutputBase, runBazel } from "./bazel.ts";
 import { requireTool, startStack, type Stack } from "./stack.ts";
 
@@ -32,6 +33,7 @@ const FIXTURES = fileURLToPath(new URL("../fixtures/bep/", import.meta.url));
 let stack: Stack;
 let download: Client<typeof ResultStoreDownload>;
 let files: Client<typeof ResultStoreFileDownload>;
+let remote: Client<typeof RemoteActions>;
 let tmp: string;
 
 beforeAll(async () => {
@@ -39,6 +41,7 @@ beforeAll(async () => {
   const transport = createConnectTransport({ baseUrl: stack.httpUrl, httpVersion: "1.1", interceptors: [(next) => (req) => (req.header.set("x-goog-fieldmask", "*"), next(req))] });
   download = createClient(ResultStoreDownload, transport);
   files = createClient(ResultStoreFileDownload, transport);
+  remote = createClient(RemoteActions, transport);
   tmp = await mkdtemp(join(tmpdir(), "kiln-bes-"));
 }, 120_000);
 
@@ -100,6 +103,13 @@ describe.skipIf(!haveBazel)("Bazel --bes_backend through the bridge", () => {
     for (const label of ["//:seed", "//:combined", "//:big", "//:tree", "//:multi", "//:combined_test", "//:big_test", "//:tree_test"]) expect(targets).toContain(label);
     expect(all.configuredTargets.length).toBe(all.targets.length);
     for (const ct of all.configuredTargets) expect([Status.BUILT, Status.PASSED], ct.id?.targetId).toContain(ct.statusAttributes?.status);
+    // Bazel's remote cache calls carried its invocation id (RequestMetadata) through the bridge:
+    // every action it looked up is linked to the invocation, and the cold cache took its uploads.
+    const linked = await remote.listRemoteActions({ name: `invocations/${run.invocationId}`, pageSize: 1000 });
+    expect(linked.totalActions).toBeGreaterThan(0n);
+    expect(linked.totalCacheHits + linked.totalCacheMisses).toBeGreaterThanOrEqual(linked.totalActions);
+    expect(linked.totalCacheWrites).toBeGreaterThan(0n);
+    expect(linked.remoteActions.map((a) => a.actionDigest?.hash)).toEqual(expect.arrayContaining([expect.stringMatching(/^[0-9a-f]{64}$/)]));
   }, 6 * 60_000);
 
   it("a stream broken midway (the bridge restarted) is retried by Bazel: the invocation is complete, nothing doubled", async () => {

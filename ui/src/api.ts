@@ -8,6 +8,7 @@ import { ByteStream } from "../../src/gen/google/bytestream/bytestream_pb.ts";
 import { Operations } from "../../src/gen/google/longrunning/operations_pb.ts";
 import { ResultStoreDownload } from "../../src/gen/google/devtools/resultstore/v2/resultstore_download_pb.ts";
 import { ResultStoreFileDownload } from "../../src/gen/google/devtools/resultstore/v2/resultstore_file_download_pb.ts";
+import { RemoteActions } from "../../src/gen/kiln/invocation/v1/remote_actions_pb.ts";
 
 const KEY = "kiln.apiKey";
 
@@ -37,6 +38,7 @@ export const actionCache = createClient(ActionCache, transport);
 export const execution = createClient(Execution, transport);
 export const operations = createClient(Operations, transport);
 export const byteStream = createClient(ByteStream, transport);
+export const remoteActions = createClient(RemoteActions, transport);
 
 /** ResultStore downloads need a response field mask (X-Goog-FieldMask). */
 export const mask = (fields: string) => ({ headers: { "x-goog-fieldmask": fields } });

@@ -13,6 +13,7 @@ import { concat } from "../blobs.ts";
 import { ErrorBox, KeyValues, Pager, Show, StatusBadge, useLoad, usePage } from "../components/common.tsx";
 import { FileLink, fileSize } from "../components/files.tsx";
 import { LogView, type LogSource } from "../components/log-view.tsx";
+import { RemoteActions } from "../components/remote-actions.tsx";
 import { durationMs, ms, when } from "../format.ts";
 import { Link } from "../router.tsx";
 
@@ -60,6 +61,10 @@ export function InvocationPage({ id, url }: { id: string; url: URL }) {
           <p>
             <Link href={`/operations?all=1&invocation=${enc(id)}`}>Remote executions of this build →</Link>
           </p>
+          <details class="remote">
+            <summary>Remote cache and execution</summary>
+            <RemoteActions id={id} tick={tick} />
+          </details>
         </>
       )}
       {notYet ? null : targets.error !== undefined ? (
