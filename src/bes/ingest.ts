@@ -17,12 +17,18 @@ import { uploadBatch } from "../resultstore/batch.ts";
 import { keyOf, nameOf } from "../resultstore/names.ts";
 import { runUpload } from "../resultstore/upload-rpc.ts";
 import { META, type Uploader } from "../resultstore/uploader.ts";
-import { BAZEL_EVENT_TYPE, BuildEventSchema } from "./bep.ts";
+import { TestSuiteSchema } from "../gen/google/devtools/resultstore/v2/test_suite_pb.ts";
+import { BAZEL_EVENT_TYPE, BuildEventSchema, type BuildEvent } from "./bep.ts";
 import { mapBuildEvent } from "./map-event.ts";
 
 export interface IngestCall {
   tenant: string;
   invocationId: string;
+  /**
+   * TestSuites (binary) parsed from the test.xml files the batch's TestResult events name, by
+   * file URI: read from the CAS before the transaction, which cannot wait on storage.
+   */
+  testSuites?: Record<string, Uint8Array>;
 }
 
 /** Meta key: the stream that owns this invocation ("{build_id}/{component}"). */
@@ -78,7 +84,7 @@ function open(u: Uploader, stream: StreamId, call: IngestCall): void {
 }
 
 /** The requests one BES event makes: a BEP event's mapping, or finalize when the tool's stream finished. */
-function requestsFor(u: Uploader, r: PublishBuildToolEventStreamRequest, field: string): UploadRequest[] {
+function requestsFor(u: Uploader, r: PublishBuildToolEventStreamRequest, field: string, testSuites: Record<string, Uint8Array>): UploadRequest[] {
   const event = r.orderedBuildEvent?.event?.event;
   if (!event?.case) throw invalidArgument("the event is empty", `${field}.ordered_build_event.event`);
   if (event.case === "componentStreamFinished") {
@@ -86,23 +92,33 @@ function requestsFor(u: Uploader, r: PublishBuildToolEventStreamRequest, field: 
       ? [create(UploadRequestSchema, { uploadOperation: UploadRequest_UploadOperation.FINALIZE, resource: { case: "invocation", value: {} } })]
       : [];
   }
-  if (event.case !== "bazelEvent") return []; // lifecycle-style events on the tool stream carry nothing ResultStore keeps
-  const any = event.value;
-  if (any.typeUrl.replace(/^.*\//, "") !== BAZEL_EVENT_TYPE) {
-    throw invalidArgument(`bazel_event is a ${any.typeUrl || "(no type)"}, not a ${BAZEL_EVENT_TYPE}`, `${field}.bazel_event`);
-  }
-  let bep;
-  try {
-    bep = fromBinary(BuildEventSchema, any.value);
-  } catch (e) {
-    throw invalidArgument(`bazel_event does not decode as ${BAZEL_EVENT_TYPE}: ${(e as Error).message}`, `${field}.bazel_event`);
-  }
+  const bep = bazelEventOf(r, field);
+  if (!bep) return []; // lifecycle-style events on the tool stream carry nothing ResultStore keeps
   return mapBuildEvent(bep, {
     invocationId: u.invocationId,
     exists: (k) => !!u.table.get(k),
     load: (k) => u.load(k)?.msg as never,
     eventTime: r.orderedBuildEvent?.event?.eventTime,
+    testSuite: (uri) => {
+      const bytes = testSuites[uri];
+      return bytes ? fromBinary(TestSuiteSchema, bytes) : undefined;
+    },
   });
+}
+
+/** The BEP event a tool-stream request carries (undefined for other events), checked. */
+export function bazelEventOf(r: PublishBuildToolEventStreamRequest, field: string): BuildEvent | undefined {
+  const event = r.orderedBuildEvent?.event?.event;
+  if (event?.case !== "bazelEvent") return undefined;
+  const any = event.value;
+  if (any.typeUrl.replace(/^.*\//, "") !== BAZEL_EVENT_TYPE) {
+    throw invalidArgument(`bazel_event is a ${any.typeUrl || "(no type)"}, not a ${BAZEL_EVENT_TYPE}`, `${field}.bazel_event`);
+  }
+  try {
+    return fromBinary(BuildEventSchema, any.value);
+  } catch (e) {
+    throw invalidArgument(`bazel_event does not decode as ${BAZEL_EVENT_TYPE}: ${(e as Error).message}`, `${field}.bazel_event`);
+  }
 }
 
 export function ingestBuildEvents(u: Uploader, req: IngestBuildToolEventsRequest, call: IngestCall): MessageShape<typeof IngestBuildToolEventsResponseSchema> {
@@ -120,7 +136,7 @@ export function ingestBuildEvents(u: Uploader, req: IngestBuildToolEventsRequest
       throw new ConnectError(`${field}: sequence_number ${seq} is out of order: the next one is ${committed + 1n}`, Code.FailedPrecondition);
     }
     try {
-      const uploadRequests = requestsFor(u, r, field);
+      const uploadRequests = requestsFor(u, r, field, call.testSuites ?? {});
       if (uploadRequests.length) {
         uploadBatch(u, create(UploadBatchRequestSchema, { parent, resumeToken: tokenOf(committed), nextResumeToken: tokenOf(seq), uploadRequests }));
       } else {

@@ -27,6 +27,7 @@ import type { File as RsFile } from "../gen/google/devtools/resultstore/v2/file_
 import type { Invocation, InvocationSchema } from "../gen/google/devtools/resultstore/v2/invocation_pb.ts";
 import type { ConfiguredTarget } from "../gen/google/devtools/resultstore/v2/configured_target_pb.ts";
 import type { Target } from "../gen/google/devtools/resultstore/v2/target_pb.ts";
+import type { TestSuite } from "../gen/google/devtools/resultstore/v2/test_suite_pb.ts";
 import { TargetType, TestSize } from "../gen/google/devtools/resultstore/v2/target_pb.ts";
 import {
   UploadRequest_UploadOperation as Op,
@@ -55,6 +56,8 @@ export interface MapContext {
   load<T extends Message>(k: ResourceKey): T | undefined;
   /** When the tool sent the event (BES event_time); absent for a recorded file. */
   eventTime?: Timestamp;
+  /** The parsed test.xml at this file URI, when it was read from the CAS (src/bes/test-suites.ts). */
+  testSuite?(uri: string): TestSuite | undefined;
 }
 
 type Resource = NonNullable<MessageInitShape<typeof UploadRequestSchema>["resource"]>;
@@ -356,6 +359,8 @@ export function mapBuildEvent(ev: BuildEvent, ctx: MapContext): UploadRequest[] 
       const attempt = Math.max(0, id.value.attempt - 1);
       const duration = durationOf(t.testAttemptDuration, t.testAttemptDurationMillis);
       const exec = t.executionInfo;
+      const files = resultStoreFiles(t.testActionOutput);
+      const xml = files.find((f) => f.uid === "test.xml");
       r.update({ ...ids, actionId: `test_shard${shard}_run${run}_attempt${attempt}` }, {
         case: "action",
         value: {
@@ -372,11 +377,12 @@ export function mapBuildEvent(ev: BuildEvent, ctx: MapContext): UploadRequest[] 
                 testCaching: t.cachedLocally ? TestCaching.LOCAL_CACHE_HIT : exec?.cachedRemotely ? TestCaching.REMOTE_CACHE_HIT : TestCaching.CACHE_MISS,
               },
               warnings: t.warning.map((w) => ({ warningMessage: w })),
+              testSuite: xml ? ctx.testSuite?.(xml.uri) : undefined,
             },
           },
           actionAttributes: { exitCode: exec?.exitCode ?? 0, hostname: exec?.hostname ?? "" },
           properties: props([["strategy", exec?.strategy ?? ""]]),
-          files: resultStoreFiles(t.testActionOutput),
+          files,
         },
       }, ["status_attributes", "timing", "test_action", "action_attributes", "properties", "files"]);
       break;

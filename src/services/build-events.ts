@@ -16,6 +16,7 @@ import {
   IngestBuildToolEventsResponseSchema,
 } from "../gen/kiln/bes/v1/ingest_pb.ts";
 import { streamOf } from "../bes/ingest.ts";
+import { testSuitesOf } from "../bes/test-suites.ts";
 import { checkInvocationId } from "../resultstore/ids.ts";
 import { invocationStub, responseOf } from "../resultstore/invocation-rpc.ts";
 import { RESULTSTORE_UPLOAD_MAX } from "./limits.ts";
@@ -31,7 +32,8 @@ async function ingest(ctx: HandlerContext, requests: PublishBuildToolEventStream
   if (request.byteLength > RESULTSTORE_UPLOAD_MAX) {
     throw new ConnectError(`the batch is ${request.byteLength} bytes; at most ${RESULTSTORE_UPLOAD_MAX} are accepted: send fewer events at once`, Code.ResourceExhausted);
   }
-  const result = await invocationStub(env, principal.tenant, invocationId).ingestBuildEvents(request, { tenant: principal.tenant, invocationId });
+  const testSuites = await testSuitesOf(ctx, requests);
+  const result = await invocationStub(env, principal.tenant, invocationId).ingestBuildEvents(request, { tenant: principal.tenant, invocationId, testSuites });
   return fromBinary(IngestBuildToolEventsResponseSchema, responseOf(result));
 }
 

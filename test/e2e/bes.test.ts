@@ -159,6 +159,11 @@ describe.skipIf(!haveBazel)("Bazel --bes_backend through the bridge", () => {
     const attempt = all.actions.find((a) => a.id?.targetId === "//:failing_test" && a.actionType.case === "testAction");
     const log = attempt?.files.find((f) => f.uid === "test.log");
     expect(log?.uri).toMatch(/^bytestream:\/\//);
+    // Bazel's test.xml (it writes one for a test that wrote none) is parsed into the TestSuite.
+    const suite = attempt?.actionType.case === "testAction" ? attempt.actionType.value.testSuite : undefined;
+    const testCase = suite?.tests[0]?.testType;
+    expect(testCase?.case).toBe("testCase");
+    expect(testCase?.case === "testCase" && testCase.value.errors[0]?.errorMessage).toMatch(/exited with error code 1/);
     expect(await readFileUri(log!.uri)).toContain("kiln-failing-test: this test fails on purpose");
     // The same file over native gRPC, through the bridge.
     const grpcFiles = createClient(ResultStoreFileDownload, createGrpcTransport({ baseUrl: `http://${stack.grpcTarget}` }));
