@@ -59,6 +59,16 @@ describe.skipIf(!ok)("web UI behind a real Bazel build", () => {
       const log = detail.getByLabel("test.log", { exact: true });
       await log.getByText("kiln-failing-test: this test fails on purpose").waitFor();
       expect(await log.innerText()).toContain("kiln-failing-test: stderr line");
+      // Its test.xml, parsed: the failed case first, with Bazel's message.
+      const failedCases = detail.getByRole("table", { name: "failed test cases" });
+      await failedCases.waitFor();
+      expect(await failedCases.innerText()).toMatch(/ERROR[\s\S]*exited with error code 1/);
+      // The build's remote cache calls, linked by the invocation id Bazel sent with each.
+      await page.getByText("Remote cache and execution").click();
+      await expect.poll(() => page.locator(".remote-actions p").first().innerText().catch(() => "")).toMatch(/^\d+ actions: \d+ cache hits, [1-9]\d* misses, [1-9]\d* uploads/);
+      const firstAction = page.locator(".remote-actions table a").first();
+      const href = await firstAction.getAttribute("href");
+      expect(href).toMatch(/^\/actions\/main\/[0-9a-f]{64}\/\d+$/);
       await t.shot("invocation-real-bazel");
       expect(t.errors).toEqual([]);
     } finally {

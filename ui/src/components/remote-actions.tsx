@@ -25,7 +25,7 @@ export function RemoteActions({ id, tick }: { id: string; tick: number }) {
             <p>
               {`${p.totalActions} actions: ${p.totalCacheHits} cache hits, ${p.totalCacheMisses} misses, ${p.totalCacheWrites} uploads, ${p.totalExecutions} remote executions`}
             </p>
-            <table>
+            <table class="list" aria-label="remote actions">
               <thead>
                 <tr>
                   <th>Action</th>

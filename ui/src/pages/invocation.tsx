@@ -14,6 +14,7 @@ import { ErrorBox, KeyValues, Pager, Show, StatusBadge, useLoad, usePage } from 
 import { FileLink, fileSize } from "../components/files.tsx";
 import { LogView, type LogSource } from "../components/log-view.tsx";
 import { RemoteActions } from "../components/remote-actions.tsx";
+import { TestCases } from "../components/test-cases.tsx";
 import { durationMs, ms, when } from "../format.ts";
 import { Link } from "../router.tsx";
 
@@ -311,7 +312,10 @@ function Actions({ actions }: { actions: Action[] }) {
       {tests
         .filter((a) => a.name === open)
         .map((a) => (
-          <ActionFiles key={a.name} action={a} />
+          <div key={a.name}>
+            {a.actionType.case === "testAction" && a.actionType.value.testSuite && <TestCases suite={a.actionType.value.testSuite} />}
+            <ActionFiles action={a} />
+          </div>
         ))}
       {others.map((a) => (
         <div key={a.name} class="action">
