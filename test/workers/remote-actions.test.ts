@@ -3,6 +3,7 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { base64Encode } from "@bufbuild/protobuf/wire";
 import { Code } from "@connectrpc/connect";
+import { SELF } from "cloudflare:test";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ActionCache, Execution, RequestMetadataSchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { RemoteActions } from "../../src/gen/kiln/invocation/v1/remote_actions_pb.ts";
@@ -54,6 +55,12 @@ describe("remote actions of an invocation", () => {
     expect(a).toMatchObject({ instanceName, targetId: "//pkg:lib", actionMnemonic: "CppCompile", cacheHits: 2n, cacheMisses: 1n, cacheWrites: 1n, executions: 0n });
     expect(a!.actionDigest).toMatchObject({ hash: digest.hash, sizeBytes: digest.sizeBytes });
     expect(a!.firstCallTime!.seconds).toBeLessThanOrEqual(a!.lastCallTime!.seconds);
+    // The same over REST (the proto's google.api.http binding).
+    const rest = await SELF.fetch(`http://kiln/v1/invocations/${id}/remoteActions?pageSize=10`);
+    expect(rest.status).toBe(200);
+    const body = (await rest.json()) as { remoteActions: { cacheHits: string; actionDigest: { hash: string } }[]; totalCacheHits: string };
+    expect(body.totalCacheHits).toBe("2");
+    expect(body.remoteActions[0]!.actionDigest.hash).toBe(digest.hash);
   });
 
   it("counts Execute as an execution with its operation, and a cached Execute as a hit", async () => {
