@@ -87,8 +87,15 @@ describe.skipIf(!haveBazel)("Bazel remote execution", () => {
       expect(local.summary.byKind["local"], local.stderr).toBeGreaterThan(20);
       expect(local.summary.remoteCacheHits).toBe(0);
 
-      cold = await build(dir, WORKSPACE_DIR, [...remote, ...salt]);
+      const invocationId = randomUUID();
+      cold = await build(dir, WORKSPACE_DIR, [...remote, ...salt, `--invocation_id=${invocationId}`]);
       expect(cold.code, cold.stderr).toBe(0);
+      // Each Execute carried the build's invocation id (RequestMetadata): the invocation lists them.
+      const linked = async () => {
+        const res = await fetch(`${stack.httpUrl}/v1/invocations/${invocationId}/remoteActions?pageSize=1000`);
+        return ((await res.json()) as { totalExecutions?: string }).totalExecutions ?? "0";
+      };
+      await expect.poll(linked).toBe(String(cold.summary.executed));
       expect(cold.stderr).not.toMatch(REMOTE_WARNING);
       expect(cold.summary.remoteCacheHits, cold.stderr).toBe(0);
       // Every process that was not Bazel's internal bookkeeping ran on the runner.
