@@ -22,7 +22,7 @@ export async function dev(): Promise<void> {
     port: httpPort,
     persistTo: stateDir,
     label: "worker",
-    vars: { RUNNER_KEYS: runnerKeysVar([{ name: "local", key: runnerKey }]), PUBLIC_URL: `http://127.0.0.1:${httpPort}` },
+    vars: { RUNNER_KEYS: runnerKeysVar([{ name: "local", key: runnerKey }]) },
   });
   let bridge: Bridge | undefined;
   let runner: Runner | undefined;

@@ -2,7 +2,7 @@
 // configured target, with the columns SearchInvocations and SearchConfiguredTargets filter on and
 // the resource itself (protobuf binary) for the answer. Each InvocationDO writes its rows through
 // (src/resultstore/index-sync.ts); rows are keyed by (tenant, name), so a write is idempotent and
-// a retry after a failure is harmless.
+// a retry after a failure is harmless. The tables are migrations/0002_resultstore_search.sql.
 import { fromBinary } from "@bufbuild/protobuf";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { ConfigurationSchema } from "../gen/google/devtools/resultstore/v2/configuration_pb.ts";
@@ -31,43 +31,6 @@ const TABLES: Record<IndexedKind, string> = {
   configuration: "rs_configurations",
   configuredTarget: "rs_configured_targets",
 };
-
-let ready: Promise<unknown> | undefined;
-
-/** Creates the tables on first use in an isolate (IF NOT EXISTS: cheap). */
-export function ensureSearchSchema(db: D1Database): Promise<unknown> {
-  ready ??= db
-    .batch([
-      db.prepare(`CREATE TABLE IF NOT EXISTS rs_invocations (
-        tenant TEXT NOT NULL, name TEXT NOT NULL, invocation_id TEXT NOT NULL, project_id TEXT NOT NULL,
-        status INTEGER NOT NULL, start_ms INTEGER, hostname TEXT NOT NULL, upload_status INTEGER NOT NULL,
-        users TEXT NOT NULL, labels TEXT NOT NULL, props TEXT NOT NULL, data BLOB NOT NULL,
-        PRIMARY KEY (tenant, name))`),
-      db.prepare(`CREATE INDEX IF NOT EXISTS rs_invocations_by_time ON rs_invocations (tenant, start_ms DESC, name)`),
-      // Configured-target searches join their invocation by id; removals go by invocation id.
-      db.prepare(`CREATE INDEX IF NOT EXISTS rs_invocations_by_id ON rs_invocations (tenant, invocation_id)`),
-      db.prepare(`CREATE TABLE IF NOT EXISTS rs_targets (
-        tenant TEXT NOT NULL, name TEXT NOT NULL, invocation_id TEXT NOT NULL, target_id TEXT NOT NULL,
-        type INTEGER NOT NULL, language INTEGER NOT NULL, test_size INTEGER NOT NULL, tags TEXT NOT NULL, props TEXT NOT NULL,
-        PRIMARY KEY (tenant, name))`),
-      db.prepare(`CREATE INDEX IF NOT EXISTS rs_targets_by_id ON rs_targets (tenant, invocation_id, target_id)`),
-      db.prepare(`CREATE TABLE IF NOT EXISTS rs_configurations (
-        tenant TEXT NOT NULL, name TEXT NOT NULL, invocation_id TEXT NOT NULL, config_id TEXT NOT NULL,
-        cpu TEXT NOT NULL, props TEXT NOT NULL, PRIMARY KEY (tenant, name))`),
-      db.prepare(`CREATE INDEX IF NOT EXISTS rs_configurations_by_id ON rs_configurations (tenant, invocation_id, config_id)`),
-      db.prepare(`CREATE TABLE IF NOT EXISTS rs_configured_targets (
-        tenant TEXT NOT NULL, name TEXT NOT NULL, invocation_id TEXT NOT NULL, target_id TEXT NOT NULL, config_id TEXT NOT NULL,
-        status INTEGER NOT NULL, start_ms INTEGER, props TEXT NOT NULL, data BLOB NOT NULL,
-        PRIMARY KEY (tenant, name))`),
-      db.prepare(`CREATE INDEX IF NOT EXISTS rs_configured_targets_by_target ON rs_configured_targets (tenant, target_id)`),
-      db.prepare(`CREATE INDEX IF NOT EXISTS rs_configured_targets_by_invocation ON rs_configured_targets (tenant, invocation_id)`),
-    ])
-    .catch((e) => {
-      ready = undefined;
-      throw e;
-    });
-  return ready;
-}
 
 const ms = (t: Timestamp | undefined) => (t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : null);
 /** Repeated strings as a JSON array of [raw, normalized] pairs: exact and loose matching both index-free. */
@@ -155,7 +118,6 @@ function upsert(db: D1Database, tenant: string, c: IndexChange & { data: Uint8Ar
 /** Writes (upserts or deletes) the rows of these resources; idempotent, so callers may retry. */
 export async function writeSearchIndex(db: D1Database, tenant: string, changes: IndexChange[]): Promise<void> {
   if (changes.length === 0) return;
-  await ensureSearchSchema(db);
   const statements = changes.map((c) =>
     c.data === null
       ? db.prepare(`DELETE FROM ${TABLES[c.kind]} WHERE tenant = ? AND name = ?`).bind(tenant, c.name)
@@ -166,7 +128,6 @@ export async function writeSearchIndex(db: D1Database, tenant: string, changes: 
 
 /** Removes every row of one invocation (DeleteInvocation). */
 export async function removeInvocationFromIndex(db: D1Database, tenant: string, invocationName: string): Promise<void> {
-  await ensureSearchSchema(db);
   const id = decodeURIComponent(invocationName.slice("invocations/".length));
   await db.batch(
     Object.values(TABLES).map((t) => db.prepare(`DELETE FROM ${t} WHERE tenant = ? AND invocation_id = ?`).bind(tenant, id)),
@@ -204,7 +165,6 @@ export async function searchIndex(
   opts: SearchOptions,
 ): Promise<{ items: Uint8Array[]; more: boolean; last?: SearchCursor }> {
   const where = compileQuery(kind, query, opts.exactMatch);
-  await ensureSearchSchema(db);
   const project = opts.projectId ? ` AND i.project_id = ?` : "";
   // The sort key and name of each kind; configured targets without a start time take their invocation's.
   const [key, name] = kind === "invocation" ? ["i.start_ms", "i.name"] : ["COALESCE(ct.start_ms, i.start_ms)", "ct.name"];
