@@ -37,16 +37,32 @@ const ms = (t: Timestamp | undefined) => (t ? Number(t.seconds) * 1000 + Math.fl
 const strings = (xs: string[]) => JSON.stringify(xs.map((x) => [x, normalize(x)]));
 const props = (ps: Property[]) => JSON.stringify(ps.map((p) => [p.key, p.value]));
 
-function upsert(db: D1Database, tenant: string, c: IndexChange & { data: Uint8Array }): D1PreparedStatement {
+/** D1's limit on one row (and on one string or BLOB in it): a larger row can never be written. */
+export const D1_MAX_ROW_BYTES = 2_000_000;
+
+type Value = string | number | null | Uint8Array;
+interface Row {
+  sql: string;
+  values: Value[];
+  /** What the row weighs against D1_MAX_ROW_BYTES: its values' sizes (UTF-8 for text). */
+  bytes: number;
+}
+
+const utf8 = new TextEncoder();
+function row(sql: string, values: Value[]): Row {
+  let bytes = 0;
+  for (const v of values) bytes += v instanceof Uint8Array ? v.byteLength : typeof v === "string" ? utf8.encode(v).byteLength : 8;
+  return { sql, values, bytes };
+}
+
+function upsertRow(tenant: string, c: IndexChange & { data: Uint8Array }): Row {
   switch (c.kind) {
     case "invocation": {
       const m = fromBinary(InvocationSchema, c.data);
-      return db
-        .prepare(
-          `INSERT OR REPLACE INTO rs_invocations (tenant, name, invocation_id, project_id, status, start_ms, hostname, upload_status, users, labels, props, data)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        )
-        .bind(
+      return row(
+        `INSERT OR REPLACE INTO rs_invocations (tenant, name, invocation_id, project_id, status, start_ms, hostname, upload_status, users, labels, props, data)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        [
           tenant,
           c.name,
           m.id?.invocationId ?? "",
@@ -59,16 +75,14 @@ function upsert(db: D1Database, tenant: string, c: IndexChange & { data: Uint8Ar
           strings(m.invocationAttributes?.labels ?? []),
           props(m.properties),
           c.data,
-        );
+        ]);
     }
     case "target": {
       const m = fromBinary(TargetSchema, c.data);
-      return db
-        .prepare(
-          `INSERT OR REPLACE INTO rs_targets (tenant, name, invocation_id, target_id, type, language, test_size, tags, props)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        )
-        .bind(
+      return row(
+        `INSERT OR REPLACE INTO rs_targets (tenant, name, invocation_id, target_id, type, language, test_size, tags, props)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        [
           tenant,
           c.name,
           m.id?.invocationId ?? "",
@@ -78,29 +92,27 @@ function upsert(db: D1Database, tenant: string, c: IndexChange & { data: Uint8Ar
           m.testAttributes?.size ?? 0,
           strings(m.targetAttributes?.tags ?? []),
           props(m.properties),
-        );
+        ]);
     }
     case "configuration": {
       const m = fromBinary(ConfigurationSchema, c.data);
-      return db
-        .prepare(`INSERT OR REPLACE INTO rs_configurations (tenant, name, invocation_id, config_id, cpu, props) VALUES (?, ?, ?, ?, ?, ?)`)
-        .bind(
+      return row(
+        `INSERT OR REPLACE INTO rs_configurations (tenant, name, invocation_id, config_id, cpu, props) VALUES (?, ?, ?, ?, ?, ?)`,
+        [
           tenant,
           c.name,
           m.id?.invocationId ?? "",
           m.id?.configurationId ?? "",
           JSON.stringify([m.configurationAttributes?.cpu ?? "", normalize(m.configurationAttributes?.cpu ?? "")]),
           props(m.properties),
-        );
+        ]);
     }
     case "configuredTarget": {
       const m = fromBinary(ConfiguredTargetSchema, c.data);
-      return db
-        .prepare(
-          `INSERT OR REPLACE INTO rs_configured_targets (tenant, name, invocation_id, target_id, config_id, status, start_ms, props, data)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        )
-        .bind(
+      return row(
+        `INSERT OR REPLACE INTO rs_configured_targets (tenant, name, invocation_id, target_id, config_id, status, start_ms, props, data)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        [
           tenant,
           c.name,
           m.id?.invocationId ?? "",
@@ -110,20 +122,36 @@ function upsert(db: D1Database, tenant: string, c: IndexChange & { data: Uint8Ar
           ms(m.timing?.startTime),
           props(m.properties),
           c.data,
-        );
+        ]);
     }
   }
 }
 
-/** Writes (upserts or deletes) the rows of these resources; idempotent, so callers may retry. */
-export async function writeSearchIndex(db: D1Database, tenant: string, changes: IndexChange[]): Promise<void> {
-  if (changes.length === 0) return;
-  const statements = changes.map((c) =>
-    c.data === null
-      ? db.prepare(`DELETE FROM ${TABLES[c.kind]} WHERE tenant = ? AND name = ?`).bind(tenant, c.name)
-      : upsert(db, tenant, c as IndexChange & { data: Uint8Array }),
-  );
+/** A change whose row is over D1's row limit: it is never written (and any older row is removed). */
+export interface UnfitChange {
+  change: IndexChange;
+  /** The row's size (null: D1 refused it for a reason of its own). */
+  bytes: number | null;
+  reason: string;
+}
+
+/**
+ * Writes (upserts or deletes) the rows of these resources; idempotent, so callers may retry.
+ * Returns the changes that can never be written (their row is over D1_MAX_ROW_BYTES): their names
+ * leave the index instead, so a search never answers with an older version of them.
+ */
+export async function writeSearchIndex(db: D1Database, tenant: string, changes: IndexChange[]): Promise<UnfitChange[]> {
+  const unfit: UnfitChange[] = [];
+  const statements = changes.map((c) => {
+    if (c.data !== null) {
+      const r = upsertRow(tenant, c as IndexChange & { data: Uint8Array });
+      if (r.bytes <= D1_MAX_ROW_BYTES) return db.prepare(r.sql).bind(...r.values);
+      unfit.push({ change: c, bytes: r.bytes, reason: `the row is ${r.bytes} bytes, over D1's limit of ${D1_MAX_ROW_BYTES}` });
+    }
+    return db.prepare(`DELETE FROM ${TABLES[c.kind]} WHERE tenant = ? AND name = ?`).bind(tenant, c.name);
+  });
   for (let i = 0; i < statements.length; i += BATCH) await db.batch(statements.slice(i, i + BATCH));
+  return unfit;
 }
 
 /** Removes every row of one invocation (DeleteInvocation). */
