@@ -72,7 +72,7 @@ export async function dev(): Promise<void> {
       `  # or the HTTP cache: build --remote_cache=${worker.url}/cache/main`,
       `  # remote execution: build --remote_executor=${grpc} --spawn_strategy=remote`,
       "more runners (on any machine that can reach the worker; this key lasts until Ctrl-C):",
-      `  npx tsx cli/kiln.ts runner --url ${worker.url} --token ${runnerKey}`,
+      `  npx kiln runner --url ${worker.url} --token ${runnerKey}`,
       "Ctrl-C stops it.",
       "",
     ].join("\n"),
