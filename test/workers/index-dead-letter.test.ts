@@ -27,6 +27,16 @@ describe("search index: dead letters and backoff", () => {
     for (const t of triggers.splice(0)) await env.INDEX.prepare(`DROP TRIGGER IF EXISTS ${t}`).run();
   });
 
+  /** D1 refuses this invocation's row with `message` (a trigger scoped to its id); returns the trigger's name. */
+  async function refuseRowsOf(invocationId: string, message: string): Promise<string> {
+    const trigger = `refuse_${invocationId.replace(/-/g, "")}`;
+    triggers.push(trigger);
+    await env.INDEX.prepare(
+      `CREATE TRIGGER ${trigger} BEFORE INSERT ON rs_invocations WHEN NEW.invocation_id = '${invocationId}' BEGIN SELECT RAISE(ABORT, '${message}'); END`,
+    ).run();
+    return trigger;
+  }
+
   it("a row over D1's row limit is dead-lettered: counted, not retried, and its older row removed", async () => {
     const inv = await newInvocation();
     expect(await indexedRows(inv.name)).toBe(1);
@@ -49,10 +59,7 @@ describe("search index: dead letters and backoff", () => {
 
   it("a row D1 itself refuses as too big is dead-lettered the same way", async () => {
     const id = crypto.randomUUID();
-    triggers.push(`refuse_${id.replace(/-/g, "")}`);
-    await env.INDEX.prepare(
-      `CREATE TRIGGER ${triggers[0]} BEFORE INSERT ON rs_invocations WHEN NEW.invocation_id = '${id}' BEGIN SELECT RAISE(ABORT, 'string or blob too big'); END`,
-    ).run();
+    await refuseRowsOf(id, "string or blob too big");
     await upload.createInvocation({ invocationId: id, authorizationToken: crypto.randomUUID(), invocation: {} });
     const s = await indexState(id);
     expect(s.pending).toBe(0);
@@ -61,10 +68,7 @@ describe("search index: dead letters and backoff", () => {
 
   it("a failure that may pass is retried from the alarm, backing off, until it succeeds", async () => {
     const id = crypto.randomUUID();
-    triggers.push(`outage_${id.replace(/-/g, "")}`);
-    await env.INDEX.prepare(
-      `CREATE TRIGGER ${triggers[0]} BEFORE INSERT ON rs_invocations WHEN NEW.invocation_id = '${id}' BEGIN SELECT RAISE(ABORT, 'simulated D1 outage'); END`,
-    ).run();
+    const outage = await refuseRowsOf(id, "simulated D1 outage");
     const inv = await upload.createInvocation({ invocationId: id, authorizationToken: crypto.randomUUID(), invocation: {} });
     let s = await indexState(id);
     expect(s).toMatchObject({ pending: 1, failures: 1, deadLetters: [] });
@@ -73,7 +77,7 @@ describe("search index: dead letters and backoff", () => {
     expect((await indexState(id)).failures).toBe(2);
     // The second retry waits twice as long as the first (10 s, then 20 s).
     expect((await alarmOf(id))!).toBeGreaterThanOrEqual(before + 20_000);
-    await env.INDEX.prepare(`DROP TRIGGER ${triggers[0]}`).run();
+    await env.INDEX.prepare(`DROP TRIGGER ${outage}`).run();
     expect(await runDurableObjectAlarm(invocationStub(id))).toBe(true);
     s = await indexState(id);
     expect(s).toMatchObject({ pending: 0, failures: 0, deadLetters: [] });
