@@ -18,7 +18,7 @@ export async function dev(): Promise<void> {
   // A runner key for this session only: the local runner (and any other machine given the
   // command line printed below) authenticates with it.
   const runnerKey = newRunnerKey();
-  const worker = spawnWrangler({
+  const worker = await spawnWrangler({
     port: httpPort,
     persistTo: stateDir,
     label: "worker",

@@ -1,6 +1,7 @@
 // The worker as a local process: `wrangler dev` in its own process group, so stopping it also
 // stops the workerd processes it starts (no orphans holding ports and state).
-import { execFileSync, spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import { promisify } from "node:util";
 import { existsSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -44,22 +45,18 @@ const wranglerEnv = () => ({
  * The D1 schema (migrations/) applied to the local database under `persistTo`, as
  * `wrangler d1 migrations apply --remote` does for a deployment; already-applied ones are skipped.
  */
-export function applyLocalMigrations(persistTo: string): void {
+export async function applyLocalMigrations(persistTo: string): Promise<void> {
   try {
-    execFileSync(`${BIN}/wrangler`, ["d1", "migrations", "apply", "INDEX", "--local", "--persist-to", persistTo], {
-      cwd: ROOT,
-      env: wranglerEnv(),
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    await promisify(execFile)(`${BIN}/wrangler`, ["d1", "migrations", "apply", "INDEX", "--local", "--persist-to", persistTo], { cwd: ROOT, env: wranglerEnv() });
   } catch (e) {
-    const out = e as { stdout?: Buffer; stderr?: Buffer; message: string };
+    const out = e as { stdout?: string; stderr?: string; message: string };
     throw new Error(`applying the D1 migrations (migrations/) to ${persistTo} failed: ${String(out.stderr || out.stdout || out.message).trim()}`);
   }
 }
 
-/** `wrangler dev` with the local D1 schema brought up to date first. */
-export function spawnWrangler(o: WranglerOptions): WranglerProcess {
-  applyLocalMigrations(o.persistTo);
+/** `wrangler dev`, with the local D1 schema brought up to date first. */
+export async function spawnWrangler(o: WranglerOptions): Promise<WranglerProcess> {
+  await applyLocalMigrations(o.persistTo);
   const args = ["dev", "--ip", "127.0.0.1", "--port", String(o.port), "--persist-to", o.persistTo, "--log-level", "warn"];
   if (o.inspectorPort !== undefined) args.push("--inspector-port", String(o.inspectorPort));
   for (const [key, value] of Object.entries(o.vars ?? {})) args.push(`--var=${key}:${value}`);
