@@ -100,7 +100,7 @@ describe("kiln bridge", () => {
     }
   });
 
-  it("a wrong upstream, a refused key and a port in use end it with the reason", async () => {
+  it("a wrong upstream, a refused key and a port in use end it (and upload-bep) with the reason", async () => {
     const closed = await freePort();
     const down = await kiln("bridge", "--port", "0", "--upstream", `http://127.0.0.1:${closed}`);
     expect(down.code).toBe(1);
@@ -116,6 +116,10 @@ describe("kiln bridge", () => {
     const wrongKey = await run([process.execPath, "bin/kiln.mjs", "bridge", "--port", "0", "--upstream", stack.httpUrl], { KILN_API_KEY: "wrong-" + "x".repeat(40) });
     expect(wrongKey.code).toBe(1);
     expect(wrongKey.stderr).toContain("refused KILN_API_KEY");
+
+    const upload = await run([process.execPath, "bin/kiln.mjs", "upload-bep", "test/fixtures/bep/sample-test.bep", "--upstream", stack.httpUrl], { KILN_API_KEY: "wrong-" + "x".repeat(40) });
+    expect(upload.code).toBe(1);
+    expect(upload.stderr).toContain(`the worker at ${stack.httpUrl} refused the API key`);
 
     const taken = createServer().listen(0, "127.0.0.1");
     await once(taken, "listening");
