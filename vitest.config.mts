@@ -1,6 +1,9 @@
-import { cloudflareTest } from "@cloudflare/vitest-plugin";
+import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
 import { TEST_RUNNER_KEY } from "./test/workers/runner-key.ts";
+
+// The D1 schema as deployed: test/workers/apply-migrations.ts applies migrations/ before each file.
+const migrations = await readD1Migrations("./migrations");
 
 export default defineConfig({
   plugins: [
@@ -20,13 +23,18 @@ export default defineConfig({
           ACCESS_LOG: "false",
           // Resumable (multipart) uploads from 8 MiB, so tests reach that path with small blobs.
           RESUMABLE_UPLOAD_ABOVE_BYTES: String(8 * 1024 * 1024),
+          TEST_MIGRATIONS: migrations,
         },
+        // A rate limiter small enough to exceed in a test; rate-limit.test.ts swaps it in for
+        // RATE_LIMIT (wrangler.toml's, far above what any other test sends).
+        ratelimits: { TIGHT_RATE_LIMIT: { namespace_id: "4202", simple: { limit: 4, period: 60 } } },
       },
     }),
   ],
   test: {
     include: ["test/workers/**/*.test.ts"],
     globalSetup: ["test/workers/bep-fixtures-setup.ts"],
+    setupFiles: ["test/workers/apply-migrations.ts"],
     // A 2-core machine, often shared with e2e runs: 5 s is too tight for the larger streaming tests.
     testTimeout: 40_000,
   },

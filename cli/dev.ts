@@ -18,11 +18,11 @@ export async function dev(): Promise<void> {
   // A runner key for this session only: the local runner (and any other machine given the
   // command line printed below) authenticates with it.
   const runnerKey = newRunnerKey();
-  const worker = spawnWrangler({
+  const worker = await spawnWrangler({
     port: httpPort,
     persistTo: stateDir,
     label: "worker",
-    vars: { RUNNER_KEYS: runnerKeysVar([{ name: "local", key: runnerKey }]), PUBLIC_URL: `http://127.0.0.1:${httpPort}` },
+    vars: { RUNNER_KEYS: runnerKeysVar([{ name: "local", key: runnerKey }]) },
   });
   let bridge: Bridge | undefined;
   let runner: Runner | undefined;
@@ -72,7 +72,7 @@ export async function dev(): Promise<void> {
       `  # or the HTTP cache: build --remote_cache=${worker.url}/cache/main`,
       `  # remote execution: build --remote_executor=${grpc} --spawn_strategy=remote`,
       "more runners (on any machine that can reach the worker; this key lasts until Ctrl-C):",
-      `  npx tsx cli/kiln.ts runner --url ${worker.url} --token ${runnerKey}`,
+      `  npx kiln runner --url ${worker.url} --token ${runnerKey}`,
       "Ctrl-C stops it.",
       "",
     ].join("\n"),

@@ -1,57 +1,50 @@
-// The `kiln` command (run with tsx: `tsx cli/kiln.ts <command>`).
-import { parseArgs } from "node:util";
-import { startBridge } from "./bridge.ts";
-import { dev } from "./dev.ts";
-import { uploadBep } from "./upload-bep.ts";
-import { RUNNER_USAGE, runnerMain } from "../container/runner/main.ts";
+// The `kiln` command: `npx kiln <command>` (bin/kiln.mjs), or `tsx cli/kiln.ts <command>`. The
+// commands and their help are cli/commands.ts.
+import { UsageError } from "./command.ts";
+import { COMMANDS } from "./commands.ts";
 
-const USAGE = `usage:
-  kiln dev                                   the worker (wrangler dev) and the gRPC bridge, on 127.0.0.1
-                                             env: KILN_PORT (8787), KILN_GRPC_PORT (8980), KILN_STATE_DIR (.state)
-  kiln bridge [--upstream URL] [--port N]    native gRPC (h2c) on 127.0.0.1:N (8980) -> the worker at URL
-                                             (http://127.0.0.1:8787) as gRPC-web
-                                             env: KILN_API_KEY, added to build events (Bazel sends no headers on BES)
-  kiln upload-bep FILE [--upstream URL]      a --build_event_binary_file into Kiln's ResultStore (idempotent)
-                                             env: KILN_API_KEY
-  ${RUNNER_USAGE.replace(/^kiln /, "")}
-                                             an action runner: connects out to the worker, listens on no port`;
-
-async function bridge(args: string[]) {
-  const { values } = parseArgs({
-    args,
-    options: {
-      upstream: { type: "string", default: "http://127.0.0.1:8787" },
-      port: { type: "string", default: "8980" },
-    },
-  });
-  const port = Number(values.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port ${values.port} is not a port number`);
-  const b = await startBridge({ upstream: values.upstream, port, besApiKey: process.env.KILN_API_KEY || undefined });
-  console.log(`kiln bridge: grpc://127.0.0.1:${b.port} -> ${values.upstream} (gRPC-web)`);
-  const stop = () => void b.close().then(() => process.exit(0));
-  process.once("SIGINT", stop);
-  process.once("SIGTERM", stop);
+function usage(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((n) => n.length));
+  return [
+    "usage: kiln <command> [flags]",
+    "",
+    "commands:",
+    ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}   ${c.summary}`),
+    "",
+    "`kiln <command> --help` shows a command's flags.",
+  ].join("\n");
 }
 
-async function uploadBepCommand(args: string[]) {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { upstream: { type: "string", default: "http://127.0.0.1:8787" } } });
-  if (positionals.length !== 1) throw new Error("needs one FILE (a --build_event_binary_file)");
-  const upstream = values.upstream.replace(/\/$/, "");
-  const r = await uploadBep(positionals[0]!, { upstream, apiKey: process.env.KILN_API_KEY || undefined });
-  console.log(`kiln upload-bep: ${r.events} events -> invocations/${r.invocationId} (${upstream}/v2/invocations/${r.invocationId}?fields=*)`);
-}
+const wantsHelp = (args: string[]) => args.some((a) => a === "--help" || a === "-h");
 
-const [command, ...args] = process.argv.slice(2);
-try {
-  if (command === "dev" && args.length === 0) await dev();
-  else if (command === "bridge") await bridge(args);
-  else if (command === "upload-bep") await uploadBepCommand(args);
-  else if (command === "runner") await runnerMain(args, process.env);
-  else {
-    console.error(USAGE);
-    process.exitCode = 2;
+async function main(argv: string[]): Promise<number> {
+  const [name, ...args] = argv;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    const topic = name === "help" ? args[0] : undefined;
+    if (topic && COMMANDS[topic]) console.log(COMMANDS[topic].help);
+    else console.log(usage());
+    return name === undefined ? 2 : 0;
   }
-} catch (e) {
-  console.error(`kiln ${command}: ${e instanceof Error ? e.message : String(e)}`);
-  process.exitCode = 1;
+  const command = COMMANDS[name];
+  if (!command) {
+    console.error(`kiln: no command "${name}"\n\n${usage()}`);
+    return 2;
+  }
+  if (wantsHelp(args)) {
+    console.log(command.help);
+    return 0;
+  }
+  try {
+    await command.run(args);
+    return 0;
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`kiln ${name}: ${e.message}\n\n${command.help}`);
+      return 2;
+    }
+    console.error(`kiln ${name}: ${e instanceof Error ? e.message : String(e)}`);
+    return 1;
+  }
 }
+
+process.exitCode = await main(process.argv.slice(2));

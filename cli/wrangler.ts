@@ -1,6 +1,7 @@
 // The worker as a local process: `wrangler dev` in its own process group, so stopping it also
 // stops the workerd processes it starts (no orphans holding ports and state).
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import { promisify } from "node:util";
 import { existsSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -30,7 +31,32 @@ export interface WranglerProcess {
   stop(): Promise<void>;
 }
 
-export function spawnWrangler(o: WranglerOptions): WranglerProcess {
+/** The environment wrangler runs in: Node 22 from node_modules, nothing that needs the network. */
+const wranglerEnv = () => ({
+  ...process.env,
+  // wrangler's shebang is `env node`: Node 22 from node_modules, not an older system node.
+  PATH: `${BIN}:${process.env.PATH ?? ""}`,
+  CLOUDFLARE_CF_FETCH_ENABLED: "false", // skips a network lookup that can stall startup offline
+  WRANGLER_SEND_METRICS: "false",
+  CI: "true", // no interactive prompts or hotkeys
+});
+
+/**
+ * The D1 schema (migrations/) applied to the local database under `persistTo`, as
+ * `wrangler d1 migrations apply --remote` does for a deployment; already-applied ones are skipped.
+ */
+export async function applyLocalMigrations(persistTo: string): Promise<void> {
+  try {
+    await promisify(execFile)(`${BIN}/wrangler`, ["d1", "migrations", "apply", "INDEX", "--local", "--persist-to", persistTo], { cwd: ROOT, env: wranglerEnv() });
+  } catch (e) {
+    const out = e as { stdout?: string; stderr?: string; message: string };
+    throw new Error(`applying the D1 migrations (migrations/) to ${persistTo} failed: ${String(out.stderr || out.stdout || out.message).trim()}`);
+  }
+}
+
+/** `wrangler dev`, with the local D1 schema brought up to date first. */
+export async function spawnWrangler(o: WranglerOptions): Promise<WranglerProcess> {
+  await applyLocalMigrations(o.persistTo);
   const args = ["dev", "--ip", "127.0.0.1", "--port", String(o.port), "--persist-to", o.persistTo, "--log-level", "warn"];
   if (o.inspectorPort !== undefined) args.push("--inspector-port", String(o.inspectorPort));
   for (const [key, value] of Object.entries(o.vars ?? {})) args.push(`--var=${key}:${value}`);
@@ -41,14 +67,7 @@ export function spawnWrangler(o: WranglerOptions): WranglerProcess {
     cwd: ROOT,
     detached: true, // its own process group: see stop()
     stdio: ["ignore", "pipe", "pipe"],
-    env: {
-      ...process.env,
-      // wrangler's shebang is `env node`: Node 22 from node_modules, not an older system node.
-      PATH: `${BIN}:${process.env.PATH ?? ""}`,
-      CLOUDFLARE_CF_FETCH_ENABLED: "false", // skips a network lookup that can stall startup offline
-      WRANGLER_SEND_METRICS: "false",
-      CI: "true", // no interactive prompts or hotkeys
-    },
+    env: wranglerEnv(),
   });
   for (const stream of [child.stdout, child.stderr]) {
     createInterface({ input: stream }).on("line", (line) => process.stderr.write(`[${o.label}] ${line}\n`));

@@ -36,10 +36,8 @@ CREATE INDEX IF NOT EXISTS resources_by_kind ON resources (kind, seq);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
 CREATE TABLE IF NOT EXISTS request_ids (name TEXT PRIMARY KEY, request_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS index_pending (name TEXT PRIMARY KEY, kind TEXT NOT NULL, ver INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS index_dead_letters (name TEXT PRIMARY KEY, kind TEXT NOT NULL, bytes INTEGER, reason TEXT NOT NULL, at INTEGER NOT NULL);
 ${REMOTE_ACTIONS_SCHEMA}`;
-
-/** A failed search-index write or removal is retried this much later, from the alarm. */
-const INDEX_RETRY_MS = 10_000;
 
 /** Set while a deleted invocation's search-index rows are still being removed. */
 const DELETING = "deleting";
@@ -146,7 +144,7 @@ export class InvocationDO extends DurableObject<Env> {
     const status = Number(this.table.meta(META.uploadStatus) ?? 0);
     if (status === UploadStatus.UPLOADING) at = this.autoFinalizeDue();
     else if (status === UploadStatus.POST_PROCESSING) at = Date.now();
-    if (!ok || this.index.pending()) at = Math.min(at, Date.now() + INDEX_RETRY_MS);
+    if (!ok || this.index.pending()) at = Math.min(at, Date.now() + this.index.retryDelayMs());
     await this.arm(at);
   }
 
@@ -175,7 +173,7 @@ export class InvocationDO extends DurableObject<Env> {
   private async finishDelete(): Promise<boolean> {
     const { tenant, name } = JSON.parse(this.table.meta<string>(DELETING)!) as { tenant: string; name: string };
     if (!(await this.index.remove(tenant, name))) {
-      await this.arm(Date.now() + INDEX_RETRY_MS);
+      await this.arm(Date.now() + this.index.retryDelayMs());
       return false;
     }
     // Another call finishing the same deletion may have wiped the storage while this one waited

@@ -23,6 +23,7 @@ import { LIVE_LOG_MAX_BYTES, logStreamName, type LogKind } from "../src/executio
 import { poolStub, type OperationEvent, type PoolEntry } from "../src/execution/pool.ts";
 import { actionResultKey, putActionResult } from "../src/storage/action-store.ts";
 import { indexOperation, unindexOperation } from "../src/storage/operation-index.ts";
+import { logDeadLetter, neverFits, retryDelayMs } from "../src/storage/index-retry.ts";
 
 export interface OperationInit {
   /** `operations/{uuid}`. */
@@ -58,6 +59,8 @@ interface OperationState extends OperationInit {
   deleted?: boolean;
   /** The D1 listing lags this state. */
   indexDirty: boolean;
+  /** Failed D1 listing writes in a row: the next retry backs off (storage/index-retry.ts). */
+  indexFailures?: number;
   /** When the pool last told or answered this object something. */
   poolContactAt: number;
   logs: Record<LogKind, LogState>;
@@ -218,9 +221,18 @@ export class OperationDO extends DurableObject<Env> {
         if (s.deleted && s.done) await unindexOperation(this.env, s.name);
         else await indexOperation(this.env, s);
         s.indexDirty = false;
+        s.indexFailures = 0;
         await this.ctx.storage.put(STATE, s);
       } catch (e) {
-        console.warn("operation index write failed; will retry", s.name, String(e));
+        if (neverFits(e)) {
+          // It would fail the same way forever: logged and given up, not retried every few seconds.
+          logDeadLetter("operations", { tenant: s.tenant, name: s.name, reason: String(e) });
+          s.indexDirty = false;
+        } else {
+          s.indexFailures = (s.indexFailures ?? 0) + 1;
+          console.warn(`operation index write failed (${s.indexFailures} in a row); will retry`, s.name, String(e));
+        }
+        await this.ctx.storage.put(STATE, s);
       }
     }
     if (s.done) {
@@ -228,7 +240,7 @@ export class OperationDO extends DurableObject<Env> {
     } else if (now - s.poolContactAt >= reconcileIntervalMs()) {
       await this.reconcile(s);
     }
-    await this.scheduleAlarm(s, s.indexDirty ? now + 10_000 : undefined);
+    await this.scheduleAlarm(s, s.indexDirty ? now + retryDelayMs(s.indexFailures ?? 0) : undefined);
   }
 
   /** The watchdog's operation side: make sure the pool still knows this operation. */

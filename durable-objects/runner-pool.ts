@@ -19,7 +19,7 @@ import {
   type PoolMessage,
 } from "../src/gen/kiln/runner/v1/runner_pb.ts";
 import type { Env } from "../src/env.ts";
-import { heartbeatIntervalMs, leaseDurationMs, noRunnerTimeoutMs, poolShardCount } from "../src/config.ts";
+import { heartbeatIntervalMs, leaseDurationMs, noRunnerTimeoutMs, poolShardCount, publicUrl } from "../src/config.ts";
 import { faultPoint } from "../src/execution/faults.ts";
 import { describePlatform, offers, type EnqueueResult, type OperationEvent, type PoolEntry } from "../src/execution/pool.ts";
 import { mintToken } from "../src/execution/tokens.ts";
@@ -128,8 +128,15 @@ export class RunnerPoolDO extends DurableObject<Env> {
       return { kind: "refused", reason: `no runner offers the platform ${describePlatform(e.platform)}; runners offer: ${offered.join(", ") || "(nothing)"}` };
     }
     this.insert(e);
+    if (e.origin) this.sql.exec(`INSERT OR REPLACE INTO meta (k, v) VALUES ('origin', ?)`, e.origin);
     await this.pump();
     return { kind: "queued", name: e.name };
+  }
+
+  /** Where runner containers dial: PUBLIC_URL, else the origin of the latest Execute call queued here. */
+  containerUrl(): string | undefined {
+    const origin = this.sql.exec<{ v: string }>(`SELECT v FROM meta WHERE k = 'origin'`).toArray()[0]?.v;
+    return publicUrl(this.env, origin);
   }
 
   /**
@@ -393,7 +400,11 @@ export class RunnerPoolDO extends DurableObject<Env> {
       this.sql.exec(`UPDATE runners SET free = free - 1 WHERE id = ?`, pick.id);
       await this.assign(row, pick);
     }
-    if (waiting && runners.length === 0 && this.env.RUNNER) await wakeContainers(this.env).catch((e) => console.error("could not start runner containers", e));
+    if (waiting && runners.length === 0 && this.env.RUNNER) {
+      const url = this.containerUrl();
+      if (!url) console.error("could not start runner containers: PUBLIC_URL is unset and no Execute call has said where this worker is");
+      else await wakeContainers(this.env, url).catch((e) => console.error("could not start runner containers", e));
+    }
     await this.scheduleAlarm();
   }
 

@@ -57,8 +57,13 @@ export const reconcileIntervalMs = () => seconds(kilnEnv().OPERATION_RECONCILE_S
 /** Queued operations complete UNAVAILABLE once no runner has answered for this long. Default 60 s. */
 export const noRunnerTimeoutMs = () => seconds(kilnEnv().NO_RUNNER_TIMEOUT_SECONDS, 60);
 
-export function publicUrl(env: Env): string {
-  return (env.PUBLIC_URL ?? "http://127.0.0.1:8787").replace(/\/$/, "");
+/**
+ * This worker's URL as runner containers reach it: PUBLIC_URL, else the origin Execute calls
+ * arrived at. That origin is the request's own URL, which the platform routed to this worker,
+ * never a URL a caller wrote into a request body.
+ */
+export function publicUrl(env: Env, requestOrigin?: string): string | undefined {
+  return (env.PUBLIC_URL?.trim() || requestOrigin)?.replace(/\/$/, "");
 }
 
 /** Remote execution is configured when runners can authenticate, or containers can be started. */

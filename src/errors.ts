@@ -1,7 +1,7 @@
 // One error vocabulary for every surface: services throw ConnectError, surfaces render it.
 import { Code, ConnectError } from "@connectrpc/connect";
 import { create, toJson, type DescMessage, type MessageInitShape, createRegistry } from "@bufbuild/protobuf";
-import { file_google_rpc_error_details } from "./gen/google/rpc/error_details_pb.ts";
+import { RetryInfoSchema, file_google_rpc_error_details } from "./gen/google/rpc/error_details_pb.ts";
 import type { StatusSchema } from "./gen/google/rpc/status_pb.ts";
 import { AnySchema, anyPack } from "@bufbuild/protobuf/wkt";
 
@@ -38,10 +38,23 @@ export function restErrorBody(err: ConnectError) {
   return { error: { code: httpStatus(err.code), message: err.rawMessage, status: statusName(err.code), details } };
 }
 
+/** The Retry-After value (seconds) of an error with a google.rpc.RetryInfo (rate-limit.ts). */
+export function retryAfterOf(err: ConnectError): string | undefined {
+  for (const d of err.details) {
+    if ("desc" in d && d.desc.typeName === RetryInfoSchema.typeName) {
+      const delay = (d.value as { retryDelay?: { seconds?: bigint } }).retryDelay;
+      return String(Math.max(1, Number(delay?.seconds ?? 1n)));
+    }
+  }
+  return undefined;
+}
+
 export function restErrorResponse(e: unknown, extraHeaders?: HeadersInit): Response {
   const err = asConnectError(e);
   const headers = new Headers(extraHeaders);
   headers.set("content-type", "application/json");
+  const retryAfter = retryAfterOf(err);
+  if (retryAfter) headers.set("retry-after", retryAfter);
   return new Response(JSON.stringify(restErrorBody(err)), { status: httpStatus(err.code), headers });
 }
 

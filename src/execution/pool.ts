@@ -20,6 +20,11 @@ export interface PoolEntry {
   platform: [string, string][];
   timeoutMs: number;
   queuedAt: number;
+  /**
+   * The origin the Execute call arrived at (its URL, not its body): where runner containers dial
+   * when PUBLIC_URL is unset.
+   */
+  origin?: string;
   /** The serialized Action and Command, handed to the runner with the assignment. */
   action: Uint8Array;
   command: Uint8Array;

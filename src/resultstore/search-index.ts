@@ -2,7 +2,7 @@
 // configured target, with the columns SearchInvocations and SearchConfiguredTargets filter on and
 // the resource itself (protobuf binary) for the answer. Each InvocationDO writes its rows through
 // (src/resultstore/index-sync.ts); rows are keyed by (tenant, name), so a write is idempotent and
-// a retry after a failure is harmless.
+// a retry after a failure is harmless. The tables are migrations/0002_resultstore_search.sql.
 import { fromBinary } from "@bufbuild/protobuf";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { ConfigurationSchema } from "../gen/google/devtools/resultstore/v2/configuration_pb.ts";
@@ -32,58 +32,37 @@ const TABLES: Record<IndexedKind, string> = {
   configuredTarget: "rs_configured_targets",
 };
 
-let ready: Promise<unknown> | undefined;
-
-/** Creates the tables on first use in an isolate (IF NOT EXISTS: cheap). */
-export function ensureSearchSchema(db: D1Database): Promise<unknown> {
-  ready ??= db
-    .batch([
-      db.prepare(`CREATE TABLE IF NOT EXISTS rs_invocations (
-        tenant TEXT NOT NULL, name TEXT NOT NULL, invocation_id TEXT NOT NULL, project_id TEXT NOT NULL,
-        status INTEGER NOT NULL, start_ms INTEGER, hostname TEXT NOT NULL, upload_status INTEGER NOT NULL,
-        users TEXT NOT NULL, labels TEXT NOT NULL, props TEXT NOT NULL, data BLOB NOT NULL,
-        PRIMARY KEY (tenant, name))`),
-      db.prepare(`CREATE INDEX IF NOT EXISTS rs_invocations_by_time ON rs_invocations (tenant, start_ms DESC, name)`),
-      // Configured-target searches join their invocation by id; removals go by invocation id.
-      db.prepare(`CREATE INDEX IF NOT EXISTS rs_invocations_by_id ON rs_invocations (tenant, invocation_id)`),
-      db.prepare(`CREATE TABLE IF NOT EXISTS rs_targets (
-        tenant TEXT NOT NULL, name TEXT NOT NULL, invocation_id TEXT NOT NULL, target_id TEXT NOT NULL,
-        type INTEGER NOT NULL, language INTEGER NOT NULL, test_size INTEGER NOT NULL, tags TEXT NOT NULL, props TEXT NOT NULL,
-        PRIMARY KEY (tenant, name))`),
-      db.prepare(`CREATE INDEX IF NOT EXISTS rs_targets_by_id ON rs_targets (tenant, invocation_id, target_id)`),
-      db.prepare(`CREATE TABLE IF NOT EXISTS rs_configurations (
-        tenant TEXT NOT NULL, name TEXT NOT NULL, invocation_id TEXT NOT NULL, config_id TEXT NOT NULL,
-        cpu TEXT NOT NULL, props TEXT NOT NULL, PRIMARY KEY (tenant, name))`),
-      db.prepare(`CREATE INDEX IF NOT EXISTS rs_configurations_by_id ON rs_configurations (tenant, invocation_id, config_id)`),
-      db.prepare(`CREATE TABLE IF NOT EXISTS rs_configured_targets (
-        tenant TEXT NOT NULL, name TEXT NOT NULL, invocation_id TEXT NOT NULL, target_id TEXT NOT NULL, config_id TEXT NOT NULL,
-        status INTEGER NOT NULL, start_ms INTEGER, props TEXT NOT NULL, data BLOB NOT NULL,
-        PRIMARY KEY (tenant, name))`),
-      db.prepare(`CREATE INDEX IF NOT EXISTS rs_configured_targets_by_target ON rs_configured_targets (tenant, target_id)`),
-      db.prepare(`CREATE INDEX IF NOT EXISTS rs_configured_targets_by_invocation ON rs_configured_targets (tenant, invocation_id)`),
-    ])
-    .catch((e) => {
-      ready = undefined;
-      throw e;
-    });
-  return ready;
-}
-
 const ms = (t: Timestamp | undefined) => (t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : null);
 /** Repeated strings as a JSON array of [raw, normalized] pairs: exact and loose matching both index-free. */
 const strings = (xs: string[]) => JSON.stringify(xs.map((x) => [x, normalize(x)]));
 const props = (ps: Property[]) => JSON.stringify(ps.map((p) => [p.key, p.value]));
 
-function upsert(db: D1Database, tenant: string, c: IndexChange & { data: Uint8Array }): D1PreparedStatement {
+/** D1's limit on one row (and on one string or BLOB in it): a larger row can never be written. */
+export const D1_MAX_ROW_BYTES = 2_000_000;
+
+type Value = string | number | null | Uint8Array;
+interface Row {
+  sql: string;
+  values: Value[];
+  /** What the row weighs against D1_MAX_ROW_BYTES: its values' sizes (UTF-8 for text). */
+  bytes: number;
+}
+
+const utf8 = new TextEncoder();
+function row(sql: string, values: Value[]): Row {
+  let bytes = 0;
+  for (const v of values) bytes += v instanceof Uint8Array ? v.byteLength : typeof v === "string" ? utf8.encode(v).byteLength : 8;
+  return { sql, values, bytes };
+}
+
+function upsertRow(tenant: string, c: IndexChange & { data: Uint8Array }): Row {
   switch (c.kind) {
     case "invocation": {
       const m = fromBinary(InvocationSchema, c.data);
-      return db
-        .prepare(
-          `INSERT OR REPLACE INTO rs_invocations (tenant, name, invocation_id, project_id, status, start_ms, hostname, upload_status, users, labels, props, data)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        )
-        .bind(
+      return row(
+        `INSERT OR REPLACE INTO rs_invocations (tenant, name, invocation_id, project_id, status, start_ms, hostname, upload_status, users, labels, props, data)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        [
           tenant,
           c.name,
           m.id?.invocationId ?? "",
@@ -96,16 +75,14 @@ function upsert(db: D1Database, tenant: string, c: IndexChange & { data: Uint8Ar
           strings(m.invocationAttributes?.labels ?? []),
           props(m.properties),
           c.data,
-        );
+        ]);
     }
     case "target": {
       const m = fromBinary(TargetSchema, c.data);
-      return db
-        .prepare(
-          `INSERT OR REPLACE INTO rs_targets (tenant, name, invocation_id, target_id, type, language, test_size, tags, props)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        )
-        .bind(
+      return row(
+        `INSERT OR REPLACE INTO rs_targets (tenant, name, invocation_id, target_id, type, language, test_size, tags, props)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        [
           tenant,
           c.name,
           m.id?.invocationId ?? "",
@@ -115,29 +92,27 @@ function upsert(db: D1Database, tenant: string, c: IndexChange & { data: Uint8Ar
           m.testAttributes?.size ?? 0,
           strings(m.targetAttributes?.tags ?? []),
           props(m.properties),
-        );
+        ]);
     }
     case "configuration": {
       const m = fromBinary(ConfigurationSchema, c.data);
-      return db
-        .prepare(`INSERT OR REPLACE INTO rs_configurations (tenant, name, invocation_id, config_id, cpu, props) VALUES (?, ?, ?, ?, ?, ?)`)
-        .bind(
+      return row(
+        `INSERT OR REPLACE INTO rs_configurations (tenant, name, invocation_id, config_id, cpu, props) VALUES (?, ?, ?, ?, ?, ?)`,
+        [
           tenant,
           c.name,
           m.id?.invocationId ?? "",
           m.id?.configurationId ?? "",
           JSON.stringify([m.configurationAttributes?.cpu ?? "", normalize(m.configurationAttributes?.cpu ?? "")]),
           props(m.properties),
-        );
+        ]);
     }
     case "configuredTarget": {
       const m = fromBinary(ConfiguredTargetSchema, c.data);
-      return db
-        .prepare(
-          `INSERT OR REPLACE INTO rs_configured_targets (tenant, name, invocation_id, target_id, config_id, status, start_ms, props, data)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        )
-        .bind(
+      return row(
+        `INSERT OR REPLACE INTO rs_configured_targets (tenant, name, invocation_id, target_id, config_id, status, start_ms, props, data)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        [
           tenant,
           c.name,
           m.id?.invocationId ?? "",
@@ -147,26 +122,40 @@ function upsert(db: D1Database, tenant: string, c: IndexChange & { data: Uint8Ar
           ms(m.timing?.startTime),
           props(m.properties),
           c.data,
-        );
+        ]);
     }
   }
 }
 
-/** Writes (upserts or deletes) the rows of these resources; idempotent, so callers may retry. */
-export async function writeSearchIndex(db: D1Database, tenant: string, changes: IndexChange[]): Promise<void> {
-  if (changes.length === 0) return;
-  await ensureSearchSchema(db);
-  const statements = changes.map((c) =>
-    c.data === null
-      ? db.prepare(`DELETE FROM ${TABLES[c.kind]} WHERE tenant = ? AND name = ?`).bind(tenant, c.name)
-      : upsert(db, tenant, c as IndexChange & { data: Uint8Array }),
-  );
+/** A change whose row is over D1's row limit: it is never written (and any older row is removed). */
+export interface UnfitChange {
+  change: IndexChange;
+  /** The row's size (null: D1 refused it for a reason of its own). */
+  bytes: number | null;
+  reason: string;
+}
+
+/**
+ * Writes (upserts or deletes) the rows of these resources; idempotent, so callers may retry.
+ * Returns the changes that can never be written (their row is over D1_MAX_ROW_BYTES): their names
+ * leave the index instead, so a search never answers with an older version of them.
+ */
+export async function writeSearchIndex(db: D1Database, tenant: string, changes: IndexChange[]): Promise<UnfitChange[]> {
+  const unfit: UnfitChange[] = [];
+  const statements = changes.map((c) => {
+    if (c.data !== null) {
+      const r = upsertRow(tenant, c as IndexChange & { data: Uint8Array });
+      if (r.bytes <= D1_MAX_ROW_BYTES) return db.prepare(r.sql).bind(...r.values);
+      unfit.push({ change: c, bytes: r.bytes, reason: `the row is ${r.bytes} bytes, over D1's limit of ${D1_MAX_ROW_BYTES}` });
+    }
+    return db.prepare(`DELETE FROM ${TABLES[c.kind]} WHERE tenant = ? AND name = ?`).bind(tenant, c.name);
+  });
   for (let i = 0; i < statements.length; i += BATCH) await db.batch(statements.slice(i, i + BATCH));
+  return unfit;
 }
 
 /** Removes every row of one invocation (DeleteInvocation). */
 export async function removeInvocationFromIndex(db: D1Database, tenant: string, invocationName: string): Promise<void> {
-  await ensureSearchSchema(db);
   const id = decodeURIComponent(invocationName.slice("invocations/".length));
   await db.batch(
     Object.values(TABLES).map((t) => db.prepare(`DELETE FROM ${t} WHERE tenant = ? AND invocation_id = ?`).bind(tenant, id)),
@@ -204,7 +193,6 @@ export async function searchIndex(
   opts: SearchOptions,
 ): Promise<{ items: Uint8Array[]; more: boolean; last?: SearchCursor }> {
   const where = compileQuery(kind, query, opts.exactMatch);
-  await ensureSearchSchema(db);
   const project = opts.projectId ? ` AND i.project_id = ?` : "";
   // The sort key and name of each kind; configured targets without a start time take their invocation's.
   const [key, name] = kind === "invocation" ? ["i.start_ms", "i.name"] : ["COALESCE(ct.start_ms, i.start_ms)", "ct.name"];

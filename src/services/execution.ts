@@ -113,6 +113,7 @@ async function* execute(req: ExecuteRequest, ctx: HandlerContext): AsyncGenerato
     platform: checked.platform,
     timeoutMs: checked.timeoutMs,
     queuedAt: Date.now(),
+    origin: new URL(ctx.url).origin,
     action: toBinary(ActionSchema, checked.action),
     command: toBinary(CommandSchema, checked.command),
   };

@@ -1,5 +1,6 @@
 // The cross-object listing of operations in D1, written through by each OperationDO, so
-// ListOperations can filter and page without visiting every Durable Object.
+// ListOperations can filter and page without visiting every Durable Object. Its table is
+// migrations/0001_operations.sql.
 import type { Env } from "../env.ts";
 
 export interface IndexedOperation {
@@ -15,30 +16,7 @@ export interface IndexedOperation {
   toolInvocationId?: string;
 }
 
-let ready: Promise<unknown> | undefined;
-
-/** Creates the table on first use in an isolate (cheap: IF NOT EXISTS). */
-function ensureSchema(db: D1Database) {
-  ready ??= db
-    .batch([
-      db.prepare(`CREATE TABLE IF NOT EXISTS operations (
-        name TEXT PRIMARY KEY, tenant TEXT NOT NULL, instance_name TEXT NOT NULL, stage INTEGER NOT NULL,
-        done INTEGER NOT NULL, action_hash TEXT NOT NULL, action_size INTEGER NOT NULL,
-        created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL)`),
-      db.prepare(`CREATE INDEX IF NOT EXISTS operations_list ON operations (tenant, created_at DESC, name)`),
-    ])
-    // Added after the first release: tables made before it gain the column here.
-    .then(() => db.prepare(`ALTER TABLE operations ADD COLUMN tool_invocation_id TEXT NOT NULL DEFAULT ''`).run().catch(() => {}))
-    .then(() => db.prepare(`CREATE INDEX IF NOT EXISTS operations_invocation ON operations (tenant, tool_invocation_id)`).run())
-    .catch((e) => {
-      ready = undefined;
-      throw e;
-    });
-  return ready;
-}
-
 export async function indexOperation(env: Env, op: IndexedOperation): Promise<void> {
-  await ensureSchema(env.INDEX);
   await env.INDEX.prepare(
     `INSERT INTO operations (name, tenant, instance_name, stage, done, action_hash, action_size, created_at, updated_at, tool_invocation_id)
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -49,7 +27,6 @@ export async function indexOperation(env: Env, op: IndexedOperation): Promise<vo
 }
 
 export async function unindexOperation(env: Env, name: string): Promise<void> {
-  await ensureSchema(env.INDEX);
   await env.INDEX.prepare(`DELETE FROM operations WHERE name = ?`).bind(name).run();
 }
 
@@ -68,7 +45,6 @@ export interface ListCursor {
 
 /** Newest first; `after` continues a previous page. */
 export async function listOperations(env: Env, f: ListFilter, pageSize: number, after?: ListCursor): Promise<IndexedOperation[]> {
-  await ensureSchema(env.INDEX);
   const where = ["tenant = ?"];
   const args: (string | number)[] = [f.tenant];
   if (f.done !== undefined) (where.push("done = ?"), args.push(f.done ? 1 : 0));

@@ -52,7 +52,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const removeState = () => (opts.persistDir ? Promise.resolve() : rm(persistTo, { recursive: true, force: true }));
   const runnerKey = newRunnerKey();
   const vars = { PUBLIC_URL: `http://127.0.0.1:${httpPort}`, RUNNER_KEYS: runnerKeysVar([{ name: "e2e", key: runnerKey }]), ...opts.vars };
-  let worker = spawnWrangler({ port: httpPort, inspectorPort, persistTo, vars, label: `worker :${httpPort}` });
+  let worker = await spawnWrangler({ port: httpPort, inspectorPort, persistTo, vars, label: `worker :${httpPort}` });
   let runner: Runner | undefined;
   const children: RunnerProcess[] = [];
   try {
@@ -73,7 +73,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       runner,
       async restartWorker() {
         await worker.stop();
-        worker = spawnWrangler({ port: httpPort, inspectorPort, persistTo, vars, label: `worker :${httpPort} (restarted)` });
+        worker = await spawnWrangler({ port: httpPort, inspectorPort, persistTo, vars, label: `worker :${httpPort} (restarted)` });
         await waitForWorker(worker);
       },
       async spawnRunner(o = {}) {
