@@ -332,17 +332,19 @@ describe("DeleteInvocation racing other calls", () => {
     const { id, name, token } = await newInvocation();
     await upload.finalizeInvocation({ name, authorizationToken: token });
     const stub = invocationStub(id);
-    // A slow D1: each removal of the invocation's index rows takes 300 ms.
+    // A slow D1: each removal of the invocation's index rows takes 1.5 s, wide enough windows for
+    // the calls below to land inside each other on a loaded machine.
     await runInDurableObject(stub, (o) => {
       const sync = (o as unknown as { index: { db: D1Database } }).index;
       const real = sync.db;
       sync.db = {
         prepare: (q: string) => real.prepare(q),
-        batch: (s: D1PreparedStatement[]) => new Promise((r) => setTimeout(r, 300)).then(() => real.batch(s)),
+        batch: (s: D1PreparedStatement[]) => new Promise((r) => setTimeout(r, 1500)).then(() => real.batch(s)),
       } as unknown as D1Database;
     });
     const deleting = upload.deleteInvocation({ name });
-    await new Promise((r) => setTimeout(r, 50));
+    // The deletion has started (its marker is set) and is waiting for D1.
+    for (let i = 0; i < 300 && (await metaOf(id, "deleting")) === undefined; i++) await new Promise((r) => setTimeout(r, 10));
     // This call finds the deletion unfinished and finishes it too (its removal runs after the first).
     const touching = codeOf(upload.touchInvocation({ name, authorizationToken: token }));
     await deleting;
