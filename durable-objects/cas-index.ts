@@ -31,7 +31,7 @@ export class CasIndexDO extends DurableObject<Env> {
   /** The clock of touches and additions (tests set it). */
   now: () => number = () => Date.now();
   /** What this object has served since it was loaded: for the load simulator and operators. */
-  private readonly served = { since: Date.now(), requests: 0, rowsWritten: 0 };
+  private readonly served = { since: Date.now(), requests: 0, digests: 0, rowsWritten: 0 };
 
   /**
    * Returns the "hash/size" keys of the given blobs that are present. If asked, touches them, but
@@ -39,6 +39,7 @@ export class CasIndexDO extends DurableObject<Env> {
    */
   present(blobs: [hash: string, size: number][], touch: boolean, touchIntervalMs = 0): string[] {
     this.served.requests++;
+    this.served.digests += blobs.length;
     if (blobs.length === 0) return [];
     const rows = this.sql
       .exec<{ hash: string; size: number; last_access: number }>(
@@ -75,7 +76,7 @@ export class CasIndexDO extends DurableObject<Env> {
     }
   }
 
-  /** Requests served and index rows written since this object was loaded, and the rows it holds. */
+  /** Requests served, digests looked up and index rows written since this object was loaded, and the rows it holds. */
   stats() {
     const blobs = this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM blobs`).one().n;
     return { ...this.served, blobs };
