@@ -39,7 +39,7 @@ export function casIndexConfig(): CasIndexConfig {
     CAS_TOUCH_INTERVAL_SECONDS: e.CAS_TOUCH_INTERVAL_SECONDS,
     CAS_EXISTENCE_CACHE_SECONDS: e.CAS_EXISTENCE_CACHE_SECONDS,
     CAS_EXISTENCE_CACHE_ENTRIES: e.CAS_EXISTENCE_CACHE_ENTRIES,
-    CAS_MIN_LIFETIME_SECONDS: e.CAS_MIN_LIFETIME_SECONDS,
+    CAS_MIN_LIFETIME_HOURS: e.CAS_MIN_LIFETIME_HOURS,
   };
   const raw = JSON.stringify(vars);
   if (!casIndexCache || casIndexCache.raw !== raw) casIndexCache = { raw, config: parseCasIndexConfig(vars) };

@@ -56,8 +56,8 @@ export interface Env {
   /** In-isolate cache of "present" answers: TTL (default 300; 0: off) and size (default 50000). */
   CAS_EXISTENCE_CACHE_SECONDS?: string;
   CAS_EXISTENCE_CACHE_ENTRIES?: string;
-  /** Eviction never removes a blob accessed this recently (default 10800); bounds the two above. */
-  CAS_MIN_LIFETIME_SECONDS?: string;
+  /** Eviction never removes a blob used this recently (hours, default 3); bounds the two above. */
+  CAS_MIN_LIFETIME_HOURS?: string;
   /** Origins that browsers may call from: comma-separated, or "*" (then without credentials). Unset: none. */
   CORS_ORIGINS?: string;
   /** A ResultStore invocation not modified for this long is finalized (default 86400). */

@@ -21,7 +21,8 @@ export interface CasIndexVars {
   CAS_TOUCH_INTERVAL_SECONDS?: string;
   CAS_EXISTENCE_CACHE_SECONDS?: string;
   CAS_EXISTENCE_CACHE_ENTRIES?: string;
-  CAS_MIN_LIFETIME_SECONDS?: string;
+  /** The eviction lane's setting, in hours (default 3). */
+  CAS_MIN_LIFETIME_HOURS?: string;
 }
 
 export const DEFAULT_SHARDS = 16;
@@ -49,12 +50,14 @@ export function parseCasIndexConfig(vars: CasIndexVars): CasIndexConfig {
     touchIntervalMs: number(vars, "CAS_TOUCH_INTERVAL_SECONDS", 3600, false) * 1000,
     existenceTtlMs: number(vars, "CAS_EXISTENCE_CACHE_SECONDS", 300, false) * 1000,
     existenceEntries: number(vars, "CAS_EXISTENCE_CACHE_ENTRIES", 50_000, true),
-    minLifetimeMs: number(vars, "CAS_MIN_LIFETIME_SECONDS", 3 * 3600, false) * 1000,
+    minLifetimeMs: number(vars, "CAS_MIN_LIFETIME_HOURS", 3, false) * 3600_000,
   };
-  if (c.existenceTtlMs + c.touchIntervalMs >= c.minLifetimeMs) {
+  // All three 0 is allowed: nothing cached, every touch written, eviction at will (tests).
+  const stale = c.existenceTtlMs + c.touchIntervalMs;
+  if (stale > 0 && stale >= c.minLifetimeMs) {
     throw misconfigured(
       `CAS_EXISTENCE_CACHE_SECONDS (${c.existenceTtlMs / 1000}) + CAS_TOUCH_INTERVAL_SECONDS (${c.touchIntervalMs / 1000}) ` +
-        `must be below CAS_MIN_LIFETIME_SECONDS (${c.minLifetimeMs / 1000}): otherwise a blob reported present could be evicted ` +
+        `must be below CAS_MIN_LIFETIME_HOURS (${c.minLifetimeMs / 3600_000} h = ${c.minLifetimeMs / 1000} s): otherwise a blob reported present could be evicted ` +
         `before the client uses it`,
     );
   }

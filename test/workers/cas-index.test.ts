@@ -164,6 +164,11 @@ describe("existence cache", () => {
     expect(await index.missing([late!])).toEqual([late!]);
     await index.shard(late!.hash).add([[late!.hash, late!.size]]);
     expect(await index.missing([late!])).toEqual([]);
+    // That positive answer of the index is cached like one of an upload through this client.
+    await index.shard(late!.hash).remove([late!.hash]);
+    expect(await index.missing([late!])).toEqual([]);
+    t += 60_000;
+    expect(await index.missing([late!])).toEqual([late!]);
   });
 });
 
@@ -184,10 +189,13 @@ describe("settings", () => {
     };
     const atMin = refused({ CAS_EXISTENCE_CACHE_SECONDS: "10800", CAS_TOUCH_INTERVAL_SECONDS: "0" });
     expect(atMin.code).toBe(Code.Unavailable);
-    expect(atMin.rawMessage).toMatch(/CAS_EXISTENCE_CACHE_SECONDS \(10800\) \+ CAS_TOUCH_INTERVAL_SECONDS \(0\) must be below CAS_MIN_LIFETIME_SECONDS \(10800\)/);
-    expect(refused({ CAS_EXISTENCE_CACHE_SECONDS: "20000" }).rawMessage).toMatch(/CAS_MIN_LIFETIME_SECONDS/);
+    expect(atMin.rawMessage).toMatch(/CAS_EXISTENCE_CACHE_SECONDS \(10800\) \+ CAS_TOUCH_INTERVAL_SECONDS \(0\) must be below CAS_MIN_LIFETIME_HOURS \(3 h = 10800 s\)/);
+    expect(refused({ CAS_EXISTENCE_CACHE_SECONDS: "20000" }).rawMessage).toMatch(/CAS_MIN_LIFETIME_HOURS/);
     expect(refused({ CAS_EXISTENCE_CACHE_SECONDS: "1800", CAS_TOUCH_INTERVAL_SECONDS: "9000" }).rawMessage).toMatch(/must be below/);
-    expect(refused({ CAS_MIN_LIFETIME_SECONDS: "600" }).rawMessage).toMatch(/must be below CAS_MIN_LIFETIME_SECONDS \(600\)/);
+    expect(refused({ CAS_MIN_LIFETIME_HOURS: "0.5" }).rawMessage).toMatch(/must be below CAS_MIN_LIFETIME_HOURS \(0.5 h = 1800 s\)/);
+    expect(refused({ CAS_MIN_LIFETIME_HOURS: "0", CAS_TOUCH_INTERVAL_SECONDS: "0", CAS_EXISTENCE_CACHE_SECONDS: "1" }).rawMessage).toMatch(/must be below/);
+    // With nothing cached and every touch written, any minimum lifetime is accepted, 0 included (tests).
+    expect(parseCasIndexConfig({ CAS_MIN_LIFETIME_HOURS: "0", CAS_TOUCH_INTERVAL_SECONDS: "0", CAS_EXISTENCE_CACHE_SECONDS: "0" }).minLifetimeMs).toBe(0);
     // Just below is accepted.
     expect(parseCasIndexConfig({ CAS_EXISTENCE_CACHE_SECONDS: "1799", CAS_TOUCH_INTERVAL_SECONDS: "9000" }).existenceTtlMs).toBe(1_799_000);
     expect(refused({ CAS_INDEX_SHARDS: "0" }).rawMessage).toMatch(/CAS_INDEX_SHARDS is 0; it must be from 1 to 65536/);
