@@ -76,7 +76,7 @@ export class CasIndexDO extends DurableObject<Env> {
     }
   }
 
-  /** Requests served, digests looked up and index rows written since this object was loaded, and the rows it holds. */
+  /** Requests, digests looked up and rows written since this object was loaded; the blobs it holds. */
   stats() {
     const blobs = this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM blobs`).one().n;
     return { ...this.served, blobs };

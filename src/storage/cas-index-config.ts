@@ -29,7 +29,7 @@ export const DEFAULT_SHARDS = 16;
 /** Beyond this a FindMissing of 200 digests already reaches ~200 objects; more only costs. */
 export const MAX_SHARDS = 65_536;
 
-const misconfigured = (message: string) => new ConnectError(`server misconfigured: ${message}`, Code.Unavailable);
+export const misconfigured = (message: string) => new ConnectError(`server misconfigured: ${message}`, Code.Unavailable);
 
 function number(vars: CasIndexVars, name: keyof CasIndexVars, fallback: number, integer: boolean): number {
   const raw = vars[name]?.trim();

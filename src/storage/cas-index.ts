@@ -10,8 +10,7 @@
 // that does not exist yet.
 import type { Env } from "../env.ts";
 import { casIndexConfig } from "../config.ts";
-import { Code, ConnectError } from "../errors.ts";
-import type { CasIndexConfig } from "./cas-index-config.ts";
+import { misconfigured, type CasIndexConfig } from "./cas-index-config.ts";
 import { blobKey, isEmptyBlob, type BlobDigest } from "./digest.ts";
 import { isolateExistenceCache, type ExistenceCache } from "./existence-cache.ts";
 
@@ -66,10 +65,9 @@ export class CasIndex {
         .layout(this.config.shards)
         .then((recorded) => {
           if (recorded === this.config.shards) return;
-          throw new ConnectError(
-            `server misconfigured: CAS_INDEX_SHARDS is ${this.config.shards} but tenant "${this.tenant}"'s CAS index was built ` +
-              `with ${recorded} shards; set it back to ${recorded} (changing it needs a rehash, which Kiln does not do yet)`,
-            Code.Unavailable,
+          throw misconfigured(
+            `CAS_INDEX_SHARDS is ${this.config.shards} but tenant "${this.tenant}"'s CAS index was built with ${recorded} ` +
+              `shards; set it back to ${recorded} (changing it needs a rehash, which Kiln does not do yet)`,
           );
         });
       layoutChecked.set(key, check);
