@@ -1,14 +1,15 @@
 // The CAS index at scale: the shard count setting, coarse touches, the existence cache and the
 // settings that bound them, against real CasIndexDO objects.
 import { SELF, env, runInDurableObject } from "cloudflare:test";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { Code } from "../../src/errors.ts";
 import { parseCasIndexConfig, type CasIndexConfig } from "../../src/storage/cas-index-config.ts";
 import { CasIndex, shardName, shardOf } from "../../src/storage/cas-index.ts";
 import type { BlobDigest } from "../../src/storage/digest.ts";
 import { ExistenceCache } from "../../src/storage/existence-cache.ts";
 import type { CasIndexDO } from "../../durable-objects/cas-index.ts";
-import { errorOf, sha256Hex } from "./helpers.ts";
+import { ContentAddressableStorage } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { connectClient, digestOf, errorOf, sha256Hex } from "./helpers.ts";
 
 const HOUR = 3600_000;
 const config = (o: Partial<CasIndexConfig> = {}): CasIndexConfig => ({
@@ -205,6 +206,20 @@ describe("settings", () => {
   });
 });
 
+describe("a misconfigured deployment", () => {
+  const configured = env.CAS_EXISTENCE_CACHE_SECONDS;
+  afterEach(() => {
+    env.CAS_EXISTENCE_CACHE_SECONDS = configured;
+  });
+
+  it("answers FindMissingBlobs UNAVAILABLE naming the settings, not with a stale blob", async () => {
+    env.CAS_EXISTENCE_CACHE_SECONDS = "10800";
+    const err = await errorOf(connectClient(ContentAddressableStorage).findMissingBlobs({ blobDigests: [await digestOf("x")] }));
+    expect(err.code).toBe(Code.Unavailable);
+    expect(err.rawMessage).toMatch(/CAS_EXISTENCE_CACHE_SECONDS \(10800\) \+ CAS_TOUCH_INTERVAL_SECONDS \(3600\) must be below/);
+  });
+});
+
 describe("GET /admin/cas-index", () => {
   it("lists every shard of the caller's tenant with what it served", async () => {
     const res = await SELF.fetch("http://kiln/admin/cas-index");
@@ -214,5 +229,21 @@ describe("GET /admin/cas-index", () => {
     expect(body.shards).toBe(16);
     expect(body.objects.map((o) => o.shard)).toEqual([...Array(16).keys()]);
     expect((await SELF.fetch("http://kiln/admin/cas-index?from=x")).status).toBe(400);
+  });
+
+  it("is for admin keys only", async () => {
+    const admin = "cas-index-admin-key-0123456789-0123456789";
+    const user = "cas-index-user-key-0123456789-0123456789";
+    env.API_KEYS = JSON.stringify([
+      { key: admin, name: "ops", admin: true },
+      { key: user, name: "ci" },
+    ]);
+    try {
+      expect((await SELF.fetch("http://kiln/admin/cas-index")).status).toBe(401);
+      expect((await SELF.fetch("http://kiln/admin/cas-index", { headers: { authorization: `Bearer ${user}` } })).status).toBe(403);
+      expect((await SELF.fetch("http://kiln/admin/cas-index", { headers: { authorization: `Bearer ${admin}` } })).status).toBe(200);
+    } finally {
+      delete env.API_KEYS;
+    }
   });
 });
