@@ -28,36 +28,69 @@ export class CasIndexDO extends DurableObject<Env> {
     this.sql.exec(`CREATE TABLE IF NOT EXISTS uploads (resource TEXT PRIMARY KEY, state TEXT NOT NULL, updated INTEGER NOT NULL)`);
   }
 
-  /** Returns the "hash/size" keys of the given blobs that are present, touching them if asked. */
-  present(blobs: [hash: string, size: number][], touch: boolean): string[] {
+  /** The clock of touches and additions (tests set it). */
+  now: () => number = () => Date.now();
+  /** What this object has served since it was loaded: for the load simulator and operators. */
+  private readonly served = { since: Date.now(), requests: 0, digests: 0, rowsWritten: 0 };
+
+  /**
+   * Returns the "hash/size" keys of the given blobs that are present. If asked, touches them, but
+   * only those whose last access is older than `touchIntervalMs`: a warm FindMissing is a read.
+   */
+  present(blobs: [hash: string, size: number][], touch: boolean, touchIntervalMs = 0): string[] {
+    this.served.requests++;
+    this.served.digests += blobs.length;
     if (blobs.length === 0) return [];
-    const hashes = JSON.stringify(blobs.map(([h]) => h));
-    const rows = touch
-      ? this.sql.exec<{ hash: string; size: number }>(
-          `UPDATE blobs SET last_access = ? WHERE hash IN (SELECT value FROM json_each(?)) RETURNING hash, size`,
-          Date.now(),
-          hashes,
-        )
-      : this.sql.exec<{ hash: string; size: number }>(
-          `SELECT hash, size FROM blobs WHERE hash IN (SELECT value FROM json_each(?))`,
-          hashes,
-        );
+    const rows = this.sql
+      .exec<{ hash: string; size: number; last_access: number }>(
+        `SELECT hash, size, last_access FROM blobs WHERE hash IN (SELECT value FROM json_each(?))`,
+        JSON.stringify(blobs.map(([h]) => h)),
+      )
+      .toArray();
     const sizeOf = new Map<string, number>();
     for (const r of rows) sizeOf.set(r.hash, r.size);
-    return blobs.filter(([h, s]) => sizeOf.get(h) === s).map(([h, s]) => `${h}/${s}`);
+    const found = blobs.filter(([h, s]) => sizeOf.get(h) === s);
+    if (touch) {
+      const now = this.now();
+      const wanted = new Set(found.map(([h]) => h));
+      const stale = rows.filter((r) => wanted.has(r.hash) && r.last_access <= now - touchIntervalMs).map((r) => r.hash);
+      if (stale.length > 0) {
+        const c = this.sql.exec(`UPDATE blobs SET last_access = ? WHERE hash IN (SELECT value FROM json_each(?))`, now, JSON.stringify(stale));
+        this.served.rowsWritten += c.rowsWritten;
+      }
+    }
+    return found.map(([h, s]) => `${h}/${s}`);
   }
 
   /** Records blobs that have landed in R2. */
   add(blobs: [hash: string, size: number][]): void {
-    const now = Date.now();
+    this.served.requests++;
+    const now = this.now();
     for (const [hash, size] of blobs) {
-      this.sql.exec(
+      this.served.rowsWritten += this.sql.exec(
         `INSERT INTO blobs (hash, size, last_access) VALUES (?, ?, ?) ON CONFLICT(hash) DO UPDATE SET last_access = excluded.last_access`,
         hash,
         size,
         now,
-      );
+      ).rowsWritten;
     }
+  }
+
+  /** Requests, digests looked up and rows written since this object was loaded; the blobs it holds. */
+  stats() {
+    const blobs = this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM blobs`).one().n;
+    return { ...this.served, blobs };
+  }
+
+  /**
+   * The shard count this tenant's index was built with (on its layout object only): the first
+   * call records `shards`; later calls return what was recorded, so a changed count is noticed.
+   */
+  layout(shards: number): number {
+    const recorded = this.ctx.storage.kv.get<number>("shards");
+    if (recorded !== undefined) return recorded;
+    this.ctx.storage.kv.put("shards", shards);
+    return shards;
   }
 
   /** Forgets blobs (eviction goes through the index first, then R2). */

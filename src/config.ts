@@ -2,6 +2,7 @@
 import { env } from "cloudflare:workers";
 import type { Env } from "./env.ts";
 import { parseKeyConfig, type KeyConfig } from "./auth.ts";
+import { parseCasIndexConfig, type CasIndexConfig } from "./storage/cas-index-config.ts";
 
 export const kilnEnv = () => env as unknown as Env;
 
@@ -26,6 +27,23 @@ export function keyConfig(): Promise<KeyConfig> {
     keyCache = { raw, config: parseKeyConfig(e.API_KEYS, { allowOpen: e.ALLOW_OPEN, publicUrl: e.PUBLIC_URL }) };
   }
   return keyCache.config;
+}
+
+let casIndexCache: { raw: string; config: CasIndexConfig } | undefined;
+
+/** CAS index shards, touch interval and existence cache; a bad combination throws UNAVAILABLE saying why. */
+export function casIndexConfig(): CasIndexConfig {
+  const e = kilnEnv();
+  const vars = {
+    CAS_INDEX_SHARDS: e.CAS_INDEX_SHARDS,
+    CAS_TOUCH_INTERVAL_SECONDS: e.CAS_TOUCH_INTERVAL_SECONDS,
+    CAS_EXISTENCE_CACHE_SECONDS: e.CAS_EXISTENCE_CACHE_SECONDS,
+    CAS_EXISTENCE_CACHE_ENTRIES: e.CAS_EXISTENCE_CACHE_ENTRIES,
+    CAS_MIN_LIFETIME_HOURS: e.CAS_MIN_LIFETIME_HOURS,
+  };
+  const raw = JSON.stringify(vars);
+  if (!casIndexCache || casIndexCache.raw !== raw) casIndexCache = { raw, config: parseCasIndexConfig(vars) };
+  return casIndexCache.config;
 }
 
 const seconds = (v: string | undefined, fallback: number) => {

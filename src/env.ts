@@ -27,6 +27,15 @@ export interface Env extends KilnBindings {
   MAX_ACTION_TIMEOUT_SECONDS?: string;
   /** Queued operations complete UNAVAILABLE once no runner has answered for this long. */
   NO_RUNNER_TIMEOUT_SECONDS?: string;
+  /** CAS index objects per tenant (default 16); see README "Sizing the CAS index" before changing it. */
+  CAS_INDEX_SHARDS?: string;
+  /** A blob's last access is rewritten at most this often (default 3600). */
+  CAS_TOUCH_INTERVAL_SECONDS?: string;
+  /** In-isolate cache of "present" answers: TTL (default 300; 0: off) and size (default 50000). */
+  CAS_EXISTENCE_CACHE_SECONDS?: string;
+  CAS_EXISTENCE_CACHE_ENTRIES?: string;
+  /** Eviction never removes a blob used this recently (hours, default 3); bounds the two above. */
+  CAS_MIN_LIFETIME_HOURS?: string;
   /** Origins that browsers may call from: comma-separated, or "*" (then without credentials). Unset: none. */
   CORS_ORIGINS?: string;
 }

@@ -2,6 +2,7 @@
 import { Hono } from "hono";
 import { keyConfig } from "./config.ts";
 import { mountBlobs } from "./surfaces/blobs.ts";
+import { mountCasIndexStats } from "./surfaces/cas-index-stats.ts";
 import { mountConnect } from "./surfaces/connect.ts";
 import { corsMiddleware } from "./surfaces/cors.ts";
 import { mountHttpCache } from "./surfaces/http-cache.ts";
@@ -46,6 +47,7 @@ app.get("/metrics", async (c) => {
   }
 });
 mountRunners(app);
+mountCasIndexStats(app);
 mountConnect(app);
 mountHttpCache(app);
 mountRest(app);

@@ -1,24 +1,89 @@
-// Client side of the CAS index: groups digests by shard and asks the shards in parallel.
+// Client side of the CAS index: answers from this isolate's existence cache where it can, groups
+// the other digests by shard and asks the shards in parallel.
+//
+// A tenant's index is CAS_INDEX_SHARDS objects; a digest's shard is its hash's first 32 bits
+// scaled to the count, so every count spreads hashes evenly and 16 is the first hex digit (the
+// fixed layout this replaced, whose object names 16 keeps). Other counts put the count in the
+// names, so two layouts never share an object. The count a tenant's index was built with is
+// recorded on first use, and a different one is refused: the new objects would be empty (every
+// blob reported missing) while the old ones, unseen, kept evicting. Changing it needs a rehash
+// that does not exist yet.
 import type { Env } from "../env.ts";
+import { casIndexConfig } from "../config.ts";
+import { misconfigured, type CasIndexConfig } from "./cas-index-config.ts";
 import { blobKey, isEmptyBlob, type BlobDigest } from "./digest.ts";
+import { isolateExistenceCache, type ExistenceCache } from "./existence-cache.ts";
 
-const SHARD_HEX_DIGITS = 1; // 16 shards per tenant
+/** The shard of a hash among `shards`: its first 32 bits scaled to [0, shards). */
+export function shardOf(hash: string, shards: number): number {
+  return Math.floor((parseInt(hash.slice(0, 8), 16) * shards) / 2 ** 32);
+}
+
+/** The object name of one shard of a tenant's index. */
+export function shardName(tenant: string, shard: number, shards: number): string {
+  return shards === 16 ? `${tenant}:${shard.toString(16)}` : `${tenant}:${shards}:${shard}`;
+}
+
+/** Tenants (and counts) whose recorded shard count this isolate has already checked. */
+const layoutChecked = new Map<string, Promise<void>>();
 
 export class CasIndex {
+  private readonly config: CasIndexConfig;
+  private readonly cache: ExistenceCache;
+
   constructor(
     private readonly env: Env,
     private readonly tenant: string,
-  ) {}
+    opts: { config?: CasIndexConfig; cache?: ExistenceCache } = {},
+  ) {
+    this.config = opts.config ?? casIndexConfig();
+    this.cache = opts.cache ?? isolateExistenceCache(this.config.existenceTtlMs, this.config.existenceEntries);
+  }
 
-  shard(hash: string) {
+  get shards() {
+    return this.config.shards;
+  }
+
+  shardStub(shard: number) {
     const ns = this.env.CAS_INDEX;
-    return ns.get(ns.idFromName(`${this.tenant}:${hash.slice(0, SHARD_HEX_DIGITS)}`));
+    return ns.get(ns.idFromName(shardName(this.tenant, shard, this.config.shards)));
+  }
+
+  /** The stub of the shard that holds `hash`. */
+  shard(hash: string) {
+    return this.shardStub(shardOf(hash, this.config.shards));
+  }
+
+  /** Refuses (UNAVAILABLE) a shard count other than the one this tenant's index was built with. */
+  private checkLayout(): Promise<void> {
+    const key = `${this.tenant}\n${this.config.shards}`;
+    let check = layoutChecked.get(key);
+    if (!check) {
+      const ns = this.env.CAS_INDEX;
+      check = ns
+        .get(ns.idFromName(`${this.tenant}:layout`))
+        .layout(this.config.shards)
+        .then((recorded) => {
+          if (recorded === this.config.shards) return;
+          throw misconfigured(
+            `CAS_INDEX_SHARDS is ${this.config.shards} but tenant "${this.tenant}"'s CAS index was built with ${recorded} ` +
+              `shards; set it back to ${recorded} (changing it needs a rehash, which Kiln does not do yet)`,
+          );
+        });
+      layoutChecked.set(key, check);
+      check.catch(() => layoutChecked.delete(key));
+    }
+    return check;
+  }
+
+  private cacheKey(d: BlobDigest) {
+    return `${this.tenant}/${blobKey(d)}`;
   }
 
   private byShard(digests: readonly BlobDigest[]) {
-    const groups = new Map<string, [string, number][]>();
+    const groups = new Map<number, [string, number][]>();
     for (const d of digests) {
-      const k = d.hash.slice(0, SHARD_HEX_DIGITS);
+      const k = shardOf(d.hash, this.config.shards);
       let g = groups.get(k);
       if (!g) groups.set(k, (g = []));
       g.push([d.hash, d.size]);
@@ -26,13 +91,25 @@ export class CasIndex {
     return groups;
   }
 
-  /** The digests not in the CAS. The empty blob is always present. Present blobs are touched. */
+  /**
+   * The digests not in the CAS. The empty blob is always present. Present blobs are touched (at
+   * most once per touch interval, and not while this isolate's cache answers for them).
+   */
   async missing(digests: readonly BlobDigest[], touch = true): Promise<BlobDigest[]> {
     const wanted = digests.filter((d) => !isEmptyBlob(d));
     const present = new Set<string>();
+    const ask: BlobDigest[] = [];
+    for (const d of wanted) {
+      if (this.cache.has(this.cacheKey(d))) present.add(blobKey(d));
+      else ask.push(d);
+    }
+    if (ask.length > 0) await this.checkLayout();
     await Promise.all(
-      [...this.byShard(wanted)].map(async ([, group]) => {
-        for (const k of await this.shard(group[0]![0]).present(group, touch)) present.add(k);
+      [...this.byShard(ask)].map(async ([shard, group]) => {
+        for (const k of await this.shardStub(shard).present(group, touch, this.config.touchIntervalMs)) {
+          present.add(k);
+          this.cache.add(`${this.tenant}/${k}`);
+        }
       }),
     );
     const seen = new Set<string>();
@@ -49,6 +126,9 @@ export class CasIndex {
   }
 
   async add(digests: readonly BlobDigest[]): Promise<void> {
-    await Promise.all([...this.byShard(digests)].map(([, group]) => this.shard(group[0]![0]).add(group)));
+    if (digests.length === 0) return;
+    await this.checkLayout();
+    await Promise.all([...this.byShard(digests)].map(([shard, group]) => this.shardStub(shard).add(group)));
+    for (const d of digests) this.cache.add(this.cacheKey(d));
   }
 }
