@@ -53,4 +53,12 @@ export interface Env {
   CORS_ORIGINS?: string;
   /** A ResultStore invocation not modified for this long is finalized (default 86400). */
   RESULTSTORE_AUTO_FINALIZE_SECONDS?: string;
+  /** Per tenant: CAS bytes kept; least recently used blobs beyond it are evicted. Unset: no budget. */
+  CAS_MAX_BYTES?: string;
+  /** Per tenant: CAS blobs not used for this many days are evicted. Unset: kept while within budget. */
+  CAS_MAX_IDLE_DAYS?: string;
+  /** No blob is evicted within this many hours of its last use (default 3); Bazel's --experimental_remote_cache_ttl. */
+  CAS_MIN_LIFETIME_HOURS?: string;
+  /** Action-cache entries not used for this many days are deleted. Unset: kept. */
+  AC_MAX_IDLE_DAYS?: string;
 }
