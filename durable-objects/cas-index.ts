@@ -4,6 +4,7 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../src/env.ts";
 import { casEvicts, evictionPolicy } from "../src/storage/eviction-policy.ts";
+import { lastUsed } from "../src/storage/action-store.ts";
 import {
   bump,
   chooseVictims,
@@ -309,7 +310,7 @@ export class CasIndexDO extends DurableObject<Env> {
 
   /**
    * One bounded pass of the action-cache sweeper: deletes the tenant's entries not written or
-   * refreshed (a hit refreshes an entry, see action-cache.ts) within AC_MAX_IDLE_DAYS.
+   * refreshed (a hit refreshes an entry, see action-store.ts) within AC_MAX_IDLE_DAYS.
    */
   async sweepActionCache(now = Date.now()): Promise<{ deleted: number; more: boolean }> {
     const owner = this.owner();
@@ -317,8 +318,8 @@ export class CasIndexDO extends DurableObject<Env> {
     if (!owner || maxIdle === undefined) return { deleted: 0, more: false };
     const prefix = `ac/${owner.tenant}/`;
     const cursor = getMeta(this.sql, "ac_cursor") || undefined;
-    const page = await this.env.CAS.list({ prefix, startAfter: cursor, limit: STEP_ROWS });
-    const old = page.objects.filter((o) => o.uploaded.getTime() < now - maxIdle).map((o) => o.key);
+    const page = await this.env.CAS.list({ prefix, startAfter: cursor, limit: STEP_ROWS, include: ["customMetadata"] });
+    const old = page.objects.filter((o) => lastUsed(o) < now - maxIdle).map((o) => o.key);
     if (old.length) await this.env.CAS.delete(old);
     bump(this.sql, "ac_expired", old.length);
     setMeta(this.sql, "ac_cursor", page.truncated ? page.objects.at(-1)!.key : "");

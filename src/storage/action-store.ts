@@ -40,15 +40,20 @@ export function sizeMatches(obj: R2Object, actionSize: number | undefined): bool
 /** A hit on an entry older than this share of AC_MAX_IDLE_DAYS (at most a day) rewrites it. */
 const REFRESH_FRACTION = 0.25;
 const DAY_MS = 24 * 3600 * 1000;
+/** R2 custom metadata: when a hit last refreshed the entry (ms since the epoch). */
+const USED = "used";
+
+/** When an entry was last written or refreshed by a hit. */
+export const lastUsed = (obj: R2Object) => Number(obj.customMetadata?.[USED]) || obj.uploaded.getTime();
 
 /**
- * R2 keeps no access time, so the action-cache sweeper ages entries by their upload time: a hit on
- * an entry that has aged a while writes it again (at most one write per entry per refresh interval,
- * not one per hit), so entries in use never expire.
+ * R2 keeps no access time, so the action-cache sweeper ages entries by lastUsed: a hit on an entry
+ * that has aged a while writes it again (at most one write per entry per refresh interval, not one
+ * per hit), so entries in use never expire.
  */
 export async function refreshIfAgeing(env: Env, obj: R2Object, bytes: Uint8Array, now = Date.now()): Promise<void> {
   const maxIdle = evictionPolicy(env).acMaxIdleMs;
   if (maxIdle === undefined) return;
-  if (now - obj.uploaded.getTime() < Math.min(maxIdle * REFRESH_FRACTION, DAY_MS)) return;
-  await env.CAS.put(obj.key, bytes, { customMetadata: obj.customMetadata });
+  if (now - lastUsed(obj) < Math.min(maxIdle * REFRESH_FRACTION, DAY_MS)) return;
+  await env.CAS.put(obj.key, bytes, { customMetadata: { ...obj.customMetadata, [USED]: String(now) } });
 }
