@@ -1,5 +1,6 @@
 // The `kiln` command (run with tsx: `tsx cli/kiln.ts <command>`).
 import { parseArgs } from "node:util";
+import { ADMIN_USAGE, adminMain } from "./admin.ts";
 import { startBridge } from "./bridge.ts";
 import { dev } from "./dev.ts";
 import { uploadBep } from "./upload-bep.ts";
@@ -14,7 +15,8 @@ const USAGE = `usage:
   kiln upload-bep FILE [--upstream URL]      a --build_event_binary_file into Kiln's ResultStore (idempotent)
                                              env: KILN_API_KEY
   ${RUNNER_USAGE.replace(/^kiln /, "")}
-                                             an action runner: connects out to the worker, listens on no port`;
+                                             an action runner: connects out to the worker, listens on no port
+  ${ADMIN_USAGE.replace(/^kiln /, "")}`;
 
 async function bridge(args: string[]) {
   const { values } = parseArgs({
@@ -47,6 +49,7 @@ try {
   else if (command === "bridge") await bridge(args);
   else if (command === "upload-bep") await uploadBepCommand(args);
   else if (command === "runner") await runnerMain(args, process.env);
+  else if (command === "admin") await adminMain(args);
   else {
     console.error(USAGE);
     process.exitCode = 2;

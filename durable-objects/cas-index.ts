@@ -47,6 +47,8 @@ export interface EvictStepOptions {
   /** The clock (tests pass a fake one; the alarm passes Date.now()). */
   now?: number;
   limit?: number;
+  /** Instead of CAS_MAX_IDLE_DAYS for this step (an operator's "free what is idle for N now"). */
+  maxIdleMs?: number;
   /** Runs after the rows are gone and before the objects are (tests inject faults here). */
   beforeObjectDelete?: (hashes: string[]) => Promise<void>;
 }
@@ -202,7 +204,8 @@ export class CasIndexDO extends DurableObject<Env> {
   async evictStep(opts: EvictStepOptions = {}): Promise<EvictStepResult> {
     const owner = this.owner();
     if (!owner) return { evicted: 0, bytes: 0, more: false };
-    const { victims, more } = chooseVictims(this.sql, opts.now ?? Date.now(), evictionPolicy(this.env), owner.shards, opts.limit ?? STEP_ROWS);
+    const policy = { ...evictionPolicy(this.env), ...(opts.maxIdleMs === undefined ? {} : { maxIdleMs: opts.maxIdleMs }) };
+    const { victims, more } = chooseVictims(this.sql, opts.now ?? Date.now(), policy, owner.shards, opts.limit ?? STEP_ROWS);
     if (victims.length === 0) return { evicted: 0, bytes: 0, more };
     const hashes = victims.map((v) => v.hash);
     this.sql.exec(`DELETE FROM blobs WHERE hash IN (SELECT value FROM json_each(?))`, JSON.stringify(hashes));

@@ -48,12 +48,26 @@ export async function casStats(env: Env, p: Principal, tenant?: string): Promise
   return Promise.all((t ? [t] : await knownTenants()).map((x) => tenantStats(env, x)));
 }
 
-/** One eviction step on every shard of the tenant, now (the alarms do the same on their own). */
-export async function evictNow(env: Env, p: Principal, tenant?: string): Promise<{ tenant: string; evicted: number; bytes: number; more: boolean }> {
+/**
+ * One eviction step on every shard of the tenant, now (the alarms do the same on their own).
+ * `idleSeconds`: also evict what has been idle that long (still never within the minimum lifetime).
+ */
+export async function evictNow(
+  env: Env,
+  p: Principal,
+  tenant?: string,
+  idleSeconds?: string,
+): Promise<{ tenant: string; evicted: number; bytes: number; more: boolean }> {
   authorizeAdmin(p);
   authorizeWrite(p);
   const t = (await tenantParam(tenant)) ?? p.tenant;
-  const steps = await Promise.all(new CasIndex(env, t).allShards().map((s) => s.stub.evictStep()));
+  let maxIdleMs: number | undefined;
+  if (idleSeconds !== undefined && idleSeconds !== "") {
+    const n = Number(idleSeconds);
+    if (!Number.isFinite(n) || n < 0) throw invalidArgument(`idle_seconds "${idleSeconds.slice(0, 40)}" is not a number of seconds`, "idle_seconds");
+    maxIdleMs = n * 1000;
+  }
+  const steps = await Promise.all(new CasIndex(env, t).allShards().map((s) => s.stub.evictStep({ maxIdleMs })));
   return {
     tenant: t,
     evicted: steps.reduce((n, s) => n + s.evicted, 0),

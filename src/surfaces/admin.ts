@@ -1,6 +1,6 @@
 // Operator routes (JSON; an admin key where keys are configured): what `kiln admin` calls.
 //   GET  /admin/cas/stats[?tenant=T]             per-tenant bytes, blobs and counters, summed across shards
-//   POST /admin/cas/evict[?tenant=T]             one eviction step on every shard, now
+//   POST /admin/cas/evict[?tenant=T&idle_seconds=N] one eviction step on every shard, now (N: also what is idle N s)
 //   POST /admin/cas/reconcile[?tenant=T&cursor=C] one bounded reconcile step; pass the cursor back
 // Parameters ride in the query string, so no body is read, before or after authentication.
 import type { Context, Hono } from "hono";
@@ -26,7 +26,7 @@ export function mountAdmin(app: Hono): void {
   );
   app.post(
     "/admin/cas/evict",
-    answer(async (c) => evictNow(kilnEnv(), await caller(c), c.req.query("tenant"))),
+    answer(async (c) => evictNow(kilnEnv(), await caller(c), c.req.query("tenant"), c.req.query("idle_seconds"))),
   );
   app.post(
     "/admin/cas/reconcile",
