@@ -78,6 +78,8 @@ describe("reconcile", () => {
     restore = w.restore;
     const t = w.t;
     expect((await admin(t, "POST", "/admin/cas/reconcile?cursor=zz")).status).toBe(400);
+    expect((await admin(t, "POST", "/admin/cas/reconcile?cursor=%ZZ")).status).toBe(400);
+    expect((await admin(t, "POST", "/admin/cas/evict?idle_seconds=-1")).status).toBe(400);
     const unknown = await admin(t, "POST", "/admin/cas/reconcile?tenant=nobody");
     expect(unknown.status).toBe(400);
     expect(unknown.body.error.message).toMatch(/tenant "nobody" is not configured/);
