@@ -1,24 +1,17 @@
 // Action-cache entries age out after AC_MAX_IDLE_DAYS without a hit (a hit refreshes an aged entry),
 // an entry whose blobs were evicted is never served, and /metrics shows the storage series.
 import { SELF, env, runInDurableObject } from "cloudflare:test";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { ActionCache, ActionResultSchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import type { CasIndexDO } from "../../durable-objects/cas-index.ts";
 import { actionResultKey } from "../../src/storage/action-store.ts";
 import { codeOf, connectClient, digestOf } from "./helpers.ts";
-import { blobsInShard, evictStep, store, withTenant, type Tenant } from "./cas-eviction-helpers.ts";
+import { blobsInShard, evictStep, store, tenantPerTest, type Tenant } from "./cas-eviction-helpers.ts";
 
 const DAY = 24 * 3600 * 1000;
-let restore: () => void = () => {};
-afterEach(() => restore());
-
-function setup(settings: Parameters<typeof withTenant>[0]): Tenant {
-  const w = withTenant(settings);
-  restore = w.restore;
-  return w.t;
-}
+const setup = tenantPerTest();
 
 /** An entry as a hit-less one `daysAgo` old looks: written directly with that last use. */
 async function agedEntry(t: Tenant, tag: string, daysAgo: number) {

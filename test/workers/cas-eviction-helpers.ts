@@ -1,6 +1,7 @@
 // Helpers for the eviction, heal and reconcile tests: a tenant of its own per test (an admin key in
 // API_KEYS), blobs that land in one chosen index shard, and a controllable clock for last access.
 import { SELF, env, runInDurableObject } from "cloudflare:test";
+import { afterEach } from "vitest";
 import { ContentAddressableStorage } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { CasIndex } from "../../src/storage/cas-index.ts";
 import type { CasIndexDO, EvictStepOptions } from "../../durable-objects/cas-index.ts";
@@ -16,7 +17,7 @@ export interface Tenant {
 const SETTINGS = ["API_KEYS", "CAS_MAX_BYTES", "CAS_MAX_IDLE_DAYS", "CAS_MIN_LIFETIME_HOURS", "AC_MAX_IDLE_DAYS"] as const;
 
 /** Sets API_KEYS (an admin key for a fresh tenant) and the given settings; returns a restore function. */
-export function withTenant(settings: Partial<Record<(typeof SETTINGS)[number], string>> = {}): { t: Tenant; restore: () => void } {
+function withTenant(settings: Partial<Record<(typeof SETTINGS)[number], string>> = {}): { t: Tenant; restore: () => void } {
   const saved = Object.fromEntries(SETTINGS.map((k) => [k, env[k]]));
   const tenant = `evict-${crypto.randomUUID().slice(0, 8)}`;
   const key = `k-${crypto.randomUUID()}-${crypto.randomUUID()}`;
@@ -32,6 +33,17 @@ export function withTenant(settings: Partial<Record<(typeof SETTINGS)[number], s
         else env[k] = saved[k];
       }
     },
+  };
+}
+
+/** For a test file: `setup(settings)` gives each test a fresh tenant; settings are restored after it. */
+export function tenantPerTest(): (settings?: Parameters<typeof withTenant>[0]) => Tenant {
+  let restore = () => {};
+  afterEach(() => restore());
+  return (settings = {}) => {
+    const w = withTenant(settings);
+    restore = w.restore;
+    return w.t;
   };
 }
 

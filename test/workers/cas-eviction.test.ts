@@ -3,22 +3,15 @@
 // gone before the object (fault injection between the two steps). The clock is the `now` the
 // eviction step is given and the last-access times the test writes; nothing sleeps.
 import { env } from "cloudflare:test";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
 import type { CasIndexDO } from "../../durable-objects/cas-index.ts";
 import { runInDurableObject } from "cloudflare:test";
-import { admin, blobsInShard, evictStep, lastUsedAt, missing, objectExists, store, withTenant, type Tenant } from "./cas-eviction-helpers.ts";
+import { admin, blobsInShard, evictStep, lastUsedAt, missing, objectExists, store, tenantPerTest } from "./cas-eviction-helpers.ts";
 
 const HOUR = 3600 * 1000;
 const DAY = 24 * HOUR;
-let restore: () => void = () => {};
-afterEach(() => restore());
-
-function setup(settings: Parameters<typeof withTenant>[0]): Tenant {
-  const w = withTenant(settings);
-  restore = w.restore;
-  return w.t;
-}
+const setup = tenantPerTest();
 
 describe("eviction by budget", () => {
   it("evicts least recently used blobs first until the shard is within its share", async () => {

@@ -2,14 +2,13 @@
 // stops saying "present" and the client uploads it again (the object was deleted behind Kiln's
 // back: an R2 lifecycle rule, an operator, a crash between eviction's two steps).
 import { SELF, env } from "cloudflare:test";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
 import { ByteStream } from "../../src/gen/google/bytestream/bytestream_pb.ts";
 import { connectClient, codeOf } from "./helpers.ts";
-import { admin, blobsInShard, missing, store, withTenant, type Tenant, type TestBlob } from "./cas-eviction-helpers.ts";
+import { admin, blobsInShard, missing, store, tenantPerTest, type Tenant, type TestBlob } from "./cas-eviction-helpers.ts";
 
-let restore: () => void = () => {};
-afterEach(() => restore());
+const setup = tenantPerTest();
 
 /** A stored blob whose object then disappears from R2 while its index row stays. */
 async function orphanedRow(t: Tenant, tag: string): Promise<TestBlob> {
@@ -60,9 +59,7 @@ const NOT_FOUND: Record<string, unknown> = {
 describe("a read that finds no object heals the index", () => {
   for (const [name, read] of paths) {
     it(`${name}: answers not found and the row is gone`, async () => {
-      const w = withTenant();
-      restore = w.restore;
-      const t = w.t;
+      const t = setup();
       const b = await orphanedRow(t, name);
       expect(await read(t, b)).toBe(NOT_FOUND[name]);
       expect(await missing(t, [b])).toEqual(new Set([b.digest.hash]));
@@ -76,9 +73,7 @@ describe("a read that finds no object heals the index", () => {
   }
 
   it("a blob written again after the read began keeps its row", async () => {
-    const w = withTenant();
-    restore = w.restore;
-    const t = w.t;
+    const t = setup();
     const [b] = await blobsInShard(t.tenant, "", 1, 10);
     await store(t, [b!]);
     // The read began (and found nothing) an hour ago; the row was written since.

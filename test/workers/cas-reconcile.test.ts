@@ -1,12 +1,11 @@
 // Reconcile repairs the CAS index against R2 both ways (rows without objects go, objects without
 // rows are added), in bounded steps resumed from a cursor, over 10,000 blobs.
 import { env, runInDurableObject } from "cloudflare:test";
-import { afterEach, describe, expect, it } from "vitest";
-import { admin, missing, withTenant } from "./cas-eviction-helpers.ts";
+import { describe, expect, it } from "vitest";
+import { admin, missing, tenantPerTest } from "./cas-eviction-helpers.ts";
 import { digestOf } from "./helpers.ts";
 
-let restore: () => void = () => {};
-afterEach(() => restore());
+const setup = tenantPerTest();
 
 const chunks = <T>(xs: T[], n: number) => Array.from({ length: Math.ceil(xs.length / n) }, (_, i) => xs.slice(i * n, i * n + n));
 
@@ -18,9 +17,7 @@ async function blob(tag: string, i: number) {
 
 describe("reconcile", () => {
   it("repairs 10,000 blobs both ways, resumably, in steps of at most 1,000 objects", { timeout: 300_000 }, async () => {
-    const w = withTenant();
-    restore = w.restore;
-    const t = w.t;
+    const t = setup();
     const [both, objectOnly, rowOnly] = await Promise.all(
       ([["both", 4000], ["object", 3000], ["row", 3000]] as const).map(([tag, n]) => Promise.all(Array.from({ length: n }, (_, i) => blob(`${t.tenant}/${tag}`, i)))),
     );
@@ -74,9 +71,7 @@ describe("reconcile", () => {
   });
 
   it("refuses a cursor it did not hand out and an unknown tenant; needs an admin key", async () => {
-    const w = withTenant();
-    restore = w.restore;
-    const t = w.t;
+    const t = setup();
     expect((await admin(t, "POST", "/admin/cas/reconcile?cursor=zz")).status).toBe(400);
     expect((await admin(t, "POST", "/admin/cas/reconcile?cursor=%ZZ")).status).toBe(400);
     expect((await admin(t, "POST", "/admin/cas/evict?idle_seconds=-1")).status).toBe(400);
