@@ -36,6 +36,8 @@ export const UPLOAD_TTL_MS = 24 * 60 * 60 * 1000;
 
 /** Rows one eviction or reconcile step handles (R2 deletes up to 1,000 keys per call). */
 export const STEP_ROWS = 1000;
+/** Keys per R2 delete call (R2 takes up to 1,000). */
+const R2_DELETE_SLICE = 100;
 /** While writes arrive and a budget is set, the shard checks it at least this often. */
 const BUDGET_CHECK_MS = 60 * 1000;
 /** How often the action-cache sweeper lists the tenant's entries. */
@@ -220,7 +222,10 @@ export class CasIndexDO extends DurableObject<Env> {
     try {
       await this.ctx.storage.sync();
       await opts.beforeObjectDelete?.(hashes);
-      await this.env.CAS.delete(hashes.map((h) => this.r2Key(owner.tenant, h)));
+      // In slices, so that the shard's other calls (FindMissing) are answered between them.
+      for (let i = 0; i < hashes.length; i += R2_DELETE_SLICE) {
+        await this.env.CAS.delete(hashes.slice(i, i + R2_DELETE_SLICE).map((h) => this.r2Key(owner.tenant, h)));
+      }
     } finally {
       for (const h of hashes) if (this.evicting.get(h) === deleting) this.evicting.delete(h);
       done();
