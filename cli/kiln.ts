@@ -16,7 +16,7 @@ const USAGE = `usage:
                                              env: KILN_API_KEY
   ${RUNNER_USAGE.replace(/^kiln /, "")}
                                              an action runner: connects out to the worker, listens on no port
-  ${ADMIN_USAGE.replace(/^kiln /, "")}`;
+  ${ADMIN_USAGE}`;
 
 async function bridge(args: string[]) {
   const { values } = parseArgs({

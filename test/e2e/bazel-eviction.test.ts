@@ -118,6 +118,10 @@ describe.skipIf(!haveBazel)("Bazel after eviction and behind-the-back deletes", 
       for (const hash of victims) expect((await fetch(`${stack.httpUrl}/cache/cas/${hash}`, { method: "HEAD" })).status, hash).toBe(200);
       const stats = await kiln(stack, "admin", "stats");
       expect(stats.out).toMatch(/healed [1-9]/);
+      // Index and R2 agree again: a reconcile finds nothing to repair.
+      const rec = await kiln(stack, "admin", "reconcile");
+      expect(rec.code, rec.out).toBe(0);
+      expect(rec.out).toMatch(/done in \d+ steps: [1-9]\d* objects listed, 0 rows added, 0 rows removed/);
     },
     4 * BUILD_TIMEOUT,
   );
