@@ -74,6 +74,26 @@ describe("eviction by budget", () => {
   });
 });
 
+describe("eviction from the alarm", () => {
+  it("writes over budget arm the shard's alarm within a minute, and the alarm brings it within its share", async () => {
+    const { runDurableObjectAlarm } = await import("cloudflare:test");
+    const t = setup({ CAS_MAX_BYTES: String(16 * 100), CAS_MIN_LIFETIME_HOURS: "0" });
+    const blobs = await blobsInShard(t.tenant, "9", 4, 60);
+    const before = Date.now();
+    await store(t, blobs);
+    const stub = t.index.shard(blobs[0]!.digest.hash);
+    const alarm = await runInDurableObject(stub, (_o, s) => s.storage.getAlarm());
+    expect(alarm).not.toBeNull();
+    expect(alarm!).toBeLessThanOrEqual(Date.now() + 60_000);
+    expect(alarm!).toBeGreaterThanOrEqual(before);
+    for (const [i, b] of blobs.entries()) await lastUsedAt(t, b, before - (10 - i) * 1000);
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    // 240 bytes in a 100-byte share: the three least recently used go (180, 120, then 60 bytes left).
+    const gone = await t.index.missing(blobs.map((b) => ({ hash: b.digest.hash, size: 60 })), false);
+    expect(gone.map((d) => d.hash)).toEqual(blobs.slice(0, 3).map((b) => b.digest.hash));
+  });
+});
+
 describe("eviction by idle time", () => {
   it("evicts blobs unused for CAS_MAX_IDLE_DAYS, keeps the others, and counts them", async () => {
     const t = setup({ CAS_MAX_IDLE_DAYS: "7" });
