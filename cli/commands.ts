@@ -3,6 +3,7 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { startBridge } from "./bridge.ts";
 import { checkUpstream, DEFAULT_UPSTREAM, describeListenFailure, describeUpstreamFailure, portNumber, upstreamUrl, UsageError, type Command } from "./command.ts";
+import { ADMIN_USAGE, adminMain } from "./admin.ts";
 import { dev } from "./dev.ts";
 import { uploadBep } from "./upload-bep.ts";
 import { RUNNER_USAGE, runnerMain } from "../container/runner/main.ts";
@@ -105,10 +106,17 @@ const runner: Command = {
   run: (args) => runnerMain(args, process.env),
 };
 
+const admin: Command = {
+  summary: "the operator's calls on the CAS: stats, evict, reconcile (an admin key)",
+  help: `usage: ${ADMIN_USAGE}`,
+  run: adminMain,
+};
+
 /** Every command, in the order `kiln --help` lists them. */
 export const COMMANDS: Record<string, Command> = {
   dev: devCommand,
   bridge,
   "upload-bep": uploadBepCommand,
   runner,
+  admin,
 };

@@ -3,6 +3,22 @@
 // answered here, never by one R2 HEAD per digest.
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../src/env.ts";
+import { casEvicts, evictionPolicy } from "../src/storage/eviction-policy.ts";
+import { lastUsed } from "../src/storage/action-store.ts";
+import {
+  bump,
+  chooseVictims,
+  counters,
+  ensureEvictionSchema,
+  getMeta,
+  nextEvictionDue,
+  recentlyEvicted,
+  rememberEvicted,
+  setMeta,
+  totals,
+  type Counter,
+  type ShardOwner,
+} from "./cas-eviction.ts";
 
 export interface UploadSession {
   /** R2 key the multipart upload completes into, and its upload id. */
@@ -18,14 +34,59 @@ export interface UploadSession {
 /** An upload not continued for this long is aborted, and its parts freed. */
 export const UPLOAD_TTL_MS = 24 * 60 * 60 * 1000;
 
+/** Rows one eviction or reconcile step handles (R2 deletes up to 1,000 keys per call). */
+export const STEP_ROWS = 1000;
+/** Keys per R2 delete call (R2 takes up to 1,000). */
+const R2_DELETE_SLICE = 100;
+/** While writes arrive and a budget is set, the shard checks it at least this often. */
+const BUDGET_CHECK_MS = 60 * 1000;
+/** How often the action-cache sweeper lists the tenant's entries. */
+const AC_SWEEP_MS = 60 * 60 * 1000;
+/** Leeway for the worker's and this object's clocks when comparing their timestamps. */
+const CLOCK_SKEW_MS = 60 * 1000;
+
+export interface EvictStepOptions {
+  /** The clock (tests pass a fake one; the alarm passes Date.now()). */
+  now?: number;
+  limit?: number;
+  /** Instead of CAS_MAX_IDLE_DAYS for this step (an operator's "free what is idle for N now"). */
+  maxIdleMs?: number;
+  /** Runs after the rows are gone and before the objects are (tests inject faults here). */
+  beforeObjectDelete?: (hashes: string[]) => Promise<void>;
+}
+
+export interface EvictStepResult {
+  evicted: number;
+  bytes: number;
+  more: boolean;
+}
+
+export interface ShardStats {
+  bytes: number;
+  blobs: number;
+  counters: Record<Counter, number>;
+}
+
+export interface ReconcileRangeResult {
+  added: number;
+  removed: number;
+  /** Removals were cut off at the step's bound: call again with the same range. */
+  more: boolean;
+}
+
 export class CasIndexDO extends DurableObject<Env> {
   private readonly sql: SqlStorage;
+  /** Blobs whose rows are gone and whose objects are being deleted, to the end of that delete. */
+  private readonly evicting = new Map<string, Promise<void>>();
+  /** The alarm as last set by this instance (undefined: not read yet). */
+  private alarmAt: number | null | undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     this.sql.exec(`CREATE TABLE IF NOT EXISTS blobs (hash TEXT PRIMARY KEY, size INTEGER NOT NULL, last_access INTEGER NOT NULL)`);
     this.sql.exec(`CREATE TABLE IF NOT EXISTS uploads (resource TEXT PRIMARY KEY, state TEXT NOT NULL, updated INTEGER NOT NULL)`);
+    ensureEvictionSchema(this.sql);
   }
 
   /** The clock of touches and additions (tests set it). */
@@ -62,11 +123,17 @@ export class CasIndexDO extends DurableObject<Env> {
     return found.map(([h, s]) => `${h}/${s}`);
   }
 
-  /** Records blobs that have landed in R2. */
-  add(blobs: [hash: string, size: number][]): void {
+  /**
+   * Records blobs that have landed in R2. Returns the hashes NOT recorded: blobs that were being
+   * evicted while they were written, whose objects the eviction deleted (the writer must retry).
+   */
+  async add(blobs: [hash: string, size: number][], owner?: ShardOwner): Promise<string[]> {
     this.served.requests++;
+    if (owner) this.noteOwner(owner);
+    const lost = await this.lostToEviction(blobs);
     const now = this.now();
     for (const [hash, size] of blobs) {
+      if (lost.has(hash)) continue;
       this.served.rowsWritten += this.sql.exec(
         `INSERT INTO blobs (hash, size, last_access) VALUES (?, ?, ?) ON CONFLICT(hash) DO UPDATE SET last_access = excluded.last_access`,
         hash,
@@ -74,10 +141,12 @@ export class CasIndexDO extends DurableObject<Env> {
         now,
       ).rowsWritten;
     }
+    await this.armEviction(now);
+    return [...lost];
   }
 
   /** Requests, digests looked up and rows written since this object was loaded; the blobs it holds. */
-  stats() {
+  servedStats() {
     const blobs = this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM blobs`).one().n;
     return { ...this.served, blobs };
   }
@@ -110,15 +179,26 @@ export class CasIndexDO extends DurableObject<Env> {
       JSON.stringify(session),
       Date.now(),
     );
-    if ((await this.ctx.storage.getAlarm()) === null) await this.ctx.storage.setAlarm(Date.now() + UPLOAD_TTL_MS);
+    await this.alarmNoLaterThan(Date.now() + UPLOAD_TTL_MS);
   }
 
   deleteUpload(resource: string): void {
     this.sql.exec(`DELETE FROM uploads WHERE resource = ?`, resource);
   }
 
-  /** Aborts abandoned uploads so their parts do not linger in R2. */
   async alarm(): Promise<void> {
+    this.alarmAt = null;
+    await this.abortStaleUploads();
+    const policy = evictionPolicy(this.env);
+    const owner = this.owner();
+    let more = false;
+    if (casEvicts(policy)) more = (await this.evictStep()).more;
+    if (owner?.sweepsActionCache && policy.acMaxIdleMs !== undefined) more = (await this.sweepActionCache()).more || more;
+    await this.scheduleMaintenance(more);
+  }
+
+  /** Aborts abandoned uploads so their parts do not linger in R2. */
+  private async abortStaleUploads(): Promise<void> {
     const cutoff = Date.now() - UPLOAD_TTL_MS;
     const stale = this.sql
       .exec<{ resource: string; state: string }>(`SELECT resource, state FROM uploads WHERE updated < ?`, cutoff)
@@ -128,7 +208,198 @@ export class CasIndexDO extends DurableObject<Env> {
       await this.env.CAS.resumeMultipartUpload(s.r2Key, s.multipartId).abort().catch(() => {});
       this.sql.exec(`DELETE FROM uploads WHERE resource = ? AND updated < ?`, row.resource, cutoff);
     }
-    const oldest = this.sql.exec<{ t: number | null }>(`SELECT MIN(updated) AS t FROM uploads`).one().t;
-    if (oldest !== null) await this.ctx.storage.setAlarm(oldest + UPLOAD_TTL_MS);
+  }
+
+  // ---- eviction, healing, reconcile, stats (see cas-eviction.ts for the bookkeeping) ----
+
+  private ownerCache: ShardOwner | null | undefined;
+
+  private owner(): ShardOwner | null {
+    if (this.ownerCache === undefined) {
+      const raw = getMeta(this.sql, "owner");
+      this.ownerCache = raw ? (JSON.parse(raw) as ShardOwner) : null;
+    }
+    return this.ownerCache;
+  }
+
+  private noteOwner(o: ShardOwner): void {
+    const cur = this.owner();
+    if (cur && cur.tenant === o.tenant && cur.shards === o.shards && cur.sweepsActionCache === o.sweepsActionCache) return;
+    setMeta(this.sql, "owner", JSON.stringify(o));
+    this.ownerCache = o;
+  }
+
+  private r2Key = (tenant: string, hash: string) => `cas/${tenant}/${hash}`;
+
+  /**
+   * One bounded eviction step: the chosen rows are deleted first (and made durable), then their
+   * objects, so no reader is told "present" for a blob whose object is going. A blob written
+   * again meanwhile waits in add() for the delete to finish (see lostToEviction).
+   */
+  async evictStep(opts: EvictStepOptions = {}): Promise<EvictStepResult> {
+    const owner = this.owner();
+    if (!owner) return { evicted: 0, bytes: 0, more: false };
+    const policy = { ...evictionPolicy(this.env), ...(opts.maxIdleMs === undefined ? {} : { maxIdleMs: opts.maxIdleMs }) };
+    const { victims, more } = chooseVictims(this.sql, opts.now ?? Date.now(), policy, owner.shards, opts.limit ?? STEP_ROWS);
+    if (victims.length === 0) return { evicted: 0, bytes: 0, more };
+    const hashes = victims.map((v) => v.hash);
+    this.sql.exec(`DELETE FROM blobs WHERE hash IN (SELECT value FROM json_each(?))`, JSON.stringify(hashes));
+    rememberEvicted(this.sql, hashes, Date.now());
+    const bytes = victims.reduce((n, v) => n + v.size, 0);
+    bump(this.sql, "evicted_idle", victims.filter((v) => v.reason === "idle").length);
+    bump(this.sql, "evicted_budget", victims.filter((v) => v.reason === "budget").length);
+    bump(this.sql, "evicted_bytes", bytes);
+    let done!: () => void;
+    const deleting = new Promise<void>((resolve) => (done = resolve));
+    for (const h of hashes) this.evicting.set(h, deleting);
+    try {
+      await this.ctx.storage.sync();
+      await opts.beforeObjectDelete?.(hashes);
+      // In slices, so that the shard's other calls (FindMissing) are answered between them.
+      for (let i = 0; i < hashes.length; i += R2_DELETE_SLICE) {
+        await this.env.CAS.delete(hashes.slice(i, i + R2_DELETE_SLICE).map((h) => this.r2Key(owner.tenant, h)));
+      }
+    } finally {
+      for (const h of hashes) if (this.evicting.get(h) === deleting) this.evicting.delete(h);
+      done();
+    }
+    return { evicted: victims.length, bytes, more };
+  }
+
+  /**
+   * Of blobs being added, those an eviction deleted after their write landed: blobs evicted lately
+   * (or being evicted) are recorded only if their object is there once the eviction is over.
+   */
+  private async lostToEviction(blobs: [hash: string, size: number][]): Promise<Set<string>> {
+    const lost = new Set<string>();
+    const owner = this.owner();
+    if (!owner) return lost;
+    const suspect = recentlyEvicted(this.sql, blobs.map(([h]) => h));
+    for (const [hash, size] of blobs) {
+      if (!suspect.has(hash) && !this.evicting.has(hash)) continue;
+      await this.evicting.get(hash);
+      if (await this.objectIs(owner, hash, size)) this.sql.exec(`DELETE FROM recently_evicted WHERE hash = ?`, hash);
+      else lost.add(hash);
+    }
+    return lost;
+  }
+
+  private async objectIs(owner: ShardOwner, hash: string, size: number): Promise<boolean> {
+    return (await this.env.CAS.head(this.r2Key(owner.tenant, hash)))?.size === size;
+  }
+
+  /**
+   * A read found no object: drops the rows, unless the blob was recorded since `notTouchedSince`
+   * (written again after the read began). Returns how many rows went.
+   */
+  forget(hashes: string[], notTouchedSince: number): number {
+    const gone = this.sql
+      .exec(`DELETE FROM blobs WHERE hash IN (SELECT value FROM json_each(?)) AND last_access <= ? RETURNING hash`, JSON.stringify(hashes), notTouchedSince + CLOCK_SKEW_MS)
+      .toArray().length;
+    bump(this.sql, "healed", gone);
+    return gone;
+  }
+
+  /**
+   * Repairs this shard's rows with hashes in (after, upTo] (upTo null: no end) against the R2
+   * objects listed there at `listedAt` that belong to this shard: rows without an object go (at
+   * most STEP_ROWS*5 per call), objects without a row are added.
+   */
+  async reconcileRange(after: string, upTo: string | null, objects: [hash: string, size: number][], listedAt: number, owner: ShardOwner): Promise<ReconcileRangeResult> {
+    this.noteOwner(owner);
+    const listed = new Map(objects);
+    const rows = this.sql
+      .exec<{ hash: string; size: number; last_access: number }>(
+        `SELECT hash, size, last_access FROM blobs WHERE hash > ? AND (? IS NULL OR hash <= ?) ORDER BY hash`,
+        after,
+        upTo,
+        upTo,
+      )
+      .toArray();
+    const known = new Set<string>();
+    const stale: string[] = [];
+    for (const r of rows) {
+      known.add(r.hash);
+      // A row written after the listing may name an object the listing could not see yet.
+      if (listed.get(r.hash) !== r.size && r.last_access <= listedAt - CLOCK_SKEW_MS) stale.push(r.hash);
+    }
+    const maxRemovals = STEP_ROWS * 5;
+    const removing = stale.slice(0, maxRemovals);
+    if (removing.length) this.sql.exec(`DELETE FROM blobs WHERE hash IN (SELECT value FROM json_each(?))`, JSON.stringify(removing));
+    let toAdd = objects.filter(([h]) => !known.has(h));
+    // A listed object an eviction has deleted since (or is deleting): look before re-adding it.
+    const suspect = recentlyEvicted(this.sql, toAdd.map(([h]) => h));
+    for (const [h] of toAdd) if (this.evicting.has(h)) suspect.add(h);
+    if (suspect.size) {
+      await Promise.all([...suspect].map((h) => this.evicting.get(h)));
+      const there = await Promise.all(toAdd.map(([h, s]) => !suspect.has(h) || this.objectIs(owner, h, s)));
+      toAdd = toAdd.filter((_, i) => there[i]);
+    }
+    const now = Date.now();
+    for (const [hash, size] of toAdd) {
+      this.sql.exec(`INSERT INTO blobs (hash, size, last_access) VALUES (?, ?, ?) ON CONFLICT(hash) DO NOTHING`, hash, size, now);
+    }
+    bump(this.sql, "reconcile_removed", removing.length);
+    bump(this.sql, "reconcile_added", toAdd.length);
+    if (toAdd.length) await this.armEviction(now);
+    return { added: toAdd.length, removed: removing.length, more: stale.length > removing.length };
+  }
+
+  stats(): ShardStats {
+    return { ...totals(this.sql), counters: counters(this.sql) };
+  }
+
+  /**
+   * One bounded pass of the action-cache sweeper: deletes the tenant's entries not written or
+   * refreshed (a hit refreshes an entry, see action-store.ts) within AC_MAX_IDLE_DAYS.
+   */
+  async sweepActionCache(now = Date.now()): Promise<{ deleted: number; more: boolean }> {
+    const owner = this.owner();
+    const maxIdle = evictionPolicy(this.env).acMaxIdleMs;
+    if (!owner || maxIdle === undefined) return { deleted: 0, more: false };
+    const prefix = `ac/${owner.tenant}/`;
+    const cursor = getMeta(this.sql, "ac_cursor") || undefined;
+    const page = await this.env.CAS.list({ prefix, startAfter: cursor, limit: STEP_ROWS, include: ["customMetadata"] });
+    const old = page.objects.filter((o) => lastUsed(o) < now - maxIdle).map((o) => o.key);
+    if (old.length) await this.env.CAS.delete(old);
+    bump(this.sql, "ac_expired", old.length);
+    setMeta(this.sql, "ac_cursor", page.truncated ? page.objects.at(-1)!.key : "");
+    return { deleted: old.length, more: page.truncated };
+  }
+
+  /** Makes sure an alarm will look at the budget soon after writes (and at idle blobs later). */
+  private async armEviction(now: number): Promise<void> {
+    const policy = evictionPolicy(this.env);
+    if (!casEvicts(policy) && !(this.owner()?.sweepsActionCache && policy.acMaxIdleMs !== undefined)) return;
+    if (policy.maxBytes === undefined) {
+      if (this.alarmAt === undefined) this.alarmAt = await this.ctx.storage.getAlarm();
+      if (this.alarmAt === null) await this.alarmNoLaterThan(now + BUDGET_CHECK_MS);
+      return;
+    }
+    await this.alarmNoLaterThan(now + BUDGET_CHECK_MS);
+  }
+
+  private async alarmNoLaterThan(t: number): Promise<void> {
+    if (this.alarmAt === undefined) this.alarmAt = await this.ctx.storage.getAlarm();
+    if (this.alarmAt !== null && this.alarmAt <= t) return;
+    await this.ctx.storage.setAlarm(t);
+    this.alarmAt = t;
+  }
+
+  /** The next alarm: the earliest of upload expiry, eviction due, the action-cache sweep. */
+  private async scheduleMaintenance(more: boolean): Promise<void> {
+    const now = Date.now();
+    const policy = evictionPolicy(this.env);
+    const owner = this.owner();
+    const due: number[] = [];
+    const oldestUpload = this.sql.exec<{ t: number | null }>(`SELECT MIN(updated) AS t FROM uploads`).one().t;
+    if (oldestUpload !== null) due.push(oldestUpload + UPLOAD_TTL_MS);
+    if (more) due.push(now + 1000);
+    if (owner && casEvicts(policy)) {
+      const t = nextEvictionDue(this.sql, policy, owner.shards);
+      if (t !== null) due.push(Math.max(t, now + 1000));
+    }
+    if (owner?.sweepsActionCache && policy.acMaxIdleMs !== undefined) due.push(now + AC_SWEEP_MS);
+    if (due.length) await this.alarmNoLaterThan(Math.min(...due));
   }
 }

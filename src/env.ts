@@ -38,4 +38,10 @@ export interface Env extends KilnBindings {
   CAS_MIN_LIFETIME_HOURS?: string;
   /** Origins that browsers may call from: comma-separated, or "*" (then without credentials). Unset: none. */
   CORS_ORIGINS?: string;
+  /** Per tenant: CAS bytes kept; least recently used blobs beyond it are evicted. Unset: no budget. */
+  CAS_MAX_BYTES?: string;
+  /** Per tenant: CAS blobs not used for this many days are evicted. Unset: kept while within budget. */
+  CAS_MAX_IDLE_DAYS?: string;
+  /** Action-cache entries not used for this many days are deleted. Unset: kept. */
+  AC_MAX_IDLE_DAYS?: string;
 }

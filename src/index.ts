@@ -1,6 +1,7 @@
 // The Kiln worker: every surface on one origin, over one service layer.
 import { Hono } from "hono";
 import { keyConfig } from "./config.ts";
+import { mountAdmin } from "./surfaces/admin.ts";
 import { mountBlobs } from "./surfaces/blobs.ts";
 import { mountCasIndexStats } from "./surfaces/cas-index-stats.ts";
 import { mountConnect } from "./surfaces/connect.ts";
@@ -14,6 +15,7 @@ import { callerOf } from "./caller.ts";
 import { withAccessLog } from "./access-log.ts";
 import { authorizeAdmin } from "./auth.ts";
 import { renderMetrics } from "./metrics.ts";
+import { renderStorageMetrics } from "./storage-metrics.ts";
 
 export { CasIndexDO } from "../durable-objects/cas-index.ts";
 export { OperationDO } from "../durable-objects/operation.ts";
@@ -41,13 +43,14 @@ app.get("/healthz", async (c) => {
 app.get("/metrics", async (c) => {
   try {
     authorizeAdmin(await callerOf(c.req.raw.headers, c.req.url));
-    return new Response(renderMetrics(), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } });
+    return new Response(renderMetrics() + (await renderStorageMetrics()), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } });
   } catch (e) {
     return restErrorResponse(e);
   }
 });
 mountRunners(app);
 mountCasIndexStats(app);
+mountAdmin(app);
 mountConnect(app);
 mountHttpCache(app);
 mountRest(app);

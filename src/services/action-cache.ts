@@ -13,7 +13,7 @@ import {
 import { MAX_INLINE_BYTES } from "../config.ts";
 import { invalidArgument, missingBlobs, notFound } from "../errors.ts";
 import { blobKey, checkDigestFunction, missingSubject, parseDigest, parseHash, type BlobDigest } from "../storage/digest.ts";
-import { actionResultKey, putActionResult, sizeMatches } from "../storage/action-store.ts";
+import { actionResultKey, putActionResult, refreshIfAgeing, sizeMatches } from "../storage/action-store.ts";
 import { mapLimit } from "../storage/map-limit.ts";
 import { childDirectories, readBytes, readDirectory, readTree, treeFileDigests } from "../storage/merkle.ts";
 import { noteRemoteCall } from "./remote-actions.ts";
@@ -91,14 +91,16 @@ export async function lookupActionResult(s: Scope, action: ActionKey): Promise<A
     return null;
   }
   let result: ActionResult;
+  const bytes = new Uint8Array(await obj.arrayBuffer());
   try {
-    result = fromBinary(ActionResultSchema, new Uint8Array(await obj.arrayBuffer()));
+    result = fromBinary(ActionResultSchema, bytes);
   } catch {
     return null; // an unreadable entry is a miss; the next update replaces it
   }
   const refs = await referencedBlobs(s, result).catch(() => null);
   // Touching here keeps the blobs of a cache hit alive as long as the hit is used.
   if (!refs || (await s.store.index.missing(refs, true)).length > 0) return null;
+  await refreshIfAgeing(s.env, obj, bytes);
   return result;
 }
 

@@ -1,7 +1,9 @@
 // Where action-cache entries live in R2: one object per (tenant, instance name, action hash).
 import { toBinary } from "@bufbuild/protobuf";
 import { ActionResultSchema, type ActionResult } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import type { Env } from "../env.ts";
 import { invalidArgument } from "../errors.ts";
+import { evictionPolicy } from "./eviction-policy.ts";
 
 /** Largest serialized ActionResult we store (inline contents included). */
 export const MAX_ACTION_RESULT_BYTES = 16 * 1024 * 1024;
@@ -33,4 +35,25 @@ export const WRITER = "writer";
 export function sizeMatches(obj: R2Object, actionSize: number | undefined): boolean {
   const stored = obj.customMetadata?.[ACTION_SIZE];
   return actionSize === undefined || stored === undefined || Number(stored) === actionSize;
+}
+
+/** A hit on an entry older than this share of AC_MAX_IDLE_DAYS (at most a day) rewrites it. */
+const REFRESH_FRACTION = 0.25;
+const DAY_MS = 24 * 3600 * 1000;
+/** R2 custom metadata: when a hit last refreshed the entry (ms since the epoch). */
+const USED = "used";
+
+/** When an entry was last written or refreshed by a hit. */
+export const lastUsed = (obj: R2Object) => Number(obj.customMetadata?.[USED]) || obj.uploaded.getTime();
+
+/**
+ * R2 keeps no access time, so the action-cache sweeper ages entries by lastUsed: a hit on an entry
+ * that has aged a while writes it again (at most one write per entry per refresh interval, not one
+ * per hit), so entries in use never expire.
+ */
+export async function refreshIfAgeing(env: Env, obj: R2Object, bytes: Uint8Array, now = Date.now()): Promise<void> {
+  const maxIdle = evictionPolicy(env).acMaxIdleMs;
+  if (maxIdle === undefined) return;
+  if (now - lastUsed(obj) < Math.min(maxIdle * REFRESH_FRACTION, DAY_MS)) return;
+  await env.CAS.put(obj.key, bytes, { customMetadata: { ...obj.customMetadata, [USED]: String(now) } });
 }

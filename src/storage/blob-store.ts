@@ -41,20 +41,37 @@ export class BlobStore {
     if (isEmptyBlob(d)) return { body: new Blob([]).stream(), length: 0 };
     // Only the empty blob has size 0: {other hash, 0} names nothing, whatever else has that hash.
     if (d.size === 0) throw notFound(`blob ${d.hash}/0 not found (only ${EMPTY_SHA256} has size 0)`);
+    const startedAt = Date.now();
     if (length === 0) {
-      if ((await this.env.CAS.head(this.key(d.hash)))?.size !== d.size) throw notFound(`blob ${d.hash}/${d.size} not found`);
+      const head = await this.env.CAS.head(this.key(d.hash));
+      if (!head) await this.heal(d.hash, startedAt, d.size);
+      if (head?.size !== d.size) throw notFound(`blob ${d.hash}/${d.size} not found`);
       return { body: new Blob([]).stream(), length: 0 };
     }
     const obj = await this.env.CAS.get(this.key(d.hash), { range: { offset, length } });
+    if (!obj) await this.heal(d.hash, startedAt, d.size);
     if (!obj || obj.size !== d.size) throw notFound(`blob ${d.hash}/${d.size} not found`);
     return { body: obj.body, length };
+  }
+
+  /**
+   * Every read that finds no object comes here: the index row (if any) goes, so FindMissing stops
+   * saying "present" and the client uploads the blob again. Objects deleted behind Kiln's back
+   * (an R2 lifecycle rule, a crash between eviction's two steps) heal this way.
+   */
+  private async heal(hash: string, readStartedAt: number, size?: number): Promise<void> {
+    await this.index.forget(hash, readStartedAt, size);
   }
 
   /** Streams a blob known only by its hash (the Bazel HTTP cache has no sizes); null if absent. */
   async readByHash(hash: string, offset = 0, length?: number): Promise<(BlobRead & { size: number }) | null> {
     if (hash === EMPTY_SHA256) return { body: new Blob([]).stream(), length: 0, size: 0 };
+    const startedAt = Date.now();
     const obj = await this.env.CAS.get(this.key(hash), { range: length === undefined ? { offset } : { offset, length } });
-    if (!obj) return null;
+    if (!obj) {
+      await this.heal(hash, startedAt);
+      return null;
+    }
     const body = "body" in obj ? obj.body : new Blob([]).stream();
     const len = length === undefined ? obj.size - offset : Math.min(length, obj.size - offset);
     return { body, length: Math.max(0, len), size: obj.size };
@@ -63,7 +80,10 @@ export class BlobStore {
   /** The size of a stored blob, by hash; null if absent. */
   async sizeOf(hash: string): Promise<number | null> {
     if (hash === EMPTY_SHA256) return 0;
-    return (await this.env.CAS.head(this.key(hash)))?.size ?? null;
+    const startedAt = Date.now();
+    const head = await this.env.CAS.head(this.key(hash));
+    if (!head) await this.heal(hash, startedAt);
+    return head?.size ?? null;
   }
 
   /**

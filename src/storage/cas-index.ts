@@ -8,8 +8,10 @@
 // recorded on first use, and a different one is refused: the new objects would be empty (every
 // blob reported missing) while the old ones, unseen, kept evicting. Changing it needs a rehash
 // that does not exist yet.
+import type { ShardOwner } from "../../durable-objects/cas-eviction.ts";
 import type { Env } from "../env.ts";
 import { casIndexConfig } from "../config.ts";
+import { Code, ConnectError } from "../errors.ts";
 import { misconfigured, type CasIndexConfig } from "./cas-index-config.ts";
 import { blobKey, isEmptyBlob, type BlobDigest } from "./digest.ts";
 import { isolateExistenceCache, type ExistenceCache } from "./existence-cache.ts";
@@ -52,6 +54,19 @@ export class CasIndex {
   /** The stub of the shard that holds `hash`. */
   shard(hash: string) {
     return this.shardStub(shardOf(hash, this.config.shards));
+  }
+
+  /** Every shard of this tenant, with what it is told about itself (eviction, reconcile, stats). */
+  allShards() {
+    return Array.from({ length: this.config.shards }, (_, key) => ({ key, stub: this.shardStub(key), owner: this.owner(key) }));
+  }
+
+  /** The shard a hash belongs to (reconcile groups listed objects by it). */
+  shardKeyOf = (hash: string) => shardOf(hash, this.config.shards);
+
+  /** What a shard learns about itself: its tenant, its share of the budget, whether it sweeps the action cache. */
+  private owner(shard: number): ShardOwner {
+    return { tenant: this.tenant, shards: this.config.shards, sweepsActionCache: shard === 0 };
   }
 
   /** Refuses (UNAVAILABLE) a shard count other than the one this tenant's index was built with. */
@@ -125,10 +140,27 @@ export class CasIndex {
     return (await this.missing([d], false)).length === 0;
   }
 
+  /**
+   * Records blobs that landed. UNAVAILABLE when one was evicted while it was being written (its
+   * object went with the eviction): the writer uploads it again.
+   */
   async add(digests: readonly BlobDigest[]): Promise<void> {
     if (digests.length === 0) return;
     await this.checkLayout();
-    await Promise.all([...this.byShard(digests)].map(([shard, group]) => this.shardStub(shard).add(group)));
-    for (const d of digests) this.cache.add(this.cacheKey(d));
+    const lost = await Promise.all([...this.byShard(digests)].map(([shard, group]) => this.shardStub(shard).add(group, this.owner(shard))));
+    const gone = new Set(lost.flat());
+    for (const d of digests) if (!gone.has(d.hash)) this.cache.add(this.cacheKey(d));
+    if (gone.size) {
+      throw new ConnectError(`blob(s) ${[...gone].join(", ")} were evicted while being written; upload them again`, Code.Unavailable);
+    }
+  }
+
+  /**
+   * A read found no object for this blob: drop its row (unless written since the read began) and,
+   * when the size is known, this isolate's cached "present" (other isolates' expire by their TTL).
+   */
+  async forget(hash: string, readStartedAt: number, size?: number): Promise<void> {
+    if (size !== undefined) this.cache.forget(this.cacheKey({ hash, size }));
+    await this.shard(hash).forget([hash], readStartedAt);
   }
 }

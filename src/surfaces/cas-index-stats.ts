@@ -20,7 +20,7 @@ export function mountCasIndexStats(app: Hono) {
       const from = Number(c.req.query("from") ?? "0");
       if (!Number.isSafeInteger(from) || from < 0) throw invalidArgument(`from "${c.req.query("from")}" is not a shard number`, "from");
       const shards = Array.from({ length: Math.max(0, Math.min(MAX_PER_CALL, index.shards - from)) }, (_, i) => from + i);
-      const objects = await Promise.all(shards.map(async (shard) => ({ shard, ...(await index.shardStub(shard).stats()) })));
+      const objects = await Promise.all(shards.map(async (shard) => ({ shard, ...(await index.shardStub(shard).servedStats()) })));
       const next = from + shards.length < index.shards ? from + shards.length : undefined;
       return c.json({ tenant: principal.tenant, shards: index.shards, objects, next, now: Date.now() });
     } catch (e) {

@@ -60,7 +60,7 @@ describe("shard routing", () => {
     const ds = await digests(100);
     await index.add(ds);
     expect(await index.missing(ds)).toEqual([]);
-    const counts = await Promise.all([0, 1, 2, 3, 4].map(async (s) => (await index.shardStub(s).stats()).blobs));
+    const counts = await Promise.all([0, 1, 2, 3, 4].map(async (s) => (await index.shardStub(s).servedStats()).blobs));
     expect(counts.every((n) => n > 0)).toBe(true);
     expect(counts.reduce((a, b) => a + b)).toBe(100);
     for (const d of ds.slice(0, 20)) {
@@ -88,7 +88,7 @@ describe("coarse touches", () => {
     setTime(t0);
     await index.add([d!]);
     expect(await lastAccess(index, d!.hash)).toBe(t0);
-    const written = async () => (await index.shard(d!.hash).stats()).rowsWritten;
+    const written = async () => (await index.shard(d!.hash).servedStats()).rowsWritten;
     const before = await written();
 
     setTime(t0 + HOUR / 2);
@@ -147,7 +147,7 @@ describe("existence cache", () => {
     const index = new CasIndex(env, tenant(), { config: config({ existenceTtlMs: 60_000, existenceEntries: 1000 }), cache });
     const [kept, gone, late] = await digests(3);
     await index.add([kept!, gone!]);
-    const served = async (d: BlobDigest) => (await index.shard(d.hash).stats()).requests;
+    const served = async (d: BlobDigest) => (await index.shard(d.hash).servedStats()).requests;
 
     // Present, from the cache: the index objects are not asked.
     const before = await served(kept!);

@@ -1,0 +1,192 @@
+// CAS eviction: least recently used first, each shard within its share of CAS_MAX_BYTES, idle
+// blobs past CAS_MAX_IDLE_DAYS, nothing within the minimum lifetime, and the index row always
+// gone before the object (fault injection between the two steps). The clock is the `now` the
+// eviction step is given and the last-access times the test writes; nothing sleeps.
+import { env } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { Code } from "@connectrpc/connect";
+import type { CasIndexDO } from "../../durable-objects/cas-index.ts";
+import { runInDurableObject } from "cloudflare:test";
+import { admin, blobsInShard, evictStep, lastUsedAt, missing, objectExists, store, tenantPerTest } from "./cas-eviction-helpers.ts";
+
+const HOUR = 3600 * 1000;
+const DAY = 24 * HOUR;
+const setup = tenantPerTest();
+
+describe("eviction by budget", () => {
+  it("evicts least recently used blobs first until the shard is within its share", async () => {
+    // 16 shards share the budget: 16 * 250 bytes leaves this shard 250.
+    const t = setup({ CAS_MAX_BYTES: String(16 * 250) });
+    const blobs = await blobsInShard(t.tenant, "a", 5, 100);
+    await store(t, blobs);
+    const now = Date.now();
+    // Used 10, 14, 11, 13, 12 hours ago: the order of eviction is 1, 3, 4, (then 0, 2 stay).
+    const ago = [10, 14, 11, 13, 12];
+    for (const [i, b] of blobs.entries()) await lastUsedAt(t, b, now - ago[i]! * HOUR);
+    const r = await evictStep(t, blobs[0]!.digest.hash, { now });
+    expect(r).toEqual({ evicted: 3, bytes: 300, more: false });
+    expect(await missing(t, blobs)).toEqual(new Set([1, 3, 4].map((i) => blobs[i]!.digest.hash)));
+    expect(await Promise.all(blobs.map((b) => objectExists(t, b)))).toEqual([true, false, true, false, false]);
+    // Within budget now: another step evicts nothing.
+    expect((await evictStep(t, blobs[0]!.digest.hash, { now })).evicted).toBe(0);
+    const stats = await admin(t, "GET", "/admin/cas/stats");
+    expect(stats.status).toBe(200);
+    expect(stats.body.tenants).toEqual([expect.objectContaining({ tenant: t.tenant, bytes: 200, blobs: 2 })]);
+    expect(stats.body.tenants[0].counters).toMatchObject({ evicted_budget: 3, evicted_bytes: 300, evicted_idle: 0 });
+  });
+
+  it("never evicts a blob used within the minimum lifetime, and does once it has passed", async () => {
+    const t = setup({ CAS_MAX_BYTES: "1", CAS_MIN_LIFETIME_HOURS: "3" });
+    const blobs = await blobsInShard(t.tenant, "b", 3, 64);
+    await store(t, blobs);
+    const now = Date.now();
+    for (const b of blobs) await lastUsedAt(t, b, now - 2 * HOUR);
+    expect((await evictStep(t, blobs[0]!.digest.hash, { now })).evicted).toBe(0);
+    // (Asked without touching: FindMissing would renew their last use.)
+    expect(await t.index.missing(blobs.map((b) => ({ hash: b.digest.hash, size: 64 })), false)).toEqual([]);
+    // An hour and a bit later (fake clock), the same blobs are past 3 h and the budget wins.
+    const r = await evictStep(t, blobs[0]!.digest.hash, { now: now + 1 * HOUR + 1 });
+    expect(r.evicted).toBe(3);
+    expect((await missing(t, blobs)).size).toBe(3);
+  });
+
+  it("the default minimum lifetime is 3 hours", async () => {
+    const t = setup({ CAS_MAX_BYTES: "1" });
+    const blobs = await blobsInShard(t.tenant, "c", 2, 64);
+    await store(t, blobs);
+    const now = Date.now();
+    await lastUsedAt(t, blobs[0]!, now - 3 * HOUR + 60_000);
+    await lastUsedAt(t, blobs[1]!, now - 3 * HOUR - 60_000);
+    expect((await evictStep(t, blobs[0]!.digest.hash, { now })).evicted).toBe(1);
+    expect(await missing(t, blobs)).toEqual(new Set([blobs[1]!.digest.hash]));
+  });
+
+  it("works in bounded steps and says when more is left", async () => {
+    const t = setup({ CAS_MAX_BYTES: "1", CAS_MIN_LIFETIME_HOURS: "0" });
+    const blobs = await blobsInShard(t.tenant, "d", 5, 32);
+    await store(t, blobs);
+    const h = blobs[0]!.digest.hash;
+    const later = Date.now() + 1000;
+    expect(await evictStep(t, h, { now: later, limit: 2 })).toMatchObject({ evicted: 2, more: true });
+    expect(await evictStep(t, h, { now: later, limit: 2 })).toMatchObject({ evicted: 2, more: true });
+    expect(await evictStep(t, h, { now: later, limit: 2 })).toMatchObject({ evicted: 1, more: false });
+    expect((await missing(t, blobs)).size).toBe(5);
+  });
+});
+
+describe("eviction from the alarm", () => {
+  it("writes over budget arm the shard's alarm within a minute, and the alarm brings it within its share", async () => {
+    const { runDurableObjectAlarm } = await import("cloudflare:test");
+    const t = setup({ CAS_MAX_BYTES: String(16 * 100), CAS_MIN_LIFETIME_HOURS: "0" });
+    const blobs = await blobsInShard(t.tenant, "9", 4, 60);
+    const before = Date.now();
+    await store(t, blobs);
+    const stub = t.index.shard(blobs[0]!.digest.hash);
+    const alarm = await runInDurableObject(stub, (_o, s) => s.storage.getAlarm());
+    expect(alarm).not.toBeNull();
+    expect(alarm!).toBeLessThanOrEqual(Date.now() + 60_000);
+    expect(alarm!).toBeGreaterThanOrEqual(before);
+    for (const [i, b] of blobs.entries()) await lastUsedAt(t, b, before - (10 - i) * 1000);
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    // 240 bytes in a 100-byte share: the three least recently used go (180, 120, then 60 bytes left).
+    const gone = await t.index.missing(blobs.map((b) => ({ hash: b.digest.hash, size: 60 })), false);
+    expect(gone.map((d) => d.hash)).toEqual(blobs.slice(0, 3).map((b) => b.digest.hash));
+  });
+});
+
+describe("eviction by idle time", () => {
+  it("evicts blobs unused for CAS_MAX_IDLE_DAYS, keeps the others, and counts them", async () => {
+    const t = setup({ CAS_MAX_IDLE_DAYS: "7" });
+    const blobs = await blobsInShard(t.tenant, "e", 4, 50);
+    await store(t, blobs);
+    const now = Date.now();
+    const ago = [8 * DAY, 6 * DAY, 30 * DAY, HOUR];
+    for (const [i, b] of blobs.entries()) await lastUsedAt(t, b, now - ago[i]!);
+    expect(await evictStep(t, blobs[0]!.digest.hash, { now })).toEqual({ evicted: 2, bytes: 100, more: false });
+    expect(await missing(t, blobs)).toEqual(new Set([blobs[0]!.digest.hash, blobs[2]!.digest.hash]));
+    const stats = await admin(t, "GET", `/admin/cas/stats?tenant=${t.tenant}`);
+    expect(stats.body.tenants[0].counters).toMatchObject({ evicted_idle: 2, evicted_budget: 0 });
+  });
+
+  it("the shard's alarm runs eviction on its own", async () => {
+    const { runDurableObjectAlarm } = await import("cloudflare:test");
+    const t = setup({ CAS_MAX_IDLE_DAYS: "1" });
+    const blobs = await blobsInShard(t.tenant, "f", 2, 40);
+    await store(t, blobs);
+    await lastUsedAt(t, blobs[0]!, Date.now() - 2 * DAY);
+    expect(await runDurableObjectAlarm(t.index.shard(blobs[0]!.digest.hash))).toBe(true);
+    expect(await missing(t, blobs)).toEqual(new Set([blobs[0]!.digest.hash]));
+    expect(await objectExists(t, blobs[0]!)).toBe(false);
+    // It set its next alarm (the remaining blob's idle deadline).
+    const next = await runInDurableObject(t.index.shard(blobs[0]!.digest.hash), (_o, s) => s.storage.getAlarm());
+    expect(next).toBeGreaterThan(Date.now());
+  });
+});
+
+describe("index before R2", () => {
+  it("between the two steps, the row is gone and the object still there; a crash there leaves only an orphan object", async () => {
+    const t = setup({ CAS_MAX_BYTES: "1", CAS_MIN_LIFETIME_HOURS: "0" });
+    const blobs = await blobsInShard(t.tenant, "0", 2, 40);
+    await store(t, blobs);
+    const seen: { rows: number; objects: boolean[]; missing: number }[] = [];
+    const stub = t.index.shard(blobs[0]!.digest.hash);
+    const crash = runInDurableObject(stub, (o: CasIndexDO, state) =>
+      o.evictStep({
+        now: Date.now() + 1000,
+        beforeObjectDelete: async (hashes) => {
+          const rows = state.storage.sql.exec(`SELECT COUNT(*) AS n FROM blobs WHERE hash IN (SELECT value FROM json_each(?))`, JSON.stringify(hashes)).one().n as number;
+          seen.push({ rows, objects: await Promise.all(blobs.map((b) => objectExists(t, b))), missing: (await missing(t, blobs)).size });
+          throw new Error("injected crash between the index and R2");
+        },
+      }),
+    );
+    await expect(crash).rejects.toThrow(/injected crash/);
+    // At the fault: no rows, both objects, and FindMissing already says missing.
+    expect(seen).toEqual([{ rows: 0, objects: [true, true], missing: 2 }]);
+    // After it: still consistent in the safe direction (objects without rows: re-uploaded or reconciled).
+    expect((await missing(t, blobs)).size).toBe(2);
+    expect(await Promise.all(blobs.map((b) => objectExists(t, b)))).toEqual([true, true]);
+  });
+
+  it("a write whose object landed before the eviction deleted it is not recorded: the writer is told to retry", async () => {
+    const t = setup({ CAS_MAX_BYTES: "1", CAS_MIN_LIFETIME_HOURS: "0" });
+    const [b] = await blobsInShard(t.tenant, "1", 1, 40);
+    await store(t, [b!]);
+    const stub = t.index.shard(b!.digest.hash);
+    const pair: [string, number] = [b!.digest.hash, 40];
+    const owner = { tenant: t.tenant, shards: 16, sweepsActionCache: false };
+    let during: Promise<string[]> | undefined;
+    await runInDurableObject(stub, (o: CasIndexDO) =>
+      o.evictStep({
+        now: Date.now() + 1000,
+        // A writer's add arrives while the object is being deleted (its put landed earlier).
+        beforeObjectDelete: async () => {
+          during = t.index.shard(b!.digest.hash).add([pair], owner);
+        },
+      }),
+    );
+    expect(await during).toEqual([b!.digest.hash]);
+    // One arriving after the eviction finished is checked against R2 too.
+    expect(await stub.add([pair], owner)).toEqual([b!.digest.hash]);
+    expect(await missing(t, [b!])).toEqual(new Set([b!.digest.hash]));
+    // Through the service, the writer sees UNAVAILABLE only when its object is gone; a real upload records it.
+    await store(t, [b!]);
+    expect(await missing(t, [b!])).toEqual(new Set());
+    expect(await objectExists(t, b!)).toBe(true);
+  });
+
+  it("the service answers UNAVAILABLE for a write that raced an eviction", async () => {
+    const t = setup({ CAS_MAX_BYTES: "1", CAS_MIN_LIFETIME_HOURS: "0" });
+    const [b] = await blobsInShard(t.tenant, "2", 1, 40);
+    await store(t, [b!]);
+    await evictStep(t, b!.digest.hash, { now: Date.now() + 1000 });
+    // The race, replayed: the object is put again behind the index, and its add is refused only
+    // if the object is gone; here it is there, so the add is accepted.
+    await env.CAS.put(`cas/${t.tenant}/${b!.digest.hash}`, b!.data);
+    await expect(t.index.add([{ hash: b!.digest.hash, size: 40 }])).resolves.toBeUndefined();
+    await evictStep(t, b!.digest.hash, { now: Date.now() + 1000 });
+    const err = await t.index.add([{ hash: b!.digest.hash, size: 40 }]).catch((e) => e);
+    expect(err.code).toBe(Code.Unavailable);
+    expect(String(err.message)).toMatch(/evicted while being written/);
+  });
+});
