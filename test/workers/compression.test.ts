@@ -103,6 +103,26 @@ describe("ByteStream compressed-blobs/zstd", () => {
     expect(await codeOf(readAll(`blobs/${d.hash}/${d.sizeBytes}`))).toBe(Code.NotFound);
   });
 
+  it("refuses a frame whose window is over 32 MiB before decoding it, also after a valid frame", async () => {
+    const data = compressible(100_000, 20);
+    const d = await digestOf(data);
+    const res = () => `uploads/${crypto.randomUUID()}/compressed-blobs/zstd/${d.hash}/${d.sizeBytes}`;
+    // Frame headers (RFC 8878): magic, descriptor, then a 1 GiB window descriptor, or a
+    // single-segment frame whose 8-byte content size (and so window) is 1 GiB; then a raw block.
+    const magic = [0x28, 0xb5, 0x2f, 0xfd];
+    const block = [0x01 | (4 << 3), 0, 0, 1, 2, 3, 4];
+    const hugeWindow = new Uint8Array([...magic, 0x00, 20 << 3, ...block]);
+    const hugeSingle = new Uint8Array([...magic, 0xe0, 0, 0, 0, 0x40, 0, 0, 0, 0, ...block]);
+    const valid = await zstdCompress(data.subarray(0, 50_000));
+    const second = new Uint8Array([...valid, ...hugeWindow]);
+    for (const bad of [hugeWindow, hugeSingle, second]) {
+      const e = await errorOf(bs.write(compressedWrite(res(), bad, 0, 4096)));
+      expect(e.code).toBe(Code.InvalidArgument);
+      expect(e.rawMessage).toMatch(/window, over the 33554432 bytes/);
+    }
+    expect(await stored(d.hash)).toBe(false);
+  });
+
   it("refuses valid zstd whose uncompressed bytes do not match the digest, storing nothing", async () => {
     const data = compressible(300_000, 5);
     const other = compressible(300_000, 6);

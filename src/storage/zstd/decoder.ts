@@ -2,9 +2,11 @@
 // (the WebAssembly build used for compression only decodes whole frames, and a client's frame
 // may be the whole blob). Memory is the frame's window plus what one small slice of input
 // expands to: input is fed SLICE bytes at a time because one compressed byte can stand for
-// thousands of output bytes, and output past the declared size stops the decoder at once.
+// thousands of output bytes, and output past the declared size stops the decoder at once. Frames
+// whose window (the decoder's buffer) is over MAX_WINDOW are refused before it is allocated.
 import { Decompress } from "fzstd";
 import { invalidArgument } from "../../shared/status.ts";
+import { FrameGuard } from "./frame-guard.ts";
 
 /** Compressed bytes per decoder call: bounds one call's output to ~32 MiB even for RLE bombs. */
 const SLICE = 1024;
@@ -33,7 +35,9 @@ export async function* zstdDecode(
     // fzstd hands out a fresh array per block; keep it, do not copy it.
     out.push(block);
   });
+  const guard = new FrameGuard();
   const push = (bytes: Uint8Array, final: boolean) => {
+    guard.check(bytes);
     try {
       decoder.push(bytes, final);
     } catch (e) {
