@@ -3,17 +3,21 @@
 // uncompressed bytes, downloads are compressed on the way out. Both ways are streams.
 import { Compressor_Value } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { invalidArgument } from "../errors.ts";
+import { BYTESTREAM_COMPRESSORS } from "../storage/resource-name.ts";
 import type { WriteChunk } from "../storage/upload.ts";
 import { zstdDecode } from "../storage/zstd/decoder.ts";
 import { zstdFrames } from "../storage/zstd/encoder.ts";
 
-/** Compressors on ByteStream and in batches (IDENTITY is implied, never listed). */
-export const SUPPORTED_COMPRESSORS: readonly Compressor_Value[] = [Compressor_Value.ZSTD];
+/** Compressors on ByteStream and in batches (IDENTITY is implied, never listed): those resource names accept. */
+export const SUPPORTED_COMPRESSORS: readonly Compressor_Value[] = [...BYTESTREAM_COMPRESSORS].map(
+  (name) => Compressor_Value[name.toUpperCase() as keyof typeof Compressor_Value],
+);
 
 /** INVALID_ARGUMENT unless `c` is IDENTITY or supported. */
 export function checkCompressor(c: Compressor_Value, field = "compressor"): Compressor_Value {
   if (c !== Compressor_Value.IDENTITY && !SUPPORTED_COMPRESSORS.includes(c)) {
-    throw invalidArgument(`${field} ${Compressor_Value[c] ?? c} is not supported (supported: IDENTITY, ZSTD)`, field);
+    const names = ["IDENTITY", ...SUPPORTED_COMPRESSORS.map((s) => Compressor_Value[s])].join(", ");
+    throw invalidArgument(`${field} ${Compressor_Value[c] ?? c} is not supported (supported: ${names})`, field);
   }
   return c;
 }

@@ -84,15 +84,5 @@ export async function* zstdFrames(source: AsyncIterable<Uint8Array> | Iterable<U
 export async function zstdCompress(bytes: Uint8Array): Promise<Uint8Array> {
   const frames: Uint8Array[] = [];
   for await (const f of zstdFrames([bytes])) frames.push(f);
-  return frames.length === 1 ? frames[0]! : concat(frames);
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
+  return frames.length === 1 ? frames[0]! : new Uint8Array(await new Blob(frames).arrayBuffer());
 }
