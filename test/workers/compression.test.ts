@@ -103,7 +103,7 @@ describe("ByteStream compressed-blobs/zstd", () => {
     expect(await codeOf(readAll(`blobs/${d.hash}/${d.sizeBytes}`))).toBe(Code.NotFound);
   });
 
-  it("refuses a frame whose window is over 32 MiB before decoding it, also after a valid frame", async () => {
+  it("refuses a frame whose window is over 32 MiB, or a block over 128 KiB, before decoding it", async () => {
     const data = compressible(100_000, 20);
     const d = await digestOf(data);
     const res = () => `uploads/${crypto.randomUUID()}/compressed-blobs/zstd/${d.hash}/${d.sizeBytes}`;
@@ -120,6 +120,10 @@ describe("ByteStream compressed-blobs/zstd", () => {
       expect(e.code).toBe(Code.InvalidArgument);
       expect(e.rawMessage).toMatch(/window, over the 33554432 bytes/);
     }
+    // A block over 128 KiB (here a 4-byte RLE block standing for 1 MiB) is corrupt, whatever its window.
+    const rle = (1 << 23) | (1 << 1) | 1;
+    const bigBlock = new Uint8Array([...magic, 0x00, 10 << 3, rle & 0xff, (rle >> 8) & 0xff, rle >>> 16, 0x41]);
+    expect((await errorOf(bs.write(compressedWrite(res(), bigBlock, 0, 4096)))).rawMessage).toMatch(/1048576-byte block, over the 131072-byte maximum/);
     expect(await stored(d.hash)).toBe(false);
   });
 

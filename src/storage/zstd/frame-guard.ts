@@ -1,12 +1,17 @@
 // Follows the frames of a zstd stream (RFC 8878 §3.1) as it arrives, to refuse a frame whose
 // window is larger than this server decodes before the decoder allocates it: the window is the
 // decoder's memory, and a frame header may ask for up to 2 GiB (or, in a single-segment frame,
-// the whole content size). Only headers are read; block contents are skipped by their sizes.
-// Anything malformed is left to the decoder, which says what is wrong.
+// the whole content size); and to refuse a block over the format's 128 KiB maximum, which fzstd
+// does not check (a 4-byte RLE block could otherwise stand for 2 MiB of output). Only headers are
+// read; block contents are skipped by their sizes. Anything else malformed is left to the
+// decoder, which says what is wrong.
 import { invalidArgument } from "../../shared/status.ts";
 
 /** Largest window decoded: zstd levels up to 20 (and every level without --long) stay within it. */
 export const MAX_WINDOW = 32 * 1024 * 1024;
+
+/** Block_Maximum_Size (RFC 8878 §3.1.1.2.3): min(window, 128 KiB). */
+const MAX_BLOCK = 128 * 1024;
 
 const ZSTD_MAGIC = 0xfd2fb528;
 const isSkippable = (magic: number) => (magic & 0xfffffff0) === 0x184d2a50;
@@ -20,6 +25,7 @@ export class FrameGuard {
   /** Bytes to pass over before the next header. */
   private skip = 0;
   private checksum = false;
+  private window = 0;
 
   /** Reads `bytes` (the next of the stream); throws INVALID_ARGUMENT for a frame whose window is too large. */
   check(bytes: Uint8Array): void {
@@ -74,6 +80,7 @@ export class FrameGuard {
       );
     }
     this.checksum = ((fhd >> 2) & 1) === 1;
+    this.window = window;
     this.head = [];
     this.state = "block";
   }
@@ -87,6 +94,10 @@ export class FrameGuard {
     const size = b >>> 3;
     this.head = [];
     if (type === 3) return void (this.state = "lost");
+    const max = Math.min(this.window, MAX_BLOCK);
+    if (size > max) {
+      throw invalidArgument(`the data is not a valid zstd stream (a ${size}-byte block, over the ${max}-byte maximum); nothing was stored`);
+    }
     // Raw and compressed blocks carry `size` bytes; an RLE block carries one.
     this.skip = type === 1 ? 1 : size;
     if (last) {
