@@ -30,8 +30,9 @@ export const compressStream = (body: AsyncIterable<Uint8Array>): AsyncGenerator<
  * the first is in the uncompressed blob (where a resumed upload continues), each later one is
  * the first plus the compressed bytes sent before it. The uncompressed chunks carry uncompressed
  * offsets from the first, so the upload path checks sizes and resumes as for any Write.
+ * `offset()` is where the client's offsets have reached: the first plus every compressed byte.
  */
-export async function* decompressedChunks(chunks: AsyncIterable<WriteChunk>, firstOffset: number, size: number): AsyncGenerator<WriteChunk> {
+export function decompressedChunks(chunks: AsyncIterable<WriteChunk>, firstOffset: number, size: number) {
   let expected = firstOffset;
   let finished = false;
   async function* compressed(): AsyncGenerator<Uint8Array> {
@@ -47,12 +48,15 @@ export async function* decompressedChunks(chunks: AsyncIterable<WriteChunk>, fir
       }
     }
   }
-  let at = firstOffset;
-  for await (const data of zstdDecode(compressed(), size - firstOffset, () => finished)) {
-    yield { offset: at, data, finish: false };
-    at += data.byteLength;
+  async function* uncompressed(): AsyncGenerator<WriteChunk> {
+    let at = firstOffset;
+    for await (const data of zstdDecode(compressed(), size - firstOffset, () => finished)) {
+      yield { offset: at, data, finish: false };
+      at += data.byteLength;
+    }
+    if (finished) yield { offset: at, data: new Uint8Array(0), finish: true };
   }
-  if (finished) yield { offset: at, data: new Uint8Array(0), finish: true };
+  return { chunks: uncompressed(), offset: () => expected };
 }
 
 /** An HTTP body sent zstd-compressed, as the uncompressed bytes (at most `size` of them). */
