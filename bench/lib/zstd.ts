@@ -102,7 +102,7 @@ export async function zstdBench(bs: Client, instance: string, size: number, pass
     ],
     notes: [
       `zstd: MB/s are uncompressed bytes per second through the bridge; client-side compression (level 3) and decompression are not timed. ` +
-        `Client frames ${fmt(upZstd.wire / 1e6)} MB for ${fmt(size / 1e6)} MB; the worker's level-1, 1 MiB frames ${fmt(downZstd.wire / 1e6)} MB`,
+        `of ${fmt(size / 1e6)} MB, the client's level-3 stream is ${fmt(upZstd.wire / 1e6)} MB, the worker's level-1 1 MiB frames ${fmt(downZstd.wire / 1e6)} MB`,
     ],
   };
 }
