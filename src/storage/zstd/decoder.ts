@@ -62,11 +62,10 @@ export async function* zstdDecode(
 
 /** Decompresses bytes already in memory (batch requests), refusing more than `maxBytes` of output. */
 export async function zstdDecompress(data: Uint8Array, maxBytes: number): Promise<Uint8Array> {
-  const out = new Uint8Array(maxBytes);
-  let at = 0;
-  for await (const block of zstdDecode([data], maxBytes)) {
-    out.set(block, at);
-    at += block.byteLength;
-  }
-  return at === maxBytes ? out : out.subarray(0, at);
+  // Gathered, then joined: memory follows what the data holds, not what the digest claims.
+  const blocks: Uint8Array[] = [];
+  for await (const block of zstdDecode([data], maxBytes)) blocks.push(block);
+  const out = new Uint8Array(blocks.reduce((n, b) => n + b.byteLength, 0));
+  blocks.reduce((at, b) => (out.set(b, at), at + b.byteLength), 0);
+  return out;
 }
