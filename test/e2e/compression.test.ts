@@ -106,9 +106,10 @@ describe("zstd, 1 GiB through the bridge", () => {
   // Bounds with margin over what this machine measured (printed each run); a path that held the
   // blob, compressed or not, would need over 1 GiB.
   const WORKER_PEAK_BOUND = 800e6;
+  const LOCAL_PEAK_BOUND = 700e6; // this process: the client and the bridge (which relays these names as gRPC-web)
   const mb = (b: number) => `${(b / 1e6).toFixed(0)} MB`;
 
-  it("writes and reads 1 GiB compressed, with bounded memory in the worker", async () => {
+  it("writes and reads 1 GiB compressed, with bounded memory in the worker and the bridge", async () => {
     const size = 1024 * MiB;
     // 1 GiB of text made on the fly: one log-like MiB, stamped with its index so every frame differs.
     const base = logLines(MiB);
@@ -130,9 +131,12 @@ describe("zstd, 1 GiB through the bridge", () => {
       }
     };
     const worker = peakRss(stack.workerPids);
+    const local = peakRss(() => [process.pid]);
     worker.start();
+    local.start();
     const w = await write(`big/uploads/${randomUUID()}/compressed-blobs/zstd/${d.hash}/${d.size_bytes}`, frames());
     const upPeak = worker.stop();
+    const upLocal = local.stop();
     expect(w.committed_size).toBe(String(wire));
 
     // Read back compressed, decoded and hashed as it arrives.
@@ -144,6 +148,7 @@ describe("zstd, 1 GiB through the bridge", () => {
       n += block.byteLength;
     });
     worker.start();
+    local.start();
     await new Promise<void>((resolve, reject) => {
       const call: grpc.ClientReadableStream<{ data: Buffer }> = c.bytestream.Read({ resource_name: `big/compressed-blobs/zstd/${d.hash}/${d.size_bytes}`, read_offset: "0", read_limit: "0" });
       call.on("data", (m: { data: Buffer }) => {
@@ -154,12 +159,18 @@ describe("zstd, 1 GiB through the bridge", () => {
       call.on("end", () => resolve());
     });
     const downPeak = worker.stop();
+    const downLocal = local.stop();
     decoder.push(new Uint8Array(0), true);
     expect(n).toBe(size);
     expect(got.digest("hex")).toBe(d.hash);
-    console.log(`zstd 1 GiB: ${mb(wire)} sent, ${mb(received)} received; workerd peak RSS: write ${mb(upPeak)}, read ${mb(downPeak)}`);
+    console.log(
+      `zstd 1 GiB: ${mb(wire)} sent, ${mb(received)} received; workerd peak RSS: write ${mb(upPeak)}, read ${mb(downPeak)}; ` +
+        `test process (client + bridge) peak: write ${mb(upLocal)}, read ${mb(downLocal)}`,
+    );
     expect(received).toBeLessThan(size / 4);
     expect(upPeak, "workerd peak during the compressed write").toBeLessThan(WORKER_PEAK_BOUND);
     expect(downPeak, "workerd peak during the compressed read").toBeLessThan(WORKER_PEAK_BOUND);
+    expect(upLocal, "client + bridge peak during the compressed write").toBeLessThan(LOCAL_PEAK_BOUND);
+    expect(downLocal, "client + bridge peak during the compressed read").toBeLessThan(LOCAL_PEAK_BOUND);
   });
 });
