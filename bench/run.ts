@@ -15,6 +15,7 @@ import { bsRead, bsWrite, connect, unary, type Digest } from "./lib/grpc.ts";
 import { agent, get, put } from "./lib/http.ts";
 import { cpuDelta, cpuSnap, startBareR2, type BareWorker } from "./lib/procs.ts";
 import { fmt, now, percentile, pool, table, type Row } from "./lib/stats.ts";
+import { zstdBench } from "./lib/zstd.ts";
 
 const envNum = (name: string, dflt: number) => {
   const v = Number(process.env[name]);
@@ -289,6 +290,11 @@ async function main() {
       `and puts 8 MiB multipart parts; the HTTP /cache path is one verified R2 put (R2 hashes natively)`,
   );
   notes.push(`bare R2: put passes ${passList(barePut)} MB/s; with SHA-256 check ${passList(barePutSha)} MB/s; get passes ${passList(bareGet)} MB/s`);
+
+  // 2b. zstd against uncompressed, on a compressible blob (BENCH_ZSTD_MIB, 64 by default).
+  const z = await zstdBench(clients.bytestream, INSTANCE, envNum("BENCH_ZSTD_MIB", 64) * MiB, UPLOAD_PASSES, log);
+  rows.push(...z.rows);
+  notes.push(...z.notes);
 
   // 3. 1 KiB blobs per second.
   log(`bare R2: ${BARE_SMALL_COUNT} PUTs of 1 KiB, concurrency ${SMALL_CONCURRENCY}`);

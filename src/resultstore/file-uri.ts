@@ -30,5 +30,7 @@ export function parseFileUri(uri: string, field = "uri"): ReadResource {
       field,
     );
   }
-  return parseReadResource(m[1]!, field);
+  const r = parseReadResource(m[1]!, field);
+  if (r.compressor) throw invalidArgument(`${field}: compressed-blobs URIs are not served here; name the blob as blobs/{hash}/{size}`, field);
+  return r;
 }

@@ -9,6 +9,7 @@ import { rechunk } from "../storage/rechunk.ts";
 import { readBlob } from "./blobs.ts";
 import { parseLogStreamName } from "../execution/log-streams.ts";
 import { readLiveLog } from "./live-logs.ts";
+import { compressStream, decompressedChunks } from "./compression.ts";
 
 /** Bytes per ReadResponse: well under the 4 MiB message limit clients assume. */
 export const READ_CHUNK = 1024 * 1024;
@@ -29,11 +30,15 @@ export const byteStreamService: ServiceImpl<typeof ByteStream> = {
       return;
     }
     const r = parseReadResource(req.resourceName);
+    // A compressed read starts at an uncompressed offset and cannot be limited (REAPI).
+    if (r.compressor && req.readLimit !== 0n) throw invalidArgument("read_limit must be 0 for compressed-blobs", "read_limit");
     const blob = await readBlob(ctx, r.instanceName, r.digest, {
       offset: offsetOf(req.readOffset, "read_offset"),
       length: offsetOf(req.readLimit, "read_limit") || undefined,
     });
-    for await (const data of rechunk(blob.body, READ_CHUNK)) yield { data };
+    // Each compressed message is one zstd frame of at most READ_CHUNK uncompressed bytes.
+    const messages = r.compressor ? compressStream(blob.body) : rechunk(blob.body, READ_CHUNK);
+    for await (const data of messages) yield { data };
   },
 
   async write(requests, ctx) {
@@ -46,10 +51,11 @@ export const byteStreamService: ServiceImpl<typeof ByteStream> = {
     const scope = await scopeFor(ctx, r.instanceName, "write");
     const firstOffset = offsetOf(head.writeOffset, "write_offset");
 
-    // Another client may have stored the blob already: complete at once (REAPI early return).
+    // Another client may have stored the blob already: complete at once (REAPI early return,
+    // whose committed_size is -1 for a compressed upload).
     if (await scope.store.index.has(r.digest)) {
       void it.return?.();
-      return { committedSize: BigInt(r.digest.size) };
+      return { committedSize: r.compressor ? -1n : BigInt(r.digest.size) };
     }
 
     async function* chunks(): AsyncGenerator<WriteChunk> {
@@ -63,8 +69,12 @@ export const byteStreamService: ServiceImpl<typeof ByteStream> = {
         yield { offset: offsetOf(value.writeOffset, "write_offset"), data: value.data, finish: value.finishWrite };
       }
     }
-    const committed = await uploadBlob(scope.store, r.uploadId, r.digest, firstOffset, chunks());
-    return { committedSize: BigInt(committed) };
+    if (!r.compressor) return { committedSize: BigInt(await uploadBlob(scope.store, r.uploadId, r.digest, firstOffset, chunks())) };
+    const compressed = decompressedChunks(chunks(), firstOffset, r.digest.size);
+    const committed = await uploadBlob(scope.store, r.uploadId, r.digest, firstOffset, compressed.chunks);
+    // A whole compressed Write answers where its offsets reached (the first plus the compressed
+    // bytes): what Bazel checks committed_size against. A partial one answers what is committed.
+    return { committedSize: BigInt(committed === r.digest.size ? compressed.offset() : committed) };
   },
 
   async queryWriteStatus(req, ctx) {

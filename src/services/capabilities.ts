@@ -9,6 +9,7 @@ import { executionConfigured, maxBatchTotalSize } from "../config.ts";
 import { PRIORITY_RANGE } from "./execution.ts";
 import { SUPPORTED_NODE_PROPERTIES } from "./node-properties.ts";
 import { scopeFor } from "./scope.ts";
+import { SUPPORTED_COMPRESSORS } from "./compression.ts";
 
 export const capabilitiesService: ServiceImpl<typeof Capabilities> = {
   async getCapabilities(req, ctx) {
@@ -22,9 +23,9 @@ export const capabilitiesService: ServiceImpl<typeof Capabilities> = {
         maxBatchTotalSizeBytes: BigInt(maxBatchTotalSize()),
         // Output symlinks are stored as given; the runner decides what it accepts.
         symlinkAbsolutePathStrategy: SymlinkAbsolutePathStrategy_Value.ALLOWED,
-        // IDENTITY only (implicit); ByteStream blobs are not size-capped beyond the platform's.
-        supportedCompressors: [],
-        supportedBatchUpdateCompressors: [],
+        // zstd on ByteStream (compressed-blobs) and in batches; IDENTITY is implied.
+        supportedCompressors: [...SUPPORTED_COMPRESSORS],
+        supportedBatchUpdateCompressors: [...SUPPORTED_COMPRESSORS],
         maxCasBlobSizeBytes: 0n,
       },
       executionCapabilities: {

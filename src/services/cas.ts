@@ -9,12 +9,18 @@ import { decodePageToken, encodePageToken, seenKey, type TreeWalk } from "../sto
 import { mapLimit } from "../storage/map-limit.ts";
 import { MAX_BATCH_ENTRIES, MAX_FIND_MISSING_DIGESTS, checkCount, maxTreeDirectoriesPerCall } from "./limits.ts";
 import { scopeFor } from "./scope.ts";
+import { checkCompressor } from "./compression.ts";
+import { zstdDecompress } from "../storage/zstd/decoder.ts";
+import { zstdCompress } from "../storage/zstd/encoder.ts";
 
 /** Most directories, and about the most bytes of them, in one GetTree message (4 MiB is the usual cap). */
 const TREE_CHUNK = 2_000;
 const TREE_CHUNK_BYTES = 2 * 1024 * 1024;
 
 const okStatus = { code: 0, message: "" }; // google.rpc.Code.OK
+
+/** Most uncompressed bytes the compressed blobs of one BatchUpdateBlobs may declare. */
+const MAX_BATCH_DECOMPRESSED = 64 * 1024 * 1024;
 
 function checkBatchSize(total: number, what: string) {
   const max = maxBatchTotalSize();
@@ -38,19 +44,26 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
     checkDigestFunction(req.digestFunction);
     checkCount(req.requests.length, MAX_BATCH_ENTRIES, "MAX_BATCH_ENTRIES", "requests", "blobs");
     checkBatchSize(req.requests.reduce((n, r) => n + r.data.byteLength, 0), "the batch");
+    // Compressed blobs are decompressed in memory: their declared sizes are bounded too.
+    const inflated = req.requests.reduce((n, r) => n + (r.compressor === Compressor_Value.IDENTITY ? 0 : Number(r.digest?.sizeBytes ?? 0n)), 0);
+    if (inflated > MAX_BATCH_DECOMPRESSED) {
+      throw invalidArgument(`the compressed blobs of the batch declare ${inflated} bytes, over ${MAX_BATCH_DECOMPRESSED}; use ByteStream for large blobs`);
+    }
     // Each blob succeeds or fails on its own; one that cannot even be parsed is not written.
     const errors: unknown[] = new Array(req.requests.length);
     const toWrite: { d: BlobDigest; data: Uint8Array; i: number }[] = [];
-    req.requests.forEach((r, i) => {
-      try {
-        if (r.compressor !== Compressor_Value.IDENTITY) {
-          throw invalidArgument(`compressor ${Compressor_Value[r.compressor] ?? r.compressor} is not supported`);
+    await Promise.all(
+      req.requests.map(async (r, i) => {
+        try {
+          const d = parseDigest(r.digest);
+          const compressed = checkCompressor(r.compressor) !== Compressor_Value.IDENTITY;
+          // Verified against the digest like any blob (writeMany): on the uncompressed bytes.
+          toWrite.push({ d, data: compressed ? await zstdDecompress(r.data, d.size) : r.data, i });
+        } catch (e) {
+          errors[i] = e;
         }
-        toWrite.push({ d: parseDigest(r.digest), data: r.data, i });
-      } catch (e) {
-        errors[i] = e;
-      }
-    });
+      }),
+    );
     (await scope.store.writeMany(toWrite)).forEach((e, k) => (errors[toWrite[k]!.i] = e));
     const responses = req.requests.map((r, i) => ({ digest: r.digest, status: errors[i] === undefined ? okStatus : rpcStatusOf(errors[i]) }));
     return { responses };
@@ -62,9 +75,15 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
     checkCount(req.digests.length, MAX_BATCH_ENTRIES, "MAX_BATCH_ENTRIES", "digests", "digests");
     const digests = req.digests.map((d, i) => parseDigest(d, `digests[${i}]`));
     checkBatchSize(digests.reduce((n, d) => n + d.size, 0), "the requested blobs");
+    const zstd = req.acceptableCompressors.includes(Compressor_Value.ZSTD);
     const responses = await mapLimit(digests, 8, async (d) => {
       try {
         const data = await readBytes(scope.store, d);
+        // Compressed where the client accepts it and it saves bytes; otherwise sent as stored.
+        const packed = zstd ? await zstdCompress(data) : undefined;
+        if (packed && packed.byteLength < data.byteLength) {
+          return { digest: toProtoDigest(d), data: packed, compressor: Compressor_Value.ZSTD, status: okStatus };
+        }
         return { digest: toProtoDigest(d), data, compressor: Compressor_Value.IDENTITY, status: okStatus };
       } catch (e) {
         return { digest: toProtoDigest(d), status: rpcStatusOf(e) };

@@ -155,6 +155,8 @@ export class BlobStore {
 }
 
 function mismatch(d: BlobDigest, reason: unknown) {
+  // Already a client-facing verdict (e.g. a body that is not valid zstd): keep its reason.
+  if (reason instanceof ConnectError) return reason;
   const text = String((reason as Error)?.message ?? reason);
   if (reason instanceof DigestMismatch) return invalidArgument(`blob ${d.hash}/${d.size}: ${text}; nothing was stored`);
   if (/10037|checksum|SHA-256/i.test(text)) {
