@@ -14,7 +14,7 @@ export interface Tenant {
   index: CasIndex;
 }
 
-const SETTINGS = ["API_KEYS", "CAS_MAX_BYTES", "CAS_MAX_IDLE_DAYS", "CAS_MIN_LIFETIME_HOURS", "AC_MAX_IDLE_DAYS"] as const;
+const SETTINGS = ["API_KEYS", "CAS_MAX_BYTES", "CAS_MAX_IDLE_DAYS", "CAS_MIN_LIFETIME_HOURS", "AC_MAX_IDLE_DAYS", "CAS_TOUCH_INTERVAL_SECONDS"] as const;
 
 /** Sets API_KEYS (an admin key for a fresh tenant) and the given settings; returns a restore function. */
 function withTenant(settings: Partial<Record<(typeof SETTINGS)[number], string>> = {}): { t: Tenant; restore: () => void } {
@@ -23,7 +23,9 @@ function withTenant(settings: Partial<Record<(typeof SETTINGS)[number], string>>
   const key = `k-${crypto.randomUUID()}-${crypto.randomUUID()}`;
   env.API_KEYS = JSON.stringify([{ key, tenant, name: "operator", admin: true }]);
   for (const k of SETTINGS.slice(1)) delete env[k];
-  Object.assign(env, settings);
+  // The worker refuses a touch interval that is not below the minimum lifetime (cas-index-config.ts):
+  // tests without a minimum lifetime touch on every call.
+  Object.assign(env, settings.CAS_MIN_LIFETIME_HOURS === "0" ? { CAS_TOUCH_INTERVAL_SECONDS: "0" } : {}, settings);
   const headers = { authorization: `Bearer ${key}` };
   return {
     t: { tenant, headers, cas: connectClient(ContentAddressableStorage, headers), index: new CasIndex(env, tenant) },
