@@ -53,4 +53,6 @@ export interface Env {
   CORS_ORIGINS?: string;
   /** A ResultStore invocation not modified for this long is finalized (default 86400). */
   RESULTSTORE_AUTO_FINALIZE_SECONDS?: string;
+  /** Hosts (or host:port) Remote Asset FetchBlob may download from, comma-separated. Unset: none. */
+  ASSET_FETCH_ALLOW?: string;
 }
