@@ -1,9 +1,10 @@
 // FetchBlob from origin: downloads an http(s) URL into the CAS. A URL in a request body is
 // untrusted, so Kiln only connects to hosts the operator listed in ASSET_FETCH_ALLOW (none by
-// default), and checks every redirect hop against the same list. The body is streamed, never
-// held: with a single sha256 in checksum.sri and a Content-Length it goes straight into one R2
-// put that R2 verifies; otherwise it is hashed on the way into a staging object, which is copied
-// under its hash once the checksums match (R2 has no rename). Failures outside Kiln's control are
+// default), and checks every redirect hop against the same list. A body of declared length is
+// streamed, never held (one without Content-Length is read whole up to 8 MiB, since R2 needs a
+// length): with a single sha256 in checksum.sri it goes straight into one R2 put that R2
+// verifies; otherwise into a staging object that is hashed and, once the checksums match, copied
+// under its SHA-256 (R2 has no rename), then deleted either way. Failures outside Kiln's control are
 // answered, as the spec says, as a status in the response, not as an RPC error.
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { AssetQualifiers, Checksums, SriAlgorithm } from "./asset-qualifiers.ts";
@@ -19,15 +20,6 @@ export const MAX_UNSIZED_BYTES = 8 * 1024 * 1024;
 export type OriginResult = { ok: true; digest: BlobDigest; checksums: Checksums } | { ok: false; code: Code; message: string };
 
 const fail = (code: Code, message: string): OriginResult => ({ ok: false, code, message });
-
-/** ASSET_FETCH_ALLOW: hosts, or host:port pairs, separated by commas or spaces. */
-export const parseAllowList = (raw: string | undefined) =>
-  new Set(
-    (raw ?? "")
-      .split(/[\s,]+/)
-      .map((h) => h.trim().toLowerCase())
-      .filter(Boolean),
-  );
 
 const allowed = (url: URL, allow: Set<string>) => allow.has(url.host) || allow.has(url.hostname);
 
@@ -75,25 +67,29 @@ export async function fetchFromOrigin(
   }
 }
 
+/** A download: a stream whose length the origin declared, or a short body read whole. */
+type Payload = { stream: ReadableStream<Uint8Array>; length: number } | { bytes: Uint8Array; length: number };
+
 async function storeBody(store: BlobStore, res: Response, q: AssetQualifiers): Promise<OriginResult> {
-  const declared = res.headers.get("content-length");
-  let body = res.body ?? new Blob([]).stream();
-  let length = declared === null ? NaN : Number(declared);
-  if (!Number.isSafeInteger(length) || length < 0) {
-    const bytes = await readCapped(body, MAX_UNSIZED_BYTES);
+  const declared = Number(res.headers.get("content-length") ?? NaN);
+  let payload: Payload;
+  if (res.body && Number.isSafeInteger(declared) && declared >= 0) payload = { stream: res.body, length: declared };
+  else {
+    const bytes = await readCapped(res.body ?? new Blob([]).stream(), MAX_UNSIZED_BYTES);
     if (!bytes) return fail(Code.ResourceExhausted, `the origin sent no Content-Length and more than ${MAX_UNSIZED_BYTES} bytes; Kiln streams only bodies of known length`);
-    body = new Blob([bytes]).stream();
-    length = bytes.byteLength;
+    payload = { bytes, length: bytes.byteLength };
   }
   const only = q.sri?.length === 1 && q.sri[0]!.algorithm === "sha256" ? q.sri[0]! : undefined;
-  if (only) return storeVerifiedByR2(store, body, { hash: base64ToHex(only.base64), size: length });
-  return storeStaged(store, body, length, q);
+  if (only) return storeVerifiedByR2(store, payload, { hash: base64ToHex(only.base64), size: payload.length });
+  return storeStaged(store, payload, q);
 }
 
 /** The SRI names one sha256: the CAS write under that hash is the check (R2 verifies it). */
-async function storeVerifiedByR2(store: BlobStore, body: ReadableStream<Uint8Array>, d: BlobDigest): Promise<OriginResult> {
+async function storeVerifiedByR2(store: BlobStore, payload: Payload, d: BlobDigest): Promise<OriginResult> {
   try {
-    await store.write(d, body);
+    // A declared length is enforced by the HTTP framing, so R2 may read the socket directly.
+    if ("stream" in payload) await store.write(d, payload.stream, { sized: true });
+    else await store.write(d, new Blob([payload.bytes]).stream());
   } catch (e) {
     if (e instanceof ConnectError && e.code === Code.InvalidArgument) {
       return fail(Code.Aborted, `the content does not match checksum.sri sha256-${hexToBase64(d.hash)} (${e.rawMessage}); nothing was stored`);
@@ -103,42 +99,47 @@ async function storeVerifiedByR2(store: BlobStore, body: ReadableStream<Uint8Arr
   return { ok: true, digest: d, checksums: { sha256: hexToBase64(d.hash) } };
 }
 
-/** Hashes the body on its way into a staging object; copies it into the CAS if it verifies. */
-async function storeStaged(store: BlobStore, body: ReadableStream<Uint8Array>, length: number, q: AssetQualifiers): Promise<OriginResult> {
-  const algorithms = new Set<SriAlgorithm>(["sha256", ...(q.sri ?? []).map((h) => h.algorithm)]);
-  const hashers = [...algorithms].map((a) => ({ a, stream: new crypto.DigestStream(SRI_ALGORITHMS[a]) }));
-  const writers = hashers.map((h) => h.stream.getWriter());
-  const tap = new TransformStream<Uint8Array, Uint8Array>({
-    async transform(chunk, ctl) {
-      await Promise.all(writers.map((w) => w.write(chunk)));
-      ctl.enqueue(chunk);
-    },
-    async flush() {
-      await Promise.all(writers.map((w) => w.close()));
-    },
-  });
+/**
+ * Stores the download as a staging object, hashes it from there (natively: stream to DigestStream,
+ * no JavaScript per chunk) and copies it under its SHA-256 if it satisfies checksum.sri.
+ */
+async function storeStaged(store: BlobStore, payload: Payload, q: AssetQualifiers): Promise<OriginResult> {
+  const algorithms = [...new Set<SriAlgorithm>(["sha256", ...(q.sri ?? []).map((h) => h.algorithm)])];
   const staging = `asset-staging/${store.tenant}/${crypto.randomUUID()}`;
-  const sized = new FixedLengthStream(length);
   try {
-    const [piped, put] = await Promise.allSettled([body.pipeThrough(tap).pipeTo(sized.writable), store.env.CAS.put(staging, sized.readable)]);
-    if (piped.status === "rejected") throw piped.reason;
-    if (put.status === "rejected") throw put.reason;
-    const checksums: Checksums = {};
-    for (const h of hashers) checksums[h.a] = bytesToBase64(await h.stream.digest);
+    await store.env.CAS.put(staging, "stream" in payload ? payload.stream : payload.bytes);
+    const staged = await store.env.CAS.get(staging);
+    if (!staged) throw new ConnectError("the staged download vanished before it was hashed", Code.Unavailable);
+    const checksums = await hashAll(staged.body, algorithms);
     if (q.sri && !sriSatisfied(q.sri, checksums)) {
       const got = Object.entries(checksums).map(([a, b]) => `${a}-${b}`).join(" ");
       return fail(Code.Aborted, `the content does not match checksum.sri (it hashes to ${got}); nothing was stored`);
     }
-    const d: BlobDigest = { hash: base64ToHex(checksums.sha256!), size: length };
+    const d: BlobDigest = { hash: base64ToHex(checksums.sha256!), size: staged.size };
     if (!(await store.index.has(d))) {
-      const staged = await store.env.CAS.get(staging);
-      if (!staged) throw new ConnectError("the staged download vanished before it was stored", Code.Unavailable);
-      await store.write(d, staged.body);
+      const copy = await store.env.CAS.get(staging);
+      if (!copy) throw new ConnectError("the staged download vanished before it was stored", Code.Unavailable);
+      await store.write(d, copy.body, { sized: true });
     }
     return { ok: true, digest: d, checksums };
   } finally {
     await store.env.CAS.delete(staging);
   }
+}
+
+/** The stream's digests (base64) by algorithm, the stream split with tee where more than one. */
+async function hashAll(body: ReadableStream<Uint8Array>, algorithms: SriAlgorithm[]): Promise<Checksums> {
+  const out: Checksums = {};
+  const jobs: Promise<void>[] = [];
+  let rest = body;
+  algorithms.forEach((a, i) => {
+    let mine = rest;
+    if (i < algorithms.length - 1) [mine, rest] = rest.tee();
+    const ds = new crypto.DigestStream(SRI_ALGORITHMS[a]);
+    jobs.push(mine.pipeTo(ds).then(async () => void (out[a] = bytesToBase64(await ds.digest))));
+  });
+  await Promise.all(jobs);
+  return out;
 }
 
 /** The body, or null once it passes `cap` bytes. */

@@ -23,11 +23,12 @@ import {
 } from "../gen/build/bazel/remote/asset/v1/remote_asset_pb.ts";
 import { DigestFunction_Value, type Digest } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { authorize } from "../auth.ts";
+import { assetFetchAllow } from "../config.ts";
 import { invalidArgument, missingBlobs } from "../errors.ts";
 import { assetKey, getAsset, putAsset, type AssetKind, type AssetRecord } from "../storage/asset-store.ts";
 import { checkDigestFunction, missingSubject, parseDigest, toProtoDigest, type BlobDigest } from "../storage/digest.ts";
 import { directoryBlobs } from "./action-cache.ts";
-import { fetchFromOrigin, isFetchableUri, parseAllowList } from "./asset-origin.ts";
+import { fetchFromOrigin, isFetchableUri } from "./asset-origin.ts";
 import { hexToBase64, parseQualifiers, sriQualifier, sriSatisfied, type AssetQualifiers, type Checksums } from "./asset-qualifiers.ts";
 import { scopeFor, type Scope } from "./scope.ts";
 
@@ -129,7 +130,7 @@ async function fetchBlob(ctx: HandlerContext, req: FetchBlobRequest) {
   }
   // Downloading writes to the CAS: the caller needs write access, whatever the origin.
   authorize(s.principal, s.instanceName, "write");
-  const allow = parseAllowList(s.env.ASSET_FETCH_ALLOW);
+  const allow = assetFetchAllow();
   const signal = AbortSignal.any([ctx.signal, AbortSignal.timeout(timeoutMs)]);
   let last = { uri: fetchable[0]!, code: Code.NotFound, message: "" };
   for (const uri of fetchable) {
