@@ -77,9 +77,14 @@ async function assetBlobs(s: Scope, kind: AssetKind, digest: BlobDigest, blobs: 
 
 /** A stored asset that may answer this Fetch, or null. */
 async function usableAsset({ s, kind, q, oldestMs }: FetchArgs, uri: string): Promise<AssetRecord | null> {
-  const rec = await getAsset(s.env.CAS, await assetKey(s.principal.tenant, s.instanceName, kind, uri, q.key));
+  const key = await assetKey(s.principal.tenant, s.instanceName, kind, uri, q.key);
+  const rec = await getAsset(s.env.CAS, key);
   if (!rec) return null;
-  if (rec.expireAtMs !== undefined && rec.expireAtMs <= Date.now()) return null;
+  if (rec.expireAtMs !== undefined && rec.expireAtMs <= Date.now()) {
+    // Expired entries are removed when next looked up: nothing else would ever delete them.
+    await s.env.CAS.delete(key);
+    return null;
+  }
   if (rec.storedAtMs < oldestMs) return null;
   if (q.sri && !sriSatisfied(q.sri, rec.checksums)) return null;
   // A directory that is only partly present is a miss too; present blobs are touched.

@@ -207,6 +207,7 @@ describe("expiry and age", () => {
     const uri = `urn:x:${crypto.randomUUID()}`;
     await pusher.pushBlob({ instanceName, uris: [uri], blobDigest: blob, expireAt: timestampFromMs(Date.now() - 1000) });
     expect((await fetcher.fetchBlob({ instanceName, uris: [uri] })).status?.code).toBe(Code.NotFound);
+    expect((await env.CAS.list({ prefix: `asset/default/${encodeURIComponent(instanceName)}/` })).objects).toHaveLength(0);
     await pusher.pushBlob({ instanceName, uris: [uri], blobDigest: blob, expireAt: timestampFromMs(Date.now() + 60_000) });
     expect((await fetcher.fetchBlob({ instanceName, uris: [uri] })).blobDigest?.hash).toBe(blob.hash);
   });
