@@ -41,7 +41,8 @@ export async function fetchFromOrigin(
       if (!allowed(url, allow)) {
         return fail(Code.PermissionDenied, `host ${url.host} is not in ASSET_FETCH_ALLOW; Kiln fetches only from the hosts its operator allows`);
       }
-      res = await fetch(url, { redirect: "manual", signal });
+      // The bytes as the origin stores them: a decoded body would not match its Content-Length.
+      res = await fetch(url, { redirect: "manual", signal, headers: { "accept-encoding": "identity" } });
       const location = res.headers.get("location");
       if (res.status < 300 || res.status >= 400 || !location) break;
       await res.body?.cancel();
@@ -67,11 +68,12 @@ export async function fetchFromOrigin(
   }
 }
 
-/** A download: a stream whose length the origin declared, or a short body read whole. */
+/** A download: a stream whose length the origin declared, or a short body read whole (no length, or encoded anyway). */
 type Payload = { stream: ReadableStream<Uint8Array>; length: number } | { bytes: Uint8Array; length: number };
 
 async function storeBody(store: BlobStore, res: Response, q: AssetQualifiers): Promise<OriginResult> {
-  const declared = Number(res.headers.get("content-length") ?? NaN);
+  const encoded = (res.headers.get("content-encoding") ?? "identity").toLowerCase() !== "identity";
+  const declared = encoded ? NaN : Number(res.headers.get("content-length") ?? NaN);
   let payload: Payload;
   if (res.body && Number.isSafeInteger(declared) && declared >= 0) payload = { stream: res.body, length: declared };
   else {
