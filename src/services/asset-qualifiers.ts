@@ -20,6 +20,7 @@ const RESOURCE_TYPE = "resource_type";
 const PUSH_ONLY = new Set(["vcs.branch", "vcs.commit", "directory"]);
 const KNOWN = new Set([SRI, RESOURCE_TYPE, "bazel.canonical_id", ...PUSH_ONLY]);
 const MAX_VALUE_CHARS = 4096;
+const MAX_QUALIFIERS = 64;
 
 /** SRI algorithms Kiln verifies, by their SRI prefix, with their Web Crypto names. */
 export const SRI_ALGORITHMS = { sha256: "SHA-256", sha384: "SHA-384", sha512: "SHA-512" } as const;
@@ -46,9 +47,10 @@ export interface AssetQualifiers {
 }
 
 export function parseQualifiers(qualifiers: readonly Qualifier[]): AssetQualifiers {
+  if (qualifiers.length > MAX_QUALIFIERS) throw invalidArgument(`${qualifiers.length} qualifiers; at most ${MAX_QUALIFIERS}`, "qualifiers");
   const unsupported = qualifiers.filter((q) => !KNOWN.has(q.name));
   if (unsupported.length > 0) {
-    const names = unsupported.map((q) => `"${q.name}"`);
+    const names = unsupported.map((q) => `"${q.name.slice(0, 200)}"`);
     throw new ConnectError(`unsupported qualifier(s) ${names.join(", ")}; Kiln supports ${[...KNOWN].join(", ")}`, Code.InvalidArgument, undefined, [
       { desc: BadRequestSchema, value: { fieldViolations: names.map((n) => ({ field: "qualifiers.name", description: `${n} not supported` })) } },
     ]);

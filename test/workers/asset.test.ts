@@ -59,13 +59,19 @@ describe("Push then Fetch", () => {
     const uri = `urn:kiln-test:${crypto.randomUUID()}`;
     await grpcWebClient(Push).pushBlob({ instanceName, uris: [uri], blobDigest: blob });
     expect((await grpcWebClient(Fetch).fetchBlob({ instanceName, uris: [uri] })).blobDigest?.hash).toBe(blob.hash);
-    const res = await SELF.fetch(`http://kiln/v1/${instanceName}/assets:fetchBlob`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ uris: [uri] }),
-    });
+    const rest = (method: string, body: object) =>
+      SELF.fetch(`http://kiln/v1/${instanceName}/assets:${method}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    const res = await rest("fetchBlob", { uris: [uri] });
     expect(res.status).toBe(200);
     expect(((await res.json()) as { blobDigest: { hash: string } }).blobDigest.hash).toBe(blob.hash);
+    const restUri = `urn:kiln-test:${crypto.randomUUID()}`;
+    expect((await rest("pushBlob", { uris: [restUri], blobDigest: { hash: blob.hash, sizeBytes: String(blob.sizeBytes) } })).status).toBe(200);
+    expect((await fetcher.fetchBlob({ instanceName, uris: [restUri] })).blobDigest?.hash).toBe(blob.hash);
+    const refused = await rest("fetchBlob", { uris: [uri], qualifiers: [{ name: "nope", value: "" }] });
+    expect(refused.status).toBe(400);
+    const body = (await refused.json()) as { error: { status: string; details: { fieldViolations?: { field: string }[] }[] } };
+    expect(body.error.status).toBe("INVALID_ARGUMENT");
+    expect(body.error.details[0]?.fieldViolations?.[0]?.field).toBe("qualifiers.name");
   });
 
   it("PushDirectory then FetchDirectory; a directory with a missing file is refused", async () => {
