@@ -106,9 +106,9 @@ describe("a 512 MiB download", () => {
     for (let n = 0; n < SIZE; n += block.length) h.update(block);
     return h.digest("hex");
   })();
-  // Holding the body would cost over 537 MB; measured growth of workerd's RSS while streaming was
-  // 130-180 MB for 256 MiB (local R2's own buffers), so this bound leaves margin and still fails
-  // on a buffered body.
+  // Holding the body would cost over 537 MB on top of what streaming costs; measured growth of
+  // workerd's RSS while streaming it (local R2's own buffers) was 176-237 MB on the shared 2-core
+  // machine, so this bound leaves margin and still fails on a buffered body.
   const GROWTH_BOUND = 450e6;
   /** FetchBlob with a deadline for a slow, shared machine (the helper's is 120 s). */
   const fetchBlob = (client: Client, req: object) =>
