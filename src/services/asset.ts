@@ -211,7 +211,8 @@ async function push(ctx: HandlerContext, req: PushArgs, kind: AssetKind, digestF
     }
     checksums.sha256 = own;
   }
-  const missing = await s.store.index.missing(await assetBlobs(s, kind, d, blobs, directories), false);
+  // Touched: the association should keep its blobs alive, as a Fetch hit does.
+  const missing = await s.store.index.missing(await assetBlobs(s, kind, d, blobs, directories), true);
   if (missing.length > 0) {
     throw missingBlobs(`the asset references ${missing.length} blob(s) not in the CAS; upload them first`, missing.map(missingSubject));
   }
