@@ -29,7 +29,7 @@ import { assetKey, getAsset, putAsset, type AssetKind, type AssetRecord } from "
 import { checkDigestFunction, missingSubject, parseDigest, toProtoDigest, type BlobDigest } from "../storage/digest.ts";
 import { directoryBlobs } from "./action-cache.ts";
 import { fetchFromOrigin, isFetchableUri } from "./asset-origin.ts";
-import { hexToBase64, parseQualifiers, sriQualifier, sriSatisfied, type AssetQualifiers, type Checksums } from "./asset-qualifiers.ts";
+import { base64ToHex, hexToBase64, parseQualifiers, sriQualifier, sriSatisfied, type AssetQualifiers, type Checksums } from "./asset-qualifiers.ts";
 import { scopeFor, type Scope } from "./scope.ts";
 
 const MAX_URIS = 100;
@@ -133,6 +133,8 @@ async function fetchBlob(ctx: HandlerContext, req: FetchBlobRequest) {
     const why = q.pushOnly.length > 0 ? `qualifier(s) ${q.pushOnly.join(", ")} match only pushed assets` : "no URI is an http(s) URL Kiln could fetch";
     return respondBlob({ status: { code: Code.NotFound, message: `no usable asset is stored for these URIs and qualifiers, and ${why}` }, uri: uris[0]! });
   }
+  const known = await presentBySha256(args);
+  if (known) return respondBlob(answer(fetchable[0]!, newRecord(known, q, { sha256: hexToBase64(known.hash) }, Date.now())));
   // Downloading writes to the CAS: the caller needs write access, whatever the origin.
   authorize(s.principal, s.instanceName, "write");
   const allow = assetFetchAllow();
@@ -150,6 +152,23 @@ async function fetchBlob(ctx: HandlerContext, req: FetchBlobRequest) {
     return respondBlob(answer(uri, rec));
   }
   return respondBlob({ status: { code: last.code, message: last.message }, uri: last.uri });
+}
+
+/**
+ * The blob a sha256 in checksum.sri names, when this tenant's CAS already holds it: it is the
+ * content the URL must have, so no download is needed (Bazel's repository cache works the same
+ * way). Not when resource_type asks for something only the origin's answer can show, nor when
+ * oldest_content_accepted is set: the spec makes it the client's way to ask for a new download.
+ */
+async function presentBySha256({ s, q, oldestMs }: FetchArgs): Promise<BlobDigest | null> {
+  if (q.resourceType !== undefined || oldestMs !== -Infinity) return null;
+  for (const h of q.sri ?? []) {
+    if (h.algorithm !== "sha256") continue;
+    const hash = base64ToHex(h.base64);
+    const size = await s.store.sizeOf(hash);
+    if (size !== null && (await s.store.index.missing([{ hash, size }], true)).length === 0) return { hash, size };
+  }
+  return null;
 }
 
 function respondBlob(r: Answer) {

@@ -242,6 +242,20 @@ describe("FetchBlob from origin", () => {
     expect(await hits(path)).toBe(0);
   });
 
+  it("answers a sha256 checksum.sri from a blob already in the CAS without downloading, unless resource_type is asked", async () => {
+    const text = "already here " + crypto.randomUUID();
+    await upload(text);
+    const path = uniquePath();
+    const uri = `${origin}${path}?text=${encodeURIComponent(text)}`;
+    const qualifiers = [{ name: "checksum.sri", value: await sri("SHA-256", text) }];
+    const r = await fetcher.fetchBlob({ uris: [uri], qualifiers });
+    expect(r.status?.code ?? 0).toBe(0);
+    expect(r.blobDigest?.hash).toBe(await sha256Hex(text));
+    const typed = await fetcher.fetchBlob({ uris: [uri], qualifiers: [...qualifiers, { name: "resource_type", value: "text/plain" }] });
+    expect(typed.status?.code).toBe(Code.PermissionDenied);
+    expect(await hits(path)).toBe(0);
+  });
+
   it("downloads into the CAS with checksum.sri (sha256) verified, then answers from the asset cache", async () => {
     env.ASSET_FETCH_ALLOW = originHost;
     const instanceName = uniqueInstance();
