@@ -7,7 +7,7 @@
 // that writes (Push, or a download into the CAS) needs write.
 import { create } from "@bufbuild/protobuf";
 import { durationMs, timestampFromMs, timestampMs, type Duration, type Timestamp } from "@bufbuild/protobuf/wkt";
-import { Code, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
   Fetch,
   FetchBlobResponseSchema,
@@ -25,6 +25,7 @@ import { DigestFunction_Value, type Digest } from "../gen/build/bazel/remote/exe
 import { authorize } from "../auth.ts";
 import { assetFetchAllow } from "../config.ts";
 import { invalidArgument, missingBlobs } from "../errors.ts";
+import { callOrigin } from "../execution/request-metadata.ts";
 import { assetKey, getAsset, putAsset, type AssetKind, type AssetRecord } from "../storage/asset-store.ts";
 import { checkDigestFunction, missingSubject, parseDigest, toProtoDigest, type BlobDigest } from "../storage/digest.ts";
 import { directoryBlobs } from "./action-cache.ts";
@@ -126,15 +127,15 @@ async function fetchBlob(ctx: HandlerContext, req: FetchBlobRequest) {
   const { s, uris, q } = args;
   for (const uri of uris) {
     const rec = await usableAsset(args, uri);
-    if (rec) return respondBlob(answer(uri, rec));
+    if (rec) return respondBlob(ctx, answer(uri, rec));
   }
   const fetchable = uris.filter(isFetchableUri);
   if (fetchable.length === 0 || q.pushOnly.length > 0) {
     const why = q.pushOnly.length > 0 ? `qualifier(s) ${q.pushOnly.join(", ")} match only pushed assets` : "no URI is an http(s) URL Kiln could fetch";
-    return respondBlob({ status: { code: Code.NotFound, message: `no usable asset is stored for these URIs and qualifiers, and ${why}` }, uri: uris[0]! });
+    return respondBlob(ctx, { status: { code: Code.NotFound, message: `no usable asset is stored for these URIs and qualifiers, and ${why}` }, uri: uris[0]! });
   }
   const known = await presentBySha256(args);
-  if (known) return respondBlob(answer(fetchable[0]!, newRecord(known, q, { sha256: hexToBase64(known.hash) }, Date.now())));
+  if (known) return respondBlob(ctx, answer(fetchable[0]!, newRecord(known, q, { sha256: hexToBase64(known.hash) }, Date.now())));
   // Downloading writes to the CAS: the caller needs write access, whatever the origin.
   authorize(s.principal, s.instanceName, "write");
   const allow = assetFetchAllow();
@@ -149,9 +150,9 @@ async function fetchBlob(ctx: HandlerContext, req: FetchBlobRequest) {
     }
     const rec = newRecord(got.digest, q, got.checksums, startedMs);
     await putAsset(s.env.CAS, await assetKey(s.principal.tenant, s.instanceName, "blob", uri, q.key), rec);
-    return respondBlob(answer(uri, rec));
+    return respondBlob(ctx, answer(uri, rec));
   }
-  return respondBlob({ status: { code: last.code, message: last.message }, uri: last.uri });
+  return respondBlob(ctx, { status: { code: last.code, message: last.message }, uri: last.uri });
 }
 
 /**
@@ -171,7 +172,17 @@ async function presentBySha256({ s, q, oldestMs }: FetchArgs): Promise<BlobDiges
   return null;
 }
 
-function respondBlob(r: Answer) {
+/**
+ * Bazel's downloader (4.2.3 at least) ignores the response's status and reads blob_digest, empty
+ * on failure: it would write an empty file where the fetch failed. Bazel gets failures as RPC
+ * errors, with the same code and message; every other client gets the status the spec asks for.
+ */
+function raiseForBazel(ctx: HandlerContext, r: Answer): void {
+  if (r.status.code !== 0 && callOrigin(ctx.requestHeader).toolName === "bazel") throw new ConnectError(r.status.message ?? "", r.status.code as Code);
+}
+
+function respondBlob(ctx: HandlerContext, r: Answer) {
+  raiseForBazel(ctx, r);
   const { digest, ...rest } = r;
   return create(FetchBlobResponseSchema, { ...rest, blobDigest: digest });
 }
@@ -186,10 +197,12 @@ async function fetchDirectory(ctx: HandlerContext, req: FetchDirectoryRequest) {
       return create(FetchDirectoryResponseSchema, { ...rest, rootDirectoryDigest: digest });
     }
   }
-  return create(FetchDirectoryResponseSchema, {
+  const missed: Answer = {
     status: { code: Code.NotFound, message: "no usable directory is stored for these URIs and qualifiers; Kiln serves only pushed directories" },
     uri: args.uris[0]!,
-  });
+  };
+  raiseForBazel(ctx, missed);
+  return create(FetchDirectoryResponseSchema, missed);
 }
 
 const newRecord = (digest: BlobDigest, q: AssetQualifiers, checksums: Checksums, storedAtMs: number, extra: Partial<AssetRecord> = {}): AssetRecord => ({

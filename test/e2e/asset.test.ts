@@ -150,10 +150,9 @@ describe.skipIf(!haveBazel)("Bazel 4.2.3 --experimental_remote_downloader", () =
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it("fetches an http_file through Kiln, and again from Kiln alone once the origin is gone", async () => {
-    const content = `an http_file fetched through Kiln ${randomUUID()}\n`;
-    const path = `/archive/${randomUUID()}.txt`;
-    const ws = join(dir, "ws");
+  /** A workspace whose http_file is `url` with `content`'s sha256; builds it in a fresh output base. */
+  async function fetchHttpFile(url: string, content: string) {
+    const ws = join(dir, `ws-${randomUUID()}`);
     await mkdir(ws, { recursive: true });
     await writeFile(
       join(ws, "WORKSPACE"),
@@ -161,7 +160,7 @@ describe.skipIf(!haveBazel)("Bazel 4.2.3 --experimental_remote_downloader", () =
         'load("@bazel_tools//tools/build_defs/repo:http.bzl", "http_file")',
         "http_file(",
         '    name = "asset",',
-        `    urls = ["${origin.url}${path}?text=${encodeURIComponent(content)}"],`,
+        `    urls = ["${url}"],`,
         `    sha256 = "${sha256(content)}",`,
         ")",
         "",
@@ -173,15 +172,35 @@ describe.skipIf(!haveBazel)("Bazel 4.2.3 --experimental_remote_downloader", () =
       `--remote_cache=grpc://${stack.grpcTarget}`,
       "--repository_cache=",
     ];
+    const outputBase = join(dir, `ob-${randomUUID()}`);
+    try {
+      const run = await runBazel(ws, ["build", ...flags, "@asset//file"], { outputBase, timeoutMs: 5 * 60_000 });
+      const file = run.code === 0 ? await readFile(join(outputBase, "external/asset/file/downloaded"), "utf8") : undefined;
+      return { ...run, file };
+    } finally {
+      await disposeOutputBase(ws, outputBase);
+    }
+  }
+
+  it("fails the fetch when the URL's host is not allowed: Kiln refuses and Bazel does not go around it", async () => {
+    const content = `refused ${randomUUID()}\n`;
+    const path = `/archive/${randomUUID()}.txt`;
+    // ASSET_FETCH_ALLOW names 127.0.0.1:PORT; localhost:PORT is the same server under another name.
+    const url = `http://localhost:${new URL(origin.url).port}${path}?text=${encodeURIComponent(content)}`;
+    const run = await fetchHttpFile(url, content);
+    expect(run.code, run.stderr).not.toBe(0);
+    expect(run.stderr).toMatch(/PERMISSION_DENIED|ASSET_FETCH_ALLOW/);
+    expect(origin.hits(path)).toBe(0);
+  });
+
+  it("fetches an http_file through Kiln, and again from Kiln alone once the origin is gone", async () => {
+    const content = `an http_file fetched through Kiln ${randomUUID()}\n`;
+    const path = `/archive/${randomUUID()}.txt`;
+    const url = `${origin.url}${path}?text=${encodeURIComponent(content)}`;
     const fetchOnce = async () => {
-      const outputBase = join(dir, `ob-${randomUUID()}`);
-      try {
-        const run = await runBazel(ws, ["build", ...flags, "@asset//file"], { outputBase, timeoutMs: 5 * 60_000 });
-        expect(run.code, run.stderr).toBe(0);
-        return await readFile(join(outputBase, "external/asset/file/downloaded"), "utf8");
-      } finally {
-        await disposeOutputBase(ws, outputBase);
-      }
+      const run = await fetchHttpFile(url, content);
+      expect(run.code, run.stderr).toBe(0);
+      return run.file;
     };
     expect(await fetchOnce()).toBe(content);
     // Kiln downloaded it once; Bazel itself never asked the origin.

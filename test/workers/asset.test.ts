@@ -1,12 +1,13 @@
 // Remote Asset API (Fetch, Push) against the real worker and bindings. Origin downloads go to the
 // scripted HTTP origin started by asset-origin-setup.ts, reached over loopback like any host.
 import { create, toBinary } from "@bufbuild/protobuf";
+import { base64Encode } from "@bufbuild/protobuf/wire";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { SELF, env } from "cloudflare:test";
 import { afterEach, describe, expect, inject, it } from "vitest";
 import { Fetch, Push } from "../../src/gen/build/bazel/remote/asset/v1/remote_asset_pb.ts";
-import { ContentAddressableStorage, DirectorySchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { ContentAddressableStorage, DirectorySchema, RequestMetadataSchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { BadRequestSchema, PreconditionFailureSchema } from "../../src/gen/google/rpc/error_details_pb.ts";
 import { bytes, connectClient, digestOf, errorOf, grpcWebClient, sha256Hex, uniqueInstance, upload } from "./helpers.ts";
 
@@ -141,6 +142,18 @@ describe("Push then Fetch", () => {
     } finally {
       delete env.API_KEYS;
     }
+  });
+});
+
+describe("failures for Bazel", () => {
+  it("are RPC errors when RequestMetadata names bazel (its downloader ignores the response status)", async () => {
+    const md = toBinary(RequestMetadataSchema, create(RequestMetadataSchema, { toolDetails: { toolName: "bazel", toolVersion: "4.2.3" } }));
+    const bazel = connectClient(Fetch, { "build.bazel.remote.execution.v2.requestmetadata-bin": base64Encode(md) });
+    expect((await errorOf(bazel.fetchBlob({ uris: ["urn:x:nothing-here"] }))).code).toBe(Code.NotFound);
+    expect((await errorOf(bazel.fetchBlob({ uris: [`${origin}${uniquePath()}?text=x`] }))).code).toBe(Code.PermissionDenied);
+    expect((await errorOf(bazel.fetchDirectory({ uris: ["urn:x:nothing-here"] }))).code).toBe(Code.NotFound);
+    // Anyone else gets the status inside the response, as the spec says.
+    expect((await fetcher.fetchBlob({ uris: ["urn:x:nothing-here"] })).status?.code).toBe(Code.NotFound);
   });
 });
 
