@@ -37,7 +37,7 @@ export default defineConfig({
   ],
   test: {
     include: ["test/workers/**/*.test.ts"],
-    globalSetup: ["test/workers/bep-fixtures-setup.ts"],
+    globalSetup: ["test/workers/bep-fixtures-setup.ts", "test/workers/asset-origin-setup.ts"],
     setupFiles: ["test/workers/apply-migrations.ts"],
     // A 2-core machine, often shared with e2e runs: 5 s is too tight for the larger streaming tests.
     testTimeout: 40_000,

@@ -11,6 +11,7 @@ import {
   ContentAddressableStorage,
   Execution,
 } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { Fetch, Push } from "../src/gen/build/bazel/remote/asset/v1/remote_asset_pb.ts";
 import { ByteStream } from "../src/gen/google/bytestream/bytestream_pb.ts";
 import { ResultStoreDownload } from "../src/gen/google/devtools/resultstore/v2/resultstore_download_pb.ts";
 import { ResultStoreFileDownload } from "../src/gen/google/devtools/resultstore/v2/resultstore_file_download_pb.ts";
@@ -26,7 +27,7 @@ import { forwardMethod } from "./forward.ts";
 import { withKey } from "./metadata.ts";
 
 /** Every service the worker serves over gRPC-web. */
-const SERVICES: DescService[] = [Capabilities, ContentAddressableStorage, ActionCache, Execution, ByteStream, Operations, ResultStoreUpload, ResultStoreDownload, ResultStoreFileDownload, PublishBuildEvent, BuildEventIngest];
+const SERVICES: DescService[] = [Capabilities, ContentAddressableStorage, ActionCache, Execution, ByteStream, Operations, ResultStoreUpload, ResultStoreDownload, ResultStoreFileDownload, PublishBuildEvent, BuildEventIngest, Fetch, Push];
 
 export interface BridgeOptions {
   /** The worker's origin, e.g. http://127.0.0.1:8787. */

@@ -87,3 +87,12 @@ export function publicUrl(env: Env, requestOrigin?: string): string | undefined 
 /** Remote execution is configured when runners can authenticate, or containers can be started. */
 export const executionConfigured = (env: Env) =>
   Boolean(env.RUNNER_KEYS?.trim()) || (Boolean(env.RUNNER) && Number(env.RUNNER_CONTAINERS ?? "0") > 0);
+
+/** ASSET_FETCH_ALLOW: the hosts (or host:port) Remote Asset FetchBlob may download from. Unset: none. */
+export const assetFetchAllow = (): Set<string> =>
+  new Set(
+    (kilnEnv().ASSET_FETCH_ALLOW ?? "")
+      .split(/[\s,]+/)
+      .map((h) => h.trim().toLowerCase())
+      .filter(Boolean),
+  );

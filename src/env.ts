@@ -44,4 +44,6 @@ export interface Env extends KilnBindings {
   CAS_MAX_IDLE_DAYS?: string;
   /** Action-cache entries not used for this many days are deleted. Unset: kept. */
   AC_MAX_IDLE_DAYS?: string;
+  /** Hosts (or host:port) Remote Asset FetchBlob may download from, comma-separated. Unset: none. */
+  ASSET_FETCH_ALLOW?: string;
 }

@@ -10,6 +10,8 @@ import { RequestMetadataSchema } from "../gen/build/bazel/remote/execution/v2/re
 export const REQUEST_METADATA_HEADER = "build.bazel.remote.execution.v2.requestmetadata-bin";
 
 export interface CallOrigin {
+  /** tool_details.tool_name, e.g. "bazel". */
+  toolName: string;
   toolInvocationId: string;
   targetId: string;
   actionMnemonic: string;
@@ -20,11 +22,11 @@ const clip = (s: string) => s.slice(0, 256);
 /** What the header says, or empty strings when it is absent or malformed (it is advisory). */
 export function callOrigin(headers: Headers): CallOrigin {
   const raw = headers.get(REQUEST_METADATA_HEADER);
-  const none = { toolInvocationId: "", targetId: "", actionMnemonic: "" };
+  const none = { toolName: "", toolInvocationId: "", targetId: "", actionMnemonic: "" };
   if (!raw) return none;
   try {
     const m = fromBinary(RequestMetadataSchema, base64Decode(raw.split(",")[0]!.trim()));
-    return { toolInvocationId: clip(m.toolInvocationId), targetId: clip(m.targetId), actionMnemonic: clip(m.actionMnemonic) };
+    return { toolName: clip(m.toolDetails?.toolName ?? ""), toolInvocationId: clip(m.toolInvocationId), targetId: clip(m.targetId), actionMnemonic: clip(m.actionMnemonic) };
   } catch {
     return none;
   }

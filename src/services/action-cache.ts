@@ -34,7 +34,7 @@ export interface ActionKey {
  * The Directories under DIRECTORY_ONLY outputs (root_directory_digest without a Tree), level by
  * level, and the files they hold. A directory missing from the CAS is listed, not descended.
  */
-async function directoryBlobs(s: Pick<Scope, "store">, roots: BlobDigest[]): Promise<BlobDigest[]> {
+export async function directoryBlobs(s: Pick<Scope, "store">, roots: BlobDigest[]): Promise<BlobDigest[]> {
   const out: BlobDigest[] = [];
   const seen = new Set<string>();
   for (let level = roots; level.length > 0; ) {

@@ -14,6 +14,8 @@ import { buildEventIngestService, publishBuildEventService } from "./build-event
 import { file_bep } from "../bes/bep.ts";
 import { Operations } from "../gen/google/longrunning/operations_pb.ts";
 import { actionCacheService } from "./action-cache.ts";
+import { Fetch, Push } from "../gen/build/bazel/remote/asset/v1/remote_asset_pb.ts";
+import { fetchService, pushService } from "./asset.ts";
 import { byteStreamService } from "./bytestream.ts";
 import { capabilitiesService } from "./capabilities.ts";
 import { casService } from "./cas.ts";
@@ -59,4 +61,6 @@ export const services: ServiceEntry[] = [
   entry(PublishBuildEvent, publishBuildEventService, RESULTSTORE_UPLOAD_MAX, [file_bep]),
   entry(BuildEventIngest, buildEventIngestService, RESULTSTORE_UPLOAD_MAX, [file_bep]),
   entry(RemoteActions, remoteActionsService),
+  entry(Fetch, fetchService),
+  entry(Push, pushService),
 ];

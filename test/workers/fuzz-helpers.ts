@@ -220,7 +220,7 @@ export const unaryMethods: DescMethod[] = services.flatMap((s) =>
 );
 
 /** Methods that store something when their request is valid: fuzzed only with breakMessage. */
-export const WRITING_METHODS = new Set(["BatchUpdateBlobs", "UpdateActionResult", "Write", "Execute"]);
+export const WRITING_METHODS = new Set(["BatchUpdateBlobs", "UpdateActionResult", "Write", "Execute", "PushBlob", "PushDirectory"]);
 
 export interface Case {
   /** Says what was sent, for the failure report. */

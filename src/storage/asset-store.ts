@@ -1,0 +1,53 @@
+// Where Remote Asset entries live in R2: one small JSON object per (tenant, instance name, kind,
+// URI, key qualifiers), beside the action cache's entries. An entry maps that key to a digest in
+// the CAS with the times Fetch needs (when it was pushed or fetched, when it expires); the blobs
+// themselves stay in the CAS, whose presence is checked on every Fetch.
+import type { BlobDigest } from "./digest.ts";
+import { hex } from "./sha256-state.ts";
+
+export type AssetKind = "blob" | "directory";
+
+export interface AssetRecord {
+  digest: BlobDigest;
+  /** The qualifiers the asset was stored with (its key), for Fetch responses. */
+  qualifiers: { name: string; value: string }[];
+  /** What the content is known to hash to, base64 by SRI algorithm (checksum.sri). */
+  checksums: Partial<Record<"sha256" | "sha384" | "sha512", string>>;
+  /** When it was pushed, or when its retrieval from origin started (oldest_content_accepted). */
+  storedAtMs: number;
+  /** Push's expire_at: Fetch stops returning it after this. */
+  expireAtMs?: number;
+  /** Push's references_blobs / references_directories, kept present with the asset. */
+  referencedBlobs: BlobDigest[];
+  referencedDirectories: BlobDigest[];
+}
+
+const utf8 = new TextEncoder();
+
+/** The R2 key of an asset. URIs and qualifier values are hashed: they are long and arbitrary. */
+export async function assetKey(
+  tenant: string,
+  instanceName: string,
+  kind: AssetKind,
+  uri: string,
+  keyQualifiers: readonly { name: string; value: string }[],
+): Promise<string> {
+  const canonical = JSON.stringify([uri, keyQualifiers.map((q) => [q.name, q.value])]);
+  const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", utf8.encode(canonical)));
+  return `asset/${tenant}/${encodeURIComponent(instanceName)}/${kind}/${hex(hash)}`;
+}
+
+export async function putAsset(bucket: R2Bucket, key: string, record: AssetRecord): Promise<void> {
+  await bucket.put(key, JSON.stringify(record), { httpMetadata: { contentType: "application/json" } });
+}
+
+/** The entry under key; null if absent or unreadable (the next Push or fetch replaces it). */
+export async function getAsset(bucket: R2Bucket, key: string): Promise<AssetRecord | null> {
+  const obj = await bucket.get(key);
+  if (!obj) return null;
+  try {
+    return JSON.parse(await obj.text()) as AssetRecord;
+  } catch {
+    return null;
+  }
+}

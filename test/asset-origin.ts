@@ -1,0 +1,73 @@
+// A scripted HTTP origin for Remote Asset fetch tests (workerd tests reach it through globalSetup,
+// e2e tests start their own). What it serves is said by the query, so a test knows the bytes and
+// their hashes without a shared table:
+//   /any/path?text=abc            the bytes of "abc", with Content-Length
+//   /any/path?repeat=N&byte=B     N bytes of value B (default 120), streamed in 64 KiB writes
+//   &chunked=1                    no Content-Length (chunked transfer encoding)
+//   &type=text/plain              the Content-Type
+//   &status=404                   that status, empty body
+//   &redirect=URL                 302 to URL
+//   &hang=1                       never answers (timeouts)
+// GET /hits?path=/any/path counts requests seen for that path (refused fetches must not arrive).
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+
+export interface AssetOrigin {
+  url: string;
+  hits(path: string): number;
+  close(): Promise<void>;
+}
+
+export async function startAssetOrigin(): Promise<AssetOrigin> {
+  const hits = new Map<string, number>();
+  const server = http.createServer((req, res) => {
+    const u = new URL(req.url ?? "/", "http://origin");
+    const q = u.searchParams;
+    if (u.pathname === "/hits") {
+      res.end(String(hits.get(q.get("path") ?? "") ?? 0));
+      return;
+    }
+    hits.set(u.pathname, (hits.get(u.pathname) ?? 0) + 1);
+    if (q.has("hang")) return;
+    if (q.has("redirect")) {
+      res.writeHead(302, { location: q.get("redirect")! }).end();
+      return;
+    }
+    const status = Number(q.get("status") ?? 200);
+    if (status !== 200) {
+      res.writeHead(status).end();
+      return;
+    }
+    const headers: http.OutgoingHttpHeaders = { "content-type": q.get("type") ?? "application/octet-stream" };
+    const text = q.get("text");
+    const length = text !== null ? Buffer.byteLength(text) : Number(q.get("repeat") ?? 0);
+    if (!q.has("chunked")) headers["content-length"] = length;
+    res.writeHead(200, headers);
+    if (text !== null) {
+      res.end(text);
+      return;
+    }
+    const block = Buffer.alloc(64 * 1024, Number(q.get("byte") ?? 120));
+    let left = length;
+    const pump = () => {
+      while (left > 0) {
+        const n = Math.min(left, block.length);
+        left -= n;
+        if (!res.write(block.subarray(0, n))) return void res.once("drain", pump);
+      }
+      res.end();
+    };
+    pump();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    hits: (path) => hits.get(path) ?? 0,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
