@@ -26,6 +26,10 @@ export interface Env {
    * saved per part); smaller ones in one verified put. At least the 8 MiB part size.
    */
   RESUMABLE_UPLOAD_ABOVE_BYTES?: string;
+  /** The edge's request-body cap in bytes (default 100000000); 0: none. Sets max_cas_blob_size_bytes. */
+  MAX_REQUEST_BODY_BYTES?: string;
+  /** FastCDC average chunk size for SplitBlob (1 KiB..1 MiB, default 524288). */
+  CHUNK_AVG_SIZE_BYTES?: string;
   /** API keys as JSON (see README, "API keys"). Unset or empty: the service runs open. */
   API_KEYS?: string;
   /** Runner credentials as JSON (see README, "Runners"). */

@@ -5,7 +5,7 @@ import {
   DigestFunction_Value,
   SymlinkAbsolutePathStrategy_Value,
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
-import { executionConfigured, maxBatchTotalSize } from "../config.ts";
+import { chunkAvgSize, executionConfigured, maxBatchTotalSize, maxUploadBlobSize } from "../config.ts";
 import { PRIORITY_RANGE } from "./execution.ts";
 import { SUPPORTED_NODE_PROPERTIES } from "./node-properties.ts";
 import { scopeFor } from "./scope.ts";
@@ -22,10 +22,15 @@ export const capabilitiesService: ServiceImpl<typeof Capabilities> = {
         maxBatchTotalSizeBytes: BigInt(maxBatchTotalSize()),
         // Output symlinks are stored as given; the runner decides what it accepts.
         symlinkAbsolutePathStrategy: SymlinkAbsolutePathStrategy_Value.ALLOWED,
-        // IDENTITY only (implicit); ByteStream blobs are not size-capped beyond the platform's.
+        // IDENTITY only (implicit).
         supportedCompressors: [],
         supportedBatchUpdateCompressors: [],
-        maxCasBlobSizeBytes: 0n,
+        // What one upload request carries under the edge's body cap; larger blobs go up as
+        // chunks and SpliceBlob, and SplitBlob cuts stored blobs with FastCDC 2020.
+        maxCasBlobSizeBytes: BigInt(maxUploadBlobSize()),
+        splitBlobSupport: true,
+        spliceBlobSupport: true,
+        fastCdc2020Params: { avgChunkSizeBytes: BigInt(chunkAvgSize()), seed: 0 },
       },
       executionCapabilities: {
         digestFunction: DigestFunction_Value.SHA256,

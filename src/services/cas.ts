@@ -1,4 +1,5 @@
-// ContentAddressableStorage: FindMissingBlobs, BatchUpdateBlobs, BatchReadBlobs, GetTree.
+// ContentAddressableStorage: FindMissingBlobs, BatchUpdateBlobs, BatchReadBlobs, GetTree (SplitBlob and
+// SpliceBlob live in cas-chunking.ts).
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { ContentAddressableStorage, Compressor_Value, type Directory } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { maxBatchTotalSize } from "../config.ts";
@@ -9,6 +10,7 @@ import { decodePageToken, encodePageToken, seenKey, type TreeWalk } from "../sto
 import { mapLimit } from "../storage/map-limit.ts";
 import { MAX_BATCH_ENTRIES, MAX_FIND_MISSING_DIGESTS, checkCount, maxTreeDirectoriesPerCall } from "./limits.ts";
 import { scopeFor } from "./scope.ts";
+import { spliceBlob, splitBlob } from "./cas-chunking.ts";
 
 /** Most directories, and about the most bytes of them, in one GetTree message (4 MiB is the usual cap). */
 const TREE_CHUNK = 2_000;
@@ -125,10 +127,6 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
     yield { directories: page, nextPageToken: "" };
   },
 
-  async splitBlob() {
-    throw new ConnectError("SplitBlob is not implemented (split_blob_support is false)", Code.Unimplemented);
-  },
-  async spliceBlob() {
-    throw new ConnectError("SpliceBlob is not implemented (splice_blob_support is false)", Code.Unimplemented);
-  },
+  splitBlob,
+  spliceBlob,
 };

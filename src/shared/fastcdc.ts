@@ -115,7 +115,7 @@ export class FastCdc {
  * Cuts a byte stream into chunks without holding more than about two maximum-size chunks.
  * Each chunk yielded is a fresh copy, the caller's to keep.
  */
-export async function* chunkStream(source: AsyncIterable<Uint8Array>, cdc: FastCdc): AsyncGenerator<Uint8Array> {
+export async function* chunkStream(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, cdc: FastCdc): AsyncGenerator<Uint8Array> {
   const max = cdc.params.maxSize;
   const buf = new Uint8Array(2 * max);
   let pos = 0;

@@ -1,0 +1,94 @@
+// The storage half of SplitBlob and SpliceBlob. Both stream: a split reads the blob once from R2,
+// cuts it with FastCDC and stores each new chunk as a CAS blob (holding at most a few chunks); a
+// splice streams the chunks' concatenation into one verified write (uploadBlob: a single R2 put
+// that R2 checks against the SHA-256, or a multipart upload hashed on the way for large blobs),
+// so a spliced blob that does not hash to its digest never lands.
+//
+// A split's chunk list is kept beside the CAS (splits/{tenant}/{hash}) so splitting the same blob
+// again costs one read of the list and one existence check, not a read of the whole blob; a list
+// whose chunks are no longer all present is recomputed.
+import { notFound } from "../errors.ts";
+import { chunkStream, type FastCdc } from "../shared/fastcdc.ts";
+import type { BlobStore } from "./blob-store.ts";
+import { blobKey, type BlobDigest } from "./digest.ts";
+import { hex } from "./sha256-state.ts";
+import { uploadBlob, type WriteChunk } from "./upload.ts";
+
+/** New chunks are checked against the index and stored this many bytes at a time. */
+const STORE_BATCH_BYTES = 8 * 1024 * 1024;
+
+const splitKey = (store: BlobStore, d: BlobDigest, cdc: FastCdc) =>
+  `splits/${store.tenant}/${d.hash}/${cdc.params.avgSize}-${cdc.params.seed}`;
+
+/** The chunks of a stored blob, in order, each stored in the CAS. NOT_FOUND if the blob is absent. */
+export async function splitBlob(store: BlobStore, d: BlobDigest, cdc: FastCdc): Promise<BlobDigest[]> {
+  const known = await knownSplit(store, d, cdc);
+  if (known) return known;
+  const blob = await store.read(d);
+  const chunks: BlobDigest[] = [];
+  let batch: { d: BlobDigest; data: Uint8Array }[] = [];
+  let batchBytes = 0;
+  // One batch is stored while the next is cut: the R2 writes overlap the chunking.
+  let storing: Promise<void> = Promise.resolve();
+  const flush = async () => {
+    const toStore = batch;
+    batch = [];
+    batchBytes = 0;
+    await storing;
+    storing = storeNew(store, toStore);
+  };
+  for await (const data of chunkStream(blob.body, cdc)) {
+    const c = { hash: hex(new Uint8Array(await crypto.subtle.digest("SHA-256", data))), size: data.byteLength };
+    chunks.push(c);
+    batch.push({ d: c, data });
+    batchBytes += data.byteLength;
+    if (batchBytes >= STORE_BATCH_BYTES) await flush();
+  }
+  await flush();
+  await storing;
+  await store.env.CAS.put(splitKey(store, d, cdc), JSON.stringify(chunks.map((c) => [c.hash, c.size])));
+  return chunks;
+}
+
+/** A split recorded earlier whose blob and chunks are all still present (and are touched). */
+async function knownSplit(store: BlobStore, d: BlobDigest, cdc: FastCdc): Promise<BlobDigest[] | null> {
+  const obj = await store.env.CAS.get(splitKey(store, d, cdc));
+  if (!obj) return null;
+  const chunks = ((await obj.json()) as [string, number][]).map(([hash, size]) => ({ hash, size }));
+  const missing = await store.index.missing([d, ...chunks], true);
+  if (missing.some((m) => m.hash === d.hash && m.size === d.size)) throw notFound(`blob ${blobKey(d)} not found`);
+  return missing.length === 0 ? chunks : null;
+}
+
+async function storeNew(store: BlobStore, blobs: { d: BlobDigest; data: Uint8Array }[]): Promise<void> {
+  if (blobs.length === 0) return;
+  const missing = new Set((await store.index.missing(blobs.map((b) => b.d), true)).map(blobKey));
+  const errors = await store.writeMany(blobs.filter((b) => missing.has(blobKey(b.d))));
+  const failed = errors.find((e) => e !== undefined);
+  if (failed) throw failed;
+}
+
+/**
+ * Stores `blob` as the concatenation of `chunks` (all in the CAS, sizes adding up to blob.size),
+ * verified against blob.hash; nothing is stored on a mismatch. A chunk that vanished meanwhile is
+ * NOT_FOUND.
+ */
+export async function spliceBlob(store: BlobStore, blob: BlobDigest, chunks: readonly BlobDigest[]): Promise<void> {
+  await uploadBlob(store, `splice-${crypto.randomUUID()}`, blob, 0, concatenation(store, chunks));
+}
+
+async function* concatenation(store: BlobStore, chunks: readonly BlobDigest[]): AsyncGenerator<WriteChunk> {
+  let offset = 0;
+  // The next chunk's read is started while this one streams, so R2's latency is paid once.
+  let next = chunks.length ? store.read(chunks[0]!) : undefined;
+  for (let i = 0; i < chunks.length; i++) {
+    const current = await next!;
+    next = i + 1 < chunks.length ? store.read(chunks[i + 1]!) : undefined;
+    next?.catch(() => {}); // awaited on the next turn; an early failure must not go unhandled
+    for await (const data of current.body) {
+      yield { offset, data, finish: false };
+      offset += data.byteLength;
+    }
+  }
+  yield { offset, data: new Uint8Array(), finish: true };
+}
