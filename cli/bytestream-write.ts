@@ -20,7 +20,8 @@ import {
   type WriteResponseSchema,
 } from "../src/gen/google/bytestream/bytestream_pb.ts";
 import { parseWriteResource, resourcePath } from "../src/shared/resource-names.ts";
-import { writeChunked, type ChunkPlan } from "./chunked-blobs.ts";
+import type { ChunkPlan } from "../src/shared/fastcdc.ts";
+import { writeChunked } from "./chunked-blobs.ts";
 import { fromHttpError } from "./errors.ts";
 import { forwardClientStream } from "./forward.ts";
 import { forwardedMetadata } from "./metadata.ts";

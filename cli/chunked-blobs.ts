@@ -16,7 +16,7 @@ import {
   ContentAddressableStorage,
 } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { missingSubject, type BlobDigest } from "../src/shared/digest.ts";
-import { FastCdc, chunkStream, fastCdc2020Params, DEFAULT_AVG_CHUNK_SIZE } from "../src/shared/fastcdc.ts";
+import { chunkPlanOf, chunkStream, type ChunkPlan } from "../src/shared/fastcdc.ts";
 import { missingBlobs } from "../src/shared/status.ts";
 import { forwardedMetadata } from "./metadata.ts";
 
@@ -26,12 +26,6 @@ const BATCH_BYTES = 3 * 1024 * 1024;
 const BATCHES_IN_FLIGHT = 4;
 /** Chunk reads in flight ahead of the one being streamed to the client. */
 const READ_AHEAD = 4;
-
-export interface ChunkPlan {
-  /** Blobs larger than this move as chunks. */
-  above: number;
-  cdc: FastCdc;
-}
 
 /**
  * When the bridge chunks: `chunkAbove` when given (0: never), else from the worker's Capabilities
@@ -43,11 +37,15 @@ export function chunkPolicy(upstream: Transport, chunkAbove?: number) {
     if (chunkAbove === 0) return Promise.resolve(null);
     plan ??= (async () => {
       const caps = (await call(upstream, Capabilities.method.getCapabilities, ctx, {})).cacheCapabilities;
-      const avg = Number(caps?.fastCdc2020Params?.avgChunkSizeBytes ?? 0n);
-      const cdc = new FastCdc(fastCdc2020Params(avg >= 1024 && avg <= 1024 * 1024 ? avg : DEFAULT_AVG_CHUNK_SIZE, caps?.fastCdc2020Params?.seed ?? 0));
-      if (chunkAbove !== undefined) return { above: chunkAbove, cdc };
-      const max = Number(caps?.maxCasBlobSizeBytes ?? 0n);
-      return caps?.spliceBlobSupport && caps.splitBlobSupport && max > 0 ? { above: max, cdc } : null;
+      return chunkPlanOf(
+        {
+          maxCasBlobSize: Number(caps?.maxCasBlobSizeBytes ?? 0n),
+          splitAndSplice: Boolean(caps?.splitBlobSupport && caps.spliceBlobSupport),
+          avgChunkSize: Number(caps?.fastCdc2020Params?.avgChunkSizeBytes ?? 0n),
+          seed: caps?.fastCdc2020Params?.seed ?? 0,
+        },
+        chunkAbove,
+      );
     })();
     plan.catch(() => (plan = undefined));
     return plan;

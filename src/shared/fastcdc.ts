@@ -145,3 +145,26 @@ export async function* chunkStream(source: AsyncIterable<Uint8Array> | Iterable<
     pos += len;
   }
 }
+
+/** When a client moves blobs as chunks: those over `above` bytes, cut with `cdc`. */
+export interface ChunkPlan {
+  above: number;
+  cdc: FastCdc;
+}
+
+/**
+ * The chunking a client of this server should do, from its CacheCapabilities: blobs over
+ * max_cas_blob_size_bytes (the most one request carries) go up as chunks and SpliceBlob, cut with
+ * the server's FastCDC parameters so the chunks are the ones SplitBlob makes. null: no limit, or
+ * the server cannot splice. `above` overrides the limit (0: never chunk).
+ */
+export function chunkPlanOf(
+  caps: { maxCasBlobSize: number; splitAndSplice: boolean; avgChunkSize: number; seed: number },
+  above?: number,
+): ChunkPlan | null {
+  if (above === 0 || !caps.splitAndSplice) return null;
+  const avg = caps.avgChunkSize >= 1024 && caps.avgChunkSize <= 1024 * 1024 ? caps.avgChunkSize : DEFAULT_AVG_CHUNK_SIZE;
+  const cdc = new FastCdc(fastCdc2020Params(avg, caps.seed));
+  if (above !== undefined) return { above, cdc };
+  return caps.maxCasBlobSize > 0 ? { above: caps.maxCasBlobSize, cdc } : null;
+}

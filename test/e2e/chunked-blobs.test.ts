@@ -1,11 +1,13 @@
 // Blobs over the edge's body cap through the bridge with a real @grpc/grpc-js client: the worker
 // runs with a small MAX_REQUEST_BODY_BYTES (so max_cas_blob_size_bytes is 4 MiB and larger direct
 // uploads are refused), and the bridge, reading that from Capabilities, moves larger blobs as
-// FastCDC chunks with BatchUpdateBlobs + SpliceBlob, and reads them back with SplitBlob.
+// FastCDC chunks with BatchUpdateBlobs + SpliceBlob, and reads them back with SplitBlob. The
+// runner, asked the same, uploads an action's large output the same way.
 import { randomBytes, randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FastCdc, chunkStream, fastCdc2020Params } from "../../src/shared/fastcdc.ts";
-import { connect, digestOf, errorOf, grpc, sha256, statusName, unary, type Clients } from "./grpc-client.ts";
+import { digestOf, errorOf, grpc, sha256, statusName, unary, type Clients } from "./grpc-client.ts";
+import { connectExec, execute, finalOf, putAction, type ExecClients } from "./execution-client.ts";
 import { startStack, type Stack } from "./stack.ts";
 
 const MiB = 1024 * 1024;
@@ -34,10 +36,10 @@ function read(bs: Clients["bytestream"], resource: string): Promise<Buffer> {
 
 describe("chunked blobs through the bridge (split/splice past the body cap)", () => {
   let stack: Stack;
-  let c: Clients;
+  let c: ExecClients;
   beforeAll(async () => {
-    stack = await startStack({ vars: { MAX_REQUEST_BODY_BYTES: String(CAP) } });
-    c = connect(stack.grpcTarget);
+    stack = await startStack({ vars: { MAX_REQUEST_BODY_BYTES: String(CAP) }, runner: true });
+    c = connectExec(stack.grpcTarget);
   }, 120_000);
   afterAll(async () => {
     c?.close();
@@ -90,4 +92,21 @@ describe("chunked blobs through the bridge (split/splice past the body cap)", ()
     expect((await write(c.bytestream, `e2e/uploads/${randomUUID()}/blobs/${d.hash}/${d.size_bytes}`, blob)).committed_size).toBe(d.size_bytes);
     expect(sha256(await read(c.bytestream, `e2e/blobs/${d.hash}/${d.size_bytes}`))).toBe(d.hash);
   }, 60_000);
+
+  it("the runner uploads an action output over the limit as chunks + SpliceBlob", async () => {
+    const size = 9 * MiB + 3;
+    const { digest } = await putAction(c, "e2e", { script: `head -c ${size} /dev/urandom` });
+    const { response } = await finalOf(execute(c, "e2e", digest));
+    expect(response.status?.code ?? 0, response.status?.message).toBe(0);
+    const out = response.result!.stdoutDigest!;
+    expect(Number(out.sizeBytes)).toBe(size);
+    const stored = Buffer.from(await (await fetch(`${stack.httpUrl}/e2e/blobs/${out.hash}/${out.sizeBytes}`)).arrayBuffer());
+    expect(stored.length).toBe(size);
+    expect(sha256(stored)).toBe(out.hash);
+    // It went up in FastCDC chunks: each is in the CAS on its own.
+    const chunks = [];
+    for await (const chunk of chunkStream([stored], new FastCdc(fastCdc2020Params(512 * 1024)))) chunks.push(digestOf(chunk));
+    const missing = await unary(c.cas, "FindMissingBlobs", { instance_name: "e2e", blob_digests: chunks });
+    expect(missing.missing_blob_digests).toEqual([]);
+  }, 180_000);
 });
