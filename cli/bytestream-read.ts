@@ -6,8 +6,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type Transport } from "@connectrpc/connect";
 import { ByteStream, type ReadRequest, type ReadResponseSchema } from "../src/gen/google/bytestream/bytestream_pb.ts";
 import { parseReadResource, resourcePath } from "../src/shared/resource-names.ts";
-import type { ChunkPlan } from "../src/shared/fastcdc.ts";
-import { readChunked } from "./chunked-blobs.ts";
+import { readChunked, type ChunkPolicy } from "./chunked-blobs.ts";
 import { fromHttpError } from "./errors.ts";
 import { forwardServerStream } from "./forward.ts";
 import { forwardedMetadata } from "./metadata.ts";
@@ -32,7 +31,7 @@ function rangeOf(req: ReadRequest, size: number): string | undefined {
   return `bytes=${offset}-${end}`;
 }
 
-export function byteStreamRead(upstreamUrl: string, upstream: Transport, chunking?: (ctx: HandlerContext) => Promise<ChunkPlan | null>) {
+export function byteStreamRead(upstreamUrl: string, upstream: Transport, chunking?: ChunkPolicy) {
   const base = upstreamUrl.replace(/\/+$/, "");
   return async function* (req: ReadRequest, ctx: HandlerContext): AsyncGenerator<MessageInitShape<typeof ReadResponseSchema>> {
     const size = blobSize(req.resourceName);
@@ -41,11 +40,13 @@ export function byteStreamRead(upstreamUrl: string, upstream: Transport, chunkin
       yield* forwardServerStream(upstream, ByteStream.method.read, req, ctx);
       return;
     }
-    const plan = range === "" && size ? await chunking?.(ctx) : null;
-    if (plan && size! > plan.above) {
+    if (range === "" && chunking) {
       const { instanceName, digest } = parseReadResource(req.resourceName);
-      for await (const data of readChunked(upstream, base, instanceName, digest, ctx)) yield { data };
-      return;
+      const plan = await chunking(ctx, instanceName);
+      if (plan && digest.size > plan.above) {
+        for await (const data of readChunked(upstream, base, instanceName, digest, ctx)) yield { data };
+        return;
+      }
     }
     const headers = forwardedMetadata(ctx.requestHeader);
     if (range) headers.set("range", range);

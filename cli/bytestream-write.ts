@@ -21,7 +21,7 @@ import {
 } from "../src/gen/google/bytestream/bytestream_pb.ts";
 import { parseWriteResource, resourcePath } from "../src/shared/resource-names.ts";
 import type { ChunkPlan } from "../src/shared/fastcdc.ts";
-import { writeChunked } from "./chunked-blobs.ts";
+import { writeChunked, type ChunkPolicy } from "./chunked-blobs.ts";
 import { fromHttpError } from "./errors.ts";
 import { forwardClientStream } from "./forward.ts";
 import { forwardedMetadata } from "./metadata.ts";
@@ -41,7 +41,7 @@ export function uploadSize(resourceName: string): number | undefined {
 /** Blobs up to this size are PUT without a QueryWriteStatus first. */
 const PUT_WITHOUT_ASKING = 64 * 1024;
 
-export function byteStreamWrite(upstreamUrl: string, upstream: Transport, chunking?: (ctx: HandlerContext) => Promise<ChunkPlan | null>) {
+export function byteStreamWrite(upstreamUrl: string, upstream: Transport, chunking?: ChunkPolicy) {
   const base = upstreamUrl.replace(/\/+$/, "");
   return async (requests: AsyncIterable<WriteRequest>, ctx: HandlerContext): Promise<WriteResponseInit> => {
     const it = requests[Symbol.asyncIterator]();
@@ -72,7 +72,7 @@ export function byteStreamWrite(upstreamUrl: string, upstream: Transport, chunki
       );
     }
     if (status.committedSize > 0n) return forwardClientStream(upstream, ByteStream.method.write, replay(head, it), ctx);
-    const plan = await chunking?.(ctx);
+    const plan = await chunking?.(ctx, parseWriteResource(head.resourceName).instanceName);
     if (plan && size > plan.above) return putChunks(upstream, plan, size, head, it, ctx);
     return put(upstream, url, size, head, it, ctx);
   };

@@ -27,27 +27,38 @@ const BATCHES_IN_FLIGHT = 4;
 /** Chunk reads in flight ahead of the one being streamed to the client. */
 const READ_AHEAD = 4;
 
+/** Which blobs of an instance move as chunks; null: none. */
+export type ChunkPolicy = (ctx: HandlerContext, instanceName: string) => Promise<ChunkPlan | null>;
+
 /**
  * When the bridge chunks: `chunkAbove` when given (0: never), else from the worker's Capabilities
- * (asked once, with the first caller's credentials; a failed ask is retried on the next call).
+ * for the instance (asked once per instance, with the first caller's credentials). A worker that
+ * will not say (a key without access, an older worker) gets whole blobs, and is asked again later.
  */
-export function chunkPolicy(upstream: Transport, chunkAbove?: number) {
-  let plan: Promise<ChunkPlan | null> | undefined;
-  return (ctx: HandlerContext): Promise<ChunkPlan | null> => {
+export function chunkPolicy(upstream: Transport, chunkAbove?: number): ChunkPolicy {
+  const plans = new Map<string, Promise<ChunkPlan | null>>();
+  return (ctx, instanceName) => {
     if (chunkAbove === 0) return Promise.resolve(null);
-    plan ??= (async () => {
-      const caps = (await call(upstream, Capabilities.method.getCapabilities, ctx, {})).cacheCapabilities;
-      return chunkPlanOf(
-        {
-          maxCasBlobSize: Number(caps?.maxCasBlobSizeBytes ?? 0n),
-          splitAndSplice: Boolean(caps?.splitBlobSupport && caps.spliceBlobSupport),
-          avgChunkSize: Number(caps?.fastCdc2020Params?.avgChunkSizeBytes ?? 0n),
-          seed: caps?.fastCdc2020Params?.seed ?? 0,
+    let plan = plans.get(instanceName);
+    if (!plan) {
+      plan = call(upstream, Capabilities.method.getCapabilities, ctx, { instanceName }).then(
+        ({ cacheCapabilities: caps }) =>
+          chunkPlanOf(
+            {
+              maxCasBlobSize: Number(caps?.maxCasBlobSizeBytes ?? 0n),
+              splitAndSplice: Boolean(caps?.splitBlobSupport && caps.spliceBlobSupport),
+              avgChunkSize: Number(caps?.fastCdc2020Params?.avgChunkSizeBytes ?? 0n),
+              seed: caps?.fastCdc2020Params?.seed ?? 0,
+            },
+            chunkAbove,
+          ),
+        () => {
+          plans.delete(instanceName);
+          return null;
         },
-        chunkAbove,
       );
-    })();
-    plan.catch(() => (plan = undefined));
+      plans.set(instanceName, plan);
+    }
     return plan;
   };
 }
