@@ -36,6 +36,7 @@ export async function splitBlob(store: BlobStore, d: BlobDigest, cdc: FastCdc): 
     batchBytes = 0;
     await storing;
     storing = storeNew(store, toStore);
+    storing.catch(() => {}); // awaited by the next flush or at the end; never left unhandled
   };
   for await (const data of chunkStream(blob.body, cdc)) {
     const c = { hash: hex(new Uint8Array(await crypto.subtle.digest("SHA-256", data))), size: data.byteLength };
