@@ -78,17 +78,36 @@ export async function spliceBlob(store: BlobStore, blob: BlobDigest, chunks: rea
   await uploadBlob(store, `splice-${crypto.randomUUID()}`, blob, 0, concatenation(store, chunks));
 }
 
+/** Chunks read ahead of the one being written, whole, when they are at most SPLICE_BUFFERED_CHUNK. */
+const SPLICE_READ_AHEAD = 4;
+const SPLICE_BUFFERED_CHUNK = 4 * 1024 * 1024;
+
 async function* concatenation(store: BlobStore, chunks: readonly BlobDigest[]): AsyncGenerator<WriteChunk> {
+  // Chunks are usually small (FastCDC: 2 MiB at most): reading a few whole ones ahead keeps R2's
+  // latency off the write. A larger chunk (a client may cut any way) is streamed in its turn.
+  const ahead: { d: BlobDigest; data?: Promise<Uint8Array> }[] = [];
+  let next = 0;
+  const fill = () => {
+    while (ahead.length < SPLICE_READ_AHEAD && next < chunks.length) {
+      const d = chunks[next++]!;
+      if (d.size > SPLICE_BUFFERED_CHUNK) {
+        ahead.push({ d });
+        continue;
+      }
+      const data = store.read(d).then(async (r) => new Uint8Array(await new Response(r.body).arrayBuffer()));
+      data.catch(() => {}); // awaited in turn below
+      ahead.push({ d, data });
+    }
+  };
   let offset = 0;
-  // The next chunk's read is started while this one streams, so R2's latency is paid once.
-  let next = chunks.length ? store.read(chunks[0]!) : undefined;
-  for (let i = 0; i < chunks.length; i++) {
-    const current = await next!;
-    next = i + 1 < chunks.length ? store.read(chunks[i + 1]!) : undefined;
-    next?.catch(() => {}); // awaited on the next turn; an early failure must not go unhandled
-    for await (const data of current.body) {
-      yield { offset, data, finish: false };
-      offset += data.byteLength;
+  fill();
+  while (ahead.length) {
+    const { d, data } = ahead.shift()!;
+    fill();
+    const pieces: AsyncIterable<Uint8Array> | Iterable<Uint8Array> = data ? [await data] : (await store.read(d)).body;
+    for await (const piece of pieces) {
+      yield { offset, data: piece, finish: false };
+      offset += piece.byteLength;
     }
   }
   yield { offset, data: new Uint8Array(), finish: true };

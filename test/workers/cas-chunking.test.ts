@@ -175,10 +175,10 @@ describe("SplitBlob and SpliceBlob", () => {
     expect(await sha256Hex((await get(inst, right))!)).toBe(right.hash);
   });
 
-  it("splices a blob above the resumable threshold through a verified multipart upload", async () => {
+  it("splices a blob above the resumable threshold through a verified multipart upload, from chunks of any size", async () => {
     const inst = uniqueInstance("large");
-    // RESUMABLE_UPLOAD_ABOVE_BYTES is 8 MiB in these tests.
-    const parts = [pseudoRandom(3 * MiB, 71), pseudoRandom(3 * MiB, 72), pseudoRandom(3 * MiB + 17, 73)];
+    // RESUMABLE_UPLOAD_ABOVE_BYTES is 8 MiB in these tests; a 5 MiB chunk is streamed, not read ahead whole.
+    const parts = [pseudoRandom(3 * MiB, 71), pseudoRandom(5 * MiB + 17, 72), pseudoRandom(1 * MiB, 73)];
     const chunks = [];
     for (const p of parts) chunks.push(await put(inst, p));
     const whole = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
