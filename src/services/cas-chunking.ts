@@ -55,6 +55,7 @@ export async function spliceBlob(req: SpliceBlobRequest, ctx: HandlerContext) {
     // REAPI names NOT_FOUND for a missing chunk; the violations say which, as Execute's do.
     throw missingBlobs(`${missing.length} of the ${chunks.length} chunks are not in the CAS; upload them first`, missing.map(missingSubject), Code.NotFound);
   }
-  await spliceStored(scope.store, blob, chunks);
+  const cutWith = req.chunkingFunction === ChunkingFunction_Value.FAST_CDC_2020 ? serverChunker() : undefined;
+  await spliceStored(scope.store, blob, chunks, cutWith);
   return { blobDigest: toProtoDigest(blob) };
 }

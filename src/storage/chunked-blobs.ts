@@ -47,9 +47,16 @@ export async function splitBlob(store: BlobStore, d: BlobDigest, cdc: FastCdc): 
   }
   await flush();
   await storing;
-  await store.env.CAS.put(splitKey(store, d, cdc), JSON.stringify(chunks.map((c) => [c.hash, c.size])));
+  await recordSplit(store, d, cdc, chunks);
   return chunks;
 }
+
+const recordSplit = (store: BlobStore, d: BlobDigest, cdc: FastCdc, chunks: readonly BlobDigest[]) =>
+  store.env.CAS.put(splitKey(store, d, cdc), JSON.stringify(chunks.map((c) => [c.hash, c.size])));
+
+/** Sizes FastCDC with these parameters can cut (every chunk but the last within min..max). */
+const fitsChunker = (chunks: readonly BlobDigest[], cdc: FastCdc) =>
+  chunks.every((c, i) => c.size <= cdc.params.maxSize && (i === chunks.length - 1 || c.size >= cdc.params.minSize));
 
 /** A split recorded earlier whose blob and chunks are all still present (and are touched). */
 async function knownSplit(store: BlobStore, d: BlobDigest, cdc: FastCdc): Promise<BlobDigest[] | null> {
@@ -72,10 +79,12 @@ async function storeNew(store: BlobStore, blobs: { d: BlobDigest; data: Uint8Arr
 /**
  * Stores `blob` as the concatenation of `chunks` (all in the CAS, sizes adding up to blob.size),
  * verified against blob.hash; nothing is stored on a mismatch. A chunk that vanished meanwhile is
- * NOT_FOUND.
+ * NOT_FOUND. Chunks the client says it cut with the server's FastCDC (`cutWith`) are recorded as
+ * the blob's split, so a SplitBlob of it (a bridge reading it back) need not read the blob.
  */
-export async function spliceBlob(store: BlobStore, blob: BlobDigest, chunks: readonly BlobDigest[]): Promise<void> {
+export async function spliceBlob(store: BlobStore, blob: BlobDigest, chunks: readonly BlobDigest[], cutWith?: FastCdc): Promise<void> {
   await uploadBlob(store, `splice-${crypto.randomUUID()}`, blob, 0, concatenation(store, chunks));
+  if (cutWith && fitsChunker(chunks, cutWith)) await recordSplit(store, blob, cutWith, chunks);
 }
 
 /** Chunks read ahead of the one being written, whole, when they are at most SPLICE_BUFFERED_CHUNK. */

@@ -42,6 +42,10 @@ async function concat(instanceName: string, chunks: Digest[]): Promise<Uint8Arra
   return out;
 }
 
+async function splitRecorded(hash: string): Promise<boolean> {
+  return (await env.CAS.list({ prefix: "splits/" })).objects.some((o) => o.key.includes(hash));
+}
+
 async function deleteSplitRecords() {
   for (const o of (await env.CAS.list({ prefix: "splits/" })).objects) await env.CAS.delete(o.key);
 }
@@ -86,9 +90,14 @@ describe("SplitBlob and SpliceBlob", () => {
     expect(res.blobDigest).toMatchObject(d);
     expect(await sha256Hex((await get(inst, d))!)).toBe(d.hash);
 
-    const split = await cas.splitBlob({ instanceName: inst, blobDigest: d, chunkingFunction: ChunkingFunction_Value.REP_MAX_CDC });
-    expect(split.chunkingFunction).toBe(ChunkingFunction_Value.FAST_CDC_2020);
-    expect(split.chunkDigests.map((c) => ({ hash: c.hash, sizeBytes: c.sizeBytes }))).toEqual(chunks);
+    // The splice was recorded as the blob's split; without the record, the blob is cut afresh, the same way.
+    expect(await splitRecorded(d.hash)).toBe(true);
+    for (const fresh of [false, true]) {
+      if (fresh) await deleteSplitRecords();
+      const split = await cas.splitBlob({ instanceName: inst, blobDigest: d, chunkingFunction: ChunkingFunction_Value.REP_MAX_CDC });
+      expect(split.chunkingFunction).toBe(ChunkingFunction_Value.FAST_CDC_2020);
+      expect(split.chunkDigests.map((c) => ({ hash: c.hash, sizeBytes: c.sizeBytes }))).toEqual(chunks);
+    }
 
     // REST: the routes come from the google.api.http annotations.
     const rest = await SELF.fetch(`http://kiln/v2/${inst}/blobs/${d.hash}/${d.sizeBytes}:splitBlob`);
@@ -169,10 +178,14 @@ describe("SplitBlob and SpliceBlob", () => {
     const short = await errorOf(cas.spliceBlob({ instanceName: inst, blobDigest: { ...wrong, sizeBytes: 5n }, chunkDigests: [da, db] }));
     expect(short.code).toBe(Code.InvalidArgument);
     expect(short.rawMessage).toMatch(/total 800000 bytes/);
-    // The right order splices.
+    // The right order splices; chunks not cut by FastCDC are not taken for the blob's split.
     const right = await digestOf(new Uint8Array([...a, ...b]));
     await cas.spliceBlob({ instanceName: inst, blobDigest: right, chunkDigests: [da, db] });
     expect(await sha256Hex((await get(inst, right))!)).toBe(right.hash);
+    expect(await splitRecorded(right.hash)).toBe(false);
+    const split = await cas.splitBlob({ instanceName: inst, blobDigest: right });
+    expect(split.chunkDigests.map((c) => c.hash)).not.toEqual([da.hash, db.hash]);
+    expect(await sha256Hex(await concat(inst, split.chunkDigests))).toBe(right.hash);
   });
 
   it("splices a blob above the resumable threshold through a verified multipart upload, from chunks of any size", async () => {
