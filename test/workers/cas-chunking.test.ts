@@ -204,4 +204,14 @@ describe("SplitBlob and SpliceBlob", () => {
     await cas.spliceBlob({ instanceName: inst, blobDigest: d, chunkDigests: chunks });
     expect(await sha256Hex((await get(inst, d))!)).toBe(d.hash);
   });
+
+  it("refuses a splice without blob_digest, with an unknown chunking_function or too many chunks, and a split of another digest function", async () => {
+    const d = await digestOf("x");
+    expect((await errorOf(cas.spliceBlob({ chunkDigests: [d] }))).code).toBe(Code.InvalidArgument);
+    expect((await errorOf(cas.spliceBlob({ blobDigest: d, chunkDigests: [d], chunkingFunction: 7 as ChunkingFunction_Value }))).code).toBe(Code.InvalidArgument);
+    const many = await errorOf(cas.spliceBlob({ blobDigest: { ...d, sizeBytes: 10_001n }, chunkDigests: Array(10_001).fill(d) }));
+    expect(many.code).toBe(Code.InvalidArgument);
+    expect(many.rawMessage).toMatch(/MAX_SPLICE_CHUNKS/);
+    expect((await errorOf(cas.splitBlob({ blobDigest: d, digestFunction: 2 }))).code).toBe(Code.InvalidArgument);
+  });
 });
