@@ -287,7 +287,8 @@ export class CasClient {
    * uploaded (a batch at a time, so only a few MiB are held), then SpliceBlob, which verifies it.
    */
   private async writeChunked(src: BlobSource, plan: ChunkPlan): Promise<void> {
-    const source = "bytes" in src ? [src.bytes] : createReadStream(src.path, { highWaterMark: 1024 * 1024 });
+    const source: Iterable<Uint8Array> | AsyncIterable<Uint8Array> =
+      "bytes" in src ? [src.bytes] : (createReadStream(src.path, { highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>);
     const chunks: BlobDigest[] = [];
     let batch: BlobSource[] = [];
     let batchBytes = 0;
@@ -297,7 +298,7 @@ export class CasClient {
       batch = [];
       batchBytes = 0;
     };
-    for await (const data of chunkStream(source as AsyncIterable<Uint8Array>, plan.cdc)) {
+    for await (const data of chunkStream(source, plan.cdc)) {
       const digest = digestOfBytes(data);
       chunks.push(digest);
       batch.push({ digest, bytes: data });
