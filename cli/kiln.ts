@@ -11,6 +11,8 @@ const USAGE = `usage:
   kiln bridge [--upstream URL] [--port N]    native gRPC (h2c) on 127.0.0.1:N (8980) -> the worker at URL
                                              (http://127.0.0.1:8787) as gRPC-web
                                              env: KILN_API_KEY, added to build events (Bazel sends no headers on BES)
+                                             --chunk-above BYTES: blobs over it move as chunks (SplitBlob/SpliceBlob);
+                                             default the worker's max_cas_blob_size_bytes, 0 never
   kiln upload-bep FILE [--upstream URL]      a --build_event_binary_file into Kiln's ResultStore (idempotent)
                                              env: KILN_API_KEY
   ${RUNNER_USAGE.replace(/^kiln /, "")}
@@ -22,11 +24,16 @@ async function bridge(args: string[]) {
     options: {
       upstream: { type: "string", default: "http://127.0.0.1:8787" },
       port: { type: "string", default: "8980" },
+      "chunk-above": { type: "string" },
     },
   });
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port ${values.port} is not a port number`);
-  const b = await startBridge({ upstream: values.upstream, port, besApiKey: process.env.KILN_API_KEY || undefined });
+  const chunkAbove = values["chunk-above"] === undefined ? undefined : Number(values["chunk-above"]);
+  if (chunkAbove !== undefined && !(Number.isSafeInteger(chunkAbove) && chunkAbove >= 0)) {
+    throw new Error(`--chunk-above ${values["chunk-above"]} is not a size in bytes`);
+  }
+  const b = await startBridge({ upstream: values.upstream, port, besApiKey: process.env.KILN_API_KEY || undefined, chunkAboveBytes: chunkAbove });
   console.log(`kiln bridge: grpc://127.0.0.1:${b.port} -> ${values.upstream} (gRPC-web)`);
   const stop = () => void b.close().then(() => process.exit(0));
   process.once("SIGINT", stop);
