@@ -3,13 +3,15 @@
 //   - bare R2 put/get through a trivial worker (bench/bare-r2) in the same local runtime;
 //   - node:crypto SHA-256 speed;
 //   - an empty FindMissingBlobs round trip (the transport, without the index).
-// Sizes can be shrunk for a quick look: BENCH_BIG_MIB, BENCH_PASSES, BENCH_SMALL_SCALE (0..1].
+// Sizes can be shrunk for a quick look: BENCH_BIG_MIB, BENCH_PASSES, BENCH_SMALL_SCALE (0..1],
+// BENCH_CHUNK_MIB (the SplitBlob/SpliceBlob blob, 1024).
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { startStack } from "../test/e2e/stack.ts";
+import { benchChunking } from "./chunking.ts";
 import { bigBlob, KiB, MiB, nobleSha256Speed, sha256Speed, smallBlobs, type BigBlob, type SmallBlob } from "./lib/data.ts";
 import { bsRead, bsWrite, connect, unary, type Digest } from "./lib/grpc.ts";
 import { agent, get, put } from "./lib/http.ts";
@@ -422,6 +424,11 @@ async function main() {
     ratio: "-",
   });
   notes.push(`FindMissingBlobs: p99 is nearest-rank over ${FMB_CALLS} calls (the slowest but none); min ${fmt(Math.min(...fullMs))} ms, max ${fmt(Math.max(...fullMs))} ms`);
+
+  // 5. SplitBlob and SpliceBlob of a 1 GiB blob (bench/chunking.ts).
+  const chunking = await benchChunking({ httpUrl: stack.httpUrl, cas: clients.cas, totalBytes: envNum("BENCH_CHUNK_MIB", 1024) * MiB, log });
+  rows.push(...chunking.rows);
+  notes.push(...chunking.notes);
 
   // The table (stdout); progress went to stderr.
   const wall = (now() - t0) / 1000;

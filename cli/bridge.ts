@@ -21,6 +21,7 @@ import { PublishBuildEvent } from "../src/gen/google/devtools/build/v1/publish_b
 import { BuildEventIngest } from "../src/gen/kiln/bes/v1/ingest_pb.ts";
 import { relayBuildToolEvents } from "./bes-relay.ts";
 import { byteStreamRead } from "./bytestream-read.ts";
+import { chunkPolicy } from "./chunked-blobs.ts";
 import { byteStreamWrite } from "./bytestream-write.ts";
 import { reportFailures, type Log } from "./failures.ts";
 import { forwardMethod } from "./forward.ts";
@@ -41,6 +42,11 @@ export interface BridgeOptions {
    * --bes_backend, so against a worker with API keys the bridge adds this one.
    */
   besApiKey?: string;
+  /**
+   * Blobs larger than this are written and read as chunks (SplitBlob/SpliceBlob); 0: never.
+   * Default: the worker's max_cas_blob_size_bytes, the most one request carries past its edge.
+   */
+  chunkAboveBytes?: number;
 }
 
 export interface Bridge {
@@ -48,11 +54,12 @@ export interface Bridge {
   close(): Promise<void>;
 }
 
-export async function startBridge({ upstream, host = "127.0.0.1", port = 8980, log = console.error, besApiKey }: BridgeOptions): Promise<Bridge> {
+export async function startBridge({ upstream, host = "127.0.0.1", port = 8980, log = console.error, besApiKey, chunkAboveBytes }: BridgeOptions): Promise<Bridge> {
   // No compression on either hop: blobs are mostly incompressible and both hops are local, so
   // gzip only burns the CPU the worker needs (it halved ByteStream.Read throughput here).
   const transport = createGrpcWebTransport({ baseUrl: upstream, httpVersion: "1.1", acceptCompression: [] });
   const shutdown = new AbortController();
+  const chunking = chunkPolicy(transport, chunkAboveBytes);
   // Build events: Bazel 4.2.3 sends no headers on --bes_backend, so the bridge may add a key.
   const besTransport = besApiKey
     ? createGrpcWebTransport({ baseUrl: upstream, httpVersion: "1.1", acceptCompression: [], interceptors: [withKey(besApiKey)] })
@@ -61,8 +68,8 @@ export async function startBridge({ upstream, host = "127.0.0.1", port = 8980, l
     routes(router) {
       for (const service of SERVICES) {
         for (const method of service.methods) {
-          if (method === ByteStream.method.read) router.rpc(ByteStream.method.read, byteStreamRead(upstream, transport));
-          else if (method === ByteStream.method.write) router.rpc(ByteStream.method.write, byteStreamWrite(upstream, transport));
+          if (method === ByteStream.method.read) router.rpc(ByteStream.method.read, byteStreamRead(upstream, transport, chunking));
+          else if (method === ByteStream.method.write) router.rpc(ByteStream.method.write, byteStreamWrite(upstream, transport, chunking));
           else if (method === PublishBuildEvent.method.publishBuildToolEventStream) {
             router.rpc(PublishBuildEvent.method.publishBuildToolEventStream, relayBuildToolEvents(besTransport));
           } else forwardMethod(router, method, service === PublishBuildEvent || service === BuildEventIngest ? besTransport : transport);

@@ -1,10 +1,12 @@
 // ByteStream.Read as a streamed HTTP GET of the blob: the worker serves raw bytes faster than it
 // frames them as gRPC-web messages, and the bridge then skips decoding them. A name or offset we
 // do not handle here (compressed-blobs, an offset at or past the end, ...) is relayed as gRPC-web.
+// A whole blob over the chunking threshold is read as its SplitBlob chunks (chunked-blobs.ts).
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type Transport } from "@connectrpc/connect";
 import { ByteStream, type ReadRequest, type ReadResponseSchema } from "../src/gen/google/bytestream/bytestream_pb.ts";
 import { parseReadResource, resourcePath } from "../src/shared/resource-names.ts";
+import { readChunked, type ChunkPolicy } from "./chunked-blobs.ts";
 import { fromHttpError } from "./errors.ts";
 import { forwardServerStream } from "./forward.ts";
 import { forwardedMetadata } from "./metadata.ts";
@@ -29,7 +31,7 @@ function rangeOf(req: ReadRequest, size: number): string | undefined {
   return `bytes=${offset}-${end}`;
 }
 
-export function byteStreamRead(upstreamUrl: string, upstream: Transport) {
+export function byteStreamRead(upstreamUrl: string, upstream: Transport, chunking?: ChunkPolicy) {
   const base = upstreamUrl.replace(/\/+$/, "");
   return async function* (req: ReadRequest, ctx: HandlerContext): AsyncGenerator<MessageInitShape<typeof ReadResponseSchema>> {
     const size = blobSize(req.resourceName);
@@ -37,6 +39,14 @@ export function byteStreamRead(upstreamUrl: string, upstream: Transport) {
     if (range === undefined) {
       yield* forwardServerStream(upstream, ByteStream.method.read, req, ctx);
       return;
+    }
+    if (range === "" && chunking) {
+      const { instanceName, digest } = parseReadResource(req.resourceName);
+      const plan = await chunking(ctx, instanceName);
+      if (plan && digest.size > plan.above) {
+        for await (const data of readChunked(upstream, base, instanceName, digest, ctx)) yield { data };
+        return;
+      }
     }
     const headers = forwardedMetadata(ctx.requestHeader);
     if (range) headers.set("range", range);

@@ -10,7 +10,8 @@
 // Then a fresh upload (write_offset 0) goes to the worker as one streamed HTTP PUT of its bytes to
 // the upload's resource name, which the worker stores the same way as a Write (resumably, for large
 // blobs); a resumed upload, or a name we do not understand, is relayed as the gRPC-web client stream
-// it is.
+// it is. A blob over the chunking threshold (the edge's body cap) goes up as chunks and a
+// SpliceBlob instead (chunked-blobs.ts).
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type Transport } from "@connectrpc/connect";
 import {
@@ -19,6 +20,8 @@ import {
   type WriteResponseSchema,
 } from "../src/gen/google/bytestream/bytestream_pb.ts";
 import { parseWriteResource, resourcePath } from "../src/shared/resource-names.ts";
+import type { ChunkPlan } from "../src/shared/fastcdc.ts";
+import { writeChunked, type ChunkPolicy } from "./chunked-blobs.ts";
 import { fromHttpError } from "./errors.ts";
 import { forwardClientStream } from "./forward.ts";
 import { forwardedMetadata } from "./metadata.ts";
@@ -38,7 +41,7 @@ export function uploadSize(resourceName: string): number | undefined {
 /** Blobs up to this size are PUT without a QueryWriteStatus first. */
 const PUT_WITHOUT_ASKING = 64 * 1024;
 
-export function byteStreamWrite(upstreamUrl: string, upstream: Transport) {
+export function byteStreamWrite(upstreamUrl: string, upstream: Transport, chunking?: ChunkPolicy) {
   const base = upstreamUrl.replace(/\/+$/, "");
   return async (requests: AsyncIterable<WriteRequest>, ctx: HandlerContext): Promise<WriteResponseInit> => {
     const it = requests[Symbol.asyncIterator]();
@@ -69,6 +72,8 @@ export function byteStreamWrite(upstreamUrl: string, upstream: Transport) {
       );
     }
     if (status.committedSize > 0n) return forwardClientStream(upstream, ByteStream.method.write, replay(head, it), ctx);
+    const plan = await chunking?.(ctx, parseWriteResource(head.resourceName).instanceName);
+    if (plan && size > plan.above) return putChunks(upstream, plan, size, head, it, ctx);
     return put(upstream, url, size, head, it, ctx);
   };
 }
@@ -125,6 +130,29 @@ async function put(
   const after = await writeStatus(upstream, head.resourceName, ctx).catch(() => undefined);
   if (after?.complete) return { committedSize: BigInt(size) };
   throw failure;
+}
+
+/** A blob too large for one request: as chunks and a SpliceBlob (chunked-blobs.ts). */
+async function putChunks(
+  upstream: Transport,
+  plan: ChunkPlan,
+  size: number,
+  head: WriteRequest,
+  rest: AsyncIterator<WriteRequest>,
+  ctx: HandlerContext,
+): Promise<WriteResponseInit> {
+  const { instanceName, digest } = parseWriteResource(head.resourceName);
+  const body = new WriteBody(head, rest, size);
+  try {
+    await writeChunked(upstream, plan, instanceName, digest, body.stream, ctx);
+  } catch (e) {
+    // Closed before finish_write: nothing is spliced, so nothing is committed (the chunks stay).
+    if (body.endedEarly) return { committedSize: 0n };
+    throw body.failure ?? e;
+  } finally {
+    body.stop();
+  }
+  return { committedSize: BigInt(size) };
 }
 
 /**

@@ -19,7 +19,7 @@ function parse<T extends ParseArgsConfig>(config: T) {
 
 const bridge: Command = {
   summary: "native gRPC (h2c) in front of a worker, for Bazel's grpc:// flags",
-  help: `usage: kiln bridge [--upstream URL] [--host HOST] [--port N]
+  help: `usage: kiln bridge [--upstream URL] [--host HOST] [--port N] [--chunk-above BYTES]
 
 Serves native gRPC (HTTP/2 cleartext) and forwards every call to the worker as gRPC-web: what
 Cloudflare's edge does for a deployed Kiln, for a worker reached without it.
@@ -29,6 +29,10 @@ Cloudflare's edge does for a deployed Kiln, for a worker reached without it.
                    interface, e.g. for Bazel in Docker on this host: then anyone who can reach
                    this port reaches the worker with the keys they send)
   --port N         the port to listen on (default 8980; 0 picks a free one)
+  --chunk-above BYTES
+                   blobs larger than this move as chunks (SplitBlob/SpliceBlob), so no request
+                   exceeds the edge's body cap (default: the worker's max_cas_blob_size_bytes;
+                   0: never)
 
 environment:
   KILN_API_KEY     added to build events, which Bazel 4.2.3 sends without headers on
@@ -43,13 +47,18 @@ ends the bridge with the reason.`,
         upstream: { type: "string", default: DEFAULT_UPSTREAM },
         host: { type: "string", default: "127.0.0.1" },
         port: { type: "string", default: "8980" },
+        "chunk-above": { type: "string" },
       },
     });
     const upstream = upstreamUrl(values.upstream);
     const port = portNumber(values.port);
+    const chunkAboveBytes = values["chunk-above"] === undefined ? undefined : Number(values["chunk-above"]);
+    if (chunkAboveBytes !== undefined && !(Number.isSafeInteger(chunkAboveBytes) && chunkAboveBytes >= 0)) {
+      throw new UsageError(`--chunk-above ${values["chunk-above"]} is not a size in bytes`);
+    }
     const apiKey = process.env.KILN_API_KEY || undefined;
     await checkUpstream(upstream, apiKey);
-    const b = await startBridge({ upstream, host: values.host, port, besApiKey: apiKey }).catch((e: unknown) => {
+    const b = await startBridge({ upstream, host: values.host, port, besApiKey: apiKey, chunkAboveBytes }).catch((e: unknown) => {
       throw new Error(describeListenFailure(e, values.host, port));
     });
     const shown = values.host.includes(":") ? `[${values.host}]` : values.host;

@@ -14,6 +14,33 @@ export function maxBatchTotalSize(): number {
   return Number.isSafeInteger(n) && n > 0 ? n : DEFAULT_MAX_BATCH;
 }
 
+/**
+ * The request-body cap of the edge in front of the Worker (MAX_REQUEST_BODY_BYTES; Cloudflare's is
+ * 100 MB on Free and Pro, 200 MB on Business, 500 MB on Enterprise); 0: no cap (local dev).
+ */
+export function maxRequestBody(): number {
+  const n = Number(kilnEnv().MAX_REQUEST_BODY_BYTES ?? 100_000_000);
+  return Number.isSafeInteger(n) && n >= 0 ? n : 100_000_000;
+}
+
+/** Room left in one request for the framing around a blob's bytes (gRPC-web messages, headers). */
+const UPLOAD_FRAMING_ROOM = 1024 * 1024;
+
+/**
+ * max_cas_blob_size_bytes: the largest blob one upload request can carry under the body cap, or 0
+ * (no limit) without a cap. Larger blobs go up as chunks and SpliceBlob.
+ */
+export function maxUploadBlobSize(): number {
+  const cap = maxRequestBody();
+  return cap > 0 ? Math.max(1, cap - UPLOAD_FRAMING_ROOM) : 0;
+}
+
+/** FastCDC average chunk size that SplitBlob cuts at and Capabilities advertises (CHUNK_AVG_SIZE_BYTES). */
+export function chunkAvgSize(): number {
+  const n = Number(kilnEnv().CHUNK_AVG_SIZE_BYTES);
+  return Number.isInteger(n) && n >= 1024 && n <= 1024 * 1024 ? n : 512 * 1024;
+}
+
 /** Largest blob a client may inline in an ActionResult (stdout, stderr, output files) in total. */
 export const MAX_INLINE_BYTES = 1024 * 1024;
 

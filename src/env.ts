@@ -7,6 +7,10 @@
 export interface Env extends KilnBindings {
   /** Directories one GetTree call reads before answering with a page token (default 5000). */
   MAX_TREE_DIRECTORIES_PER_CALL?: string;
+  /** The edge's request-body cap in bytes (default 100000000); 0: none. Sets max_cas_blob_size_bytes. */
+  MAX_REQUEST_BODY_BYTES?: string;
+  /** FastCDC average chunk size for SplitBlob (1 KiB..1 MiB, default 524288). */
+  CHUNK_AVG_SIZE_BYTES?: string;
   /** API keys as JSON (see README, "API keys"). Unset or empty: the service runs open. */
   API_KEYS?: string;
   /** Runner credentials as JSON (see README, "Runners"). */

@@ -1,7 +1,9 @@
 // The CAS as the runner reaches it: the worker's blob HTTP surface (GET .../blobs/{hash}/{size},
 // PUT .../uploads/{uuid}/blobs/{hash}/{size}) and FindMissingBlobs over Connect JSON, each call
 // carrying the lease token of the action it serves. Blobs stream between the network and files; only small
-// messages (Action, Command, Directory) are read into memory.
+// messages (Action, Command, Directory) are read into memory. A blob over the worker's
+// max_cas_blob_size_bytes (what one request carries past the edge) goes up as FastCDC chunks and a
+// SpliceBlob.
 import { randomUUID, createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import http from "node:http";
@@ -10,7 +12,9 @@ import { Transform, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { blobKey, isEmptyBlob, missingSubject, type BlobDigest } from "../../src/shared/digest.ts";
 import { readResourceName, resourcePath, writeResourceName } from "../../src/shared/resource-names.ts";
+import { chunkPlanOf, chunkStream, type ChunkPlan } from "../../src/shared/fastcdc.ts";
 import { Code, ConnectError } from "./errors.ts";
+import { digestOfBytes } from "./hash.ts";
 import type { Limiter } from "./limit.ts";
 
 export interface CasTarget {
@@ -44,6 +48,27 @@ const IDLE_TIMEOUT_MS = 60_000;
 const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 /** Digests per FindMissingBlobs call (the worker takes 100,000; this keeps bodies small). */
 const FIND_MISSING_BATCH = 5000;
+/** Chunks of a chunked upload are checked and sent this many bytes at a time. */
+const CHUNK_BATCH_BYTES = 8 * 1024 * 1024;
+/** Below this no worker limit is expected, and Capabilities is not asked. */
+const MIN_CHUNKED_SIZE = 1024 * 1024;
+
+/** Each worker's answer to "which blobs go up as chunks", by base URL. */
+const chunkPlans = new Map<string, Promise<ChunkPlan | null>>();
+/** KILN_CHUNK_ABOVE_BYTES: chunk blobs over this size whatever the worker's limit (0: never). */
+function chunkAboveOverride(): number | undefined {
+  const v = process.env.KILN_CHUNK_ABOVE_BYTES;
+  return v === undefined || v === "" || !Number.isSafeInteger(Number(v)) ? undefined : Number(v);
+}
+
+interface JsonCacheCapabilities {
+  maxCasBlobSizeBytes?: string;
+  splitBlobSupport?: boolean;
+  spliceBlobSupport?: boolean;
+  fastCdc2020Params?: { avgChunkSizeBytes?: string; seed?: number };
+}
+
+const jsonDigest = (d: BlobDigest) => ({ hash: d.hash, sizeBytes: String(d.size) });
 
 interface SendOptions {
   method: "GET" | "PUT" | "POST";
@@ -195,38 +220,109 @@ export class CasClient {
     );
   }
 
+  /** A ContentAddressableStorage or Capabilities method over Connect JSON. */
+  private async callJson<T>(method: string, message: object): Promise<T> {
+    const body = Buffer.from(JSON.stringify({ instanceName: this.target.instanceName, ...message }));
+    const url = new URL(`${this.base}/build.bazel.remote.execution.v2.${method}`);
+    return this.limiter.run(() =>
+      withRetries(async () => {
+        const res = await send(url, {
+          method: "POST",
+          headers: this.headers({ "content-type": "application/json", "content-length": String(body.byteLength) }),
+          body,
+        });
+        if (res.statusCode !== 200) throw await failure(res, method.slice(method.indexOf("/") + 1));
+        let text = "";
+        for await (const chunk of res as AsyncIterable<Buffer>) text += chunk.toString("utf8");
+        return JSON.parse(text) as T;
+      }),
+    );
+  }
+
   /** The digests the CAS does not have (FindMissingBlobs). */
   async findMissing(digests: BlobDigest[]): Promise<BlobDigest[]> {
     const missing: BlobDigest[] = [];
     for (let i = 0; i < digests.length; i += FIND_MISSING_BATCH) {
       const batch = digests.slice(i, i + FIND_MISSING_BATCH);
-      const body = Buffer.from(
-        JSON.stringify({
-          instanceName: this.target.instanceName,
-          blobDigests: batch.map((d) => ({ hash: d.hash, sizeBytes: String(d.size) })),
-        }),
-      );
-      const url = new URL(`${this.base}/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs`);
-      const answer = await this.limiter.run(() =>
-        withRetries(async () => {
-          const res = await send(url, {
-            method: "POST",
-            headers: this.headers({ "content-type": "application/json", "content-length": String(body.byteLength) }),
-            body,
-          });
-          if (res.statusCode !== 200) throw await failure(res, "FindMissingBlobs");
-          let text = "";
-          for await (const chunk of res as AsyncIterable<Buffer>) text += chunk.toString("utf8");
-          return JSON.parse(text) as { missingBlobDigests?: { hash: string; sizeBytes?: string }[] };
-        }),
+      const answer = await this.callJson<{ missingBlobDigests?: { hash: string; sizeBytes?: string }[] }>(
+        "ContentAddressableStorage/FindMissingBlobs",
+        { blobDigests: batch.map(jsonDigest) },
       );
       for (const m of answer.missingBlobDigests ?? []) missing.push({ hash: m.hash, size: Number(m.sizeBytes ?? 0) });
     }
     return missing;
   }
 
-  /** Uploads one blob under a fresh upload name. */
-  write(src: BlobSource): Promise<void> {
+  /**
+   * Blobs over the worker's max_cas_blob_size_bytes go up as chunks and SpliceBlob (asked once per
+   * worker; a worker that cannot say, or has no limit, gets whole blobs).
+   */
+  private chunkPlan(): Promise<ChunkPlan | null> {
+    let plan = chunkPlans.get(this.base);
+    if (!plan) {
+      plan = this.callJson<{ cacheCapabilities?: JsonCacheCapabilities }>("Capabilities/GetCapabilities", {}).then(
+        ({ cacheCapabilities: c = {} }) =>
+          chunkPlanOf(
+            {
+              maxCasBlobSize: Number(c.maxCasBlobSizeBytes ?? 0),
+              splitAndSplice: Boolean(c.splitBlobSupport && c.spliceBlobSupport),
+              avgChunkSize: Number(c.fastCdc2020Params?.avgChunkSizeBytes ?? 0),
+              seed: c.fastCdc2020Params?.seed ?? 0,
+            },
+            chunkAboveOverride(),
+          ),
+        () => {
+          // A worker that cannot say gets whole blobs; it is asked again a minute later.
+          setTimeout(() => chunkPlans.delete(this.base), 60_000).unref();
+          return null;
+        },
+      );
+      chunkPlans.set(this.base, plan);
+    }
+    return plan;
+  }
+
+  /**
+   * A blob too large for one request: cut with FastCDC as it is read, the chunks the CAS lacks
+   * uploaded (a batch at a time, so only a few MiB are held), then SpliceBlob, which verifies it.
+   */
+  private async writeChunked(src: BlobSource, plan: ChunkPlan): Promise<void> {
+    const source: Iterable<Uint8Array> | AsyncIterable<Uint8Array> =
+      "bytes" in src ? [src.bytes] : (createReadStream(src.path, { highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>);
+    const chunks: BlobDigest[] = [];
+    let batch: BlobSource[] = [];
+    let batchBytes = 0;
+    const flush = async () => {
+      const missing = new Set((await this.findMissing(batch.map((b) => b.digest))).map(blobKey));
+      await Promise.all(batch.filter((b) => missing.has(blobKey(b.digest))).map((b) => this.put(b)));
+      batch = [];
+      batchBytes = 0;
+    };
+    for await (const data of chunkStream(source, plan.cdc)) {
+      const digest = digestOfBytes(data);
+      chunks.push(digest);
+      batch.push({ digest, bytes: data });
+      batchBytes += data.byteLength;
+      if (batchBytes >= CHUNK_BATCH_BYTES) await flush();
+    }
+    await flush();
+    await this.callJson("ContentAddressableStorage/SpliceBlob", {
+      blobDigest: jsonDigest(src.digest),
+      chunkDigests: chunks.map(jsonDigest),
+      chunkingFunction: "FAST_CDC_2020",
+    });
+  }
+
+  /** Uploads one blob under a fresh upload name, or as chunks when it is over the worker's limit. */
+  async write(src: BlobSource): Promise<void> {
+    const d = src.digest;
+    const plan = d.size > MIN_CHUNKED_SIZE ? await this.chunkPlan() : null;
+    if (plan && d.size > plan.above) return this.writeChunked(src, plan);
+    return this.put(src);
+  }
+
+  /** One PUT of the whole blob. */
+  private put(src: BlobSource): Promise<void> {
     const d = src.digest;
     return this.limiter.run(() =>
       withRetries(async () => {

@@ -3,7 +3,8 @@
 // is canonical (entries sorted by name, no default values written: protobuf-es omits them), and a
 // Tree lists each distinct child Directory once, parents before children, encoded record by record
 // from the very bytes that were hashed, so clients that re-encode and look up each Directory by
-// digest (Bazel) find exactly these.
+// digest (Bazel) find exactly these. When the Command's output_node_properties ask for them, each
+// file, symlink and directory carries its unix_mode (permission bits) and mtime (to the nanosecond).
 import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import type { Stats } from "node:fs";
 import fs from "node:fs/promises";
@@ -12,6 +13,7 @@ import {
   DirectoryNodeSchema,
   DirectorySchema,
   FileNodeSchema,
+  NodePropertiesSchema,
   OutputDirectorySchema,
   OutputFileSchema,
   OutputSymlinkSchema,
@@ -19,10 +21,11 @@ import {
   type ActionResultSchema,
   type DirectoryNode,
   type FileNode,
+  type NodeProperties,
   type SymlinkNode,
 } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import type { BlobSource } from "./cas-client.ts";
-import type { CommandPlan } from "./command.ts";
+import type { CommandPlan, NodePropertyNames } from "./command.ts";
 import { blobKey, toProtoDigest, type BlobDigest } from "../../src/shared/digest.ts";
 import { digestOfBytes, digestOfFile } from "./hash.ts";
 import { errnoOf } from "./errors.ts";
@@ -55,6 +58,16 @@ async function lstatOrNull(p: string): Promise<Stats | null> {
   }
 }
 
+/** The NodeProperties of the node at `abs` (a symlink's own) that `want` names; undefined for none. */
+async function nodePropertiesOf(abs: string, want: NodePropertyNames): Promise<NodeProperties | undefined> {
+  if (!want.unixMode && !want.mtime) return undefined;
+  const st = await fs.lstat(abs, { bigint: true });
+  return create(NodePropertiesSchema, {
+    ...(want.mtime ? { mtime: { seconds: st.mtimeNs / 1_000_000_000n, nanos: Number(st.mtimeNs % 1_000_000_000n) } } : {}),
+    ...(want.unixMode ? { unixMode: Number(st.mode & 0o7777n) } : {}),
+  });
+}
+
 function varint(n: number): number[] {
   const out: number[] = [];
   while (n > 0x7f) {
@@ -80,6 +93,7 @@ class TreeBuilder {
     private readonly hashFile: (abs: string) => Promise<BlobDigest>,
     private readonly blobs: BlobSource[],
     private readonly directoryBlobs: boolean,
+    private readonly props: (abs: string) => Promise<NodeProperties | undefined>,
   ) {}
 
   private async directory(abs: string): Promise<DirectoryBlob> {
@@ -92,14 +106,14 @@ class TreeBuilder {
         const p = path.join(abs, name);
         const st = await fs.lstat(p);
         if (st.isSymbolicLink()) {
-          symlinks.push(create(SymlinkNodeSchema, { name, target: await fs.readlink(p) }));
+          symlinks.push(create(SymlinkNodeSchema, { name, target: await fs.readlink(p), nodeProperties: await this.props(p) }));
         } else if (st.isDirectory()) {
           const child = await this.directory(p);
           children.set(name, blobKey(child.digest));
           directories.push(create(DirectoryNodeSchema, { name, digest: toProtoDigest(child.digest) }));
         } else if (st.isFile()) {
           const digest = await this.hashFile(p);
-          files.push(create(FileNodeSchema, { name, digest: toProtoDigest(digest), isExecutable: isExecutable(st) }));
+          files.push(create(FileNodeSchema, { name, digest: toProtoDigest(digest), isExecutable: isExecutable(st), nodeProperties: await this.props(p) }));
         }
         // Sockets, FIFOs and devices have no REAPI representation: left out.
       }),
@@ -107,7 +121,7 @@ class TreeBuilder {
     files.sort(byName);
     directories.sort(byName);
     symlinks.sort(byName);
-    const bytes = toBinary(DirectorySchema, create(DirectorySchema, { files, directories, symlinks }));
+    const bytes = toBinary(DirectorySchema, create(DirectorySchema, { files, directories, symlinks, nodeProperties: await this.props(abs) }));
     const blob = { digest: digestOfBytes(bytes), bytes, children: directories.map((d) => children.get(d.name)!) };
     this.dirs.set(blobKey(blob.digest), blob);
     return blob;
@@ -158,10 +172,12 @@ export async function collectOutputs(cwd: string, plan: CommandPlan, limiter: Li
     blobs.push({ digest, path: abs });
     return digest;
   };
-  const trees = new TreeBuilder(hashFile, blobs, plan.directoryBlobs);
+  const props = (abs: string) => nodePropertiesOf(abs, plan.nodeProperties);
+  const trees = new TreeBuilder(hashFile, blobs, plan.directoryBlobs, props);
   const file = async (p: string, abs: string, st: Stats) =>
-    create(OutputFileSchema, { path: p, digest: toProtoDigest(await hashFile(abs)), isExecutable: isExecutable(st) });
-  const symlink = async (p: string, abs: string) => create(OutputSymlinkSchema, { path: p, target: await fs.readlink(abs) });
+    create(OutputFileSchema, { path: p, digest: toProtoDigest(await hashFile(abs)), isExecutable: isExecutable(st), nodeProperties: await props(abs) });
+  const symlink = async (p: string, abs: string) =>
+    create(OutputSymlinkSchema, { path: p, target: await fs.readlink(abs), nodeProperties: await props(abs) });
   const directory = async (p: string, abs: string) => create(OutputDirectorySchema, await trees.output(p, abs));
   const targetOf = (abs: string) => fs.stat(abs).catch(() => null);
 

@@ -14,6 +14,13 @@ export interface CommandPlan {
     | { style: "files"; files: string[]; directories: string[] };
   /** Also store each output Directory and set root_directory_digest (DIRECTORY_ONLY, TREE_AND_DIRECTORY). */
   directoryBlobs: boolean;
+  /** Which NodeProperties output_node_properties asks for (the worker refuses any others). */
+  nodeProperties: NodePropertyNames;
+}
+
+export interface NodePropertyNames {
+  unixMode: boolean;
+  mtime: boolean;
 }
 
 /** A relative `/`-separated path with no empty, `.` or `..` segment; "" only where allowed. */
@@ -55,5 +62,9 @@ export function planCommand(command: Command): CommandPlan {
   const directoryBlobs =
     command.outputDirectoryFormat === Command_OutputDirectoryFormat.DIRECTORY_ONLY ||
     command.outputDirectoryFormat === Command_OutputDirectoryFormat.TREE_AND_DIRECTORY;
-  return { argv: [...command.arguments], env, workingDirectory, outputs, directoryBlobs };
+  const nodeProperties = {
+    unixMode: command.outputNodeProperties.includes("unix_mode"),
+    mtime: command.outputNodeProperties.includes("mtime"),
+  };
+  return { argv: [...command.arguments], env, workingDirectory, outputs, directoryBlobs, nodeProperties };
 }

@@ -5,6 +5,7 @@ import { invalidArgument } from "../errors.ts";
 import { parseReadResource, parseWriteResource } from "../storage/resource-name.ts";
 import { committedBytes, uploadBlob, type WriteChunk } from "../storage/upload.ts";
 import { scopeFor } from "./scope.ts";
+import { checkUploadSize } from "./limits.ts";
 import { rechunk } from "../storage/rechunk.ts";
 import { readBlob } from "./blobs.ts";
 import { parseLogStreamName } from "../execution/log-streams.ts";
@@ -57,6 +58,7 @@ export const byteStreamService: ServiceImpl<typeof ByteStream> = {
       void it.return?.();
       return { committedSize: r.compressor ? -1n : BigInt(r.digest.size) };
     }
+    checkUploadSize(r.digest);
 
     async function* chunks(): AsyncGenerator<WriteChunk> {
       yield { offset: firstOffset, data: head.data, finish: head.finishWrite };

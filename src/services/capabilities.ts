@@ -5,7 +5,7 @@ import {
   DigestFunction_Value,
   SymlinkAbsolutePathStrategy_Value,
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
-import { executionConfigured, maxBatchTotalSize } from "../config.ts";
+import { chunkAvgSize, executionConfigured, maxBatchTotalSize, maxUploadBlobSize } from "../config.ts";
 import { PRIORITY_RANGE } from "./execution.ts";
 import { SUPPORTED_NODE_PROPERTIES } from "./node-properties.ts";
 import { scopeFor } from "./scope.ts";
@@ -26,7 +26,12 @@ export const capabilitiesService: ServiceImpl<typeof Capabilities> = {
         // zstd on ByteStream (compressed-blobs) and in batches; IDENTITY is implied.
         supportedCompressors: [...SUPPORTED_COMPRESSORS],
         supportedBatchUpdateCompressors: [...SUPPORTED_COMPRESSORS],
-        maxCasBlobSizeBytes: 0n,
+        // What one upload request carries under the edge's body cap; larger blobs go up as
+        // chunks and SpliceBlob, and SplitBlob cuts stored blobs with FastCDC 2020.
+        maxCasBlobSizeBytes: BigInt(maxUploadBlobSize()),
+        splitBlobSupport: true,
+        spliceBlobSupport: true,
+        fastCdc2020Params: { avgChunkSizeBytes: BigInt(chunkAvgSize()), seed: 0 },
       },
       executionCapabilities: {
         digestFunction: DigestFunction_Value.SHA256,

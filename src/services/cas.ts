@@ -1,4 +1,5 @@
-// ContentAddressableStorage: FindMissingBlobs, BatchUpdateBlobs, BatchReadBlobs, GetTree.
+// ContentAddressableStorage: FindMissingBlobs, BatchUpdateBlobs, BatchReadBlobs, GetTree (SplitBlob and
+// SpliceBlob live in cas-chunking.ts).
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { ContentAddressableStorage, Compressor_Value, type Directory } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { maxBatchTotalSize } from "../config.ts";
@@ -12,6 +13,7 @@ import { scopeFor } from "./scope.ts";
 import { checkCompressor } from "./compression.ts";
 import { zstdDecompress } from "../storage/zstd/decoder.ts";
 import { zstdCompress } from "../storage/zstd/encoder.ts";
+import { spliceBlob, splitBlob } from "./cas-chunking.ts";
 
 /** Most directories, and about the most bytes of them, in one GetTree message (4 MiB is the usual cap). */
 const TREE_CHUNK = 2_000;
@@ -144,10 +146,6 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
     yield { directories: page, nextPageToken: "" };
   },
 
-  async splitBlob() {
-    throw new ConnectError("SplitBlob is not implemented (split_blob_support is false)", Code.Unimplemented);
-  },
-  async spliceBlob() {
-    throw new ConnectError("SpliceBlob is not implemented (splice_blob_support is false)", Code.Unimplemented);
-  },
+  splitBlob,
+  spliceBlob,
 };

@@ -1,7 +1,8 @@
 // Request limits, in one place so the README, the errors and the tests name the same numbers.
 // Each over-limit request is INVALID_ARGUMENT with a message naming the limit, never a 500.
 // (Search-query limits live with the query language: src/resultstore/search-query.ts.)
-import { kilnEnv } from "../config.ts";
+import { kilnEnv, maxUploadBlobSize } from "../config.ts";
+import type { BlobDigest } from "../storage/digest.ts";
 import { invalidArgument } from "../errors.ts";
 
 /** UploadBatch: the proto recommends batches of 10 MiB; 12 MiB leaves room for a client's rounding. */
@@ -13,6 +14,23 @@ export const RESULTSTORE_UPLOAD_MAX = 12 * 1024 * 1024;
  * one request carry ~100,000 of them. (Bazel sends no batches: it uses ByteStream.)
  */
 export const MAX_BATCH_ENTRIES = 1_000;
+
+/**
+ * Chunks in one SpliceBlob: each is one R2 read (a subrequest). At the default 512 KiB average
+ * that is a blob of about 5 GB, R2's largest single object.
+ */
+export const MAX_SPLICE_CHUNKS = 10_000;
+
+/** INVALID_ARGUMENT for an upload (ByteStream.Write, HTTP PUT) of a blob over max_cas_blob_size_bytes. */
+export function checkUploadSize(d: BlobDigest): void {
+  const max = maxUploadBlobSize();
+  if (max > 0 && d.size > max) {
+    throw invalidArgument(
+      `blob ${d.hash}/${d.size} is over max_cas_blob_size_bytes (${max}): one request cannot carry it past the edge's body cap; ` +
+        "upload it as chunks (BatchUpdateBlobs or ByteStream) and assemble it with SpliceBlob",
+    );
+  }
+}
 
 /** Digests in one FindMissingBlobs (Buildbarn's recommendation to clients). */
 export const MAX_FIND_MISSING_DIGESTS = 10_000;

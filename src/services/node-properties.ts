@@ -3,12 +3,13 @@
 // in output_node_properties is INVALID_ARGUMENT: a property silently dropped would give the
 // client outputs it believes carry metadata they do not.
 //
-// Empty for now: the runner (container/runner, being rewritten) records neither unix_mode nor
-// mtime. When it does, name them here; Capabilities and the Execute check follow.
+// The runner (container/runner/collect-outputs.ts) records both NodeProperties fields REAPI
+// defines, on output files, symlinks and every Directory of an output tree.
 import type { Command } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { invalidArgument } from "../errors.ts";
 
-export const SUPPORTED_NODE_PROPERTIES: readonly string[] = [];
+/** Sorted by name, as Command.output_node_properties is. */
+export const SUPPORTED_NODE_PROPERTIES: readonly string[] = ["mtime", "unix_mode"];
 
 /** Refuses a Command whose output_node_properties name a property runners do not record. */
 export function checkOutputNodeProperties(command: Pick<Command, "outputNodeProperties">): void {

@@ -70,9 +70,12 @@ export const invalidArgument = (message: string, field?: string) =>
     field ? [{ desc: BadRequestSchema, value: { fieldViolations: [{ field, description: message }] } }] : [],
   );
 
-/** FAILED_PRECONDITION with one MISSING violation per blob (`blobs/{hash}/{size}`), as REAPI clients expect. */
-export const missingBlobs = (message: string, subjects: string[]) =>
-  new ConnectError(message, Code.FailedPrecondition, undefined, [
+/**
+ * FAILED_PRECONDITION (or `code`: SpliceBlob's is NOT_FOUND) with one MISSING violation per blob
+ * (`blobs/{hash}/{size}`), as REAPI clients expect.
+ */
+export const missingBlobs = (message: string, subjects: string[], code: Code = Code.FailedPrecondition) =>
+  new ConnectError(message, code, undefined, [
     {
       desc: PreconditionFailureSchema,
       value: { violations: subjects.map((subject) => ({ type: "MISSING", subject, description: "blob not in the CAS" })) },

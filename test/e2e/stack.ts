@@ -51,7 +51,13 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const persistTo = opts.persistDir ?? (await mkdtemp(join(tmpdir(), "kiln-e2e-")));
   const removeState = () => (opts.persistDir ? Promise.resolve() : rm(persistTo, { recursive: true, force: true }));
   const runnerKey = newRunnerKey();
-  const vars = { PUBLIC_URL: `http://127.0.0.1:${httpPort}`, RUNNER_KEYS: runnerKeysVar([{ name: "e2e", key: runnerKey }]), ...opts.vars };
+  const vars = {
+    PUBLIC_URL: `http://127.0.0.1:${httpPort}`,
+    RUNNER_KEYS: runnerKeysVar([{ name: "e2e", key: runnerKey }]),
+    // No edge stands in front of a local worker: no body cap (and so no chunking) unless a test sets one.
+    MAX_REQUEST_BODY_BYTES: "0",
+    ...opts.vars,
+  };
   let worker = await spawnWrangler({ port: httpPort, inspectorPort, persistTo, vars, label: `worker :${httpPort}` });
   let runner: Runner | undefined;
   const children: RunnerProcess[] = [];

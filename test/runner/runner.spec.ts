@@ -136,6 +136,7 @@ interface CommandInit {
   outputPaths?: string[];
   workingDirectory?: string;
   outputDirectoryFormat?: Command_OutputDirectoryFormat;
+  outputNodeProperties?: string[];
   platform?: { properties: { name: string; value: string }[] };
 }
 
@@ -534,6 +535,33 @@ describe("running actions", () => {
     expect([...blob(empty.out.treeDigest)]).toEqual([0x0a, 0x00]);
     expect(result.stdoutDigest).toBeUndefined(); // nothing printed: no blob
     expect(result.stderrDigest).toBeUndefined();
+  });
+
+  it("captures unix_mode and mtime when output_node_properties asks: output files, symlinks and every Tree entry", async () => {
+    const script =
+      "mkdir -p o/d && echo x > o/f && echo y > o/d/g && ln -s f o/l && chmod 640 o/f && chmod 755 o/d/g && chmod 750 o/d && " +
+      "touch -d @1700000000.123456789 o/f";
+    const asked = await run({ command: bash(script, { outputPaths: ["o/d", "o/f", "o/l"], outputNodeProperties: ["mtime", "unix_mode"] }) });
+    const result = asked.result!;
+    expect(result.exitCode).toBe(0);
+    const f = result.outputFiles.find((x) => x.path === "o/f")!;
+    expect(f.nodeProperties?.unixMode).toBe(0o640);
+    expect(f.nodeProperties?.mtime).toMatchObject({ seconds: 1700000000n, nanos: 123456789 });
+    const l = result.outputSymlinks.find((x) => x.path === "o/l")!;
+    expect(l.nodeProperties?.unixMode).toBe(0o777);
+    expect(l.nodeProperties?.mtime?.seconds).toBeGreaterThan(0n);
+    const { tree } = treeOf(result, "o/d");
+    expect(tree.root!.nodeProperties?.unixMode).toBe(0o750);
+    expect(tree.root!.nodeProperties?.mtime?.seconds).toBeGreaterThan(0n);
+    expect(tree.root!.files.map((x) => [x.name, x.nodeProperties?.unixMode])).toEqual([["g", 0o755]]);
+
+    // Not asked: no NodeProperties anywhere (the Directory digests stay those of plain trees).
+    const plain = (await run({ command: bash(script, { outputPaths: ["o/d", "o/f", "o/l"] }) })).result!;
+    expect(plain.outputFiles[0]!.nodeProperties).toBeUndefined();
+    expect(plain.outputSymlinks[0]!.nodeProperties).toBeUndefined();
+    const plainTree = treeOf(plain, "o/d").tree;
+    expect(plainTree.root!.nodeProperties).toBeUndefined();
+    expect(plainTree.root!.files[0]!.nodeProperties).toBeUndefined();
   });
 
   it("reports output_files symlinks as output_file_symlinks and output_directories symlinks as output_directory_symlinks", async () => {

@@ -130,7 +130,9 @@ describe("output node properties", () => {
     expect(() => checkOutputNodeProperties({ outputNodeProperties: [] })).not.toThrow();
     expect(() => checkOutputNodeProperties({ outputNodeProperties: [...SUPPORTED_NODE_PROPERTIES] })).not.toThrow();
     expect(() => checkOutputNodeProperties({ outputNodeProperties: ["no_such_property"] })).toThrow(/no_such_property/);
-    // Runners record neither unix_mode nor mtime yet: asking for them is refused, not ignored.
-    expect(() => checkOutputNodeProperties({ outputNodeProperties: ["unix_mode", "mtime"] })).toThrow(expect.objectContaining({ code: Code.InvalidArgument }));
+    // Runners record unix_mode and mtime; any other name is refused, not ignored.
+    expect(caps.executionCapabilities?.supportedNodeProperties).toEqual(["mtime", "unix_mode"]);
+    expect(() => checkOutputNodeProperties({ outputNodeProperties: ["mtime", "unix_mode"] })).not.toThrow();
+    expect(() => checkOutputNodeProperties({ outputNodeProperties: ["mtime", "owner"] })).toThrow(expect.objectContaining({ code: Code.InvalidArgument }));
   });
 });

@@ -1,0 +1,197 @@
+// Blobs too large for one request through the edge, moved as chunks (REAPI SplitBlob/SpliceBlob).
+// Cloudflare caps a request body (100 MB on Free and Pro), and each Write the bridge relays is one
+// request; so a Write of a blob over the threshold is cut with FastCDC 2020 as it arrives (the
+// worker's own parameters, from Capabilities), the chunks the CAS lacks go up in BatchUpdateBlobs
+// calls (each well under the cap), and SpliceBlob assembles and verifies the blob. Reads of such
+// blobs ask SplitBlob for the chunk list and fetch the chunks, each checked against its digest.
+//
+// The threshold is the worker's max_cas_blob_size_bytes when it offers SpliceBlob (the largest
+// blob one request carries), or what --chunk-above sets. Nothing is held but a few chunks.
+import { createHash } from "node:crypto";
+import type { DescMethodUnary, DescMessage, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+import { Code, ConnectError, type HandlerContext, type Transport } from "@connectrpc/connect";
+import {
+  Capabilities,
+  ChunkingFunction_Value,
+  ContentAddressableStorage,
+} from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { missingSubject, type BlobDigest } from "../src/shared/digest.ts";
+import { chunkPlanOf, chunkStream, type ChunkPlan } from "../src/shared/fastcdc.ts";
+import { missingBlobs } from "../src/shared/status.ts";
+import { forwardedMetadata } from "./metadata.ts";
+
+/** Bytes of chunks per BatchUpdateBlobs call, under the worker's usual 4 MiB batch limit. */
+const BATCH_BYTES = 3 * 1024 * 1024;
+/** BatchUpdateBlobs calls in flight while the rest of the blob is cut. */
+const BATCHES_IN_FLIGHT = 4;
+/** Chunk reads in flight ahead of the one being streamed to the client. */
+const READ_AHEAD = 4;
+
+/** Which blobs of an instance move as chunks; null: none. */
+export type ChunkPolicy = (ctx: HandlerContext, instanceName: string) => Promise<ChunkPlan | null>;
+
+/**
+ * When the bridge chunks: `chunkAbove` when given (0: never), else from the worker's Capabilities
+ * for the instance (asked once per instance, with the first caller's credentials). A worker that
+ * will not say (a key without access, an older worker) gets whole blobs, and is asked again later.
+ */
+export function chunkPolicy(upstream: Transport, chunkAbove?: number): ChunkPolicy {
+  const plans = new Map<string, Promise<ChunkPlan | null>>();
+  return (ctx, instanceName) => {
+    if (chunkAbove === 0) return Promise.resolve(null);
+    let plan = plans.get(instanceName);
+    if (!plan) {
+      plan = call(upstream, Capabilities.method.getCapabilities, ctx, { instanceName }).then(
+        ({ cacheCapabilities: caps }) =>
+          chunkPlanOf(
+            {
+              maxCasBlobSize: Number(caps?.maxCasBlobSizeBytes ?? 0n),
+              splitAndSplice: Boolean(caps?.splitBlobSupport && caps.spliceBlobSupport),
+              avgChunkSize: Number(caps?.fastCdc2020Params?.avgChunkSizeBytes ?? 0n),
+              seed: caps?.fastCdc2020Params?.seed ?? 0,
+            },
+            chunkAbove,
+          ),
+        () => {
+          plans.delete(instanceName);
+          return null;
+        },
+      );
+      plans.set(instanceName, plan);
+    }
+    return plan;
+  };
+}
+
+async function call<I extends DescMessage, O extends DescMessage>(
+  upstream: Transport,
+  method: DescMethodUnary<I, O>,
+  ctx: HandlerContext,
+  message: MessageInitShape<I>,
+): Promise<MessageShape<O>> {
+  const res = await upstream.unary(method, ctx.signal, ctx.timeoutMs(), forwardedMetadata(ctx.requestHeader), message);
+  return res.message;
+}
+
+const sha256 = (data: Uint8Array) => createHash("sha256").update(data).digest("hex");
+const proto = (d: BlobDigest) => ({ hash: d.hash, sizeBytes: BigInt(d.size) });
+
+/**
+ * Stores `blob` from `bytes` (already checked against the Write's offsets and size) as chunks and
+ * a SpliceBlob. INVALID_ARGUMENT, before anything is spliced, when the bytes do not hash to it.
+ */
+export async function writeChunked(
+  upstream: Transport,
+  plan: ChunkPlan,
+  instanceName: string,
+  blob: BlobDigest,
+  bytes: AsyncIterable<Uint8Array>,
+  ctx: HandlerContext,
+): Promise<void> {
+  const whole = createHash("sha256");
+  const chunks: BlobDigest[] = [];
+  const inFlight = new Set<Promise<void>>();
+  let failure: unknown;
+  let batch: { d: BlobDigest; data: Uint8Array }[] = [];
+  let batchBytes = 0;
+  const send = async () => {
+    const toSend = batch;
+    batch = [];
+    batchBytes = 0;
+    while (inFlight.size >= BATCHES_IN_FLIGHT) await Promise.race(inFlight);
+    if (failure) throw failure;
+    const p = uploadMissing(upstream, instanceName, toSend, ctx)
+      .catch((e: unknown) => void (failure ??= e))
+      .finally(() => inFlight.delete(p));
+    inFlight.add(p);
+  };
+  async function* hashed() {
+    for await (const data of bytes) {
+      whole.update(data);
+      yield data;
+    }
+  }
+  for await (const data of chunkStream(hashed(), plan.cdc)) {
+    const d = { hash: sha256(data), size: data.byteLength };
+    chunks.push(d);
+    batch.push({ d, data });
+    batchBytes += data.byteLength;
+    if (batchBytes >= BATCH_BYTES) await send();
+  }
+  if (batch.length) await send();
+  await Promise.all(inFlight);
+  if (failure) throw failure;
+  const actual = whole.digest("hex");
+  if (actual !== blob.hash) {
+    throw new ConnectError(`the uploaded data hashes to ${actual}, not ${blob.hash}; nothing was stored`, Code.InvalidArgument);
+  }
+  await call(upstream, ContentAddressableStorage.method.spliceBlob, ctx, {
+    instanceName,
+    blobDigest: proto(blob),
+    chunkDigests: chunks.map(proto),
+    chunkingFunction: ChunkingFunction_Value.FAST_CDC_2020,
+  });
+}
+
+/** BatchUpdateBlobs of the chunks FindMissingBlobs says the CAS lacks (similar blobs share chunks). */
+async function uploadMissing(upstream: Transport, instanceName: string, chunks: { d: BlobDigest; data: Uint8Array }[], ctx: HandlerContext) {
+  const missing = await call(upstream, ContentAddressableStorage.method.findMissingBlobs, ctx, {
+    instanceName,
+    blobDigests: chunks.map((c) => proto(c.d)),
+  });
+  const wanted = new Set(missing.missingBlobDigests.map((d) => d.hash));
+  const requests = chunks.filter((c) => wanted.has(c.d.hash)).map((c) => ({ digest: proto(c.d), data: c.data }));
+  if (requests.length === 0) return;
+  const res = await call(upstream, ContentAddressableStorage.method.batchUpdateBlobs, ctx, { instanceName, requests });
+  const bad = res.responses.find((r) => r.status && r.status.code !== 0);
+  if (bad?.status) throw new ConnectError(`storing chunk ${bad.digest?.hash}/${bad.digest?.sizeBytes}: ${bad.status.message}`, bad.status.code as Code);
+}
+
+/**
+ * The bytes of a stored blob, from its SplitBlob chunks, each fetched over HTTP and checked
+ * against its digest before it is passed on (a few chunks are fetched ahead).
+ */
+export async function* readChunked(
+  upstream: Transport,
+  baseUrl: string,
+  instanceName: string,
+  blob: BlobDigest,
+  ctx: HandlerContext,
+): AsyncGenerator<Uint8Array> {
+  const split = await call(upstream, ContentAddressableStorage.method.splitBlob, ctx, {
+    instanceName,
+    blobDigest: proto(blob),
+    chunkingFunction: ChunkingFunction_Value.FAST_CDC_2020,
+  });
+  const chunks = split.chunkDigests.map((d) => ({ hash: d.hash, size: Number(d.sizeBytes) }));
+  const headers = forwardedMetadata(ctx.requestHeader);
+  const prefix = instanceName ? `${instanceName}/` : "";
+  const fetchChunk = async (d: BlobDigest): Promise<Uint8Array> => {
+    const res = await fetch(`${baseUrl}/${prefix}blobs/${d.hash}/${d.size}`, { headers, signal: ctx.signal });
+    if (res.status === 404) throw missingBlobs(`chunk ${d.hash}/${d.size} of ${blob.hash}/${blob.size} is not in the CAS`, [missingSubject(d)], Code.NotFound);
+    if (!res.ok) throw new ConnectError(`reading chunk ${d.hash}/${d.size}: HTTP ${res.status}`, Code.Unavailable);
+    const data = new Uint8Array(await res.arrayBuffer());
+    if (data.byteLength !== d.size || sha256(data) !== d.hash) {
+      throw new ConnectError(`chunk ${d.hash}/${d.size} arrived damaged`, Code.DataLoss);
+    }
+    return data;
+  };
+  const ahead: Promise<Uint8Array>[] = [];
+  let next = 0;
+  const fill = () => {
+    while (ahead.length < READ_AHEAD && next < chunks.length) {
+      const p = fetchChunk(chunks[next++]!);
+      p.catch(() => {}); // awaited in turn below
+      ahead.push(p);
+    }
+  };
+  let total = 0;
+  fill();
+  while (ahead.length) {
+    const data = await ahead.shift()!;
+    fill();
+    total += data.byteLength;
+    yield data;
+  }
+  if (total !== blob.size) throw new ConnectError(`SplitBlob's chunks total ${total} bytes, not ${blob.size}`, Code.DataLoss);
+}
