@@ -15,6 +15,8 @@ export interface Env {
   INVOCATION: DurableObjectNamespace<InvocationDO>;
   /** The runner containers (deployed): started by the pool when work waits; they dial the pool. */
   RUNNER?: DurableObjectNamespace<RunnerContainer>;
+  /** Workers Analytics Engine dataset (optional): the /metrics counts as data points, summed across isolates. */
+  ANALYTICS?: AnalyticsEngineDataset;
   /** Cross-object listings: ListOperations. */
   INDEX: D1Database;
   /** Upper bound of the summed blob sizes in one batch request; advertised in Capabilities. */

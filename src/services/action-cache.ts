@@ -17,6 +17,7 @@ import { actionResultKey, putActionResult, sizeMatches } from "../storage/action
 import { mapLimit } from "../storage/map-limit.ts";
 import { childDirectories, readBytes, readDirectory, readTree, treeFileDigests } from "../storage/merkle.ts";
 import { scopeFor, type Scope } from "./scope.ts";
+import { countActionCacheLookup } from "../metrics/lookups.ts";
 
 const acKey = (s: Scope, hash: string) => actionResultKey(s.principal.tenant, s.instanceName, hash);
 
@@ -140,6 +141,7 @@ export async function getActionResult(
   checkDigestFunction(req.digestFunction);
   const action = actionKeyOf(req, opts);
   const result = await lookupActionResult(s, action);
+  countActionCacheLookup(result !== null, "get");
   if (!result) throw notFound(`no complete action result for ${action.hash}/${action.size ?? "-"}`);
   await inlineOutputs(s, result, req);
   return result;

@@ -9,6 +9,7 @@ import { decodePageToken, encodePageToken, seenKey, type TreeWalk } from "../sto
 import { mapLimit } from "../storage/map-limit.ts";
 import { MAX_BATCH_ENTRIES, MAX_FIND_MISSING_DIGESTS, checkCount, maxTreeDirectoriesPerCall } from "./limits.ts";
 import { scopeFor } from "./scope.ts";
+import { countFindMissing, countedRead } from "../metrics/lookups.ts";
 
 /** Most directories, and about the most bytes of them, in one GetTree message (4 MiB is the usual cap). */
 const TREE_CHUNK = 2_000;
@@ -30,6 +31,7 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
     checkCount(req.blobDigests.length, MAX_FIND_MISSING_DIGESTS, "MAX_FIND_MISSING_DIGESTS", "blob_digests", "digests");
     const digests = req.blobDigests.map((d, i) => parseDigest(d, `blob_digests[${i}]`));
     const missing = await scope.store.index.missing(digests, true);
+    countFindMissing(digests.length, missing.length);
     return { missingBlobDigests: missing.map(toProtoDigest) };
   },
 
@@ -64,7 +66,7 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
     checkBatchSize(digests.reduce((n, d) => n + d.size, 0), "the requested blobs");
     const responses = await mapLimit(digests, 8, async (d) => {
       try {
-        const data = await readBytes(scope.store, d);
+        const data = await countedRead(readBytes(scope.store, d));
         return { digest: toProtoDigest(d), data, compressor: Compressor_Value.IDENTITY, status: okStatus };
       } catch (e) {
         return { digest: toProtoDigest(d), status: rpcStatusOf(e) };
