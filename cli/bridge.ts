@@ -25,8 +25,8 @@ import { reportFailures, type Log } from "./failures.ts";
 import { forwardMethod } from "./forward.ts";
 import { withKey } from "./metadata.ts";
 
-/** Every service the worker serves over gRPC-web. */
-const SERVICES: DescService[] = [Capabilities, ContentAddressableStorage, ActionCache, Execution, ByteStream, Operations, ResultStoreUpload, ResultStoreDownload, ResultStoreFileDownload, PublishBuildEvent, BuildEventIngest];
+/** Every service the worker serves over gRPC-web, and so the bridge over native gRPC. */
+export const SERVICES: DescService[] = [Capabilities, ContentAddressableStorage, ActionCache, Execution, ByteStream, Operations, ResultStoreUpload, ResultStoreDownload, ResultStoreFileDownload, PublishBuildEvent, BuildEventIngest];
 
 export interface BridgeOptions {
   /** The worker's origin, e.g. http://127.0.0.1:8787. */
