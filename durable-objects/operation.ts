@@ -23,6 +23,7 @@ import { LIVE_LOG_MAX_BYTES, logStreamName, type LogKind } from "../src/executio
 import { poolStub, type OperationEvent, type PoolEntry } from "../src/execution/pool.ts";
 import { actionResultKey, putActionResult } from "../src/storage/action-store.ts";
 import { indexOperation, unindexOperation } from "../src/storage/operation-index.ts";
+import { tally } from "../src/metrics/request-tally.ts";
 
 export interface OperationInit {
   /** `operations/{uuid}`. */
@@ -221,6 +222,7 @@ export class OperationDO extends DurableObject<Env> {
         await this.ctx.storage.put(STATE, s);
       } catch (e) {
         console.warn("operation index write failed; will retry", s.name, String(e));
+        tally("kiln_index_write_failures_total", { index: "operations" });
       }
     }
     if (s.done) {

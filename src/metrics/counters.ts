@@ -22,6 +22,17 @@ export const COUNTERS = {
 export type CounterName = keyof typeof COUNTERS;
 
 const values = new Map<CounterName, Map<string, number>>();
+/**
+ * Label sets per counter. Methods come from request paths, which a client chooses: past this many
+ * series a counter's new label sets count under {overflow="true"}, so memory stays bounded.
+ */
+const MAX_SERIES = 2000;
+const OVERFLOW = 'overflow="true"';
+/** The series key for `labels` in a map of series: the overflow series once the map is full. */
+export function seriesKey(m: Map<string, unknown>, labels: Labels): string {
+  const key = labelText(labels);
+  return m.has(key) || m.size < MAX_SERIES ? key : OVERFLOW;
+}
 export const startedAt = Date.now();
 
 const escape = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
@@ -35,7 +46,7 @@ export function count(name: CounterName, labels: Labels, n = 1): void {
   if (!n) return;
   let m = values.get(name);
   if (!m) values.set(name, (m = new Map()));
-  const key = labelText(labels);
+  const key = seriesKey(m, labels);
   m.set(key, (m.get(key) ?? 0) + n);
 }
 

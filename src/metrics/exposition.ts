@@ -7,7 +7,7 @@
 import { onRequestDone, type AccessRecord } from "../access-log.ts";
 import { kilnEnv, poolShardCount } from "../config.ts";
 import { poolStub } from "../execution/pool.ts";
-import { count, labelText, renderCounters, startedAt } from "./counters.ts";
+import { count, labelText, renderCounters, seriesKey, startedAt } from "./counters.ts";
 import { writeRequestPoint } from "./analytics.ts";
 import { settle } from "./request-tally.ts";
 
@@ -26,7 +26,7 @@ function observe(r: AccessRecord): void {
   count("kiln_requests_total", { surface: r.surface, method: r.method, code: r.code });
   count("kiln_request_bytes_total", { surface: r.surface, direction: "in" }, r.bytesIn ?? 0);
   count("kiln_request_bytes_total", { surface: r.surface, direction: "out" }, r.bytesOut ?? 0);
-  const key = labelText({ surface: r.surface, method: r.method });
+  const key = seriesKey(latency, { surface: r.surface, method: r.method });
   let h = latency.get(key);
   if (!h) latency.set(key, (h = { counts: BUCKETS.map(() => 0), sum: 0, count: 0 }));
   const s = r.ms / 1000;

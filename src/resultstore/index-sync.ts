@@ -3,6 +3,7 @@
 // transaction), and a flush writes their current rows. Flushes run one at a time, so an older row
 // can never land after a newer one; a failed flush leaves the queue for the alarm to retry.
 import { removeInvocationFromIndex, writeSearchIndex, type IndexChange, type IndexedKind } from "./search-index.ts";
+import { tally } from "../metrics/request-tally.ts";
 
 /** Rows per writeSearchIndex call: bounds one call's memory on a 25,000-resource batch. */
 const CHUNK = 500;
@@ -40,6 +41,7 @@ export class IndexSync {
           await writeSearchIndex(this.db, tenant, changes);
         } catch (e) {
           console.error("search index write failed; the alarm retries", e);
+          tally("kiln_index_write_failures_total", { index: "resultstore" });
           return false;
         }
         // Only the versions written leave the queue; a newer change of the same name stays.
@@ -59,6 +61,7 @@ export class IndexSync {
         return true;
       } catch (e) {
         console.error("search index removal failed; the alarm retries", e);
+        tally("kiln_index_write_failures_total", { index: "resultstore" });
         return false;
       }
     });
