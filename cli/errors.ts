@@ -3,7 +3,7 @@ import { createRegistry, fromJson, type JsonValue } from "@bufbuild/protobuf";
 import { AnySchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { file_google_rpc_error_details } from "../src/gen/google/rpc/error_details_pb.ts";
-import { codeOfHttpStatus, codeOfName } from "../src/shared/status.ts";
+import { codeOfHttpStatus, codeOfName, isMiscodedClientFault } from "../src/shared/status.ts";
 
 /**
  * A clean copy of an error: code, message and details only. An error from the upstream client
@@ -12,7 +12,9 @@ import { codeOfHttpStatus, codeOfName } from "../src/shared/status.ts";
  */
 export function relayed(e: unknown): ConnectError {
   if (!(e instanceof ConnectError)) return new ConnectError(`bridge: ${String(e)}`, Code.Internal, undefined, undefined, e);
-  const copy = new ConnectError(e.rawMessage, e.code, undefined, undefined, e);
+  // A request the bridge itself could not parse is the client's mistake, whatever connect-es says.
+  const code = isMiscodedClientFault(e.code, e.rawMessage) ? Code.InvalidArgument : e.code;
+  const copy = new ConnectError(e.rawMessage, code, undefined, undefined, e);
   copy.details = e.details;
   return copy;
 }

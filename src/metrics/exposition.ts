@@ -3,7 +3,8 @@
 //   billed operations; fed by the access log's finished-request records and by metrics/tally;
 // - durable gauges read at scrape time from where the state lives: queue depth, running actions,
 //   connected runners and the event outbox from each RunnerPoolDO shard; ResultStore invocations
-//   and indexed operations from D1. These are true for the whole deployment, whichever isolate answers.
+//   and indexed operations from D1 (refreshed at most every 5 minutes). These are true for the
+//   whole deployment, whichever isolate answers.
 import { onRequestDone, type AccessRecord } from "../access-log.ts";
 import { kilnEnv, poolShardCount } from "../config.ts";
 import { poolStub } from "../execution/pool.ts";
@@ -71,6 +72,20 @@ async function countByTenant(sql: string): Promise<[Record<string, string>, numb
   }
 }
 
+/**
+ * The D1 counts read every index row (D1 bills rows read), so each isolate refreshes them at most
+ * this often. The value is kept, not the promise: workerd forbids awaiting another request's I/O.
+ */
+const INDEX_GAUGES_TTL_MS = 5 * 60_000;
+let indexCache: { at: number; gauges: Gauge[] } | undefined;
+
+async function cachedIndexGauges(): Promise<Gauge[]> {
+  if (indexCache && Date.now() - indexCache.at < INDEX_GAUGES_TTL_MS) return indexCache.gauges;
+  const gauges = await indexGauges();
+  indexCache = { at: Date.now(), gauges };
+  return gauges;
+}
+
 async function indexGauges(): Promise<Gauge[]> {
   const [invocations, operations] = await Promise.all([
     countByTenant(`SELECT tenant, COUNT(*) AS n FROM rs_invocations GROUP BY tenant`),
@@ -84,7 +99,7 @@ async function indexGauges(): Promise<Gauge[]> {
 
 /** The exposition text. */
 export async function renderMetrics(): Promise<string> {
-  const gauges = (await Promise.all([poolGauges(), indexGauges()])).flat();
+  const gauges = (await Promise.all([poolGauges(), cachedIndexGauges()])).flat();
   const out: string[] = [];
   out.push("# HELP kiln_isolate_start_time_seconds When this isolate started counting (the counters below are per isolate).");
   out.push("# TYPE kiln_isolate_start_time_seconds gauge");

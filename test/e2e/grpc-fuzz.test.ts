@@ -141,7 +141,10 @@ describe("fuzz: native gRPC through the bridge", () => {
     expect(ok.grpcStatus).toBe("0");
     session.close();
     expect((await fetch(`${stack.httpUrl}/healthz`)).status).toBe(200);
-    expect(faults.length, faults.slice(0, 10).join("\n")).toBe(0);
+    // Every kind of fault once (by its message), then the first few cases.
+    const kinds = new Map<string, string>();
+    for (const f of faults) kinds.set(f.replace(/^#\d+ \S+ /, "").replace(/\d+ bytes/, "").slice(0, 160), f);
+    expect(faults.length, [...kinds.values()].slice(0, 20).join("\n")).toBe(0);
     expect(await r2Writes(stack)).toBe(writesBefore);
   });
 });
