@@ -21,6 +21,7 @@ import { BuildEventIngest } from "../src/gen/kiln/bes/v1/ingest_pb.ts";
 import { relayBuildToolEvents } from "./bes-relay.ts";
 import { byteStreamRead } from "./bytestream-read.ts";
 import { byteStreamWrite } from "./bytestream-write.ts";
+import { fixMiscodedTrailers } from "./errors.ts";
 import { reportFailures, type Log } from "./failures.ts";
 import { forwardMethod } from "./forward.ts";
 import { withKey } from "./metadata.ts";
@@ -74,7 +75,7 @@ export async function startBridge({ upstream, host = "127.0.0.1", port = 8980, l
     // Closing the bridge cancels calls in flight, and with them their upstream requests.
     shutdownSignal: shutdown.signal,
   });
-  const server = http2.createServer(handler);
+  const server = http2.createServer((req, res) => handler(req, fixMiscodedTrailers(res)));
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (s) => {
     sessions.add(s);
