@@ -14,7 +14,7 @@ import os from "node:os";
 import path from "node:path";
 import { WORKSPACE_DIR, bazelAvailable, disposeOutputBase, parseProcessSummary, runBazel } from "../test/e2e/bazel.ts";
 import { startStack, type Stack } from "../test/e2e/stack.ts";
-import { now } from "./lib/stats.ts";
+import { now, percentile } from "./lib/stats.ts";
 
 /**
  * List prices, USD per million, beyond the included usage (Workers Paid plan), as published at
@@ -30,7 +30,11 @@ const log = (s: string) => process.stderr.write(`[bench-cost ${((now() - t0) / 1
 
 type Samples = Map<string, number>;
 
+/** How long each /metrics scrape took, in ms. */
+const scrapeMs: number[] = [];
+
 async function scrape(stack: Stack): Promise<Samples> {
+  const start = now();
   const res = await fetch(`${stack.httpUrl}/metrics`);
   if (!res.ok) throw new Error(`/metrics answered ${res.status}: ${await res.text()}`);
   const out: Samples = new Map();
@@ -39,6 +43,7 @@ async function scrape(stack: Stack): Promise<Samples> {
     const at = line.lastIndexOf(" ");
     out.set(line.slice(0, at), Number(line.slice(at + 1)));
   }
+  scrapeMs.push(now() - start);
   return out;
 }
 
@@ -133,6 +138,7 @@ function report(costs: BuildCost[]): string {
     const top = [...c.byRequest].sort((a, b) => b[1] - a[1]).slice(0, 8);
     out.push("  by request kind: " + top.map(([k, v]) => `${k}: ${v}`).join("; "));
   }
+  out.push("", `/metrics scrape: p50 ${f(percentile(scrapeMs, 50), 1)} ms, max ${f(Math.max(...scrapeMs), 1)} ms over ${scrapeMs.length} scrapes`);
   out.push("", `Prices (USD per million): Workers requests ${PRICES.workerRequest}, R2 Class A ${PRICES.r2ClassA}, Class B ${PRICES.r2ClassB}, DO requests ${PRICES.doRequest} (list prices read 2026-11-29; duration and storage not included).`);
   return out.join("\n");
 }
