@@ -6,6 +6,7 @@ import { SELF, env } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
 import { ActionCache, ContentAddressableStorage } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { connectRunner } from "./fake-runner.ts";
 import { codeOf, connectClient } from "./helpers.ts";
 import { changed, scrape } from "./metrics-helpers.ts";
 
@@ -98,6 +99,24 @@ describe("/metrics after known traffic", () => {
     // The scrape's own shard read is a billed request, counted once the scrape is answered.
     const again = await scrape();
     expect((again.get(dos("RUNNER_POOL", "stats", "admin GET /metrics")) ?? 0) - (m.get(dos("RUNNER_POOL", "stats", "admin GET /metrics")) ?? 0)).toBe(1);
+  });
+
+  it("counts a runner's connection and WebSocket messages as billed pool requests, and the runner in the gauges", async () => {
+    const before = await scrape();
+    const runner = await connectRunner({ slots: 3 });
+    try {
+      // The runner's Hello is handled by the pool shortly after the socket opens.
+      let after = await scrape();
+      while ((after.get('kiln_pool_runners{shard="0"}') ?? 0) === 0) after = await scrape();
+      expect(after.get('kiln_pool_runners{shard="0"}')).toBe(1);
+      expect(after.get('kiln_pool_runner_slots{shard="0"}')).toBe(3);
+      const d = (k: string) => (after.get(k) ?? 0) - (before.get(k) ?? 0);
+      expect(d(dos("RUNNER_POOL", "fetch", "websocket upgrade"))).toBe(1);
+      // Messages reach the object without a stub call: counted by the object, as internal work.
+      expect(d(dos("RUNNER_POOL", "webSocketMessage", "internal"))).toBeGreaterThanOrEqual(1);
+    } finally {
+      runner.close();
+    }
   });
 
   describe("with an Analytics Engine binding", () => {
