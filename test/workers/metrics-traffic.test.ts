@@ -142,5 +142,21 @@ describe("/metrics after known traffic", () => {
       expect([put![0], put![2], put![4], put![5], put![6]]).toEqual([1, data.byteLength, 1, 0, 2]);
       expect([get![0], get![3], get![4], get![5], get![6], get![9], get![10]]).toEqual([1, data.byteLength, 0, 1, 0, 1, 0]);
     });
+
+    it("writes a data point for each count made outside a request (a runner's WebSocket message)", async () => {
+      (env as { ANALYTICS?: unknown }).ANALYTICS = { writeDataPoint: (p: AnalyticsEngineDataPoint) => void points.push(p) };
+      const runner = await connectRunner({ slots: 1 });
+      try {
+        const internal = () => points.find((p) => p.blobs?.[0] === "internal" && String(p.blobs[2]).includes("webSocketMessage"));
+        while (!internal()) await scrape();
+        expect(internal()).toMatchObject({
+          indexes: ["internal"],
+          blobs: ["internal", "kiln_do_requests_total", 'object="RUNNER_POOL",method="webSocketMessage"', "internal"],
+          doubles: [1],
+        });
+      } finally {
+        runner.close();
+      }
+    });
   });
 });
