@@ -18,17 +18,19 @@ import { ResultStoreFileDownload } from "../src/gen/google/devtools/resultstore/
 import { ResultStoreUpload } from "../src/gen/google/devtools/resultstore/v2/resultstore_upload_pb.ts";
 import { Operations } from "../src/gen/google/longrunning/operations_pb.ts";
 import { PublishBuildEvent } from "../src/gen/google/devtools/build/v1/publish_build_event_pb.ts";
+import { RemoteActions } from "../src/gen/kiln/invocation/v1/remote_actions_pb.ts";
 import { BuildEventIngest } from "../src/gen/kiln/bes/v1/ingest_pb.ts";
 import { relayBuildToolEvents } from "./bes-relay.ts";
 import { byteStreamRead } from "./bytestream-read.ts";
 import { chunkPolicy } from "./chunked-blobs.ts";
 import { byteStreamWrite } from "./bytestream-write.ts";
+import { fixMiscodedTrailers } from "./errors.ts";
 import { reportFailures, type Log } from "./failures.ts";
 import { forwardMethod } from "./forward.ts";
 import { withKey } from "./metadata.ts";
 
-/** Every service the worker serves over gRPC-web. */
-const SERVICES: DescService[] = [Capabilities, ContentAddressableStorage, ActionCache, Execution, ByteStream, Operations, ResultStoreUpload, ResultStoreDownload, ResultStoreFileDownload, PublishBuildEvent, BuildEventIngest, Fetch, Push];
+/** Every service the worker serves over gRPC-web, and so the bridge over native gRPC. */
+export const SERVICES: DescService[] = [Capabilities, ContentAddressableStorage, ActionCache, Execution, ByteStream, Operations, ResultStoreUpload, ResultStoreDownload, ResultStoreFileDownload, PublishBuildEvent, BuildEventIngest, Fetch, Push, RemoteActions];
 
 export interface BridgeOptions {
   /** The worker's origin, e.g. http://127.0.0.1:8787. */
@@ -82,7 +84,7 @@ export async function startBridge({ upstream, host = "127.0.0.1", port = 8980, l
     // Closing the bridge cancels calls in flight, and with them their upstream requests.
     shutdownSignal: shutdown.signal,
   });
-  const server = http2.createServer(handler);
+  const server = http2.createServer((req, res) => handler(req, fixMiscodedTrailers(res)));
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (s) => {
     sessions.add(s);

@@ -1,9 +1,11 @@
 // Errors as the bridge hands them to native gRPC clients.
 import { createRegistry, fromJson, type JsonValue } from "@bufbuild/protobuf";
 import { AnySchema } from "@bufbuild/protobuf/wkt";
+import type { OutgoingHttpHeaders } from "node:http";
+import type { Http2ServerResponse } from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { file_google_rpc_error_details } from "../src/gen/google/rpc/error_details_pb.ts";
-import { codeOfHttpStatus, codeOfName } from "../src/shared/status.ts";
+import { codeOfHttpStatus, codeOfName, isMiscodedClientFault } from "../src/shared/status.ts";
 
 /**
  * A clean copy of an error: code, message and details only. An error from the upstream client
@@ -12,7 +14,9 @@ import { codeOfHttpStatus, codeOfName } from "../src/shared/status.ts";
  */
 export function relayed(e: unknown): ConnectError {
   if (!(e instanceof ConnectError)) return new ConnectError(`bridge: ${String(e)}`, Code.Internal, undefined, undefined, e);
-  const copy = new ConnectError(e.rawMessage, e.code, undefined, undefined, e);
+  // A request the bridge itself could not parse is the client's mistake, whatever connect-es says.
+  const code = isMiscodedClientFault(e.code, e.rawMessage) ? Code.InvalidArgument : e.code;
+  const copy = new ConnectError(e.rawMessage, code, undefined, undefined, e);
   copy.details = e.details;
   return copy;
 }
@@ -43,4 +47,23 @@ export async function fromHttpError(res: Response): Promise<ConnectError> {
     }
   });
   return err;
+}
+
+/**
+ * A unary request the bridge cannot parse fails before any interceptor runs, so relayed() never
+ * sees it and connect-es writes grpc-status 13 into the trailers itself: correct it there.
+ */
+export function fixMiscodedTrailers(res: Http2ServerResponse): Http2ServerResponse {
+  const addTrailers = res.addTrailers.bind(res);
+  res.addTrailers = (trailers: OutgoingHttpHeaders) => {
+    let message = "";
+    try {
+      message = decodeURIComponent(String(trailers["grpc-message"] ?? ""));
+    } catch {
+      // not ours to fix
+    }
+    if (trailers["grpc-status"] === String(Code.Internal) && isMiscodedClientFault(Code.Internal, message)) trailers["grpc-status"] = String(Code.InvalidArgument);
+    addTrailers(trailers);
+  };
+  return res;
 }

@@ -24,6 +24,7 @@ import { poolStub, type OperationEvent, type PoolEntry } from "../src/execution/
 import { actionResultKey, putActionResult } from "../src/storage/action-store.ts";
 import { indexOperation, unindexOperation } from "../src/storage/operation-index.ts";
 import { logDeadLetter, neverFits, retryDelayMs } from "../src/storage/index-retry.ts";
+import { tally } from "../src/metrics/request-tally.ts";
 
 export interface OperationInit {
   /** `operations/{uuid}`. */
@@ -231,6 +232,7 @@ export class OperationDO extends DurableObject<Env> {
         } else {
           s.indexFailures = (s.indexFailures ?? 0) + 1;
           console.warn(`operation index write failed (${s.indexFailures} in a row); will retry`, s.name, String(e));
+          tally("kiln_index_write_failures_total", { index: "operations" });
         }
         await this.ctx.storage.put(STATE, s);
       }

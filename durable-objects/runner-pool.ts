@@ -85,6 +85,14 @@ export interface PoolSnapshot {
   outbox: number;
 }
 
+export interface PoolStats {
+  queued: number;
+  running: number;
+  runners: number;
+  slots: number;
+  outbox: number;
+}
+
 export class RunnerPoolDO extends DurableObject<Env> {
   private readonly sql: SqlStorage;
 
@@ -575,7 +583,17 @@ export class RunnerPoolDO extends DurableObject<Env> {
     }
   }
 
-  /** For tests, the UI and metrics. */
+  /** For /metrics: counts only, whatever the queue's length. */
+  stats(): PoolStats {
+    const q = this.sql
+      .exec<{ queued: number; running: number }>(`SELECT COALESCE(SUM(state = 'queued'), 0) AS queued, COALESCE(SUM(state = 'leased'), 0) AS running FROM queue`)
+      .one();
+    const live = this.liveRunners();
+    const outbox = this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM outbox`).one().n;
+    return { ...q, runners: live.length, slots: live.reduce((n, r) => n + r.slots, 0), outbox };
+  }
+
+  /** For tests and the UI. */
   snapshot(): PoolSnapshot {
     const live = new Map<string, number>();
     for (const ws of this.ctx.getWebSockets()) {

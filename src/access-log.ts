@@ -8,6 +8,7 @@
 import { kilnEnv } from "./config.ts";
 import { restErrorResponse } from "./errors.ts";
 import { REQUEST_ID_HEADER, newRequestId, withRequestId } from "./request-id.ts";
+import { Tally, settle, withTally } from "./metrics/request-tally.ts";
 
 export interface AccessRecord {
   requestId: string;
@@ -26,6 +27,8 @@ export interface AccessRecord {
   bytesIn?: number;
   bytesOut?: number;
   ms: number;
+  /** What the request counted (billed operations, cache hits); metrics/exposition.ts folds it in. */
+  tally?: Tally;
 }
 
 type Notes = Partial<Pick<AccessRecord, "key" | "tenant" | "instance" | "method" | "code">>;
@@ -140,12 +143,16 @@ export function withAccessLog<E, C>(fetch: FetchFn<E, C>): FetchFn<E, C> {
     if (notes.size >= MAX_PENDING) notes.delete(notes.keys().next().value!);
     notes.set(notesKey, n);
     let res: Response;
+    const tally = new Tally();
     try {
-      res = await fetch(req, env, ctx);
+      res = await withTally(tally, () => fetch(req, env, ctx));
     } catch (e) {
       res = restErrorResponse(withRequestId(e, requestId));
     }
-    if (res.webSocket) return res; // an upgrade: its headers are the socket's, not ours to touch
+    if (res.webSocket) {
+      settle(tally, "websocket upgrade");
+      return res; // an upgrade: its headers are the socket's, not ours to touch
+    }
     const tagged = await withIdInErrorBody(res, requestId);
     res = tagged.res;
     const { surface, method } = classify(req, url);
@@ -165,8 +172,9 @@ export function withAccessLog<E, C>(fetch: FetchFn<E, C>): FetchFn<E, C> {
         bytesIn: contentLength(req.headers),
         bytesOut,
         ms: Date.now() - start,
+        tally,
       };
-      if (kilnEnv().ACCESS_LOG !== "false") console.log(JSON.stringify({ type: "access", ...record }));
+      if (kilnEnv().ACCESS_LOG !== "false") console.log(JSON.stringify({ type: "access", ...record, tally: undefined }));
       for (const o of observers) o(record);
     };
     const out = rebuilt(res.body, res);

@@ -3,8 +3,10 @@ import { env } from "cloudflare:workers";
 import type { Env } from "./env.ts";
 import { parseKeyConfig, type KeyConfig } from "./auth.ts";
 import { parseCasIndexConfig, type CasIndexConfig } from "./storage/cas-index-config.ts";
+import { metered } from "./metrics/metered-env.ts";
 
-export const kilnEnv = () => env as unknown as Env;
+/** The bindings, with billed R2 and Durable Object operations counted (metrics/metered-env.ts). */
+export const kilnEnv = () => metered(env as unknown as Env);
 
 /** Default: 4 MiB minus room for framing, the gRPC message limit clients assume. */
 const DEFAULT_MAX_BATCH = 4 * 1024 * 1024 - 64 * 1024;

@@ -14,15 +14,26 @@ import { asConnectError, restErrorResponse, notFound } from "./errors.ts";
 import { callerOf } from "./caller.ts";
 import { withAccessLog } from "./access-log.ts";
 import { authorizeAdmin } from "./auth.ts";
-import { renderMetrics } from "./metrics.ts";
+import { renderMetrics } from "./metrics/exposition.ts";
 import { renderStorageMetrics } from "./storage-metrics.ts";
 
-export { CasIndexDO } from "../durable-objects/cas-index.ts";
-export { OperationDO } from "../durable-objects/operation.ts";
-export { RunnerPoolDO } from "../durable-objects/runner-pool.ts";
-export { InvocationDO } from "../durable-objects/invocation.ts";
+import { CasIndexDO as CasIndex } from "../durable-objects/cas-index.ts";
+import { OperationDO as Operation } from "../durable-objects/operation.ts";
+import { RunnerPoolDO as RunnerPool } from "../durable-objects/runner-pool.ts";
+import { InvocationDO as Invocation } from "../durable-objects/invocation.ts";
+import { meteredObject } from "./metrics/metered-object.ts";
 export { RunnerContainer } from "../durable-objects/runner-container.ts";
 export type { Env } from "./env.ts";
+// Each object's own billed work (its alarms, WebSocket messages, R2 calls) counted for /metrics.
+export const CasIndexDO = meteredObject(CasIndex, "CAS_INDEX");
+export const OperationDO = meteredObject(Operation, "OPERATION");
+export const RunnerPoolDO = meteredObject(RunnerPool, "RUNNER_POOL");
+export const InvocationDO = meteredObject(Invocation, "INVOCATION");
+// The same names as types, for the bindings wrangler types generates (DurableObjectNamespace<...>).
+export type CasIndexDO = CasIndex;
+export type OperationDO = Operation;
+export type RunnerPoolDO = RunnerPool;
+export type InvocationDO = Invocation;
 
 const app = new Hono();
 app.use("*", answerAfterBody);
@@ -43,7 +54,7 @@ app.get("/healthz", async (c) => {
 app.get("/metrics", async (c) => {
   try {
     authorizeAdmin(await callerOf(c.req.raw.headers, c.req.url));
-    return new Response(renderMetrics() + (await renderStorageMetrics()), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } });
+    return new Response((await renderMetrics()) + (await renderStorageMetrics()), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } });
   } catch (e) {
     return restErrorResponse(e);
   }

@@ -6,6 +6,7 @@
 // counted in index_dead_letters, and off the queue.
 import { logDeadLetter, neverFits, retryDelayMs } from "../storage/index-retry.ts";
 import { removeInvocationFromIndex, writeSearchIndex, type IndexChange, type IndexedKind, type UnfitChange } from "./search-index.ts";
+import { tally } from "../metrics/request-tally.ts";
 
 /** Rows per writeSearchIndex call: bounds one call's memory on a 25,000-resource batch. */
 const CHUNK = 500;
@@ -45,6 +46,7 @@ export class IndexSync {
     const failures = this.failures() + 1;
     this.setFailures(failures);
     console.error(`search index ${what} failed (${failures} in a row); the alarm retries in ${retryDelayMs(failures) / 1000} s`, e);
+    tally("kiln_index_write_failures_total", { index: "resultstore" });
     return false;
   }
 

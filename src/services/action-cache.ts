@@ -18,6 +18,7 @@ import { mapLimit } from "../storage/map-limit.ts";
 import { childDirectories, readBytes, readDirectory, readTree, treeFileDigests } from "../storage/merkle.ts";
 import { noteRemoteCall } from "./remote-actions.ts";
 import { scopeFor, type Scope } from "./scope.ts";
+import { countActionCacheLookup } from "../metrics/lookups.ts";
 
 const acKey = (s: Scope, hash: string) => actionResultKey(s.principal.tenant, s.instanceName, hash);
 
@@ -144,6 +145,7 @@ export async function getActionResult(
   const action = actionKeyOf(req, opts);
   const result = await lookupActionResult(s, action);
   noteRemoteCall(s, ctx.requestHeader, action, result ? "hit" : "miss");
+  countActionCacheLookup(result !== null, "get");
   if (!result) throw notFound(`no complete action result for ${action.hash}/${action.size ?? "-"}`);
   await inlineOutputs(s, result, req);
   return result;

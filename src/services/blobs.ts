@@ -8,6 +8,7 @@ import { parseHash, type BlobDigest } from "../storage/digest.ts";
 import { resumableAbove, uploadBlob, type WriteChunk } from "../storage/upload.ts";
 import { scopeFor } from "./scope.ts";
 import { checkUploadSize } from "./limits.ts";
+import { countedRead } from "../metrics/lookups.ts";
 
 export interface ByteRange {
   offset: number;
@@ -17,7 +18,7 @@ export interface ByteRange {
 
 export async function readBlob(ctx: HandlerContext, instanceName: string, d: BlobDigest, range?: ByteRange): Promise<BlobRead> {
   const s = await scopeFor(ctx, instanceName, "read");
-  return s.store.read(d, range?.offset ?? 0, range?.length ?? 0);
+  return countedRead(s.store.read(d, range?.offset ?? 0, range?.length ?? 0));
 }
 
 /** A blob known only by its hash; the caller learns its size. */
@@ -28,7 +29,7 @@ export async function readBlobByHash(
   range?: ByteRange,
 ): Promise<BlobRead & { size: number }> {
   const s = await scopeFor(ctx, instanceName, "read");
-  const blob = await s.store.readByHash(parseHash(hash), range?.offset ?? 0, range?.length);
+  const blob = await countedRead(s.store.readByHash(parseHash(hash), range?.offset ?? 0, range?.length));
   if (!blob) throw notFound(`blob ${hash} not found`);
   return blob;
 }

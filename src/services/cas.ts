@@ -14,6 +14,7 @@ import { checkCompressor } from "./compression.ts";
 import { zstdDecompress } from "../storage/zstd/decoder.ts";
 import { zstdCompress } from "../storage/zstd/encoder.ts";
 import { spliceBlob, splitBlob } from "./cas-chunking.ts";
+import { countFindMissing, countedRead } from "../metrics/lookups.ts";
 
 /** Most directories, and about the most bytes of them, in one GetTree message (4 MiB is the usual cap). */
 const TREE_CHUNK = 2_000;
@@ -38,6 +39,7 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
     checkCount(req.blobDigests.length, MAX_FIND_MISSING_DIGESTS, "MAX_FIND_MISSING_DIGESTS", "blob_digests", "digests");
     const digests = req.blobDigests.map((d, i) => parseDigest(d, `blob_digests[${i}]`));
     const missing = await scope.store.index.missing(digests, true);
+    countFindMissing(digests.length, missing.length);
     return { missingBlobDigests: missing.map(toProtoDigest) };
   },
 
@@ -80,7 +82,7 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
     const zstd = req.acceptableCompressors.includes(Compressor_Value.ZSTD);
     const responses = await mapLimit(digests, 8, async (d) => {
       try {
-        const data = await readBytes(scope.store, d);
+        const data = await countedRead(readBytes(scope.store, d));
         // Compressed where the client accepts it and it saves bytes; otherwise sent as stored.
         const packed = zstd ? await zstdCompress(data) : undefined;
         if (packed && packed.byteLength < data.byteLength) {

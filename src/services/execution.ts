@@ -21,6 +21,7 @@ import { operationStub, watchOperation, notFoundOperation } from "../execution/w
 import { checkDigestFunction, parseDigest, toProtoDigest, type BlobDigest } from "../storage/digest.ts";
 import { inlineOutputs, lookupActionResult } from "./action-cache.ts";
 import { noteRemoteCall } from "./remote-actions.ts";
+import { countActionCacheLookup } from "../metrics/lookups.ts";
 import { checkLeaseUse, scopeFor, type Scope } from "./scope.ts";
 import { authorize, presentedKey, resolvePrincipal } from "../auth.ts";
 import { executionConfigured, keyConfig, kilnEnv } from "../config.ts";
@@ -80,6 +81,7 @@ async function* execute(req: ExecuteRequest, ctx: HandlerContext): AsyncGenerato
   // A do_not_cache action is never answered from the cache (nor written to it).
   if (!req.skipCacheLookup && !checked.action.doNotCache) {
     const hit = await lookupActionResult(s, digest);
+    countActionCacheLookup(hit !== null, "execute");
     if (hit) {
       // Kept as a finished operation, so GetOperation and WaitExecution find the name we hand out.
       const name = `operations/${crypto.randomUUID()}`;

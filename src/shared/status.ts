@@ -29,6 +29,16 @@ const httpStatusByCode: Record<Code, number> = {
 
 export const httpStatusOf = (code: Code): number => httpStatusByCode[code] ?? 500;
 
+/**
+ * connect-es answers client mistakes with INTERNAL: a request message that is not valid binary
+ * protobuf ("parse binary: ..."), an envelope flagged compressed without an encoding, and (in Node,
+ * the bridge) a compressed body zlib cannot read, such as a truncated one. Its JSON codec says
+ * INVALID_ARGUMENT for the same kind of mistake; so do the worker and the bridge.
+ */
+const MISCODED_CLIENT_FAULTS = ["parse binary:", "received compressed envelope, but do not know how to decompress", "decompression failed"];
+export const isMiscodedClientFault = (code: Code, message: string) =>
+  code === Code.Internal && MISCODED_CLIENT_FAULTS.some((p) => message.startsWith(p));
+
 /** "INVALID_ARGUMENT" for Code.InvalidArgument; google.rpc spells Code.Canceled "CANCELLED". */
 export const statusName = (code: Code): string =>
   code === Code.Canceled ? "CANCELLED" : Code[code].replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();

@@ -16,11 +16,10 @@ import { RequestInfoSchema } from "../gen/google/rpc/error_details_pb.ts";
 import { StatusSchema } from "../gen/google/rpc/status_pb.ts";
 import { note } from "../access-log.ts";
 import { statusName } from "../errors.ts";
+import { isMiscodedClientFault } from "../shared/status.ts";
 import { requestIdOf } from "../request-id.ts";
 
-const CLIENT_FAULTS = ["parse binary:", "received compressed envelope, but do not know how to decompress"];
-const isClientFault = (code: string | undefined, message: string) =>
-  code === "internal" && CLIENT_FAULTS.some((p) => message.startsWith(p));
+const isClientFault = (code: string | undefined, message: string) => code === "internal" && isMiscodedClientFault(Code.Internal, message);
 
 const GRPC_WEB_TRAILER = 0b1000_0000;
 const CONNECT_END_STREAM = 0b0000_0010;

@@ -13,6 +13,7 @@ import { MAX_BATCH_ENTRIES, MAX_FIND_MISSING_DIGESTS } from "../../src/services/
 import {
   CONTENT_TYPES,
   FUZZ_CASES,
+  FUZZ_TIMEOUT_MS,
   WRITING_METHODS,
   breakMessage,
   describeFaults,
@@ -81,7 +82,7 @@ function connectCase(r: Rng): Case {
 }
 
 describe("fuzz: Connect (binary and JSON)", () => {
-  it(`answers ${FUZZ_CASES.connect} malformed requests without a server fault and stores nothing`, { timeout: 120_000 }, async () => {
+  it(`answers ${FUZZ_CASES.connect} malformed requests without a server fault and stores nothing`, { timeout: FUZZ_TIMEOUT_MS }, async () => {
     const { faults, stored } = await runFuzz(SEED, FUZZ_CASES.connect, connectCase);
     expect(faults.length, describeFaults(faults)).toBe(0);
     expect(stored).toEqual([]);

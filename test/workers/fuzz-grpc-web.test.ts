@@ -6,6 +6,7 @@ import { ByteStream, WriteRequestSchema } from "../../src/gen/google/bytestream/
 import { create, toBinary } from "@bufbuild/protobuf";
 import {
   FUZZ_CASES,
+  FUZZ_TIMEOUT_MS,
   WRITING_METHODS,
   breakMessage,
   concat,
@@ -78,7 +79,7 @@ function grpcWebCase(r: Rng): Case {
 }
 
 describe("fuzz: gRPC-web", () => {
-  it(`answers ${FUZZ_CASES.grpcWeb} malformed requests without a server fault and stores nothing`, { timeout: 120_000 }, async () => {
+  it(`answers ${FUZZ_CASES.grpcWeb} malformed requests without a server fault and stores nothing`, { timeout: FUZZ_TIMEOUT_MS }, async () => {
     const { faults, stored } = await runFuzz(SEED, FUZZ_CASES.grpcWeb, grpcWebCase);
     expect(faults.length, describeFaults(faults)).toBe(0);
     expect(stored).toEqual([]);

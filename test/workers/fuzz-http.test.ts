@@ -6,6 +6,7 @@ import { describe, expect, it } from "vitest";
 import { ActionResultSchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import {
   FUZZ_CASES,
+  FUZZ_TIMEOUT_MS,
   breakMessage,
   describeFaults,
   encode,
@@ -59,13 +60,13 @@ function blobCase(r: Rng): Case {
 }
 
 describe("fuzz: plain HTTP", () => {
-  it(`the HTTP cache answers ${FUZZ_CASES.httpCache} malformed requests without a server fault and stores nothing`, { timeout: 120_000 }, async () => {
+  it(`the HTTP cache answers ${FUZZ_CASES.httpCache} malformed requests without a server fault and stores nothing`, { timeout: FUZZ_TIMEOUT_MS }, async () => {
     const { faults, stored } = await runFuzz(31337, FUZZ_CASES.httpCache, httpCacheCase);
     expect(faults.length, describeFaults(faults)).toBe(0);
     expect(stored).toEqual([]);
   });
 
-  it(`blob HTTP answers ${FUZZ_CASES.blobHttp} malformed requests without a server fault and stores nothing`, { timeout: 120_000 }, async () => {
+  it(`blob HTTP answers ${FUZZ_CASES.blobHttp} malformed requests without a server fault and stores nothing`, { timeout: FUZZ_TIMEOUT_MS }, async () => {
     const { faults, stored } = await runFuzz(2718, FUZZ_CASES.blobHttp, blobCase);
     expect(faults.length, describeFaults(faults)).toBe(0);
     expect(stored).toEqual([]);

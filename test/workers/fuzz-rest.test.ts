@@ -7,6 +7,7 @@ import { http } from "../../src/gen/google/api/annotations_pb.ts";
 import { services } from "../../src/services/registry.ts";
 import {
   FUZZ_CASES,
+  FUZZ_TIMEOUT_MS,
   INVALID_UTF8,
   WRITING_METHODS,
   concat,
@@ -80,7 +81,7 @@ function restCase(r: Rng): Case {
 }
 
 describe("fuzz: REST", () => {
-  it(`answers ${FUZZ_CASES.rest} malformed requests without a server fault and stores nothing`, { timeout: 120_000 }, async () => {
+  it(`answers ${FUZZ_CASES.rest} malformed requests without a server fault and stores nothing`, { timeout: FUZZ_TIMEOUT_MS }, async () => {
     const { faults, stored } = await runFuzz(SEED, FUZZ_CASES.rest, restCase);
     expect(faults.length, describeFaults(faults)).toBe(0);
     expect(stored).toEqual([]);

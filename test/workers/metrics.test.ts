@@ -4,23 +4,10 @@ import { SELF, env } from "cloudflare:test";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ContentAddressableStorage } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { codeOf, connectClient } from "./helpers.ts";
+import { scrape } from "./metrics-helpers.ts";
 
 const ADMIN = "metrics-admin-key-0123456789-0123456789";
 const USER = "metrics-user-key-0123456789-0123456789";
-
-/** Every sample of the exposition: "name{labels}" -> value. */
-async function scrape(headers: Record<string, string> = {}): Promise<Map<string, number>> {
-  const res = await SELF.fetch("http://kiln/metrics", { headers });
-  expect(res.status).toBe(200);
-  expect(res.headers.get("content-type")).toMatch(/^text\/plain; version=0\.0\.4/);
-  const out = new Map<string, number>();
-  for (const line of (await res.text()).split("\n")) {
-    if (!line || line.startsWith("#")) continue;
-    const at = line.lastIndexOf(" ");
-    out.set(line.slice(0, at), Number(line.slice(at + 1)));
-  }
-  return out;
-}
 
 const FIND = 'surface="connect",method="ContentAddressableStorage.FindMissingBlobs"';
 
