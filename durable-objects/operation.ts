@@ -222,6 +222,7 @@ export class OperationDO extends DurableObject<Env> {
         if (s.deleted && s.done) await unindexOperation(this.env, s.name);
         else await indexOperation(this.env, s);
         s.indexDirty = false;
+        if (s.indexFailures) tally("kiln_index_retry_cleared_total", { index: "operations" });
         s.indexFailures = 0;
         await this.ctx.storage.put(STATE, s);
       } catch (e) {
@@ -229,7 +230,10 @@ export class OperationDO extends DurableObject<Env> {
           // It would fail the same way forever: logged and given up, not retried every few seconds.
           logDeadLetter("operations", { tenant: s.tenant, name: s.name, reason: String(e) });
           s.indexDirty = false;
+          if (s.indexFailures) tally("kiln_index_retry_cleared_total", { index: "operations" });
+          s.indexFailures = 0;
         } else {
+          if (!s.indexFailures) tally("kiln_index_retry_entered_total", { index: "operations" });
           s.indexFailures = (s.indexFailures ?? 0) + 1;
           console.warn(`operation index write failed (${s.indexFailures} in a row); will retry`, s.name, String(e));
           tally("kiln_index_write_failures_total", { index: "operations" });

@@ -18,6 +18,8 @@ export const COUNTERS = {
   kiln_r2_operations_total: "R2 operations by billing class (A, B, free), operation and the request kind that made them.",
   kiln_do_requests_total: "Billed Durable Object requests (RPC calls, fetches, alarms, WebSocket messages) by object, method and request kind.",
   kiln_index_write_failures_total: "D1 index writes that failed and wait for a retry (operations, resultstore).",
+  kiln_index_retry_entered_total: "Objects whose D1 index write began to wait for a retry (their first failure in a row); minus kiln_index_retry_cleared_total: the retry backlog.",
+  kiln_index_retry_cleared_total: "Objects whose D1 index write succeeded (or was dead-lettered) after waiting for a retry.",
 } as const;
 export type CounterName = keyof typeof COUNTERS;
 

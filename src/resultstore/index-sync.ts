@@ -38,12 +38,14 @@ export class IndexSync {
   }
 
   private setFailures(n: number): void {
+    if (n === 0 && this.failures() > 0) tally("kiln_index_retry_cleared_total", { index: "resultstore" });
     if (n === 0) this.sql.exec(`DELETE FROM meta WHERE k = 'index_failures'`);
     else this.sql.exec(`INSERT OR REPLACE INTO meta (k, v) VALUES ('index_failures', ?)`, n);
   }
 
   private failed(what: string, e: unknown): false {
     const failures = this.failures() + 1;
+    if (failures === 1) tally("kiln_index_retry_entered_total", { index: "resultstore" });
     this.setFailures(failures);
     console.error(`search index ${what} failed (${failures} in a row); the alarm retries in ${retryDelayMs(failures) / 1000} s`, e);
     tally("kiln_index_write_failures_total", { index: "resultstore" });

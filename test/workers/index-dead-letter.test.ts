@@ -1,7 +1,7 @@
 // The ResultStore search index in D1 is written through by each InvocationDO. A row that can never
 // fit D1 (over its 2,000,000-byte row limit) is dead-lettered: logged, counted, removed from the
 // queue, never retried; a failure that may pass is retried from the alarm, later each time.
-import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { SELF, env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
 import { invocationStub, newInvocation, upload } from "./resultstore-upload-helpers.ts";
 
@@ -17,6 +17,13 @@ const indexState = (invocationId: string) =>
 const alarmOf = (invocationId: string) => runInDurableObject(invocationStub(invocationId), (_o, state) => state.storage.getAlarm());
 const indexedRows = async (name: string) =>
   (await env.INDEX.prepare(`SELECT count(*) AS n FROM rs_invocations WHERE name = ?`).bind(name).first<{ n: number }>())!.n;
+
+/** The retry backlog's two counters on /metrics (this isolate's, which the objects share in tests). */
+async function backlogCounters() {
+  const text = await (await SELF.fetch("http://kiln/metrics")).text();
+  const value = (name: string) => Number(new RegExp(`^${name}\\{index="resultstore"\\} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
+  return { entered: value("kiln_index_retry_entered_total"), cleared: value("kiln_index_retry_cleared_total") };
+}
 
 /** ~1.2 MB of properties: the resource fits a Durable Object, its D1 row (resource + columns) does not. */
 const bigProperties = () => Array.from({ length: 1200 }, (_, i) => ({ key: `k${i}`, value: "v".repeat(1000) }));
@@ -69,18 +76,22 @@ describe("search index: dead letters and backoff", () => {
   it("a failure that may pass is retried from the alarm, backing off, until it succeeds", async () => {
     const id = crypto.randomUUID();
     const outage = await refuseRowsOf(id, "simulated D1 outage");
+    const counted = await backlogCounters();
     const inv = await upload.createInvocation({ invocationId: id, authorizationToken: crypto.randomUUID(), invocation: {} });
     let s = await indexState(id);
     expect(s).toMatchObject({ pending: 1, failures: 1, deadLetters: [] });
+    // The object joined the retry backlog once, however many times it fails in a row.
     const before = Date.now();
     expect(await runDurableObjectAlarm(invocationStub(id))).toBe(true);
     expect((await indexState(id)).failures).toBe(2);
     // The second retry waits twice as long as the first (10 s, then 20 s).
     expect((await alarmOf(id))!).toBeGreaterThanOrEqual(before + 20_000);
+    expect(await backlogCounters()).toEqual({ entered: counted.entered + 1, cleared: counted.cleared });
     await env.INDEX.prepare(`DROP TRIGGER ${outage}`).run();
     expect(await runDurableObjectAlarm(invocationStub(id))).toBe(true);
     s = await indexState(id);
     expect(s).toMatchObject({ pending: 0, failures: 0, deadLetters: [] });
     expect(await indexedRows(inv.name)).toBe(1);
+    expect(await backlogCounters()).toEqual({ entered: counted.entered + 1, cleared: counted.cleared + 1 });
   });
 });
