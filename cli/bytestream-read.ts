@@ -52,6 +52,44 @@ export function readResponseHead(n: number): Buffer {
   return Buffer.concat([frameHeader(1 + varint.length + n), Buffer.from([DATA_TAG, ...varint])]);
 }
 
+/**
+ * ReadResponse messages of up to this many bytes. With the body's length known, a message's
+ * header goes out first and the body's chunks follow as they arrive, however the socket cuts
+ * them: fewer, larger messages cost a gRPC client much less than one per 64 KiB chunk, and
+ * nothing is copied. (4 MiB is the usual limit on a message a client accepts.) Measured here with
+ * grpc-js, 16 KiB to 3 MiB messages read at about the same speed; this size keeps the client's
+ * per-message work small without approaching that limit.
+ */
+export const READ_MESSAGE_BYTES = 1024 * 1024;
+
+/** Turns a blob's bytes into ReadResponse frames, without copying them. */
+export class ReadFramer {
+  /** Bytes the current message header announced that have not arrived yet. */
+  owed = 0;
+
+  /** `length`: the bytes to come, if known; otherwise each chunk is one message. */
+  constructor(private remaining: number | undefined) {}
+
+  push(chunk: Buffer): Buffer[] {
+    if (this.remaining === undefined) return chunk.byteLength ? [readResponseHead(chunk.byteLength), chunk] : [];
+    const out: Buffer[] = [];
+    for (let at = 0; at < chunk.byteLength; ) {
+      if (this.owed === 0) {
+        // Bytes past the announced length (node:http never delivers them): a message of their own.
+        const n = this.remaining > 0 ? Math.min(READ_MESSAGE_BYTES, this.remaining) : chunk.byteLength - at;
+        this.remaining = Math.max(0, this.remaining - n);
+        this.owed = n;
+        out.push(readResponseHead(n));
+      }
+      const take = Math.min(this.owed, chunk.byteLength - at);
+      out.push(chunk.subarray(at, at + take));
+      this.owed -= take;
+      at += take;
+    }
+    return out;
+  }
+}
+
 export function byteStreamRead(opts: RelayOptions) {
   return (req: Http2ServerRequest, res: Http2ServerResponse): void => {
     const parts: Buffer[] = [];
@@ -114,16 +152,20 @@ function streamBlob(req: Http2ServerRequest, res: Http2ServerResponse, opts: Rel
       });
       return;
     }
+    const length = Number(up.headers["content-length"]);
+    const framer = new ReadFramer(Number.isSafeInteger(length) ? length : undefined);
     up.on("data", (chunk: Buffer) => {
-      answer.write(readResponseHead(chunk.byteLength));
-      if (!answer.write(chunk)) {
+      let more = true;
+      for (const part of framer.push(chunk)) more = answer.write(part) && more;
+      if (!more) {
         up.pause();
         answer.onDrain(() => up.resume());
       }
     });
     up.on("end", () => {
       upstreamEnded = true;
-      answer.end(new Headers({ "grpc-status": "0" }));
+      if (framer.owed > 0) answer.fail(new ConnectError(`the worker's response ended ${framer.owed} bytes short`, Code.Unavailable));
+      else answer.end(new Headers({ "grpc-status": "0" }));
     });
   });
   get.end();

@@ -59,10 +59,15 @@ export class GrpcAnswer {
     return this.ended || this.res.closed || this.res.destroyed;
   }
 
-  /** Writes message-frame bytes; false: wait for "drain" before writing more. */
+  /**
+   * Writes message-frame bytes; false: wait for "drain" before writing more. An HTTP/2 stream
+   * asks for a pause past 16 KiB buffered, which would stop and start the upstream socket for
+   * every chunk it delivers; a little more buffer keeps the bytes flowing.
+   */
   write(bytes: Buffer): boolean {
     this.start();
-    return this.res.write(bytes);
+    this.res.write(bytes);
+    return this.res.stream.writableLength < WRITE_BUFFER_BYTES;
   }
 
   onDrain(fn: () => void) {
@@ -101,6 +106,8 @@ export class GrpcAnswer {
     if (!this.res.headersSent) this.res.writeHead(200, { "content-type": "application/grpc" });
   }
 }
+
+const WRITE_BUFFER_BYTES = 1024 * 1024;
 
 // Never valid in HTTP/2 (a worker's trailers could in principle carry them).
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "content-length"]);
