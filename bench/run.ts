@@ -9,6 +9,9 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-node";
+import { ContentAddressableStorage } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { startStack } from "../test/e2e/stack.ts";
 import { bigBlob, KiB, MiB, nobleSha256Speed, sha256Speed, smallBlobs, type BigBlob, type SmallBlob } from "./lib/data.ts";
 import { bsRead, bsWrite, connect, unary, type Digest } from "./lib/grpc.ts";
@@ -416,6 +419,27 @@ async function main() {
     ratio: "-",
   });
   notes.push(`FindMissingBlobs: p99 is nearest-rank over ${FMB_CALLS} calls (the slowest but none); min ${fmt(Math.min(...fullMs))} ms, max ${fmt(Math.max(...fullMs))} ms`);
+
+  // The same calls straight to the worker as gRPC-web (connect-node, no bridge): what the bridge adds.
+  log(`FindMissingBlobs direct to the worker (gRPC-web): ${FMB_CALLS} calls of ${FMB_DIGESTS} digests`);
+  const direct = createClient(ContentAddressableStorage, createGrpcWebTransport({ baseUrl: stack.httpUrl, httpVersion: "1.1" }));
+  const mixedEs = mixed.map((d) => ({ hash: d.hash, sizeBytes: BigInt(d.size_bytes) }));
+  const directFmb = async () => {
+    const s = now();
+    const res = await direct.findMissingBlobs({ instanceName: INSTANCE, blobDigests: mixedEs });
+    if (res.missingBlobDigests.length !== absent.length) throw new Error(`direct FindMissingBlobs reported ${res.missingBlobDigests.length} missing`);
+    return now() - s;
+  };
+  for (let i = 0; i < 2; i++) await directFmb();
+  const directMs: number[] = [];
+  for (let i = 0; i < FMB_CALLS; i++) directMs.push(await directFmb());
+  rows.push({
+    metric: `FindMissingBlobs, ${FMB_DIGESTS} digests, direct to the worker (gRPC-web) p50 | p99`,
+    value: `${fmt(percentile(directMs, 50))} | ${fmt(percentile(directMs, 99))} ms`,
+    limit: `via bridge p50 ${fmt(p50)} ms`,
+    ratio: ratio(p50, percentile(directMs, 50)),
+  });
+  notes.push("FindMissingBlobs direct: ratio = through the bridge / direct (1.00x: the bridge adds nothing)");
 
   // The table (stdout); progress went to stderr.
   const wall = (now() - t0) / 1000;

@@ -18,13 +18,9 @@ export interface Digest {
   size_bytes: string;
 }
 
-export function connect(target: string, flowControlWindow?: number) {
+export function connect(target: string) {
   const creds = grpc.credentials.createInsecure();
-  const opts = {
-    "grpc.max_receive_message_length": 64 * MiB,
-    "grpc.max_send_message_length": 64 * MiB,
-    ...(flowControlWindow ? { "grpc-node.flow_control_window": flowControlWindow } : {}),
-  };
+  const opts = { "grpc.max_receive_message_length": 64 * MiB, "grpc.max_send_message_length": 64 * MiB };
   const cas: Client = new pkg.build.bazel.remote.execution.v2.ContentAddressableStorage(target, creds, opts);
   const bytestream: Client = new pkg.google.bytestream.ByteStream(target, creds, opts);
   return { cas, bytestream, close: () => [cas, bytestream].forEach((c) => c.close()) };
