@@ -434,8 +434,8 @@ async function main() {
   const directMs: number[] = [];
   for (let i = 0; i < FMB_CALLS; i++) directMs.push(await directFmb());
   rows.push({
-    metric: `FindMissingBlobs, ${FMB_DIGESTS} digests, direct to the worker (gRPC-web) p50 | p99`,
-    value: `${fmt(percentile(directMs, 50))} | ${fmt(percentile(directMs, 99))} ms`,
+    metric: `FindMissingBlobs, ${FMB_DIGESTS} digests, direct to the worker (gRPC-web) p50`,
+    value: `${fmt(percentile(directMs, 50))}, p99 ${fmt(percentile(directMs, 99))} ms`,
     limit: `via bridge p50 ${fmt(p50)} ms`,
     ratio: ratio(p50, percentile(directMs, 50)),
   });
