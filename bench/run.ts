@@ -285,6 +285,10 @@ async function main() {
   const MULTI = "stored multipart";
   await downloadSeries(BS, SINGLE, httpBig[0]!, bsDown);
   await downloadSeries(BS, MULTI, bsBig[0]!, bsDown);
+  // The same reads by a client with grpc-java's (Bazel's) 1 MiB window instead of grpc-js's 64 KiB.
+  const wide = connect(stack.grpcTarget, MiB);
+  cleanups.push(() => wide.close());
+  await downloadSeries(`${BS}, 1 MiB window`, SINGLE, httpBig[0]!, (b, onChunk) => bsRead(wide.bytestream, `${INSTANCE}/blobs/${b.hash}/${b.size}`, onChunk));
   await downloadSeries(HTTP, SINGLE, httpBig[0]!, httpDown);
   await downloadSeries(HTTP, MULTI, bsBig[0]!, httpDown);
   notes.push(
