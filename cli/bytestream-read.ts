@@ -1,8 +1,8 @@
 // ByteStream.Read as a streamed HTTP GET of the blob: the worker serves raw bytes faster than it
-// frames them as gRPC-web messages, and the bridge frames each chunk it receives as one
-// ReadResponse itself (a few header bytes before the chunk: nothing is copied or encoded). A name
-// or offset we do not handle here (compressed-blobs, an offset at or past the end, a request we
-// cannot decode, ...) is relayed to the worker as gRPC-web, bytes as they are.
+// frames them as gRPC-web messages, and the bridge writes the ReadResponse framing around the
+// bytes itself (a few header bytes per message: nothing is copied or encoded). A name or offset we
+// do not handle here (compressed-blobs, an offset at or past the end, a request we cannot
+// decode, ...) is relayed to the worker as gRPC-web, bytes as they are.
 import http from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { fromBinary } from "@bufbuild/protobuf";
@@ -55,10 +55,9 @@ export function readResponseHead(n: number): Buffer {
 /**
  * ReadResponse messages of up to this many bytes. With the body's length known, a message's
  * header goes out first and the body's chunks follow as they arrive, however the socket cuts
- * them: fewer, larger messages cost a gRPC client much less than one per 64 KiB chunk, and
- * nothing is copied. (4 MiB is the usual limit on a message a client accepts.) Measured here with
- * grpc-js, 16 KiB to 3 MiB messages read at about the same speed; this size keeps the client's
- * per-message work small without approaching that limit.
+ * them, and nothing is copied. Measured here with grpc-js, 16 KiB to 3 MiB messages read at
+ * about the same speed; this size keeps a client's per-message work small and stays well under
+ * 4 MiB, the usual limit on a message a client accepts.
  */
 export const READ_MESSAGE_BYTES = 1024 * 1024;
 
