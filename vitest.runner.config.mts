@@ -4,7 +4,7 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   test: {
-    include: ["test/runner/**/*.spec.ts", "container/runner/**/*.spec.ts"],
+    include: ["test/runner/**/*.spec.ts", "container/runner/**/*.spec.ts", "cli/**/*.spec.ts"],
     environment: "node",
     fileParallelism: false,
     testTimeout: 60_000,

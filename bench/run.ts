@@ -10,6 +10,9 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-node";
+import { ContentAddressableStorage } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { startStack } from "../test/e2e/stack.ts";
 import { benchChunking } from "./chunking.ts";
 import { bigBlob, KiB, MiB, nobleSha256Speed, sha256Speed, smallBlobs, type BigBlob, type SmallBlob } from "./lib/data.ts";
@@ -259,8 +262,9 @@ async function main() {
     rows.push({ metric: `${name} upload ${label}`, value: `${fmt(u.best)} MB/s`, limit: `bare put ${fmt(barePut.best)} MB/s`, ratio: ratio(u.best, barePut.best), cpu: cpuCol(u) });
     notes.push(`${name}: upload passes ${passList(u)} MB/s`);
   };
-  // Downloads: each surface reads a blob stored by one verified put (HTTP upload) and one stored
-  // as an R2 multipart upload (ByteStream upload): how a blob was stored changes its read speed.
+  // Downloads: each surface reads the blob uploaded over HTTP and the one uploaded over ByteStream.
+  // With the default RESUMABLE_UPLOAD_ABOVE_BYTES (1 GiB) both are one verified put; a worker set to
+  // a lower threshold stores the ByteStream upload multipart, which changes its read speed.
   const downloadSeries = async (name: string, stored: string, b: BigBlob, down: Down) => {
     log(`${name}: ${DOWNLOAD_PASSES} x download ${label} (${stored})`);
     const d = await passes(DOWNLOAD_PASSES, bigRate, (i) => download(name, b, i === 0, (onChunk) => down(b, onChunk)));
@@ -281,15 +285,19 @@ async function main() {
   log(`bare R2: ${DOWNLOAD_PASSES} x GET ${label}`);
   const bareGet = await passes(DOWNLOAD_PASSES, bigRate, (i) => download("bare R2", bareBig[0]!, i === 0, (onChunk) => get(`${bare.url}/big/0`, bigAgent, onChunk)));
   rows.push({ metric: `limit: bare R2 get ${label} (worker, HTTP)`, value: `${fmt(bareGet.best)} MB/s`, limit: "-", ratio: "-", cpu: cpuCol(bareGet) });
-  const SINGLE = "stored by one put";
-  const MULTI = "stored multipart";
+  const SINGLE = "uploaded over HTTP";
+  const MULTI = "uploaded over ByteStream";
   await downloadSeries(BS, SINGLE, httpBig[0]!, bsDown);
   await downloadSeries(BS, MULTI, bsBig[0]!, bsDown);
+  // The same reads by a client with grpc-java's (Bazel's) 1 MiB window instead of grpc-js's 64 KiB.
+  const wide = connect(stack.grpcTarget, MiB);
+  cleanups.push(() => wide.close());
+  await downloadSeries(`${BS}, 1 MiB window`, SINGLE, httpBig[0]!, (b, onChunk) => bsRead(wide.bytestream, `${INSTANCE}/blobs/${b.hash}/${b.size}`, onChunk));
   await downloadSeries(HTTP, SINGLE, httpBig[0]!, httpDown);
   await downloadSeries(HTTP, MULTI, bsBig[0]!, httpDown);
   notes.push(
-    `limits for uploads: the worker's resumable ByteStream path (blobs over 8 MiB) hashes in JS (~${fmt(noble.mbps)} MB/s on this V8) ` +
-      `and puts 8 MiB multipart parts; the HTTP /cache path is one verified R2 put (R2 hashes natively)`,
+    `limits for uploads: both surfaces store a blob up to RESUMABLE_UPLOAD_ABOVE_BYTES (1 GiB by default) in one verified R2 put ` +
+      `(R2 hashes natively); a larger ByteStream upload is resumable, hashed in JS (~${fmt(noble.mbps)} MB/s on this V8) in 8 MiB multipart parts`,
   );
   notes.push(`bare R2: put passes ${passList(barePut)} MB/s; with SHA-256 check ${passList(barePutSha)} MB/s; get passes ${passList(bareGet)} MB/s`);
 
@@ -424,6 +432,27 @@ async function main() {
     ratio: "-",
   });
   notes.push(`FindMissingBlobs: p99 is nearest-rank over ${FMB_CALLS} calls (the slowest but none); min ${fmt(Math.min(...fullMs))} ms, max ${fmt(Math.max(...fullMs))} ms`);
+
+  // The same calls straight to the worker as gRPC-web (connect-node, no bridge): what the bridge adds.
+  log(`FindMissingBlobs direct to the worker (gRPC-web): ${FMB_CALLS} calls of ${FMB_DIGESTS} digests`);
+  const direct = createClient(ContentAddressableStorage, createGrpcWebTransport({ baseUrl: stack.httpUrl, httpVersion: "1.1" }));
+  const mixedEs = mixed.map((d) => ({ hash: d.hash, sizeBytes: BigInt(d.size_bytes) }));
+  const directFmb = async () => {
+    const s = now();
+    const res = await direct.findMissingBlobs({ instanceName: INSTANCE, blobDigests: mixedEs });
+    if (res.missingBlobDigests.length !== absent.length) throw new Error(`direct FindMissingBlobs reported ${res.missingBlobDigests.length} missing`);
+    return now() - s;
+  };
+  for (let i = 0; i < 2; i++) await directFmb();
+  const directMs: number[] = [];
+  for (let i = 0; i < FMB_CALLS; i++) directMs.push(await directFmb());
+  rows.push({
+    metric: `FindMissingBlobs, ${FMB_DIGESTS} digests, direct to the worker (gRPC-web) p50`,
+    value: `${fmt(percentile(directMs, 50))}, p99 ${fmt(percentile(directMs, 99))} ms`,
+    limit: `via bridge p50 ${fmt(p50)} ms`,
+    ratio: ratio(p50, percentile(directMs, 50)),
+  });
+  notes.push("FindMissingBlobs direct: ratio = through the bridge / direct (1.00x: the bridge adds nothing)");
 
   // 5. SplitBlob and SpliceBlob of a 1 GiB blob (bench/chunking.ts).
   const chunking = await benchChunking({ httpUrl: stack.httpUrl, cas: clients.cas, totalBytes: envNum("BENCH_CHUNK_MIB", 1024) * MiB, log });

@@ -1,6 +1,7 @@
 // `kiln bridge`: native gRPC (HTTP/2 cleartext) in front of the worker, which only speaks HTTP/1.1.
 // Cloudflare's edge does this conversion in production (gRPC-enabled zones turn gRPC into
 // gRPC-web); locally and on CI hosts without such a domain, this process does it.
+import http from "node:http";
 import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import type { DescService } from "@bufbuild/protobuf";
@@ -25,9 +26,10 @@ import { byteStreamRead } from "./bytestream-read.ts";
 import { chunkPolicy } from "./chunked-blobs.ts";
 import { byteStreamWrite } from "./bytestream-write.ts";
 import { fixMiscodedTrailers } from "./errors.ts";
-import { reportFailures, type Log } from "./failures.ts";
+import { logFailure, reportFailures, type Log } from "./failures.ts";
 import { forwardMethod } from "./forward.ts";
 import { withKey } from "./metadata.ts";
+import { relayable, relayCall, type RelayOptions } from "./relay.ts";
 
 /** Every service the worker serves over gRPC-web, and so the bridge over native gRPC. */
 export const SERVICES: DescService[] = [Capabilities, ContentAddressableStorage, ActionCache, Execution, ByteStream, Operations, ResultStoreUpload, ResultStoreDownload, ResultStoreFileDownload, PublishBuildEvent, BuildEventIngest, Fetch, Push, RemoteActions];
@@ -66,15 +68,31 @@ export async function startBridge({ upstream, host = "127.0.0.1", port = 8980, l
   const besTransport = besApiKey
     ? createGrpcWebTransport({ baseUrl: upstream, httpVersion: "1.1", acceptCompression: [], interceptors: [withKey(besApiKey)] })
     : transport;
+  // Calls in protobuf relay as bytes (./relay.ts); connect-node serves the rest: requests in
+  // JSON or compressed, the bidi build-event stream, ByteStream.Write (which reads its messages).
+  const relayOptions: RelayOptions = {
+    base: upstream.replace(/\/+$/, ""),
+    agent: new http.Agent({ keepAlive: true }),
+    onError: (path, err) => logFailure(log, path, err),
+  };
+  const besRelayOptions: RelayOptions = { ...relayOptions, key: besApiKey };
+  const raw = new Map<string, (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void>();
   const handler = connectNodeAdapter({
     routes(router) {
       for (const service of SERVICES) {
+        const bes = service === PublishBuildEvent || service === BuildEventIngest;
         for (const method of service.methods) {
-          if (method === ByteStream.method.read) router.rpc(ByteStream.method.read, byteStreamRead(upstream, transport, chunking));
+          const path = `/${service.typeName}/${method.name}`;
+          if (method === ByteStream.method.read) raw.set(path, byteStreamRead(relayOptions));
           else if (method === ByteStream.method.write) router.rpc(ByteStream.method.write, byteStreamWrite(upstream, transport, chunking));
           else if (method === PublishBuildEvent.method.publishBuildToolEventStream) {
             router.rpc(PublishBuildEvent.method.publishBuildToolEventStream, relayBuildToolEvents(besTransport));
-          } else forwardMethod(router, method, service === PublishBuildEvent || service === BuildEventIngest ? besTransport : transport);
+            continue;
+          } else if (method.methodKind !== "bidi_streaming") {
+            raw.set(path, (req, res) => relayCall(req, res, bes ? besRelayOptions : relayOptions));
+          }
+          // Also served by connect-node, for the requests the relay leaves to it.
+          if (method !== ByteStream.method.write) forwardMethod(router, method, bes ? besTransport : transport);
         }
       }
     },
@@ -84,7 +102,11 @@ export async function startBridge({ upstream, host = "127.0.0.1", port = 8980, l
     // Closing the bridge cancels calls in flight, and with them their upstream requests.
     shutdownSignal: shutdown.signal,
   });
-  const server = http2.createServer((req, res) => handler(req, fixMiscodedTrailers(res)));
+  const server = http2.createServer((req, res) => {
+    const relay = raw.get(req.url);
+    if (relay && relayable(req)) relay(req, res);
+    else void handler(req, fixMiscodedTrailers(res));
+  });
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (s) => {
     sessions.add(s);
@@ -106,6 +128,7 @@ export async function startBridge({ upstream, host = "127.0.0.1", port = 8980, l
     port: (server.address() as AddressInfo).port,
     close() {
       shutdown.abort();
+      relayOptions.agent.destroy();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       // gRPC clients keep idle connections open; server.close() alone would wait for them.
       for (const s of sessions) s.destroy();

@@ -51,7 +51,7 @@ export function byteStreamWrite(upstreamUrl: string, upstream: Transport, chunki
     if (!head || size === undefined) return forwardClientStream(upstream, ByteStream.method.write, replay(head, it), ctx);
     const url = `${base}/${resourcePath(head.resourceName)}`;
     // A small blob from offset 0 goes straight to the PUT: asking first would cost a round trip
-    // to save sending a few bytes (the worker reads a stored blob's body to its end and says so).
+    // to save sending a few bytes (the worker stores a small blob again, verified, and says so).
     if (size <= PUT_WITHOUT_ASKING && head.writeOffset === 0n) return put(upstream, url, size, head, it, ctx);
 
     const status = await writeStatus(upstream, head.resourceName, ctx).catch((e: unknown) => {

@@ -2,8 +2,8 @@
 // Cloudflare caps a request body (100 MB on Free and Pro), and each Write the bridge relays is one
 // request; so a Write of a blob over the threshold is cut with FastCDC 2020 as it arrives (the
 // worker's own parameters, from Capabilities), the chunks the CAS lacks go up in BatchUpdateBlobs
-// calls (each well under the cap), and SpliceBlob assembles and verifies the blob. Reads of such
-// blobs ask SplitBlob for the chunk list and fetch the chunks, each checked against its digest.
+// calls (each well under the cap), and SpliceBlob assembles and verifies the blob. Reads need no
+// chunks: the edge caps request bodies, not responses, so the bridge reads any blob whole.
 //
 // The threshold is the worker's max_cas_blob_size_bytes when it offers SpliceBlob (the largest
 // blob one request carries), or what --chunk-above sets. Nothing is held but a few chunks.
@@ -15,17 +15,14 @@ import {
   ChunkingFunction_Value,
   ContentAddressableStorage,
 } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
-import { missingSubject, type BlobDigest } from "../src/shared/digest.ts";
+import type { BlobDigest } from "../src/shared/digest.ts";
 import { chunkPlanOf, chunkStream, type ChunkPlan } from "../src/shared/fastcdc.ts";
-import { missingBlobs } from "../src/shared/status.ts";
 import { forwardedMetadata } from "./metadata.ts";
 
 /** Bytes of chunks per BatchUpdateBlobs call, under the worker's usual 4 MiB batch limit. */
 const BATCH_BYTES = 3 * 1024 * 1024;
 /** BatchUpdateBlobs calls in flight while the rest of the blob is cut. */
 const BATCHES_IN_FLIGHT = 4;
-/** Chunk reads in flight ahead of the one being streamed to the client. */
-const READ_AHEAD = 4;
 
 /** Which blobs of an instance move as chunks; null: none. */
 export type ChunkPolicy = (ctx: HandlerContext, instanceName: string) => Promise<ChunkPlan | null>;
@@ -145,53 +142,4 @@ async function uploadMissing(upstream: Transport, instanceName: string, chunks: 
   const res = await call(upstream, ContentAddressableStorage.method.batchUpdateBlobs, ctx, { instanceName, requests });
   const bad = res.responses.find((r) => r.status && r.status.code !== 0);
   if (bad?.status) throw new ConnectError(`storing chunk ${bad.digest?.hash}/${bad.digest?.sizeBytes}: ${bad.status.message}`, bad.status.code as Code);
-}
-
-/**
- * The bytes of a stored blob, from its SplitBlob chunks, each fetched over HTTP and checked
- * against its digest before it is passed on (a few chunks are fetched ahead).
- */
-export async function* readChunked(
-  upstream: Transport,
-  baseUrl: string,
-  instanceName: string,
-  blob: BlobDigest,
-  ctx: HandlerContext,
-): AsyncGenerator<Uint8Array> {
-  const split = await call(upstream, ContentAddressableStorage.method.splitBlob, ctx, {
-    instanceName,
-    blobDigest: proto(blob),
-    chunkingFunction: ChunkingFunction_Value.FAST_CDC_2020,
-  });
-  const chunks = split.chunkDigests.map((d) => ({ hash: d.hash, size: Number(d.sizeBytes) }));
-  const headers = forwardedMetadata(ctx.requestHeader);
-  const prefix = instanceName ? `${instanceName}/` : "";
-  const fetchChunk = async (d: BlobDigest): Promise<Uint8Array> => {
-    const res = await fetch(`${baseUrl}/${prefix}blobs/${d.hash}/${d.size}`, { headers, signal: ctx.signal });
-    if (res.status === 404) throw missingBlobs(`chunk ${d.hash}/${d.size} of ${blob.hash}/${blob.size} is not in the CAS`, [missingSubject(d)], Code.NotFound);
-    if (!res.ok) throw new ConnectError(`reading chunk ${d.hash}/${d.size}: HTTP ${res.status}`, Code.Unavailable);
-    const data = new Uint8Array(await res.arrayBuffer());
-    if (data.byteLength !== d.size || sha256(data) !== d.hash) {
-      throw new ConnectError(`chunk ${d.hash}/${d.size} arrived damaged`, Code.DataLoss);
-    }
-    return data;
-  };
-  const ahead: Promise<Uint8Array>[] = [];
-  let next = 0;
-  const fill = () => {
-    while (ahead.length < READ_AHEAD && next < chunks.length) {
-      const p = fetchChunk(chunks[next++]!);
-      p.catch(() => {}); // awaited in turn below
-      ahead.push(p);
-    }
-  };
-  let total = 0;
-  fill();
-  while (ahead.length) {
-    const data = await ahead.shift()!;
-    fill();
-    total += data.byteLength;
-    yield data;
-  }
-  if (total !== blob.size) throw new ConnectError(`SplitBlob's chunks total ${total} bytes, not ${blob.size}`, Code.DataLoss);
 }

@@ -18,9 +18,17 @@ export interface Digest {
   size_bytes: string;
 }
 
-export function connect(target: string) {
+/**
+ * `flowControlWindow`: the HTTP/2 receive window, per stream and per connection. grpc-js keeps
+ * the protocol's 64 KiB unless told; grpc-java (Bazel) starts at 1 MiB and grows it.
+ */
+export function connect(target: string, flowControlWindow?: number) {
   const creds = grpc.credentials.createInsecure();
-  const opts = { "grpc.max_receive_message_length": 64 * MiB, "grpc.max_send_message_length": 64 * MiB };
+  const opts = {
+    "grpc.max_receive_message_length": 64 * MiB,
+    "grpc.max_send_message_length": 64 * MiB,
+    ...(flowControlWindow ? { "grpc-node.flow_control_window": flowControlWindow } : {}),
+  };
   const cas: Client = new pkg.build.bazel.remote.execution.v2.ContentAddressableStorage(target, creds, opts);
   const bytestream: Client = new pkg.google.bytestream.ByteStream(target, creds, opts);
   return { cas, bytestream, close: () => [cas, bytestream].forEach((c) => c.close()) };

@@ -1,10 +1,12 @@
 import { SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import { ContentAddressableStorage } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { ByteStream } from "../../src/gen/google/bytestream/bytestream_pb.ts";
 import { PART_SIZE } from "../../src/storage/upload.ts";
 import { digestOf, grpcWebClient, pseudoRandom, sha256Hex } from "./helpers.ts";
 
 const bs = grpcWebClient(ByteStream);
+const cas = grpcWebClient(ContentAddressableStorage);
 
 describe("blobs over HTTP with ByteStream resource names", () => {
   it("PUTs and GETs a blob, whole and by range", async () => {
@@ -18,6 +20,19 @@ describe("blobs over HTTP with ByteStream resource names", () => {
     expect(part.status).toBe(206);
     expect(new Uint8Array(await part.arrayBuffer())).toEqual(data.subarray(-5));
     expect((await SELF.fetch(`http://kiln/a/b/blobs/${d.hash}/${d.sizeBytes + 1n}`)).status).toBe(404);
+  });
+
+  it("a small blob PUT again is stored again (verified, not looked up): wrong bytes under its name are refused and leave it intact", async () => {
+    const data = pseudoRandom(1024, 34);
+    const d = await digestOf(data);
+    const url = () => `http://kiln/uploads/${crypto.randomUUID()}/blobs/${d.hash}/${d.sizeBytes}`;
+    for (let i = 0; i < 2; i++) expect((await SELF.fetch(url(), { method: "PUT", body: data })).status).toBe(200);
+    const wrong = pseudoRandom(1024, 35);
+    const r = await SELF.fetch(url(), { method: "PUT", body: wrong });
+    expect(r.status).toBe(400);
+    const got = await SELF.fetch(`http://kiln/blobs/${d.hash}/${d.sizeBytes}`);
+    expect(await sha256Hex(new Uint8Array(await got.arrayBuffer()))).toBe(d.hash);
+    expect((await cas.findMissingBlobs({ blobDigests: [d] })).missingBlobDigests).toEqual([]);
   });
 
   it("refuses a body that does not match, and a bad resource name", async () => {

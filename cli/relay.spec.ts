@@ -1,0 +1,173 @@
+// The bridge's byte relay against a stand-in worker and a grpc-js client: request bytes reach the
+// worker as sent, response frames cut anywhere arrive whole, and every way a worker's answer can
+// end (trailers, trailers-only, an HTTP error, a body without trailers) becomes the right status.
+import { once } from "node:events";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  FindMissingBlobsRequestSchema,
+  FindMissingBlobsResponseSchema,
+  GetTreeRequestSchema,
+  GetTreeResponseSchema,
+} from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { startBridge, type Bridge } from "./bridge.ts";
+import { frameHeader } from "./grpc-web-frames.ts";
+
+const CAS = "/build.bazel.remote.execution.v2.ContentAddressableStorage";
+const frame = (payload: Uint8Array, flag = 0) => {
+  const head = frameHeader(payload.byteLength);
+  head[0] = flag;
+  return Buffer.concat([head, payload]);
+};
+const trailerFrame = (fields: Record<string, string>) => frame(trailerSerialize(new Headers(fields)), 0x80);
+
+interface Seen {
+  url: string;
+  headers: IncomingMessage["headers"];
+  body: Buffer;
+  closed: Promise<unknown>;
+}
+let answer: (res: ServerResponse, seen: Seen) => Promise<void> | void = () => {};
+const seen: Seen[] = [];
+const worker = createServer((req, res) => {
+  const parts: Buffer[] = [];
+  const closed = once(res, "close");
+  req.on("data", (c: Buffer) => parts.push(c));
+  req.on("end", () => {
+    const s = { url: req.url!, headers: req.headers, body: Buffer.concat(parts), closed };
+    seen.push(s);
+    void answer(res, s);
+  });
+});
+let bridge: Bridge;
+let client: grpc.Client;
+const logged: string[] = [];
+
+beforeAll(async () => {
+  await new Promise<void>((resolve) => worker.listen(0, "127.0.0.1", resolve));
+  bridge = await startBridge({ upstream: `http://127.0.0.1:${(worker.address() as AddressInfo).port}`, port: 0, log: (l) => logged.push(l) });
+  client = new grpc.Client(`127.0.0.1:${bridge.port}`, grpc.credentials.createInsecure());
+});
+afterAll(async () => {
+  client?.close();
+  await bridge?.close();
+  worker.close();
+});
+
+const raw = (b: Buffer) => b;
+function unary(path: string, request: Uint8Array, md = new grpc.Metadata()): Promise<Buffer> {
+  return new Promise((resolve, reject) =>
+    client.makeUnaryRequest(path, raw, raw, Buffer.from(request), md, { deadline: Date.now() + 10_000 }, (e, r) => (e ? reject(e) : resolve(r!))),
+  );
+}
+function serverStream(path: string, request: Uint8Array): { call: grpc.ClientReadableStream<Buffer>; done: Promise<{ messages: Buffer[]; error?: grpc.ServiceError }> } {
+  const call = client.makeServerStreamRequest(path, raw, raw, Buffer.from(request), new grpc.Metadata(), { deadline: Date.now() + 10_000 });
+  const messages: Buffer[] = [];
+  call.on("data", (m: Buffer) => messages.push(m));
+  const done = new Promise<{ messages: Buffer[]; error?: grpc.ServiceError }>((resolve) => {
+    call.on("error", (error: grpc.ServiceError) => resolve({ messages, error }));
+    call.on("end", () => resolve({ messages }));
+  });
+  return { call, done };
+}
+
+/**
+ * Writes `body` in pieces, each after a pause, so each reaches the bridge as its own chunk: byte by
+ * byte within `fine` bytes of either end (frame headers and the trailer frame), `piece` bytes elsewhere.
+ */
+async function dribble(res: ServerResponse, body: Buffer, piece: number, fine = 24) {
+  for (let at = 0; at < body.byteLength; ) {
+    const n = at < fine || at >= body.byteLength - fine ? 1 : piece;
+    res.write(body.subarray(at, at + n));
+    at += n;
+    await sleep(2);
+  }
+  res.end();
+}
+
+const findMissing = create(FindMissingBlobsRequestSchema, {
+  instanceName: "main",
+  blobDigests: Array.from({ length: 300 }, (_, i) => ({ hash: i.toString(16).padStart(64, "0"), sizeBytes: BigInt(i) })),
+});
+
+describe("the bridge relays protobuf calls as bytes", () => {
+  it("sends the request's bytes as gRPC-web and returns a response whose frames arrived cut anywhere", async () => {
+    const response = toBinary(FindMissingBlobsResponseSchema, create(FindMissingBlobsResponseSchema, { missingBlobDigests: findMissing.blobDigests.slice(0, 200) }));
+    answer = (res) => {
+      res.writeHead(200, { "content-type": "application/grpc-web+proto" });
+      return dribble(res, Buffer.concat([frame(response), trailerFrame({ "grpc-status": "0" })]), 997);
+    };
+    const md = new grpc.Metadata();
+    md.set("authorization", "Bearer k");
+    md.set("x-trace", "t");
+    const got = await unary(`${CAS}/FindMissingBlobs`, toBinary(FindMissingBlobsRequestSchema, findMissing), md);
+    expect(fromBinary(FindMissingBlobsResponseSchema, got).missingBlobDigests).toHaveLength(200);
+    const s = seen.at(-1)!;
+    expect(s.url).toBe(`${CAS}/FindMissingBlobs`);
+    expect(s.body.equals(frame(toBinary(FindMissingBlobsRequestSchema, findMissing)))).toBe(true);
+    expect(s.headers).toMatchObject({ "content-type": "application/grpc-web+proto", "x-grpc-web": "1", authorization: "Bearer k", "x-trace": "t" });
+    expect(s.headers["grpc-timeout"]).toMatch(/^\d+[mSM]$/);
+    expect(s.headers.te).toBeUndefined();
+  });
+
+  it("relays a server stream's messages, then its error status with details from the trailer frame", async () => {
+    const pages = [1, 2, 3].map((n) => toBinary(GetTreeResponseSchema, create(GetTreeResponseSchema, { nextPageToken: `page-${n}` })));
+    // google.rpc.Status{code: 9, message: "stale"}, as grpc-status-details-bin carries it.
+    const details = Buffer.from([0x08, 0x09, 0x12, 0x05, ...Buffer.from("stale")]).toString("base64");
+    answer = (res) => {
+      res.writeHead(200, { "content-type": "application/grpc-web+proto" });
+      const body = Buffer.concat([...pages.map((p) => frame(p)), trailerFrame({ "grpc-status": "9", "grpc-message": "stale%20tree", "grpc-status-details-bin": details })]);
+      return dribble(res, body, 7);
+    };
+    const { done } = serverStream(`${CAS}/GetTree`, toBinary(GetTreeRequestSchema, create(GetTreeRequestSchema, { instanceName: "main" })));
+    const { messages, error } = await done;
+    expect(messages.map((m) => fromBinary(GetTreeResponseSchema, m).nextPageToken)).toEqual(["page-1", "page-2", "page-3"]);
+    expect([grpc.status[error!.code], error!.details]).toEqual(["FAILED_PRECONDITION", "stale tree"]);
+    expect(error!.metadata.get("grpc-status-details-bin")[0]).toEqual(Buffer.from(details, "base64"));
+    expect(logged.some((l) => l.includes("ContentAddressableStorage/GetTree failed: FailedPrecondition"))).toBe(true);
+  });
+
+  it("passes a trailers-only status on", async () => {
+    answer = (res) => {
+      res.writeHead(200, { "content-type": "application/grpc-web+proto", "grpc-status": "16", "grpc-message": "who%20are%20you" });
+      res.end();
+    };
+    const e = await unary(`${CAS}/FindMissingBlobs`, new Uint8Array()).catch((x: grpc.ServiceError) => x);
+    expect([grpc.status[(e as grpc.ServiceError).code], (e as grpc.ServiceError).details]).toEqual(["UNAUTHENTICATED", "who are you"]);
+  });
+
+  it("maps an HTTP error, and a body that ends without trailers or inside a frame, to UNAVAILABLE", async () => {
+    const cases: ((res: ServerResponse) => void)[] = [
+      (res) => void res.writeHead(503).end("busy"),
+      (res) => void res.writeHead(200, { "content-type": "application/grpc-web+proto" }).end(frame(Buffer.from("x"))),
+      (res) => void res.writeHead(200, { "content-type": "application/grpc-web+proto" }).end(frame(Buffer.from("xyz")).subarray(0, 6)),
+    ];
+    for (const c of cases) {
+      answer = c;
+      const e = await unary(`${CAS}/FindMissingBlobs`, new Uint8Array()).catch((x: grpc.ServiceError) => x);
+      expect(grpc.status[(e as grpc.ServiceError).code]).toBe("UNAVAILABLE");
+    }
+    // 404 from something that is not the worker: the gRPC mapping of HTTP statuses.
+    answer = (res) => void res.writeHead(404).end();
+    const e = await unary(`${CAS}/FindMissingBlobs`, new Uint8Array()).catch((x: grpc.ServiceError) => x);
+    expect(grpc.status[(e as grpc.ServiceError).code]).toBe("UNIMPLEMENTED");
+  });
+
+  it("cancels the upstream request when the client cancels", async () => {
+    answer = (res) => {
+      res.writeHead(200, { "content-type": "application/grpc-web+proto" });
+      res.write(frame(toBinary(GetTreeResponseSchema, create(GetTreeResponseSchema, { nextPageToken: "first" }))));
+      // ...and never ends on its own.
+    };
+    const { call, done } = serverStream(`${CAS}/GetTree`, toBinary(GetTreeRequestSchema, create(GetTreeRequestSchema, { instanceName: "main" })));
+    await once(call, "data");
+    call.cancel();
+    expect(grpc.status[(await done).error!.code]).toBe("CANCELLED");
+    await seen.at(-1)!.closed; // the worker's side of the call is closed, not left hanging
+  });
+});
