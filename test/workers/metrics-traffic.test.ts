@@ -36,8 +36,9 @@ describe("/metrics after known traffic", () => {
       expect((await SELF.fetch(`http://kiln/cache/cas/${hash}`, { method: "PUT", body: data })).status).toBe(200);
     });
     expect(put.exact).toEqual({ [r2("A", "put", "http-cache PUT cas")]: 1 });
-    // The index is asked whether the blob exists, then told it does.
-    expect(put.of(dos("CAS_INDEX", "present", "http-cache PUT cas"))).toBe(1);
+    // A small blob is stored without asking the index first (src/services/blobs.ts), then the
+    // index is told it is there: one Durable Object request.
+    expect(put.of(dos("CAS_INDEX", "present", "http-cache PUT cas"))).toBe(0);
     expect(put.of(dos("CAS_INDEX", "add", "http-cache PUT cas"))).toBe(1);
     expect(put.of(`kiln_request_bytes_total{surface="http-cache",direction="in"}`)).toBe(data.byteLength);
 
@@ -139,7 +140,7 @@ describe("/metrics after known traffic", () => {
       ]);
       const [put, get] = requests.map((p) => p.doubles!);
       // requests, seconds, bytes in, bytes out, R2 A, R2 B, DO requests, AC hit, AC miss, CAS hit, CAS miss
-      expect([put![0], put![2], put![4], put![5], put![6]]).toEqual([1, data.byteLength, 1, 0, 2]);
+      expect([put![0], put![2], put![4], put![5], put![6]]).toEqual([1, data.byteLength, 1, 0, 1]);
       expect([get![0], get![3], get![4], get![5], get![6], get![9], get![10]]).toEqual([1, data.byteLength, 0, 1, 0, 1, 0]);
     });
 
