@@ -15,8 +15,7 @@ import { callerOf } from "./caller.ts";
 import { withAccessLog } from "./access-log.ts";
 import { authorizeAdmin } from "./auth.ts";
 import { renderMetrics } from "./metrics/exposition.ts";
-import { renderStorageMetrics } from "./storage-metrics.ts";
-
+import { renderStorageMetrics } from "./metrics/storage.ts";
 import { CasIndexDO as CasIndex } from "../durable-objects/cas-index.ts";
 import { OperationDO as Operation } from "../durable-objects/operation.ts";
 import { RunnerPoolDO as RunnerPool } from "../durable-objects/runner-pool.ts";

@@ -1,7 +1,7 @@
 // /metrics series for CAS storage, read from the CAS index shards at scrape time (so, unlike the
 // per-isolate request counters, they are totals): bytes and blobs per tenant, evictions, heals.
-import { kilnEnv } from "./config.ts";
-import { knownTenants, tenantStats } from "./services/cas-admin.ts";
+import { kilnEnv } from "../config.ts";
+import { knownTenants, tenantStats } from "../services/cas-admin.ts";
 
 export async function renderStorageMetrics(): Promise<string> {
   const env = kilnEnv();
