@@ -27,6 +27,8 @@ export interface Stack {
   /** The worker's origin: Connect, gRPC-web, REST, HTTP cache, blobs. */
   httpUrl: string;
   httpPort: number;
+  /** wrangler's inspector (DevTools protocol) for the worker: CPU profiles of what it serves. */
+  inspectorPort: number;
   /** The bridge, as a grpc-js target: 127.0.0.1:PORT. */
   grpcTarget: string;
   grpcPort: number;
@@ -71,6 +73,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     return {
       httpUrl: worker.url,
       httpPort: httpPort,
+      inspectorPort,
       grpcTarget: `127.0.0.1:${bridge.port}`,
       grpcPort: bridge.port,
       // wrangler runs detached, so its pid is the process group of everything it starts.
