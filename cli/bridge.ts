@@ -29,7 +29,7 @@ import { fixMiscodedTrailers } from "./errors.ts";
 import { logFailure, reportFailures, type Log } from "./failures.ts";
 import { forwardMethod } from "./forward.ts";
 import { withKey } from "./metadata.ts";
-import { relayable, relayCall, type RelayOptions } from "./relay.ts";
+import { relayable, relayCall, relaySingleMessage, type RelayOptions } from "./relay.ts";
 
 /** Every service the worker serves over gRPC-web, and so the bridge over native gRPC. */
 export const SERVICES: DescService[] = [Capabilities, ContentAddressableStorage, ActionCache, Execution, ByteStream, Operations, ResultStoreUpload, ResultStoreDownload, ResultStoreFileDownload, PublishBuildEvent, BuildEventIngest, Fetch, Push, RemoteActions];
@@ -57,6 +57,9 @@ export interface Bridge {
   port: number;
   close(): Promise<void>;
 }
+
+/** The bridge's HTTP/2 receive window, per stream and per connection (grpc-java starts at 1 MiB). */
+const RECEIVE_WINDOW = 4 * 1024 * 1024;
 
 export async function startBridge({ upstream, host = "127.0.0.1", port = 8980, log = console.error, besApiKey, chunkAboveBytes }: BridgeOptions): Promise<Bridge> {
   // No compression on either hop: blobs are mostly incompressible and both hops are local, so
@@ -89,7 +92,9 @@ export async function startBridge({ upstream, host = "127.0.0.1", port = 8980, l
             router.rpc(PublishBuildEvent.method.publishBuildToolEventStream, relayBuildToolEvents(besTransport));
             continue;
           } else if (method.methodKind !== "bidi_streaming") {
-            raw.set(path, (req, res) => relayCall(req, res, bes ? besRelayOptions : relayOptions));
+            const opts = bes ? besRelayOptions : relayOptions;
+            const single = method.methodKind === "unary" || method.methodKind === "server_streaming";
+            raw.set(path, single ? (req, res) => relaySingleMessage(req, res, opts) : (req, res) => relayCall(req, res, opts));
           }
           // Also served by connect-node, for the requests the relay leaves to it.
           if (method !== ByteStream.method.write) forwardMethod(router, method, bes ? besTransport : transport);
@@ -102,7 +107,9 @@ export async function startBridge({ upstream, host = "127.0.0.1", port = 8980, l
     // Closing the bridge cancels calls in flight, and with them their upstream requests.
     shutdownSignal: shutdown.signal,
   });
-  const server = http2.createServer((req, res) => {
+  // A large receive window: with HTTP/2's 64 KiB default a client sends a FindMissingBlobs of
+  // 10,000 digests (700 KB) or a blob chunk in a dozen round trips of window updates.
+  const server = http2.createServer({ settings: { initialWindowSize: RECEIVE_WINDOW } }, (req, res) => {
     const relay = raw.get(req.url);
     if (relay && relayable(req)) relay(req, res);
     else void handler(req, fixMiscodedTrailers(res));
@@ -110,6 +117,7 @@ export async function startBridge({ upstream, host = "127.0.0.1", port = 8980, l
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (s) => {
     sessions.add(s);
+    s.setLocalWindowSize(RECEIVE_WINDOW);
     s.on("close", () => sessions.delete(s));
   });
   // A client that breaks its connection must not take the bridge down: log it and carry on.

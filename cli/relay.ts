@@ -176,6 +176,31 @@ export function relayCall(req: Http2ServerRequest, res: Http2ServerResponse, opt
   }
 }
 
+/** The largest request a single-message call may send: above every limit the worker sets (ResultStore's 30 MiB of JSON). */
+export const MAX_SINGLE_REQUEST_BYTES = 32 * 1024 * 1024;
+
+/**
+ * Relays a call whose client sends one message (unary and server-streaming): read it whole, then
+ * send it upstream in one write with its Content-Length. Streamed as it came, the worker reads a
+ * FindMissingBlobs of 10,000 digests (700 KB) in a hundred small reads, each a turn of JavaScript.
+ */
+export function relaySingleMessage(req: Http2ServerRequest, res: Http2ServerResponse, opts: RelayOptions): void {
+  const parts: Buffer[] = [];
+  let length = 0;
+  const onData = (c: Buffer) => {
+    length += c.byteLength;
+    if (length <= MAX_SINGLE_REQUEST_BYTES) return void parts.push(c);
+    req.off("data", onData);
+    req.resume(); // read and drop the rest, so the refusal reaches a client that is still sending
+    parts.length = 0;
+    new GrpcAnswer(res, req.url, opts.onError).fail(new ConnectError(`a request message over ${MAX_SINGLE_REQUEST_BYTES} bytes`, Code.ResourceExhausted));
+  };
+  req.on("data", onData);
+  req.on("end", () => {
+    if (length <= MAX_SINGLE_REQUEST_BYTES) relayCall(req, res, opts, Buffer.concat(parts, length));
+  });
+}
+
 /** The status of a trailers-only gRPC-web response, which the worker sends in its HTTP headers. */
 function trailersOnly(h: http.IncomingHttpHeaders): Headers {
   const out = new Headers();

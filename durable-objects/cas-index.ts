@@ -8,6 +8,7 @@ import { lastUsed } from "../src/storage/action-store.ts";
 import {
   bump,
   chooseVictims,
+  EVICTION_MEMORY_MS,
   counters,
   ensureEvictionSchema,
   getMeta,
@@ -78,6 +79,8 @@ export class CasIndexDO extends DurableObject<Env> {
   private readonly sql: SqlStorage;
   /** Blobs whose rows are gone and whose objects are being deleted, to the end of that delete. */
   private readonly evicting = new Map<string, Promise<void>>();
+  /** When this shard last evicted a blob (undefined: not read yet); see lastEvictionAt. */
+  private lastEviction: number | undefined;
   /** The alarm as last set by this instance (undefined: not read yet). */
   private alarmAt: number | null | undefined;
 
@@ -95,32 +98,36 @@ export class CasIndexDO extends DurableObject<Env> {
   private readonly served = { since: Date.now(), requests: 0, digests: 0, rowsWritten: 0 };
 
   /**
-   * Returns the "hash/size" keys of the given blobs that are present. If asked, touches them, but
-   * only those whose last access is older than `touchIntervalMs`: a warm FindMissing is a read.
+   * Of the blobs (hashes[i], sizes[i]), the positions of those present. If asked, touches them,
+   * but only those whose last access is older than `touchIntervalMs`: a warm FindMissing is a read.
+   * (Two flat arrays in, positions out: the least there is to copy between worker and object.)
    */
-  present(blobs: [hash: string, size: number][], touch: boolean, touchIntervalMs = 0): string[] {
+  present(hashes: string[], sizes: number[], touch: boolean, touchIntervalMs = 0): number[] {
     this.served.requests++;
-    this.served.digests += blobs.length;
-    if (blobs.length === 0) return [];
+    this.served.digests += hashes.length;
+    if (hashes.length === 0) return [];
     const rows = this.sql
       .exec<{ hash: string; size: number; last_access: number }>(
         `SELECT hash, size, last_access FROM blobs WHERE hash IN (SELECT value FROM json_each(?))`,
-        JSON.stringify(blobs.map(([h]) => h)),
+        JSON.stringify(hashes),
       )
       .toArray();
-    const sizeOf = new Map<string, number>();
-    for (const r of rows) sizeOf.set(r.hash, r.size);
-    const found = blobs.filter(([h, s]) => sizeOf.get(h) === s);
-    if (touch) {
-      const now = this.now();
-      const wanted = new Set(found.map(([h]) => h));
-      const stale = rows.filter((r) => wanted.has(r.hash) && r.last_access <= now - touchIntervalMs).map((r) => r.hash);
-      if (stale.length > 0) {
-        const c = this.sql.exec(`UPDATE blobs SET last_access = ? WHERE hash IN (SELECT value FROM json_each(?))`, now, JSON.stringify(stale));
-        this.served.rowsWritten += c.rowsWritten;
-      }
+    const stored = new Map<string, { size: number; last_access: number }>();
+    for (const r of rows) stored.set(r.hash, r);
+    const found: number[] = [];
+    const stale: string[] = [];
+    const staleBefore = this.now() - touchIntervalMs;
+    for (let i = 0; i < hashes.length; i++) {
+      const r = stored.get(hashes[i]!);
+      if (r?.size !== sizes[i]) continue;
+      found.push(i);
+      if (touch && r.last_access <= staleBefore) stale.push(hashes[i]!);
     }
-    return found.map(([h, s]) => `${h}/${s}`);
+    if (stale.length > 0) {
+      const c = this.sql.exec(`UPDATE blobs SET last_access = ? WHERE hash IN (SELECT value FROM json_each(?))`, this.now(), JSON.stringify(stale));
+      this.served.rowsWritten += c.rowsWritten;
+    }
+    return found;
   }
 
   /**
@@ -244,7 +251,8 @@ export class CasIndexDO extends DurableObject<Env> {
     if (victims.length === 0) return { evicted: 0, bytes: 0, more };
     const hashes = victims.map((v) => v.hash);
     this.sql.exec(`DELETE FROM blobs WHERE hash IN (SELECT value FROM json_each(?))`, JSON.stringify(hashes));
-    rememberEvicted(this.sql, hashes, Date.now());
+    this.lastEviction = Date.now();
+    rememberEvicted(this.sql, hashes, this.lastEviction);
     const bytes = victims.reduce((n, v) => n + v.size, 0);
     bump(this.sql, "evicted_idle", victims.filter((v) => v.reason === "idle").length);
     bump(this.sql, "evicted_budget", victims.filter((v) => v.reason === "budget").length);
@@ -274,6 +282,8 @@ export class CasIndexDO extends DurableObject<Env> {
     const lost = new Set<string>();
     const owner = this.owner();
     if (!owner) return lost;
+    // Most adds come long after this shard last evicted anything (or it never has): no lookup.
+    if (this.evicting.size === 0 && Date.now() > this.lastEvictionAt() + EVICTION_MEMORY_MS) return lost;
     const suspect = recentlyEvicted(this.sql, blobs.map(([h]) => h));
     for (const [hash, size] of blobs) {
       if (!suspect.has(hash) && !this.evicting.has(hash)) continue;
@@ -282,6 +292,12 @@ export class CasIndexDO extends DurableObject<Env> {
       else lost.add(hash);
     }
     return lost;
+  }
+
+  /** When this shard last evicted a blob (ms; -Infinity: never), read once from its table. */
+  private lastEvictionAt(): number {
+    this.lastEviction ??= this.sql.exec<{ at: number | null }>(`SELECT MAX(at) AS at FROM recently_evicted`).one().at ?? -Infinity;
+    return this.lastEviction;
   }
 
   private async objectIs(owner: ShardOwner, hash: string, size: number): Promise<boolean> {

@@ -4,7 +4,7 @@ import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { ContentAddressableStorage, Compressor_Value, type Directory } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { maxBatchTotalSize } from "../config.ts";
 import { invalidArgument, rpcStatusOf } from "../errors.ts";
-import { checkDigestFunction, parseDigest, toProtoDigest, blobKey, type BlobDigest } from "../storage/digest.ts";
+import { checkDigestFunction, parseDigest, parseDigests, toProtoDigest, blobKey, type BlobDigest } from "../storage/digest.ts";
 import { childDirectories, readBytes, readDirectory } from "../storage/merkle.ts";
 import { decodePageToken, encodePageToken, seenKey, type TreeWalk } from "../storage/page-token.ts";
 import { mapLimit } from "../storage/map-limit.ts";
@@ -37,10 +37,11 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
     const scope = await scopeFor(ctx, req.instanceName, "read");
     checkDigestFunction(req.digestFunction);
     checkCount(req.blobDigests.length, MAX_FIND_MISSING_DIGESTS, "MAX_FIND_MISSING_DIGESTS", "blob_digests", "digests");
-    const digests = req.blobDigests.map((d, i) => parseDigest(d, `blob_digests[${i}]`));
-    const missing = await scope.store.index.missing(digests, true);
+    const digests = parseDigests(req.blobDigests, "blob_digests");
+    const missing = await scope.store.index.missingAt(digests, true);
     countFindMissing(digests.length, missing.length);
-    return { missingBlobDigests: missing.map(toProtoDigest) };
+    // The request's own Digest messages: nothing to build or normalize for the answer.
+    return { missingBlobDigests: missing.map((i) => req.blobDigests[i]!) };
   },
 
   async batchUpdateBlobs(req, ctx) {
@@ -77,7 +78,7 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
     const scope = await scopeFor(ctx, req.instanceName, "read");
     checkDigestFunction(req.digestFunction);
     checkCount(req.digests.length, MAX_BATCH_ENTRIES, "MAX_BATCH_ENTRIES", "digests", "digests");
-    const digests = req.digests.map((d, i) => parseDigest(d, `digests[${i}]`));
+    const digests = parseDigests(req.digests, "digests");
     checkBatchSize(digests.reduce((n, d) => n + d.size, 0), "the requested blobs");
     const zstd = req.acceptableCompressors.includes(Compressor_Value.ZSTD);
     const responses = await mapLimit(digests, 8, async (d) => {

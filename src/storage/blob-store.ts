@@ -44,12 +44,12 @@ export class BlobStore {
     const startedAt = Date.now();
     if (length === 0) {
       const head = await this.env.CAS.head(this.key(d.hash));
-      if (!head) await this.heal(d.hash, startedAt, d.size);
+      if (!head) await this.heal(d.hash, startedAt);
       if (head?.size !== d.size) throw notFound(`blob ${d.hash}/${d.size} not found`);
       return { body: new Blob([]).stream(), length: 0 };
     }
     const obj = await this.env.CAS.get(this.key(d.hash), { range: { offset, length } });
-    if (!obj) await this.heal(d.hash, startedAt, d.size);
+    if (!obj) await this.heal(d.hash, startedAt);
     if (!obj || obj.size !== d.size) throw notFound(`blob ${d.hash}/${d.size} not found`);
     return { body: obj.body, length };
   }
@@ -59,8 +59,8 @@ export class BlobStore {
    * saying "present" and the client uploads the blob again. Objects deleted behind Kiln's back
    * (an R2 lifecycle rule, a crash between eviction's two steps) heal this way.
    */
-  private async heal(hash: string, readStartedAt: number, size?: number): Promise<void> {
-    await this.index.forget(hash, readStartedAt, size);
+  private async heal(hash: string, readStartedAt: number): Promise<void> {
+    await this.index.forget(hash, readStartedAt);
   }
 
   /** Streams a blob known only by its hash (the Bazel HTTP cache has no sizes); null if absent. */

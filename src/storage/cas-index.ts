@@ -91,49 +91,61 @@ export class CasIndex {
     return check;
   }
 
-  private cacheKey(d: BlobDigest) {
-    return `${this.tenant}/${blobKey(d)}`;
-  }
-
+  /** The positions of `digests` grouped by shard. */
   private byShard(digests: readonly BlobDigest[]) {
-    const groups = new Map<number, [string, number][]>();
-    for (const d of digests) {
-      const k = shardOf(d.hash, this.config.shards);
+    const groups = new Map<number, number[]>();
+    for (let i = 0; i < digests.length; i++) {
+      const k = shardOf(digests[i]!.hash, this.config.shards);
       let g = groups.get(k);
       if (!g) groups.set(k, (g = []));
-      g.push([d.hash, d.size]);
+      g.push(i);
     }
     return groups;
   }
 
-  /**
-   * The digests not in the CAS. The empty blob is always present. Present blobs are touched (at
-   * most once per touch interval, and not while this isolate's cache answers for them).
-   */
+  /** The digests not in the CAS, each once, in the order asked (see missingAt). */
   async missing(digests: readonly BlobDigest[], touch = true): Promise<BlobDigest[]> {
-    const wanted = digests.filter((d) => !isEmptyBlob(d));
-    const present = new Set<string>();
-    const ask: BlobDigest[] = [];
-    for (const d of wanted) {
-      if (this.cache.has(this.cacheKey(d))) present.add(blobKey(d));
-      else ask.push(d);
+    return (await this.missingAt(digests, touch)).map((i) => digests[i]!);
+  }
+
+  /**
+   * The positions in `digests` of those not in the CAS: the first position of each such digest,
+   * in order. The empty blob is always present. Present blobs are touched (at most once per
+   * touch interval, and not while this isolate's cache answers for them).
+   */
+  async missingAt(digests: readonly BlobDigest[], touch = true): Promise<number[]> {
+    // Each distinct digest once; those this isolate knows to be present are not asked about.
+    // Keyed by hash (see existence-cache.ts); the same hash with another size is rare enough
+    // for a second, slower set.
+    const ask: number[] = [];
+    const sizeSeen = new Map<string, number>();
+    const otherSizesSeen = new Set<string>();
+    for (let i = 0; i < digests.length; i++) {
+      const d = digests[i]!;
+      if (isEmptyBlob(d)) continue;
+      const size = sizeSeen.get(d.hash);
+      if (size === d.size) continue;
+      if (size === undefined) sizeSeen.set(d.hash, d.size);
+      else if (otherSizesSeen.has(blobKey(d))) continue;
+      else otherSizesSeen.add(blobKey(d));
+      if (!this.cache.has(this.tenant, d)) ask.push(i);
     }
-    if (ask.length > 0) await this.checkLayout();
+    if (ask.length === 0) return [];
+    await this.checkLayout();
+    const asked = ask.map((i) => digests[i]!);
+    const found = new Uint8Array(ask.length);
     await Promise.all(
-      [...this.byShard(ask)].map(async ([shard, group]) => {
-        for (const k of await this.shardStub(shard).present(group, touch, this.config.touchIntervalMs)) {
-          present.add(k);
-          this.cache.add(`${this.tenant}/${k}`);
+      [...this.byShard(asked)].map(async ([shard, group]) => {
+        const hashes = group.map((j) => asked[j]!.hash);
+        const sizes = group.map((j) => asked[j]!.size);
+        for (const g of await this.shardStub(shard).present(hashes, sizes, touch, this.config.touchIntervalMs)) {
+          const j = group[g]!;
+          found[j] = 1;
+          this.cache.add(this.tenant, asked[j]!);
         }
       }),
     );
-    const seen = new Set<string>();
-    return wanted.filter((d) => {
-      const k = blobKey(d);
-      if (present.has(k) || seen.has(k)) return false;
-      seen.add(k);
-      return true;
-    });
+    return ask.filter((_, j) => !found[j]);
   }
 
   async has(d: BlobDigest): Promise<boolean> {
@@ -147,20 +159,27 @@ export class CasIndex {
   async add(digests: readonly BlobDigest[]): Promise<void> {
     if (digests.length === 0) return;
     await this.checkLayout();
-    const lost = await Promise.all([...this.byShard(digests)].map(([shard, group]) => this.shardStub(shard).add(group, this.owner(shard))));
+    const lost = await Promise.all(
+      [...this.byShard(digests)].map(([shard, group]) =>
+        this.shardStub(shard).add(
+          group.map((i): [string, number] => [digests[i]!.hash, digests[i]!.size]),
+          this.owner(shard),
+        ),
+      ),
+    );
     const gone = new Set(lost.flat());
-    for (const d of digests) if (!gone.has(d.hash)) this.cache.add(this.cacheKey(d));
+    for (const d of digests) if (!gone.has(d.hash)) this.cache.add(this.tenant, d);
     if (gone.size) {
       throw new ConnectError(`blob(s) ${[...gone].join(", ")} were evicted while being written; upload them again`, Code.Unavailable);
     }
   }
 
   /**
-   * A read found no object for this blob: drop its row (unless written since the read began) and,
-   * when the size is known, this isolate's cached "present" (other isolates' expire by their TTL).
+   * A read found no object for this blob: drop its row (unless written since the read began) and
+   * this isolate's cached "present" (other isolates' expire by their TTL).
    */
-  async forget(hash: string, readStartedAt: number, size?: number): Promise<void> {
-    if (size !== undefined) this.cache.forget(this.cacheKey({ hash, size }));
+  async forget(hash: string, readStartedAt: number): Promise<void> {
+    this.cache.forget(this.tenant, hash);
     await this.shard(hash).forget([hash], readStartedAt);
   }
 }

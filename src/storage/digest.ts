@@ -10,6 +10,7 @@ export {
   isEmptyBlob,
   missingSubject,
   parseDigest,
+  parseDigests,
   parseHash,
   parseSize,
   toProtoDigest,

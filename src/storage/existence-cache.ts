@@ -8,10 +8,25 @@
 //
 // Why not the Cache API: it is keyed by request, so a 200-digest FindMissing would be 200 cache
 // lookups, each costing about what the one index call per shard it would save costs.
+import type { BlobDigest } from "./digest.ts";
+
+interface Answer {
+  size: number;
+  /** When the answer stops counting (ms). */
+  until: number;
+}
 
 export class ExistenceCache {
-  /** Key -> expiry (ms); a Map iterates in insertion order, so its first key is the least recent. */
-  private readonly expiry = new Map<string, number>();
+  /**
+   * Tenant -> hash -> the index's answer, each map in the order the answers came: the first key is
+   * the oldest answer, the first to go when the cache is full (from the tenant first seen, when
+   * there are several). A hit does not move its key (no LRU): the answer's age is what bounds it.
+   * Keyed by the bare hash, which the runtime has already hashed for its own map lookups: a
+   * FindMissing of 10,000 digests asks 10,000 times, and building "tenant/hash/size" keys for
+   * them cost more than the lookups.
+   */
+  private readonly tenants = new Map<string, Map<string, Answer>>();
+  private entries = 0;
 
   constructor(
     readonly ttlMs: number,
@@ -20,28 +35,42 @@ export class ExistenceCache {
   ) {}
 
   get size() {
-    return this.expiry.size;
+    return this.entries;
   }
 
-  has(key: string): boolean {
-    const until = this.expiry.get(key);
-    if (until === undefined) return false;
-    this.expiry.delete(key);
-    if (until <= this.now()) return false;
-    this.expiry.set(key, until); // most recently used now; the expiry stays that of the answer
-    return true;
+  has(tenant: string, d: BlobDigest): boolean {
+    const answers = this.tenants.get(tenant);
+    const a = answers?.get(d.hash);
+    if (a === undefined || a.size !== d.size) return false;
+    if (a.until > this.now()) return true;
+    this.drop(tenant, answers!, d.hash);
+    return false;
   }
 
-  /** Remembers that the index said `key` is present, now. */
-  add(key: string): void {
+  /** Remembers that the index said `d` is present, now. */
+  add(tenant: string, d: BlobDigest): void {
     if (this.ttlMs <= 0 || this.maxEntries <= 0) return;
-    this.expiry.delete(key);
-    this.expiry.set(key, this.now() + this.ttlMs);
-    while (this.expiry.size > this.maxEntries) this.expiry.delete(this.expiry.keys().next().value!);
+    let answers = this.tenants.get(tenant);
+    if (!answers) this.tenants.set(tenant, (answers = new Map()));
+    if (answers.delete(d.hash)) this.entries--;
+    answers.set(d.hash, { size: d.size, until: this.now() + this.ttlMs });
+    this.entries++;
+    while (this.entries > this.maxEntries) {
+      const [oldestTenant, oldest] = this.tenants.entries().next().value!;
+      this.drop(oldestTenant, oldest, oldest.keys().next().value!);
+    }
   }
 
-  forget(key: string): void {
-    this.expiry.delete(key);
+  /** Forgets what was said about `hash` (whatever the size). */
+  forget(tenant: string, hash: string): void {
+    const answers = this.tenants.get(tenant);
+    if (answers?.has(hash)) this.drop(tenant, answers, hash);
+  }
+
+  private drop(tenant: string, answers: Map<string, Answer>, hash: string): void {
+    if (!answers.delete(hash)) return;
+    this.entries--;
+    if (answers.size === 0) this.tenants.delete(tenant);
   }
 }
 

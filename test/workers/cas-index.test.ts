@@ -64,7 +64,7 @@ describe("shard routing", () => {
     expect(counts.every((n) => n > 0)).toBe(true);
     expect(counts.reduce((a, b) => a + b)).toBe(100);
     for (const d of ds.slice(0, 20)) {
-      expect(await index.shardStub(shardOf(d.hash, 5)).present([[d.hash, d.size]], false)).toEqual([`${d.hash}/${d.size}`]);
+      expect(await index.shardStub(shardOf(d.hash, 5)).present([d.hash], [d.size], false)).toEqual([0]);
     }
   });
 
@@ -122,25 +122,33 @@ describe("coarse touches", () => {
 });
 
 describe("existence cache", () => {
-  it("expires entries by TTL and drops the least recently used beyond its size", () => {
+  it("expires entries by TTL and drops the oldest answer beyond its size", () => {
     let t = 0;
     const c = new ExistenceCache(1000, 2, () => t);
-    c.add("a");
-    expect(c.has("a")).toBe(true);
-    expect(c.has("b")).toBe(false);
+    const [a, b, c2, d] = ["a", "b", "c", "d"].map((x) => ({ hash: x.repeat(64), size: 1 }));
+    c.add("t", a!);
+    expect(c.has("t", a!)).toBe(true);
+    expect(c.has("t", { ...a!, size: 2 })).toBe(false); // the size is part of the answer
+    expect(c.has("other tenant", a!)).toBe(false);
+    expect(c.has("t", b!)).toBe(false);
     t = 999;
-    expect(c.has("a")).toBe(true);
+    expect(c.has("t", a!)).toBe(true);
     t = 1000;
-    expect(c.has("a")).toBe(false);
-    c.add("a");
-    c.add("b");
-    expect(c.has("a")).toBe(true); // a is now the most recently used
-    c.add("c");
-    expect([c.has("a"), c.has("b"), c.has("c"), c.size]).toEqual([true, false, true, 2]);
+    expect(c.has("t", a!)).toBe(false);
+    c.add("t", a!);
+    c.add("t", b!);
+    expect(c.has("t", a!)).toBe(true); // a hit does not make an answer younger
+    c.add("t", c2!);
+    expect([c.has("t", a!), c.has("t", b!), c.has("t", c2!), c.size]).toEqual([false, true, true, 2]);
+    c.add("t", b!); // a new answer does
+    c.add("u", d!); // another tenant's answers count against the same bound
+    expect([c.has("t", b!), c.has("t", c2!), c.has("u", d!), c.size]).toEqual([true, false, true, 2]);
+    c.forget("t", b!.hash);
+    expect([c.has("t", b!), c.size]).toEqual([false, 1]);
     expect(new ExistenceCache(0, 10).size).toBe(0);
     const off = new ExistenceCache(0, 10, () => t);
-    off.add("a");
-    expect(off.has("a")).toBe(false);
+    off.add("t", a!);
+    expect(off.has("t", a!)).toBe(false);
   });
 
   it("answers positives without the index, never negatives, and stops after its TTL", async () => {

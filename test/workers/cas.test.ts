@@ -53,6 +53,32 @@ describe("FindMissingBlobs", () => {
     expect(r.missingBlobDigests).toHaveLength(10_000);
   });
 
+  it("lists each missing digest once, in the order asked, as it was sent", async () => {
+    const a = bytes("order a " + crypto.randomUUID());
+    const da = await digestOf(a);
+    await cas.batchUpdateBlobs({ instanceName: "", requests: [{ digest: da, data: a }] });
+    const [m1, m2, m3] = await Promise.all([1, 2, 3].map((i) => digestOf(`order missing ${i} ${crypto.randomUUID()}`)));
+    const asked = [m3!, da, m1!, m3!, { hash: da.hash, sizeBytes: da.sizeBytes + 7n }, da, m2!, m1!];
+    const r = await cas.findMissingBlobs({ instanceName: "", blobDigests: asked });
+    expect(r.missingBlobDigests.map((d) => [d.hash, d.sizeBytes])).toEqual([
+      [m3!.hash, m3!.sizeBytes],
+      [m1!.hash, m1!.sizeBytes],
+      [da.hash, da.sizeBytes + 7n],
+      [m2!.hash, m2!.sizeBytes],
+    ]);
+  });
+
+  it("names the malformed element of a long list, and refuses sizes past 2^53", async () => {
+    const good = await Promise.all([1, 2, 3].map((i) => digestOf(`named ${i}`)));
+    const err = await cas.findMissingBlobs({ blobDigests: [...good, { hash: "Z".repeat(64), sizeBytes: 3n }] }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConnectError);
+    expect((err as ConnectError).code).toBe(Code.InvalidArgument);
+    expect((err as ConnectError).rawMessage).toContain("blob_digests[3].hash");
+    const big = await cas.findMissingBlobs({ blobDigests: [{ hash: "a".repeat(64), sizeBytes: 2n ** 60n }] }).catch((e: unknown) => e);
+    expect((big as ConnectError).code).toBe(Code.InvalidArgument);
+    expect((big as ConnectError).rawMessage).toContain("blob_digests[0].size_bytes");
+  });
+
   it("rejects malformed digests and other digest functions", async () => {
     expect(await codeOf(cas.findMissingBlobs({ blobDigests: [{ hash: "abc", sizeBytes: 1n }] }))).toBe(Code.InvalidArgument);
     expect(await codeOf(cas.findMissingBlobs({ blobDigests: [{ hash: "A".repeat(64), sizeBytes: 1n }] }))).toBe(Code.InvalidArgument);
