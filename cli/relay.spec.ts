@@ -16,6 +16,7 @@ import {
   GetTreeResponseSchema,
 } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { startBridge, type Bridge } from "./bridge.ts";
+import { MAX_SINGLE_REQUEST_BYTES } from "./relay.ts";
 import { frameHeader } from "./grpc-web-frames.ts";
 
 const CAS = "/build.bazel.remote.execution.v2.ContentAddressableStorage";
@@ -113,6 +114,16 @@ describe("the bridge relays protobuf calls as bytes", () => {
     expect(s.headers).toMatchObject({ "content-type": "application/grpc-web+proto", "x-grpc-web": "1", authorization: "Bearer k", "x-trace": "t" });
     expect(s.headers["grpc-timeout"]).toMatch(/^\d+[mSM]$/);
     expect(s.headers.te).toBeUndefined();
+    // One message: read whole, sent upstream in one piece with its length.
+    expect(s.headers["content-length"]).toBe(String(s.body.byteLength));
+  });
+
+  it("refuses a single-message call over 32 MiB without bothering the worker", async () => {
+    const before = seen.length;
+    const e = await unary(`${CAS}/FindMissingBlobs`, new Uint8Array(MAX_SINGLE_REQUEST_BYTES + 1)).catch((x: grpc.ServiceError) => x);
+    expect(grpc.status[(e as grpc.ServiceError).code]).toBe("RESOURCE_EXHAUSTED");
+    expect((e as grpc.ServiceError).details).toContain("over 33554432 bytes");
+    expect(seen.length).toBe(before);
   });
 
   it("relays a server stream's messages, then its error status with details from the trailer frame", async () => {
