@@ -46,8 +46,6 @@ export function parseDigest(d: { hash: string; sizeBytes: bigint | number | stri
   return { hash: parseHash(d.hash, `${field}.hash`), size: parseSize(d.sizeBytes, `${field}.size_bytes`) };
 }
 
-const MAX_SIZE = BigInt(Number.MAX_SAFE_INTEGER);
-
 /**
  * Validates a repeated Digest field (FindMissingBlobs takes 10,000 at a time): a well-formed
  * element costs a regex test and nothing else; its name (`field[i]`) is spelled out only in an error.
@@ -56,10 +54,11 @@ export function parseDigests(ds: readonly ({ hash: string; sizeBytes: bigint | n
   const out = new Array<BlobDigest>(ds.length);
   for (let i = 0; i < ds.length; i++) {
     const d = ds[i];
-    const size = d?.sizeBytes;
+    // Number() of a bigint past 2^53 rounds to 2^53 or more: refused by the bound, as it should be.
+    const size = typeof d?.sizeBytes === "bigint" ? Number(d.sizeBytes) : -1;
     out[i] =
-      d && typeof size === "bigint" && size >= 0n && size <= MAX_SIZE && d.hash.length === 64 && !NOT_HEX.test(d.hash)
-        ? { hash: d.hash, size: Number(size) }
+      d && size >= 0 && size <= Number.MAX_SAFE_INTEGER && d.hash.length === 64 && !NOT_HEX.test(d.hash)
+        ? { hash: d.hash, size }
         : parseDigest(d, `${field}[${i}]`);
   }
   return out;
