@@ -1,0 +1,139 @@
+// Group commit of small blobs: many ByteStream Writes of small blobs become few BatchUpdateBlobs.
+//
+// Each request to the worker costs it a whole request's work (routing, auth, rate limit, access
+// log) and an index call, whatever it carries; for a 1 KiB blob that overhead is nearly all of it.
+// So Writes that may share one upstream request (same lane: same instance, same credentials) are
+// sent together. No timer: while fewer than `inFlight` batches of a lane are on their way, a blob
+// goes at once (a lone writer never waits); otherwise it queues, and when a batch returns,
+// everything queued meanwhile leaves as the next batch. The busier the lane, the larger its batches.
+import { Code, ConnectError } from "@connectrpc/connect";
+
+export interface SmallBlob {
+  hash: string;
+  size: number;
+  data: Uint8Array;
+}
+
+/** One upstream call: a verdict per blob, in order (undefined: stored). A rejection fails them all. */
+export type SendBatch<L> = (lane: L, blobs: readonly SmallBlob[], timeoutMs: number | undefined) => Promise<readonly (ConnectError | undefined)[]>;
+
+export interface BatchLimits {
+  /** Batches of one lane on their way at once. */
+  inFlight: number;
+  /** Blobs per batch. */
+  entries: number;
+  /** Bytes per batch. */
+  bytes: number;
+}
+
+/**
+ * 2 in flight keep the worker busy while the next batch gathers. 1 MiB is a quarter of the
+ * worker's default max_batch_total_size_bytes (4 MiB less 64 KiB), which every REAPI client
+ * assumes, and 16 blobs of the largest size that is batched (64 KiB).
+ */
+export const DEFAULT_LIMITS: BatchLimits = { inFlight: 2, entries: 128, bytes: 1024 * 1024 };
+
+/** Without any deadline from its Writes, a batch still gives up at last, so a hung worker cannot hold a lane for ever. */
+const LONGEST_BATCH_MS = 120_000;
+
+interface Pending {
+  blob: SmallBlob;
+  /** When the Write's deadline passes (Date.now() scale); undefined: none. */
+  deadline: number | undefined;
+  settle(error: ConnectError | undefined): void;
+}
+
+interface Lane<L> {
+  target: L;
+  queue: Pending[];
+  inFlight: number;
+}
+
+export class SmallWriteBatcher<L> {
+  private readonly lanes = new Map<string, Lane<L>>();
+
+  constructor(
+    private readonly send: SendBatch<L>,
+    private readonly limits: BatchLimits = DEFAULT_LIMITS,
+  ) {}
+
+  /**
+   * Stores `blob` in a batch of lane `key` (whose upstream call is made for `target`); resolves
+   * when the worker has stored it, rejects with its own verdict or the batch's failure. Cancelled
+   * through `signal` before its batch leaves, the blob is never sent; after, its batch goes on
+   * without it being waited for.
+   */
+  write(key: string, target: L, blob: SmallBlob, signal: AbortSignal, timeoutMs: number | undefined): Promise<void> {
+    if (signal.aborted) return Promise.reject(cancelled(signal));
+    let lane = this.lanes.get(key);
+    if (!lane) this.lanes.set(key, (lane = { target, queue: [], inFlight: 0 }));
+    const l = lane;
+    return new Promise<void>((resolve, reject) => {
+      const pending: Pending = {
+        blob,
+        deadline: timeoutMs === undefined ? undefined : Date.now() + timeoutMs,
+        settle: (error) => {
+          signal.removeEventListener("abort", onAbort);
+          if (error) reject(error);
+          else resolve();
+        },
+      };
+      const onAbort = () => {
+        const i = l.queue.indexOf(pending);
+        if (i >= 0) l.queue.splice(i, 1);
+        pending.settle(cancelled(signal));
+        pending.settle = () => {}; // its batch's verdict, if it was sent, goes to nobody
+        this.forget(key, l);
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      l.queue.push(pending);
+      this.pump(key, l);
+    });
+  }
+
+  private pump(key: string, lane: Lane<L>) {
+    while (lane.inFlight < this.limits.inFlight && lane.queue.length > 0) {
+      const batch = this.take(lane);
+      lane.inFlight++;
+      void this.sendBatch(lane, batch).finally(() => {
+        lane.inFlight--;
+        this.pump(key, lane);
+        this.forget(key, lane);
+      });
+    }
+  }
+
+  /** The head of the queue, as much as one batch may carry (always at least one blob). */
+  private take(lane: Lane<L>): Pending[] {
+    let bytes = lane.queue[0]!.blob.data.byteLength;
+    let n = 1;
+    while (n < lane.queue.length && n < this.limits.entries && bytes + lane.queue[n]!.blob.data.byteLength <= this.limits.bytes) {
+      bytes += lane.queue[n]!.blob.data.byteLength;
+      n++;
+    }
+    return lane.queue.splice(0, n);
+  }
+
+  private async sendBatch(lane: Lane<L>, batch: Pending[]) {
+    // As long as the most patient Write in it would wait.
+    const deadlines = batch.map((p) => p.deadline);
+    const timeoutMs = deadlines.includes(undefined) ? LONGEST_BATCH_MS : Math.max(1, Math.max(...(deadlines as number[])) - Date.now());
+    try {
+      const verdicts = await this.send(
+        lane.target,
+        batch.map((p) => p.blob),
+        timeoutMs,
+      );
+      batch.forEach((p, i) => p.settle(verdicts[i]));
+    } catch (e) {
+      const failure = ConnectError.from(e);
+      for (const p of batch) p.settle(failure);
+    }
+  }
+
+  private forget(key: string, lane: Lane<L>) {
+    if (lane.inFlight === 0 && lane.queue.length === 0 && this.lanes.get(key) === lane) this.lanes.delete(key);
+  }
+}
+
+const cancelled = (signal: AbortSignal) => ConnectError.from(signal.reason ?? "the client cancelled", Code.Canceled);
