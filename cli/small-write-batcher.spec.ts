@@ -13,7 +13,7 @@ interface Call {
 }
 
 /** A batcher whose upstream calls are recorded and settled by hand. */
-function fake(limits = { inFlight: 2, entries: 100, bytes: 1000 }) {
+function fake(limits = { inFlight: 2, fill: 1, entries: 100, bytes: 1000 }) {
   const calls: Call[] = [];
   const batcher = new SmallWriteBatcher<string>(
     (lane, blobs, timeoutMs) =>
@@ -54,22 +54,45 @@ describe("SmallWriteBatcher", () => {
     expect(await Promise.all(rest.map((w) => w.outcome))).toEqual(["OK", "OK", "OK"]);
   });
 
-  it("a batch holds at most `entries` blobs and `bytes` bytes (a blob over the bytes still goes, alone)", async () => {
-    const { calls, write } = fake({ inFlight: 1, entries: 3, bytes: 100 });
+  it("a further batch leaves while one is on its way only once `fill` blobs have gathered", async () => {
+    const { calls, write } = fake({ inFlight: 2, fill: 3, entries: 100, bytes: 1000 });
+    write("k", "a");
+    write("k", "b");
+    write("k", "c");
+    expect(calls.map((c) => c.hashes)).toEqual([["a"]]);
+    write("k", "d");
+    expect(calls.map((c) => c.hashes)).toEqual([["a"], ["b", "c", "d"]]);
+    // With nothing on its way, what has gathered goes, however little.
+    write("k", "e");
+    calls[0]!.answer();
+    await tick();
+    expect(calls.map((c) => c.hashes)).toEqual([["a"], ["b", "c", "d"]]);
+    calls[1]!.answer();
+    await tick();
+    expect(calls.map((c) => c.hashes)).toEqual([["a"], ["b", "c", "d"], ["e"]]);
+  });
+
+  it("a batch holds at most `entries` blobs and `bytes` bytes, and leaves once full (a blob over the bytes goes alone)", async () => {
+    const { calls, write } = fake({ inFlight: 1, fill: 1, entries: 3, bytes: 100 });
+    const hashes = () => calls.map((c) => c.hashes);
     write("k", "first");
-    ["a", "b", "c", "d"].map((h) => write("k", h, { size: 10 }));
+    write("k", "a");
+    write("k", "b");
+    expect(hashes()).toEqual([["first"]]);
+    write("k", "c");
+    expect(hashes()).toEqual([["first"], ["a", "b", "c"]]);
+    write("k", "d");
     write("k", "big", { size: 150 });
     write("k", "e", { size: 60 });
     write("k", "f", { size: 60 });
-    for (let i = 0; i < 4; i++) {
-      calls[i]!.answer();
-      await tick();
-    }
-    expect(calls.map((c) => c.hashes)).toEqual([["first"], ["a", "b", "c"], ["d"], ["big"], ["e"]]);
+    expect(hashes()).toEqual([["first"], ["a", "b", "c"], ["d"], ["big"], ["e"]]);
+    for (const c of [...calls]) c.answer();
+    await tick();
+    expect(hashes()).toEqual([["first"], ["a", "b", "c"], ["d"], ["big"], ["e"], ["f"]]);
   });
 
   it("lanes never share a batch, and each has its own batches in flight", async () => {
-    const { calls, write } = fake({ inFlight: 1, entries: 100, bytes: 1000 });
+    const { calls, write } = fake({ inFlight: 1, fill: 1, entries: 100, bytes: 1000 });
     write("k1", "a");
     write("k2", "b");
     write("k1", "c");
@@ -89,7 +112,7 @@ describe("SmallWriteBatcher", () => {
   });
 
   it("each Write gets its own blob's verdict; a failed call fails every Write in it", async () => {
-    const { calls, write } = fake({ inFlight: 1, entries: 100, bytes: 1000 });
+    const { calls, write } = fake({ inFlight: 1, fill: 1, entries: 100, bytes: 1000 });
     write("k", "first");
     const [a, b, c] = ["a", "b", "c"].map((h) => write("k", h));
     calls[0]!.answer();
@@ -113,7 +136,7 @@ describe("SmallWriteBatcher", () => {
   });
 
   it("a Write cancelled while queued is never sent; one cancelled in flight leaves its batch to the others", async () => {
-    const { calls, write } = fake({ inFlight: 1, entries: 100, bytes: 1000 });
+    const { calls, write } = fake({ inFlight: 1, fill: 1, entries: 100, bytes: 1000 });
     const first = new AbortController();
     const a = write("k", "a", { signal: first.signal });
     const queued = new AbortController();
@@ -134,7 +157,7 @@ describe("SmallWriteBatcher", () => {
   });
 
   it("a batch waits as long as its most patient Write, and no Write waits for ever", async () => {
-    const { calls, write } = fake({ inFlight: 1, entries: 100, bytes: 1000 });
+    const { calls, write } = fake({ inFlight: 1, fill: 1, entries: 100, bytes: 1000 });
     write("k", "first", { timeoutMs: 5000 });
     write("k", "a", { timeoutMs: 1000 });
     write("k", "b", { timeoutMs: 30_000 });
