@@ -1,6 +1,7 @@
 // The stack starts and the native gRPC bridge carries real @grpc/grpc-js calls to the worker:
-// unary, ByteStream.Read as a streamed GET (ranges, edges), ByteStream.Write as a streamed PUT (and
-// its checks), a resumed Write over gRPC-web, API keys on every path, and an unreachable worker.
+// unary, ByteStream.Read as a streamed GET (ranges, edges), ByteStream.Write as a streamed PUT, or
+// in a batch when small (and its checks), a resumed Write over gRPC-web, API keys on every path,
+// and an unreachable worker. Batching itself: bridge-batched-writes.test.ts.
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { once } from "node:events";
 import { createServer, type IncomingHttpHeaders } from "node:http";
