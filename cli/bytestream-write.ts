@@ -1,4 +1,4 @@
-// ByteStream.Write without holding the blob.
+// ByteStream.Write without holding the blob (a small one excepted, see the end of this comment).
 //
 // First the bridge asks QueryWriteStatus what the worker would say without the data: a stored blob
 // completes at once, and a refusal (no key, a bad name, a write_offset other than committed_size)
@@ -7,16 +7,16 @@
 // early: over HTTP/1.1 it answers a gRPC-web stream, and a PUT, only after reading all of it (an
 // answer while the client still sends breaks the client's connection).
 //
-// A small blob (at most 64 KiB, from offset 0) is read whole and stored with other Writes' small
-// blobs in one BatchUpdateBlobs (small-write-batcher.ts): for such a blob the worker's cost per
-// request is nearly all of its cost, so one request per blob would cap the bridge at the worker's
-// request rate.
-//
 // Then a fresh upload (write_offset 0) goes to the worker as one streamed HTTP PUT of its bytes to
 // the upload's resource name, which the worker stores the same way as a Write (resumably, for large
 // blobs); a resumed upload, or a name we do not understand, is relayed as the gRPC-web client stream
 // it is. A blob over the chunking threshold (the edge's body cap) goes up as chunks and a
 // SpliceBlob instead (chunked-blobs.ts).
+//
+// A small blob (at most 64 KiB, from offset 0) is neither asked about nor PUT: it is read whole and
+// stored with other Writes' small blobs in one BatchUpdateBlobs (small-write-batcher.ts). For such
+// a blob the worker's cost per request is nearly all of its cost, so one request per blob would
+// cap the bridge at the worker's request rate.
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type Transport } from "@connectrpc/connect";
 import { ContentAddressableStorage } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";

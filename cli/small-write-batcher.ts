@@ -3,9 +3,11 @@
 // Each request to the worker costs it a whole request's work (routing, auth, rate limit, access
 // log) and an index call, whatever it carries; for a 1 KiB blob that overhead is nearly all of it.
 // So Writes that may share one upstream request (same lane: same instance, same credentials) are
-// sent together. No timer: while fewer than `inFlight` batches of a lane are on their way, a blob
-// goes at once (a lone writer never waits); otherwise it queues, and when a batch returns,
-// everything queued meanwhile leaves as the next batch. The busier the lane, the larger its batches.
+// sent together. No timer: with nothing of its lane on the way, a blob goes at once (a lone writer
+// never waits); otherwise it queues, and leaves with everything queued when a batch returns, or
+// sooner, as a further batch in flight, once `fill` blobs have gathered (a full batch always goes).
+// Without that floor a free slot takes each blob alone as it comes, and a lane settles into one
+// large batch and a stream of single-blob requests (measured: no faster than a request per Write).
 import { Code, ConnectError } from "@connectrpc/connect";
 
 export interface SmallBlob {
@@ -31,8 +33,8 @@ export interface BatchLimits {
 /**
  * Two in flight, the second from 8 blobs: the worker (CPU-bound locally, ~8 ms a request) works on
  * one batch while the next gathers. With 16 Writes of 1 KiB in flight that makes batches of 8,
- * measured at 2.6x the rate of one request per Write; 3 or 4 smaller batches in flight, or one
- * batch at a time, were slower. 1 MiB is a quarter of the worker's default
+ * measured at 2.6x the rate of one request per Write; 3 or 4 smaller batches in flight were
+ * slower. 1 MiB is a quarter of the worker's default
  * max_batch_total_size_bytes (4 MiB less 64 KiB, what REAPI clients assume), 16 of the largest
  * blobs batched (64 KiB). 16 blobs: the worker makes a subrequest per blob and per index shard it
  * touches, and Workers Free allows 50 a request.
