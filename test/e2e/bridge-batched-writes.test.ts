@@ -5,30 +5,11 @@
 // requests than there were Writes.
 import { randomBytes, randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { auth, codeOf, connect, digestOf, errorOf, grpc, sha256, unary, type Clients, type Digest } from "./grpc-client.ts";
+import { auth, codeOf, connect, digestOf, errorOf, grpc, sha256, unary, writeSmall, type Clients, type Digest, type SmallWrite } from "./grpc-client.ts";
 import { startStack, type Stack } from "./stack.ts";
 
 const uploadName = (instance: string, blob: Uint8Array, hash = sha256(blob)) =>
   `${instance ? `${instance}/` : ""}uploads/${randomUUID()}/blobs/${hash}/${blob.byteLength}`;
-
-interface Write {
-  call: grpc.ClientWritableStream<object>;
-  response: Promise<{ committed_size: string }>;
-}
-
-/** A Write of `blob` in two messages; `finish: false` closes the stream after the first without finish_write. */
-function write(bs: Clients["bytestream"], resource: string, blob: Uint8Array, md = new grpc.Metadata(), finish = true): Write {
-  let call!: grpc.ClientWritableStream<object>;
-  const response = new Promise<{ committed_size: string }>((resolve, reject) => {
-    call = bs.write(md, { deadline: Date.now() + 60_000 }, (err: grpc.ServiceError | null, res: { committed_size: string }) => (err ? reject(err) : resolve(res)));
-  });
-  response.catch(() => {}); // inspected by the test
-  const half = blob.byteLength >> 1;
-  call.write({ resource_name: resource, write_offset: "0", data: blob.subarray(0, half) });
-  if (finish) call.write({ write_offset: String(half), data: blob.subarray(half), finish_write: true });
-  call.end();
-  return { call, response };
-}
 
 /** The digests FindMissingBlobs says `instance` (under `md`'s key) lacks. */
 async function missing(cas: Clients["cas"], instance: string, digests: Digest[], md = new grpc.Metadata()): Promise<string[]> {
@@ -65,10 +46,10 @@ describe("small Writes through the bridge, open stack", () => {
 
     // Everything at once: 40 blobs, 8 of them written twice, one whose bytes are not its digest's,
     // one closed before finish_write and one cancelled as soon as it is sent.
-    const writes = [...blobs, ...blobs.slice(0, 8)].map((b) => write(c.bytestream, uploadName("", b), b));
-    const bad = write(c.bytestream, uploadName("", wrong, wrongHash), wrong);
-    const early = write(c.bytestream, uploadName("", closed), closed, new grpc.Metadata(), false);
-    const gone = write(c.bytestream, uploadName("", cancelled), cancelled);
+    const writes = [...blobs, ...blobs.slice(0, 8)].map((b) => writeSmall(c.bytestream, uploadName("", b), b));
+    const bad = writeSmall(c.bytestream, uploadName("", wrong, wrongHash), wrong);
+    const early = writeSmall(c.bytestream, uploadName("", closed), closed, new grpc.Metadata(), false);
+    const gone = writeSmall(c.bytestream, uploadName("", cancelled), cancelled);
     gone.call.cancel();
 
     expect(await Promise.all(writes.map((w) => w.response.then((r) => r.committed_size)))).toEqual([...blobs, ...blobs.slice(0, 8)].map((b) => String(b.byteLength)));
@@ -91,10 +72,10 @@ describe("small Writes through the bridge, open stack", () => {
 
   it("a lone small Write is answered without waiting for company, and the empty blob too", async () => {
     const blob = randomBytes(64 * 1024);
-    expect((await write(c.bytestream, uploadName("solo", blob), blob).response).committed_size).toBe(String(64 * 1024));
+    expect((await writeSmall(c.bytestream, uploadName("solo", blob), blob).response).committed_size).toBe(String(64 * 1024));
     expect(await missing(c.cas, "solo", [digestOf(blob)])).toEqual([]);
     const empty = new Uint8Array(0);
-    expect((await write(c.bytestream, uploadName("", empty), empty).response).committed_size).toBe("0");
+    expect((await writeSmall(c.bytestream, uploadName("", empty), empty).response).committed_size).toBe("0");
   });
 });
 
@@ -131,15 +112,15 @@ describe("small Writes through the bridge under several API keys at once", () =>
     const rToAlpha = make(4);
     const none = make(2);
     // Interleaved, so that any batch could have taken blobs of several keys.
-    const started: { blob: Uint8Array; w: Write; who: string }[] = [];
+    const started: { blob: Uint8Array; w: SmallWrite; who: string }[] = [];
     for (let i = 0; i < 12; i++) {
-      started.push({ blob: aBlobs[i]!, who: "A", w: write(c.bytestream, uploadName("alpha", aBlobs[i]!), aBlobs[i]!, auth(A)) });
-      started.push({ blob: bBlobs[i]!, who: "B", w: write(c.bytestream, uploadName("beta", bBlobs[i]!), bBlobs[i]!, auth(B)) });
+      started.push({ blob: aBlobs[i]!, who: "A", w: writeSmall(c.bytestream, uploadName("alpha", aBlobs[i]!), aBlobs[i]!, auth(A)) });
+      started.push({ blob: bBlobs[i]!, who: "B", w: writeSmall(c.bytestream, uploadName("beta", bBlobs[i]!), bBlobs[i]!, auth(B)) });
       if (i < 4) {
-        started.push({ blob: bToAlpha[i]!, who: "B in alpha", w: write(c.bytestream, uploadName("alpha", bToAlpha[i]!), bToAlpha[i]!, auth(B)) });
-        started.push({ blob: rToAlpha[i]!, who: "R", w: write(c.bytestream, uploadName("alpha", rToAlpha[i]!), rToAlpha[i]!, auth(R)) });
+        started.push({ blob: bToAlpha[i]!, who: "B in alpha", w: writeSmall(c.bytestream, uploadName("alpha", bToAlpha[i]!), bToAlpha[i]!, auth(B)) });
+        started.push({ blob: rToAlpha[i]!, who: "R", w: writeSmall(c.bytestream, uploadName("alpha", rToAlpha[i]!), rToAlpha[i]!, auth(R)) });
       }
-      if (i < 2) started.push({ blob: none[i]!, who: "nobody", w: write(c.bytestream, uploadName("alpha", none[i]!), none[i]!) });
+      if (i < 2) started.push({ blob: none[i]!, who: "nobody", w: writeSmall(c.bytestream, uploadName("alpha", none[i]!), none[i]!) });
     }
     const outcome = await Promise.all(started.map(async (s) => `${s.who}: ${await codeOf(s.w.response)}`));
     const expected: Record<string, string> = { A: "OK", B: "OK", "B in alpha": "PERMISSION_DENIED", R: "PERMISSION_DENIED", nobody: "UNAUTHENTICATED" };
