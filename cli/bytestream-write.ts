@@ -1,4 +1,4 @@
-// ByteStream.Write without holding the blob.
+// ByteStream.Write without holding the blob (a small one excepted, see the end of this comment).
 //
 // First the bridge asks QueryWriteStatus what the worker would say without the data: a stored blob
 // completes at once, and a refusal (no key, a bad name, a write_offset other than committed_size)
@@ -12,8 +12,14 @@
 // blobs); a resumed upload, or a name we do not understand, is relayed as the gRPC-web client stream
 // it is. A blob over the chunking threshold (the edge's body cap) goes up as chunks and a
 // SpliceBlob instead (chunked-blobs.ts).
+//
+// A small blob (at most 64 KiB, from offset 0) is neither asked about nor PUT: it is read whole and
+// stored with other Writes' small blobs in one BatchUpdateBlobs (small-write-batcher.ts). For such
+// a blob the worker's cost per request is nearly all of its cost, so one request per blob would
+// cap the bridge at the worker's request rate.
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type Transport } from "@connectrpc/connect";
+import { ContentAddressableStorage } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import {
   ByteStream,
   type WriteRequest,
@@ -25,6 +31,7 @@ import { writeChunked, type ChunkPolicy } from "./chunked-blobs.ts";
 import { fromHttpError } from "./errors.ts";
 import { forwardClientStream } from "./forward.ts";
 import { forwardedMetadata } from "./metadata.ts";
+import { SmallWriteBatcher, type SendBatch } from "./small-write-batcher.ts";
 
 type WriteResponseInit = MessageInitShape<typeof WriteResponseSchema>;
 
@@ -38,11 +45,16 @@ export function uploadSize(resourceName: string): number | undefined {
   }
 }
 
-/** Blobs up to this size are PUT without a QueryWriteStatus first. */
-const PUT_WITHOUT_ASKING = 64 * 1024;
+/**
+ * Blobs up to this size, from offset 0, are batched without a QueryWriteStatus first. Held whole
+ * until their batch returns, so small enough that 16 in flight cost a MiB; large enough to take in
+ * the many small files (sources, headers, action and directory messages) that make most Writes.
+ */
+const SMALL_BLOB = 64 * 1024;
 
 export function byteStreamWrite(upstreamUrl: string, upstream: Transport, chunking?: ChunkPolicy) {
   const base = upstreamUrl.replace(/\/+$/, "");
+  const batcher = new SmallWriteBatcher(batchUpdateBlobs(upstream));
   return async (requests: AsyncIterable<WriteRequest>, ctx: HandlerContext): Promise<WriteResponseInit> => {
     const it = requests[Symbol.asyncIterator]();
     const first = await it.next();
@@ -50,9 +62,9 @@ export function byteStreamWrite(upstreamUrl: string, upstream: Transport, chunki
     const size = head && uploadSize(head.resourceName);
     if (!head || size === undefined) return forwardClientStream(upstream, ByteStream.method.write, replay(head, it), ctx);
     const url = `${base}/${resourcePath(head.resourceName)}`;
-    // A small blob from offset 0 goes straight to the PUT: asking first would cost a round trip
+    // A small blob from offset 0 goes straight to a batch: asking first would cost a round trip
     // to save sending a few bytes (the worker stores a small blob again, verified, and says so).
-    if (size <= PUT_WITHOUT_ASKING && head.writeOffset === 0n) return put(upstream, url, size, head, it, ctx);
+    if (size <= SMALL_BLOB && head.writeOffset === 0n) return writeSmall(batcher, upstream, size, head, it, ctx);
 
     const status = await writeStatus(upstream, head.resourceName, ctx).catch((e: unknown) => {
       void it.return?.(); // every early answer stops reading the client, as the worker's own Write does
@@ -130,6 +142,65 @@ async function put(
   const after = await writeStatus(upstream, head.resourceName, ctx).catch(() => undefined);
   if (after?.complete) return { committedSize: BigInt(size) };
   throw failure;
+}
+
+/** Which Writes may share one BatchUpdateBlobs: the same instance, under the same credentials. */
+interface Lane {
+  instanceName: string;
+  authorization: string | null;
+}
+
+/** A small blob read to finish_write, then stored in a batch with others of its lane. */
+async function writeSmall(
+  batcher: SmallWriteBatcher<Lane>,
+  upstream: Transport,
+  size: number,
+  head: WriteRequest,
+  rest: AsyncIterator<WriteRequest>,
+  ctx: HandlerContext,
+): Promise<WriteResponseInit> {
+  const { instanceName, digest } = parseWriteResource(head.resourceName);
+  const body = new WriteBody(head, rest, size);
+  const data = new Uint8Array(size);
+  try {
+    let offset = 0;
+    // WriteBody has checked that the pieces add up to `size`, ending with finish_write.
+    for await (const piece of body.stream) {
+      data.set(piece, offset);
+      offset += piece.byteLength;
+    }
+  } catch (e) {
+    // Closed before finish_write: nothing was sent; the answer is what the worker has of it, as for a PUT.
+    if (body.endedEarly) return { committedSize: (await writeStatus(upstream, head.resourceName, ctx)).committedSize };
+    throw body.failure ?? e;
+  } finally {
+    body.stop();
+  }
+  // Only the credentials travel with a batch: other metadata (requestmetadata-bin) is one caller's.
+  const authorization = ctx.requestHeader.get("authorization");
+  const lane = `${instanceName}\n${authorization ?? ""}`;
+  await batcher.write(lane, { instanceName, authorization }, { hash: digest.hash, size, data }, ctx.signal, ctx.timeoutMs());
+  return { committedSize: BigInt(size) };
+}
+
+/** One batch as one BatchUpdateBlobs; each blob's answer found by its digest (a batch may hold one blob twice). */
+function batchUpdateBlobs(upstream: Transport): SendBatch<Lane> {
+  return async ({ instanceName, authorization }, blobs, timeoutMs) => {
+    const headers = new Headers();
+    if (authorization !== null) headers.set("authorization", authorization);
+    const requests = blobs.map(({ hash, size, data }) => ({ digest: { hash, sizeBytes: BigInt(size) }, data }));
+    // No signal: the Writes in a batch are cancelled one by one (small-write-batcher.ts).
+    const res = await upstream.unary(ContentAddressableStorage.method.batchUpdateBlobs, undefined, timeoutMs, headers, { instanceName, requests });
+    const answers = res.message.responses;
+    const used = new Set<number>();
+    return blobs.map(({ hash, size }) => {
+      const i = answers.findIndex((r, j) => !used.has(j) && r.digest?.hash === hash && r.digest.sizeBytes === BigInt(size));
+      if (i < 0) return new ConnectError(`the worker's BatchUpdateBlobs answer says nothing of blob ${hash}/${size}`, Code.Internal);
+      used.add(i);
+      const status = answers[i]!.status;
+      return !status || status.code === 0 ? undefined : new ConnectError(status.message, status.code as Code);
+    });
+  };
 }
 
 /** A blob too large for one request: as chunks and a SpliceBlob (chunked-blobs.ts). */

@@ -1,6 +1,7 @@
 // The stack starts and the native gRPC bridge carries real @grpc/grpc-js calls to the worker:
-// unary, ByteStream.Read as a streamed GET (ranges, edges), ByteStream.Write as a streamed PUT (and
-// its checks), a resumed Write over gRPC-web, API keys on every path, and an unreachable worker.
+// unary, ByteStream.Read as a streamed GET (ranges, edges), ByteStream.Write as a streamed PUT, or
+// in a batch when small (and its checks), a resumed Write over gRPC-web, API keys on every path,
+// and an unreachable worker. Batching itself: bridge-batched-writes.test.ts.
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { once } from "node:events";
 import { createServer, type IncomingHttpHeaders } from "node:http";
@@ -358,25 +359,38 @@ describe("what the bridge sends to the worker", () => {
         c.caps.GetCapabilities({}, md, { deadline: Date.now() + 5000 }, (e: grpc.ServiceError) => resolve(e)),
       );
       expect([grpc.status[err.code], err.details]).toEqual(["NOT_FOUND", "nope"]);
-      const blob = randomBytes(100);
+      // A small blob goes in a BatchUpdateBlobs, which carries the credentials and nothing of one
+      // caller's own (other Writes may share it); a larger one is a PUT with all the metadata.
+      const small = randomBytes(100);
+      const serr = await write(c.bs, uploadName(small), small, md).catch((e: grpc.ServiceError) => e);
+      expect([grpc.status[(serr as grpc.ServiceError).code], (serr as grpc.ServiceError).details]).toEqual(["NOT_FOUND", "nope"]);
+      const blob = randomBytes(100 * 1024);
       const werr = await write(c.bs, uploadName(blob), blob, md).catch((e: grpc.ServiceError) => e);
       expect([grpc.status[(werr as grpc.ServiceError).code], (werr as grpc.ServiceError).details]).toEqual(["NOT_FOUND", "gone"]);
 
-      // The Write of a small blob: the PUT at once, and after its failure QueryWriteStatus (the
-      // blob might have been stored meanwhile).
+      // The Write of a larger blob: QueryWriteStatus, whether to chunk it, the PUT, and after its
+      // failure QueryWriteStatus again (the blob might have been stored meanwhile).
       expect(seen.map((r) => `${r.method} ${r.url.replace(/[0-9a-f-]{36}\/blobs\/[0-9a-f]{64}/, "U/blobs/H")}`)).toEqual([
         "POST /build.bazel.remote.execution.v2.Capabilities/GetCapabilities",
-        "PUT /uploads/U/blobs/H/100",
+        "POST /build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs",
+        "POST /google.bytestream.ByteStream/QueryWriteStatus",
+        "POST /build.bazel.remote.execution.v2.Capabilities/GetCapabilities",
+        "PUT /uploads/U/blobs/H/102400",
         "POST /google.bytestream.ByteStream/QueryWriteStatus",
       ]);
-      const [call, put] = seen;
-      expect(put!.headers["content-length"]).toBe("100");
+      const [call, batch, , , put] = seen;
+      expect(put!.headers["content-length"]).toBe("102400");
+      expect(batch!.headers.authorization).toBe("Bearer k1");
+      expect(batch!.headers["x-trace"]).toBeUndefined();
+      expect(batch!.headers["build.bazel.remote.execution.v2.requestmetadata-bin"]).toBeUndefined();
       for (const { headers } of [call!, put!]) {
         expect(headers).toMatchObject({
           authorization: "Bearer k1",
           "x-trace": "t1",
           "build.bazel.remote.execution.v2.requestmetadata-bin": Buffer.from([1, 2, 3]).toString("base64").replace(/=+$/, ""),
         });
+      }
+      for (const { headers } of [call!, batch!, put!]) {
         expect(headers["user-agent"] ?? "").not.toContain("grpc-node");
         expect(headers.te).toBeUndefined();
       }

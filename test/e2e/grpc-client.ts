@@ -132,4 +132,23 @@ export function encode(name: string, obj: object): Uint8Array {
   return t.encode(t.fromObject(obj)).finish();
 }
 
+export interface SmallWrite {
+  call: grpc.ClientWritableStream<object>;
+  response: Promise<{ committed_size: string }>;
+}
+
+/** A Write of `blob` in two messages; `finish: false` closes the stream after the first without finish_write. */
+export function writeSmall(bs: Client, resource: string, blob: Uint8Array, md = new grpc.Metadata(), finish = true): SmallWrite {
+  let call!: grpc.ClientWritableStream<object>;
+  const response = new Promise<{ committed_size: string }>((resolve, reject) => {
+    call = bs.write(md, { deadline: Date.now() + 60_000 }, (err: grpc.ServiceError | null, res: { committed_size: string }) => (err ? reject(err) : resolve(res)));
+  });
+  response.catch(() => {}); // inspected by the test
+  const half = blob.byteLength >> 1;
+  call.write({ resource_name: resource, write_offset: "0", data: blob.subarray(0, half) });
+  if (finish) call.write({ write_offset: String(half), data: blob.subarray(half), finish_write: true });
+  call.end();
+  return { call, response };
+}
+
 export { grpc };
