@@ -16,7 +16,7 @@ import { ContentAddressableStorage } from "../src/gen/build/bazel/remote/executi
 import { startStack } from "../test/e2e/stack.ts";
 import { benchChunking } from "./chunking.ts";
 import { bigBlob, KiB, MiB, nobleSha256Speed, sha256Speed, smallBlobs, type BigBlob, type SmallBlob } from "./lib/data.ts";
-import { bsRead, bsWrite, clientCodecMs, connect, unary, type Digest } from "./lib/grpc.ts";
+import { bsRead, bsWrite, clientCodecMs, connect, grpcReadLimit, unary, type Digest } from "./lib/grpc.ts";
 import { agent, get, put } from "./lib/http.ts";
 import { cpuDelta, cpuSnap, startBareR2, type BareWorker } from "./lib/procs.ts";
 import { fmt, now, percentile, pool, table, type Row } from "./lib/stats.ts";
@@ -293,6 +293,17 @@ async function main() {
   const wide = connect(stack.grpcTarget, MiB);
   cleanups.push(() => wide.close());
   await downloadSeries(`${BS}, 1 MiB window`, SINGLE, httpBig[0]!, (b, onChunk) => bsRead(wide.bytestream, `${INSTANCE}/blobs/${b.hash}/${b.size}`, onChunk));
+  // What the bench's gRPC client itself can take in, from a server in this process (no Kiln at all).
+  log(`grpc-js client: ${DOWNLOAD_PASSES} x ByteStream.Read ${label} from memory, 64 KiB and 1 MiB windows`);
+  const clientLimit = await grpcReadLimit(BIG, DOWNLOAD_PASSES);
+  const clientLimitWide = await grpcReadLimit(BIG, DOWNLOAD_PASSES, MiB);
+  for (const [w, v] of [["64 KiB", clientLimit], ["1 MiB", clientLimitWide]] as const) {
+    rows.push({ metric: `limit: grpc-js client ByteStream.Read ${label} from memory, ${w} window`, value: `${fmt(v)} MB/s`, limit: `bare get ${fmt(bareGet.best)} MB/s`, ratio: ratio(v, bareGet.best) });
+  }
+  notes.push(
+    "grpc-js client limit: a grpc-js server in the bench process streams the bytes from memory to the same grpc-js client; a ByteStream " +
+      "download through Kiln cannot beat it, so its ratio to bare get bounds the ByteStream download ratios",
+  );
   await downloadSeries(HTTP, SINGLE, httpBig[0]!, httpDown);
   await downloadSeries(HTTP, MULTI, bsBig[0]!, httpDown);
   notes.push(

@@ -100,4 +100,46 @@ export function bsRead(bs: Client, resource: string, onChunk?: (c: Buffer) => vo
   });
 }
 
+/**
+ * The client's own ceiling for a ByteStream.Read of `size` bytes: a grpc-js server in this process
+ * streams them from memory (ReadResponses of 1 MiB, as the bridge sends) to a grpc-js client with
+ * the given receive window. MB/s (10^6 bytes), best of `passes`. No worker, no R2, no bridge: what
+ * a ByteStream download through Kiln could reach at best with this client on this machine.
+ */
+export async function grpcReadLimit(size: number, passes: number, flowControlWindow?: number): Promise<number> {
+  const chunk = Buffer.alloc(MiB, 7);
+  const server = new grpc.Server();
+  server.addService(pkg.google.bytestream.ByteStream.service, {
+    read(call: grpc.ServerWritableStream<any, any>) {
+      let sent = 0;
+      const pump = () => {
+        while (sent < size) {
+          const n = Math.min(MiB, size - sent);
+          sent += n;
+          if (!call.write({ data: n === MiB ? chunk : chunk.subarray(0, n) })) return void call.once("drain", pump);
+        }
+        call.end();
+      };
+      pump();
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+  );
+  const c = connect(`127.0.0.1:${port}`, flowControlWindow);
+  try {
+    let best = 0;
+    for (let i = 0; i < passes; i++) {
+      const s = performance.now();
+      const n = await bsRead(c.bytestream, "limit/blobs/x/1");
+      if (n !== size) throw new Error(`read ${n} of ${size} bytes`);
+      best = Math.max(best, size / 1e6 / ((performance.now() - s) / 1000));
+    }
+    return best;
+  } finally {
+    c.close();
+    server.forceShutdown();
+  }
+}
+
 export { grpc };
