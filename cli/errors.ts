@@ -50,8 +50,30 @@ export async function fromHttpError(res: Response): Promise<ConnectError> {
 }
 
 /**
- * A unary request the bridge cannot parse fails before any interceptor runs, so relayed() never
- * sees it and connect-es writes grpc-status 13 into the trailers itself: correct it there.
+ * grpc-message encoded as the gRPC spec says: only bytes outside printable ASCII, and "%", are
+ * percent-encoded. connect-es encodes it with encodeURIComponent (":" becomes "%3A", "/" "%2F"),
+ * which grpc-js undoes with decodeURI, leaving its users to read "blob abc%3A the data ..."
+ * (grpc-java and gRPC C-core decode either form, so they see no change).
+ */
+export function specGrpcMessage(encoded: string): string {
+  let text: string;
+  try {
+    text = decodeURIComponent(encoded);
+  } catch {
+    return encoded; // not percent-encoding we understand: pass it on as it came
+  }
+  let out = "";
+  for (const b of new TextEncoder().encode(text)) {
+    out += b >= 0x20 && b <= 0x7e && b !== 0x25 ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return out;
+}
+
+/**
+ * The trailers connect-es writes for the calls the bridge serves itself: grpc-message encoded as
+ * the spec says (specGrpcMessage), and one miscoded status corrected. A unary request the bridge
+ * cannot parse fails before any interceptor runs, so relayed() never sees it and connect-es writes
+ * grpc-status 13 into the trailers itself: correct it there.
  */
 export function fixMiscodedTrailers(res: Http2ServerResponse): Http2ServerResponse {
   const addTrailers = res.addTrailers.bind(res);
@@ -63,6 +85,7 @@ export function fixMiscodedTrailers(res: Http2ServerResponse): Http2ServerRespon
       // not ours to fix
     }
     if (trailers["grpc-status"] === String(Code.Internal) && isMiscodedClientFault(Code.Internal, message)) trailers["grpc-status"] = String(Code.InvalidArgument);
+    if (typeof trailers["grpc-message"] === "string") trailers["grpc-message"] = specGrpcMessage(trailers["grpc-message"]);
     addTrailers(trailers);
   };
   return res;

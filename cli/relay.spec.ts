@@ -145,11 +145,11 @@ describe("the bridge relays protobuf calls as bytes", () => {
 
   it("passes a trailers-only status on", async () => {
     answer = (res) => {
-      res.writeHead(200, { "content-type": "application/grpc-web+proto", "grpc-status": "16", "grpc-message": "who%20are%20you" });
+      res.writeHead(200, { "content-type": "application/grpc-web+proto", "grpc-status": "16", "grpc-message": "who%20are%20you%3F%20key%3A%20%E2%80%9Cx%E2%80%9D%2F100%25" });
       res.end();
     };
     const e = await unary(`${CAS}/FindMissingBlobs`, new Uint8Array()).catch((x: grpc.ServiceError) => x);
-    expect([grpc.status[(e as grpc.ServiceError).code], (e as grpc.ServiceError).details]).toEqual(["UNAUTHENTICATED", "who are you"]);
+    expect([grpc.status[(e as grpc.ServiceError).code], (e as grpc.ServiceError).details]).toEqual(["UNAUTHENTICATED", "who are you? key: “x”/100%"]);
   });
 
   it("maps an HTTP error, and a body that ends without trailers or inside a frame, to UNAVAILABLE", async () => {

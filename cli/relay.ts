@@ -7,6 +7,7 @@ import http from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { codeFromHttpStatus, findTrailerError, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { specGrpcMessage } from "./errors.ts";
 import { forwardedMetadata } from "./metadata.ts";
 import { TrailerSplitter } from "./grpc-web-frames.ts";
 
@@ -89,6 +90,7 @@ export class GrpcAnswer {
       if (!HOP_BY_HOP.has(k)) fields[k] = v;
     });
     if (!fields["grpc-status"]) fields["grpc-status"] = "0";
+    if (fields["grpc-message"]) fields["grpc-message"] = specGrpcMessage(fields["grpc-message"]);
     if (!this.res.headersSent) {
       // Trailers-only: one HEADERS frame that ends the stream, which is how gRPC clients read it.
       this.res.stream.respond({ ":status": 200, "content-type": "application/grpc", ...fields }, { endStream: true });
