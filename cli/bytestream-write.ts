@@ -19,7 +19,7 @@
 // cap the bridge at the worker's request rate.
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type Transport } from "@connectrpc/connect";
-import { ContentAddressableStorage } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { Capabilities, ContentAddressableStorage } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import {
   ByteStream,
   type WriteRequest,
@@ -31,7 +31,7 @@ import { writeChunked, type ChunkPolicy } from "./chunked-blobs.ts";
 import { fromHttpError } from "./errors.ts";
 import { forwardClientStream } from "./forward.ts";
 import { forwardedMetadata } from "./metadata.ts";
-import { SmallWriteBatcher, type SendBatch } from "./small-write-batcher.ts";
+import { SmallWriteBatcher, type SendBatch, type SmallBlob } from "./small-write-batcher.ts";
 
 type WriteResponseInit = MessageInitShape<typeof WriteResponseSchema>;
 
@@ -183,11 +183,28 @@ async function writeSmall(
   return { committedSize: BigInt(size) };
 }
 
-/** One batch as one BatchUpdateBlobs; each blob's answer found by its digest (a batch may hold one blob twice). */
+/**
+ * One batch as BatchUpdateBlobs calls: one, unless the worker's max_batch_total_size_bytes
+ * (asked once per lane through GetCapabilities; an operator may set it below a batch's 1 MiB) is
+ * smaller than the batch, which then goes as several calls that each fit. Each blob's answer is
+ * found by its digest (a batch may hold one blob twice).
+ */
 function batchUpdateBlobs(upstream: Transport): SendBatch<Lane> {
-  return async ({ instanceName, authorization }, blobs, timeoutMs) => {
-    const headers = new Headers();
-    if (authorization !== null) headers.set("authorization", authorization);
+  const limits = new Map<string, Promise<number>>();
+  const maxBatchBytes = (lane: Lane, headers: Headers, timeoutMs: number | undefined): Promise<number> => {
+    const key = `${lane.instanceName}\n${lane.authorization ?? ""}`;
+    let limit = limits.get(key);
+    if (!limit) {
+      limit = upstream
+        .unary(Capabilities.method.getCapabilities, undefined, timeoutMs, headers, { instanceName: lane.instanceName })
+        .then((r) => Number(r.message.cacheCapabilities?.maxBatchTotalSizeBytes ?? 0n) || Infinity);
+      limits.set(key, limit);
+      // Not known (the worker away, the key refused): the batch goes as it is, and says why if it fails.
+      limit.catch(() => limits.delete(key));
+    }
+    return limit.catch(() => Infinity);
+  };
+  const send = async ({ instanceName }: Lane, headers: Headers, blobs: readonly SmallBlob[], timeoutMs: number | undefined) => {
     const requests = blobs.map(({ hash, size, data }) => ({ digest: { hash, sizeBytes: BigInt(size) }, data }));
     // No signal: the Writes in a batch are cancelled one by one (small-write-batcher.ts).
     const res = await upstream.unary(ContentAddressableStorage.method.batchUpdateBlobs, undefined, timeoutMs, headers, { instanceName, requests });
@@ -200,6 +217,22 @@ function batchUpdateBlobs(upstream: Transport): SendBatch<Lane> {
       const status = answers[i]!.status;
       return !status || status.code === 0 ? undefined : new ConnectError(status.message, status.code as Code);
     });
+  };
+  return async (lane, blobs, timeoutMs) => {
+    const headers = new Headers();
+    if (lane.authorization !== null) headers.set("authorization", lane.authorization);
+    const max = await maxBatchBytes(lane, headers, timeoutMs);
+    const calls: SmallBlob[][] = [];
+    let bytes = 0;
+    for (const b of blobs) {
+      if (calls.length === 0 || bytes + b.data.byteLength > max) {
+        calls.push([]);
+        bytes = 0;
+      }
+      calls.at(-1)!.push(b);
+      bytes += b.data.byteLength;
+    }
+    return (await Promise.all(calls.map((c) => send(lane, headers, c, timeoutMs)))).flat();
   };
 }
 

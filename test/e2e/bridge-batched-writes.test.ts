@@ -132,3 +132,28 @@ describe("small Writes through the bridge under several API keys at once", () =>
     expect((await missing(c.cas, "beta", all.map(digestOf), auth(B))).sort()).toEqual(absent(bBlobs).sort());
   });
 });
+
+describe("small Writes through the bridge to a worker with a small max_batch_total_size_bytes", () => {
+  let stack: Stack;
+  let c: Clients;
+
+  beforeAll(async () => {
+    // Below what one batch of the bridge carries (16 blobs or 1 MiB): its batches must be split.
+    stack = await startStack({ vars: { MAX_BATCH_TOTAL_SIZE_BYTES: "150000" } });
+    c = connect(stack.grpcTarget);
+  });
+  afterAll(async () => {
+    c?.close();
+    await stack?.stop();
+  });
+
+  it("goes as several calls that each fit, and every Write succeeds", async () => {
+    const blobs = Array.from({ length: 24 }, () => randomBytes(60 * 1024));
+    const before = await workerRequests(stack);
+    const writes = blobs.map((b) => writeSmall(c.bytestream, uploadName("small-batches", b), b));
+    expect(await Promise.all(writes.map((w) => codeOf(w.response)))).toEqual(blobs.map(() => "OK"));
+    expect(await missing(c.cas, "small-batches", blobs.map(digestOf))).toEqual([]);
+    // At most two 60 KiB blobs fit in a call: at least 12 BatchUpdateBlobs, each refused whole were it larger.
+    expect((await workerRequests(stack)) - before).toBeGreaterThanOrEqual(12);
+  });
+});
