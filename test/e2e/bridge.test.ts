@@ -368,9 +368,12 @@ describe("what the bridge sends to the worker", () => {
       const werr = await write(c.bs, uploadName(blob), blob, md).catch((e: grpc.ServiceError) => e);
       expect([grpc.status[(werr as grpc.ServiceError).code], (werr as grpc.ServiceError).details]).toEqual(["NOT_FOUND", "gone"]);
 
-      // The Write of a larger blob: QueryWriteStatus, whether to chunk it, the PUT, and after its
-      // failure QueryWriteStatus again (the blob might have been stored meanwhile).
+      // The small blob: the worker's batch limit (asked once per instance and key; refused here,
+      // so the batch goes as it is), then the batch. The Write of a larger blob: QueryWriteStatus,
+      // whether to chunk it, the PUT, and after its failure QueryWriteStatus again (the blob might
+      // have been stored meanwhile).
       expect(seen.map((r) => `${r.method} ${r.url.replace(/[0-9a-f-]{36}\/blobs\/[0-9a-f]{64}/, "U/blobs/H")}`)).toEqual([
+        "POST /build.bazel.remote.execution.v2.Capabilities/GetCapabilities",
         "POST /build.bazel.remote.execution.v2.Capabilities/GetCapabilities",
         "POST /build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs",
         "POST /google.bytestream.ByteStream/QueryWriteStatus",
@@ -378,7 +381,8 @@ describe("what the bridge sends to the worker", () => {
         "PUT /uploads/U/blobs/H/102400",
         "POST /google.bytestream.ByteStream/QueryWriteStatus",
       ]);
-      const [call, batch, , , put] = seen;
+      const [call, limit, batch, , , put] = seen;
+      expect(limit!.headers.authorization).toBe("Bearer k1");
       expect(put!.headers["content-length"]).toBe("102400");
       expect(batch!.headers.authorization).toBe("Bearer k1");
       expect(batch!.headers["x-trace"]).toBeUndefined();
