@@ -100,29 +100,31 @@ export class CasIndexDO extends DurableObject<Env> {
   /**
    * Of the blobs (hashes[i], sizes[i]), the positions of those present. If asked, touches them,
    * but only those whose last access is older than `touchIntervalMs`: a warm FindMissing is a read.
-   * (Two flat arrays in, positions out: the least there is to copy between worker and object.)
+   * `hashes` is one JSON array text, handed to SQLite as it came: one string crosses from the
+   * worker (not one per digest, each copied twice), and the join returns only the rows found,
+   * with their positions, so nothing here is done per digest asked (measured: a FindMissing of
+   * 10,000 digests spent more on the strings crossing and on a map of them than in SQLite).
    */
-  present(hashes: string[], sizes: number[], touch: boolean, touchIntervalMs = 0): number[] {
+  present(hashes: string, sizes: number[], touch: boolean, touchIntervalMs = 0): number[] {
     this.served.requests++;
-    this.served.digests += hashes.length;
-    if (hashes.length === 0) return [];
+    this.served.digests += sizes.length;
+    if (sizes.length === 0) return [];
+    // CROSS JOIN keeps json_each the outer loop: a primary-key lookup per hash, never a scan of blobs.
     const rows = this.sql
-      .exec<{ hash: string; size: number; last_access: number }>(
-        `SELECT hash, size, last_access FROM blobs WHERE hash IN (SELECT value FROM json_each(?))`,
-        JSON.stringify(hashes),
+      .exec<{ i: number; hash: string; size: number; last_access: number }>(
+        `SELECT j.key AS i, b.hash AS hash, b.size AS size, b.last_access AS last_access FROM json_each(?) AS j CROSS JOIN blobs AS b ON b.hash = j.value`,
+        hashes,
       )
       .toArray();
-    const stored = new Map<string, { size: number; last_access: number }>();
-    for (const r of rows) stored.set(r.hash, r);
     const found: number[] = [];
     const stale: string[] = [];
     const staleBefore = this.now() - touchIntervalMs;
-    for (let i = 0; i < hashes.length; i++) {
-      const r = stored.get(hashes[i]!);
-      if (r?.size !== sizes[i]) continue;
-      found.push(i);
-      if (touch && r.last_access <= staleBefore) stale.push(hashes[i]!);
+    for (const r of rows) {
+      if (r.size !== sizes[r.i]) continue;
+      found.push(r.i);
+      if (touch && r.last_access <= staleBefore) stale.push(r.hash);
     }
+    found.sort((a, b) => a - b); // in the order asked, whatever order SQLite gave
     if (stale.length > 0) {
       const c = this.sql.exec(`UPDATE blobs SET last_access = ? WHERE hash IN (SELECT value FROM json_each(?))`, this.now(), JSON.stringify(stale));
       this.served.rowsWritten += c.rowsWritten;

@@ -120,15 +120,17 @@ export class CasIndex {
     const ask: number[] = [];
     const sizeSeen = new Map<string, number>();
     const otherSizesSeen = new Set<string>();
+    const now = this.cache.now();
     for (let i = 0; i < digests.length; i++) {
       const d = digests[i]!;
-      if (isEmptyBlob(d)) continue;
+      // Known present (and so never reported, however often it is asked): nothing to remember.
+      if (isEmptyBlob(d) || this.cache.has(this.tenant, d, now)) continue;
       const size = sizeSeen.get(d.hash);
       if (size === d.size) continue;
       if (size === undefined) sizeSeen.set(d.hash, d.size);
       else if (otherSizesSeen.has(blobKey(d))) continue;
       else otherSizesSeen.add(blobKey(d));
-      if (!this.cache.has(this.tenant, d)) ask.push(i);
+      ask.push(i);
     }
     if (ask.length === 0) return [];
     await this.checkLayout();
@@ -136,7 +138,7 @@ export class CasIndex {
     const found = new Uint8Array(ask.length);
     await Promise.all(
       [...this.byShard(asked)].map(async ([shard, group]) => {
-        const hashes = group.map((j) => asked[j]!.hash);
+        const hashes = JSON.stringify(group.map((j) => asked[j]!.hash));
         const sizes = group.map((j) => asked[j]!.size);
         for (const g of await this.shardStub(shard).present(hashes, sizes, touch, this.config.touchIntervalMs)) {
           const j = group[g]!;

@@ -31,18 +31,19 @@ export class ExistenceCache {
   constructor(
     readonly ttlMs: number,
     readonly maxEntries: number,
-    private readonly now: () => number = Date.now,
+    readonly now: () => number = Date.now,
   ) {}
 
   get size() {
     return this.entries;
   }
 
-  has(tenant: string, d: BlobDigest): boolean {
+  /** `now`: the clock read once by a caller asking about many digests. */
+  has(tenant: string, d: BlobDigest, now = this.now()): boolean {
     const answers = this.tenants.get(tenant);
     const a = answers?.get(d.hash);
     if (a === undefined || a.size !== d.size) return false;
-    if (a.until > this.now()) return true;
+    if (a.until > now) return true;
     this.drop(tenant, answers!, d.hash);
     return false;
   }

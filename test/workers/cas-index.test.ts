@@ -64,7 +64,7 @@ describe("shard routing", () => {
     expect(counts.every((n) => n > 0)).toBe(true);
     expect(counts.reduce((a, b) => a + b)).toBe(100);
     for (const d of ds.slice(0, 20)) {
-      expect(await index.shardStub(shardOf(d.hash, 5)).present([d.hash], [d.size], false)).toEqual([0]);
+      expect(await index.shardStub(shardOf(d.hash, 5)).present(JSON.stringify([d.hash]), [d.size], false)).toEqual([0]);
     }
   });
 
