@@ -1,7 +1,7 @@
 // ContentAddressableStorage: FindMissingBlobs, BatchUpdateBlobs, BatchReadBlobs, GetTree (SplitBlob and
 // SpliceBlob live in cas-chunking.ts).
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { ContentAddressableStorage, Compressor_Value, type Directory } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { ContentAddressableStorage, Compressor_Value, type DigestFunction_Value, type Directory } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { maxBatchTotalSize } from "../config.ts";
 import { invalidArgument, rpcStatusOf } from "../errors.ts";
 import { checkDigestFunction, parseDigest, parseDigests, toProtoDigest, blobKey, type BlobDigest } from "../storage/digest.ts";
@@ -32,14 +32,37 @@ function checkBatchSize(total: number, what: string) {
   }
 }
 
+/** A FindMissingBlobs request, whatever codec read it; `digests` is parsed only once the caller may ask. */
+export interface FindMissingQuery {
+  instanceName: string;
+  digestFunction: DigestFunction_Value;
+  count: number;
+  digests: () => readonly BlobDigest[];
+}
+
+/**
+ * FindMissingBlobs itself: the positions in the request of the digests not in the CAS (each once,
+ * in order). The Connect router's codec and the gRPC-web fast lane (surfaces/find-missing-fast-lane.ts)
+ * both answer with it.
+ */
+export async function findMissingAt(ctx: HandlerContext, q: FindMissingQuery): Promise<number[]> {
+  const scope = await scopeFor(ctx, q.instanceName, "read");
+  checkDigestFunction(q.digestFunction);
+  checkCount(q.count, MAX_FIND_MISSING_DIGESTS, "MAX_FIND_MISSING_DIGESTS", "blob_digests", "digests");
+  const digests = q.digests();
+  const missing = await scope.store.index.missingAt(digests, true);
+  countFindMissing(digests.length, missing.length);
+  return missing;
+}
+
 export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
   async findMissingBlobs(req, ctx) {
-    const scope = await scopeFor(ctx, req.instanceName, "read");
-    checkDigestFunction(req.digestFunction);
-    checkCount(req.blobDigests.length, MAX_FIND_MISSING_DIGESTS, "MAX_FIND_MISSING_DIGESTS", "blob_digests", "digests");
-    const digests = parseDigests(req.blobDigests, "blob_digests");
-    const missing = await scope.store.index.missingAt(digests, true);
-    countFindMissing(digests.length, missing.length);
+    const missing = await findMissingAt(ctx, {
+      instanceName: req.instanceName,
+      digestFunction: req.digestFunction,
+      count: req.blobDigests.length,
+      digests: () => parseDigests(req.blobDigests, "blob_digests"),
+    });
     // The request's own Digest messages: nothing to build or normalize for the answer.
     return { missingBlobDigests: missing.map((i) => req.blobDigests[i]!) };
   },

@@ -3,7 +3,7 @@
 // `kiln bridge` locally, turns it into gRPC-web before it reaches us.)
 import { createRegistry } from "@bufbuild/protobuf";
 import { createConnectRouter, type HandlerContext } from "@connectrpc/connect";
-import { createFetchHandler } from "@connectrpc/connect/protocol";
+import { createFetchHandler, type UniversalHandler } from "@connectrpc/connect/protocol";
 import type { Hono } from "hono";
 import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.ts";
 import { serviceFiles, services } from "../services/registry.ts";
@@ -11,6 +11,7 @@ import { requireCaller } from "../caller.ts";
 import { interceptErrors } from "../error-interceptor.ts";
 import { requestIdOf, withRequestId } from "../request-id.ts";
 import { finishConnectErrors } from "./connect-errors.ts";
+import { FIND_MISSING_PATH, findMissingFastLane } from "./find-missing-fast-lane.ts";
 
 /** Largest single message we accept: a 4 MiB batch plus framing headroom. */
 const READ_MAX_BYTES = 8 * 1024 * 1024;
@@ -40,8 +41,11 @@ for (const { service, impl, maxRequestBytes } of services) {
   router.service(service, impl, { readMaxBytes: readMaxFor(maxRequestBytes), requestGate, interceptors: [tagErrors] });
 }
 
+// FindMissingBlobs over plain gRPC-web skips the generic codec (find-missing-fast-lane.ts).
+const lane = (h: UniversalHandler) =>
+  h.requestPath === FIND_MISSING_PATH ? findMissingFastLane(h, readMaxFor(services.find((s) => s.service === h.service)?.maxRequestBytes)) : h;
 const handlers = new Map(
-  router.handlers.map((h) => [h.requestPath, createFetchHandler(finishConnectErrors(h), { httpVersion: "1.1" })] as const),
+  router.handlers.map((h) => [h.requestPath, createFetchHandler(finishConnectErrors(lane(h)), { httpVersion: "1.1" })] as const),
 );
 
 export function mountConnect(app: Hono) {
