@@ -2,7 +2,7 @@
 // reader and writer against protobuf-es, which requests it takes and which it hands to the Connect
 // router, and, through the worker, answers identical to the router's for the same request.
 import { SELF, env } from "cloudflare:test";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import type { UniversalHandlerFn, UniversalServerRequest } from "@connectrpc/connect/protocol";
 import { afterEach, describe, expect, it } from "vitest";
@@ -10,7 +10,6 @@ import {
   DigestFunction_Value,
   FindMissingBlobsRequestSchema,
   FindMissingBlobsResponseSchema,
-  type FindMissingBlobsRequest,
 } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { parseDigests } from "../../src/shared/digest.ts";
 import { FIND_MISSING_PATH, findMissingFastLane } from "../../src/surfaces/find-missing-fast-lane.ts";
@@ -18,7 +17,7 @@ import { readFindMissing, writeFindMissingResponse } from "../../src/surfaces/fi
 import { EMPTY_SHA256 } from "../../src/storage/digest.ts";
 import { sha256Hex, upload } from "./helpers.ts";
 
-const encode = (r: Partial<FindMissingBlobsRequest>) => toBinary(FindMissingBlobsRequestSchema, create(FindMissingBlobsRequestSchema, r));
+const encode = (r: MessageInitShape<typeof FindMissingBlobsRequestSchema>) => toBinary(FindMissingBlobsRequestSchema, create(FindMissingBlobsRequestSchema, r));
 const hashOf = (i: number) => sha256Hex(`fast-lane ${i} ${crypto.randomUUID()}`);
 const concat = (...parts: (Uint8Array | number[])[]) => new Uint8Array(parts.flatMap((p) => [...p]));
 /** A field record: tag (field, wire type) then the given bytes. */
@@ -252,7 +251,7 @@ describe("through the worker: the same answers as the Connect router", () => {
     }
     (env as { API_KEYS?: string }).API_KEYS = JSON.stringify([{ key: "fast-lane-key-0123456789-0123456789", name: "k" }]);
     const m = encode({ blobDigests: [{ hash: await hashOf(14), sizeBytes: 1n }] });
-    for (const headers of [{}, { authorization: "Bearer wrong-key-0123456789-0123456789-0123" }]) {
+    for (const headers of [{}, { authorization: "Bearer wrong-key-0123456789-0123456789-0123" }] as Record<string, string>[]) {
       const fast = await call(m, true, headers);
       expect(fast.status).toBe(Code.Unauthenticated);
       expect(fast).toEqual(await call(m, false, headers));
