@@ -28,14 +28,21 @@ async function* replay(bytes: Uint8Array): AsyncIterable<Uint8Array> {
   if (bytes.byteLength) yield bytes;
 }
 
-/** The body, announced as `length` bytes; `whole` is false if it ends short or runs over. */
+/**
+ * The body, announced as `length` bytes; `whole` is false if it ends short, runs over or breaks
+ * off (the router then answers what arrived, as it would have).
+ */
 async function readExactly(body: AsyncIterable<Uint8Array>, length: number): Promise<{ bytes: Uint8Array; whole: boolean }> {
   const bytes = new Uint8Array(length);
   let at = 0;
-  for await (const chunk of body) {
-    if (at + chunk.byteLength > length) return { bytes: new Uint8Array(await new Blob([bytes.subarray(0, at), chunk]).arrayBuffer()), whole: false };
-    bytes.set(chunk, at);
-    at += chunk.byteLength;
+  try {
+    for await (const chunk of body) {
+      if (at + chunk.byteLength > length) return { bytes: new Uint8Array(await new Blob([bytes.subarray(0, at), chunk]).arrayBuffer()), whole: false };
+      bytes.set(chunk, at);
+      at += chunk.byteLength;
+    }
+  } catch {
+    return { bytes: bytes.subarray(0, at), whole: false };
   }
   return at === length ? { bytes, whole: true } : { bytes: bytes.subarray(0, at), whole: false };
 }

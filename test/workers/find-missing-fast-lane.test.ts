@@ -172,11 +172,22 @@ describe("which requests take the lane", () => {
       ["two envelopes", request(concat(plain, plain), {})],
       ["a message it cannot read", request(envelope(encode({ blobDigests: [{ hash: "nothex", sizeBytes: 1n }] })))],
       ["shorter than announced", request(plain, { "content-length": String(plain.byteLength + 10) })],
+      [
+        "broken off",
+        {
+          ...request(plain),
+          body: (async function* () {
+            yield plain.subarray(0, 7);
+            throw new Error("the client went away");
+          })(),
+        },
+      ],
     ];
     for (const [what, req] of cases) {
       const { res, handed } = await run(req);
       expect(res.status, what).toBe(299);
       if (what === "two envelopes") expect(handed, what).toEqual(concat(plain, plain));
+      else if (what === "broken off") expect(handed, what).toEqual(plain.subarray(0, 7));
       else if (what === "a message it cannot read" || what === "a compressed envelope" || what === "shorter than announced") expect(handed?.byteLength, what).toBeGreaterThan(0);
     }
   });
