@@ -53,7 +53,7 @@ export function findMissingFastLane(fallback: UniversalHandlerFn, readMaxBytes: 
     const h = req.header;
     const length = Number(h.get("content-length") ?? NaN);
     const encoding = h.get("grpc-encoding");
-    const timeout = parseTimeout(h.get("grpc-timeout"), Number.MAX_SAFE_INTEGER) // the router's default ceiling;
+    const timeout = parseTimeout(h.get("grpc-timeout"), Number.MAX_SAFE_INTEGER); // the router's default ceiling
     const plain =
       req.method === "POST" &&
       PLAIN_TYPES.has((h.get("content-type") ?? "").toLowerCase()) &&
