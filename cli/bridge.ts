@@ -24,7 +24,8 @@ import { BuildEventIngest } from "../src/gen/kiln/bes/v1/ingest_pb.ts";
 import { relayBuildToolEvents } from "./bes-relay.ts";
 import { byteStreamRead } from "./bytestream-read.ts";
 import { chunkPolicy } from "./chunked-blobs.ts";
-import { byteStreamWrite } from "./bytestream-write.ts";
+import { byteStreamWrite, smallWrites } from "./bytestream-write.ts";
+import { rawSmallWrite } from "./bytestream-write-raw.ts";
 import { fixMiscodedTrailers } from "./errors.ts";
 import { logFailure, reportFailures, type Log } from "./failures.ts";
 import { forwardMethod } from "./forward.ts";
@@ -80,6 +81,7 @@ export async function startBridge({ upstream, host = "127.0.0.1", port = 8980, l
   };
   const besRelayOptions: RelayOptions = { ...relayOptions, key: besApiKey };
   const raw = new Map<string, (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void>();
+  const batcher = smallWrites(transport);
   const handler = connectNodeAdapter({
     routes(router) {
       for (const service of SERVICES) {
@@ -87,7 +89,11 @@ export async function startBridge({ upstream, host = "127.0.0.1", port = 8980, l
         for (const method of service.methods) {
           const path = `/${service.typeName}/${method.name}`;
           if (method === ByteStream.method.read) raw.set(path, byteStreamRead(relayOptions));
-          else if (method === ByteStream.method.write) router.rpc(ByteStream.method.write, byteStreamWrite(upstream, transport, chunking));
+          else if (method === ByteStream.method.write) {
+            // Small blobs are read from the HTTP/2 stream (bytestream-write-raw.ts); connect-node serves the rest.
+            router.rpc(ByteStream.method.write, byteStreamWrite(upstream, transport, chunking, batcher));
+            raw.set(path, rawSmallWrite(batcher, transport, relayOptions, (req, res) => void handler(req, fixMiscodedTrailers(res))));
+          }
           else if (method === PublishBuildEvent.method.publishBuildToolEventStream) {
             router.rpc(PublishBuildEvent.method.publishBuildToolEventStream, relayBuildToolEvents(besTransport));
             continue;

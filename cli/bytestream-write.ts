@@ -52,9 +52,18 @@ export function uploadSize(resourceName: string): number | undefined {
  */
 const SMALL_BLOB = 64 * 1024;
 
-export function byteStreamWrite(upstreamUrl: string, upstream: Transport, chunking?: ChunkPolicy) {
+/** The batches small Writes share (one per bridge, whichever way a Write came in). */
+export type SmallWrites = SmallWriteBatcher<Lane>;
+export const smallWrites = (upstream: Transport): SmallWrites => new SmallWriteBatcher(batchUpdateBlobs(upstream));
+
+/** The blob size of a Write whose first message makes it a small one (batched); undefined otherwise. */
+export function smallUploadSize(head: WriteRequest): number | undefined {
+  const size = uploadSize(head.resourceName);
+  return size !== undefined && size <= SMALL_BLOB && head.writeOffset === 0n ? size : undefined;
+}
+
+export function byteStreamWrite(upstreamUrl: string, upstream: Transport, chunking?: ChunkPolicy, batcher = smallWrites(upstream)) {
   const base = upstreamUrl.replace(/\/+$/, "");
-  const batcher = new SmallWriteBatcher(batchUpdateBlobs(upstream));
   return async (requests: AsyncIterable<WriteRequest>, ctx: HandlerContext): Promise<WriteResponseInit> => {
     const it = requests[Symbol.asyncIterator]();
     const first = await it.next();
@@ -64,7 +73,7 @@ export function byteStreamWrite(upstreamUrl: string, upstream: Transport, chunki
     const url = `${base}/${resourcePath(head.resourceName)}`;
     // A small blob from offset 0 goes straight to a batch: asking first would cost a round trip
     // to save sending a few bytes (the worker stores a small blob again, verified, and says so).
-    if (size <= SMALL_BLOB && head.writeOffset === 0n) return writeSmall(batcher, upstream, size, head, it, ctx);
+    if (smallUploadSize(head) !== undefined) return writeSmall(batcher, upstream, size, head, it, ctx);
 
     const status = await writeStatus(upstream, head.resourceName, ctx).catch((e: unknown) => {
       void it.return?.(); // every early answer stops reading the client, as the worker's own Write does
@@ -151,8 +160,9 @@ interface Lane {
 }
 
 /** A small blob read to finish_write, then stored in a batch with others of its lane. */
-async function writeSmall(
-  batcher: SmallWriteBatcher<Lane>,
+/** A small blob's Write (see the top of this file): read whole, stored in a shared batch. */
+export async function writeSmall(
+  batcher: SmallWrites,
   upstream: Transport,
   size: number,
   head: WriteRequest,
