@@ -23,6 +23,8 @@ const WRITING = new Set(["BatchUpdateBlobs", "UpdateActionResult", "Write", "Exe
 const CONTENT_TYPES = ["application/grpc", "application/grpc+proto", "application/grpc+json", "application/json", "text/plain", "application/grpc-web", ""];
 /** Fault codes: UNKNOWN, INTERNAL, DATA_LOSS. */
 const FAULTS = new Set(["2", "13", "15"]);
+/** The bridge's words for an HTTP 500 in front of the worker (Kiln itself answers gRPC-web with 200). */
+const PROXY_LOST = "the worker answered HTTP 500";
 
 interface Case {
   label: string;
@@ -127,8 +129,13 @@ describe("fuzz: native gRPC through the bridge", () => {
         const i = next++;
         const c = grpcCase(rng(SEED * 1_000_003 + i));
         try {
-          const a = await send(session, c);
-          if (a.status >= 500 || (a.grpcStatus && FAULTS.has(a.grpcStatus))) faults.push(`#${i} ${c.label}: HTTP ${a.status} grpc-status ${a.grpcStatus} ${a.message ?? ""}`);
+          const fault = (a: Answer) => a.status >= 500 || (a.grpcStatus !== undefined && FAULTS.has(a.grpcStatus));
+          let a = await send(session, c);
+          // wrangler dev's proxy in front of the worker now and then loses its connection to it
+          // under load ("Network connection lost", an HTTP 500 of its own; seen once in a CI run).
+          // Such a case is sent once more: the cases are deterministic, so a fault of Kiln's repeats.
+          if (fault(a) && a.message === PROXY_LOST) a = await send(session, c);
+          if (fault(a)) faults.push(`#${i} ${c.label}: HTTP ${a.status} grpc-status ${a.grpcStatus} ${a.message ?? ""}`);
         } catch (e) {
           faults.push(`#${i} ${c.label}: ${String(e)}`);
         }
