@@ -201,11 +201,9 @@ describe("through the worker: the same answers as the Connect router", () => {
     const body = new Uint8Array(5 + message.byteLength);
     new DataView(body.buffer).setUint32(1, message.byteLength);
     body.set(message, 5);
-    // A body of known length does not show a Content-Length header inside workerd (it does when
-    // it comes over HTTP), so it is set here as a client's would be.
-    const length: Record<string, string> = sized ? { "content-length": String(body.byteLength) } : {};
-    const init: RequestInit = { method: "POST", headers: { "content-type": "application/grpc-web+proto", ...length, ...headers } };
-    // (A Blob's stream has a known length too: only a stream of our own has none.)
+    // A body of known length (bytes, even a Blob's stream) reaches the worker with a Content-Length:
+    // the lane. Only a stream of the test's own has none: the router.
+    const init: RequestInit = { method: "POST", headers: { "content-type": "application/grpc-web+proto", ...headers } };
     init.body = sized
       ? body
       : new ReadableStream({
