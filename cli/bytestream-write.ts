@@ -160,7 +160,6 @@ interface Lane {
 }
 
 /** A small blob read to finish_write, then stored in a batch with others of its lane. */
-/** A small blob's Write (see the top of this file): read whole, stored in a shared batch. */
 export async function writeSmall(
   batcher: SmallWrites,
   upstream: Transport,
