@@ -16,7 +16,7 @@ import { parseTimeout } from "@connectrpc/connect/protocol-grpc";
 import { ByteStream, WriteRequestSchema, WriteResponseSchema, type WriteRequest } from "../src/gen/google/bytestream/bytestream_pb.ts";
 import { smallUploadSize, writeSmall, type SmallWrites } from "./bytestream-write.ts";
 import { frameHeader, messagesOf } from "./grpc-web-frames.ts";
-import { GrpcAnswer, relayCall, type RelayOptions } from "./relay.ts";
+import { GrpcAnswer, relayCall, requestHeaders, type RelayOptions } from "./relay.ts";
 
 const HEADER = 5;
 /** A first message past this is not a small blob's (64 KiB of data, a resource name, a few fields). */
@@ -31,35 +31,12 @@ function firstMessage(body: Buffer): Buffer | undefined {
   return body.byteLength >= HEADER + length ? body.subarray(HEADER, HEADER + length) : undefined;
 }
 
-/** The whole messages at the start of `body`, without the one it ends inside; undefined if one is flagged compressed. */
-function wholeMessages(body: Buffer): Buffer[] | undefined {
-  const out: Buffer[] = [];
-  for (let at = 0; body.byteLength - at >= HEADER; ) {
-    const length = body.readUInt32BE(at + 1);
-    if (body[at] !== 0) return undefined;
-    if (at + HEADER + length > body.byteLength) break;
-    out.push(body.subarray(at + HEADER, at + HEADER + length));
-    at += HEADER + length;
-  }
-  return out;
-}
-
 function decode(message: Uint8Array): WriteRequest | undefined {
   try {
     return fromBinary(WriteRequestSchema, message);
   } catch {
     return undefined;
   }
-}
-
-/** The request's headers as a fetch Headers (what writeSmall reads the caller's key from). */
-function headersOf(req: Http2ServerRequest): Headers {
-  const h = new Headers();
-  for (const [k, v] of Object.entries(req.headers)) {
-    if (k.startsWith(":") || v === undefined) continue;
-    for (const one of Array.isArray(v) ? v : [v]) h.append(k, one);
-  }
-  return h;
 }
 
 /**
@@ -110,7 +87,7 @@ export function rawSmallWrite(smallWrites: SmallWrites, upstream: Transport, rel
       const body = Buffer.concat(chunks);
       const cutShort = length > BODY_MAX;
       // Cut short, the body ends inside a message: the whole ones are more than the blob, which the checks refuse.
-      const messages = small && (cutShort ? wholeMessages(body) : messagesOf(body));
+      const messages = small && messagesOf(body, cutShort);
       const requests = messages?.map(decode);
       if (!small || !requests || requests.some((r) => r === undefined)) {
         if (cutShort) req.resume(); // past BODY_MAX: not worth relaying; what is left is dropped
@@ -150,7 +127,7 @@ async function answer(
     url: req.url,
     timeoutMs,
     requestSignal: cancel.signal,
-    requestHeader: headersOf(req),
+    requestHeader: requestHeaders(req),
   });
   try {
     const [head, ...rest] = requests;

@@ -82,13 +82,18 @@ export function frameHeader(length: number): Buffer {
   return b;
 }
 
-/** The messages of a complete gRPC request body (unary and server-streaming calls send one). */
-export function messagesOf(body: Buffer): Buffer[] | undefined {
+/**
+ * The messages of a complete gRPC request body (unary and server-streaming calls send one);
+ * undefined if one is flagged compressed, or the body is cut short. With `cutShort`, a body that
+ * ends inside a message gives the whole messages before it.
+ */
+export function messagesOf(body: Buffer, cutShort = false): Buffer[] | undefined {
   const out: Buffer[] = [];
   for (let at = 0; at < body.byteLength; ) {
-    if (body.byteLength - at < HEADER || body[at]! !== 0) return undefined; // cut short, or compressed
+    if (body.byteLength - at < HEADER) return cutShort ? out : undefined;
+    if (body[at]! !== 0) return undefined; // compressed
     const length = body.readUInt32BE(at + 1);
-    if (at + HEADER + length > body.byteLength) return undefined;
+    if (at + HEADER + length > body.byteLength) return cutShort ? out : undefined;
     out.push(body.subarray(at + HEADER, at + HEADER + length));
     at += HEADER + length;
   }

@@ -28,14 +28,20 @@ export function relayable(req: Http2ServerRequest): boolean {
   return req.method === "POST" && /^application\/grpc(\+proto)?(;|$)/i.test(type) && (encoding === undefined || encoding === "identity");
 }
 
+/** An HTTP/2 request's headers (pseudo-headers left out) as a fetch Headers. */
+export function requestHeaders(req: Http2ServerRequest): Headers {
+  const h = new Headers();
+  for (const [k, v] of Object.entries(req.headers)) {
+    if (k.startsWith(":") || v === undefined) continue;
+    for (const one of Array.isArray(v) ? v : [v]) h.append(k, one);
+  }
+  return h;
+}
+
 /** The headers of the upstream gRPC-web request: the call's metadata and deadline, nothing of its transport. */
 export function upstreamHeaders(req: Http2ServerRequest, key?: string): Record<string, string> {
   const out: Record<string, string> = {};
-  const incoming = new Headers();
-  for (const [k, v] of Object.entries(req.headers)) {
-    if (k.startsWith(":") || v === undefined) continue;
-    for (const one of Array.isArray(v) ? v : [v]) incoming.append(k, one);
-  }
+  const incoming = requestHeaders(req);
   // gRPC asks for unpadded base64 in -bin values and accepts both; pass them on as asked.
   forwardedMetadata(incoming).forEach((v, k) => (out[k] = k.endsWith("-bin") ? v.replace(/=+$/, "") : v));
   if (key && !out.authorization) out.authorization = `Bearer ${key}`;
