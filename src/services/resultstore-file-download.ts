@@ -41,7 +41,7 @@ export const resultStoreFileDownloadService: ServiceImpl<typeof ResultStoreFileD
     noArchives(req.archiveEntry);
     const { offset, limit } = span(req.readOffset, req.readLimit);
     const blob = await readBlob(ctx, r.instanceName, r.digest, { offset, length: limit || undefined });
-    for await (const data of rechunk(blob.body, READ_CHUNK)) yield { data };
+    for await (const data of rechunk(blob.body, READ_CHUNK, blob.length)) yield { data };
   },
 
   async getFileTail(req, ctx) {

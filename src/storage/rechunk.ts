@@ -1,7 +1,51 @@
-// Re-slices a byte stream into pieces of at most `max` bytes (message-size limits), without
-// gathering more than one source chunk at a time.
-export async function* rechunk(body: ReadableStream<Uint8Array>, max: number): AsyncGenerator<Uint8Array> {
-  for await (const chunk of body) {
-    for (let i = 0; i < chunk.byteLength; i += max) yield chunk.subarray(i, Math.min(i + max, chunk.byteLength));
+// A byte stream re-sliced into pieces of `max` bytes (the last may be shorter): one message each
+// for a streamed read (ByteStream.Read, ResultStore file downloads).
+//
+// R2 hands a large object out in many small chunks, and every chunk that passes through JavaScript
+// costs a promise and a hop of the response stream; sent one message per chunk, a 256 MiB
+// ByteStream.Read over gRPC-web ran at 19 MB/s here while a plain GET of the same blob ran at
+// 750-880 MB/s. A BYOB reader's readAtLeast (a workerd extension) fills a whole piece in one call
+// instead; the same read then ran at 517-538 MB/s. A stream without BYOB support (not a byte
+// stream) is gathered chunk by chunk into the same pieces. At most one piece is held, and with the
+// stream's `length` known no piece is larger than what is left (a small blob gets a small buffer).
+export async function* rechunk(body: ReadableStream<Uint8Array>, max: number, length = Infinity): AsyncGenerator<Uint8Array> {
+  let left = length;
+  const next = () => Math.max(1, Math.min(max, left));
+  let byob: ReadableStreamBYOBReader | undefined;
+  try {
+    byob = body.getReader({ mode: "byob" });
+  } catch {
+    byob = undefined;
   }
+  if (byob) {
+    try {
+      for (;;) {
+        const n = next();
+        const { value } = await byob.readAtLeast(n, new Uint8Array(n));
+        if (value?.byteLength) yield value;
+        left -= value?.byteLength ?? 0;
+        if (!value || value.byteLength < n) return; // the stream ended
+      }
+    } finally {
+      byob.releaseLock();
+    }
+  }
+  let piece: Uint8Array | undefined;
+  let filled = 0;
+  for await (const chunk of body) {
+    for (let at = 0; at < chunk.byteLength; ) {
+      piece ??= new Uint8Array(next());
+      const take = Math.min(piece.byteLength - filled, chunk.byteLength - at);
+      piece.set(chunk.subarray(at, at + take), filled);
+      filled += take;
+      at += take;
+      if (filled === piece.byteLength) {
+        yield piece;
+        left -= filled;
+        piece = undefined;
+        filled = 0;
+      }
+    }
+  }
+  if (piece && filled > 0) yield piece.subarray(0, filled);
 }
