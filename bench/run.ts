@@ -3,8 +3,9 @@
 //   - bare R2 put/get through a trivial worker (bench/bare-r2) in the same local runtime;
 //   - node:crypto SHA-256 speed;
 //   - an empty FindMissingBlobs round trip (the transport, without the index).
-// Sizes can be shrunk for a quick look: BENCH_BIG_MIB, BENCH_PASSES, BENCH_SMALL_SCALE (0..1],
-// BENCH_CHUNK_MIB (the SplitBlob/SpliceBlob blob, 1024).
+// Sizes can be shrunk for a quick look: BENCH_BIG_MIB, BENCH_PASSES (uploads), BENCH_ROUNDS
+// (downloads and 1 KiB blobs, 5), BENCH_SMALL_SCALE (0..1], BENCH_CHUNK_MIB (the SplitBlob/SpliceBlob
+// blob, 1024).
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
@@ -13,10 +14,12 @@ import { fileURLToPath } from "node:url";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-node";
 import { ContentAddressableStorage } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { ByteStream } from "../src/gen/google/bytestream/bytestream_pb.ts";
 import { startStack } from "../test/e2e/stack.ts";
 import { benchChunking } from "./chunking.ts";
 import { bigBlob, KiB, MiB, nobleSha256Speed, sha256Speed, smallBlobs, type BigBlob, type SmallBlob } from "./lib/data.ts";
-import { bsRead, bsWrite, clientCodecMs, connect, grpcReadLimit, unary, type Digest } from "./lib/grpc.ts";
+import { bsRead, bsWrite, clientCodecMs, connect, memoryReadServer, unary, type Digest } from "./lib/grpc.ts";
+import { interleave, median, pairedRatios, type Subject } from "./lib/rounds.ts";
 import { agent, get, put } from "./lib/http.ts";
 import { cpuDelta, cpuSnap, startBareR2, type BareWorker } from "./lib/procs.ts";
 import { fmt, now, percentile, pool, table, type Row } from "./lib/stats.ts";
@@ -28,12 +31,10 @@ const envNum = (name: string, dflt: number) => {
 };
 
 const BIG = envNum("BENCH_BIG_MIB", 256) * MiB;
-const UPLOAD_PASSES = envNum("BENCH_PASSES", 2);
-const DOWNLOAD_PASSES = UPLOAD_PASSES + 1;
+const UPLOAD_PASSES = envNum("BENCH_PASSES", 3);
+const DOWNLOAD_ROUNDS = envNum("BENCH_ROUNDS", 5);
 const SCALE = Math.min(1, envNum("BENCH_SMALL_SCALE", 1));
 const SHA_BYTES = 512 * MiB;
-/** A series of passes stops early (after one) once it has taken this long: slow surfaces. */
-const PASS_BUDGET_S = 40;
 const SMALL = KiB;
 const SMALL_CONCURRENCY = 16;
 const BS_SMALL_COUNT = Math.round(2_000 * SCALE);
@@ -106,29 +107,22 @@ const TRANSIENT = /restarted mid-request|Network connection lost|UNAVAILABLE|ECO
 const retries: string[] = [];
 
 /**
- * Runs up to `n` passes, stopping early (after at least one) once they have taken PASS_BUDGET_S;
- * `rate` turns one pass's seconds into a rate (higher is better).
+ * One timed pass. wrangler dev reloads a worker when files it watches change (other work in the
+ * checkout): a pass cut by that is run again, once, and said so.
  */
-async function passes(n: number, rate: (seconds: number) => number, pass: (i: number) => Promise<unknown>): Promise<Passes> {
-  const all: number[] = [];
-  let cs = 0;
-  let cw = 0;
-  let spent = 0;
-  for (let i = 0; i < n && (i === 0 || spent < PASS_BUDGET_S); i++) {
-    const t = await timed(() => pass(i)).catch((e) => {
-      // wrangler dev reloads a worker when files it watches change (other work in the checkout):
-      // a pass cut by that is run again, once, and said so.
-      if (!TRANSIENT.test(String((e as Error)?.message ?? e))) throw e;
-      retries.push(String((e as Error).message).slice(0, 160));
-      log(`pass ${i + 1} cut by a worker restart, running it again: ${String((e as Error).message).slice(0, 160)}`);
-      return timed(() => pass(i));
-    });
-    all.push(rate(t.seconds));
-    cs += t.cpu.self;
-    cw += t.cpu.workerd;
-    spent += t.seconds;
-  }
-  return { best: Math.max(...all), all, cpuSelf: cs / all.length, cpuWorkerd: cw / all.length };
+async function onePass(pass: () => Promise<unknown>, what: string): Promise<Timed> {
+  return timed(pass).catch((e) => {
+    if (!TRANSIENT.test(String((e as Error)?.message ?? e))) throw e;
+    retries.push(String((e as Error).message).slice(0, 160));
+    log(`${what} cut by a worker restart, running it again: ${String((e as Error).message).slice(0, 160)}`);
+    return timed(pass);
+  });
+}
+
+function summarize(timings: Timed[], rate: (seconds: number) => number): Passes {
+  const all = timings.map((t) => rate(t.seconds));
+  const mean = (f: (t: Timed) => number) => timings.reduce((a, t) => a + f(t), 0) / timings.length;
+  return { best: Math.max(...all), all, cpuSelf: mean((t) => t.cpu.self), cpuWorkerd: mean((t) => t.cpu.workerd) };
 }
 
 const cpuCol = (p: { cpuSelf: number; cpuWorkerd: number }) => `${p.cpuSelf.toFixed(2)} | ${p.cpuWorkerd.toFixed(2)}`;
@@ -236,127 +230,166 @@ async function main() {
   const bigRate = (s: number) => mb(BIG) / s;
   const label = `${BIG / MiB} MiB`;
 
-  log(`bare R2: ${UPLOAD_PASSES} x PUT ${label}`);
-  const barePut = await passes(UPLOAD_PASSES, bigRate, (i) => put(`${bare.url}/big/${i}`, BIG, bareBig[i]!.chunks(), bigAgent));
-  log(`bare R2: ${UPLOAD_PASSES} x PUT ${label} with R2's SHA-256 check (put(..., { sha256 }))`);
-  const barePutSha = await passes(UPLOAD_PASSES, bigRate, (i) => put(`${bare.url}/big-sha/${i}?sha256=${bareShaBig[i]!.hash}`, BIG, bareShaBig[i]!.chunks(), bigAgent));
-  rows.push({ metric: `limit: bare R2 put ${label} (worker, HTTP)`, value: `${fmt(barePut.best)} MB/s`, limit: "-", ratio: "-", cpu: cpuCol(barePut) });
-  rows.push({
-    metric: `limit: bare R2 put ${label}, R2 checks SHA-256`,
-    value: `${fmt(barePutSha.best)} MB/s`,
-    limit: `bare put ${fmt(barePut.best)} MB/s`,
-    ratio: ratio(barePutSha.best, barePut.best),
-    cpu: cpuCol(barePutSha),
-  });
-
-  type Down = (b: BigBlob, onChunk?: (c: Buffer) => void) => Promise<number>;
-  const upload = async (name: string, blobs: BigBlob[], up: (b: BigBlob) => Promise<unknown>) => {
-    log(`${name}: ${UPLOAD_PASSES} x upload ${label}`);
-    const u = await passes(UPLOAD_PASSES, bigRate, (i) => up(blobs[i]!));
-    // Every uploaded blob is checked through the fast plain-HTTP read of the same CAS, untimed.
-    for (const [i, b] of blobs.entries()) {
-      await download(`${name} upload pass ${i + 1}, read back over HTTP`, b, true, (onChunk) =>
-        get(`${stack.httpUrl}/cache/${INSTANCE}/cas/${b.hash}`, bigAgent, onChunk),
-      );
-    }
-    rows.push({ metric: `${name} upload ${label}`, value: `${fmt(u.best)} MB/s`, limit: `bare put ${fmt(barePut.best)} MB/s`, ratio: ratio(u.best, barePut.best), cpu: cpuCol(u) });
-    notes.push(`${name}: upload passes ${passList(u)} MB/s`);
-  };
-  // Downloads: each surface reads the blob uploaded over HTTP and the one uploaded over ByteStream.
-  // With the default RESUMABLE_UPLOAD_ABOVE_BYTES (1 GiB) both are one verified put; a worker set to
-  // a lower threshold stores the ByteStream upload multipart, which changes its read speed.
-  const downloadSeries = async (name: string, stored: string, b: BigBlob, down: Down) => {
-    log(`${name}: ${DOWNLOAD_PASSES} x download ${label} (${stored})`);
-    const d = await passes(DOWNLOAD_PASSES, bigRate, (i) => download(name, b, i === 0, (onChunk) => down(b, onChunk)));
-    rows.push({ metric: `${name} download ${label}, ${stored}`, value: `${fmt(d.best)} MB/s`, limit: `bare get ${fmt(bareGet.best)} MB/s`, ratio: ratio(d.best, bareGet.best), cpu: cpuCol(d) });
-    notes.push(`${name} download (${stored}): passes ${passList(d)} MB/s`);
-  };
-
+  // Uploads, in interleaved rounds like the downloads below: each round puts a new blob into bare R2
+  // (without and with R2's SHA-256 check) and uploads one through each surface (the CAS
+  // deduplicates, so every pass stores a blob of its own).
   const BS = "ByteStream (gRPC via bridge)";
   const HTTP = "HTTP /cache/.../cas";
-  await upload(BS, bsBig, async (b) => {
-    const res = await bsWrite(clients.bytestream, `${INSTANCE}/uploads/${randomUUID()}/blobs/${b.hash}/${b.size}`, b.chunks());
-    if (Number(res.committed_size) !== b.size) throw new Error(`Write committed ${res.committed_size} of ${b.size}`);
-  });
-  await upload(HTTP, httpBig, (b) => put(`${stack.httpUrl}/cache/${INSTANCE}/cas/${b.hash}`, b.size, b.chunks(), bigAgent));
-  const bsDown: Down = (b, onChunk) => bsRead(clients.bytestream, `${INSTANCE}/blobs/${b.hash}/${b.size}`, onChunk);
-  const httpDown: Down = (b, onChunk) => get(`${stack.httpUrl}/cache/${INSTANCE}/cas/${b.hash}`, bigAgent, onChunk);
-  // The bare read limit is taken here, after all the uploads, in the same state as the reads below.
-  log(`bare R2: ${DOWNLOAD_PASSES} x GET ${label}`);
-  const bareGet = await passes(DOWNLOAD_PASSES, bigRate, (i) => download("bare R2", bareBig[0]!, i === 0, (onChunk) => get(`${bare.url}/big/0`, bigAgent, onChunk)));
-  rows.push({ metric: `limit: bare R2 get ${label} (worker, HTTP)`, value: `${fmt(bareGet.best)} MB/s`, limit: "-", ratio: "-", cpu: cpuCol(bareGet) });
+  const BARE_PUT = `limit: bare R2 put ${label} (worker, HTTP)`;
+  const uploads: { name: string; blobs: BigBlob[]; up: (b: BigBlob, i: number) => Promise<unknown> }[] = [
+    { name: BARE_PUT, blobs: bareBig, up: (b, i) => put(`${bare.url}/big/${i}`, BIG, b.chunks(), bigAgent) },
+    { name: `limit: bare R2 put ${label}, R2 checks SHA-256`, blobs: bareShaBig, up: (b, i) => put(`${bare.url}/big-sha/${i}?sha256=${b.hash}`, BIG, b.chunks(), bigAgent) },
+    {
+      name: `${BS} upload ${label}`,
+      blobs: bsBig,
+      up: async (b) => {
+        const res = await bsWrite(clients.bytestream, `${INSTANCE}/uploads/${randomUUID()}/blobs/${b.hash}/${b.size}`, b.chunks());
+        if (Number(res.committed_size) !== b.size) throw new Error(`Write committed ${res.committed_size} of ${b.size}`);
+      },
+    },
+    { name: `${HTTP} upload ${label}`, blobs: httpBig, up: (b) => put(`${stack.httpUrl}/cache/${INSTANCE}/cas/${b.hash}`, b.size, b.chunks(), bigAgent) },
+  ];
+  log(`uploads: ${UPLOAD_PASSES} rounds of ${uploads.length} uploads of ${label} (bare R2, bare R2 with SHA-256, ByteStream, HTTP)`);
+  const ups = await interleave(
+    uploads.map((u) => ({ name: u.name, pass: (r: number) => u.up(u.blobs[r]!, r) })),
+    UPLOAD_PASSES,
+    (u, r) => onePass(() => u.pass(r), `${u.name}, round ${r + 1}`),
+  );
+  // Every blob uploaded into Kiln is checked through the fast plain-HTTP read of the same CAS, untimed.
+  for (const u of uploads.slice(2)) {
+    for (const [i, b] of u.blobs.entries()) {
+      await download(`${u.name} pass ${i + 1}, read back over HTTP`, b, true, (onChunk) => get(`${stack.httpUrl}/cache/${INSTANCE}/cas/${b.hash}`, bigAgent, onChunk));
+    }
+  }
+  const barePut = summarize(ups.get(BARE_PUT)!, bigRate);
+  for (const u of uploads) {
+    const d = summarize(ups.get(u.name)!, bigRate);
+    if (u.name === BARE_PUT) {
+      rows.push({ metric: u.name, value: `${fmt(d.best)} MB/s`, limit: "-", ratio: "-", cpu: cpuCol(d) });
+      notes.push(`${u.name}: passes ${passList(d)} MB/s`);
+      continue;
+    }
+    const paired = pairedRatios(d.all, barePut.all);
+    rows.push({ metric: u.name, value: `${fmt(d.best)} MB/s`, limit: `bare put ${fmt(barePut.best)} MB/s`, ratio: ratio(median(paired), 1), cpu: cpuCol(d) });
+    notes.push(`${u.name}: passes ${passList(d)} MB/s; by round / bare put ${paired.map((x) => x.toFixed(2)).join(", ")}; best / best ${ratio(d.best, barePut.best)}`);
+  }
+  type Down = (b: BigBlob, onChunk?: (c: Buffer) => void) => Promise<number>;
+
+  // Downloads, in interleaved rounds (bench/lib/rounds.ts): each round reads once from bare R2 and
+  // once through every surface, each surface reading the blob uploaded over HTTP and the one
+  // uploaded over ByteStream. With the default RESUMABLE_UPLOAD_ABOVE_BYTES (1 GiB) both are one
+  // verified put; a worker set to a lower threshold stores the ByteStream upload multipart, which
+  // changes its read speed. The first round hashes and checks what it reads.
   const SINGLE = "uploaded over HTTP";
   const MULTI = "uploaded over ByteStream";
-  await downloadSeries(BS, SINGLE, httpBig[0]!, bsDown);
-  await downloadSeries(BS, MULTI, bsBig[0]!, bsDown);
-  // The same reads by a client with grpc-java's (Bazel's) 1 MiB window instead of grpc-js's 64 KiB.
-  const wide = connect(stack.grpcTarget, MiB);
-  cleanups.push(() => wide.close());
-  await downloadSeries(`${BS}, 1 MiB window`, SINGLE, httpBig[0]!, (b, onChunk) => bsRead(wide.bytestream, `${INSTANCE}/blobs/${b.hash}/${b.size}`, onChunk));
-  // What the bench's gRPC client itself can take in, from a server in this process (no Kiln at all).
-  log(`grpc-js client: ${DOWNLOAD_PASSES} x ByteStream.Read ${label} from memory, 64 KiB and 1 MiB windows`);
-  const clientLimit = await grpcReadLimit(BIG, DOWNLOAD_PASSES);
-  const clientLimitWide = await grpcReadLimit(BIG, DOWNLOAD_PASSES, MiB);
-  for (const [w, v] of [["64 KiB", clientLimit], ["1 MiB", clientLimitWide]] as const) {
-    rows.push({ metric: `limit: grpc-js client ByteStream.Read ${label} from memory, ${w} window`, value: `${fmt(v)} MB/s`, limit: `bare get ${fmt(bareGet.best)} MB/s`, ratio: ratio(v, bareGet.best) });
+  const wide = connect(stack.grpcTarget, MiB); // grpc-java's (Bazel's) 1 MiB window, not grpc-js's 64 KiB
+  const memory = await memoryReadServer(BIG);
+  const fromMemory = [connect(memory.target), connect(memory.target, MiB)];
+  cleanups.push(() => {
+    wide.close();
+    for (const c of fromMemory) c.close();
+    memory.close();
+  });
+  const bsDown = (c: typeof wide): Down => (b, onChunk) => bsRead(c.bytestream, `${INSTANCE}/blobs/${b.hash}/${b.size}`, onChunk);
+  const httpDown: Down = (b, onChunk) => get(`${stack.httpUrl}/cache/${INSTANCE}/cas/${b.hash}`, bigAgent, onChunk);
+  // ByteStream.Read as gRPC-web straight to the worker: what Cloudflare's edge sends a deployed
+  // worker for a native gRPC client, and what browser tools send. No bridge in between.
+  const gwBytestream = createClient(ByteStream, createGrpcWebTransport({ baseUrl: stack.httpUrl, httpVersion: "1.1" }));
+  const gwDown: Down = async (b, onChunk) => {
+    let n = 0;
+    for await (const r of gwBytestream.read({ resourceName: `${INSTANCE}/blobs/${b.hash}/${b.size}` })) {
+      n += r.data.byteLength;
+      onChunk?.(Buffer.from(r.data.buffer, r.data.byteOffset, r.data.byteLength));
+    }
+    return n;
+  };
+  const reading = (name: string, b: BigBlob, down: Down): Subject => ({ name, pass: (r) => download(name, b, r === 0, (onChunk) => down(b, onChunk)) });
+  const BARE_GET = `limit: bare R2 get ${label} (worker, HTTP)`;
+  const limitName = (w: string) => `limit: grpc-js client ByteStream.Read ${label} from memory, ${w} window`;
+  const readSubjects: Subject[] = [
+    reading(BARE_GET, bareBig[0]!, (_b, onChunk) => get(`${bare.url}/big/0`, bigAgent, onChunk)),
+    reading(`${BS} download ${label}, ${SINGLE}`, httpBig[0]!, bsDown(clients)),
+    reading(`${BS} download ${label}, ${MULTI}`, bsBig[0]!, bsDown(clients)),
+    reading(`${BS}, 1 MiB window download ${label}, ${SINGLE}`, httpBig[0]!, bsDown(wide)),
+    reading(`ByteStream (gRPC-web direct to the worker) download ${label}, ${SINGLE}`, httpBig[0]!, gwDown),
+    // What the bench's gRPC client itself can take in, from a server in this process (no Kiln at all).
+    ...fromMemory.map((c, i) => ({
+      name: limitName(i ? "1 MiB" : "64 KiB"),
+      pass: async () => {
+        const n = await bsRead(c.bytestream, "limit/blobs/x/1");
+        if (n !== BIG) throw new Error(`the grpc-js limit read ${n} of ${BIG} bytes`);
+      },
+    })),
+    reading(`${HTTP} download ${label}, ${SINGLE}`, httpBig[0]!, httpDown),
+    reading(`${HTTP} download ${label}, ${MULTI}`, bsBig[0]!, httpDown),
+  ];
+  log(`downloads: ${DOWNLOAD_ROUNDS} rounds of ${readSubjects.length} reads of ${label} (bare R2, ByteStream, grpc-js limits, HTTP)`);
+  const reads = await interleave(readSubjects, DOWNLOAD_ROUNDS, (s, r) => onePass(() => s.pass(r), `${s.name}, round ${r + 1}`));
+  const bareGet = summarize(reads.get(BARE_GET)!, bigRate);
+  for (const s of readSubjects) {
+    const d = summarize(reads.get(s.name)!, bigRate);
+    if (s.name === BARE_GET) {
+      rows.push({ metric: s.name, value: `${fmt(d.best)} MB/s`, limit: "-", ratio: "-", cpu: cpuCol(d) });
+      notes.push(`bare R2 get: passes ${passList(d)} MB/s`);
+      continue;
+    }
+    const paired = pairedRatios(d.all, bareGet.all);
+    const limitPass = s.name.startsWith("limit:");
+    rows.push({ metric: s.name, value: `${fmt(d.best)} MB/s`, limit: `bare get ${fmt(bareGet.best)} MB/s`, ratio: ratio(median(paired), 1), cpu: limitPass ? undefined : cpuCol(d) });
+    notes.push(`${s.name}: passes ${passList(d)} MB/s; by round / bare get ${paired.map((x) => x.toFixed(2)).join(", ")}; best / best ${ratio(d.best, bareGet.best)}`);
   }
   notes.push(
     "grpc-js client limit: a grpc-js server in the bench process streams the bytes from memory to the same grpc-js client; a ByteStream " +
       "download through Kiln cannot beat it, so its ratio to bare get bounds the ByteStream download ratios",
   );
-  await downloadSeries(HTTP, SINGLE, httpBig[0]!, httpDown);
-  await downloadSeries(HTTP, MULTI, bsBig[0]!, httpDown);
   notes.push(
     `limits for uploads: both surfaces store a blob up to RESUMABLE_UPLOAD_ABOVE_BYTES (1 GiB by default) in one verified R2 put ` +
       `(R2 hashes natively); a larger ByteStream upload is resumable, hashed in JS (~${fmt(noble.mbps)} MB/s on this V8) in 8 MiB multipart parts`,
   );
-  notes.push(`bare R2: put passes ${passList(barePut)} MB/s; with SHA-256 check ${passList(barePutSha)} MB/s; get passes ${passList(bareGet)} MB/s`);
 
   // 2b. zstd against uncompressed, on a compressible blob (BENCH_ZSTD_MIB, 64 by default).
   const z = await zstdBench(clients.bytestream, INSTANCE, envNum("BENCH_ZSTD_MIB", 64) * MiB, UPLOAD_PASSES, log);
   rows.push(...z.rows);
   notes.push(...z.notes);
 
-  // 3. 1 KiB blobs per second.
-  log(`bare R2: ${BARE_SMALL_COUNT} PUTs of 1 KiB, concurrency ${SMALL_CONCURRENCY}`);
-  const bareSmallT = await timed(() => pool(bareSmall, SMALL_CONCURRENCY, (b) => put(`${bare.url}/small/${b.hash}`, SMALL, [b.data], smallAgent)));
-  const bareSmallRate = BARE_SMALL_COUNT / bareSmallT.seconds;
-  rows.push({
-    metric: `limit: bare R2 put 1 KiB, ${SMALL_CONCURRENCY} in flight`,
-    value: `${fmt(bareSmallRate)} blobs/s`,
-    limit: "-",
-    ratio: "-",
-    cpu: cpuCol({ cpuSelf: bareSmallT.cpu.self, cpuWorkerd: bareSmallT.cpu.workerd }),
-  });
-
-  log(`HTTP /cache/.../cas: ${BS_SMALL_COUNT} PUTs of 1 KiB, concurrency ${SMALL_CONCURRENCY}`);
-  const httpSmallT = await timed(() =>
-    pool(httpSmall, SMALL_CONCURRENCY, (b) => put(`${stack.httpUrl}/cache/${INSTANCE}/cas/${b.hash}`, SMALL, [b.data], smallAgent)),
+  // 3. 1 KiB blobs per second: bare R2 puts, HTTP cache PUTs and ByteStream Writes, in interleaved
+  // rounds of an equal share of each list.
+  const share = <T>(xs: T[], r: number) => xs.slice(Math.floor((r * xs.length) / DOWNLOAD_ROUNDS), Math.floor(((r + 1) * xs.length) / DOWNLOAD_ROUNDS));
+  const BARE_SMALL = `limit: bare R2 put 1 KiB, ${SMALL_CONCURRENCY} in flight`;
+  const smallSubjects: { name: string; blobs: SmallBlob[]; one: (b: SmallBlob) => Promise<unknown> }[] = [
+    { name: BARE_SMALL, blobs: bareSmall, one: (b) => put(`${bare.url}/small/${b.hash}`, SMALL, [b.data], smallAgent) },
+    { name: `HTTP /cache/.../cas PUT 1 KiB, ${SMALL_CONCURRENCY} in flight`, blobs: httpSmall, one: (b) => put(`${stack.httpUrl}/cache/${INSTANCE}/cas/${b.hash}`, SMALL, [b.data], smallAgent) },
+    {
+      name: `ByteStream.Write 1 KiB, ${SMALL_CONCURRENCY} in flight`,
+      blobs: bsSmall,
+      one: async (b) => {
+        const res = await bsWrite(clients.bytestream, `${INSTANCE}/uploads/${randomUUID()}/blobs/${b.hash}/${SMALL}`, [b.data]);
+        if (Number(res.committed_size) !== SMALL) throw new Error(`Write committed ${res.committed_size}`);
+      },
+    },
+  ];
+  log(`1 KiB blobs: ${DOWNLOAD_ROUNDS} rounds of bare R2 PUTs, HTTP cache PUTs and ByteStream Writes (${BS_SMALL_COUNT} each), concurrency ${SMALL_CONCURRENCY}`);
+  // Not retried: a rerun would write blobs that already exist, which is a different (cheaper) thing.
+  const smallRuns = await interleave(
+    smallSubjects.map((x) => ({ name: x.name, pass: (r: number) => pool(share(x.blobs, r), SMALL_CONCURRENCY, x.one) })),
+    DOWNLOAD_ROUNDS,
+    (x, r) => timed(() => x.pass(r)),
   );
-  const httpSmallRate = BS_SMALL_COUNT / httpSmallT.seconds;
-  rows.push({
-    metric: `HTTP /cache/.../cas PUT 1 KiB, ${SMALL_CONCURRENCY} in flight`,
-    value: `${fmt(httpSmallRate)} blobs/s`,
-    limit: `bare ${fmt(bareSmallRate)} blobs/s`,
-    ratio: ratio(httpSmallRate, bareSmallRate),
-    cpu: cpuCol({ cpuSelf: httpSmallT.cpu.self, cpuWorkerd: httpSmallT.cpu.workerd }),
-  });
-
-  log(`ByteStream: ${BS_SMALL_COUNT} Writes of 1 KiB, concurrency ${SMALL_CONCURRENCY}`);
-  const bsSmallT = await timed(() =>
-    pool(bsSmall, SMALL_CONCURRENCY, async (b) => {
-      const res = await bsWrite(clients.bytestream, `${INSTANCE}/uploads/${randomUUID()}/blobs/${b.hash}/${SMALL}`, [b.data]);
-      if (Number(res.committed_size) !== SMALL) throw new Error(`Write committed ${res.committed_size}`);
-    }),
-  );
-  const bsSmallRate = BS_SMALL_COUNT / bsSmallT.seconds;
-  rows.push({
-    metric: `ByteStream.Write 1 KiB, ${SMALL_CONCURRENCY} in flight`,
-    value: `${fmt(bsSmallRate)} blobs/s`,
-    limit: `bare ${fmt(bareSmallRate)} blobs/s`,
-    ratio: ratio(bsSmallRate, bareSmallRate),
-    cpu: cpuCol({ cpuSelf: bsSmallT.cpu.self, cpuWorkerd: bsSmallT.cpu.workerd }),
-  });
+  const smallRates = (x: (typeof smallSubjects)[number]) => smallRuns.get(x.name)!.map((t, r) => share(x.blobs, r).length / t.seconds);
+  const overall = (x: (typeof smallSubjects)[number]) => {
+    const ts = smallRuns.get(x.name)!;
+    const sum = (f: (t: Timed) => number) => ts.reduce((a, t) => a + f(t), 0);
+    return { rate: x.blobs.length / sum((t) => t.seconds), cpu: cpuCol({ cpuSelf: sum((t) => t.cpu.self), cpuWorkerd: sum((t) => t.cpu.workerd) }) };
+  };
+  const bareSmallRates = smallRates(smallSubjects[0]!);
+  const bareSmallRate = overall(smallSubjects[0]!).rate;
+  for (const x of smallSubjects) {
+    const o = overall(x);
+    const paired = pairedRatios(smallRates(x), bareSmallRates);
+    if (x.name === BARE_SMALL) rows.push({ metric: x.name, value: `${fmt(o.rate)} blobs/s`, limit: "-", ratio: "-", cpu: o.cpu });
+    else rows.push({ metric: x.name, value: `${fmt(o.rate)} blobs/s`, limit: `bare ${fmt(bareSmallRate)} blobs/s`, ratio: ratio(median(paired), 1), cpu: o.cpu });
+    notes.push(`${x.name}: by round ${smallRates(x).map((v) => fmt(v)).join(", ")} blobs/s${x.name === BARE_SMALL ? "" : `; / bare ${paired.map((v) => v.toFixed(2)).join(", ")}`}`);
+  }
 
   log(`BatchUpdateBlobs: ${BATCH_BLOBS} blobs of 1 KiB in batches of ${BATCH_SIZE}, ${BATCH_CONCURRENCY} in flight`);
   const batches = Array.from({ length: BATCH_COUNT }, (_, i) => batchSmall.slice(i * BATCH_SIZE, (i + 1) * BATCH_SIZE));
@@ -482,9 +515,11 @@ async function main() {
   const wall = (now() - t0) / 1000;
   console.log(
     `\nKiln bench — ${new Date().toISOString()}, ${os.cpus().length} cores, Node ${process.version}; MB = 10^6 bytes; ` +
-      `throughput = best of up to ${UPLOAD_PASSES} upload / ${DOWNLOAD_PASSES} download passes (fewer once a series passes ${PASS_BUDGET_S} s).\n` +
-      `Each first download pass also hashes and checks what it reads; the other uploaded blobs are checked untimed.\n` +
-      `ratio: value / limit (throughput: 1.00x = as fast as bare R2; latency: how many empty round trips).\n` +
+      `uploads, downloads and 1 KiB blobs: interleaved rounds (${UPLOAD_PASSES} of uploads, ${DOWNLOAD_ROUNDS} of the others), one pass (or share)\n` +
+      `  of every subject per round in a rotating order; value = best pass, or for 1 KiB all blobs over all time;\n` +
+      `  ratio = median over rounds of (pass / the same round's bare R2 pass).\n` +
+      `The first download round also hashes and checks what it reads; the uploaded blobs are checked untimed.\n` +
+      `ratio otherwise: value / limit (throughput: 1.00x = as fast as bare R2; latency: how many empty round trips).\n` +
       `cpu: CPU seconds per pass (per call for FindMissingBlobs) of this process (client + in-process bridge) | all workerd processes.\n` +
       `load average (1 min) at start ${loadStart.toFixed(2)}, at end ${os.loadavg()[0]!.toFixed(2)}: other work on this machine skews every number.\n`,
   );

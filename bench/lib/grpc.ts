@@ -102,11 +102,11 @@ export function bsRead(bs: Client, resource: string, onChunk?: (c: Buffer) => vo
 
 /**
  * The client's own ceiling for a ByteStream.Read of `size` bytes: a grpc-js server in this process
- * streams them from memory (ReadResponses of 1 MiB, as the bridge sends) to a grpc-js client with
- * the given receive window. MB/s (10^6 bytes), best of `passes`. No worker, no R2, no bridge: what
- * a ByteStream download through Kiln could reach at best with this client on this machine.
+ * that streams them from memory (ReadResponses of 1 MiB, as the bridge sends) for any resource
+ * name. No worker, no R2, no bridge: what a ByteStream download through Kiln could reach at best
+ * with a grpc-js client on this machine.
  */
-export async function grpcReadLimit(size: number, passes: number, flowControlWindow?: number): Promise<number> {
+export async function memoryReadServer(size: number): Promise<{ target: string; close(): void }> {
   const chunk = Buffer.alloc(MiB, 7);
   const server = new grpc.Server();
   server.addService(pkg.google.bytestream.ByteStream.service, {
@@ -126,20 +126,7 @@ export async function grpcReadLimit(size: number, passes: number, flowControlWin
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
   );
-  const c = connect(`127.0.0.1:${port}`, flowControlWindow);
-  try {
-    let best = 0;
-    for (let i = 0; i < passes; i++) {
-      const s = performance.now();
-      const n = await bsRead(c.bytestream, "limit/blobs/x/1");
-      if (n !== size) throw new Error(`read ${n} of ${size} bytes`);
-      best = Math.max(best, size / 1e6 / ((performance.now() - s) / 1000));
-    }
-    return best;
-  } finally {
-    c.close();
-    server.forceShutdown();
-  }
+  return { target: `127.0.0.1:${port}`, close: () => server.forceShutdown() };
 }
 
 export { grpc };
