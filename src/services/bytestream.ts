@@ -38,7 +38,7 @@ export const byteStreamService: ServiceImpl<typeof ByteStream> = {
       length: offsetOf(req.readLimit, "read_limit") || undefined,
     });
     // Each compressed message is one zstd frame of at most READ_CHUNK uncompressed bytes.
-    const messages = r.compressor ? compressStream(blob.body) : rechunk(blob.body, READ_CHUNK, blob.length);
+    const messages = r.compressor ? compressStream(blob.body, blob.length) : rechunk(blob.body, READ_CHUNK, blob.length);
     for await (const data of messages) yield { data };
   },
 

@@ -6,7 +6,8 @@ import { invalidArgument } from "../errors.ts";
 import { BYTESTREAM_COMPRESSORS } from "../storage/resource-name.ts";
 import type { WriteChunk } from "../storage/upload.ts";
 import { zstdDecode } from "../storage/zstd/decoder.ts";
-import { zstdFrames } from "../storage/zstd/encoder.ts";
+import { FRAME_BYTES, zstdFrames } from "../storage/zstd/encoder.ts";
+import { rechunk } from "../storage/rechunk.ts";
 
 /** Compressors on ByteStream and in batches (IDENTITY is implied, never listed): those resource names accept. */
 export const SUPPORTED_COMPRESSORS: readonly Compressor_Value[] = [...BYTESTREAM_COMPRESSORS].map(
@@ -22,8 +23,11 @@ export function checkCompressor(c: Compressor_Value, field = "compressor"): Comp
   return c;
 }
 
-/** A blob's bytes compressed for the wire (zstd: frames of up to 1 MiB each). */
-export const compressStream = (body: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> => zstdFrames(body);
+/**
+ * A blob's bytes compressed for the wire (zstd: frames of up to 1 MiB each), read from R2 a whole
+ * frame at a time (rechunk), not chunk by chunk. `length`: the bytes to come, if known.
+ */
+export const compressStream = (body: ReadableStream<Uint8Array>, length?: number): AsyncGenerator<Uint8Array> => zstdFrames(rechunk(body, FRAME_BYTES, length));
 
 /**
  * The chunks of a compressed Write as the uncompressed chunks the CAS stores. REAPI's offsets:
@@ -63,7 +67,7 @@ export function decompressedChunks(chunks: AsyncIterable<WriteChunk>, firstOffse
 export const decompressBody = (body: ReadableStream<Uint8Array>, size: number) => streamOf(zstdDecode(body, size));
 
 /** A body to send zstd-compressed. */
-export const compressBody = (body: ReadableStream<Uint8Array>) => streamOf(zstdFrames(body));
+export const compressBody = (body: ReadableStream<Uint8Array>, length?: number) => streamOf(compressStream(body, length));
 
 /** A pull-driven stream over a generator: nothing is produced before the reader asks for it. */
 function streamOf(gen: AsyncGenerator<Uint8Array>): ReadableStream<Uint8Array> {

@@ -10,6 +10,7 @@
 import { notFound } from "../errors.ts";
 import { chunkStream, type FastCdc } from "../shared/fastcdc.ts";
 import type { BlobStore } from "./blob-store.ts";
+import { rechunk } from "./rechunk.ts";
 import { blobKey, type BlobDigest } from "./digest.ts";
 import { hex } from "./sha256-state.ts";
 import { uploadBlob, type WriteChunk } from "./upload.ts";
@@ -38,7 +39,8 @@ export async function splitBlob(store: BlobStore, d: BlobDigest, cdc: FastCdc): 
     storing = storeNew(store, toStore);
     storing.catch(() => {}); // awaited by the next flush or at the end; never left unhandled
   };
-  for await (const data of chunkStream(blob.body, cdc)) {
+  // Read from R2 a MiB at a time (rechunk), not in the store's small chunks.
+  for await (const data of chunkStream(rechunk(blob.body, 1024 * 1024, blob.length), cdc)) {
     const c = { hash: hex(new Uint8Array(await crypto.subtle.digest("SHA-256", data))), size: data.byteLength };
     chunks.push(c);
     batch.push({ d: c, data });

@@ -31,7 +31,7 @@ export function mountBlobs(app: Hono) {
           : { "content-type": "application/octet-stream", "content-encoding": "zstd", vary: "accept-encoding" };
         if (head) await blob.body.cancel();
         // "manual": the body is already encoded; the runtime must not encode it again.
-        return new Response(head ? null : compressBody(blob.body), { headers, encodeBody: "manual" });
+        return new Response(head ? null : compressBody(blob.body, blob.length), { headers, encodeBody: "manual" });
       }
       const range = parseRange(c.req.header("range") ?? null, r.digest.size);
       const blob = await readBlob(contextFor(c.req.raw, ByteStream.method.read, "http"), r.instanceName, r.digest, range);
