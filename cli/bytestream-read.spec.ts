@@ -1,16 +1,17 @@
-// ReadFramer: the ReadResponse frames the bridge writes around a blob's chunks decode, as any gRPC
-// client decodes them, to the blob's bytes, in messages no larger than READ_MESSAGE_BYTES.
+// ReadFramer: the ReadResponse frames the bridge and the worker write around a blob's chunks
+// decode, as any gRPC client decodes them, to the blob's bytes, in messages no larger than
+// READ_MESSAGE_BYTES.
 import { randomBytes } from "node:crypto";
 import { fromBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { ReadResponseSchema } from "../src/gen/google/bytestream/bytestream_pb.ts";
 import { messagesOf } from "./grpc-web-frames.ts";
-import { READ_MESSAGE_BYTES, ReadFramer, readResponseHead } from "./bytestream-read.ts";
+import { READ_MESSAGE_BYTES, ReadFramer, readResponseHead } from "../src/shared/read-framing.ts";
 
 /** Frames `blob` arriving in pieces cut at `cuts`; returns the data of each decoded message. */
 function frameAndDecode(blob: Buffer, cuts: number[], knownLength = true): Buffer[] {
   const f = new ReadFramer(knownLength ? blob.byteLength : undefined);
-  const out: Buffer[] = [];
+  const out: Uint8Array[] = [];
   let from = 0;
   for (const to of [...cuts, blob.byteLength]) {
     out.push(...f.push(blob.subarray(from, to)));
@@ -50,7 +51,7 @@ describe("ReadFramer", () => {
       const head = readResponseHead(n);
       const msg = fromBinary(ReadResponseSchema, Buffer.concat([head.subarray(5), Buffer.alloc(n, 1)]));
       expect(msg.data.byteLength).toBe(n);
-      expect(head.readUInt32BE(1)).toBe(head.byteLength - 5 + n);
+      expect(Buffer.from(head).readUInt32BE(1)).toBe(head.byteLength - 5 + n);
     }
   });
 });

@@ -1,7 +1,8 @@
-// ByteStream.Read as a streamed HTTP GET of the blob: the worker serves raw bytes faster than it
-// frames them as gRPC-web messages, and the bridge writes the ReadResponse framing around the
-// bytes itself (a few header bytes per message: nothing is copied or encoded). A name or offset we
-// do not handle here (compressed-blobs, an offset at or past the end, a request we cannot
+// ByteStream.Read as a streamed HTTP GET of the blob, with the ReadResponse framing written around
+// the bytes here (src/shared/read-framing.ts: a few header bytes per message, nothing copied or
+// encoded). The worker's gRPC-web Read lane frames its messages the same way; a GET leaves the
+// bridge no trailer frame to find and passes the blob's bytes on as they arrive. A name or offset
+// we do not handle here (compressed-blobs, an offset at or past the end, a request we cannot
 // decode, ...) is relayed to the worker as gRPC-web, bytes as they are.
 import http from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
@@ -10,7 +11,8 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { ReadRequestSchema, type ReadRequest } from "../src/gen/google/bytestream/bytestream_pb.ts";
 import { parseReadResource, resourcePath } from "../src/shared/resource-names.ts";
 import { fromHttpError } from "./errors.ts";
-import { frameHeader, messagesOf } from "./grpc-web-frames.ts";
+import { messagesOf } from "./grpc-web-frames.ts";
+import { ReadFramer } from "../src/shared/read-framing.ts";
 import { GrpcAnswer, relayCall, upstreamHeaders, type RelayOptions } from "./relay.ts";
 
 /** The blob size of `{instance}/blobs/{hash}/{size}`; undefined: let the worker judge the name. */
@@ -35,59 +37,6 @@ function rangeOf(req: ReadRequest, size: number): string | undefined {
 
 /** A Read request is a few hundred bytes; a body past this is not one we look into. */
 const MAX_REQUEST_BYTES = 64 * 1024;
-
-/** ReadResponse.data is field 10, length-delimited. */
-const DATA_TAG = (10 << 3) | 2;
-
-/** The frame header and ReadResponse prefix of a message carrying `n` bytes of data. */
-export function readResponseHead(n: number): Buffer {
-  const varint: number[] = [];
-  for (let v = n; ; v = Math.floor(v / 128)) {
-    if (v < 128) {
-      varint.push(v);
-      break;
-    }
-    varint.push((v % 128) | 128);
-  }
-  return Buffer.concat([frameHeader(1 + varint.length + n), Buffer.from([DATA_TAG, ...varint])]);
-}
-
-/**
- * ReadResponse messages of up to this many bytes. With the body's length known, a message's
- * header goes out first and the body's chunks follow as they arrive, however the socket cuts
- * them, and nothing is copied. Measured here with grpc-js, 16 KiB to 3 MiB messages read at
- * about the same speed; this size keeps a client's per-message work small and stays well under
- * 4 MiB, the usual limit on a message a client accepts.
- */
-export const READ_MESSAGE_BYTES = 1024 * 1024;
-
-/** Turns a blob's bytes into ReadResponse frames, without copying them. */
-export class ReadFramer {
-  /** Bytes the current message header announced that have not arrived yet. */
-  owed = 0;
-
-  /** `length`: the bytes to come, if known; otherwise each chunk is one message. */
-  constructor(private remaining: number | undefined) {}
-
-  push(chunk: Buffer): Buffer[] {
-    if (this.remaining === undefined) return chunk.byteLength ? [readResponseHead(chunk.byteLength), chunk] : [];
-    const out: Buffer[] = [];
-    for (let at = 0; at < chunk.byteLength; ) {
-      if (this.owed === 0) {
-        // Bytes past the announced length (node:http never delivers them): a message of their own.
-        const n = this.remaining > 0 ? Math.min(READ_MESSAGE_BYTES, this.remaining) : chunk.byteLength - at;
-        this.remaining = Math.max(0, this.remaining - n);
-        this.owed = n;
-        out.push(readResponseHead(n));
-      }
-      const take = Math.min(this.owed, chunk.byteLength - at);
-      out.push(chunk.subarray(at, at + take));
-      this.owed -= take;
-      at += take;
-    }
-    return out;
-  }
-}
 
 export function byteStreamRead(opts: RelayOptions) {
   return (req: Http2ServerRequest, res: Http2ServerResponse): void => {
@@ -155,7 +104,7 @@ function streamBlob(req: Http2ServerRequest, res: Http2ServerResponse, opts: Rel
     const framer = new ReadFramer(Number.isSafeInteger(length) ? length : undefined);
     up.on("data", (chunk: Buffer) => {
       let more = true;
-      for (const part of framer.push(chunk)) more = answer.write(part) && more;
+      for (const part of framer.push(chunk)) more = answer.write(part as Buffer) && more;
       if (!more) {
         up.pause();
         answer.onDrain(() => up.resume());

@@ -1,45 +1,53 @@
 // google.bytestream.ByteStream over the CAS: Read, Write (streamed, resumable), QueryWriteStatus.
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { ByteStream, type WriteRequest } from "../gen/google/bytestream/bytestream_pb.ts";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { ByteStream, type ReadRequest, type WriteRequest } from "../gen/google/bytestream/bytestream_pb.ts";
 import { invalidArgument } from "../errors.ts";
 import { parseReadResource, parseWriteResource } from "../storage/resource-name.ts";
 import { committedBytes, uploadBlob, type WriteChunk } from "../storage/upload.ts";
 import { scopeFor } from "./scope.ts";
 import { checkUploadSize } from "./limits.ts";
 import { rechunk } from "../storage/rechunk.ts";
+import { READ_HEAD_ROOM, READ_MESSAGE_BYTES } from "../shared/read-framing.ts";
 import { readBlob } from "./blobs.ts";
 import { parseLogStreamName } from "../execution/log-streams.ts";
 import { readLiveLog } from "./live-logs.ts";
 import { compressStream, decompressedChunks } from "./compression.ts";
 
 /** Bytes per ReadResponse: well under the 4 MiB message limit clients assume. */
-export const READ_CHUNK = 1024 * 1024;
+export const READ_CHUNK = READ_MESSAGE_BYTES;
 
 const offsetOf = (v: bigint, field: string) => {
   if (v < 0n || v > BigInt(Number.MAX_SAFE_INTEGER)) throw invalidArgument(`${field} ${v} is out of range`, field);
   return Number(v);
 };
 
+/**
+ * What a ByteStream.Read sends, after every check: its messages' data, each piece one ReadResponse
+ * (a blob in whole pieces of READ_CHUNK bytes read from R2, zstd frames, a live log's chunks). The
+ * Connect router encodes them; the gRPC-web read lane (surfaces/bytestream-read-lane.ts) sends
+ * each after its message header, in one buffer: `room` bytes in front of every piece are free for
+ * that header (a blob's pieces have READ_HEAD_ROOM; other pieces none, and are copied).
+ */
+export async function openRead(ctx: HandlerContext, req: ReadRequest): Promise<{ pieces: AsyncIterable<Uint8Array>; room: number }> {
+  if (req.readOffset < 0n) throw new ConnectError(`read_offset ${req.readOffset} is negative`, Code.OutOfRange);
+  if (req.readLimit < 0n) throw invalidArgument(`read_limit ${req.readLimit} is negative`, "read_limit");
+  const log = parseLogStreamName(req.resourceName);
+  if (log) return { pieces: await readLiveLog(ctx, log, offsetOf(req.readOffset, "read_offset"), offsetOf(req.readLimit, "read_limit")), room: 0 };
+  const r = parseReadResource(req.resourceName);
+  // A compressed read starts at an uncompressed offset and cannot be limited (REAPI).
+  if (r.compressor && req.readLimit !== 0n) throw invalidArgument("read_limit must be 0 for compressed-blobs", "read_limit");
+  const blob = await readBlob(ctx, r.instanceName, r.digest, {
+    offset: offsetOf(req.readOffset, "read_offset"),
+    length: offsetOf(req.readLimit, "read_limit") || undefined,
+  });
+  // Each compressed message is one zstd frame of at most READ_CHUNK uncompressed bytes.
+  if (r.compressor) return { pieces: compressStream(blob.body, blob.length), room: 0 };
+  return { pieces: rechunk(blob.body, READ_CHUNK, blob.length, READ_HEAD_ROOM), room: READ_HEAD_ROOM };
+}
+
 export const byteStreamService: ServiceImpl<typeof ByteStream> = {
   async *read(req, ctx) {
-    if (req.readOffset < 0n) throw new ConnectError(`read_offset ${req.readOffset} is negative`, Code.OutOfRange);
-    if (req.readLimit < 0n) throw invalidArgument(`read_limit ${req.readLimit} is negative`, "read_limit");
-    const log = parseLogStreamName(req.resourceName);
-    if (log) {
-      const stream = await readLiveLog(ctx, log, offsetOf(req.readOffset, "read_offset"), offsetOf(req.readLimit, "read_limit"));
-      for await (const data of stream) yield { data };
-      return;
-    }
-    const r = parseReadResource(req.resourceName);
-    // A compressed read starts at an uncompressed offset and cannot be limited (REAPI).
-    if (r.compressor && req.readLimit !== 0n) throw invalidArgument("read_limit must be 0 for compressed-blobs", "read_limit");
-    const blob = await readBlob(ctx, r.instanceName, r.digest, {
-      offset: offsetOf(req.readOffset, "read_offset"),
-      length: offsetOf(req.readLimit, "read_limit") || undefined,
-    });
-    // Each compressed message is one zstd frame of at most READ_CHUNK uncompressed bytes.
-    const messages = r.compressor ? compressStream(blob.body, blob.length) : rechunk(blob.body, READ_CHUNK, blob.length);
-    for await (const data of messages) yield { data };
+    for await (const data of (await openRead(ctx, req)).pieces) yield { data };
   },
 
   async write(requests, ctx) {

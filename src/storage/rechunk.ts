@@ -8,7 +8,12 @@
 // instead; the same read then ran at 517-538 MB/s. A stream without BYOB support (not a byte
 // stream) is gathered chunk by chunk into the same pieces. At most one piece is held, and with the
 // stream's `length` known no piece is larger than what is left (a small blob gets a small buffer).
-export async function* rechunk(body: ReadableStream<Uint8Array>, max: number, length = Infinity): AsyncGenerator<Uint8Array> {
+//
+// `room`: each piece is a view starting that many bytes into a buffer of its own, so a caller can
+// write a message header in front of it and send both as one buffer, without copying the piece
+// (a small write followed by a large one is two TCP segments, and Nagle's algorithm holds the
+// second until the first is acknowledged).
+export async function* rechunk(body: ReadableStream<Uint8Array>, max: number, length = Infinity, room = 0): AsyncGenerator<Uint8Array> {
   let left = length;
   const next = () => Math.max(1, Math.min(max, left));
   let byob: ReadableStreamBYOBReader | undefined;
@@ -21,7 +26,7 @@ export async function* rechunk(body: ReadableStream<Uint8Array>, max: number, le
     try {
       for (;;) {
         const n = next();
-        const { value } = await byob.readAtLeast(n, new Uint8Array(n));
+        const { value } = await byob.readAtLeast(n, new Uint8Array(room + n).subarray(room));
         if (value?.byteLength) yield value;
         left -= value?.byteLength ?? 0;
         if (!value || value.byteLength < n) return; // the stream ended
@@ -34,7 +39,7 @@ export async function* rechunk(body: ReadableStream<Uint8Array>, max: number, le
   let filled = 0;
   for await (const chunk of body) {
     for (let at = 0; at < chunk.byteLength; ) {
-      piece ??= new Uint8Array(next());
+      piece ??= new Uint8Array(room + next()).subarray(room);
       const take = Math.min(piece.byteLength - filled, chunk.byteLength - at);
       piece.set(chunk.subarray(at, at + take), filled);
       filled += take;

@@ -12,6 +12,7 @@ import { interceptErrors } from "../error-interceptor.ts";
 import { requestIdOf, withRequestId } from "../request-id.ts";
 import { finishConnectErrors } from "./connect-errors.ts";
 import { FIND_MISSING_PATH, findMissingFastLane } from "./find-missing-fast-lane.ts";
+import { READ_PATH, byteStreamReadLane } from "./bytestream-read-lane.ts";
 
 /** Largest single message we accept: a 4 MiB batch plus framing headroom. */
 const READ_MAX_BYTES = 8 * 1024 * 1024;
@@ -41,9 +42,13 @@ for (const { service, impl, maxRequestBytes } of services) {
   router.service(service, impl, { readMaxBytes: readMaxFor(maxRequestBytes), requestGate, interceptors: [tagErrors] });
 }
 
-// FindMissingBlobs over plain gRPC-web skips the generic codec (find-missing-fast-lane.ts).
-const lane = (h: UniversalHandler) =>
-  h.requestPath === FIND_MISSING_PATH ? findMissingFastLane(h, readMaxFor(services.find((s) => s.service === h.service)?.maxRequestBytes)) : h;
+// FindMissingBlobs and ByteStream.Read over plain gRPC-web skip the generic codec
+// (find-missing-fast-lane.ts, bytestream-read-lane.ts).
+const lanes = new Map([
+  [FIND_MISSING_PATH, findMissingFastLane],
+  [READ_PATH, byteStreamReadLane],
+]);
+const lane = (h: UniversalHandler) => lanes.get(h.requestPath)?.(h, readMaxFor(services.find((s) => s.service === h.service)?.maxRequestBytes)) ?? h;
 const handlers = new Map(
   router.handlers.map((h) => [h.requestPath, createFetchHandler(finishConnectErrors(lane(h)), { httpVersion: "1.1" })] as const),
 );

@@ -1,10 +1,10 @@
 // The gRPC-web fast lane for FindMissingBlobs (src/surfaces/find-missing-fast-lane.ts): its wire
 // reader and writer against protobuf-es, which requests it takes and which it hands to the Connect
 // router, and, through the worker, answers identical to the router's for the same request.
-import { SELF, env } from "cloudflare:test";
+import { env } from "cloudflare:test";
 import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
-import type { UniversalHandlerFn, UniversalServerRequest } from "@connectrpc/connect/protocol";
+import type { UniversalServerRequest } from "@connectrpc/connect/protocol";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   DigestFunction_Value,
@@ -15,6 +15,7 @@ import { parseDigests } from "../../src/shared/digest.ts";
 import { FIND_MISSING_PATH, findMissingFastLane } from "../../src/surfaces/find-missing-fast-lane.ts";
 import { readFindMissing, writeFindMissingResponse } from "../../src/surfaces/find-missing-wire.ts";
 import { EMPTY_SHA256 } from "../../src/storage/digest.ts";
+import { callWorker, collect, envelope, laneRequest, runLane } from "./grpc-web-lane-helpers.ts";
 import { sha256Hex, upload } from "./helpers.ts";
 
 const encode = (r: MessageInitShape<typeof FindMissingBlobsRequestSchema>) => toBinary(FindMissingBlobsRequestSchema, create(FindMissingBlobsRequestSchema, r));
@@ -112,38 +113,8 @@ describe("writeFindMissingResponse", () => {
 });
 
 describe("which requests take the lane", () => {
-  const envelope = (m: Uint8Array, flags = 0) => {
-    const out = new Uint8Array(5 + m.byteLength);
-    out[0] = flags;
-    new DataView(out.buffer).setUint32(1, m.byteLength);
-    out.set(m, 5);
-    return out;
-  };
-  async function* chunks(b: Uint8Array) {
-    yield b.subarray(0, 3);
-    yield b.subarray(3);
-  }
-  const request = (body: Uint8Array, headers: Record<string, string> = {}): UniversalServerRequest => ({
-    httpVersion: "1.1",
-    method: "POST",
-    url: `http://kiln${FIND_MISSING_PATH}`,
-    header: new Headers({ "content-type": "application/grpc-web+proto", "content-length": String(body.byteLength), ...headers }),
-    body: chunks(body),
-    signal: new AbortController().signal,
-    contextValues: undefined as never,
-  });
-  /** Runs the lane with a fallback that records what it was handed. */
-  async function run(req: UniversalServerRequest) {
-    let handed: Uint8Array | undefined;
-    const fallback: UniversalHandlerFn = async (r) => {
-      const parts: Uint8Array[] = [];
-      for await (const c of r.body as AsyncIterable<Uint8Array>) parts.push(c);
-      handed = concat(...parts);
-      return { status: 299 };
-    };
-    const res = await findMissingFastLane(fallback, 1024 * 1024)(req);
-    return { res, handed };
-  }
+  const request = (body: Uint8Array, headers: Record<string, string> = {}) => laneRequest(FIND_MISSING_PATH, body, headers);
+  const run = (req: UniversalServerRequest) => runLane(findMissingFastLane, req);
 
   it("answers a plain request itself, from the CAS", async () => {
     const present = await upload(`fast lane present ${crypto.randomUUID()}`);
@@ -151,9 +122,7 @@ describe("which requests take the lane", () => {
     const { res, handed } = await run(request(envelope(encode({ blobDigests: [present, absent, { hash: EMPTY_SHA256, sizeBytes: 0n }] }))));
     expect(handed).toBeUndefined();
     expect(res.status).toBe(200);
-    const parts: Uint8Array[] = [];
-    for await (const c of res.body as AsyncIterable<Uint8Array>) parts.push(c);
-    const frames = concat(...parts);
+    const frames = await collect(res.body as AsyncIterable<Uint8Array>);
     const n = new DataView(frames.buffer).getUint32(1);
     expect(fromBinary(FindMissingBlobsResponseSchema, frames.subarray(5, 5 + n)).missingBlobDigests.map((d) => d.hash)).toEqual([absent.hash]);
     expect(new TextDecoder().decode(frames.subarray(10 + n))).toBe("grpc-status: 0\r\n");
@@ -196,39 +165,7 @@ describe("which requests take the lane", () => {
 describe("through the worker: the same answers as the Connect router", () => {
   afterEach(() => void delete (env as { API_KEYS?: string }).API_KEYS);
 
-  /** A gRPC-web call; `sized`: with Content-Length (the lane), else a streamed body (the router). */
-  async function call(message: Uint8Array, sized: boolean, headers: Record<string, string> = {}) {
-    const body = new Uint8Array(5 + message.byteLength);
-    new DataView(body.buffer).setUint32(1, message.byteLength);
-    body.set(message, 5);
-    // A body of known length (bytes, even a Blob's stream) reaches the worker with a Content-Length:
-    // the lane. Only a stream of the test's own has none: the router.
-    const init: RequestInit = { method: "POST", headers: { "content-type": "application/grpc-web+proto", ...headers } };
-    init.body = sized
-      ? body
-      : new ReadableStream({
-          start(ctl) {
-            ctl.enqueue(body);
-            ctl.close();
-          },
-        });
-    const res = await SELF.fetch(`http://kiln${FIND_MISSING_PATH}`, init);
-    const bytes = new Uint8Array(await res.arrayBuffer());
-    // The trailer frame, without the request's own id (a RequestInfo detail on errors).
-    let at = 0;
-    let data: Uint8Array | undefined;
-    let trailer = "";
-    while (at < bytes.length) {
-      const n = new DataView(bytes.buffer).getUint32(at + 1);
-      const frame = bytes.subarray(at + 5, at + 5 + n);
-      if (bytes[at]! & 0x80) trailer = new TextDecoder().decode(frame);
-      else data = frame;
-      at += 5 + n;
-    }
-    const status = /grpc-status: (\d+)/.exec(trailer)?.[1];
-    const message_ = decodeURIComponent(/grpc-message: (.*)\r\n/.exec(trailer)?.[1] ?? "");
-    return { http: res.status, type: res.headers.get("content-type"), data, status: Number(status), message: message_ };
-  }
+  const call = (message: Uint8Array, sized: boolean, headers: Record<string, string> = {}) => callWorker(FIND_MISSING_PATH, message, sized, headers);
 
   it("for present, absent, repeated and empty digests, unknown fields and odd instance names", async () => {
     const present = await upload(`fast lane worker ${crypto.randomUUID()}`);

@@ -54,6 +54,17 @@ describe("rechunk", () => {
     });
   }
 
+  it("leaves `room` free bytes in front of every piece, in a buffer of its own", async () => {
+    const data = pseudoRandom(2 * MAX + 3, 12);
+    await env.CAS.put("rechunk-room", data);
+    for (const body of [(await env.CAS.get("rechunk-room"))!.body, oddChunks(data)]) {
+      const out: Uint8Array[] = [];
+      for await (const p of rechunk(body, MAX, data.byteLength, 9)) out.push(p);
+      expect(out.map((p) => [p.byteOffset, p.buffer.byteLength])).toEqual([[9, 9 + MAX], [9, 9 + MAX], [9, 9 + 3]]);
+      expect(joined(out)).toEqual(data);
+    }
+  });
+
   it("reads an R2 body in whole pieces, not in the store's chunks", async () => {
     const data = pseudoRandom(8 * MAX, 11);
     await env.CAS.put("rechunk-r2-pieces", data);
