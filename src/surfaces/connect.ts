@@ -49,6 +49,11 @@ const lanes = new Map([
   [READ_PATH, byteStreamReadLane],
 ]);
 const lane = (h: UniversalHandler) => lanes.get(h.requestPath)?.(h, readMaxFor(services.find((s) => s.service === h.service)?.maxRequestBytes)) ?? h;
+/** The Connect router's own handler for a path, without its lane: what the lanes' tests compare with. */
+export const routerOnly = (path: string) => {
+  const h = router.handlers.find((x) => x.requestPath === path);
+  return h && createFetchHandler(finishConnectErrors(h), { httpVersion: "1.1" });
+};
 const handlers = new Map(
   router.handlers.map((h) => [h.requestPath, createFetchHandler(finishConnectErrors(lane(h)), { httpVersion: "1.1" })] as const),
 );

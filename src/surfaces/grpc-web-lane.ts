@@ -1,8 +1,9 @@
 // What the gRPC-web lanes (find-missing-fast-lane.ts, bytestream-read-lane.ts) share: taking only a
-// plain request (binary gRPC-web, uncompressed, with a Content-Length within the router's limit, a
-// valid grpc-timeout and one uncompressed envelope), the handler context the router would give it,
-// and the trailer frame. A request a lane does not take goes to the Connect router with the bytes
-// already read, so the router answers it, or names its fault, exactly as before.
+// plain request (binary gRPC-web, uncompressed, a body within the router's limit, a valid
+// grpc-timeout and one uncompressed envelope), the handler context the router would give it, and
+// the trailer frame. A request a lane does not take goes to the Connect router with the bytes
+// already read put back in front of the rest, so the router answers it, or names its fault,
+// exactly as before.
 import { createHandlerContext } from "@connectrpc/connect";
 import { encodeEnvelope, type UniversalServerRequest } from "@connectrpc/connect/protocol";
 import { parseTimeout, trailerFlag, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
@@ -18,36 +19,53 @@ export interface PlainRequest {
   timeoutMs: number | undefined;
 }
 
-async function* replay(bytes: Uint8Array): AsyncIterable<Uint8Array> {
+/** The body as the router must see it: the bytes already read, then whatever the client still sends. */
+async function* replay(bytes: Uint8Array, rest?: AsyncIterator<Uint8Array>): AsyncIterable<Uint8Array> {
   if (bytes.byteLength) yield bytes;
+  if (rest) for (let n = await rest.next(); !n.done; n = await rest.next()) yield n.value;
 }
 
 /**
- * The body, announced as `length` bytes; `whole` is false if it ends short, runs over or breaks
- * off (the router then answers what arrived, as it would have).
+ * The body, up to `limit` bytes: `whole` if it ended within them (and, with a Content-Length,
+ * exactly there). Otherwise `rest` is where reading stopped, for the router to carry on from;
+ * a body that broke off is not whole, and the router answers what arrived.
  */
-async function readExactly(body: AsyncIterable<Uint8Array>, length: number): Promise<{ bytes: Uint8Array; whole: boolean }> {
-  const bytes = new Uint8Array(length);
-  let at = 0;
+async function readUpTo(body: AsyncIterable<Uint8Array>, limit: number, length: number | undefined) {
+  const parts: Uint8Array[] = [];
+  let total = 0;
+  const it = body[Symbol.asyncIterator]();
+  const bytes = () => (parts.length === 1 ? parts[0]! : joined(parts, total));
   try {
-    for await (const chunk of body) {
-      if (at + chunk.byteLength > length) return { bytes: new Uint8Array(await new Blob([bytes.subarray(0, at), chunk]).arrayBuffer()), whole: false };
-      bytes.set(chunk, at);
-      at += chunk.byteLength;
+    for (let n = await it.next(); !n.done; n = await it.next()) {
+      parts.push(n.value);
+      total += n.value.byteLength;
+      if (total > limit) return { bytes: bytes(), whole: false, rest: it };
     }
   } catch {
-    return { bytes: bytes.subarray(0, at), whole: false };
+    return { bytes: bytes(), whole: false };
   }
-  return at === length ? { bytes, whole: true } : { bytes: bytes.subarray(0, at), whole: false };
+  return { bytes: bytes(), whole: length === undefined || total === length };
+}
+
+function joined(parts: Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
 }
 
 /**
  * The request's one message if it is plain; otherwise `rest`, the request as the router must see
- * it (its body replayed from the bytes read, if any were).
+ * it (its body replayed from the bytes read, if any were). A body without a Content-Length (what
+ * connect-node and streaming clients send) is read up to the router's limit.
  */
 export async function readPlainRequest(req: UniversalServerRequest, readMaxBytes: number): Promise<{ plain: PlainRequest } | { rest: UniversalServerRequest }> {
   const h = req.header;
-  const length = Number(h.get("content-length") ?? NaN);
+  const declaredLength = h.get("content-length");
+  const length = declaredLength === null ? undefined : Number(declaredLength);
   const encoding = h.get("grpc-encoding");
   const timeout = parseTimeout(h.get("grpc-timeout"), Number.MAX_SAFE_INTEGER); // the router's default ceiling
   const plain =
@@ -55,16 +73,15 @@ export async function readPlainRequest(req: UniversalServerRequest, readMaxBytes
     PLAIN_TYPES.has((h.get("content-type") ?? "").toLowerCase()) &&
     (encoding === null || encoding === "identity") &&
     !timeout.error &&
-    length >= ENVELOPE_HEADER &&
-    length <= readMaxBytes + ENVELOPE_HEADER &&
+    (length === undefined || (length >= ENVELOPE_HEADER && length <= readMaxBytes + ENVELOPE_HEADER)) &&
     req.body !== null &&
     typeof req.body === "object" &&
     Symbol.asyncIterator in req.body;
   if (!plain) return { rest: req };
-  const { bytes, whole } = await readExactly(req.body as AsyncIterable<Uint8Array>, length);
+  const { bytes, whole, rest } = await readUpTo(req.body as AsyncIterable<Uint8Array>, length ?? readMaxBytes + ENVELOPE_HEADER, length);
   const declared = bytes.byteLength >= ENVELOPE_HEADER ? new DataView(bytes.buffer, bytes.byteOffset).getUint32(1) : -1;
   const message = bytes.subarray(ENVELOPE_HEADER);
-  if (!whole || bytes[0] !== 0 || declared !== message.byteLength) return { rest: { ...req, body: replay(bytes) } };
+  if (!whole || bytes[0] !== 0 || declared !== message.byteLength) return { rest: { ...req, body: replay(bytes, rest) } };
   return { plain: { bytes, message, timeoutMs: timeout.timeoutMs } };
 }
 

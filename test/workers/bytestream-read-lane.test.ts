@@ -10,7 +10,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { ReadRequestSchema } from "../../src/gen/google/bytestream/bytestream_pb.ts";
 import { READ_PATH, byteStreamReadLane, readFrames } from "../../src/surfaces/bytestream-read-lane.ts";
 import { concat } from "./fuzz-gen.ts";
-import { callWorker, collect, envelope, laneRequest, runLane, splitFrames } from "./grpc-web-lane-helpers.ts";
+import { callWorker, collect, envelope, laneRequest, runLane, sameAsRouter, splitFrames } from "./grpc-web-lane-helpers.ts";
 import { digestOf, pseudoRandom } from "./helpers.ts";
 
 const MiB = 1024 * 1024;
@@ -44,6 +44,33 @@ describe("which requests take the lane", () => {
     // Two messages, 1 MiB and 5 bytes: frame header, tag 0x52, the length varint, the bytes.
     expect(out.messages.map((m) => m.byteLength)).toEqual([5 + 1 + 3 + MiB, 5 + 1 + 1 + 5]);
     expect(concat(...out.messages.map((m) => m.subarray(m.byteLength === 5 + 1 + 3 + MiB ? 9 : 7)))).toEqual(data);
+  });
+
+  it("reads a body without a Content-Length up to the router's limit, and hands a longer one over whole", async () => {
+    const d = await store(pseudoRandom(10, 35));
+    const unsized = (body: Uint8Array) => {
+      const r = request(body);
+      r.header.delete("content-length");
+      return r;
+    };
+    const plain = await run(unsized(envelope(encode({ resourceName: `lane/blobs/${d.hash}/${d.sizeBytes}` }))));
+    expect(plain.handed).toBeUndefined();
+    expect(split(await collect(plain.res.body as AsyncIterable<Uint8Array>)).status).toBe(0);
+    // A ReadRequest past 64 KiB (the limit the lane was given) in three chunks: the lane stops
+    // reading at the second, and the router gets both, then the third, which nobody had read.
+    const long = envelope(encode({ resourceName: "x".repeat(70_000) }));
+    const req = unsized(long);
+    let pulled = 0;
+    req.body = (async function* () {
+      for (const [from, to] of [[0, 40_000], [40_000, 68_000], [68_000, long.byteLength]]) {
+        pulled++;
+        yield long.subarray(from, to);
+      }
+    })();
+    const over = await run(req);
+    expect(pulled).toBe(3);
+    expect(over.res.status).toBe(299);
+    expect(over.handed).toEqual(long);
   });
 
   it("hands a request it cannot read to the router, with every byte it read", async () => {
@@ -104,14 +131,10 @@ describe("readFrames", () => {
   });
 });
 
-describe("through the worker: the same bytes as the Connect router", () => {
+describe("through the worker, with and without a Content-Length: the same bytes as the Connect router alone", () => {
   afterEach(() => void delete (env as { API_KEYS?: string }).API_KEYS);
 
-  const call = async (m: MessageInitShape<typeof ReadRequestSchema>, sized: boolean, headers: Record<string, string> = {}) => {
-    const out = await callWorker(READ_PATH, encode(m), sized, headers);
-    expect(out.whole).toBe(true);
-    return out;
-  };
+  const same = (m: MessageInitShape<typeof ReadRequestSchema>, what: string, headers: Record<string, string> = {}) => sameAsRouter(READ_PATH, encode(m), what, headers);
 
   it("for whole blobs, ranges, empty reads and compressed reads", async () => {
     const big = pseudoRandom(2 * MiB + 12_345, 32);
@@ -130,12 +153,9 @@ describe("through the worker: the same bytes as the Connect router", () => {
       { resourceName: `lane/compressed-blobs/zstd/${z.hash}/${z.sizeBytes}` },
     ];
     for (const [i, r] of reads.entries()) {
-      const lane = await call(r, true);
-      const router = await call(r, false);
-      expect(lane.status, `read ${i}`).toBe(0);
-      expect(lane, `read ${i}`).toEqual(router);
+      expect((await same(r, `read ${i}`)).status, `read ${i}`).toBe(0);
     }
-    expect((await call(reads[0]!, true)).messages).toHaveLength(3);
+    expect((await callWorker(READ_PATH, encode(reads[0]!), "sized")).messages).toHaveLength(3);
   });
 
   it("for refused reads: absent, out of range, negative, malformed, no key", async () => {
@@ -151,15 +171,11 @@ describe("through the worker: the same bytes as the Connect router", () => {
       [{ resourceName: "" }, Code.InvalidArgument],
     ];
     for (const [r, code] of cases) {
-      const lane = await call(r, true);
-      expect(lane.status, r.resourceName).toBe(code);
-      expect(lane, r.resourceName).toEqual(await call(r, false));
+      expect((await same(r, r.resourceName!)).status, r.resourceName).toBe(code);
     }
     (env as { API_KEYS?: string }).API_KEYS = JSON.stringify([{ key: "read-lane-key-0123456789-0123456789", name: "k" }]);
     const r = { resourceName: `lane/blobs/${d.hash}/100` };
-    const lane = await call(r, true);
-    expect(lane.status).toBe(Code.Unauthenticated);
-    expect(lane).toEqual(await call(r, false));
-    expect((await call(r, true, { authorization: "Bearer read-lane-key-0123456789-0123456789" })).status).toBe(0);
+    expect((await same(r, "no key")).status).toBe(Code.Unauthenticated);
+    expect((await same(r, "the key", { authorization: "Bearer read-lane-key-0123456789-0123456789" })).status).toBe(0);
   });
 });

@@ -1,8 +1,10 @@
 // For the gRPC-web lanes' tests (find-missing-fast-lane, bytestream-read-lane): a request as the
-// lane sees it, a fallback that records what it was handed, and a call through the worker with or
-// without a Content-Length (the lane or the Connect router), split into its frames.
+// lane sees it, a fallback that records what it was handed, and a call through the worker (the
+// lane) or to the Connect router alone, split into its frames.
 import { SELF } from "cloudflare:test";
 import type { UniversalHandlerFn, UniversalServerRequest } from "@connectrpc/connect/protocol";
+import { expect } from "vitest";
+import { routerOnly } from "../../src/surfaces/connect.ts";
 import { concat } from "./fuzz-gen.ts";
 
 /** One gRPC-web envelope around `m`. */
@@ -68,21 +70,33 @@ export function splitFrames(bytes: Uint8Array) {
 }
 
 /**
- * A gRPC-web call to `path` through the worker; `sized`: with a Content-Length (the lane), else
- * a streamed body (the router). Through SELF.fetch a body of known length, even a Blob's stream,
- * reaches the worker with a Content-Length: only a stream of the test's own has none.
+ * A gRPC-web call to `path`: through the worker, its body with a Content-Length ("sized") or
+ * streamed without one ("streamed"), both of which the lane takes; or to the Connect router's own
+ * handler for the path, without the lane ("router"). Through SELF.fetch a body of known length,
+ * even a Blob's stream, arrives with a Content-Length: only a stream of the test's own has none.
  */
-export async function callWorker(path: string, message: Uint8Array, sized: boolean, headers: Record<string, string> = {}) {
+export async function callWorker(path: string, message: Uint8Array, via: "sized" | "streamed" | "router", headers: Record<string, string> = {}) {
   const body = envelope(message);
   const init: RequestInit = { method: "POST", headers: { "content-type": "application/grpc-web+proto", ...headers } };
-  init.body = sized
-    ? body
-    : new ReadableStream({
-        start(ctl) {
-          ctl.enqueue(body);
-          ctl.close();
-        },
-      });
-  const res = await SELF.fetch(`http://kiln${path}`, init);
+  init.body =
+    via === "sized"
+      ? body
+      : new ReadableStream({
+          start(ctl) {
+            ctl.enqueue(body.subarray(0, 2));
+            ctl.enqueue(body.subarray(2));
+            ctl.close();
+          },
+        });
+  const url = `http://kiln${path}`;
+  const res = via === "router" ? await routerOnly(path)!(new Request(url, init)) : await SELF.fetch(url, init);
   return { http: res.status, type: res.headers.get("content-type"), ...splitFrames(new Uint8Array(await res.arrayBuffer())) };
+}
+
+/** The call through the worker, with and without a Content-Length, answers exactly as the router alone does. */
+export async function sameAsRouter(path: string, message: Uint8Array, what: string, headers: Record<string, string> = {}) {
+  const router = await callWorker(path, message, "router", headers);
+  expect(router.whole, what).toBe(true);
+  for (const via of ["sized", "streamed"] as const) expect(await callWorker(path, message, via, headers), `${what} (${via})`).toEqual(router);
+  return router;
 }
