@@ -1,6 +1,7 @@
 // Request bodies read whole (JSON, action results) with a bound, whether or not the client sent a
 // Content-Length: a chunked body is read only up to the limit, then refused.
 import { invalidArgument } from "../errors.ts";
+import { concatBytes } from "../shared/concat-bytes.ts";
 
 /** The body's bytes; INVALID_ARGUMENT naming `limitName` once more than `max` bytes arrive. */
 export async function readBodyBounded(req: Request, max: number, limitName: string): Promise<Uint8Array> {
@@ -23,11 +24,5 @@ export async function readBodyBounded(req: Request, max: number, limitName: stri
     }
     chunks.push(value);
   }
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.byteLength;
-  }
-  return out;
+  return concatBytes(chunks, total);
 }

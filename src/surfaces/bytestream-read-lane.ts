@@ -17,6 +17,7 @@ import { ByteStream, ReadRequestSchema, type ReadRequest } from "../gen/google/b
 import { requireCaller } from "../caller.ts";
 import { requestIdOf, withRequestId } from "../request-id.ts";
 import { openRead } from "../services/bytestream.ts";
+import { concatBytes } from "../shared/concat-bytes.ts";
 import { readResponseHead } from "../shared/read-framing.ts";
 import { GRPC_WEB_ANSWER, laneContext, readPlainRequest, replayed, trailerFrame } from "./grpc-web-lane.ts";
 
@@ -45,12 +46,7 @@ export async function* readFrames(source: { pieces: AsyncIterable<Uint8Array>; r
         const frame = new Uint8Array(piece.buffer, piece.byteOffset - head.byteLength, head.byteLength + piece.byteLength);
         frame.set(head);
         yield frame;
-      } else {
-        const frame = new Uint8Array(head.byteLength + piece.byteLength);
-        frame.set(head);
-        frame.set(piece, head.byteLength);
-        yield frame;
-      }
+      } else yield concatBytes([head, piece]);
     }
   } catch (e) {
     yield trailerFrame(fail(e));

@@ -8,6 +8,7 @@ import { createHandlerContext } from "@connectrpc/connect";
 import { encodeEnvelope, type UniversalServerRequest } from "@connectrpc/connect/protocol";
 import { parseTimeout, trailerFlag, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
+import { concatBytes } from "../shared/concat-bytes.ts";
 
 const PLAIN_TYPES = new Set(["application/grpc-web", "application/grpc-web+proto"]);
 export const ENVELOPE_HEADER = 5;
@@ -34,7 +35,7 @@ async function readUpTo(body: AsyncIterable<Uint8Array>, limit: number, length: 
   const parts: Uint8Array[] = [];
   let total = 0;
   const it = body[Symbol.asyncIterator]();
-  const bytes = () => (parts.length === 1 ? parts[0]! : joined(parts, total));
+  const bytes = () => (parts.length === 1 ? parts[0]! : concatBytes(parts, total));
   try {
     for (let n = await it.next(); !n.done; n = await it.next()) {
       parts.push(n.value);
@@ -45,16 +46,6 @@ async function readUpTo(body: AsyncIterable<Uint8Array>, limit: number, length: 
     return { bytes: bytes(), whole: false };
   }
   return { bytes: bytes(), whole: length === undefined || total === length };
-}
-
-function joined(parts: Uint8Array[], total: number): Uint8Array {
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
 }
 
 /**
