@@ -20,6 +20,7 @@ import { benchChunking } from "./chunking.ts";
 import { bigBlob, KiB, MiB, nobleSha256Speed, sha256Speed, smallBlobs, type BigBlob, type SmallBlob } from "./lib/data.ts";
 import { bsRead, bsWrite, clientCodecMs, connect, memoryReadServer, unary, type Digest } from "./lib/grpc.ts";
 import { interleave, median, pairedRatios, type Subject } from "./lib/rounds.ts";
+import { grpcWebRead } from "./lib/grpc-web-read.ts";
 import { agent, get, put } from "./lib/http.ts";
 import { cpuDelta, cpuSnap, startBareR2, type BareWorker } from "./lib/procs.ts";
 import { fmt, now, percentile, pool, table, type Row } from "./lib/stats.ts";
@@ -293,7 +294,8 @@ async function main() {
   const bsDown = (c: typeof wide): Down => (b, onChunk) => bsRead(c.bytestream, `${INSTANCE}/blobs/${b.hash}/${b.size}`, onChunk);
   const httpDown: Down = (b, onChunk) => get(`${stack.httpUrl}/cache/${INSTANCE}/cas/${b.hash}`, bigAgent, onChunk);
   // ByteStream.Read as gRPC-web straight to the worker: what Cloudflare's edge sends a deployed
-  // worker for a native gRPC client, and what browser tools send. No bridge in between.
+  // worker for a native gRPC client, and what browser tools send. No bridge in between; connect-node
+  // as the client here, a node:http frame reader below.
   const gwBytestream = createClient(ByteStream, createGrpcWebTransport({ baseUrl: stack.httpUrl, httpVersion: "1.1" }));
   const gwDown: Down = async (b, onChunk) => {
     let n = 0;
@@ -312,6 +314,10 @@ async function main() {
     reading(`${BS} download ${label}, ${MULTI}`, bsBig[0]!, bsDown(clients)),
     reading(`${BS}, 1 MiB window download ${label}, ${SINGLE}`, httpBig[0]!, bsDown(wide)),
     reading(`ByteStream (gRPC-web direct to the worker) download ${label}, ${SINGLE}`, httpBig[0]!, gwDown),
+    // The same read with a client as light as the bare get's: what the worker's path costs.
+    reading(`ByteStream (gRPC-web direct, node:http client) download ${label}, ${SINGLE}`, httpBig[0]!, (b, onChunk) =>
+      grpcWebRead(stack.httpUrl, `${INSTANCE}/blobs/${b.hash}/${b.size}`, bigAgent, onChunk),
+    ),
     // What the bench's gRPC client itself can take in, from a server in this process (no Kiln at all).
     ...fromMemory.map((c, i) => ({
       name: limitName(i ? "1 MiB" : "64 KiB"),
