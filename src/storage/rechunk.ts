@@ -23,15 +23,20 @@ export async function* rechunk(body: ReadableStream<Uint8Array>, max: number, le
     byob = undefined;
   }
   if (byob) {
+    let ended = false;
     try {
       for (;;) {
         const n = next();
         const { value } = await byob.readAtLeast(n, new Uint8Array(room + n).subarray(room));
+        ended = !value || value.byteLength < n;
         if (value?.byteLength) yield value;
         left -= value?.byteLength ?? 0;
-        if (!value || value.byteLength < n) return; // the stream ended
+        if (ended) return;
       }
     } finally {
+      // A reader that stops early (a client gone, an error) cancels the body, as for-await does,
+      // so R2 stops sending; one that read to the end only lets go of it.
+      if (!ended) await byob.cancel().catch(() => {});
       byob.releaseLock();
     }
   }

@@ -65,6 +65,19 @@ describe("rechunk", () => {
     }
   });
 
+  it("cancels the body when its reader stops early, from R2 and from a plain stream", async () => {
+    const data = pseudoRandom(4 * MAX, 13);
+    await env.CAS.put("rechunk-stop", data);
+    for (const body of [(await env.CAS.get("rechunk-stop"))!.body, oddChunks(data)]) {
+      for await (const p of rechunk(body, MAX, data.byteLength)) {
+        expect(p.byteLength).toBe(MAX);
+        break;
+      }
+      // A cancelled stream reads as ended; one only let go of would still hold three pieces.
+      expect((await body.getReader().read()).done).toBe(true);
+    }
+  });
+
   it("reads an R2 body in whole pieces, not in the store's chunks", async () => {
     const data = pseudoRandom(8 * MAX, 11);
     await env.CAS.put("rechunk-r2-pieces", data);
