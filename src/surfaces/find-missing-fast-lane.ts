@@ -5,10 +5,10 @@
 // bridge, a FindMissing of 10,000 digests spent about a fifth of its time decoding, validating
 // and re-encoding digests generically.
 //
-// Only a plain request takes this lane: binary gRPC-web, uncompressed, with a Content-Length
-// within the router's limit, a valid grpc-timeout, one envelope and a message the strict reader
-// accepts. Anything else, including every request this lane cannot read, goes to the Connect
-// router unchanged (with the bytes already read), which answers it, or names its fault, as ever.
+// Only a plain request (grpc-web-lane.ts: binary gRPC-web, uncompressed, a body within the router's
+// limit, a valid grpc-timeout, one envelope) whose message the strict reader accepts takes this
+// lane. Anything else, including every request this lane cannot read, goes to the Connect router
+// unchanged (with the bytes already read), which answers it, or names its fault, as ever.
 import type { UniversalHandlerFn, UniversalServerRequest } from "@connectrpc/connect/protocol";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc-web";
 import { ContentAddressableStorage } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
