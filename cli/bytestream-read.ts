@@ -1,16 +1,19 @@
 // ByteStream.Read as a streamed HTTP GET of the blob, with the ReadResponse framing written around
 // the bytes here (src/shared/read-framing.ts: a few header bytes per message, nothing copied or
 // encoded). The worker's gRPC-web Read lane frames its messages the same way; a GET leaves the
-// bridge no trailer frame to find and passes the blob's bytes on as they arrive. A name or offset
+// bridge no trailer frame to find and passes the blob's bytes on as they arrive; a read of 1 MiB or
+// more takes them straight off the socket (fixed-length-get.ts), without node:http's copy. A name or offset
 // we do not handle here (compressed-blobs, an offset at or past the end, a request we cannot
 // decode, ...) is relayed to the worker as gRPC-web, bytes as they are.
 import http from "node:http";
+import type { Readable } from "node:stream";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { fromBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ReadRequestSchema, type ReadRequest } from "../src/gen/google/bytestream/bytestream_pb.ts";
 import { parseReadResource, resourcePath } from "../src/shared/resource-names.ts";
 import { fromHttpError } from "./errors.ts";
+import { fixedLengthGet } from "./fixed-length-get.ts";
 import { messagesOf } from "./grpc-web-frames.ts";
 import { ReadFramer } from "../src/shared/read-framing.ts";
 import { GrpcAnswer, relayCall, upstreamHeaders, type RelayOptions } from "./relay.ts";
@@ -25,15 +28,23 @@ export function blobSize(resourceName: string): number | undefined {
   }
 }
 
-/** The Range header for a read, "" for the whole blob; undefined: let the worker answer. */
-function rangeOf(req: ReadRequest, size: number): string | undefined {
+/** What the GET asks for: its Range header ("" for the whole blob) and how many bytes that is; undefined: let the worker answer. */
+function spanOf(req: ReadRequest, size: number): { range: string; bytes: number } | undefined {
   const { readOffset: offset, readLimit: limit } = req;
   if (offset < 0n || limit < 0n) return undefined;
-  if (offset === 0n && limit === 0n) return "";
+  if (offset === 0n && limit === 0n) return { range: "", bytes: size };
   if (offset >= BigInt(size)) return undefined; // empty or OUT_OF_RANGE: the worker's call
-  const end = limit === 0n || offset + limit >= BigInt(size) ? "" : String(offset + limit - 1n);
-  return `bytes=${offset}-${end}`;
+  const whole = limit === 0n || offset + limit >= BigInt(size);
+  const end = whole ? BigInt(size) : offset + limit;
+  return { range: `bytes=${offset}-${whole ? "" : String(end - 1n)}`, bytes: Number(end - offset) };
 }
+
+/**
+ * Reads of at least this many bytes take their body straight off the socket (fixed-length-get.ts);
+ * smaller ones use node:http and its pooled connections, where a new connection per read would
+ * cost more than the copy it saves.
+ */
+const SOCKET_READ_MIN_BYTES = 1024 * 1024;
 
 /** A Read request is a few hundred bytes; a body past this is not one we look into. */
 const MAX_REQUEST_BYTES = 64 * 1024;
@@ -50,12 +61,12 @@ export function byteStreamRead(opts: RelayOptions) {
       const body = Buffer.concat(parts);
       const read = length <= MAX_REQUEST_BYTES ? decodeRead(body) : undefined;
       const size = read && blobSize(read.resourceName);
-      const range = read && size !== undefined ? rangeOf(read, size) : undefined;
-      if (!read || range === undefined) {
+      const span = read && size !== undefined ? spanOf(read, size) : undefined;
+      if (!read || !span) {
         if (length > MAX_REQUEST_BYTES) return new GrpcAnswer(res, req.url, opts.onError).fail(new ConnectError("a ReadRequest over 64 KiB", Code.ResourceExhausted));
         return relayCall(req, res, opts, body);
       }
-      streamBlob(req, res, opts, read.resourceName, range);
+      streamBlob(req, res, opts, read.resourceName, span);
     });
   };
 }
@@ -71,50 +82,67 @@ function decodeRead(body: Buffer): ReadRequest | undefined {
   }
 }
 
-function streamBlob(req: Http2ServerRequest, res: Http2ServerResponse, opts: RelayOptions, resourceName: string, range: string) {
+function streamBlob(req: Http2ServerRequest, res: Http2ServerResponse, opts: RelayOptions, resourceName: string, { range, bytes }: { range: string; bytes: number }) {
   const answer = new GrpcAnswer(res, req.url, opts.onError);
   const headers = upstreamHeaders(req, opts.key);
   delete headers["content-type"];
   delete headers["x-grpc-web"];
   delete headers["grpc-timeout"];
   if (range) headers.range = range;
-  const get = http.request(`${opts.base}/${resourcePath(resourceName)}`, { agent: opts.agent, headers });
-  let upstreamEnded = false;
-  answer.onClose(() => {
-    if (!upstreamEnded) get.destroy();
-  });
+  const path = `/${resourcePath(resourceName)}`;
   const unavailable = (what: string) => (e: unknown) => {
     if (answer.finished) return;
     answer.fail(new ConnectError(`${what}: ${e instanceof Error ? e.message : String(e)}`, Code.Unavailable));
   };
-  get.on("error", unavailable("GET from the worker failed"));
-  get.on("response", (up) => {
-    up.on("error", unavailable("the worker's response broke off"));
-    up.on("aborted", () => unavailable("the worker's response broke off")("aborted"));
-    if (up.statusCode !== 200 && up.statusCode !== 206) {
-      const text: Buffer[] = [];
-      up.on("data", (c: Buffer) => text.push(c));
-      up.on("end", () => {
-        upstreamEnded = true;
-        void fromHttpError(new Response(Buffer.concat(text), { status: up.statusCode })).then((e) => answer.fail(e));
-      });
-      return;
-    }
-    const length = Number(up.headers["content-length"]);
-    const framer = new ReadFramer(Number.isSafeInteger(length) ? length : undefined);
-    up.on("data", (chunk: Buffer) => {
-      let more = true;
-      for (const part of framer.push(chunk)) more = answer.write(part as Buffer) && more;
-      if (!more) {
-        up.pause();
-        answer.onDrain(() => up.resume());
+  const origin = new URL(opts.base);
+  if (origin.protocol !== "http:" || bytes < SOCKET_READ_MIN_BYTES) return viaNodeHttp();
+  fixedLengthGet(origin, `${origin.pathname.replace(/\/$/, "")}${path}`, headers).then((body) => {
+    if (!body) return viaNodeHttp();
+    if (answer.finished) return void body.socket.destroy();
+    answer.onClose(() => body.socket.destroy());
+    body.socket.on("error", unavailable("the worker's response broke off"));
+    relayBody(body.socket, body.length, answer);
+  }, unavailable("GET from the worker failed"));
+
+  function viaNodeHttp() {
+    const get = http.request(`${opts.base}${path}`, { agent: opts.agent, headers });
+    let upstreamEnded = false;
+    answer.onClose(() => {
+      if (!upstreamEnded) get.destroy();
+    });
+    get.on("error", unavailable("GET from the worker failed"));
+    get.on("response", (up) => {
+      up.on("error", unavailable("the worker's response broke off"));
+      up.on("aborted", () => unavailable("the worker's response broke off")("aborted"));
+      up.on("end", () => (upstreamEnded = true));
+      if (up.statusCode !== 200 && up.statusCode !== 206) {
+        const text: Buffer[] = [];
+        up.on("data", (c: Buffer) => text.push(c));
+        up.on("end", () => void fromHttpError(new Response(Buffer.concat(text), { status: up.statusCode })).then((e) => answer.fail(e)));
+        return;
       }
+      const length = Number(up.headers["content-length"]);
+      relayBody(up, Number.isSafeInteger(length) ? length : undefined, answer);
     });
-    up.on("end", () => {
-      upstreamEnded = true;
-      if (framer.owed > 0) answer.fail(new ConnectError(`the worker's response ended ${framer.owed} bytes short`, Code.Unavailable));
-      else answer.end(new Headers({ "grpc-status": "0" }));
-    });
+    get.end();
+  }
+}
+
+/** Sends a blob's bytes as ReadResponses as they arrive, pausing the body while the client is behind. */
+function relayBody(body: Readable, length: number | undefined, answer: GrpcAnswer) {
+  const framer = new ReadFramer(length);
+  body.on("data", (chunk: Buffer) => {
+    let more = true;
+    for (const part of framer.push(chunk)) more = answer.write(part as Buffer) && more;
+    if (!more) {
+      body.pause();
+      answer.onDrain(() => body.resume());
+    }
   });
-  get.end();
+  // Flowing from here on, even for a socket that was last read in paused mode (fixedLengthGet).
+  body.resume();
+  body.on("end", () => {
+    if (framer.owed > 0) answer.fail(new ConnectError(`the worker's response ended ${framer.owed} bytes short`, Code.Unavailable));
+    else answer.end(new Headers({ "grpc-status": "0" }));
+  });
 }

@@ -408,3 +408,103 @@ describe("what the bridge sends to the worker", () => {
     }
   });
 });
+
+describe("ByteStream.Read of 1 MiB or more through the bridge (the GET's body read off the socket)", () => {
+  // A stand-in worker whose answer to a blob GET depends on the blob's hash: a blob, the blob cut
+  // short, the blob chunked (no Content-Length), a JSON NOT_FOUND, or a blob sent slowly.
+  const blob = randomBytes(3 * MiB + 1234);
+  const hashFor = (what: string) => createHash("sha256").update(what).digest("hex");
+  const cases = new Map(["whole", "short", "chunked", "missing", "slow"].map((w) => [hashFor(w), w]));
+  const seen: { url: string; headers: IncomingHttpHeaders }[] = [];
+  let slowClosed: Promise<void> | undefined;
+  let worker: ReturnType<typeof createServer>;
+  let bridge: Awaited<ReturnType<typeof startBridge>>;
+  let c: ReturnType<typeof clients>;
+
+  beforeAll(async () => {
+    worker = createServer((req, res) => {
+      seen.push({ url: req.url!, headers: req.headers });
+      const what = cases.get(/\/blobs\/([0-9a-f]{64})\//.exec(req.url!)?.[1] ?? "");
+      const range = /^bytes=(\d+)-(\d*)$/.exec(String(req.headers.range ?? ""));
+      const bytes = range ? blob.subarray(Number(range[1]), range[2] ? Number(range[2]) + 1 : undefined) : blob;
+      if (what === "missing") {
+        res.writeHead(404, { "content-type": "application/json" });
+        return res.end(JSON.stringify({ error: { code: 404, message: "no such blob here", status: "NOT_FOUND" } }));
+      }
+      if (what === "chunked") {
+        res.writeHead(200);
+        res.write(bytes.subarray(0, MiB));
+        return res.end(bytes.subarray(MiB));
+      }
+      res.writeHead(range ? 206 : 200, { "content-length": bytes.byteLength });
+      if (what === "short") {
+        res.write(bytes.subarray(0, MiB + 17));
+        return void setTimeout(() => res.socket?.destroy(), 20);
+      }
+      if (what === "slow") {
+        // A MiB, then nothing until the client gives up: the bridge must hang up on the worker.
+        slowClosed = new Promise((resolve) => res.on("close", () => resolve()));
+        return void res.write(bytes.subarray(0, MiB));
+      }
+      res.end(bytes);
+    });
+    await new Promise<void>((resolve) => worker.listen(0, "127.0.0.1", resolve));
+    bridge = await startBridge({ upstream: `http://127.0.0.1:${(worker.address() as AddressInfo).port}`, port: 0, log: () => {} });
+    c = clients(`127.0.0.1:${bridge.port}`);
+  });
+  afterAll(async () => {
+    for (const client of Object.values(c ?? {})) client.close();
+    await bridge?.close();
+    worker?.close();
+  });
+
+  const name = (what: string) => `main/blobs/${hashFor(what)}/${blob.byteLength}`;
+
+  it("reads the bytes whole and in ranges, with the call's credentials, on a connection of its own", async () => {
+    seen.length = 0;
+    expect(await read(c.bs, name("whole"), 0, 0, metadata("k1"))).toMatchObject({ hash: sha256(blob), size: blob.byteLength, messages: 4 });
+    const from = MiB + 5;
+    expect(await read(c.bs, name("whole"), from, 2 * MiB)).toMatchObject({ hash: sha256(blob.subarray(from, from + 2 * MiB)), size: 2 * MiB });
+    expect(seen.map((s) => [s.url, s.headers.range, s.headers.authorization, s.headers.connection])).toEqual([
+      [`/${name("whole")}`, undefined, "Bearer k1", "close"],
+      [`/${name("whole")}`, `bytes=${from}-${from + 2 * MiB - 1}`, undefined, "close"],
+    ]);
+  });
+
+  it("a body that ends short is UNAVAILABLE, after the whole messages that did arrive", async () => {
+    const got = await new Promise<{ size: number; err: grpc.ServiceError }>((resolve) => {
+      let size = 0;
+      const call = c.bs.Read({ resource_name: name("short") }, metadata());
+      call.on("data", (m: { data: Uint8Array }) => (size += m.data.byteLength));
+      call.on("error", (err: grpc.ServiceError) => resolve({ size, err }));
+      call.on("end", () => resolve({ size, err: undefined as never }));
+    });
+    expect(grpc.status[got.err.code]).toBe("UNAVAILABLE");
+    expect(got.err.details).toMatch(/bytes short|broke off/);
+    expect(got.size).toBeLessThanOrEqual(MiB);
+  });
+
+  it("an answer that is not a fixed-length blob is asked again through node:http: chunked bytes, a JSON error", async () => {
+    seen.length = 0;
+    expect(await read(c.bs, name("chunked"))).toMatchObject({ hash: sha256(blob), size: blob.byteLength });
+    const err = await read(c.bs, name("missing")).catch((e: grpc.ServiceError) => e);
+    expect([grpc.status[(err as grpc.ServiceError).code], (err as grpc.ServiceError).details]).toEqual(["NOT_FOUND", "no such blob here"]);
+    // Each: the direct GET (Connection: close), then node:http's (kept alive).
+    expect(seen.map((s) => [s.url, s.headers.connection])).toEqual([
+      [`/${name("chunked")}`, "close"],
+      [`/${name("chunked")}`, "keep-alive"],
+      [`/${name("missing")}`, "close"],
+      [`/${name("missing")}`, "keep-alive"],
+    ]);
+  });
+
+  it("a client that cancels mid-read closes the worker's connection", async () => {
+    slowClosed = undefined;
+    const call = c.bs.Read({ resource_name: name("slow") }, metadata());
+    call.on("error", () => {});
+    await once(call, "data");
+    call.cancel();
+    expect(slowClosed).toBeDefined();
+    await slowClosed;
+  });
+});
