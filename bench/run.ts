@@ -15,10 +15,12 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-node";
 import { ContentAddressableStorage } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { ByteStream } from "../src/gen/google/bytestream/bytestream_pb.ts";
+import { startBridge } from "../cli/bridge.ts";
 import { startStack } from "../test/e2e/stack.ts";
 import { benchChunking } from "./chunking.ts";
 import { bigBlob, KiB, MiB, nobleSha256Speed, sha256Speed, smallBlobs, type BigBlob, type SmallBlob } from "./lib/data.ts";
 import { bsRead, bsWrite, clientCodecMs, connect, memoryReadServer, unary, type Digest } from "./lib/grpc.ts";
+import { startMemoryOrigin } from "./lib/memory-origin.ts";
 import { interleave, median, pairedRatios, type Subject } from "./lib/rounds.ts";
 import { grpcWebRead } from "./lib/grpc-web-read.ts";
 import { agent, get, put } from "./lib/http.ts";
@@ -286,10 +288,18 @@ async function main() {
   const wide = connect(stack.grpcTarget, MiB); // grpc-java's (Bazel's) 1 MiB window, not grpc-js's 64 KiB
   const memory = await memoryReadServer(BIG);
   const fromMemory = [connect(memory.target), connect(memory.target, MiB)];
-  cleanups.push(() => {
+  // The bridge in front of a plain in-memory HTTP origin instead of the worker: the bridge hop's own
+  // ceiling here, with the same client and the bridge on the same thread as in the rows above.
+  const origin = await startMemoryOrigin(BIG);
+  const originBridge = await startBridge({ upstream: origin.url, port: 0, log: () => {} });
+  const overOrigin = connect(`127.0.0.1:${originBridge.port}`, MiB);
+  cleanups.push(async () => {
     wide.close();
     for (const c of fromMemory) c.close();
     memory.close();
+    overOrigin.close();
+    await originBridge.close();
+    origin.stop();
   });
   const bsDown = (c: typeof wide): Down => (b, onChunk) => bsRead(c.bytestream, `${INSTANCE}/blobs/${b.hash}/${b.size}`, onChunk);
   const httpDown: Down = (b, onChunk) => get(`${stack.httpUrl}/cache/${INSTANCE}/cas/${b.hash}`, bigAgent, onChunk);
@@ -327,10 +337,17 @@ async function main() {
         if (n !== BIG) throw new Error(`the grpc-js limit read ${n} of ${BIG} bytes`);
       },
     })),
+    {
+      name: `limit: the bridge alone, ByteStream.Read ${label} from an in-memory HTTP origin (no worker), 1 MiB window`,
+      pass: async () => {
+        const n = await bsRead(overOrigin.bytestream, `limit/blobs/${"0".repeat(64)}/${BIG}`);
+        if (n !== BIG) throw new Error(`the bridge limit read ${n} of ${BIG} bytes`);
+      },
+    },
     reading(`${HTTP} download ${label}, ${SINGLE}`, httpBig[0]!, httpDown),
     reading(`${HTTP} download ${label}, ${MULTI}`, bsBig[0]!, httpDown),
   ];
-  log(`downloads: ${DOWNLOAD_ROUNDS} rounds of ${readSubjects.length} reads of ${label} (bare R2, ByteStream, grpc-js limits, HTTP)`);
+  log(`downloads: ${DOWNLOAD_ROUNDS} rounds of ${readSubjects.length} reads of ${label} (bare R2, ByteStream, grpc-js and bridge limits, HTTP)`);
   const reads = await interleave(readSubjects, DOWNLOAD_ROUNDS, (s, r) => onePass(() => s.pass(r), `${s.name}, round ${r + 1}`));
   const bareGet = summarize(reads.get(BARE_GET)!, bigRate);
   for (const s of readSubjects) {
@@ -352,6 +369,10 @@ async function main() {
   notes.push(
     "ByteStream via bridge downloads: the client reads with a 1 MiB HTTP/2 window, grpc-java's default (Bazel's client, which grows it further), " +
       "unless the row says grpc-js's 64 KiB; the bridge runs in this process, on the client's thread",
+  );
+  notes.push(
+    "the bridge alone: the same client and an in-process bridge reading from a plain HTTP server (its own process) that serves the bytes from memory; " +
+      "the via-bridge rows cannot beat it, and with every core busy they also share the CPU with workerd",
   );
   notes.push(
     `limits for uploads: both surfaces store a blob up to RESUMABLE_UPLOAD_ABOVE_BYTES (1 GiB by default) in one verified R2 put ` +
