@@ -101,7 +101,7 @@ function streamBlob(req: Http2ServerRequest, res: Http2ServerResponse, opts: Rel
     if (answer.finished) return void body.socket.destroy();
     answer.onClose(() => body.socket.destroy());
     body.socket.on("error", unavailable("the worker's response broke off"));
-    relayBody(body.socket, body.length, answer);
+    relayBody(body.socket, body.length, bytes, answer);
   }, unavailable("GET from the worker failed"));
 
   function viaNodeHttp() {
@@ -122,16 +122,30 @@ function streamBlob(req: Http2ServerRequest, res: Http2ServerResponse, opts: Rel
         return;
       }
       const length = Number(up.headers["content-length"]);
-      relayBody(up, Number.isSafeInteger(length) ? length : undefined, answer);
+      relayBody(up, Number.isSafeInteger(length) ? length : undefined, bytes, answer);
     });
     get.end();
   }
 }
 
-/** Sends a blob's bytes as ReadResponses as they arrive, pausing the body while the client is behind. */
-function relayBody(body: Readable, length: number | undefined, answer: GrpcAnswer) {
-  const framer = new ReadFramer(length);
+/**
+ * Sends a blob's bytes as ReadResponses as they arrive, pausing the body while the client is
+ * behind. The body must be exactly the `expected` bytes the read asked for: a worker that declares
+ * or sends another length (a range it ignored, a body cut short) is not passed on as a whole read.
+ */
+function relayBody(body: Readable, declared: number | undefined, expected: number, answer: GrpcAnswer) {
+  if (declared !== undefined && declared !== expected) {
+    body.destroy();
+    return answer.fail(new ConnectError(`the worker answered ${declared} bytes where the read asked for ${expected}`, Code.Unavailable));
+  }
+  const framer = new ReadFramer(expected);
+  let received = 0;
   body.on("data", (chunk: Buffer) => {
+    received += chunk.byteLength;
+    if (received > expected) {
+      body.destroy();
+      return answer.fail(new ConnectError(`the worker sent more than the ${expected} bytes asked for`, Code.Unavailable));
+    }
     let more = true;
     for (const part of framer.push(chunk)) more = answer.write(part as Buffer) && more;
     if (!more) {
@@ -142,7 +156,7 @@ function relayBody(body: Readable, length: number | undefined, answer: GrpcAnswe
   // Flowing from here on, even for a socket that was last read in paused mode (fixedLengthGet).
   body.resume();
   body.on("end", () => {
-    if (framer.owed > 0) answer.fail(new ConnectError(`the worker's response ended ${framer.owed} bytes short`, Code.Unavailable));
+    if (received < expected) answer.fail(new ConnectError(`the worker's response ended ${expected - received} bytes short`, Code.Unavailable));
     else answer.end(new Headers({ "grpc-status": "0" }));
   });
 }

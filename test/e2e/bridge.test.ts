@@ -414,7 +414,7 @@ describe("ByteStream.Read of 1 MiB or more through the bridge (the GET's body re
   // short, the blob chunked (no Content-Length), a JSON NOT_FOUND, or a blob sent slowly.
   const blob = randomBytes(3 * MiB + 1234);
   const hashFor = (what: string) => createHash("sha256").update(what).digest("hex");
-  const cases = new Map(["whole", "short", "chunked", "missing", "slow"].map((w) => [hashFor(w), w]));
+  const cases = new Map(["whole", "short", "chunked", "missing", "slow", "norange"].map((w) => [hashFor(w), w]));
   const seen: { url: string; headers: IncomingHttpHeaders }[] = [];
   let slowClosed: Promise<void> | undefined;
   let worker: ReturnType<typeof createServer>;
@@ -426,7 +426,9 @@ describe("ByteStream.Read of 1 MiB or more through the bridge (the GET's body re
       seen.push({ url: req.url!, headers: req.headers });
       const what = cases.get(/\/blobs\/([0-9a-f]{64})\//.exec(req.url!)?.[1] ?? "");
       const range = /^bytes=(\d+)-(\d*)$/.exec(String(req.headers.range ?? ""));
-      const bytes = range ? blob.subarray(Number(range[1]), range[2] ? Number(range[2]) + 1 : undefined) : blob;
+      // "norange" ignores the Range header and sends the whole blob, as a plain file server might.
+      const ranged = range && what !== "norange";
+      const bytes = ranged ? blob.subarray(Number(range[1]), range[2] ? Number(range[2]) + 1 : undefined) : blob;
       if (what === "missing") {
         res.writeHead(404, { "content-type": "application/json" });
         return res.end(JSON.stringify({ error: { code: 404, message: "no such blob here", status: "NOT_FOUND" } }));
@@ -436,10 +438,11 @@ describe("ByteStream.Read of 1 MiB or more through the bridge (the GET's body re
         res.write(bytes.subarray(0, MiB));
         return res.end(bytes.subarray(MiB));
       }
-      res.writeHead(range ? 206 : 200, { "content-length": bytes.byteLength });
+      res.writeHead(ranged ? 206 : 200, { "content-length": bytes.byteLength });
       if (what === "short") {
-        res.write(bytes.subarray(0, MiB + 17));
-        return void setTimeout(() => res.socket?.destroy(), 20);
+        // Cut where a ReadResponse ends: the bridge must count bytes, not just finish messages.
+        res.write(bytes.subarray(0, MiB));
+        return void setTimeout(() => res.socket?.end(), 20);
       }
       if (what === "slow") {
         // A MiB, then nothing until the client gives up: the bridge must hang up on the worker.
@@ -482,6 +485,12 @@ describe("ByteStream.Read of 1 MiB or more through the bridge (the GET's body re
     expect(grpc.status[got.err.code]).toBe("UNAVAILABLE");
     expect(got.err.details).toMatch(/bytes short|broke off/);
     expect(got.size).toBeLessThanOrEqual(MiB);
+  });
+
+  it("a body of another length than the read asked for (a Range ignored) is UNAVAILABLE, not passed on", async () => {
+    const err = await read(c.bs, name("norange"), MiB, MiB).catch((e: grpc.ServiceError) => e);
+    expect(grpc.status[(err as grpc.ServiceError).code]).toBe("UNAVAILABLE");
+    expect((err as grpc.ServiceError).details).toMatch(new RegExp(`answered ${blob.byteLength} bytes where the read asked for ${MiB}`));
   });
 
   it("an answer that is not a fixed-length blob is asked again through node:http: chunked bytes, a JSON error", async () => {
