@@ -1,10 +1,10 @@
 // ByteStream.Read as a streamed HTTP GET of the blob, with the ReadResponse framing written around
 // the bytes here (src/shared/read-framing.ts: a few header bytes per message, nothing copied or
 // encoded). The worker's gRPC-web Read lane frames its messages the same way; a GET leaves the
-// bridge no trailer frame to find and passes the blob's bytes on as they arrive; a read of 1 MiB or
-// more takes them straight off the socket (fixed-length-get.ts), without node:http's copy. A name or offset
-// we do not handle here (compressed-blobs, an offset at or past the end, a request we cannot
-// decode, ...) is relayed to the worker as gRPC-web, bytes as they are.
+// bridge no trailer frame to find and passes the blob's bytes on as they arrive. A read of 1 MiB
+// or more takes them straight off the socket (fixed-length-get.ts), without node:http's copy. A
+// name or offset we do not handle here (compressed-blobs, an offset at or past the end, a request
+// we cannot decode, ...) is relayed to the worker as gRPC-web, bytes as they are.
 import http from "node:http";
 import type { Readable } from "node:stream";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
@@ -28,7 +28,10 @@ export function blobSize(resourceName: string): number | undefined {
   }
 }
 
-/** What the GET asks for: its Range header ("" for the whole blob) and how many bytes that is; undefined: let the worker answer. */
+/**
+ * What the GET asks for: its Range header ("" for the whole blob) and how many bytes that is;
+ * undefined: let the worker answer.
+ */
 function spanOf(req: ReadRequest, size: number): { range: string; bytes: number } | undefined {
   const { readOffset: offset, readLimit: limit } = req;
   if (offset < 0n || limit < 0n) return undefined;

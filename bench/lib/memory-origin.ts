@@ -23,7 +23,7 @@ http.createServer((req, res) => {
 }).listen(0, "127.0.0.1", function () { console.log(this.address().port); });
 `;
 
-export async function startMemoryOrigin(size: number): Promise<{ url: string; pid: number; stop(): void }> {
+export async function startMemoryOrigin(size: number): Promise<{ url: string; stop(): void }> {
   const child = spawn(process.execPath, ["--input-type=module", "-e", SERVER, String(size)], { stdio: ["ignore", "pipe", "inherit"] });
   const port = await new Promise<number>((resolve, reject) => {
     child.once("error", reject);
@@ -32,5 +32,5 @@ export async function startMemoryOrigin(size: number): Promise<{ url: string; pi
   });
   const stop = () => void child.kill();
   process.once("exit", stop);
-  return { url: `http://127.0.0.1:${port}`, pid: child.pid!, stop };
+  return { url: `http://127.0.0.1:${port}`, stop };
 }
