@@ -1,6 +1,11 @@
 // CasIndexDO: which blobs the CAS holds (hash, size, last access) for one shard of one tenant,
-// and the state of resumable ByteStream uploads of blobs in that shard. FindMissingBlobs is
-// answered here, never by one R2 HEAD per digest.
+// the bytes of its small blobs, and the state of resumable ByteStream uploads of blobs in that
+// shard. FindMissingBlobs is answered here, never by one R2 HEAD per digest.
+//
+// Small blobs (SMALL_BLOB_MAX_BYTES and under) live here rather than in R2 (bb-storage's
+// SizeDistinguishingBlobAccess, BuildBuddy's inline pebble values): a batch of them is one call
+// and one transaction instead of an R2 put each, and their bytes go with their row, so eviction,
+// healing and reconcile never see a row without its content.
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../src/env.ts";
 import { casEvicts, evictionPolicy } from "../src/storage/eviction-policy.ts";
@@ -89,6 +94,11 @@ export class CasIndexDO extends DurableObject<Env> {
     this.sql = ctx.storage.sql;
     this.sql.exec(`CREATE TABLE IF NOT EXISTS blobs (hash TEXT PRIMARY KEY, size INTEGER NOT NULL, last_access INTEGER NOT NULL)`);
     this.sql.exec(`CREATE TABLE IF NOT EXISTS uploads (resource TEXT PRIMARY KEY, state TEXT NOT NULL, updated INTEGER NOT NULL)`);
+    // Its own table, so that lookups and scans of `blobs` (FindMissing, eviction, totals) do not
+    // page through blob bytes; the trigger makes every way a row goes (eviction, remove, reconcile)
+    // take its bytes with it.
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS small_blobs (hash TEXT PRIMARY KEY, data BLOB NOT NULL)`);
+    this.sql.exec(`CREATE TRIGGER IF NOT EXISTS small_blob_goes_with_row AFTER DELETE ON blobs BEGIN DELETE FROM small_blobs WHERE hash = old.hash; END`);
     ensureEvictionSchema(this.sql);
   }
 
@@ -152,6 +162,38 @@ export class CasIndexDO extends DurableObject<Env> {
     }
     await this.armEviction(now);
     return [...lost];
+  }
+
+  /**
+   * Records small blobs with their bytes (verified by the caller against their hashes), each row
+   * and its bytes in one transaction. No eviction check as in add(): an eviction running now
+   * deletes rows first and then R2 objects, and these blobs have no object to lose.
+   */
+  addSmall(blobs: [hash: string, size: number, data: Uint8Array][], owner?: ShardOwner): Promise<void> {
+    this.served.requests++;
+    if (owner) this.noteOwner(owner);
+    const now = this.now();
+    this.ctx.storage.transactionSync(() => {
+      for (const [hash, size, data] of blobs) {
+        if (data.byteLength !== size) throw new Error(`small blob ${hash}: ${data.byteLength} bytes where ${size} were declared`);
+        this.sql.exec(`INSERT INTO small_blobs (hash, data) VALUES (?, ?) ON CONFLICT(hash) DO UPDATE SET data = excluded.data`, hash, data);
+        this.served.rowsWritten += this.sql.exec(
+          `INSERT INTO blobs (hash, size, last_access) VALUES (?, ?, ?) ON CONFLICT(hash) DO UPDATE SET size = excluded.size, last_access = excluded.last_access`,
+          hash,
+          size,
+          now,
+        ).rowsWritten;
+      }
+    });
+    return this.armEviction(now);
+  }
+
+  /** A small blob's size and bytes, if this shard holds them (null: not here; it may be in R2). */
+  smallBlob(hash: string): { size: number; data: Uint8Array } | null {
+    const row = this.sql
+      .exec<{ size: number; data: ArrayBuffer }>(`SELECT b.size AS size, s.data AS data FROM small_blobs AS s JOIN blobs AS b ON b.hash = s.hash WHERE s.hash = ?`, hash)
+      .toArray()[0];
+    return row ? { size: row.size, data: new Uint8Array(row.data) } : null;
   }
 
   /** Requests, digests looked up and rows written since this object was loaded; the blobs it holds. */
@@ -308,11 +350,15 @@ export class CasIndexDO extends DurableObject<Env> {
 
   /**
    * A read found no object: drops the rows, unless the blob was recorded since `notTouchedSince`
-   * (written again after the read began). Returns how many rows went.
+   * (written again after the read began) or is a small blob held here. Returns how many rows went.
    */
   forget(hashes: string[], notTouchedSince: number): number {
     const gone = this.sql
-      .exec(`DELETE FROM blobs WHERE hash IN (SELECT value FROM json_each(?)) AND last_access <= ? RETURNING hash`, JSON.stringify(hashes), notTouchedSince + CLOCK_SKEW_MS)
+      .exec(
+        `DELETE FROM blobs WHERE hash IN (SELECT value FROM json_each(?)) AND last_access <= ? AND hash NOT IN (SELECT hash FROM small_blobs) RETURNING hash`,
+        JSON.stringify(hashes),
+        notTouchedSince + CLOCK_SKEW_MS,
+      )
       .toArray().length;
     bump(this.sql, "healed", gone);
     return gone;
@@ -321,14 +367,15 @@ export class CasIndexDO extends DurableObject<Env> {
   /**
    * Repairs this shard's rows with hashes in (after, upTo] (upTo null: no end) against the R2
    * objects listed there at `listedAt` that belong to this shard: rows without an object go (at
-   * most STEP_ROWS*5 per call), objects without a row are added.
+   * most STEP_ROWS*5 per call), objects without a row are added. Small blobs held here have no
+   * object and are left alone.
    */
   async reconcileRange(after: string, upTo: string | null, objects: [hash: string, size: number][], listedAt: number, owner: ShardOwner): Promise<ReconcileRangeResult> {
     this.noteOwner(owner);
     const listed = new Map(objects);
     const rows = this.sql
-      .exec<{ hash: string; size: number; last_access: number }>(
-        `SELECT hash, size, last_access FROM blobs WHERE hash > ? AND (? IS NULL OR hash <= ?) ORDER BY hash`,
+      .exec<{ hash: string; size: number; last_access: number; small: number }>(
+        `SELECT hash, size, last_access, hash IN (SELECT hash FROM small_blobs) AS small FROM blobs WHERE hash > ? AND (? IS NULL OR hash <= ?) ORDER BY hash`,
         after,
         upTo,
         upTo,
@@ -338,6 +385,7 @@ export class CasIndexDO extends DurableObject<Env> {
     const stale: string[] = [];
     for (const r of rows) {
       known.add(r.hash);
+      if (r.small) continue;
       // A row written after the listing may name an object the listing could not see yet.
       if (listed.get(r.hash) !== r.size && r.last_access <= listedAt - CLOCK_SKEW_MS) stale.push(r.hash);
     }

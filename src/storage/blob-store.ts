@@ -1,19 +1,19 @@
 // The CAS over R2: verified, streamed writes (a body that does not match its digest never lands)
-// and ranged, streamed reads. Every write that lands is recorded in the CAS index.
+// and ranged, streamed reads. Every write that lands is recorded in the CAS index; small blobs
+// are kept in the index itself (small-blobs.ts).
 import type { Env } from "../env.ts";
 import { Code, ConnectError, invalidArgument, notFound, outOfRange } from "../errors.ts";
 import { CasIndex } from "./cas-index.ts";
 import { drain } from "./drain.ts";
 import { mapLimit } from "./map-limit.ts";
 import { EMPTY_SHA256, isEmptyBlob, type BlobDigest } from "./digest.ts";
+import { DigestMismatch, checkSha256, isSmall, readSmallBody } from "./small-blobs.ts";
 
 export interface BlobRead {
   body: ReadableStream<Uint8Array>;
   /** Bytes in body. */
   length: number;
 }
-
-export class DigestMismatch extends Error {}
 
 export class BlobStore {
   readonly index: CasIndex;
@@ -41,14 +41,23 @@ export class BlobStore {
     if (isEmptyBlob(d)) return { body: new Blob([]).stream(), length: 0 };
     // Only the empty blob has size 0: {other hash, 0} names nothing, whatever else has that hash.
     if (d.size === 0) throw notFound(`blob ${d.hash}/0 not found (only ${EMPTY_SHA256} has size 0)`);
+    // A small blob is in the index; if not (written to R2 before small blobs were kept there, or
+    // the index could not be asked), R2 is asked too.
+    const small = isSmall(d) ? await this.smallByHash(d.hash) : null;
+    if (small) {
+      if (small.size !== d.size) throw notFound(`blob ${d.hash}/${d.size} not found`);
+      return { body: bytesStream(small.data.subarray(offset, offset + length)), length };
+    }
     const startedAt = Date.now();
     if (length === 0) {
       const head = await this.env.CAS.head(this.key(d.hash));
+      if (!head && small === undefined) throw indexUnavailable(d.hash);
       if (!head) await this.heal(d.hash, startedAt);
       if (head?.size !== d.size) throw notFound(`blob ${d.hash}/${d.size} not found`);
       return { body: new Blob([]).stream(), length: 0 };
     }
     const obj = await this.env.CAS.get(this.key(d.hash), { range: { offset, length } });
+    if (!obj && small === undefined) throw indexUnavailable(d.hash);
     if (!obj) await this.heal(d.hash, startedAt);
     if (!obj || obj.size !== d.size) throw notFound(`blob ${d.hash}/${d.size} not found`);
     return { body: obj.body, length };
@@ -66,9 +75,17 @@ export class BlobStore {
   /** Streams a blob known only by its hash (the Bazel HTTP cache has no sizes); null if absent. */
   async readByHash(hash: string, offset = 0, length?: number): Promise<(BlobRead & { size: number }) | null> {
     if (hash === EMPTY_SHA256) return { body: new Blob([]).stream(), length: 0, size: 0 };
+    // No size to tell a small blob by: the index first (one call, and the whole answer for most
+    // blobs by count), then R2.
+    const small = await this.smallByHash(hash);
+    if (small) {
+      const end = length === undefined ? small.size : Math.min(small.size, offset + length);
+      return { body: bytesStream(small.data.subarray(offset, end)), length: Math.max(0, end - offset), size: small.size };
+    }
     const startedAt = Date.now();
     const obj = await this.env.CAS.get(this.key(hash), { range: length === undefined ? { offset } : { offset, length } });
     if (!obj) {
+      if (small === undefined) throw indexUnavailable(hash);
       await this.heal(hash, startedAt);
       return null;
     }
@@ -80,10 +97,26 @@ export class BlobStore {
   /** The size of a stored blob, by hash; null if absent. */
   async sizeOf(hash: string): Promise<number | null> {
     if (hash === EMPTY_SHA256) return 0;
+    const small = await this.smallByHash(hash);
+    if (small) return small.size;
     const startedAt = Date.now();
     const head = await this.env.CAS.head(this.key(hash));
+    if (!head && small === undefined) throw indexUnavailable(hash);
     if (!head) await this.heal(hash, startedAt);
     return head?.size ?? null;
+  }
+
+  /**
+   * The index's small blob for a hash; null: it holds none; undefined: it could not be asked. A
+   * large blob is then still read from R2, and only a blob found nowhere is an error (UNAVAILABLE,
+   * not NOT_FOUND: it may be a small one).
+   */
+  private async smallByHash(hash: string): Promise<{ size: number; data: Uint8Array } | null | undefined> {
+    try {
+      return await this.index.smallBlob(hash);
+    } catch {
+      return undefined;
+    }
   }
 
   /**
@@ -97,6 +130,16 @@ export class BlobStore {
     if (isEmptyBlob(d)) {
       await drainExpectingEmpty(body);
       return;
+    }
+    if (isSmall(d)) {
+      let data: Uint8Array;
+      try {
+        data = await readSmallBody(d, body);
+        await checkSha256(d, data);
+      } catch (e) {
+        throw mismatch(d, e);
+      }
+      return this.index.addSmall([{ d, data }]);
     }
     if (opts.sized) {
       try {
@@ -128,18 +171,26 @@ export class BlobStore {
   }
 
   /**
-   * Stores blobs held in memory (batch requests), each verified by R2 and refused on its own;
-   * those that landed are recorded in the index in one call per shard, not one per blob.
-   * Resolves with each blob's error, or undefined where it was stored.
+   * Stores blobs held in memory (batch requests), each verified (by R2, or here for small blobs)
+   * and refused on its own; those that landed are recorded in the index in one call per shard,
+   * not one per blob. Resolves with each blob's error, or undefined where it was stored.
    */
   async writeMany(blobs: readonly { d: BlobDigest; data: Uint8Array }[]): Promise<(unknown | undefined)[]> {
     const landed: BlobDigest[] = [];
+    const small: { d: BlobDigest; data: Uint8Array }[] = [];
     const errors = await mapLimit(blobs, 8, async ({ d, data }) => {
       try {
         if (data.byteLength !== d.size) {
           throw invalidArgument(`blob ${d.hash}/${d.size}: ${data.byteLength} bytes where the digest declares ${d.size}`);
         }
         if (isEmptyBlob(d)) return undefined;
+        if (isSmall(d)) {
+          await checkSha256(d, data).catch((e: unknown) => {
+            throw mismatch(d, e);
+          });
+          small.push({ d, data });
+          return undefined;
+        }
         await this.env.CAS.put(this.key(d.hash), data, { sha256: d.hash }).catch((e: unknown) => {
           throw mismatch(d, e);
         });
@@ -149,7 +200,7 @@ export class BlobStore {
         return e;
       }
     });
-    await this.index.add(landed);
+    await Promise.all([this.index.add(landed), this.index.addSmall(small)]);
     return errors;
   }
 }
@@ -167,6 +218,11 @@ function mismatch(d: BlobDigest, reason: unknown) {
   if (/connection lost|disconnected/i.test(text)) return new ConnectError(`blob ${d.hash}/${d.size}: the upload broke off (${text}); nothing was stored`, Code.Unavailable);
   return reason;
 }
+
+const bytesStream = (data: Uint8Array): ReadableStream<Uint8Array> => new Blob([data]).stream();
+
+const indexUnavailable = (hash: string) =>
+  new ConnectError(`blob ${hash}: the CAS index could not be asked for it and R2 does not hold it; try again`, Code.Unavailable);
 
 async function drainExpectingEmpty(body: ReadableStream<Uint8Array>) {
   const n = await drain(body);

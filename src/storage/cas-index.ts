@@ -177,6 +177,30 @@ export class CasIndex {
   }
 
   /**
+   * Records small blobs with their bytes (already verified against their digests): one call per
+   * shard, each shard's rows and bytes in one transaction.
+   */
+  async addSmall(blobs: readonly { d: BlobDigest; data: Uint8Array }[]): Promise<void> {
+    if (blobs.length === 0) return;
+    await this.checkLayout();
+    await Promise.all(
+      [...this.byShard(blobs.map((b) => b.d))].map(([shard, group]) =>
+        this.shardStub(shard).addSmall(
+          group.map((i): [string, number, Uint8Array] => [blobs[i]!.d.hash, blobs[i]!.d.size, blobs[i]!.data]),
+          this.owner(shard),
+        ),
+      ),
+    );
+    for (const b of blobs) this.cache.add(this.tenant, b.d);
+  }
+
+  /** A small blob's size and bytes from its shard; null when the shard does not hold it (it may be in R2). */
+  async smallBlob(hash: string): Promise<{ size: number; data: Uint8Array } | null> {
+    await this.checkLayout();
+    return this.shard(hash).smallBlob(hash);
+  }
+
+  /**
    * A read found no object for this blob: drop its row (unless written since the read began) and
    * this isolate's cached "present" (other isolates' expire by their TTL).
    */

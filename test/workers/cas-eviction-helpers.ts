@@ -4,6 +4,7 @@ import { SELF, env, runInDurableObject } from "cloudflare:test";
 import { afterEach } from "vitest";
 import { ContentAddressableStorage } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { CasIndex } from "../../src/storage/cas-index.ts";
+import { SMALL_BLOB_MAX_BYTES } from "../../src/storage/small-blobs.ts";
 import type { CasIndexDO, EvictStepOptions } from "../../durable-objects/cas-index.ts";
 import { connectClient, digestOf } from "./helpers.ts";
 
@@ -77,6 +78,17 @@ export async function missing(t: Tenant, blobs: TestBlob[]): Promise<Set<string>
 }
 
 export const objectExists = async (t: Tenant, b: TestBlob) => (await env.CAS.head(`cas/${t.tenant}/${b.digest.hash}`)) !== null;
+
+/** Blobs of this size are stored in R2; smaller ones are kept in the index (small-blobs.ts). */
+export const R2_BLOB_BYTES = SMALL_BLOB_MAX_BYTES + 100;
+
+/** Whether the blob's bytes are still held anywhere: an R2 object, or a small blob in its index shard. */
+export async function bytesHeld(t: Tenant, b: TestBlob): Promise<boolean> {
+  if (await objectExists(t, b)) return true;
+  return runInDurableObject(t.index.shard(b.digest.hash), (_o: CasIndexDO, state) =>
+    state.storage.sql.exec(`SELECT COUNT(*) AS n FROM small_blobs WHERE hash = ?`, b.digest.hash).one().n === 1,
+  );
+}
 
 /** The fake clock's half on the index side: the blob was last used at `at`. */
 export async function lastUsedAt(t: Tenant, b: TestBlob, at: number): Promise<void> {

@@ -7,33 +7,36 @@ import { describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
 import type { CasIndexDO } from "../../durable-objects/cas-index.ts";
 import { runInDurableObject } from "cloudflare:test";
-import { admin, blobsInShard, evictStep, lastUsedAt, missing, objectExists, store, tenantPerTest } from "./cas-eviction-helpers.ts";
+import { R2_BLOB_BYTES, admin, blobsInShard, bytesHeld, evictStep, lastUsedAt, missing, objectExists, store, tenantPerTest } from "./cas-eviction-helpers.ts";
 
 const HOUR = 3600 * 1000;
 const DAY = 24 * HOUR;
 const setup = tenantPerTest();
 
 describe("eviction by budget", () => {
-  it("evicts least recently used blobs first until the shard is within its share", async () => {
-    // 16 shards share the budget: 16 * 250 bytes leaves this shard 250.
-    const t = setup({ CAS_MAX_BYTES: String(16 * 250) });
-    const blobs = await blobsInShard(t.tenant, "a", 5, 100);
-    await store(t, blobs);
-    const now = Date.now();
-    // Used 10, 14, 11, 13, 12 hours ago: the order of eviction is 1, 3, 4, (then 0, 2 stay).
-    const ago = [10, 14, 11, 13, 12];
-    for (const [i, b] of blobs.entries()) await lastUsedAt(t, b, now - ago[i]! * HOUR);
-    const r = await evictStep(t, blobs[0]!.digest.hash, { now });
-    expect(r).toEqual({ evicted: 3, bytes: 300, more: false });
-    expect(await missing(t, blobs)).toEqual(new Set([1, 3, 4].map((i) => blobs[i]!.digest.hash)));
-    expect(await Promise.all(blobs.map((b) => objectExists(t, b)))).toEqual([true, false, true, false, false]);
-    // Within budget now: another step evicts nothing.
-    expect((await evictStep(t, blobs[0]!.digest.hash, { now })).evicted).toBe(0);
-    const stats = await admin(t, "GET", "/admin/cas/stats");
-    expect(stats.status).toBe(200);
-    expect(stats.body.tenants).toEqual([expect.objectContaining({ tenant: t.tenant, bytes: 200, blobs: 2 })]);
-    expect(stats.body.tenants[0].counters).toMatchObject({ evicted_budget: 3, evicted_bytes: 300, evicted_idle: 0 });
-  });
+  for (const [where, size] of [["in R2", R2_BLOB_BYTES], ["small, in the index", 100]] as const) {
+    it(`evicts least recently used blobs first until the shard is within its share (blobs ${where})`, async () => {
+      // 16 shards share the budget: 16 * 2.5 blobs' bytes leaves this shard two and a half.
+      const t = setup({ CAS_MAX_BYTES: String(16 * 2.5 * size) });
+      const blobs = await blobsInShard(t.tenant, "a", 5, size);
+      await store(t, blobs);
+      expect(await Promise.all(blobs.map((b) => objectExists(t, b)))).toEqual(blobs.map(() => where === "in R2"));
+      const now = Date.now();
+      // Used 10, 14, 11, 13, 12 hours ago: the order of eviction is 1, 3, 4, (then 0, 2 stay).
+      const ago = [10, 14, 11, 13, 12];
+      for (const [i, b] of blobs.entries()) await lastUsedAt(t, b, now - ago[i]! * HOUR);
+      const r = await evictStep(t, blobs[0]!.digest.hash, { now });
+      expect(r).toEqual({ evicted: 3, bytes: 3 * size, more: false });
+      expect(await missing(t, blobs)).toEqual(new Set([1, 3, 4].map((i) => blobs[i]!.digest.hash)));
+      expect(await Promise.all(blobs.map((b) => bytesHeld(t, b)))).toEqual([true, false, true, false, false]);
+      // Within budget now: another step evicts nothing.
+      expect((await evictStep(t, blobs[0]!.digest.hash, { now })).evicted).toBe(0);
+      const stats = await admin(t, "GET", "/admin/cas/stats");
+      expect(stats.status).toBe(200);
+      expect(stats.body.tenants).toEqual([expect.objectContaining({ tenant: t.tenant, bytes: 2 * size, blobs: 2 })]);
+      expect(stats.body.tenants[0].counters).toMatchObject({ evicted_budget: 3, evicted_bytes: 3 * size, evicted_idle: 0 });
+    });
+  }
 
   it("never evicts a blob used within the minimum lifetime, and does once it has passed", async () => {
     const t = setup({ CAS_MAX_BYTES: "1", CAS_MIN_LIFETIME_HOURS: "3" });
@@ -116,7 +119,7 @@ describe("eviction by idle time", () => {
     await lastUsedAt(t, blobs[0]!, Date.now() - 2 * DAY);
     expect(await runDurableObjectAlarm(t.index.shard(blobs[0]!.digest.hash))).toBe(true);
     expect(await missing(t, blobs)).toEqual(new Set([blobs[0]!.digest.hash]));
-    expect(await objectExists(t, blobs[0]!)).toBe(false);
+    expect(await Promise.all(blobs.map((b) => bytesHeld(t, b)))).toEqual([false, true]);
     // It set its next alarm (the remaining blob's idle deadline).
     const next = await runInDurableObject(t.index.shard(blobs[0]!.digest.hash), (_o, s) => s.storage.getAlarm());
     expect(next).toBeGreaterThan(Date.now());
@@ -126,7 +129,7 @@ describe("eviction by idle time", () => {
 describe("index before R2", () => {
   it("between the two steps, the row is gone and the object still there; a crash there leaves only an orphan object", async () => {
     const t = setup({ CAS_MAX_BYTES: "1", CAS_MIN_LIFETIME_HOURS: "0" });
-    const blobs = await blobsInShard(t.tenant, "0", 2, 40);
+    const blobs = await blobsInShard(t.tenant, "0", 2, R2_BLOB_BYTES);
     await store(t, blobs);
     const seen: { rows: number; objects: boolean[]; missing: number }[] = [];
     const stub = t.index.shard(blobs[0]!.digest.hash);
@@ -150,10 +153,10 @@ describe("index before R2", () => {
 
   it("a write whose object landed before the eviction deleted it is not recorded: the writer is told to retry", async () => {
     const t = setup({ CAS_MAX_BYTES: "1", CAS_MIN_LIFETIME_HOURS: "0" });
-    const [b] = await blobsInShard(t.tenant, "1", 1, 40);
+    const [b] = await blobsInShard(t.tenant, "1", 1, R2_BLOB_BYTES);
     await store(t, [b!]);
     const stub = t.index.shard(b!.digest.hash);
-    const pair: [string, number] = [b!.digest.hash, 40];
+    const pair: [string, number] = [b!.digest.hash, R2_BLOB_BYTES];
     const owner = { tenant: t.tenant, shards: 16, sweepsActionCache: false };
     let during: Promise<string[]> | undefined;
     await runInDurableObject(stub, (o: CasIndexDO) =>

@@ -5,14 +5,17 @@ import { SELF, env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
 import { ByteStream } from "../../src/gen/google/bytestream/bytestream_pb.ts";
-import { connectClient, codeOf } from "./helpers.ts";
-import { admin, blobsInShard, missing, store, tenantPerTest, type Tenant, type TestBlob } from "./cas-eviction-helpers.ts";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { DirectorySchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { EMPTY_SHA256 } from "../../src/storage/digest.ts";
+import { connectClient, codeOf, digestOf } from "./helpers.ts";
+import { R2_BLOB_BYTES, admin, blobsInShard, missing, objectExists, store, tenantPerTest, type Tenant, type TestBlob } from "./cas-eviction-helpers.ts";
 
 const setup = tenantPerTest();
 
 /** A stored blob whose object then disappears from R2 while its index row stays. */
 async function orphanedRow(t: Tenant, tag: string): Promise<TestBlob> {
-  const [b] = await blobsInShard(`${t.tenant}-${tag}`, "", 1, 100);
+  const [b] = await blobsInShard(`${t.tenant}-${tag}`, "", 1, R2_BLOB_BYTES);
   await store(t, [b!]);
   await env.CAS.delete(`cas/${t.tenant}/${b!.digest.hash}`);
   expect(await missing(t, [b!])).toEqual(new Set()); // the index still says present
@@ -46,6 +49,15 @@ const paths: [string, (t: Tenant, b: TestBlob) => Promise<unknown>][] = [
   ["HTTP cache HEAD", (t, b) => fetchStatus(t, "HEAD", `/cache/cas/${b.digest.hash}`)],
   ["blob HTTP GET", (t, b) => fetchStatus(t, "GET", `/blobs/${b.digest.hash}/${b.digest.sizeBytes}`)],
 ];
+
+const FOUND: Record<string, unknown> = {
+  "ByteStream.Read": "ok",
+  BatchReadBlobs: 0, // google.rpc.Code.OK
+  GetTree: "ok",
+  "HTTP cache GET": 200,
+  "HTTP cache HEAD": 200,
+  "blob HTTP GET": 200,
+};
 
 const NOT_FOUND: Record<string, unknown> = {
   "ByteStream.Read": Code.NotFound,
@@ -81,3 +93,27 @@ describe("a read that finds no object heals the index", () => {
     expect(await missing(t, [b!])).toEqual(new Set());
   });
 });
+
+describe("a small blob has no object to lose", () => {
+  for (const [name, read] of paths) {
+    it(`${name}: reads it from the index, where no heal removes it`, async () => {
+      const t = setup();
+      // GetTree needs its root to be a Directory.
+      const [b] = name === "GetTree" ? [await emptyDirectory()] : await blobsInShard(`${t.tenant}-${name}`, "", 1, 100);
+      await store(t, [b!]);
+      expect(await objectExists(t, b!)).toBe(false);
+      expect(await read(t, b!)).toBe(FOUND[name]);
+      // A read that began before the blob was written and found no object: the row stays.
+      await t.index.forget(b!.digest.hash, Date.now() - 3600_000);
+      await t.index.forget(b!.digest.hash, Date.now() + 3600_000);
+      expect(await missing(t, [b!])).toEqual(new Set());
+      expect(await read(t, b!)).toBe(FOUND[name]);
+    });
+  }
+});
+
+/** A Directory with one (empty) file, as a test blob: small, so kept in the index. */
+async function emptyDirectory(): Promise<TestBlob> {
+  const data = toBinary(DirectorySchema, create(DirectorySchema, { files: [{ name: `f-${crypto.randomUUID()}`, digest: { hash: EMPTY_SHA256, sizeBytes: 0n } }] }));
+  return { data, digest: await digestOf(data) };
+}

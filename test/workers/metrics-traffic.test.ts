@@ -9,6 +9,7 @@ import { ActionCache, ContentAddressableStorage } from "../../src/gen/build/baze
 import { connectRunner } from "./fake-runner.ts";
 import { codeOf, connectClient } from "./helpers.ts";
 import { changed, scrape } from "./metrics-helpers.ts";
+import { SMALL_BLOB_MAX_BYTES } from "../../src/storage/small-blobs.ts";
 
 const sha256 = async (bytes: Uint8Array) =>
   [...new Uint8Array(await crypto.subtle.digest("SHA-256", bytes))].map((b) => b.toString(16).padStart(2, "0")).join("");
@@ -29,15 +30,15 @@ describe("/metrics after known traffic", () => {
   const cas = connectClient(ContentAddressableStorage);
   const ac = connectClient(ActionCache);
 
-  it("counts blob writes and reads: one Class A put, one Class B get per read, hits and misses, bytes", async () => {
-    const data = new TextEncoder().encode(`metrics traffic ${crypto.randomUUID()}`);
+  it("counts the writes and reads of a blob in R2: one Class A put, one Class B get per read, hits and misses, bytes", async () => {
+    const data = new TextEncoder().encode(`metrics traffic ${crypto.randomUUID()}`.padEnd(SMALL_BLOB_MAX_BYTES + 1, "."));
     const hash = await sha256(data);
     const put = await measure(async () => {
       expect((await SELF.fetch(`http://kiln/cache/cas/${hash}`, { method: "PUT", body: data })).status).toBe(200);
     });
     expect(put.exact).toEqual({ [r2("A", "put", "http-cache PUT cas")]: 1 });
-    // A small blob is stored without asking the index first (src/services/blobs.ts), then the
-    // index is told it is there: one Durable Object request.
+    // A blob is stored without asking the index first (src/services/blobs.ts), then the index is
+    // told it is there: one Durable Object request.
     expect(put.of(dos("CAS_INDEX", "present", "http-cache PUT cas"))).toBe(0);
     expect(put.of(dos("CAS_INDEX", "add", "http-cache PUT cas"))).toBe(1);
     expect(put.of(`kiln_request_bytes_total{surface="http-cache",direction="in"}`)).toBe(data.byteLength);
@@ -52,7 +53,31 @@ describe("/metrics after known traffic", () => {
       'kiln_cas_lookups_total{kind="read",result="hit"}': 2,
       'kiln_cas_lookups_total{kind="read",result="miss"}': 1,
     });
+    // The HTTP cache names blobs without their sizes: the index is asked first whether it holds the blob.
+    expect(reads.of(dos("CAS_INDEX", "smallBlob", "http-cache GET cas"))).toBe(3);
     expect(reads.of(`kiln_request_bytes_total{surface="http-cache",direction="out"}`)).toBeGreaterThanOrEqual(2 * data.byteLength);
+  });
+
+  it("counts the writes and reads of a small blob: no R2 operation, one Durable Object request each", async () => {
+    const data = new TextEncoder().encode(`metrics traffic ${crypto.randomUUID()}`);
+    const hash = await sha256(data);
+    const put = await measure(async () => {
+      expect((await SELF.fetch(`http://kiln/cache/cas/${hash}`, { method: "PUT", body: data })).status).toBe(200);
+    });
+    expect(put.exact).toEqual({});
+    expect(put.of(dos("CAS_INDEX", "addSmall", "http-cache PUT cas"))).toBe(1);
+    expect(put.of(dos("CAS_INDEX", "add", "http-cache PUT cas"))).toBe(0);
+    expect(put.of(`kiln_request_bytes_total{surface="http-cache",direction="in"}`)).toBe(data.byteLength);
+
+    const reads = await measure(async () => {
+      expect((await SELF.fetch(`http://kiln/cache/cas/${hash}`)).status).toBe(200);
+      expect((await cas.batchReadBlobs({ digests: [{ hash, sizeBytes: BigInt(data.byteLength) }] })).responses[0]!.data).toEqual(data);
+    });
+    expect(reads.exact).toEqual({
+      'kiln_cas_lookups_total{kind="read",result="hit"}': 2,
+    });
+    expect(reads.of(dos("CAS_INDEX", "smallBlob", "http-cache GET cas"))).toBe(1);
+    expect(reads.of(dos("CAS_INDEX", "smallBlob", "connect ContentAddressableStorage.BatchReadBlobs"))).toBe(1);
 
     const find = await measure(async () => {
       const res = await cas.findMissingBlobs({
@@ -140,8 +165,9 @@ describe("/metrics after known traffic", () => {
       ]);
       const [put, get] = requests.map((p) => p.doubles!);
       // requests, seconds, bytes in, bytes out, R2 A, R2 B, DO requests, AC hit, AC miss, CAS hit, CAS miss
-      expect([put![0], put![2], put![4], put![5], put![6]]).toEqual([1, data.byteLength, 1, 0, 1]);
-      expect([get![0], get![3], get![4], get![5], get![6], get![9], get![10]]).toEqual([1, data.byteLength, 0, 1, 0, 1, 0]);
+      // (a small blob: kept in the index, no R2 operation)
+      expect([put![0], put![2], put![4], put![5], put![6]]).toEqual([1, data.byteLength, 0, 0, 1]);
+      expect([get![0], get![3], get![4], get![5], get![6], get![9], get![10]]).toEqual([1, data.byteLength, 0, 0, 1, 1, 0]);
     });
 
     it("writes a data point for each count made outside a request (a runner's WebSocket message)", async () => {
