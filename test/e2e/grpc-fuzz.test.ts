@@ -3,7 +3,7 @@
 // huge varints, bad resource names, wrong content types and paths. Seeded and reproducible: a
 // failure names the case index. Asserts no server fault (HTTP 5xx, grpc-status INTERNAL, UNKNOWN
 // or DATA_LOSS), no reset connection, a bridge and a worker that still answer, and nothing stored
-// (no R2 Class A operation at all, read from /metrics).
+// (no R2 Class A operation and no blob recorded in the CAS index, read from /metrics).
 import http2 from "node:http2";
 import type { DescMethod } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -103,10 +103,14 @@ function send(session: http2.ClientHttp2Session, c: Case): Promise<Answer> {
   });
 }
 
-/** R2 Class A operations counted so far (every put and multipart step). */
-async function r2Writes(stack: Stack): Promise<number> {
+/**
+ * Writes to the CAS counted so far: R2 Class A operations (every put and multipart step) and the
+ * CAS index calls that record blobs (small blobs are stored by addSmall alone).
+ */
+async function casWrites(stack: Stack): Promise<number> {
   const text = await (await fetch(`${stack.httpUrl}/metrics`)).text();
-  return [...text.matchAll(/^kiln_r2_operations_total\{class="A"[^}]*\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
+  const series = /^(kiln_r2_operations_total\{class="A"[^}]*\}|kiln_do_requests_total\{object="CAS_INDEX",method="(?:add|addSmall)"[^}]*\}) (\d+)$/gm;
+  return [...text.matchAll(series)].reduce((n, m) => n + Number(m[2]), 0);
 }
 
 describe("fuzz: native gRPC through the bridge", () => {
@@ -119,7 +123,7 @@ describe("fuzz: native gRPC through the bridge", () => {
   });
 
   it(`answers ${CASES} malformed gRPC requests without a server fault, a reset or a write`, { timeout: 10 * 60_000 }, async () => {
-    const writesBefore = await r2Writes(stack);
+    const writesBefore = await casWrites(stack);
     const session = http2.connect(`http://${stack.grpcTarget}`);
     session.on("error", () => {}); // reported per stream below
     const faults: string[] = [];
@@ -152,6 +156,6 @@ describe("fuzz: native gRPC through the bridge", () => {
     const kinds = new Map<string, string>();
     for (const f of faults) kinds.set(f.replace(/^#\d+ \S+ /, "").replace(/\d+ bytes/, "").slice(0, 160), f);
     expect(faults.length, [...kinds.values()].slice(0, 20).join("\n")).toBe(0);
-    expect(await r2Writes(stack)).toBe(writesBefore);
+    expect(await casWrites(stack)).toBe(writesBefore);
   });
 });

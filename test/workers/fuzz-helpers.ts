@@ -6,6 +6,7 @@ import worker from "../../src/index.ts";
 import type { DescMethod } from "@bufbuild/protobuf";
 import { services } from "../../src/services/registry.ts";
 import { rng, type Rng } from "./fuzz-gen.ts";
+import { casIndexRows } from "./helpers.ts";
 
 export * from "./fuzz-gen.ts";
 
@@ -56,6 +57,8 @@ async function allObjectKeys(): Promise<string[]> {
     keys.push(...page.objects.map((o) => o.key));
     cursor = page.truncated ? page.cursor : undefined;
   } while (cursor);
+  // Small blobs have no object: they are rows of the CAS index.
+  for (const hash of await casIndexRows()) keys.push(`index:default/${hash}`);
   return keys.sort();
 }
 
@@ -98,7 +101,7 @@ async function faultOf(res: Response): Promise<string | undefined> {
 
 /**
  * Sends `count` generated cases and returns every server fault (5xx, or INTERNAL / UNKNOWN /
- * DATA_LOSS in a 200 gRPC-web or Connect stream). Also returns whether R2 changed meanwhile.
+ * DATA_LOSS in a 200 gRPC-web or Connect stream). Also returns what was stored meanwhile (R2 keys, CAS index rows).
  */
 export async function runFuzz(seed: number, count: number, gen: (r: Rng, i: number) => Case): Promise<{ faults: Fault[]; stored: string[] }> {
   const before = new Set(await allObjectKeys());

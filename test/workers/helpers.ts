@@ -1,11 +1,12 @@
 // Shared test helpers: Connect and gRPC-web clients that reach the worker through SELF.
-import { SELF } from "cloudflare:test";
+import { SELF, env, runInDurableObject } from "cloudflare:test";
 import { createRegistry, type DescService } from "@bufbuild/protobuf";
 import { ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import type { UniversalClientFn } from "@connectrpc/connect/protocol";
 import { createTransport as createGrpcWebProtocolTransport } from "@connectrpc/connect/protocol-grpc-web";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { ContentAddressableStorage } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { CasIndex } from "../../src/storage/cas-index.ts";
 import { file_google_rpc_error_details } from "../../src/gen/google/rpc/error_details_pb.ts";
 
 const errorDetails = createRegistry(file_google_rpc_error_details);
@@ -151,3 +152,22 @@ export async function errorOf(p: Promise<unknown>): Promise<ConnectError> {
   }
   throw new Error("expected the call to fail");
 }
+
+/** The hashes a tenant's CAS index records, shard by shard (small blobs are stored there alone). */
+export async function casIndexRows(tenant = "default"): Promise<string[]> {
+  const rows = await Promise.all(
+    new CasIndex(env, tenant).allShards().map(({ stub }) =>
+      runInDurableObject(stub, (_o, state) => state.storage.sql.exec<{ hash: string }>(`SELECT hash FROM blobs`).toArray().map((r) => r.hash)),
+    ),
+  );
+  return rows.flat();
+}
+
+/** Whether the CAS holds anything under `hash`: an R2 object, or a row in its index shard (where small blobs are kept). */
+export async function casHolds(hash: string, tenant = "default"): Promise<boolean> {
+  if (await env.CAS.head(`cas/${tenant}/${hash}`)) return true;
+  return runInDurableObject(new CasIndex(env, tenant).shard(hash), (_o, state) =>
+    state.storage.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM blobs WHERE hash = ?`, hash).one().n > 0,
+  );
+}
+
