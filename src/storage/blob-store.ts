@@ -44,20 +44,20 @@ export class BlobStore {
     // A small blob is in the index; if not (written to R2 before small blobs were kept there, or
     // the index could not be asked), R2 is asked too.
     const small = isSmall(d) ? await this.smallByHash(d.hash) : null;
-    if (small) {
+    if (small && !(small instanceof ConnectError)) {
       if (small.size !== d.size) throw notFound(`blob ${d.hash}/${d.size} not found`);
       return { body: bytesStream(small.data.subarray(offset, offset + length)), length };
     }
     const startedAt = Date.now();
     if (length === 0) {
       const head = await this.env.CAS.head(this.key(d.hash));
-      if (!head && small === undefined) throw indexUnavailable(d.hash);
+      if (!head && small instanceof ConnectError) throw small;
       if (!head) await this.heal(d.hash, startedAt);
       if (head?.size !== d.size) throw notFound(`blob ${d.hash}/${d.size} not found`);
       return { body: new Blob([]).stream(), length: 0 };
     }
     const obj = await this.env.CAS.get(this.key(d.hash), { range: { offset, length } });
-    if (!obj && small === undefined) throw indexUnavailable(d.hash);
+    if (!obj && small instanceof ConnectError) throw small;
     if (!obj) await this.heal(d.hash, startedAt);
     if (!obj || obj.size !== d.size) throw notFound(`blob ${d.hash}/${d.size} not found`);
     return { body: obj.body, length };
@@ -78,14 +78,14 @@ export class BlobStore {
     // No size to tell a small blob by: the index first (one call, and the whole answer for most
     // blobs by count), then R2.
     const small = await this.smallByHash(hash);
-    if (small) {
+    if (small && !(small instanceof ConnectError)) {
       const end = length === undefined ? small.size : Math.min(small.size, offset + length);
       return { body: bytesStream(small.data.subarray(offset, end)), length: Math.max(0, end - offset), size: small.size };
     }
     const startedAt = Date.now();
     const obj = await this.env.CAS.get(this.key(hash), { range: length === undefined ? { offset } : { offset, length } });
     if (!obj) {
-      if (small === undefined) throw indexUnavailable(hash);
+      if (small instanceof ConnectError) throw small;
       await this.heal(hash, startedAt);
       return null;
     }
@@ -98,24 +98,27 @@ export class BlobStore {
   async sizeOf(hash: string): Promise<number | null> {
     if (hash === EMPTY_SHA256) return 0;
     const small = await this.smallByHash(hash);
-    if (small) return small.size;
+    if (small && !(small instanceof ConnectError)) return small.size;
     const startedAt = Date.now();
     const head = await this.env.CAS.head(this.key(hash));
-    if (!head && small === undefined) throw indexUnavailable(hash);
+    if (!head && small instanceof ConnectError) throw small;
     if (!head) await this.heal(hash, startedAt);
     return head?.size ?? null;
   }
 
   /**
-   * The index's small blob for a hash; null: it holds none; undefined: it could not be asked. A
-   * large blob is then still read from R2, and only a blob found nowhere is an error (UNAVAILABLE,
-   * not NOT_FOUND: it may be a small one).
+   * The index's small blob for a hash; null: it holds none; a ConnectError: it could not be asked.
+   * A large blob is then still read from R2, and only a blob found nowhere gets that error
+   * (UNAVAILABLE, or the index's own verdict such as a misconfigured shard count), not NOT_FOUND:
+   * it may be a small one.
    */
-  private async smallByHash(hash: string): Promise<{ size: number; data: Uint8Array } | null | undefined> {
+  private async smallByHash(hash: string): Promise<{ size: number; data: Uint8Array } | null | ConnectError> {
     try {
       return await this.index.smallBlob(hash);
-    } catch {
-      return undefined;
+    } catch (e) {
+      if (e instanceof ConnectError) return e;
+      const reason = e instanceof Error ? e.message : String(e);
+      return new ConnectError(`blob ${hash}: the CAS index could not be asked for it (${reason}) and R2 does not hold it; try again`, Code.Unavailable);
     }
   }
 
@@ -220,9 +223,6 @@ function mismatch(d: BlobDigest, reason: unknown) {
 }
 
 const bytesStream = (data: Uint8Array): ReadableStream<Uint8Array> => new Blob([data]).stream();
-
-const indexUnavailable = (hash: string) =>
-  new ConnectError(`blob ${hash}: the CAS index could not be asked for it and R2 does not hold it; try again`, Code.Unavailable);
 
 async function drainExpectingEmpty(body: ReadableStream<Uint8Array>) {
   const n = await drain(body);

@@ -199,7 +199,8 @@ describe("faults of the index", () => {
     expect(await unavailable(broken.read(d(small)))).toBe(Code.Unavailable);
     expect(await unavailable(broken.readByHash(small.digest.hash))).toBe(Code.Unavailable);
     expect(await unavailable(broken.sizeOf(small.digest.hash))).toBe(Code.Unavailable);
-    expect(await unavailable(broken.readByHash(await sha256Hex("nowhere")))).toBe(Code.Unavailable);
+    const nowhere = await broken.readByHash(await sha256Hex("nowhere")).catch((e: unknown) => ConnectError.from(e));
+    expect(nowhere).toMatchObject({ code: Code.Unavailable, rawMessage: expect.stringMatching(/could not be asked for it \(injected: .*\) and R2 does not hold it/) });
     // A blob found in R2 needs no answer from the index.
     const byHash = await broken.readByHash(large.digest.hash);
     expect(new Uint8Array(await new Response(byHash!.body).arrayBuffer())).toEqual(large.data);
