@@ -6,17 +6,11 @@
 //
 // R2 verified the SHA-256 of every blob it stored; for these the worker does it, before anything
 // is recorded.
+import { SMALL_BLOB_MAX_BYTES } from "../shared/small-blob-size.ts";
 import type { BlobDigest } from "./digest.ts";
 
 /** Bytes that are not the blob their digest names (any store's writes: a client-facing verdict). */
 export class DigestMismatch extends Error {}
-
-/**
- * Blobs of this many bytes or fewer are kept in the index. Fixed, not configured: a read decides
- * from the digest's size alone whether to ask the index, so a smaller value set later would
- * leave blobs already stored where no read looks.
- */
-export const SMALL_BLOB_MAX_BYTES = 4096;
 
 export const isSmall = (d: BlobDigest) => d.size <= SMALL_BLOB_MAX_BYTES;
 

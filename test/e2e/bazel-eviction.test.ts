@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WORKSPACE_DIR, bazelAvailable, disposeOutputBase, outputDigests, parseProcessSummary, runBazel } from "./bazel.ts";
 import { requireTool, startStack, type Stack } from "./stack.ts";
-import { SMALL_BLOB_MAX_BYTES } from "../../src/storage/small-blobs.ts";
+import { SMALL_BLOB_MAX_BYTES } from "../../src/shared/small-blob-size.ts";
 
 const haveBazel = requireTool("bazel", bazelAvailable);
 const ROOT = new URL("../../", import.meta.url).pathname;

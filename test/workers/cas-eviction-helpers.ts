@@ -4,7 +4,7 @@ import { SELF, env, runInDurableObject } from "cloudflare:test";
 import { afterEach } from "vitest";
 import { ContentAddressableStorage } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { CasIndex } from "../../src/storage/cas-index.ts";
-import { SMALL_BLOB_MAX_BYTES } from "../../src/storage/small-blobs.ts";
+import { SMALL_BLOB_MAX_BYTES } from "../../src/shared/small-blob-size.ts";
 import type { CasIndexDO, EvictStepOptions } from "../../durable-objects/cas-index.ts";
 import { connectClient, digestOf } from "./helpers.ts";
 

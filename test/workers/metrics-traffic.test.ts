@@ -9,7 +9,7 @@ import { ActionCache, ContentAddressableStorage } from "../../src/gen/build/baze
 import { connectRunner } from "./fake-runner.ts";
 import { codeOf, connectClient } from "./helpers.ts";
 import { changed, scrape } from "./metrics-helpers.ts";
-import { SMALL_BLOB_MAX_BYTES } from "../../src/storage/small-blobs.ts";
+import { SMALL_BLOB_MAX_BYTES } from "../../src/shared/small-blob-size.ts";
 
 const sha256 = async (bytes: Uint8Array) =>
   [...new Uint8Array(await crypto.subtle.digest("SHA-256", bytes))].map((b) => b.toString(16).padStart(2, "0")).join("");

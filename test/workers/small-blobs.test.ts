@@ -9,7 +9,7 @@ import type { CasIndexDO } from "../../durable-objects/cas-index.ts";
 import type { Env } from "../../src/env.ts";
 import { ByteStream } from "../../src/gen/google/bytestream/bytestream_pb.ts";
 import { BlobStore } from "../../src/storage/blob-store.ts";
-import { SMALL_BLOB_MAX_BYTES } from "../../src/storage/small-blobs.ts";
+import { SMALL_BLOB_MAX_BYTES } from "../../src/shared/small-blob-size.ts";
 import { admin, blobsInShard, bytesHeld, evictStep, lastUsedAt, missing, objectExists, store, tenantPerTest, type Tenant, type TestBlob } from "./cas-eviction-helpers.ts";
 import { codeOf, digestOf, grpcWebClient, pseudoRandom, sha256Hex } from "./helpers.ts";
 
