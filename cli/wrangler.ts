@@ -116,21 +116,37 @@ async function groupGone(pgid: number, timeoutMs: number): Promise<boolean> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Kiln's /healthz answer: JSON with a boolean "ok" (true, or false with the reason). */
+function isHealthz(text: string): boolean {
+  try {
+    return typeof (JSON.parse(text) as { ok?: unknown }).ok === "boolean";
+  } catch {
+    return false;
+  }
+}
+
 /**
- * Waits until the worker answers HTTP at all (wrangler's port refuses connections until then);
- * fails early if wrangler exits, or after `timeoutMs`.
+ * Waits until the worker answers /healthz (wrangler's port refuses connections until then); fails
+ * early if wrangler exits, or after `timeoutMs`, naming whatever else answered meanwhile.
  */
 export async function waitForWorker(w: WranglerProcess, timeoutMs = 60_000): Promise<void> {
   let exitCode: number | null | undefined;
   void w.exited.then((code) => (exitCode = code));
+  let other = "";
   for (const end = Date.now() + timeoutMs; ; await sleep(100)) {
     if (exitCode !== undefined) throw new Error(`wrangler exited (code ${exitCode}) before the worker answered`);
     try {
+      // Kiln's own answer ({"ok": ...}, 200 or 503), not just any: something else on the port
+      // (a process that took it first) must not pass for the worker.
       const res = await fetch(`${w.url}/healthz`, { signal: AbortSignal.timeout(2000) });
-      await res.body?.cancel();
-      return;
+      const text = await res.text();
+      if (isHealthz(text)) return;
+      other = `HTTP ${res.status} ${JSON.stringify(text.slice(0, 80))}`;
     } catch {
-      if (Date.now() > end) throw new Error(`the worker did not answer on ${w.url} within ${timeoutMs / 1000} s`);
+      // not listening yet
+    }
+    if (Date.now() > end) {
+      throw new Error(other ? `something other than the worker answers on ${w.url} (/healthz: ${other})` : `the worker did not answer on ${w.url} within ${timeoutMs / 1000} s`);
     }
   }
 }

@@ -171,14 +171,24 @@ async function spawnRunnerProcess(url: string, token: string, o: { id?: string; 
   };
 }
 
-/** Ports free right now (held open together, so they differ). */
+/**
+ * Ports free right now (held open together, so they differ), below the kernel's ephemeral range.
+ * Ports the kernel hands out (listen(0), outgoing connections) come from that range: wrangler and
+ * workerd bind such ports for themselves while they start, and once took the worker's port just
+ * freed here, so that something else answered the stack's requests (a plain 403 "Forbidden").
+ */
 async function freePorts(n: number): Promise<number[]> {
+  const ephemeralFrom = Number(/^(\d+)/.exec(readProc("/proc/sys/net/ipv4/ip_local_port_range") ?? "")?.[1] ?? 32768);
+  const low = 10_000;
+  const high = Math.max(low + 1000, Math.min(ephemeralFrom, 32768));
   const servers: Server[] = [];
   try {
-    for (let i = 0; i < n; i++) {
+    for (let tries = 0; servers.length < n; tries++) {
+      if (tries > 200) throw new Error(`no ${n} free ports between ${low} and ${high}`);
+      const port = low + Math.floor(Math.random() * (high - low));
       const s = createServer();
-      servers.push(s);
-      await new Promise<void>((resolve, reject) => s.once("error", reject).listen(0, "127.0.0.1", resolve));
+      const bound = await new Promise<boolean>((resolve) => s.once("error", () => resolve(false)).listen(port, "127.0.0.1", () => resolve(true)));
+      if (bound) servers.push(s);
     }
     return servers.map((s) => (s.address() as AddressInfo).port);
   } finally {
