@@ -173,9 +173,10 @@ async function spawnRunnerProcess(url: string, token: string, o: { id?: string; 
 
 /**
  * Ports free right now (held open together, so they differ), below the kernel's ephemeral range.
- * Ports the kernel hands out (listen(0), outgoing connections) come from that range: wrangler and
- * workerd bind such ports for themselves while they start, and once took the worker's port just
- * freed here, so that something else answered the stack's requests (a plain 403 "Forbidden").
+ * Ports the kernel hands out (listen(0), outgoing connections) come from that range, and wrangler
+ * and workerd bind such ports for themselves while they start. A CI run's stack once found
+ * something else answering its port (a plain 403 "Forbidden"); a port taken that way between
+ * being freed here and wrangler binding it is the likeliest cause.
  */
 async function freePorts(n: number): Promise<number[]> {
   const ephemeralFrom = Number(/^(\d+)/.exec(readProc("/proc/sys/net/ipv4/ip_local_port_range") ?? "")?.[1] ?? 32768);
