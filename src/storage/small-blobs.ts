@@ -8,6 +8,7 @@
 // is recorded.
 import { SMALL_BLOB_MAX_BYTES } from "../shared/small-blob-size.ts";
 import type { BlobDigest } from "./digest.ts";
+import { hex } from "./sha256-state.ts";
 
 /** Bytes that are not the blob their digest names (any store's writes: a client-facing verdict). */
 export class DigestMismatch extends Error {}
@@ -37,8 +38,5 @@ export async function readSmallBody(d: BlobDigest, body: ReadableStream<Uint8Arr
 
 /** DigestMismatch unless `data` hashes to d.hash. */
 export async function checkSha256(d: BlobDigest, data: Uint8Array): Promise<void> {
-  const sum = new Uint8Array(await crypto.subtle.digest("SHA-256", data));
-  let hex = "";
-  for (const b of sum) hex += b.toString(16).padStart(2, "0");
-  if (hex !== d.hash) throw new DigestMismatch(`the data does not hash to ${d.hash}`);
+  if (hex(new Uint8Array(await crypto.subtle.digest("SHA-256", data))) !== d.hash) throw new DigestMismatch(`the data does not hash to ${d.hash}`);
 }
