@@ -109,6 +109,27 @@ describe("coarse touches", () => {
     expect(await lastAccess(index, d!.hash)).toBe(t0 + HOUR + 1);
   });
 
+  it("in one call of many, finds and touches exactly the stale rows asked under their own sizes", async () => {
+    // One shard, so that a single present() sees all of it: fresh and stale rows interleaved,
+    // absent digests between them, and stale rows asked under a wrong size (not found, not touched).
+    const index = new CasIndex(env, tenant(), { config: config({ shards: 1, touchIntervalMs: HOUR }), cache: noCache() });
+    const ds = await digests(30);
+    const setTime = await clockOf(index, ds[0]!.hash);
+    const t0 = 1_000 * HOUR;
+    const stale = ds.slice(0, 10), fresh = ds.slice(10, 20), absent = ds.slice(20);
+    setTime(t0);
+    await index.add(stale);
+    setTime(t0 + HOUR);
+    await index.add(fresh);
+    setTime(t0 + HOUR + 1);
+    const wrongSize = stale.slice(0, 3).map((d) => ({ hash: d.hash, size: d.size + 1 }));
+    const asked = [...wrongSize, ...stale.slice(3).flatMap((d, i) => [d, fresh[i]!, absent[i]!]), ...fresh.slice(7), ...absent.slice(7)];
+    const missing = await index.missing(asked, true);
+    expect(missing).toEqual([...wrongSize, ...absent.slice(0, 7), ...absent.slice(7)]);
+    for (const d of stale) expect(await lastAccess(index, d.hash)).toBe(wrongSize.some((w) => w.hash === d.hash) ? t0 : t0 + HOUR + 1);
+    for (const d of fresh) expect(await lastAccess(index, d.hash)).toBe(t0 + HOUR);
+  });
+
   it("with an interval of 0, touches on every call (the old behaviour)", async () => {
     const index = new CasIndex(env, tenant(), { config: config({ touchIntervalMs: 0 }), cache: noCache() });
     const [d] = await digests(1);
