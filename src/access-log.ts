@@ -31,7 +31,10 @@ export interface AccessRecord {
   tally?: Tally;
 }
 
-type Notes = Partial<Pick<AccessRecord, "key" | "tenant" | "instance" | "method" | "code">>;
+type Notes = Partial<Pick<AccessRecord, "key" | "tenant" | "instance" | "method" | "code">> & {
+  /** What oncePerRequest made for this request, by name. */
+  once?: Map<string, unknown>;
+};
 
 /**
  * Notes of requests in flight, by a key only this worker sets (the request id may come from the
@@ -46,6 +49,23 @@ const MAX_PENDING = 10_000;
 export function note(requestHeaders: Headers, fields: Notes): void {
   const n = notes.get(requestHeaders.get(NOTES_KEY) ?? "");
   if (n) Object.assign(n, fields);
+}
+
+/** Outside withAccessLog (tests that call a surface's handler directly): by Headers object. */
+const onceByHeaders = new WeakMap<Headers, Map<string, unknown>>();
+
+/**
+ * `make()`'s result, made once per request however many layers ask (the rate count: the request
+ * gate, the method's scope and a lane all look the caller up). Keyed like the notes: the Headers
+ * objects of one request differ between layers (handler contexts copy them), so they cannot be.
+ */
+export function oncePerRequest<T>(requestHeaders: Headers, name: string, make: () => T): T {
+  const n = notes.get(requestHeaders.get(NOTES_KEY) ?? "");
+  let made: Map<string, unknown> | undefined;
+  if (n) made = n.once ??= new Map();
+  else if (!(made = onceByHeaders.get(requestHeaders))) onceByHeaders.set(requestHeaders, (made = new Map()));
+  if (!made.has(name)) made.set(name, make());
+  return made.get(name) as T;
 }
 
 /** Observers of finished requests (the /metrics counters). */

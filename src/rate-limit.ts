@@ -3,11 +3,10 @@
 // so the code path is the same everywhere. Without the binding nothing is limited.
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Principal } from "./auth.ts";
+import { oncePerRequest } from "./access-log.ts";
 import { kilnEnv } from "./config.ts";
 import { ErrorInfoSchema, RetryInfoSchema } from "./gen/google/rpc/error_details_pb.ts";
 
-/** Each request is counted once, however many times its caller is looked up (gate, then service). */
-const counted = new WeakMap<Headers, Promise<void>>();
 
 /** The binding's period, which is all a limited caller needs to wait: its window has then passed. */
 function periodSeconds(): number {
@@ -28,9 +27,8 @@ function rateKeyOf(p: Principal, headers: Headers): { key: string; who: string }
 
 /** RESOURCE_EXHAUSTED with a google.rpc.RetryInfo (HTTP surfaces: 429 and Retry-After) once over the rate. */
 export function enforceRate(headers: Headers, p: Principal): Promise<void> {
-  let check = counted.get(headers);
-  if (!check) counted.set(headers, (check = count(rateKeyOf(p, headers))));
-  return check;
+  // Each request is counted once, however many times its caller is looked up (gate, lane, scope).
+  return oncePerRequest(headers, "rate count", () => count(rateKeyOf(p, headers)));
 }
 
 async function count({ key, who }: { key: string; who: string }): Promise<void> {

@@ -2,12 +2,12 @@
 // (Native gRPC needs HTTP/2 trailers, which a Worker cannot send: Cloudflare's edge, or
 // `kiln bridge` locally, turns it into gRPC-web before it reaches us.)
 import { createRegistry } from "@bufbuild/protobuf";
-import { createConnectRouter, type HandlerContext } from "@connectrpc/connect";
+import { createConnectRouter, type HandlerContext, type Interceptor } from "@connectrpc/connect";
 import { createFetchHandler, type UniversalHandler } from "@connectrpc/connect/protocol";
 import type { Hono } from "hono";
 import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.ts";
 import { serviceFiles, services } from "../services/registry.ts";
-import { requireCaller } from "../caller.ts";
+import { admitCaller, requireCaller } from "../caller.ts";
 import { interceptErrors } from "../error-interceptor.ts";
 import { requestIdOf, withRequestId } from "../request-id.ts";
 import { finishConnectErrors } from "./connect-errors.ts";
@@ -37,9 +37,14 @@ const tagErrors = interceptErrors((e, req) => withRequestId(e, requestIdOf(req.h
 const router = createConnectRouter({ readMaxBytes: READ_MAX_BYTES, jsonOptions: { registry } });
 // The request gate runs before connect-es reads the body: a caller without a valid key is refused
 // before the worker reads (up to readMaxBytes of) its message. Every registered service needs a key.
-const requestGate = async (ctx: HandlerContext) => void (await requireCaller(ctx.requestHeader));
+// The rate verdict is awaited once the message is in, before the method runs (admitCaller).
+const requestGate = async (ctx: HandlerContext) => void (await admitCaller(ctx.requestHeader));
+const rateVerdict: Interceptor = (next) => async (req) => {
+  await requireCaller(req.header, req.url);
+  return next(req);
+};
 for (const { service, impl, maxRequestBytes } of services) {
-  router.service(service, impl, { readMaxBytes: readMaxFor(maxRequestBytes), requestGate, interceptors: [tagErrors] });
+  router.service(service, impl, { readMaxBytes: readMaxFor(maxRequestBytes), requestGate, interceptors: [tagErrors, rateVerdict] });
 }
 
 // FindMissingBlobs and ByteStream.Read over plain gRPC-web skip the generic codec

@@ -8,11 +8,12 @@
 // Only a plain request (grpc-web-lane.ts: binary gRPC-web, uncompressed, a body within the router's
 // limit, a valid grpc-timeout, one envelope) whose message the strict reader accepts takes this
 // lane. Anything else, including every request this lane cannot read, goes to the Connect router
-// unchanged (with the bytes already read), which answers it, or names its fault, as ever.
+// unchanged (with the bytes already read), which answers it, or names its fault, as ever; so does
+// every caller the request gate refuses, before its body is read.
 import type { UniversalHandlerFn, UniversalServerRequest } from "@connectrpc/connect/protocol";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc-web";
 import { ContentAddressableStorage } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
-import { requireCaller } from "../caller.ts";
+import { admitCaller, requireCaller } from "../caller.ts";
 import { requestIdOf, withRequestId } from "../request-id.ts";
 import { findMissingAt } from "../services/cas.ts";
 import { readFindMissing, writeFindMissingResponse } from "./find-missing-wire.ts";
@@ -24,6 +25,12 @@ export const FIND_MISSING_PATH = `/${ContentAddressableStorage.typeName}/${metho
 /** `fallback` (the Connect router's handler for FindMissingBlobs) answers what this lane does not take. */
 export function findMissingFastLane(fallback: UniversalHandlerFn, readMaxBytes: number): UniversalHandlerFn {
   return async (req: UniversalServerRequest) => {
+    // The router's gate, before the body is read; the rate verdict is awaited below, once it is in.
+    try {
+      await admitCaller(req.header);
+    } catch {
+      return fallback(req); // whose gate refuses the caller, as it would have without this lane
+    }
     const read = await readPlainRequest(req, readMaxBytes);
     if ("rest" in read) return fallback(read.rest);
     const { message, timeoutMs } = read.plain;
@@ -34,7 +41,7 @@ export function findMissingFastLane(fallback: UniversalHandlerFn, readMaxBytes: 
     const trailer = new Headers({ "grpc-status": "0" });
     let answer: Uint8Array | undefined;
     try {
-      await requireCaller(req.header); // the router's request gate
+      await requireCaller(req.header); // the rate verdict, as the router's interceptor awaits it
       const missing = await findMissingAt(ctx, {
         instanceName: wire.instanceName,
         digestFunction: wire.digestFunction,

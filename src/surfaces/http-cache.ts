@@ -18,7 +18,7 @@ import { contextFor } from "./handler-context.ts";
 import { parseRange } from "./http-range.ts";
 import { uploadBody } from "./request-body.ts";
 import { decodePath } from "./path-decode.ts";
-import { requireCaller } from "../caller.ts";
+import { admitCaller } from "../caller.ts";
 import { readBodyBounded } from "./body.ts";
 
 interface CacheTarget {
@@ -60,7 +60,7 @@ async function getAc(c: Context, t: CacheTarget, head: boolean): Promise<Respons
 }
 
 async function putAc(c: Context, t: CacheTarget): Promise<Response> {
-  await requireCaller(c.req.raw.headers); // before the body is read
+  await admitCaller(c.req.raw.headers); // before the body is read; updateActionResult awaits the rate verdict
   const bytes = await readBodyBounded(c.req.raw, MAX_ACTION_RESULT_BYTES, "MAX_ACTION_RESULT_BYTES");
   let actionResult;
   try {

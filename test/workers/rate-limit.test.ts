@@ -4,10 +4,19 @@
 // limiter (vitest.config.mts) so the limit is reached in a few calls.
 import { SELF, env } from "cloudflare:test";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Capabilities } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import {
+  ActionResultSchema,
+  BatchUpdateBlobsRequestSchema,
+  Capabilities,
+  ContentAddressableStorage,
+  FindMissingBlobsRequestSchema,
+} from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { ErrorInfoSchema, RetryInfoSchema } from "../../src/gen/google/rpc/error_details_pb.ts";
-import { connectClient, grpcWebClient } from "./helpers.ts";
+import { CasIndex } from "../../src/storage/cas-index.ts";
+import { envelope } from "./grpc-web-lane-helpers.ts";
+import { bytes, casHolds, connectClient, digestOf, grpcWebClient } from "./helpers.ts";
 
 const LIMIT = 4;
 /**
@@ -79,5 +88,93 @@ describe("rate limiting per API key", () => {
     const { result: res } = await untilRefused(guess, (r) => r.status !== 401);
     expect(res.status).toBe(429);
     expect(res.headers.get("retry-after")).toBe("60");
+  });
+});
+
+describe("when the rate verdict is awaited", () => {
+  const saved = env.RATE_LIMIT;
+  afterEach(() => void (env.RATE_LIMIT = saved));
+  /** A limiter whose every verdict is `verdict()`, recording the keys it was asked about. */
+  function limiter(verdict: () => Promise<boolean>) {
+    const keys: string[] = [];
+    env.RATE_LIMIT = { limit: async ({ key }: { key: string }) => (keys.push(key), { success: await verdict() }) } as RateLimit;
+    return keys;
+  }
+  /** A request body of `bytes` that calls `onEnd` when read to its end. */
+  const bodyOf = (bytes: Uint8Array, onEnd: () => void) => {
+    let sent = false;
+    return new ReadableStream<Uint8Array>({
+      pull(c) {
+        if (sent) {
+          c.close();
+          onEnd();
+        } else c.enqueue(bytes), (sent = true);
+      },
+    });
+  };
+  const blob = () => bytes(`rate verdict ${crypto.randomUUID()}`);
+
+  it("counts while the body arrives: the verdict can wait for the whole body (Connect router, FindMissing lane)", async () => {
+    const data = blob();
+    const d = await digestOf(data);
+    const calls = [
+      {
+        path: "/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs",
+        type: "application/proto",
+        body: toBinary(BatchUpdateBlobsRequestSchema, create(BatchUpdateBlobsRequestSchema, { requests: [{ digest: d, data }] })),
+      },
+      {
+        path: "/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs",
+        type: "application/grpc-web+proto",
+        body: envelope(toBinary(FindMissingBlobsRequestSchema, create(FindMissingBlobsRequestSchema, { blobDigests: [d] }))),
+      },
+    ];
+    for (const call of calls) {
+      let bodyRead!: () => void;
+      const read = new Promise<string>((resolve) => (bodyRead = () => resolve("the body was read")));
+      const waited = new Promise<string>((resolve) => setTimeout(() => resolve("waited 5 s, the body unread"), 5000));
+      let verdictAfter = "";
+      limiter(async () => ((verdictAfter = await Promise.race([read, waited])), true));
+      const res = await SELF.fetch(`http://kiln${call.path}`, { method: "POST", headers: { "content-type": call.type }, body: bodyOf(call.body, bodyRead) });
+      expect(res.status, call.path).toBe(200);
+      await res.arrayBuffer();
+      expect(verdictAfter, call.path).toBe("the body was read");
+    }
+  });
+
+  it("does no work for a refused request: nothing stored, nothing looked up", async () => {
+    const keys = limiter(async () => false);
+    const data = blob();
+    const d = await digestOf(data);
+    const cas = connectClient(ContentAddressableStorage);
+    expect((await settle(cas.batchUpdateBlobs({ requests: [{ digest: d, data }] })))?.code).toBe(Code.ResourceExhausted);
+    expect(await casHolds(d.hash)).toBe(false);
+    const shard = new CasIndex(env, "default").shard(d.hash);
+    const served = (await shard.servedStats()).requests;
+    expect((await settle(grpcWebClient(ContentAddressableStorage).findMissingBlobs({ blobDigests: [d] })))?.code).toBe(Code.ResourceExhausted);
+    expect((await shard.servedStats()).requests).toBe(served);
+    const acPut = await SELF.fetch(`http://kiln/cache/ac/${d.hash}`, { method: "PUT", body: toBinary(ActionResultSchema, create(ActionResultSchema, { exitCode: 3 })) });
+    expect(acPut.status).toBe(429);
+    limiter(async () => true);
+    expect((await SELF.fetch(`http://kiln/cache/ac/${d.hash}`)).status).toBe(404);
+    expect(keys).toHaveLength(3);
+  });
+
+  it("counts each request once, whichever way it goes through the worker", async () => {
+    const keys = limiter(async () => true);
+    const d = await digestOf(blob());
+    await connectClient(Capabilities).getCapabilities({});
+    await connectClient(ContentAddressableStorage).findMissingBlobs({ blobDigests: [d] }); // the router
+    await grpcWebClient(ContentAddressableStorage).findMissingBlobs({ blobDigests: [d] }); // the lane
+    // A gRPC-web request the lane hands to the router: JSON.
+    const json = await SELF.fetch("http://kiln/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs", {
+      method: "POST",
+      headers: { "content-type": "application/grpc-web+json" },
+      body: envelope(bytes(JSON.stringify({ blobDigests: [{ hash: d.hash, sizeBytes: String(d.sizeBytes) }] }))),
+    });
+    expect(json.headers.get("grpc-status") ?? "0").toBe("0");
+    await json.arrayBuffer();
+    expect((await SELF.fetch(`http://kiln/cache/ac/${d.hash}`, { method: "PUT", body: toBinary(ActionResultSchema, create(ActionResultSchema, {})) })).status).toBe(200);
+    expect(keys).toHaveLength(5);
   });
 });
