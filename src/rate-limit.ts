@@ -7,7 +7,6 @@ import { oncePerRequest } from "./access-log.ts";
 import { kilnEnv } from "./config.ts";
 import { ErrorInfoSchema, RetryInfoSchema } from "./gen/google/rpc/error_details_pb.ts";
 
-
 /** The binding's period, which is all a limited caller needs to wait: its window has then passed. */
 function periodSeconds(): number {
   const n = Number(kilnEnv().RATE_LIMIT_PERIOD_SECONDS);
