@@ -1,17 +1,20 @@
 // Who is calling, from the request's headers: the one place every surface and service asks.
 import { authenticate, presentedKey, resolvePrincipal, type Principal } from "./auth.ts";
-import { note } from "./access-log.ts";
+import { note, oncePerRequest } from "./access-log.ts";
 import { keyConfig } from "./config.ts";
 import { enforceRate } from "./rate-limit.ts";
 
 /**
  * The caller's principal (ANONYMOUS when keys are configured and none valid was presented). The
  * request URL decides whether an open service is local (read-write) or public (read-only).
+ * Resolved once per request (the gate, a lane and the method's scope all ask), given its URL.
  */
-export async function callerOf(headers: Headers, url?: string): Promise<Principal> {
-  const p = await resolvePrincipal(await keyConfig(), presentedKey(headers.get("authorization")), url);
-  note(headers, { key: p.label, tenant: p.tenant });
-  return p;
+export function callerOf(headers: Headers, url?: string): Promise<Principal> {
+  return oncePerRequest(headers, `caller ${url ?? ""}`, async () => {
+    const p = await resolvePrincipal(await keyConfig(), presentedKey(headers.get("authorization")), url);
+    note(headers, { key: p.label, tenant: p.tenant });
+    return p;
+  });
 }
 
 /**

@@ -67,7 +67,7 @@ export function byteStreamReadLane(fallback: UniversalHandlerFn, readMaxBytes: n
     const fail = (e: unknown) => setTrailerStatus(new Headers(), withRequestId(e, requestIdOf(req.header)));
     let body: AsyncIterable<Uint8Array>;
     try {
-      await requireCaller(req.header); // the router's request gate
+      await requireCaller(req.header, req.url); // the router's request gate
       body = readFrames(await openRead(ctx, request), ctx.signal, fail);
     } catch (e) {
       body = (async function* () {

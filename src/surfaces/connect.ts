@@ -38,7 +38,7 @@ const router = createConnectRouter({ readMaxBytes: READ_MAX_BYTES, jsonOptions: 
 // The request gate runs before connect-es reads the body: a caller without a valid key is refused
 // before the worker reads (up to readMaxBytes of) its message. Every registered service needs a key.
 // The rate verdict is awaited once the message is in, before the method runs (admitCaller).
-const requestGate = async (ctx: HandlerContext) => void (await admitCaller(ctx.requestHeader));
+const requestGate = async (ctx: HandlerContext) => void (await admitCaller(ctx.requestHeader, ctx.url));
 const rateVerdict: Interceptor = (next) => async (req) => {
   await requireCaller(req.header, req.url);
   return next(req);

@@ -27,7 +27,7 @@ export function findMissingFastLane(fallback: UniversalHandlerFn, readMaxBytes: 
   return async (req: UniversalServerRequest) => {
     // The router's gate, before the body is read; the rate verdict is awaited below, once it is in.
     try {
-      await admitCaller(req.header);
+      await admitCaller(req.header, req.url);
     } catch {
       return fallback(req); // whose gate refuses the caller, as it would have without this lane
     }
@@ -41,7 +41,7 @@ export function findMissingFastLane(fallback: UniversalHandlerFn, readMaxBytes: 
     const trailer = new Headers({ "grpc-status": "0" });
     let answer: Uint8Array | undefined;
     try {
-      await requireCaller(req.header); // the rate verdict, as the router's interceptor awaits it
+      await requireCaller(req.header, req.url); // the rate verdict, as the router's interceptor awaits it
       const missing = await findMissingAt(ctx, {
         instanceName: wire.instanceName,
         digestFunction: wire.digestFunction,

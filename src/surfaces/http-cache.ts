@@ -60,7 +60,7 @@ async function getAc(c: Context, t: CacheTarget, head: boolean): Promise<Respons
 }
 
 async function putAc(c: Context, t: CacheTarget): Promise<Response> {
-  await admitCaller(c.req.raw.headers); // before the body is read; updateActionResult awaits the rate verdict
+  await admitCaller(c.req.raw.headers, c.req.url); // before the body is read; updateActionResult awaits the rate verdict
   const bytes = await readBodyBounded(c.req.raw, MAX_ACTION_RESULT_BYTES, "MAX_ACTION_RESULT_BYTES");
   let actionResult;
   try {

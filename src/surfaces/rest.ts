@@ -130,7 +130,7 @@ async function requestJson(req: Request, route: Route, bindings: Map<string, str
   let obj: JsonObject = {};
   if (route.body) {
     // Strangers are refused before their body is read (read at all, and read up to the limit).
-    await requireCaller(req.headers);
+    await requireCaller(req.headers, req.url);
     const bytes = await readBodyBounded(req, route.maxBody, "MAX_JSON_BODY");
     let text: string;
     try {

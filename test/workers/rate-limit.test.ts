@@ -100,15 +100,18 @@ describe("when the rate verdict is awaited", () => {
     env.RATE_LIMIT = { limit: async ({ key }: { key: string }) => (keys.push(key), { success: await verdict() }) } as RateLimit;
     return keys;
   }
-  /** A request body of `bytes` that calls `onEnd` when read to its end. */
-  const bodyOf = (bytes: Uint8Array, onEnd: () => void) => {
+  /** A request body of `data` that calls `onEnd` when read to its end. */
+  const bodyOf = (data: Uint8Array, onEnd: () => void) => {
     let sent = false;
     return new ReadableStream<Uint8Array>({
       pull(c) {
-        if (sent) {
-          c.close();
-          onEnd();
-        } else c.enqueue(bytes), (sent = true);
+        if (!sent) {
+          c.enqueue(data);
+          sent = true;
+          return;
+        }
+        c.close();
+        onEnd();
       },
     });
   };
