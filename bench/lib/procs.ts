@@ -1,23 +1,12 @@
-// Processes for the bench: a free port, the bare-R2 worker under `wrangler dev`, and CPU time
+// Processes for the bench: the bare-R2 worker under `wrangler dev`, and CPU time
 // of this process and of its descendants (workerd, wrangler) from /proc.
 import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { freePorts } from "../../cli/ports.ts";
 
 const repo = fileURLToPath(new URL("../../", import.meta.url));
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 const SETPRIV = "/usr/bin/setpriv";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -30,8 +19,7 @@ export interface BareWorker {
 
 /** Starts bench/bare-r2 with `wrangler dev` on a free port, persisting under `stateDir`. */
 export async function startBareR2(stateDir: string): Promise<BareWorker> {
-  const port = await freePort();
-  const inspector = await freePort();
+  const [port, inspector] = await freePorts(2);
   const log = path.join(stateDir, "wrangler.log");
   const out = fs.openSync(log, "a");
   // With util-linux's setpriv, wrangler gets SIGTERM if this process dies in any way (no orphans).

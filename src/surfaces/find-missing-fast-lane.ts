@@ -13,7 +13,7 @@
 import type { UniversalHandlerFn, UniversalServerRequest } from "@connectrpc/connect/protocol";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc-web";
 import { ContentAddressableStorage } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
-import { admitCaller, requireCaller } from "../caller.ts";
+import { admitCaller } from "../caller.ts";
 import { requestIdOf, withRequestId } from "../request-id.ts";
 import { findMissingAt } from "../services/cas.ts";
 import { readFindMissing, writeFindMissingResponse } from "./find-missing-wire.ts";
@@ -25,7 +25,8 @@ export const FIND_MISSING_PATH = `/${ContentAddressableStorage.typeName}/${metho
 /** `fallback` (the Connect router's handler for FindMissingBlobs) answers what this lane does not take. */
 export function findMissingFastLane(fallback: UniversalHandlerFn, readMaxBytes: number): UniversalHandlerFn {
   return async (req: UniversalServerRequest) => {
-    // The router's gate, before the body is read; the rate verdict is awaited below, once it is in.
+    // The router's gate, before the body is read; findMissingAt's scope awaits the rate verdict
+    // once the body is in, before any lookup.
     try {
       await admitCaller(req.header, req.url);
     } catch {
@@ -41,7 +42,6 @@ export function findMissingFastLane(fallback: UniversalHandlerFn, readMaxBytes: 
     const trailer = new Headers({ "grpc-status": "0" });
     let answer: Uint8Array | undefined;
     try {
-      await requireCaller(req.header, req.url); // the rate verdict, as the router's interceptor awaits it
       const missing = await findMissingAt(ctx, {
         instanceName: wire.instanceName,
         digestFunction: wire.digestFunction,

@@ -8,6 +8,7 @@ import { networkInterfaces } from "node:os";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { COMMANDS } from "../../cli/commands.ts";
+import { freePorts } from "../../cli/ports.ts";
 import { auth, connect, unary } from "./grpc-client.ts";
 import { startStack, type Stack } from "./stack.ts";
 
@@ -101,7 +102,7 @@ describe("kiln bridge", () => {
   });
 
   it("a wrong upstream, a refused key and a port in use end it (and upload-bep) with the reason", async () => {
-    const closed = await freePort();
+    const [closed] = await freePorts(1);
     const down = await kiln("bridge", "--port", "0", "--upstream", `http://127.0.0.1:${closed}`);
     expect(down.code).toBe(1);
     expect(down.stderr).toContain(`cannot reach the worker at http://127.0.0.1:${closed} (ECONNREFUSED)`);
@@ -131,10 +132,3 @@ describe("kiln bridge", () => {
   });
 });
 
-async function freePort(): Promise<number> {
-  const s = createServer().listen(0, "127.0.0.1");
-  await once(s, "listening");
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}

@@ -4,10 +4,10 @@
 // plus /proc helpers to measure the worker.
 import { spawn } from "node:child_process";
 import { chmod, mkdtemp, rm } from "node:fs/promises";
-import { createServer, type AddressInfo, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startBridge } from "../../cli/bridge.ts";
+import { freePorts } from "../../cli/ports.ts";
 import { processesInGroup, readProc } from "../../cli/proc.ts";
 import { spawnWrangler, waitForWorker } from "../../cli/wrangler.ts";
 import type { SandboxMode } from "../../container/runner/config.ts";
@@ -169,32 +169,6 @@ async function spawnRunnerProcess(url: string, token: string, o: { id?: string; 
       await exited;
     },
   };
-}
-
-/**
- * Ports free right now (held open together, so they differ), below the kernel's ephemeral range.
- * Ports the kernel hands out (listen(0), outgoing connections) come from that range, and wrangler
- * and workerd bind such ports for themselves while they start. A CI run's stack once found
- * something else answering its port (a plain 403 "Forbidden"); a port taken that way between
- * being freed here and wrangler binding it is the likeliest cause.
- */
-async function freePorts(n: number): Promise<number[]> {
-  const ephemeralFrom = Number(/^(\d+)/.exec(readProc("/proc/sys/net/ipv4/ip_local_port_range") ?? "")?.[1] ?? 32768);
-  const low = 10_000;
-  const high = Math.max(low + 1000, Math.min(ephemeralFrom, 32768));
-  const servers: Server[] = [];
-  try {
-    for (let tries = 0; servers.length < n; tries++) {
-      if (tries > 200) throw new Error(`no ${n} free ports between ${low} and ${high}`);
-      const port = low + Math.floor(Math.random() * (high - low));
-      const s = createServer();
-      const bound = await new Promise<boolean>((resolve) => s.once("error", () => resolve(false)).listen(port, "127.0.0.1", () => resolve(true)));
-      if (bound) servers.push(s);
-    }
-    return servers.map((s) => (s.address() as AddressInfo).port);
-  } finally {
-    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  }
 }
 
 /** Sum of the resident set sizes (VmRSS) of `pids`, in bytes; exited processes count 0. */
