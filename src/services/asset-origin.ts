@@ -125,7 +125,9 @@ async function storeStaged(store: BlobStore, payload: Payload, q: AssetQualifier
     }
     return { ok: true, digest: d, checksums };
   } finally {
-    await store.env.CAS.delete(staging);
+    // Only space is lost if it stays; a fetch that worked (or its real failure) must not become
+    // this error.
+    await store.env.CAS.delete(staging).catch((e: unknown) => console.warn(JSON.stringify({ event: "asset_staging_left", key: staging, error: String(e) })));
   }
 }
 

@@ -50,13 +50,13 @@ export class BlobStore {
     }
     const startedAt = Date.now();
     if (length === 0) {
-      const head = await this.env.CAS.head(this.key(d.hash));
+      const head = await r2Read(d.hash, this.env.CAS.head(this.key(d.hash)));
       if (!head && small instanceof ConnectError) throw small;
       if (!head) await this.heal(d.hash, startedAt);
       if (head?.size !== d.size) throw notFound(`blob ${d.hash}/${d.size} not found`);
       return { body: new Blob([]).stream(), length: 0 };
     }
-    const obj = await this.env.CAS.get(this.key(d.hash), { range: { offset, length } });
+    const obj = await r2Read(d.hash, this.env.CAS.get(this.key(d.hash), { range: { offset, length } }));
     if (!obj && small instanceof ConnectError) throw small;
     if (!obj) await this.heal(d.hash, startedAt);
     if (!obj || obj.size !== d.size) throw notFound(`blob ${d.hash}/${d.size} not found`);
@@ -83,7 +83,7 @@ export class BlobStore {
       return { body: bytesStream(small.data.subarray(offset, end)), length: Math.max(0, end - offset), size: small.size };
     }
     const startedAt = Date.now();
-    const obj = await this.env.CAS.get(this.key(hash), { range: length === undefined ? { offset } : { offset, length } });
+    const obj = await r2Read(hash, this.env.CAS.get(this.key(hash), { range: length === undefined ? { offset } : { offset, length } }));
     if (!obj) {
       if (small instanceof ConnectError) throw small;
       await this.heal(hash, startedAt);
@@ -100,7 +100,7 @@ export class BlobStore {
     const small = await this.smallByHash(hash);
     if (small && !(small instanceof ConnectError)) return small.size;
     const startedAt = Date.now();
-    const head = await this.env.CAS.head(this.key(hash));
+    const head = await r2Read(hash, this.env.CAS.head(this.key(hash)));
     if (!head && small instanceof ConnectError) throw small;
     if (!head) await this.heal(hash, startedAt);
     return head?.size ?? null;
@@ -140,7 +140,7 @@ export class BlobStore {
         data = await readSmallBody(d, body);
         await checkSha256(d, data);
       } catch (e) {
-        throw mismatch(d, e);
+        throw writeFailure(d, e);
       }
       return this.index.addSmall([{ d, data }]);
     }
@@ -148,7 +148,7 @@ export class BlobStore {
       try {
         await this.env.CAS.put(this.key(d.hash), body, { sha256: d.hash });
       } catch (e) {
-        throw mismatch(d, e);
+        throw writeFailure(d, e);
       }
       await this.index.add([d]);
       return;
@@ -165,11 +165,17 @@ export class BlobStore {
         if (counted !== d.size) throw new DigestMismatch(`${counted} bytes where the digest declares ${d.size}`);
       },
     });
-    const piped = body.pipeThrough(counter).pipeTo(sized.writable);
-    const put = this.env.CAS.put(this.key(d.hash), sized.readable, { sha256: d.hash });
+    // A put that fails without reading its stream (R2 refusing it outright) must also stop the
+    // pipe, which would otherwise wait for a reader forever.
+    const stop = new AbortController();
+    const piped = body.pipeThrough(counter).pipeTo(sized.writable, { signal: stop.signal });
+    const put = this.env.CAS.put(this.key(d.hash), sized.readable, { sha256: d.hash }).catch((e: unknown) => {
+      stop.abort(e);
+      throw e;
+    });
     const [p, w] = await Promise.allSettled([piped, put]);
-    if (p.status === "rejected") throw mismatch(d, p.reason);
-    if (w.status === "rejected") throw mismatch(d, w.reason);
+    if (p.status === "rejected") throw writeFailure(d, p.reason);
+    if (w.status === "rejected") throw writeFailure(d, w.reason);
     await this.index.add([d]);
   }
 
@@ -189,13 +195,13 @@ export class BlobStore {
         if (isEmptyBlob(d)) return undefined;
         if (isSmall(d)) {
           await checkSha256(d, data).catch((e: unknown) => {
-            throw mismatch(d, e);
+            throw writeFailure(d, e);
           });
           small.push({ d, data });
           return undefined;
         }
         await this.env.CAS.put(this.key(d.hash), data, { sha256: d.hash }).catch((e: unknown) => {
-          throw mismatch(d, e);
+          throw writeFailure(d, e);
         });
         landed.push(d);
         return undefined;
@@ -208,7 +214,15 @@ export class BlobStore {
   }
 }
 
-function mismatch(d: BlobDigest, reason: unknown) {
+/** An R2 read that could not start (R2 unreachable or failing) as UNAVAILABLE, which clients retry. */
+function r2Read<T>(hash: string, call: Promise<T>): Promise<T> {
+  return call.catch((e: unknown) => {
+    throw new ConnectError(`blob ${hash}: R2 could not be read (${e instanceof Error ? e.message : String(e)}); retry`, Code.Unavailable, undefined, undefined, e);
+  });
+}
+
+/** Why a write failed, as the client is told: its data was wrong (INVALID_ARGUMENT) or storing it failed (UNAVAILABLE). */
+function writeFailure(d: BlobDigest, reason: unknown): ConnectError {
   // Already a client-facing verdict (e.g. a body that is not valid zstd): keep its reason.
   if (reason instanceof ConnectError) return reason;
   const text = String((reason as Error)?.message ?? reason);
@@ -219,7 +233,8 @@ function mismatch(d: BlobDigest, reason: unknown) {
   if (/length|bytes/i.test(text)) return invalidArgument(`blob ${d.hash}/${d.size}: size does not match the digest; nothing was stored`);
   // The client's body broke off (or R2 could not be reached): retryable, not an internal fault.
   if (/connection lost|disconnected/i.test(text)) return new ConnectError(`blob ${d.hash}/${d.size}: the upload broke off (${text}); nothing was stored`, Code.Unavailable);
-  return reason;
+  // Anything else is R2 (or whatever fed the body) failing, not the client's data: retryable too.
+  return new ConnectError(`blob ${d.hash}/${d.size}: storing it failed (${text}); nothing was stored`, Code.Unavailable, undefined, undefined, reason);
 }
 
 const bytesStream = (data: Uint8Array): ReadableStream<Uint8Array> => new Blob([data]).stream();

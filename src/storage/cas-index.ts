@@ -26,6 +26,18 @@ export function shardName(tenant: string, shard: number, shards: number): string
   return shards === 16 ? `${tenant}:${shard.toString(16)}` : `${tenant}:${shards}:${shard}`;
 }
 
+/**
+ * A shard call that failed (the object unreachable, restarted or overloaded) as what it is to the
+ * caller: UNAVAILABLE with the reason, which clients retry, and not an internal error. Verdicts
+ * already given as ConnectErrors pass unchanged.
+ */
+function shardCall<T>(what: string, call: Promise<T>): Promise<T> {
+  return call.catch((e: unknown) => {
+    if (e instanceof ConnectError) throw e;
+    throw new ConnectError(`the CAS index could not ${what} (${e instanceof Error ? e.message : String(e)}); retry`, Code.Unavailable, undefined, undefined, e);
+  });
+}
+
 /** Tenants (and counts) whose recorded shard count this isolate has already checked. */
 const layoutChecked = new Map<string, Promise<void>>();
 
@@ -75,9 +87,7 @@ export class CasIndex {
     let check = layoutChecked.get(key);
     if (!check) {
       const ns = this.env.CAS_INDEX;
-      check = ns
-        .get(ns.idFromName(`${this.tenant}:layout`))
-        .layout(this.config.shards)
+      check = shardCall(`check tenant "${this.tenant}"'s shard count`, ns.get(ns.idFromName(`${this.tenant}:layout`)).layout(this.config.shards))
         .then((recorded) => {
           if (recorded === this.config.shards) return;
           throw misconfigured(
@@ -140,7 +150,8 @@ export class CasIndex {
       [...this.byShard(asked)].map(async ([shard, group]) => {
         const hashes = JSON.stringify(group.map((j) => asked[j]!.hash));
         const sizes = group.map((j) => asked[j]!.size);
-        for (const g of await this.shardStub(shard).present(hashes, sizes, touch, this.config.touchIntervalMs)) {
+        const hits = await shardCall(`look up ${group.length} blob(s) in shard ${shard}`, this.shardStub(shard).present(hashes, sizes, touch, this.config.touchIntervalMs));
+        for (const g of hits) {
           const j = group[g]!;
           found[j] = 1;
           this.cache.add(this.tenant, asked[j]!);
@@ -163,9 +174,12 @@ export class CasIndex {
     await this.checkLayout();
     const lost = await Promise.all(
       [...this.byShard(digests)].map(([shard, group]) =>
-        this.shardStub(shard).add(
-          group.map((i): [string, number] => [digests[i]!.hash, digests[i]!.size]),
-          this.owner(shard),
+        shardCall(
+          `record ${group.length} blob(s) in shard ${shard}`,
+          this.shardStub(shard).add(
+            group.map((i): [string, number] => [digests[i]!.hash, digests[i]!.size]),
+            this.owner(shard),
+          ),
         ),
       ),
     );
@@ -185,9 +199,12 @@ export class CasIndex {
     await this.checkLayout();
     await Promise.all(
       [...this.byShard(blobs.map((b) => b.d))].map(([shard, group]) =>
-        this.shardStub(shard).addSmall(
-          group.map((i): [string, number, Uint8Array] => [blobs[i]!.d.hash, blobs[i]!.d.size, blobs[i]!.data]),
-          this.owner(shard),
+        shardCall(
+          `record ${group.length} small blob(s) in shard ${shard}`,
+          this.shardStub(shard).addSmall(
+            group.map((i): [string, number, Uint8Array] => [blobs[i]!.d.hash, blobs[i]!.d.size, blobs[i]!.data]),
+            this.owner(shard),
+          ),
         ),
       ),
     );

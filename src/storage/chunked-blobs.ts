@@ -6,8 +6,12 @@
 //
 // A split's chunk list is kept beside the CAS (splits/{tenant}/{hash}) so splitting the same blob
 // again costs one read of the list and one existence check, not a read of the whole blob; a list
-// whose chunks are no longer all present is recomputed.
-import { notFound } from "../errors.ts";
+// whose chunks are no longer all present is recomputed. The list only saves work: one that cannot
+// be written fails nothing.
+//
+// A read that breaks off (of the blob being split, of a chunk being spliced) is UNAVAILABLE with
+// what was being read: the client retries, and a splice has stored nothing.
+import { Code, ConnectError, notFound } from "../errors.ts";
 import { chunkStream, type FastCdc } from "../shared/fastcdc.ts";
 import type { BlobStore } from "./blob-store.ts";
 import { rechunk } from "./rechunk.ts";
@@ -40,7 +44,8 @@ export async function splitBlob(store: BlobStore, d: BlobDigest, cdc: FastCdc): 
     storing.catch(() => {}); // awaited by the next flush or at the end; never left unhandled
   };
   // Read from R2 a MiB at a time (rechunk), not in the store's small chunks.
-  for await (const data of chunkStream(rechunk(blob.body, 1024 * 1024, blob.length), cdc)) {
+  const reading = readOf(`blob ${d.hash}`, "", () => rechunk(blob.body, 1024 * 1024, blob.length));
+  for await (const data of chunkStream(reading, cdc)) {
     const c = { hash: hex(new Uint8Array(await crypto.subtle.digest("SHA-256", data))), size: data.byteLength };
     chunks.push(c);
     batch.push({ d: c, data });
@@ -53,8 +58,46 @@ export async function splitBlob(store: BlobStore, d: BlobDigest, cdc: FastCdc): 
   return chunks;
 }
 
-const recordSplit = (store: BlobStore, d: BlobDigest, cdc: FastCdc, chunks: readonly BlobDigest[]) =>
-  store.env.CAS.put(splitKey(store, d, cdc), JSON.stringify(chunks.map((c) => [c.hash, c.size])));
+/** Keeps a blob's split for the next SplitBlob; a failure only costs that one a read of the blob. */
+async function recordSplit(store: BlobStore, d: BlobDigest, cdc: FastCdc, chunks: readonly BlobDigest[]): Promise<void> {
+  try {
+    await store.env.CAS.put(splitKey(store, d, cdc), JSON.stringify(chunks.map((c) => [c.hash, c.size])));
+  } catch (e) {
+    console.warn(JSON.stringify({ event: "split_not_recorded", tenant: store.tenant, blob: blobKey(d), error: String(e) }));
+  }
+}
+
+/** A read of `what` that failed, as UNAVAILABLE (a verdict already given, e.g. NOT_FOUND, stays). */
+function readFailed(what: string, after: string, e: unknown): ConnectError {
+  if (e instanceof ConnectError) return e;
+  return new ConnectError(`reading ${what} broke off (${e instanceof Error ? e.message : String(e)})${after}; retry`, Code.Unavailable, undefined, undefined, e);
+}
+
+/** The bytes `open` gives, a failure to open or read them turned into readFailed's UNAVAILABLE. */
+async function* readOf<T>(what: string, after: string, open: () => Promise<AsyncIterable<T>> | AsyncIterable<T>): AsyncGenerator<T> {
+  let it: AsyncIterator<T>;
+  try {
+    it = (await open())[Symbol.asyncIterator]();
+  } catch (e) {
+    throw readFailed(what, after, e);
+  }
+  let done = false;
+  try {
+    for (;;) {
+      let n: IteratorResult<T>;
+      try {
+        n = await it.next();
+      } catch (e) {
+        done = true; // a source that threw is finished
+        throw readFailed(what, after, e);
+      }
+      if (n.done) return void (done = true);
+      yield n.value;
+    }
+  } finally {
+    if (!done) await it.return?.(); // the reader stopped early: release the source (an R2 body)
+  }
+}
 
 /** Sizes FastCDC with these parameters can cut (every chunk but the last within min..max). */
 const fitsChunker = (chunks: readonly BlobDigest[], cdc: FastCdc) =>
@@ -89,6 +132,8 @@ export async function spliceBlob(store: BlobStore, blob: BlobDigest, chunks: rea
   if (cutWith && fitsChunker(chunks, cutWith)) await recordSplit(store, blob, cutWith, chunks);
 }
 
+const NOTHING_STORED = "; nothing was stored";
+
 /** Chunks read ahead of the one being written, whole, when they are at most SPLICE_BUFFERED_CHUNK. */
 const SPLICE_READ_AHEAD = 4;
 const SPLICE_BUFFERED_CHUNK = 4 * 1024 * 1024;
@@ -105,7 +150,12 @@ async function* concatenation(store: BlobStore, chunks: readonly BlobDigest[]): 
         ahead.push({ d });
         continue;
       }
-      const data = store.read(d).then(async (r) => new Uint8Array(await new Response(r.body).arrayBuffer()));
+      const data = store
+        .read(d)
+        .then(async (r) => new Uint8Array(await new Response(r.body).arrayBuffer()))
+        .catch((e: unknown) => {
+          throw readFailed(`chunk ${d.hash}`, NOTHING_STORED, e);
+        });
       data.catch(() => {}); // awaited in turn below
       ahead.push({ d, data });
     }
@@ -115,7 +165,7 @@ async function* concatenation(store: BlobStore, chunks: readonly BlobDigest[]): 
   while (ahead.length) {
     const { d, data } = ahead.shift()!;
     fill();
-    const pieces: AsyncIterable<Uint8Array> | Iterable<Uint8Array> = data ? [await data] : (await store.read(d)).body;
+    const pieces = data ? [await data] : readOf(`chunk ${d.hash}`, NOTHING_STORED, async () => (await store.read(d)).body);
     for await (const piece of pieces) {
       yield { offset, data: piece, finish: false };
       offset += piece.byteLength;

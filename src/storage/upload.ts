@@ -66,6 +66,17 @@ export async function uploadBlob(
   return writeMultipart(store, uploadId, d, firstOffset, chunks);
 }
 
+/**
+ * A part that was not stored (R2 failing, or the client's stream breaking off) as UNAVAILABLE: the
+ * session keeps the parts before it, and the client resumes at its committed size. A verdict
+ * already given (the client's data refused) stays as it is.
+ */
+function partFailed(partNumber: number, committed: number, e: unknown): ConnectError {
+  if (e instanceof ConnectError) return e;
+  const reason = e instanceof Error ? e.message : String(e);
+  return new ConnectError(`part ${partNumber} was not stored (${reason}); committed_size stays ${committed}: resume there`, Code.Unavailable, undefined, undefined, e);
+}
+
 /** Why a byte stream stopped: the client closed its stream without finish_write. */
 class EndedEarly extends Error {}
 
@@ -140,6 +151,9 @@ async function writeMultipart(
     const fixed = new FixedLengthStream(partLen);
     const upload = mpu.uploadPart(partNumber, fixed.readable);
     const writer = fixed.writable.getWriter();
+    // A part R2 refuses without reading it must also stop the writes, which would otherwise wait
+    // for a reader forever.
+    upload.catch((e: unknown) => writer.abort(e).catch(() => {}));
     let filled = 0;
     try {
       while (filled < partLen) {
@@ -161,13 +175,18 @@ async function writeMultipart(
       await writer.close();
     } catch (e) {
       await writer.abort(e).catch(() => {});
-      await upload.catch(() => {});
+      const refused = await upload.then(
+        () => undefined,
+        (r: unknown) => r,
+      );
       // The session stays at the last whole part: the client resumes from there. A stream
       // closed without finish_write is answered with that, not an error.
       if (e instanceof EndedEarly) return session.committed;
-      throw e;
+      // The client's data refused is the answer; otherwise R2's reason, not the aborted write's.
+      throw partFailed(partNumber, session.committed, e instanceof ConnectError ? e : (refused ?? e));
     }
-    const part = await upload;
+    const committed = session.committed;
+    const part: R2UploadedPart = await upload.catch((e: unknown) => Promise.reject(partFailed(partNumber, committed, e)));
     session = {
       ...session,
       parts: [...session.parts, { partNumber: part.partNumber, etag: part.etag }],

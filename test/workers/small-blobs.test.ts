@@ -6,11 +6,11 @@ import { SELF, env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { CasIndexDO } from "../../durable-objects/cas-index.ts";
-import type { Env } from "../../src/env.ts";
 import { ByteStream } from "../../src/gen/google/bytestream/bytestream_pb.ts";
 import { BlobStore } from "../../src/storage/blob-store.ts";
 import { SMALL_BLOB_MAX_BYTES } from "../../src/shared/small-blob-size.ts";
 import { admin, blobsInShard, bytesHeld, evictStep, lastUsedAt, missing, objectExists, store, tenantPerTest, type Tenant, type TestBlob } from "./cas-eviction-helpers.ts";
+import { failingIndex } from "./fault-injection.ts";
 import { codeOf, digestOf, grpcWebClient, pseudoRandom, sha256Hex } from "./helpers.ts";
 
 const setup = tenantPerTest();
@@ -147,28 +147,6 @@ describe("verified before anything is recorded", () => {
     expect(await missing(t, [b])).toEqual(new Set([b.digest.hash]));
   });
 });
-
-/**
- * `env` whose CAS index stubs fail the named methods: before the call reaches the shard ("before"),
- * or after it has run there, as if its answer were lost ("after").
- */
-function failingIndex(methods: string[], when: "before" | "after"): Env {
-  const ns = env.CAS_INDEX;
-  const namespace = {
-    idFromName: (name: string) => ns.idFromName(name),
-    get: (id: DurableObjectId) => {
-      const stub = ns.get(id) as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
-      return new Proxy(stub, {
-        get: (_t, prop: string) => async (...args: unknown[]) => {
-          if (!methods.includes(prop)) return stub[prop]!(...args);
-          if (when === "after") await stub[prop]!(...args);
-          throw new Error(`injected: CAS index ${prop} failed ${when} reaching the shard`);
-        },
-      });
-    },
-  };
-  return { ...env, CAS_INDEX: namespace } as unknown as Env;
-}
 
 describe("faults of the index", () => {
   it("a small write whose index call fails is not kept; written again, it is kept once", async () => {

@@ -1,0 +1,126 @@
+// Writes of blobs kept in R2 when R2 fails: before the object lands, or after (the answer lost on
+// the way back). Either way the writer hears UNAVAILABLE with the reason (a fault to retry, not
+// the client's data being wrong), nothing half-stored is reported present, and the write made
+// again stores the blob once. A resumable upload keeps the parts before the one that failed.
+import { env } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { BlobStore } from "../../src/storage/blob-store.ts";
+import { PART_SIZE, uploadBlob, type WriteChunk } from "../../src/storage/upload.ts";
+import type { BlobDigest } from "../../src/storage/digest.ts";
+import { R2_BLOB_BYTES, admin, missing, tenantPerTest, type Tenant, type TestBlob } from "./cas-eviction-helpers.ts";
+import { failingBucket, type When } from "./fault-injection.ts";
+import { digestOf, pseudoRandom } from "./helpers.ts";
+
+const setup = tenantPerTest();
+
+async function testBlob(seed: number): Promise<TestBlob> {
+  const data = pseudoRandom(R2_BLOB_BYTES + seed, seed);
+  return { data, digest: await digestOf(data) };
+}
+
+const digest = (b: TestBlob): BlobDigest => ({ hash: b.digest.hash, size: b.data.byteLength });
+
+/** The ways a blob reaches R2: a stream (ByteStream, HTTP), a sized HTTP body, a batch. */
+const writes: [string, (s: BlobStore, b: TestBlob) => Promise<void>][] = [
+  ["a streamed write", (s, b) => s.write(digest(b), new Blob([b.data]).stream())],
+  ["a sized write", (s, b) => s.write(digest(b), new Blob([b.data]).stream(), { sized: true })],
+  [
+    "a batch write",
+    async (s, b) => {
+      const [e] = await s.writeMany([{ d: digest(b), data: b.data }]);
+      if (e !== undefined) throw e;
+    },
+  ],
+];
+
+async function stats(t: Tenant) {
+  const { blobs, bytes } = (await admin(t, "GET", "/admin/cas/stats")).body.tenants[0] ?? { blobs: 0, bytes: 0 };
+  return { blobs, bytes };
+}
+
+describe("R2 failing a write", () => {
+  for (const [name, write] of writes) {
+    for (const when of ["before", "after"] as When[]) {
+      it(`${name}, R2 failing ${when} the object lands: UNAVAILABLE with the reason; written again, the blob is stored once`, async () => {
+        const t = setup();
+        const b = await testBlob(when === "before" ? 1 : 2);
+        const key = `cas/${t.tenant}/${b.digest.hash}`;
+        const broken = new BlobStore(failingBucket((op, k) => op === "put" && k === key, when), t.tenant);
+        const err = await write(broken, b).then(
+          () => expect.unreachable("the write succeeded"),
+          (e: unknown) => ConnectError.from(e),
+        );
+        expect(err.code).toBe(Code.Unavailable);
+        expect(err.rawMessage).toMatch(new RegExp(`blob ${b.digest.hash}/${b.data.byteLength}: storing it failed \\(injected: R2 put .*\\); nothing was stored`));
+        // Whether or not the object landed, the index never heard of it: FindMissing asks for it.
+        expect(await missing(t, [b])).toEqual(new Set([b.digest.hash]));
+
+        await write(new BlobStore(env, t.tenant), b);
+        expect(await missing(t, [b])).toEqual(new Set());
+        expect(await stats(t)).toEqual({ blobs: 1, bytes: b.data.byteLength });
+        const r = await t.cas.batchReadBlobs({ digests: [b.digest] });
+        expect(r.responses[0]!.data).toEqual(b.data);
+      });
+    }
+  }
+});
+
+describe("R2 failing a part of a resumable upload", () => {
+  /** The blob from `from` on, in 1 MiB writes, finish_write on the last. */
+  async function* from(data: Uint8Array, start: number): AsyncGenerator<WriteChunk> {
+    for (let at = start; at < data.byteLength; at += 1 << 20) {
+      const end = Math.min(at + (1 << 20), data.byteLength);
+      yield { offset: at, data: data.subarray(at, end), finish: end === data.byteLength };
+    }
+  }
+
+  for (const when of ["before", "after"] as When[]) {
+    it(`R2 failing the second part ${when} it lands: UNAVAILABLE, committed_size stays at the first; resumed there, the blob is whole and stored once`, async () => {
+      const t = setup();
+      const data = pseudoRandom(2 * PART_SIZE + 10, when === "before" ? 3 : 4);
+      const b = { data, digest: await digestOf(data) };
+      const uploadId = crypto.randomUUID();
+      // RESUMABLE_UPLOAD_ABOVE_BYTES is 8 MiB in these tests: this upload goes in 8 MiB parts.
+      let parts = 0;
+      const secondFails = new BlobStore(failingBucket((op) => op === "uploadPart" && ++parts === 2, when), t.tenant);
+      const err = await uploadBlob(secondFails, uploadId, digest(b), 0, from(data, 0)).then(
+        () => expect.unreachable("the upload succeeded"),
+        (e: unknown) => ConnectError.from(e),
+      );
+      expect(err.code).toBe(Code.Unavailable);
+      expect(err.rawMessage).toMatch(new RegExp(`part 2 was not stored \\(injected: R2 uploadPart 2 .*\\); committed_size stays ${PART_SIZE}: resume there`));
+      expect(await missing(t, [b])).toEqual(new Set([b.digest.hash]));
+
+      expect(await uploadBlob(new BlobStore(env, t.tenant), uploadId, digest(b), PART_SIZE, from(data, PART_SIZE))).toBe(data.byteLength);
+      expect(await missing(t, [b])).toEqual(new Set());
+      expect(await stats(t)).toEqual({ blobs: 1, bytes: data.byteLength });
+      const r = await new BlobStore(env, t.tenant).read(digest(b));
+      expect(new Uint8Array(await new Response(r.body).arrayBuffer())).toEqual(data);
+    });
+  }
+});
+
+describe("R2 failing a read", () => {
+  it("a read, by digest or by hash, whose R2 call fails: UNAVAILABLE with the reason, and the blob is not healed away", async () => {
+    const t = setup();
+    const b = await testBlob(5);
+    await new BlobStore(env, t.tenant).write(digest(b), new Blob([b.data]).stream());
+    const key = `cas/${t.tenant}/${b.digest.hash}`;
+    const broken = new BlobStore(failingBucket((op, k) => (op === "get" || op === "head") && k === key), t.tenant);
+    const d = digest(b);
+    const code = (p: Promise<unknown>) => p.then(() => "ok", (e: unknown) => ConnectError.from(e));
+    for (const [what, call] of [
+      ["read", () => broken.read(d)],
+      ["read of nothing", () => broken.read(d, d.size)],
+      ["readByHash", () => broken.readByHash(d.hash)],
+      ["sizeOf", () => broken.sizeOf(d.hash)],
+    ] as const) {
+      const err = await code(call());
+      expect(err, what).toMatchObject({ code: Code.Unavailable, rawMessage: expect.stringMatching(new RegExp(`blob ${d.hash}: R2 could not be read \\(injected: R2 (get|head)`)) });
+    }
+    expect(await missing(t, [b])).toEqual(new Set());
+    const r = await new BlobStore(env, t.tenant).read(d);
+    expect(new Uint8Array(await new Response(r.body).arrayBuffer())).toEqual(b.data);
+  });
+});

@@ -1,0 +1,96 @@
+// Faults injected into the bindings a storage path calls: the CAS index objects and the R2 bucket,
+// each failing chosen calls before they reach their target, or after it has done its work (as if
+// the answer were lost on the way back). Tests build a BlobStore over the returned env.
+import { env } from "cloudflare:test";
+import type { Env } from "../../src/env.ts";
+
+export type When = "before" | "after";
+
+/** `base` whose CAS index stubs fail the named methods (see When). */
+export function failingIndex(methods: string[], when: When, base: Env = env): Env {
+  const ns = base.CAS_INDEX;
+  const namespace = {
+    idFromName: (name: string) => ns.idFromName(name),
+    get: (id: DurableObjectId) => {
+      const stub = ns.get(id) as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
+      return new Proxy(stub, {
+        get: (_t, prop: string) => async (...args: unknown[]) => {
+          if (!methods.includes(prop)) return stub[prop]!(...args);
+          if (when === "after") await stub[prop]!(...args);
+          throw new Error(`injected: CAS index ${prop} failed ${when} reaching the shard`);
+        },
+      });
+    },
+  };
+  return { ...base, CAS_INDEX: namespace } as unknown as Env;
+}
+
+/**
+ * `base` whose R2 bucket fails the calls `fails(op, key)` picks (op: get, put, head, ..., and
+ * uploadPart of a multipart upload, keyed by its object's key), as `when` says; a get failing
+ * "after" hands over a body that breaks off after its first bytes, as a read cut off mid-way does.
+ */
+export function failingBucket(fails: (op: string, key: string) => boolean, when: When = "before", base: Env = env): Env {
+  const bucket = base.CAS;
+  const proxy = new Proxy(bucket, {
+    get(t, prop: string) {
+      const v = Reflect.get(t, prop) as unknown;
+      if (typeof v !== "function") return v;
+      return (...args: unknown[]) => {
+        const key = typeof args[0] === "string" ? args[0] : "";
+        const call = () => Reflect.apply(v, t, args);
+        if (prop === "resumeMultipartUpload") return failingUpload(call() as R2MultipartUpload, fails, when);
+        if (prop === "createMultipartUpload") return (call() as Promise<R2MultipartUpload>).then((u) => failingUpload(u, fails, when));
+        if (!fails(prop, key)) return call();
+        return inject(`R2 ${prop} of ${key}`, when, call, prop === "get" && when === "after");
+      };
+    },
+  });
+  return { ...base, CAS: proxy } as unknown as Env;
+}
+
+/** A multipart upload whose uploadPart calls fail where `fails("uploadPart", its key)` says. */
+function failingUpload(upload: R2MultipartUpload, fails: (op: string, key: string) => boolean, when: When): R2MultipartUpload {
+  return new Proxy(upload, {
+    get(t, prop: string) {
+      const v = Reflect.get(t, prop) as unknown;
+      if (typeof v !== "function") return v;
+      return (...args: unknown[]) => {
+        const call = () => Reflect.apply(v, t, args);
+        if (prop !== "uploadPart" || !fails(prop, t.key)) return call();
+        // "before" refuses the part without reading its stream, as R2 may.
+        return inject(`R2 uploadPart ${String(args[0])} of ${t.key}`, when, call, false);
+      };
+    },
+  });
+}
+
+/** The injected failure of `call`; a read (`breaksBody`) hands over a body that breaks off instead. */
+async function inject(what: string, when: When, call: () => unknown, breaksBody: boolean): Promise<unknown> {
+  const err = new Error(`injected: ${what} failed ${when} reaching R2`);
+  if (breaksBody) {
+    const obj = (await call()) as R2ObjectBody | null;
+    if (!obj) return obj;
+    // What readers use of an object; R2's own getters refuse any other `this`.
+    return { key: obj.key, size: obj.size, etag: obj.etag, range: obj.range, body: breakAfterFirstChunk(obj.body, err) };
+  }
+  if (when === "after") await call();
+  throw err;
+}
+
+function breakAfterFirstChunk(body: ReadableStream<Uint8Array>, err: Error): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  let sent = false;
+  return new ReadableStream({
+    async pull(ctl) {
+      if (sent) {
+        await reader.cancel(err);
+        return ctl.error(err);
+      }
+      const { value, done } = await reader.read();
+      if (done) return ctl.error(err);
+      sent = true;
+      ctl.enqueue(value.subarray(0, Math.max(1, value.byteLength >> 1)));
+    },
+  });
+}
