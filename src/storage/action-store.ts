@@ -2,7 +2,7 @@
 import { toBinary } from "@bufbuild/protobuf";
 import { ActionResultSchema, type ActionResult } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import type { Env } from "../env.ts";
-import { invalidArgument } from "../errors.ts";
+import { Code, ConnectError, invalidArgument } from "../errors.ts";
 import { evictionPolicy } from "./eviction-policy.ts";
 
 /** Largest serialized ActionResult we store (inline contents included). */
@@ -24,7 +24,15 @@ export async function putActionResult(bucket: R2Bucket, key: string, result: Act
   const customMetadata: Record<string, string> = {};
   if (actionSize !== undefined) customMetadata[ACTION_SIZE] = String(actionSize);
   if (writer) customMetadata[WRITER] = writer.slice(0, 256);
-  await bucket.put(key, bytes, { customMetadata });
+  await bucket.put(key, bytes, { customMetadata }).catch((e: unknown) => {
+    throw acUnavailable("stored", e);
+  });
+}
+
+/** R2 failing an action-cache read or write: UNAVAILABLE with the reason, which clients retry. */
+export function acUnavailable(what: "read" | "stored", e: unknown): ConnectError {
+  if (e instanceof ConnectError) return e;
+  return new ConnectError(`the action cache entry could not be ${what} (${e instanceof Error ? e.message : String(e)}); retry`, Code.Unavailable, undefined, undefined, e);
 }
 
 const ACTION_SIZE = "action-size";
@@ -49,11 +57,16 @@ export const lastUsed = (obj: R2Object) => Number(obj.customMetadata?.[USED]) ||
 /**
  * R2 keeps no access time, so the action-cache sweeper ages entries by lastUsed: a hit on an entry
  * that has aged a while writes it again (at most one write per entry per refresh interval, not one
- * per hit), so entries in use never expire.
+ * per hit), so entries in use never expire. A refresh that fails is logged, not thrown: the hit
+ * stands, and the next hit tries again.
  */
 export async function refreshIfAgeing(env: Env, obj: R2Object, bytes: Uint8Array, now = Date.now()): Promise<void> {
   const maxIdle = evictionPolicy(env).acMaxIdleMs;
   if (maxIdle === undefined) return;
   if (now - lastUsed(obj) < Math.min(maxIdle * REFRESH_FRACTION, DAY_MS)) return;
-  await env.CAS.put(obj.key, bytes, { customMetadata: { ...obj.customMetadata, [USED]: String(now) } });
+  try {
+    await env.CAS.put(obj.key, bytes, { customMetadata: { ...obj.customMetadata, [USED]: String(now) } });
+  } catch (e) {
+    console.warn(JSON.stringify({ event: "ac_refresh_failed", key: obj.key, error: String(e) }));
+  }
 }

@@ -71,8 +71,10 @@ async function inject(what: string, when: When, call: () => unknown, breaksBody:
   if (breaksBody) {
     const obj = (await call()) as R2ObjectBody | null;
     if (!obj) return obj;
-    // What readers use of an object; R2's own getters refuse any other `this`.
-    return { key: obj.key, size: obj.size, etag: obj.etag, range: obj.range, body: breakAfterFirstChunk(obj.body, err) };
+    // What readers use of an object (R2's own getters refuse any other `this`), its body breaking.
+    const body = breakAfterFirstChunk(obj.body, err);
+    const { key, size, etag, range, uploaded, customMetadata, httpMetadata } = obj;
+    return { key, size, etag, range, uploaded, customMetadata, httpMetadata, body, arrayBuffer: () => new Response(body).arrayBuffer() };
   }
   if (when === "after") await call();
   throw err;
