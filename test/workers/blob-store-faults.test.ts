@@ -1,7 +1,8 @@
-// Writes of blobs kept in R2 when R2 fails: before the object lands, or after (the answer lost on
-// the way back). Either way the writer hears UNAVAILABLE with the reason (a fault to retry, not
-// the client's data being wrong), nothing half-stored is reported present, and the write made
-// again stores the blob once. A resumable upload keeps the parts before the one that failed.
+// Blobs kept in R2 when R2 or the CAS index fails: before the call reaches its target, or after
+// it has acted (the answer lost on the way back). Either way the caller hears UNAVAILABLE with the
+// reason (a fault to retry, not the client's data being wrong, nor a blob missing), nothing
+// half-stored is reported present, and a write made again stores the blob once. A resumable
+// upload keeps the parts before the one that failed; a failed read heals nothing away.
 import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -9,7 +10,7 @@ import { BlobStore } from "../../src/storage/blob-store.ts";
 import { PART_SIZE, uploadBlob, type WriteChunk } from "../../src/storage/upload.ts";
 import type { BlobDigest } from "../../src/storage/digest.ts";
 import { R2_BLOB_BYTES, admin, missing, tenantPerTest, type Tenant, type TestBlob } from "./cas-eviction-helpers.ts";
-import { failingBucket, type When } from "./fault-injection.ts";
+import { failingBucket, failingIndex, type When } from "./fault-injection.ts";
 import { digestOf, pseudoRandom } from "./helpers.ts";
 
 const setup = tenantPerTest();
@@ -123,4 +124,22 @@ describe("R2 failing a read", () => {
     const r = await new BlobStore(env, t.tenant).read(d);
     expect(new Uint8Array(await new Response(r.body).arrayBuffer())).toEqual(b.data);
   });
+});
+
+describe("the CAS index failing", () => {
+  for (const when of ["before", "after"] as When[]) {
+    it(`a lookup a shard fails ${when} answering: UNAVAILABLE naming the shard, and nothing is reported missing or present`, async () => {
+      const t = setup();
+      const b = await testBlob(6);
+      await new BlobStore(env, t.tenant).write(digest(b), new Blob([b.data]).stream());
+      const broken = new BlobStore(failingIndex(["present"], when), t.tenant);
+      const err = await broken.index.missing([digest(b)]).then(
+        () => expect.unreachable("the lookup succeeded"),
+        (e: unknown) => ConnectError.from(e),
+      );
+      expect(err.code).toBe(Code.Unavailable);
+      expect(err.rawMessage).toMatch(/the CAS index could not look up 1 blob\(s\) in shard \d+ \(injected: CAS index present failed .*\); retry/);
+      expect(await missing(t, [b])).toEqual(new Set());
+    });
+  }
 });
