@@ -7,6 +7,7 @@ import { committedBytes, uploadBlob, type WriteChunk } from "../storage/upload.t
 import { scopeFor } from "./scope.ts";
 import { checkUploadSize } from "./limits.ts";
 import { rechunk } from "../storage/rechunk.ts";
+import { readOf } from "../storage/read-failures.ts";
 import { READ_HEAD_ROOM, READ_MESSAGE_BYTES } from "../shared/read-framing.ts";
 import { readBlob } from "./blobs.ts";
 import { parseLogStreamName } from "../execution/log-streams.ts";
@@ -40,9 +41,11 @@ export async function openRead(ctx: HandlerContext, req: ReadRequest): Promise<{
     offset: offsetOf(req.readOffset, "read_offset"),
     length: offsetOf(req.readLimit, "read_limit") || undefined,
   });
+  // A body that breaks off ends the call UNAVAILABLE (read-failures.ts), after whole messages only.
+  const what = `blob ${r.digest.hash}/${r.digest.size}`;
   // Each compressed message is one zstd frame of at most READ_CHUNK uncompressed bytes.
-  if (r.compressor) return { pieces: compressStream(blob.body, blob.length), room: 0 };
-  return { pieces: rechunk(blob.body, READ_CHUNK, blob.length, READ_HEAD_ROOM), room: READ_HEAD_ROOM };
+  if (r.compressor) return { pieces: readOf(what, "", () => compressStream(blob.body, blob.length)), room: 0 };
+  return { pieces: readOf(what, "", () => rechunk(blob.body, READ_CHUNK, blob.length, READ_HEAD_ROOM)), room: READ_HEAD_ROOM };
 }
 
 export const byteStreamService: ServiceImpl<typeof ByteStream> = {

@@ -11,11 +11,12 @@
 //
 // A read that breaks off (of the blob being split, of a chunk being spliced) is UNAVAILABLE with
 // what was being read: the client retries, and a splice has stored nothing.
-import { Code, ConnectError, notFound } from "../errors.ts";
+import { notFound } from "../errors.ts";
 import { chunkStream, type FastCdc } from "../shared/fastcdc.ts";
 import type { BlobStore } from "./blob-store.ts";
 import { rechunk } from "./rechunk.ts";
 import { blobKey, type BlobDigest } from "./digest.ts";
+import { readFailed, readOf } from "./read-failures.ts";
 import { hex } from "./sha256-state.ts";
 import { uploadBlob, type WriteChunk } from "./upload.ts";
 
@@ -64,38 +65,6 @@ async function recordSplit(store: BlobStore, d: BlobDigest, cdc: FastCdc, chunks
     await store.env.CAS.put(splitKey(store, d, cdc), JSON.stringify(chunks.map((c) => [c.hash, c.size])));
   } catch (e) {
     console.warn(JSON.stringify({ event: "split_not_recorded", tenant: store.tenant, blob: blobKey(d), error: String(e) }));
-  }
-}
-
-/** A read of `what` that failed, as UNAVAILABLE (a verdict already given, e.g. NOT_FOUND, stays). */
-function readFailed(what: string, after: string, e: unknown): ConnectError {
-  if (e instanceof ConnectError) return e;
-  return new ConnectError(`reading ${what} broke off (${e instanceof Error ? e.message : String(e)})${after}; retry`, Code.Unavailable, undefined, undefined, e);
-}
-
-/** The bytes `open` gives, a failure to open or read them turned into readFailed's UNAVAILABLE. */
-async function* readOf<T>(what: string, after: string, open: () => Promise<AsyncIterable<T>> | AsyncIterable<T>): AsyncGenerator<T> {
-  let it: AsyncIterator<T>;
-  try {
-    it = (await open())[Symbol.asyncIterator]();
-  } catch (e) {
-    throw readFailed(what, after, e);
-  }
-  let done = false;
-  try {
-    for (;;) {
-      let n: IteratorResult<T>;
-      try {
-        n = await it.next();
-      } catch (e) {
-        done = true; // a source that threw is finished
-        throw readFailed(what, after, e);
-      }
-      if (n.done) return void (done = true);
-      yield n.value;
-    }
-  } finally {
-    if (!done) await it.return?.(); // the reader stopped early: release the source (an R2 body)
   }
 }
 

@@ -11,7 +11,8 @@ import { PART_SIZE, uploadBlob, type WriteChunk } from "../../src/storage/upload
 import type { BlobDigest } from "../../src/storage/digest.ts";
 import { R2_BLOB_BYTES, admin, missing, tenantPerTest, type Tenant, type TestBlob } from "./cas-eviction-helpers.ts";
 import { failingBucket, failingIndex, type When } from "./fault-injection.ts";
-import { digestOf, pseudoRandom } from "./helpers.ts";
+import { ByteStream } from "../../src/gen/google/bytestream/bytestream_pb.ts";
+import { connectClient, digestOf, grpcWebClient, pseudoRandom } from "./helpers.ts";
 
 const setup = tenantPerTest();
 
@@ -140,6 +141,37 @@ describe("the CAS index failing", () => {
       expect(err.code).toBe(Code.Unavailable);
       expect(err.rawMessage).toMatch(/the CAS index could not look up 1 blob\(s\) in shard \d+ \(injected: CAS index present failed .*\); retry/);
       expect(await missing(t, [b])).toEqual(new Set());
+    });
+  }
+});
+
+describe("R2 breaking off a ByteStream read", () => {
+  for (const [surface, client] of [
+    ["gRPC-web (the read lane)", () => grpcWebClient(ByteStream)],
+    ["Connect (the router)", () => connectClient(ByteStream)],
+  ] as const) {
+    it(`${surface}: the read ends UNAVAILABLE naming the blob, after whole messages only, never as a short blob`, async () => {
+      const t = setup();
+      const data = pseudoRandom(3 * 1024 * 1024 + 5, 7);
+      const b = { data, digest: await digestOf(data) };
+      await new BlobStore(env, t.tenant).write(digest(b), new Blob([data]).stream());
+      const key = `cas/${t.tenant}/${b.digest.hash}`;
+      const real = env.CAS;
+      env.CAS = failingBucket((op, k) => op === "get" && k === key, "after").CAS;
+      try {
+        let got = 0;
+        const err = await (async () => {
+          for await (const r of client().read({ resourceName: `blobs/${b.digest.hash}/${data.byteLength}` }, { headers: t.headers })) got += r.data.byteLength;
+        })().then(
+          () => expect.unreachable("the read ended cleanly"),
+          (e: unknown) => ConnectError.from(e),
+        );
+        expect(err.code).toBe(Code.Unavailable);
+        expect(err.rawMessage).toMatch(new RegExp(`reading blob ${b.digest.hash}/${data.byteLength} broke off \\(injected: R2 get`));
+        expect(got).toBeLessThan(data.byteLength);
+      } finally {
+        env.CAS = real;
+      }
     });
   }
 });
