@@ -3,7 +3,7 @@
 // reason (a fault to retry, not the client's data being wrong, nor a blob missing), nothing
 // half-stored is reported present, and a write made again stores the blob once. A resumable
 // upload keeps the parts before the one that failed; a failed read heals nothing away.
-import { env } from "cloudflare:test";
+import { SELF, env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { BlobStore } from "../../src/storage/blob-store.ts";
@@ -169,6 +169,32 @@ describe("R2 breaking off a ByteStream read", () => {
         expect(err.code).toBe(Code.Unavailable);
         expect(err.rawMessage).toMatch(new RegExp(`reading blob ${b.digest.hash}/${data.byteLength} broke off \\(injected: R2 get`));
         expect(got).toBeLessThan(data.byteLength);
+      } finally {
+        env.CAS = real;
+      }
+    });
+  }
+});
+
+describe("R2 breaking off an HTTP read", () => {
+  for (const path of ["/cache/cas/{hash}", "/blobs/{hash}/{size}"]) {
+    it(`GET ${path}: the response breaks off too, never a short body that ends cleanly`, async () => {
+      const t = setup();
+      const data = pseudoRandom(3 * 1024 * 1024 + 9, 8);
+      const b = { data, digest: await digestOf(data) };
+      await new BlobStore(env, t.tenant).write(digest(b), new Blob([data]).stream());
+      const key = `cas/${t.tenant}/${b.digest.hash}`;
+      const real = env.CAS;
+      env.CAS = failingBucket((op, k) => op === "get" && k === key, "after").CAS;
+      try {
+        const res = await SELF.fetch(`http://kiln${path.replace("{hash}", b.digest.hash).replace("{size}", String(data.byteLength))}`, { headers: t.headers });
+        expect(res.status).toBe(200);
+        expect(res.headers.get("content-length")).toBe(String(data.byteLength));
+        const body = await res.arrayBuffer().then(
+          (a) => a.byteLength,
+          (e: unknown) => e,
+        );
+        expect(body).toBeInstanceOf(Error);
       } finally {
         env.CAS = real;
       }
