@@ -11,6 +11,7 @@ import { PART_SIZE, uploadBlob, type WriteChunk } from "../../src/storage/upload
 import type { BlobDigest } from "../../src/storage/digest.ts";
 import { R2_BLOB_BYTES, admin, missing, tenantPerTest, type Tenant, type TestBlob } from "./cas-eviction-helpers.ts";
 import { failingBucket, failingIndex, type When } from "./fault-injection.ts";
+import { ContentAddressableStorage } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { ByteStream } from "../../src/gen/google/bytestream/bytestream_pb.ts";
 import { connectClient, digestOf, grpcWebClient, pseudoRandom } from "./helpers.ts";
 
@@ -200,4 +201,49 @@ describe("R2 breaking off an HTTP read", () => {
       }
     });
   }
+});
+
+describe("a CAS index shard failing, as each surface answers it", () => {
+  /** Runs `fn` with the worker's CAS index failing `methods` before they reach a shard. */
+  async function withFailingIndex<T>(methods: string[], fn: () => Promise<T>): Promise<T> {
+    const real = env.CAS_INDEX;
+    env.CAS_INDEX = failingIndex(methods, "before").CAS_INDEX;
+    try {
+      return await fn();
+    } finally {
+      env.CAS_INDEX = real;
+    }
+  }
+
+  for (const [surface, client] of [
+    ["gRPC-web (the FindMissing lane)", () => grpcWebClient(ContentAddressableStorage)],
+    ["Connect (the router)", () => connectClient(ContentAddressableStorage)],
+  ] as const) {
+    it(`FindMissingBlobs over ${surface}: UNAVAILABLE with the reason`, async () => {
+      const t = setup();
+      const b = await testBlob(9);
+      const err = await withFailingIndex(["present"], () =>
+        client()
+          .findMissingBlobs({ blobDigests: [b.digest] }, { headers: t.headers })
+          .then(
+            () => expect.unreachable("FindMissing answered"),
+            (e: unknown) => ConnectError.from(e),
+          ),
+      );
+      expect(err.code).toBe(Code.Unavailable);
+      expect(err.rawMessage).toMatch(/the CAS index could not look up 1 blob\(s\) in shard \d+ \(injected: .*\); retry/);
+    });
+  }
+
+  it("an HTTP cache PUT whose record fails: 503 with the reason; PUT again, it is stored once", async () => {
+    const t = setup();
+    const b = await testBlob(10);
+    const put = () => SELF.fetch(`http://kiln/cache/cas/${b.digest.hash}`, { method: "PUT", headers: t.headers, body: b.data });
+    const res = await withFailingIndex(["add"], put);
+    expect(res.status).toBe(503);
+    expect(await res.text()).toMatch(/the CAS index could not record 1 blob\(s\) in shard \d+ \(injected: .*\); retry/);
+    expect(await missing(t, [b])).toEqual(new Set([b.digest.hash]));
+    expect((await put()).status).toBe(200);
+    expect(await stats(t)).toEqual({ blobs: 1, bytes: b.data.byteLength });
+  });
 });
