@@ -74,12 +74,23 @@ const fitsChunker = (chunks: readonly BlobDigest[], cdc: FastCdc) =>
 
 /** A split recorded earlier whose blob and chunks are all still present (and are touched). */
 async function knownSplit(store: BlobStore, d: BlobDigest, cdc: FastCdc): Promise<BlobDigest[] | null> {
-  const obj = await store.env.CAS.get(splitKey(store, d, cdc));
-  if (!obj) return null;
-  const chunks = ((await obj.json()) as [string, number][]).map(([hash, size]) => ({ hash, size }));
+  const chunks = await readSplit(store, splitKey(store, d, cdc));
+  if (!chunks) return null;
   const missing = await store.index.missing([d, ...chunks], true);
   if (missing.some((m) => m.hash === d.hash && m.size === d.size)) throw notFound(`blob ${blobKey(d)} not found`);
   return missing.length === 0 ? chunks : null;
+}
+
+/** A recorded split; null when there is none, or it cannot be read (the split is then cut afresh). */
+async function readSplit(store: BlobStore, key: string): Promise<BlobDigest[] | null> {
+  try {
+    const obj = await store.env.CAS.get(key);
+    if (!obj) return null;
+    return ((await obj.json()) as [string, number][]).map(([hash, size]) => ({ hash, size }));
+  } catch (e) {
+    console.warn(JSON.stringify({ event: "split_record_unreadable", key, error: String(e) }));
+    return null;
+  }
 }
 
 async function storeNew(store: BlobStore, blobs: { d: BlobDigest; data: Uint8Array }[]): Promise<void> {

@@ -98,6 +98,19 @@ describe("SplitBlob with faults", () => {
       expect(await stats(t)).toEqual({ blobs: 1 + cut.length, bytes: 2 * blob.data.byteLength });
     });
   }
+  for (const when of ["before", "after"] as When[]) {
+    it(`a split record R2 fails to read (${when === "before" ? "at once" : "mid-way"}): the blob is cut afresh, the same chunks`, async () => {
+      const t = setup();
+      const blob = await testBlob(2 * MiB + 1, 14);
+      await store(t, [blob]);
+      const first = await t.cas.splitBlob({ blobDigest: blob.digest });
+      expect(await splitRecords(t)).toBe(1);
+      const faulty = failingBucket((op, k) => op === "get" && k.startsWith("splits/"), when);
+      const again = await splitBlob(storeOver(t, faulty), digest(blob), serverChunker());
+      expect(again.map((c) => c.hash)).toEqual(first.chunkDigests.map((c) => c.hash));
+      expect(await stats(t)).toEqual({ blobs: 1 + again.length, bytes: 2 * blob.data.byteLength });
+    });
+  }
 });
 
 describe("SpliceBlob with faults", () => {

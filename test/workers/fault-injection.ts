@@ -74,7 +74,8 @@ async function inject(what: string, when: When, call: () => unknown, breaksBody:
     // What readers use of an object (R2's own getters refuse any other `this`), its body breaking.
     const body = breakAfterFirstChunk(obj.body, err);
     const { key, size, etag, range, uploaded, customMetadata, httpMetadata } = obj;
-    return { key, size, etag, range, uploaded, customMetadata, httpMetadata, body, arrayBuffer: () => new Response(body).arrayBuffer() };
+    const read = () => new Response(body);
+    return { key, size, etag, range, uploaded, customMetadata, httpMetadata, body, arrayBuffer: () => read().arrayBuffer(), text: () => read().text(), json: () => read().json() };
   }
   if (when === "after") await call();
   throw err;
