@@ -13,6 +13,16 @@ import { httpStatusOf, statusName } from "./shared/status.ts";
 export const notFound = (message: string) => new ConnectError(message, Code.NotFound);
 export const outOfRange = (message: string) => new ConnectError(message, Code.OutOfRange);
 
+/**
+ * Something Kiln called (R2, a Durable Object) failing, as the client is told: UNAVAILABLE,
+ * "`what` (its reason); `advice`", which clients retry; not an internal error. A verdict already
+ * given (a ConnectError) passes unchanged.
+ */
+export function unavailableFrom(what: string, e: unknown, advice = "retry"): ConnectError {
+  if (e instanceof ConnectError) return e;
+  return new ConnectError(`${what} (${e instanceof Error ? e.message : String(e)}); ${advice}`, Code.Unavailable, undefined, undefined, e);
+}
+
 /** Anything that is not a ConnectError is an internal fault; its text is not leaked. */
 export function asConnectError(e: unknown): ConnectError {
   if (e instanceof ConnectError) return e;

@@ -44,8 +44,8 @@ export async function openRead(ctx: HandlerContext, req: ReadRequest): Promise<{
   // A body that breaks off ends the call UNAVAILABLE (read-failures.ts), after whole messages only.
   const what = `blob ${r.digest.hash}/${r.digest.size}`;
   // Each compressed message is one zstd frame of at most READ_CHUNK uncompressed bytes.
-  if (r.compressor) return { pieces: readOf(what, "", () => compressStream(blob.body, blob.length)), room: 0 };
-  return { pieces: readOf(what, "", () => rechunk(blob.body, READ_CHUNK, blob.length, READ_HEAD_ROOM)), room: READ_HEAD_ROOM };
+  if (r.compressor) return { pieces: readOf(what, "retry", () => compressStream(blob.body, blob.length)), room: 0 };
+  return { pieces: readOf(what, "retry", () => rechunk(blob.body, READ_CHUNK, blob.length, READ_HEAD_ROOM)), room: READ_HEAD_ROOM };
 }
 
 export const byteStreamService: ServiceImpl<typeof ByteStream> = {

@@ -2,7 +2,7 @@
 import { toBinary } from "@bufbuild/protobuf";
 import { ActionResultSchema, type ActionResult } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import type { Env } from "../env.ts";
-import { Code, ConnectError, invalidArgument } from "../errors.ts";
+import { invalidArgument, unavailableFrom } from "../errors.ts";
 import { evictionPolicy } from "./eviction-policy.ts";
 
 /** Largest serialized ActionResult we store (inline contents included). */
@@ -30,10 +30,7 @@ export async function putActionResult(bucket: R2Bucket, key: string, result: Act
 }
 
 /** R2 failing an action-cache read or write: UNAVAILABLE with the reason, which clients retry. */
-export function acUnavailable(what: "read" | "stored", e: unknown): ConnectError {
-  if (e instanceof ConnectError) return e;
-  return new ConnectError(`the action cache entry could not be ${what} (${e instanceof Error ? e.message : String(e)}); retry`, Code.Unavailable, undefined, undefined, e);
-}
+export const acUnavailable = (what: "read" | "stored", e: unknown) => unavailableFrom(`the action cache entry could not be ${what}`, e);
 
 const ACTION_SIZE = "action-size";
 /** R2 custom metadata naming who wrote an entry. */

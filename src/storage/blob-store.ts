@@ -2,7 +2,7 @@
 // and ranged, streamed reads. Every write that lands is recorded in the CAS index; small blobs
 // are kept in the index itself (small-blobs.ts).
 import type { Env } from "../env.ts";
-import { Code, ConnectError, invalidArgument, notFound, outOfRange } from "../errors.ts";
+import { Code, ConnectError, invalidArgument, notFound, outOfRange, unavailableFrom } from "../errors.ts";
 import { CasIndex } from "./cas-index.ts";
 import { drain } from "./drain.ts";
 import { mapLimit } from "./map-limit.ts";
@@ -214,11 +214,9 @@ export class BlobStore {
   }
 }
 
-/** An R2 read that could not start (R2 unreachable or failing) as UNAVAILABLE, which clients retry. */
+/** An R2 read that could not start (R2 unreachable or failing): UNAVAILABLE, retry. */
 function r2Read<T>(hash: string, call: Promise<T>): Promise<T> {
-  return call.catch((e: unknown) => {
-    throw new ConnectError(`blob ${hash}: R2 could not be read (${e instanceof Error ? e.message : String(e)}); retry`, Code.Unavailable, undefined, undefined, e);
-  });
+  return call.catch((e: unknown) => Promise.reject(unavailableFrom(`blob ${hash}: R2 could not be read`, e)));
 }
 
 /** Why a write failed, as the client is told: its data was wrong (INVALID_ARGUMENT) or storing it failed (UNAVAILABLE). */
@@ -232,9 +230,9 @@ function writeFailure(d: BlobDigest, reason: unknown): ConnectError {
   }
   if (/length|bytes/i.test(text)) return invalidArgument(`blob ${d.hash}/${d.size}: size does not match the digest; nothing was stored`);
   // The client's body broke off (or R2 could not be reached): retryable, not an internal fault.
-  if (/connection lost|disconnected/i.test(text)) return new ConnectError(`blob ${d.hash}/${d.size}: the upload broke off (${text}); nothing was stored`, Code.Unavailable);
+  if (/connection lost|disconnected/i.test(text)) return unavailableFrom(`blob ${d.hash}/${d.size}: the upload broke off`, reason, "nothing was stored");
   // Anything else is R2 (or whatever fed the body) failing, not the client's data: retryable too.
-  return new ConnectError(`blob ${d.hash}/${d.size}: storing it failed (${text}); nothing was stored`, Code.Unavailable, undefined, undefined, reason);
+  return unavailableFrom(`blob ${d.hash}/${d.size}: storing it failed`, reason, "nothing was stored");
 }
 
 const bytesStream = (data: Uint8Array): ReadableStream<Uint8Array> => new Blob([data]).stream();

@@ -11,7 +11,7 @@
 import type { ShardOwner } from "../../durable-objects/cas-eviction.ts";
 import type { Env } from "../env.ts";
 import { casIndexConfig } from "../config.ts";
-import { Code, ConnectError } from "../errors.ts";
+import { Code, ConnectError, unavailableFrom } from "../errors.ts";
 import { misconfigured, type CasIndexConfig } from "./cas-index-config.ts";
 import { blobKey, isEmptyBlob, type BlobDigest } from "./digest.ts";
 import { isolateExistenceCache, type ExistenceCache } from "./existence-cache.ts";
@@ -26,16 +26,9 @@ export function shardName(tenant: string, shard: number, shards: number): string
   return shards === 16 ? `${tenant}:${shard.toString(16)}` : `${tenant}:${shards}:${shard}`;
 }
 
-/**
- * A shard call that failed (the object unreachable, restarted or overloaded) as what it is to the
- * caller: UNAVAILABLE with the reason, which clients retry, and not an internal error. Verdicts
- * already given as ConnectErrors pass unchanged.
- */
+/** A shard call that failed (the object unreachable, restarted or overloaded): UNAVAILABLE, retry. */
 function shardCall<T>(what: string, call: Promise<T>): Promise<T> {
-  return call.catch((e: unknown) => {
-    if (e instanceof ConnectError) throw e;
-    throw new ConnectError(`the CAS index could not ${what} (${e instanceof Error ? e.message : String(e)}); retry`, Code.Unavailable, undefined, undefined, e);
-  });
+  return call.catch((e: unknown) => Promise.reject(unavailableFrom(`the CAS index could not ${what}`, e)));
 }
 
 /** Tenants (and counts) whose recorded shard count this isolate has already checked. */

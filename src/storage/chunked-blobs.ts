@@ -7,7 +7,7 @@
 // A split's chunk list is kept beside the CAS (splits/{tenant}/{hash}) so splitting the same blob
 // again costs one read of the list and one existence check, not a read of the whole blob; a list
 // whose chunks are no longer all present is recomputed. The list only saves work: one that cannot
-// be written fails nothing.
+// be written or read fails nothing.
 //
 // A read that breaks off (of the blob being split, of a chunk being spliced) is UNAVAILABLE with
 // what was being read: the client retries, and a splice has stored nothing.
@@ -45,7 +45,7 @@ export async function splitBlob(store: BlobStore, d: BlobDigest, cdc: FastCdc): 
     storing.catch(() => {}); // awaited by the next flush or at the end; never left unhandled
   };
   // Read from R2 a MiB at a time (rechunk), not in the store's small chunks.
-  const reading = readOf(`blob ${d.hash}`, "", () => rechunk(blob.body, 1024 * 1024, blob.length));
+  const reading = readOf(`blob ${d.hash}`, "retry", () => rechunk(blob.body, 1024 * 1024, blob.length));
   for await (const data of chunkStream(reading, cdc)) {
     const c = { hash: hex(new Uint8Array(await crypto.subtle.digest("SHA-256", data))), size: data.byteLength };
     chunks.push(c);
@@ -112,7 +112,7 @@ export async function spliceBlob(store: BlobStore, blob: BlobDigest, chunks: rea
   if (cutWith && fitsChunker(chunks, cutWith)) await recordSplit(store, blob, cutWith, chunks);
 }
 
-const NOTHING_STORED = "; nothing was stored";
+const NOTHING_STORED = "nothing was stored; retry";
 
 /** Chunks read ahead of the one being written, whole, when they are at most SPLICE_BUFFERED_CHUNK. */
 const SPLICE_READ_AHEAD = 4;

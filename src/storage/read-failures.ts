@@ -2,21 +2,18 @@
 // are to the client: UNAVAILABLE, naming what was being read, which clients retry. Not an internal
 // error, and never a short read taken for a whole one. A verdict already given (NOT_FOUND, a
 // refused range) passes unchanged.
-import { Code, ConnectError } from "../errors.ts";
+import { unavailableFrom, type ConnectError } from "../errors.ts";
 
-/** A read of `what` that failed, as UNAVAILABLE (a verdict already given, e.g. NOT_FOUND, stays). */
-export function readFailed(what: string, after: string, e: unknown): ConnectError {
-  if (e instanceof ConnectError) return e;
-  return new ConnectError(`reading ${what} broke off (${e instanceof Error ? e.message : String(e)})${after}; retry`, Code.Unavailable, undefined, undefined, e);
-}
+/** A read of `what` that failed, as UNAVAILABLE with `advice` (a verdict already given, e.g. NOT_FOUND, stays). */
+export const readFailed = (what: string, advice: string, e: unknown): ConnectError => unavailableFrom(`reading ${what} broke off`, e, advice);
 
 /** The bytes `open` gives, a failure to open or read them turned into readFailed's UNAVAILABLE. */
-export async function* readOf<T>(what: string, after: string, open: () => Promise<AsyncIterable<T>> | AsyncIterable<T>): AsyncGenerator<T> {
+export async function* readOf<T>(what: string, advice: string, open: () => Promise<AsyncIterable<T>> | AsyncIterable<T>): AsyncGenerator<T> {
   let it: AsyncIterator<T>;
   try {
     it = (await open())[Symbol.asyncIterator]();
   } catch (e) {
-    throw readFailed(what, after, e);
+    throw readFailed(what, advice, e);
   }
   let done = false;
   try {
@@ -26,7 +23,7 @@ export async function* readOf<T>(what: string, after: string, open: () => Promis
         n = await it.next();
       } catch (e) {
         done = true; // a source that threw is finished
-        throw readFailed(what, after, e);
+        throw readFailed(what, advice, e);
       }
       if (n.done) return void (done = true);
       yield n.value;

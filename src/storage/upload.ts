@@ -6,10 +6,10 @@
 // state) is saved in the CAS index after every part, so a dropped stream resumes at
 // committed_size and the blob still only becomes visible after its whole hash and size are
 // checked. Only that path hashes in JS: it is the one that needs a hash state it can save.
-import { Code, ConnectError } from "@connectrpc/connect";
+import { ConnectError } from "@connectrpc/connect";
 import type { UploadSession } from "../../durable-objects/cas-index.ts";
 import type { Env } from "../env.ts";
-import { invalidArgument } from "../errors.ts";
+import { invalidArgument, unavailableFrom } from "../errors.ts";
 import type { BlobStore } from "./blob-store.ts";
 import { type BlobDigest } from "./digest.ts";
 import { hex, newSha256, restoreSha256, saveSha256 } from "./sha256-state.ts";
@@ -71,11 +71,8 @@ export async function uploadBlob(
  * session keeps the parts before it, and the client resumes at its committed size. A verdict
  * already given (the client's data refused) stays as it is.
  */
-function partFailed(partNumber: number, committed: number, e: unknown): ConnectError {
-  if (e instanceof ConnectError) return e;
-  const reason = e instanceof Error ? e.message : String(e);
-  return new ConnectError(`part ${partNumber} was not stored (${reason}); committed_size stays ${committed}: resume there`, Code.Unavailable, undefined, undefined, e);
-}
+const partFailed = (partNumber: number, committed: number, e: unknown) =>
+  unavailableFrom(`part ${partNumber} was not stored`, e, `committed_size stays ${committed}: resume there`);
 
 /** Why a byte stream stopped: the client closed its stream without finish_write. */
 class EndedEarly extends Error {}
@@ -205,7 +202,7 @@ async function writeMultipart(
   try {
     await mpu.complete(session.parts);
   } catch (e) {
-    throw new ConnectError(`completing the upload failed: ${String(e)}`, Code.Unavailable);
+    throw unavailableFrom("completing the upload failed", e);
   }
   await store.index.add([d]);
   await shard.deleteUpload(key);
