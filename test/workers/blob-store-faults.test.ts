@@ -6,6 +6,7 @@
 import { SELF, env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
+import type { Env } from "../../src/env.ts";
 import { BlobStore } from "../../src/storage/blob-store.ts";
 import { PART_SIZE, uploadBlob, type WriteChunk } from "../../src/storage/upload.ts";
 import type { BlobDigest } from "../../src/storage/digest.ts";
@@ -40,6 +41,26 @@ const writes: [string, (s: BlobStore, b: TestBlob) => Promise<void>][] = [
 async function stats(t: Tenant) {
   const { blobs, bytes } = (await admin(t, "GET", "/admin/cas/stats")).body.tenants[0] ?? { blobs: 0, bytes: 0 };
   return { blobs, bytes };
+}
+
+/** Runs `fn` with one of the worker's own bindings taken from `faulty` (SELF serves from this same env). */
+async function withBinding<T>(name: "CAS" | "CAS_INDEX", faulty: Env, fn: () => Promise<T>): Promise<T> {
+  const real = env[name];
+  Object.assign(env, { [name]: faulty[name] });
+  try {
+    return await fn();
+  } finally {
+    Object.assign(env, { [name]: real });
+  }
+}
+
+/** Stores a 3 MiB blob for `t`, then runs `fn` with the worker's R2 reads of it breaking off mid-way. */
+async function withReadsBreaking(t: Tenant, seed: number, fn: (b: TestBlob) => Promise<void>): Promise<void> {
+  const data = pseudoRandom(3 * 1024 * 1024 + seed, seed);
+  const b = { data, digest: await digestOf(data) };
+  await new BlobStore(env, t.tenant).write(digest(b), new Blob([data]).stream());
+  const key = `cas/${t.tenant}/${b.digest.hash}`;
+  await withBinding("CAS", failingBucket((op, k) => op === "get" && k === key, "after"), () => fn(b));
 }
 
 describe("R2 failing a write", () => {
@@ -153,26 +174,18 @@ describe("R2 breaking off a ByteStream read", () => {
   ] as const) {
     it(`${surface}: the read ends UNAVAILABLE naming the blob, after whole messages only, never as a short blob`, async () => {
       const t = setup();
-      const data = pseudoRandom(3 * 1024 * 1024 + 5, 7);
-      const b = { data, digest: await digestOf(data) };
-      await new BlobStore(env, t.tenant).write(digest(b), new Blob([data]).stream());
-      const key = `cas/${t.tenant}/${b.digest.hash}`;
-      const real = env.CAS;
-      env.CAS = failingBucket((op, k) => op === "get" && k === key, "after").CAS;
-      try {
+      await withReadsBreaking(t, 7, async (b) => {
         let got = 0;
         const err = await (async () => {
-          for await (const r of client().read({ resourceName: `blobs/${b.digest.hash}/${data.byteLength}` }, { headers: t.headers })) got += r.data.byteLength;
+          for await (const r of client().read({ resourceName: `blobs/${b.digest.hash}/${b.data.byteLength}` }, { headers: t.headers })) got += r.data.byteLength;
         })().then(
           () => expect.unreachable("the read ended cleanly"),
           (e: unknown) => ConnectError.from(e),
         );
         expect(err.code).toBe(Code.Unavailable);
-        expect(err.rawMessage).toMatch(new RegExp(`reading blob ${b.digest.hash}/${data.byteLength} broke off \\(injected: R2 get`));
-        expect(got).toBeLessThan(data.byteLength);
-      } finally {
-        env.CAS = real;
-      }
+        expect(err.rawMessage).toMatch(new RegExp(`reading blob ${b.digest.hash}/${b.data.byteLength} broke off \\(injected: R2 get`));
+        expect(got).toBeLessThan(b.data.byteLength);
+      });
     });
   }
 });
@@ -181,39 +194,23 @@ describe("R2 breaking off an HTTP read", () => {
   for (const path of ["/cache/cas/{hash}", "/blobs/{hash}/{size}"]) {
     it(`GET ${path}: the response breaks off too, never a short body that ends cleanly`, async () => {
       const t = setup();
-      const data = pseudoRandom(3 * 1024 * 1024 + 9, 8);
-      const b = { data, digest: await digestOf(data) };
-      await new BlobStore(env, t.tenant).write(digest(b), new Blob([data]).stream());
-      const key = `cas/${t.tenant}/${b.digest.hash}`;
-      const real = env.CAS;
-      env.CAS = failingBucket((op, k) => op === "get" && k === key, "after").CAS;
-      try {
-        const res = await SELF.fetch(`http://kiln${path.replace("{hash}", b.digest.hash).replace("{size}", String(data.byteLength))}`, { headers: t.headers });
+      await withReadsBreaking(t, 8, async (b) => {
+        const res = await SELF.fetch(`http://kiln${path.replace("{hash}", b.digest.hash).replace("{size}", String(b.data.byteLength))}`, { headers: t.headers });
         expect(res.status).toBe(200);
-        expect(res.headers.get("content-length")).toBe(String(data.byteLength));
+        expect(res.headers.get("content-length")).toBe(String(b.data.byteLength));
         const body = await res.arrayBuffer().then(
-          (a) => a.byteLength,
+          (x) => x.byteLength,
           (e: unknown) => e,
         );
         expect(body).toBeInstanceOf(Error);
-      } finally {
-        env.CAS = real;
-      }
+      });
     });
   }
 });
 
 describe("a CAS index shard failing, as each surface answers it", () => {
   /** Runs `fn` with the worker's CAS index failing `methods` before they reach a shard. */
-  async function withFailingIndex<T>(methods: string[], fn: () => Promise<T>): Promise<T> {
-    const real = env.CAS_INDEX;
-    env.CAS_INDEX = failingIndex(methods, "before").CAS_INDEX;
-    try {
-      return await fn();
-    } finally {
-      env.CAS_INDEX = real;
-    }
-  }
+  const withFailingIndex = <T>(methods: string[], fn: () => Promise<T>) => withBinding("CAS_INDEX", failingIndex(methods, "before"), fn);
 
   for (const [surface, client] of [
     ["gRPC-web (the FindMissing lane)", () => grpcWebClient(ContentAddressableStorage)],
