@@ -244,3 +244,16 @@ describe("a CAS index shard failing, as each surface answers it", () => {
     expect(await stats(t)).toEqual({ blobs: 1, bytes: b.data.byteLength });
   });
 });
+
+describe("R2 failing one read of a batch", () => {
+  it("BatchReadBlobs: that blob's status is UNAVAILABLE with the reason, the others are read", async () => {
+    const t = setup();
+    const [a, b] = [await testBlob(11), await testBlob(12)];
+    for (const x of [a, b]) await new BlobStore(env, t.tenant).write(digest(x), new Blob([x.data]).stream());
+    const key = `cas/${t.tenant}/${b.digest.hash}`;
+    const r = await withBinding("CAS", failingBucket((op, k) => op === "get" && k === key), () => t.cas.batchReadBlobs({ digests: [a.digest, b.digest] }));
+    expect(r.responses[0]).toMatchObject({ status: { code: 0 }, data: a.data });
+    expect(r.responses[1]!.status).toMatchObject({ code: Code.Unavailable, message: expect.stringMatching(/R2 could not be read \(injected: R2 get/) });
+    expect(r.responses[1]!.data).toHaveLength(0);
+  });
+});
