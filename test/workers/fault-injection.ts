@@ -1,6 +1,7 @@
 // Faults injected into the bindings a storage path calls: the CAS index objects and the R2 bucket,
 // each failing chosen calls before they reach their target, or after it has done its work (as if
-// the answer were lost on the way back). Tests build a BlobStore over the returned env.
+// the answer were lost on the way back). Tests build a BlobStore over the returned env, or swap
+// a binding of the worker's own env for its faulty one while a request runs.
 import { env } from "cloudflare:test";
 import type { Env } from "../../src/env.ts";
 
