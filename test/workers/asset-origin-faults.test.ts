@@ -1,7 +1,7 @@
 // A Remote Asset fetch from an origin (src/services/asset-origin.ts) when R2 fails around the
 // staging object a download without a SHA-256 goes through: the fetch reports only what was
 // stored, leaves no staging object behind where it can delete it, and an undeletable one does
-// not turn a fetch that worked into a failure.
+// not turn a fetch that worked into a failure; the tenant's next staged fetch sweeps it.
 import { env } from "cloudflare:test";
 import { Code } from "@connectrpc/connect";
 import { expect, inject, it } from "vitest";
@@ -38,4 +38,14 @@ it("a staging put R2 fails: UNAVAILABLE, nothing stored, no staging object left"
   expect(got).toMatchObject({ ok: false, code: Code.Unavailable, message: expect.stringMatching(/injected: R2 put of asset-staging\/.*nothing was stored/) });
   expect(await new BlobStore(env, t).index.missing([{ hash: await sha256Hex(text), size: text.length }])).toHaveLength(1);
   expect(await staged(t)).toBe(0);
+});
+
+it("staging objects left behind by fetches that died are swept by the tenant's next staged fetch, once over an hour old", async () => {
+  const t = tenant();
+  const prefix = `asset-staging/${t}/`;
+  await env.CAS.put(`${prefix}abandoned`, "x", { customMetadata: { "staged-at": String(Date.now() - 2 * 3600_000) } });
+  await env.CAS.put(`${prefix}in-flight`, "y", { customMetadata: { "staged-at": String(Date.now() - 60_000) } });
+  const got = await fetchInto(new BlobStore(env, t), `swept ${crypto.randomUUID()}`.repeat(300));
+  expect(got.ok).toBe(true);
+  expect((await env.CAS.list({ prefix })).objects.map((o) => o.key)).toEqual([`${prefix}in-flight`]);
 });
