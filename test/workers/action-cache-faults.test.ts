@@ -2,7 +2,7 @@
 // to retry, not a miss and not an internal error), and the refresh a hit makes of an ageing entry
 // is only upkeep: when R2 fails it, the hit still answers.
 import { env } from "cloudflare:test";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import type { Principal } from "../../src/auth.ts";
@@ -14,7 +14,7 @@ import { actionResultKey, putActionResult } from "../../src/storage/action-store
 import { BlobStore } from "../../src/storage/blob-store.ts";
 import { tenantPerTest, type Tenant } from "./cas-eviction-helpers.ts";
 import { failingBucket, type When } from "./fault-injection.ts";
-import { connectClient, digestOf } from "./helpers.ts";
+import { connectClient, digestOf, errorOf } from "./helpers.ts";
 
 const DAY = 24 * 3600 * 1000;
 const setup = tenantPerTest();
@@ -35,7 +35,6 @@ async function entry(t: Tenant, tag: string, daysAgo: number) {
   return { hash: action.hash, size: Number(action.sizeBytes), key: actionResultKey(t.tenant, "", action.hash) };
 }
 
-const failure = (p: Promise<unknown>) => p.then(() => expect.unreachable("the call succeeded"), (e: unknown) => ConnectError.from(e));
 
 describe("action cache with R2 failing", () => {
   it("a hit whose refresh of an ageing entry R2 fails still answers; the next hit refreshes it", async () => {
@@ -53,7 +52,7 @@ describe("action cache with R2 failing", () => {
     it(`a lookup whose R2 read fails ${when === "before" ? "to start" : "mid-way"}: UNAVAILABLE with the reason, not a miss`, async () => {
       const t = setup();
       const a = await entry(t, `read-${when}`, 0);
-      const err = await failure(lookupActionResult(scopeOver(t, failingBucket((op, k) => op === "get" && k === a.key, when)), a));
+      const err = await errorOf(lookupActionResult(scopeOver(t, failingBucket((op, k) => op === "get" && k === a.key, when)), a));
       expect(err.code).toBe(Code.Unavailable);
       expect(err.rawMessage).toMatch(/the action cache entry could not be read \(.*injected: R2 get.*\); retry/);
     });
@@ -63,7 +62,7 @@ describe("action cache with R2 failing", () => {
       const action = await digestOf(`${t.tenant}/store-${when}`);
       const key = actionResultKey(t.tenant, "", action.hash);
       const result = create(ActionResultSchema, { exitCode: 3 });
-      const err = await failure(putActionResult(failingBucket((op, k) => op === "put" && k === key, when).CAS, key, result));
+      const err = await errorOf(putActionResult(failingBucket((op, k) => op === "put" && k === key, when).CAS, key, result));
       expect(err.code).toBe(Code.Unavailable);
       expect(err.rawMessage).toMatch(/the action cache entry could not be stored \(injected: R2 put.*\); retry/);
       const ac = connectClient(ActionCache, t.headers);

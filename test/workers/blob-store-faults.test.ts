@@ -5,7 +5,7 @@
 // upload keeps the parts before the one that failed; a failed read heals nothing away.
 import { SELF, env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import type { Env } from "../../src/env.ts";
 import { BlobStore } from "../../src/storage/blob-store.ts";
 import { PART_SIZE, uploadBlob, type WriteChunk } from "../../src/storage/upload.ts";
@@ -14,7 +14,7 @@ import { R2_BLOB_BYTES, admin, missing, tenantPerTest, type Tenant, type TestBlo
 import { failingBucket, failingIndex, type When } from "./fault-injection.ts";
 import { ContentAddressableStorage } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { ByteStream } from "../../src/gen/google/bytestream/bytestream_pb.ts";
-import { connectClient, digestOf, grpcWebClient, pseudoRandom } from "./helpers.ts";
+import { connectClient, digestOf, errorOf, grpcWebClient, pseudoRandom } from "./helpers.ts";
 
 const setup = tenantPerTest();
 
@@ -71,10 +71,7 @@ describe("R2 failing a write", () => {
         const b = await testBlob(when === "before" ? 1 : 2);
         const key = `cas/${t.tenant}/${b.digest.hash}`;
         const broken = new BlobStore(failingBucket((op, k) => op === "put" && k === key, when), t.tenant);
-        const err = await write(broken, b).then(
-          () => expect.unreachable("the write succeeded"),
-          (e: unknown) => ConnectError.from(e),
-        );
+        const err = await errorOf(write(broken, b));
         expect(err.code).toBe(Code.Unavailable);
         expect(err.rawMessage).toMatch(new RegExp(`blob ${b.digest.hash}/${b.data.byteLength}: storing it failed \\(injected: R2 put .*\\); nothing was stored`));
         // Whether or not the object landed, the index never heard of it: FindMissing asks for it.
@@ -108,10 +105,7 @@ describe("R2 failing a part of a resumable upload", () => {
       // RESUMABLE_UPLOAD_ABOVE_BYTES is 8 MiB in these tests: this upload goes in 8 MiB parts.
       let parts = 0;
       const secondFails = new BlobStore(failingBucket((op) => op === "uploadPart" && ++parts === 2, when), t.tenant);
-      const err = await uploadBlob(secondFails, uploadId, digest(b), 0, from(data, 0)).then(
-        () => expect.unreachable("the upload succeeded"),
-        (e: unknown) => ConnectError.from(e),
-      );
+      const err = await errorOf(uploadBlob(secondFails, uploadId, digest(b), 0, from(data, 0)));
       expect(err.code).toBe(Code.Unavailable);
       expect(err.rawMessage).toMatch(new RegExp(`part 2 was not stored \\(injected: R2 uploadPart 2 .*\\); committed_size stays ${PART_SIZE}: resume there`));
       expect(await missing(t, [b])).toEqual(new Set([b.digest.hash]));
@@ -133,14 +127,13 @@ describe("R2 failing a read", () => {
     const key = `cas/${t.tenant}/${b.digest.hash}`;
     const broken = new BlobStore(failingBucket((op, k) => (op === "get" || op === "head") && k === key), t.tenant);
     const d = digest(b);
-    const code = (p: Promise<unknown>) => p.then(() => "ok", (e: unknown) => ConnectError.from(e));
     for (const [what, call] of [
       ["read", () => broken.read(d)],
       ["read of nothing", () => broken.read(d, d.size)],
       ["readByHash", () => broken.readByHash(d.hash)],
       ["sizeOf", () => broken.sizeOf(d.hash)],
     ] as const) {
-      const err = await code(call());
+      const err = await errorOf(call());
       expect(err, what).toMatchObject({ code: Code.Unavailable, rawMessage: expect.stringMatching(new RegExp(`blob ${d.hash}: R2 could not be read \\(injected: R2 (get|head)`)) });
     }
     expect(await missing(t, [b])).toEqual(new Set());
@@ -156,10 +149,7 @@ describe("the CAS index failing", () => {
       const b = await testBlob(6);
       await new BlobStore(env, t.tenant).write(digest(b), new Blob([b.data]).stream());
       const broken = new BlobStore(failingIndex(["present"], when), t.tenant);
-      const err = await broken.index.missing([digest(b)]).then(
-        () => expect.unreachable("the lookup succeeded"),
-        (e: unknown) => ConnectError.from(e),
-      );
+      const err = await errorOf(broken.index.missing([digest(b)]));
       expect(err.code).toBe(Code.Unavailable);
       expect(err.rawMessage).toMatch(/the CAS index could not look up 1 blob\(s\) in shard \d+ \(injected: CAS index present failed .*\); retry/);
       expect(await missing(t, [b])).toEqual(new Set());
@@ -176,11 +166,10 @@ describe("R2 breaking off a ByteStream read", () => {
       const t = setup();
       await withReadsBreaking(t, 7, async (b) => {
         let got = 0;
-        const err = await (async () => {
-          for await (const r of client().read({ resourceName: `blobs/${b.digest.hash}/${b.data.byteLength}` }, { headers: t.headers })) got += r.data.byteLength;
-        })().then(
-          () => expect.unreachable("the read ended cleanly"),
-          (e: unknown) => ConnectError.from(e),
+        const err = await errorOf(
+          (async () => {
+            for await (const r of client().read({ resourceName: `blobs/${b.digest.hash}/${b.data.byteLength}` }, { headers: t.headers })) got += r.data.byteLength;
+          })(),
         );
         expect(err.code).toBe(Code.Unavailable);
         expect(err.rawMessage).toMatch(new RegExp(`reading blob ${b.digest.hash}/${b.data.byteLength} broke off \\(injected: R2 get`));
@@ -219,14 +208,7 @@ describe("a CAS index shard failing, as each surface answers it", () => {
     it(`FindMissingBlobs over ${surface}: UNAVAILABLE with the reason`, async () => {
       const t = setup();
       const b = await testBlob(9);
-      const err = await withFailingIndex(["present"], () =>
-        client()
-          .findMissingBlobs({ blobDigests: [b.digest] }, { headers: t.headers })
-          .then(
-            () => expect.unreachable("FindMissing answered"),
-            (e: unknown) => ConnectError.from(e),
-          ),
-      );
+      const err = await withFailingIndex(["present"], () => errorOf(client().findMissingBlobs({ blobDigests: [b.digest] }, { headers: t.headers })));
       expect(err.code).toBe(Code.Unavailable);
       expect(err.rawMessage).toMatch(/the CAS index could not look up 1 blob\(s\) in shard \d+ \(injected: .*\); retry/);
     });

@@ -3,7 +3,7 @@
 // Each fault must leave nothing half-stored and nothing counted twice, answer with a status a
 // client retries (UNAVAILABLE, with the reason), and the call made again must succeed.
 import { SELF, env } from "cloudflare:test";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import type { Env } from "../../src/env.ts";
 import { serverChunker } from "../../src/services/cas-chunking.ts";
@@ -13,7 +13,7 @@ import { spliceBlob, splitBlob } from "../../src/storage/chunked-blobs.ts";
 import type { BlobDigest } from "../../src/storage/digest.ts";
 import { admin, missing, objectExists, store, tenantPerTest, type Tenant, type TestBlob } from "./cas-eviction-helpers.ts";
 import { failingBucket, failingIndex, type When } from "./fault-injection.ts";
-import { digestOf, pseudoRandom, sha256Hex } from "./helpers.ts";
+import { digestOf, errorOf, pseudoRandom, sha256Hex } from "./helpers.ts";
 
 const setup = tenantPerTest();
 const MiB = 1024 * 1024;
@@ -39,7 +39,6 @@ async function stats(t: Tenant): Promise<{ blobs: number; bytes: number }> {
 }
 
 /** The error a failed call rejected with, as a client would see it. */
-const failure = (p: Promise<unknown>) => p.then(() => expect.unreachable("the call succeeded"), (e: unknown) => ConnectError.from(e));
 
 const storeOver = (t: Tenant, faulty: Env) => new BlobStore(faulty, t.tenant);
 
@@ -54,7 +53,7 @@ describe("SplitBlob with faults", () => {
       const t = setup();
       const blob = await testBlob(3 * MiB + 7, 11);
       await store(t, [blob]);
-      const err = await failure(splitBlob(storeOver(t, failingIndex(["add"], when)), digest(blob), serverChunker()));
+      const err = await errorOf(splitBlob(storeOver(t, failingIndex(["add"], when)), digest(blob), serverChunker()));
       expect(err.code).toBe(Code.Unavailable);
       expect(err.rawMessage).toMatch(/CAS index.*injected: CAS index add failed/);
       expect(await splitRecords(t)).toBe(0);
@@ -74,7 +73,7 @@ describe("SplitBlob with faults", () => {
     const blob = await testBlob(2 * MiB + 3, 12);
     await store(t, [blob]);
     const key = `cas/${t.tenant}/${blob.digest.hash}`;
-    const err = await failure(splitBlob(storeOver(t, failingBucket((op, k) => op === "get" && k === key, "after")), digest(blob), serverChunker()));
+    const err = await errorOf(splitBlob(storeOver(t, failingBucket((op, k) => op === "get" && k === key, "after")), digest(blob), serverChunker()));
     expect(err.code).toBe(Code.Unavailable);
     expect(err.rawMessage).toMatch(new RegExp(`reading blob ${blob.digest.hash}.*injected: R2 get`));
     expect(await splitRecords(t)).toBe(0);
@@ -143,7 +142,7 @@ describe("SpliceBlob with faults", () => {
       const { blob, chunks, chunkDigests } = await make(t);
       const broken = chunks[1]!.digest.hash;
       const faulty = failingBucket((op, k) => op === "get" && k === `cas/${t.tenant}/${broken}`, "after");
-      const err = await failure(spliceBlob(storeOver(t, faulty), digest(blob), chunkDigests));
+      const err = await errorOf(spliceBlob(storeOver(t, faulty), digest(blob), chunkDigests));
       expect(err.code).toBe(Code.Unavailable);
       expect(err.rawMessage).toMatch(new RegExp(`reading chunk ${broken}.*injected: R2 get.*nothing was stored`));
       expect(await objectExists(t, blob)).toBe(false);
@@ -158,7 +157,7 @@ describe("SpliceBlob with faults", () => {
     it(`the spliced blob's index record fails ${when} reaching its shard: UNAVAILABLE; spliced again, the blob is there once`, async () => {
       const t = setup();
       const { blob, chunks, chunkDigests } = await chunked(t, 2 * MiB + 9, 22);
-      const err = await failure(spliceBlob(storeOver(t, failingIndex(["add"], when)), digest(blob), chunkDigests));
+      const err = await errorOf(spliceBlob(storeOver(t, failingIndex(["add"], when)), digest(blob), chunkDigests));
       expect(err.code).toBe(Code.Unavailable);
       expect(err.rawMessage).toMatch(/CAS index.*injected: CAS index add failed/);
       // Before: R2 holds it but the index does not, so FindMissing asks for it again.
