@@ -60,12 +60,21 @@ export async function* forwardServerStream<I extends DescMessage, O extends Desc
 
 /**
  * The worker's side of the stream broke (it restarted or redeployed): connect-node calls that
- * ABORTED, which clients take for a final answer. It is the textbook UNAVAILABLE: retry (Bazel
+ * ABORTED (or, for a request body it was still writing, INTERNAL "write EPIPE"), which clients
+ * take for a final answer. It is the textbook UNAVAILABLE: retry (Bazel
  * follows a broken Execute with WaitExecution). A caller's own cancellation stays CANCELLED.
  */
 function asRetryable(e: unknown, ctx: HandlerContext): unknown {
-  if (ctx.signal.aborted || !(e instanceof ConnectError) || e.code !== Code.Aborted) return e;
+  if (ctx.signal.aborted || !(e instanceof ConnectError) || !(e.code === Code.Aborted || brokePipe(e))) return e;
   return new ConnectError(`the connection to the worker broke (${e.rawMessage}); retry`, Code.Unavailable, undefined, undefined, e);
+}
+
+/** connect-node calls a write to a connection the worker closed (EPIPE) INTERNAL; it is a broken connection. */
+function brokePipe(e: ConnectError): boolean {
+  for (let c: unknown = e.cause, depth = 0; c instanceof Error && depth < 8; c = c.cause, depth++) {
+    if ((c as NodeJS.ErrnoException).code === "EPIPE") return true;
+  }
+  return false;
 }
 
 /** Relays a client stream; connect-node sends it upstream as a streamed HTTP/1.1 request body. */
@@ -75,11 +84,15 @@ export async function forwardClientStream<I extends DescMessage, O extends DescM
   requests: AsyncIterable<MessageInitShape<I>>,
   ctx: HandlerContext,
 ): Promise<MessageShape<O>> {
-  const res = await upstream.stream(method, ctx.signal, ctx.timeoutMs(), forwardedMetadata(ctx.requestHeader), requests);
   let answer: MessageShape<O> | undefined;
-  for await (const message of res.message) {
-    if (answer) throw new ConnectError("the worker sent more than one response to a client stream", Code.Internal);
-    answer = message;
+  try {
+    const res = await upstream.stream(method, ctx.signal, ctx.timeoutMs(), forwardedMetadata(ctx.requestHeader), requests);
+    for await (const message of res.message) {
+      if (answer) throw new ConnectError("the worker sent more than one response to a client stream", Code.Internal);
+      answer = message;
+    }
+  } catch (e) {
+    throw asRetryable(e, ctx);
   }
   if (!answer) throw new ConnectError("the worker sent no response to a client stream", Code.Internal);
   return answer;

@@ -13,6 +13,7 @@ import { requestIdOf, withRequestId } from "../request-id.ts";
 import { finishConnectErrors } from "./connect-errors.ts";
 import { FIND_MISSING_PATH, findMissingFastLane } from "./find-missing-fast-lane.ts";
 import { READ_PATH, byteStreamReadLane } from "./bytestream-read-lane.ts";
+import { requestBody } from "./request-body.ts";
 
 /** Largest single message we accept: a 4 MiB batch plus framing headroom. */
 const READ_MAX_BYTES = 8 * 1024 * 1024;
@@ -63,10 +64,23 @@ const handlers = new Map(
   router.handlers.map((h) => [h.requestPath, createFetchHandler(finishConnectErrors(lane(h)), { httpVersion: "1.1" })] as const),
 );
 
+/**
+ * Client streams (ByteStream.Write) are uploads: the call can end while the client still sends (a
+ * corrupt zstd frame, a blob another client stored meanwhile, a refused key), and connect-es then
+ * answers without reading the rest. Over HTTP/1.1 that answer breaks the sender's connection: the
+ * bridge reported EPIPE instead of the worker's status. Their body is handed out through
+ * requestBody(), whose rest answerAfterBody reads before the answer goes out (connect-es returns
+ * a client stream's response only once the method has ended, so nothing else is reading by then).
+ */
+const clientStreams = new Set(router.handlers.filter((h) => h.method.methodKind === "client_streaming").map((h) => h.requestPath));
+
 export function mountConnect(app: Hono) {
   app.use("*", async (c, next) => {
     if (c.req.method !== "POST" && c.req.method !== "GET") return next();
-    const handler = handlers.get(new URL(c.req.url).pathname);
-    return handler ? handler(c.req.raw) : next();
+    const path = new URL(c.req.url).pathname;
+    const handler = handlers.get(path);
+    if (!handler) return next();
+    const req = c.req.raw;
+    return handler(clientStreams.has(path) && req.body ? new Request(req, { body: requestBody(req) }) : req);
   });
 }

@@ -4,7 +4,12 @@
 // before the response arrived.
 import { SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { WriteRequestSchema } from "../../src/gen/google/bytestream/bytestream_pb.ts";
 import { MAX_ACTION_RESULT_BYTES } from "../../src/storage/action-store.ts";
+import { zstdCompress } from "../../src/storage/zstd/encoder.ts";
+import { concat } from "./fuzz-gen.ts";
+import { envelope, splitFrames } from "./grpc-web-lane-helpers.ts";
 import { casHolds, pseudoRandom, sha256Hex } from "./helpers.ts";
 
 interface TrackedBody {
@@ -115,5 +120,68 @@ describe("uploads are answered after their whole body", () => {
     });
     expect(res.status).toBe(400);
     expectReadToTheEnd(rest, "rest");
+  });
+});
+
+describe("a gRPC-web ByteStream.Write is answered after its whole body", () => {
+  // The bridge relays Writes it does not PUT (compressed, resumed) as gRPC-web over HTTP/1.1: an
+  // answer while it still sends broke its connection, and it reported EPIPE as INTERNAL instead
+  // of the worker's status.
+  const data = pseudoRandom(512 * 1024, 93);
+
+  /** A Write of `payload` in 16 KiB messages (offsets in `payload`'s bytes), as one gRPC-web body. */
+  function writeBody(resourceName: string, payload: Uint8Array): Uint8Array {
+    const frames: Uint8Array[] = [];
+    for (let at = 0; at < payload.byteLength; at += 16 * 1024) {
+      const end = Math.min(at + 16 * 1024, payload.byteLength);
+      const m = create(WriteRequestSchema, {
+        resourceName: at === 0 ? resourceName : "",
+        writeOffset: BigInt(at),
+        data: payload.subarray(at, end),
+        finishWrite: end === payload.byteLength,
+      });
+      frames.push(envelope(toBinary(WriteRequestSchema, m)));
+    }
+    return concat(...frames);
+  }
+
+  async function write(resourceName: string, payload: Uint8Array) {
+    const body = tracked(writeBody(resourceName, payload));
+    const res = await SELF.fetch("http://kiln/google.bytestream.ByteStream/Write", {
+      method: "POST",
+      body: body.body,
+      headers: { "content-type": "application/grpc-web+proto", "x-grpc-web": "1" },
+    });
+    const { status, message } = splitFrames(new Uint8Array(await res.arrayBuffer()));
+    return { status, message, body };
+  }
+
+  it("a blob already stored: OK from its first message, after the rest was read", async () => {
+    const hash = await sha256Hex(data);
+    const name = () => `main/uploads/${crypto.randomUUID()}/blobs/${hash}/${data.byteLength}`;
+    expect((await write(name(), data)).status).toBe(0);
+    const again = await write(name(), data);
+    expect(again.status).toBe(0);
+    expectReadToTheEnd(again.body, "again");
+  });
+
+  it("a corrupt zstd stream: INVALID_ARGUMENT after the rest was read, nothing stored", async () => {
+    const plain = new Uint8Array(2 * 1024 * 1024).fill(0x61);
+    plain.set(data, 1000);
+    const hash = await sha256Hex(plain);
+    const zstd = new Uint8Array(await zstdCompress(plain));
+    zstd.fill(0x41, 100, 400);
+    // Padding after the corruption, so the worker finds it long before the body ends.
+    const padded = concat(zstd, pseudoRandom(256 * 1024, 94));
+    const w = await write(`main/uploads/${crypto.randomUUID()}/compressed-blobs/zstd/${hash}/${plain.byteLength}`, padded);
+    expect(w.status, w.message).toBe(3);
+    expectReadToTheEnd(w.body, "corrupt");
+    expect(await casHolds(hash)).toBe(false);
+  });
+
+  it("a Write refused before it is read (bad resource name) still reads the body", async () => {
+    const w = await write("main/uploads/x/blobs/not-a-hash/5", data);
+    expect(w.status, w.message).toBe(3);
+    expectReadToTheEnd(w.body, "refused");
   });
 });
