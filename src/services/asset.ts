@@ -82,14 +82,19 @@ async function usableAsset({ s, kind, q, oldestMs }: FetchArgs, uri: string): Pr
   const rec = await getAsset(s.env.CAS, key);
   if (!rec) return null;
   if (rec.expireAtMs !== undefined && rec.expireAtMs <= Date.now()) {
-    // Expired entries are removed when next looked up: nothing else would ever delete them.
-    await s.env.CAS.delete(key);
+    // Expired entries are removed when next looked up: nothing else would ever delete them. Only
+    // upkeep: a delete R2 fails is logged and tried again by the next lookup, the call goes on.
+    await s.env.CAS.delete(key).catch((e: unknown) => console.warn(JSON.stringify({ event: "asset_expired_left", key, error: String(e) })));
     return null;
   }
   if (rec.storedAtMs < oldestMs) return null;
   if (q.sri && !sriSatisfied(q.sri, rec.checksums)) return null;
-  // A directory that is only partly present is a miss too; present blobs are touched.
-  const needed = await assetBlobs(s, kind, rec.digest, rec.referencedBlobs, rec.referencedDirectories).catch(() => null);
+  // A directory that is only partly present (or not a valid tree) is a miss too; present blobs
+  // are touched. Storage failing on the way is not a miss: the call is UNAVAILABLE, to retry.
+  const needed = await assetBlobs(s, kind, rec.digest, rec.referencedBlobs, rec.referencedDirectories).catch((e: unknown) => {
+    if (e instanceof ConnectError && e.code === Code.Unavailable) throw e;
+    return null;
+  });
   if (!needed || (await s.store.index.missing(needed, true)).length > 0) return null;
   return rec;
 }

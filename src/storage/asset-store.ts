@@ -2,6 +2,7 @@
 // URI, key qualifiers), beside the action cache's entries. An entry maps that key to a digest in
 // the CAS with the times Fetch needs (when it was pushed or fetched, when it expires); the blobs
 // themselves stay in the CAS, whose presence is checked on every Fetch.
+import { unavailableFrom } from "../errors.ts";
 import type { BlobDigest } from "./digest.ts";
 import { hex } from "./sha256-state.ts";
 
@@ -37,16 +38,27 @@ export async function assetKey(
   return `asset/${tenant}/${encodeURIComponent(instanceName)}/${kind}/${hex(hash)}`;
 }
 
+/** R2 failing an entry's read or write: UNAVAILABLE with the reason, which clients retry (not a miss). */
+const assetUnavailable = (what: "read" | "stored", e: unknown) => unavailableFrom(`the Remote Asset entry could not be ${what}`, e);
+
 export async function putAsset(bucket: R2Bucket, key: string, record: AssetRecord): Promise<void> {
-  await bucket.put(key, JSON.stringify(record), { httpMetadata: { contentType: "application/json" } });
+  await bucket.put(key, JSON.stringify(record), { httpMetadata: { contentType: "application/json" } }).catch((e: unknown) => {
+    throw assetUnavailable("stored", e);
+  });
 }
 
-/** The entry under key; null if absent or unreadable (the next Push or fetch replaces it). */
+/** The entry under key; null if absent or not an entry (the next Push or fetch replaces it). */
 export async function getAsset(bucket: R2Bucket, key: string): Promise<AssetRecord | null> {
-  const obj = await bucket.get(key);
-  if (!obj) return null;
+  let text: string;
   try {
-    return JSON.parse(await obj.text()) as AssetRecord;
+    const obj = await bucket.get(key);
+    if (!obj) return null;
+    text = await obj.text();
+  } catch (e) {
+    throw assetUnavailable("read", e);
+  }
+  try {
+    return JSON.parse(text) as AssetRecord;
   } catch {
     return null;
   }

@@ -6,12 +6,11 @@
 import { SELF, env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
-import type { Env } from "../../src/env.ts";
 import { BlobStore } from "../../src/storage/blob-store.ts";
 import { PART_SIZE, uploadBlob, type WriteChunk } from "../../src/storage/upload.ts";
 import type { BlobDigest } from "../../src/storage/digest.ts";
 import { R2_BLOB_BYTES, admin, missing, tenantPerTest, type Tenant, type TestBlob } from "./cas-eviction-helpers.ts";
-import { failingBucket, failingIndex, type When } from "./fault-injection.ts";
+import { failingBucket, failingIndex, withBinding, type When } from "./fault-injection.ts";
 import { ContentAddressableStorage } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { ByteStream } from "../../src/gen/google/bytestream/bytestream_pb.ts";
 import { connectClient, digestOf, errorOf, grpcWebClient, pseudoRandom } from "./helpers.ts";
@@ -41,17 +40,6 @@ const writes: [string, (s: BlobStore, b: TestBlob) => Promise<void>][] = [
 async function stats(t: Tenant) {
   const { blobs, bytes } = (await admin(t, "GET", "/admin/cas/stats")).body.tenants[0] ?? { blobs: 0, bytes: 0 };
   return { blobs, bytes };
-}
-
-/** Runs `fn` with one of the worker's own bindings taken from `faulty` (SELF serves from this same env). */
-async function withBinding<T>(name: "CAS" | "CAS_INDEX", faulty: Env, fn: () => Promise<T>): Promise<T> {
-  const real = env[name];
-  Object.assign(env, { [name]: faulty[name] });
-  try {
-    return await fn();
-  } finally {
-    Object.assign(env, { [name]: real });
-  }
 }
 
 /** Stores a 3 MiB blob for `t`, then runs `fn` with the worker's R2 reads of it breaking off mid-way. */

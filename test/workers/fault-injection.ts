@@ -98,3 +98,14 @@ function breakAfterFirstChunk(body: ReadableStream<Uint8Array>, err: Error): Rea
     },
   });
 }
+
+/** Runs `fn` with one of the worker's own bindings taken from `faulty` (SELF serves from this same env). */
+export async function withBinding<T>(name: "CAS" | "CAS_INDEX", faulty: Env, fn: () => Promise<T>): Promise<T> {
+  const real = env[name];
+  Object.assign(env, { [name]: faulty[name] });
+  try {
+    return await fn();
+  } finally {
+    Object.assign(env, { [name]: real });
+  }
+}

@@ -1,0 +1,82 @@
+// Remote Asset Fetch and Push when storage fails: an entry R2 cannot read or store is UNAVAILABLE
+// with the reason (a fault to retry, never a NOT_FOUND answer that would send the client to the
+// origin or fail its build), a directory whose tree the CAS index cannot walk likewise, and the
+// removal of an expired entry is upkeep that never fails the Fetch it rides on.
+import { create, toBinary } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { Code } from "@connectrpc/connect";
+import { env } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { Fetch, Push } from "../../src/gen/build/bazel/remote/asset/v1/remote_asset_pb.ts";
+import { DirectorySchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { failingBucket, failingIndex, withBinding, type When } from "./fault-injection.ts";
+import { connectClient, errorOf, uniqueInstance, upload } from "./helpers.ts";
+
+const fetcher = connectClient(Fetch);
+const pusher = connectClient(Push);
+const isEntry = (k: string) => k.startsWith("asset/");
+const urn = () => `urn:kiln-test:${crypto.randomUUID()}`;
+
+describe("Remote Asset with R2 failing", () => {
+  for (const when of ["before", "after"] as When[]) {
+    it(`a Push whose entry R2 fails to store ${when} it lands: UNAVAILABLE with the reason; pushed again, Fetch finds it`, async () => {
+      const instanceName = uniqueInstance();
+      const blob = await upload(`pushed ${crypto.randomUUID()}`, instanceName);
+      const uri = urn();
+      const err = await withBinding("CAS", failingBucket((op, k) => op === "put" && isEntry(k), when), () =>
+        errorOf(pusher.pushBlob({ instanceName, uris: [uri], blobDigest: blob })),
+      );
+      expect(err.code).toBe(Code.Unavailable);
+      expect(err.rawMessage).toMatch(/the Remote Asset entry could not be stored \(injected: R2 put of asset\/.*\); retry/);
+      await pusher.pushBlob({ instanceName, uris: [uri], blobDigest: blob });
+      const r = await fetcher.fetchBlob({ instanceName, uris: [uri] });
+      expect(r.status?.code ?? 0).toBe(0);
+      expect(r.blobDigest).toMatchObject(blob);
+    });
+
+    it(`a Fetch whose entry R2 fails to read ${when === "before" ? "from the start" : "mid-way"}: UNAVAILABLE with the reason, not NOT_FOUND`, async () => {
+      const instanceName = uniqueInstance();
+      const blob = await upload(`fetched ${crypto.randomUUID()}`, instanceName);
+      const uri = urn();
+      await pusher.pushBlob({ instanceName, uris: [uri], blobDigest: blob });
+      const err = await withBinding("CAS", failingBucket((op, k) => op === "get" && isEntry(k), when), () =>
+        errorOf(fetcher.fetchBlob({ instanceName, uris: [uri] })),
+      );
+      expect(err.code).toBe(Code.Unavailable);
+      expect(err.rawMessage).toMatch(/the Remote Asset entry could not be read \(.*injected: R2 get of asset\/.*\); retry/);
+      expect((await fetcher.fetchBlob({ instanceName, uris: [uri] })).blobDigest).toMatchObject(blob);
+    });
+  }
+
+  it("an expired entry R2 fails to delete: the Fetch is still a plain miss, and the next one deletes it", async () => {
+    const instanceName = uniqueInstance();
+    const blob = await upload(`expiring ${crypto.randomUUID()}`, instanceName);
+    const uri = urn();
+    await pusher.pushBlob({ instanceName, uris: [uri], blobDigest: blob, expireAt: timestampFromMs(Date.now() + 1000) });
+    // The instance's entries (the default tenant: no API_KEYS here).
+    const entries = async () => (await env.CAS.list({ prefix: `asset/default/${encodeURIComponent(instanceName)}/` })).objects.length;
+    expect(await entries()).toBe(1);
+    await new Promise((r) => setTimeout(r, 1100));
+    const miss = await withBinding("CAS", failingBucket((op, k) => op === "delete" && isEntry(k)), () => fetcher.fetchBlob({ instanceName, uris: [uri] }));
+    expect(miss.status?.code).toBe(Code.NotFound);
+    expect(await entries()).toBe(1);
+    expect((await fetcher.fetchBlob({ instanceName, uris: [uri] })).status?.code).toBe(Code.NotFound);
+    expect(await entries()).toBe(0);
+  });
+});
+
+describe("Remote Asset with the CAS index failing", () => {
+  it("FetchDirectory whose tree cannot be walked: UNAVAILABLE with the reason, not NOT_FOUND", async () => {
+    const instanceName = uniqueInstance();
+    const file = await upload(`file ${crypto.randomUUID()}`, instanceName);
+    const root = await upload(toBinary(DirectorySchema, create(DirectorySchema, { files: [{ name: "a.txt", digest: file }] })), instanceName);
+    const uri = urn();
+    await pusher.pushDirectory({ instanceName, uris: [uri], rootDirectoryDigest: root });
+    const err = await withBinding("CAS_INDEX", failingIndex(["present", "smallBlob"], "before"), () =>
+      errorOf(fetcher.fetchDirectory({ instanceName, uris: [uri] })),
+    );
+    expect(err.code).toBe(Code.Unavailable);
+    expect(err.rawMessage).toMatch(/injected: CAS index/);
+    expect((await fetcher.fetchDirectory({ instanceName, uris: [uri] })).rootDirectoryDigest).toMatchObject(root);
+  });
+});
