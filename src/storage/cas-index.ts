@@ -27,7 +27,7 @@ export function shardName(tenant: string, shard: number, shards: number): string
 }
 
 /** A shard call that failed (the object unreachable, restarted or overloaded): UNAVAILABLE, retry. */
-function shardCall<T>(what: string, call: Promise<T>): Promise<T> {
+export function shardCall<T>(what: string, call: Promise<T>): Promise<T> {
   return call.catch((e: unknown) => Promise.reject(unavailableFrom(`the CAS index could not ${what}`, e)));
 }
 

@@ -11,6 +11,7 @@ import type { UploadSession } from "../../durable-objects/cas-index.ts";
 import type { Env } from "../env.ts";
 import { invalidArgument, unavailableFrom } from "../errors.ts";
 import type { BlobStore } from "./blob-store.ts";
+import { shardCall } from "./cas-index.ts";
 import { type BlobDigest } from "./digest.ts";
 import { hex, newSha256, restoreSha256, saveSha256 } from "./sha256-state.ts";
 
@@ -35,9 +36,20 @@ const sessionKey = (uploadId: string, d: BlobDigest) => `${uploadId}/${d.hash}/$
 
 /** Bytes already committed for this upload (QueryWriteStatus). */
 export async function committedBytes(store: BlobStore, uploadId: string, d: BlobDigest): Promise<number | null> {
-  const s = await store.index.shard(d.hash).getUpload(sessionKey(uploadId, d));
+  const s = await readSession(store, uploadId, d);
   return s ? s.committed : null;
 }
+
+/** An upload's saved state from its index shard; a shard that fails is UNAVAILABLE, to retry. */
+const readSession = (store: BlobStore, uploadId: string, d: BlobDigest) =>
+  shardCall(`read the state of upload ${uploadId}`, store.index.shard(d.hash).getUpload(sessionKey(uploadId, d)));
+
+/**
+ * Removing a finished or refused upload's state is upkeep: a failure is logged, never the call's
+ * answer (the shard's alarm removes states left over a day).
+ */
+const dropSession = (shard: ReturnType<BlobStore["index"]["shard"]>, key: string) =>
+  shard.deleteUpload(key).catch((e: unknown) => console.warn(JSON.stringify({ event: "upload_state_left", upload: key, error: String(e) })));
 
 /**
  * Consumes the chunks of one Write call. `firstOffset` must equal what is committed already.
@@ -125,12 +137,18 @@ async function writeMultipart(
   const shard = store.index.shard(d.hash);
   const key = sessionKey(uploadId, d);
   const bucket = store.env.CAS;
-  let session: UploadSession | null = await shard.getUpload(key);
+  let session: UploadSession | null = await readSession(store, uploadId, d);
   if (!session) {
     if (firstOffset !== 0) throw invalidArgument(`write_offset ${firstOffset}: nothing is committed for this upload, start at 0`, "write_offset");
-    const mpu = await bucket.createMultipartUpload(store.key(d.hash));
+    const mpu = await bucket.createMultipartUpload(store.key(d.hash)).catch((e: unknown) => Promise.reject(unavailableFrom("starting the upload failed", e)));
     session = { r2Key: mpu.key, multipartId: mpu.uploadId, parts: [], committed: 0, sha: saveSha256(newSha256()) };
-    await shard.putUpload(key, session);
+    try {
+      await shardCall(`record the start of upload ${uploadId}`, shard.putUpload(key, session));
+    } catch (e) {
+      // Nothing refers to the multipart upload: abort it now rather than leave it to R2's expiry.
+      await mpu.abort().catch(() => {});
+      throw e;
+    }
   } else if (firstOffset !== session.committed) {
     throw invalidArgument(
       `write_offset ${firstOffset} does not match committed_size ${session.committed}; call QueryWriteStatus and resume there`,
@@ -190,21 +208,36 @@ async function writeMultipart(
       committed: session.committed + partLen,
       sha: saveSha256(hasher),
     };
-    await shard.putUpload(key, session);
+    // Whether the record landed is unknown (its answer may be what was lost): the client asks.
+    await shard.putUpload(key, session).catch((e: unknown) => {
+      throw unavailableFrom(`part ${partNumber} is stored but recording it failed`, e, "call QueryWriteStatus and resume at its committed_size");
+    });
   }
 
   const actual = hex(hasher.digest());
   if (actual !== d.hash) {
     await mpu.abort().catch(() => {});
-    await shard.deleteUpload(key);
+    await dropSession(shard, key);
     throw invalidArgument(`the uploaded data hashes to ${actual}, not ${d.hash}; nothing was stored`);
   }
+  await complete(store, mpu, session, d);
+  await store.index.add([d]);
+  await dropSession(shard, key);
+  return d.size;
+}
+
+/**
+ * Completes the multipart upload into the blob's object. A complete R2 carried out but whose answer
+ * was lost, or a resumed upload whose blob was completed before its index record failed, finds the
+ * upload gone and the object there: the verified blob, so the upload goes on to record it (without
+ * this, such an upload could never finish under its name).
+ */
+async function complete(store: BlobStore, mpu: R2MultipartUpload, session: UploadSession, d: BlobDigest): Promise<void> {
   try {
     await mpu.complete(session.parts);
   } catch (e) {
-    throw unavailableFrom("completing the upload failed", e);
+    const head = await store.env.CAS.head(store.key(d.hash)).catch(() => null);
+    if (head?.size !== d.size) throw unavailableFrom("completing the upload failed", e);
+    await mpu.abort().catch(() => {}); // its parts, if the object came from another upload
   }
-  await store.index.add([d]);
-  await shard.deleteUpload(key);
-  return d.size;
 }

@@ -2,12 +2,13 @@
 // it has acted (the answer lost on the way back). Either way the caller hears UNAVAILABLE with the
 // reason (a fault to retry, not the client's data being wrong, nor a blob missing), nothing
 // half-stored is reported present, and a write made again stores the blob once. A resumable
-// upload keeps the parts before the one that failed; a failed read heals nothing away.
+// upload keeps the parts before the one that failed, and one whose state, completion or index
+// record failed finishes when resumed where QueryWriteStatus says; a failed read heals nothing away.
 import { SELF, env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
 import { BlobStore } from "../../src/storage/blob-store.ts";
-import { PART_SIZE, uploadBlob, type WriteChunk } from "../../src/storage/upload.ts";
+import { PART_SIZE, committedBytes, uploadBlob, type WriteChunk } from "../../src/storage/upload.ts";
 import type { BlobDigest } from "../../src/storage/digest.ts";
 import { R2_BLOB_BYTES, admin, missing, tenantPerTest, type Tenant, type TestBlob } from "./cas-eviction-helpers.ts";
 import { failingBucket, failingIndex, withBinding, type When } from "./fault-injection.ts";
@@ -105,6 +106,97 @@ describe("R2 failing a part of a resumable upload", () => {
       expect(new Uint8Array(await new Response(r.body).arrayBuffer())).toEqual(data);
     });
   }
+});
+
+describe("a resumable upload's state and completion failing", () => {
+  async function* from(data: Uint8Array, start: number): AsyncGenerator<WriteChunk> {
+    if (start === data.byteLength) yield { offset: start, data: new Uint8Array(0), finish: true };
+    for (let at = start; at < data.byteLength; at += 1 << 20) {
+      const end = Math.min(at + (1 << 20), data.byteLength);
+      yield { offset: at, data: data.subarray(at, end), finish: end === data.byteLength };
+    }
+  }
+  const big = async (seed: number) => {
+    const data = pseudoRandom(2 * PART_SIZE + 10, seed);
+    return { data, digest: await digestOf(data) };
+  };
+  /** Resumes where the upload's state says (as a client does after QueryWriteStatus); the blob must come out whole, stored once. */
+  async function resumeAndCheck(t: Tenant, uploadId: string, b: TestBlob) {
+    const store = new BlobStore(env, t.tenant);
+    const at = (await committedBytes(store, uploadId, digest(b))) ?? 0;
+    expect(await uploadBlob(store, uploadId, digest(b), at, from(b.data, at))).toBe(b.data.byteLength);
+    expect(await missing(t, [b])).toEqual(new Set());
+    expect(await stats(t)).toEqual({ blobs: 1, bytes: b.data.byteLength });
+    const r = await store.read(digest(b));
+    expect(new Uint8Array(await new Response(r.body).arrayBuffer())).toEqual(b.data);
+    return at;
+  }
+
+  it("its state cannot be read: UNAVAILABLE naming the upload, for QueryWriteStatus and Write alike", async () => {
+    const t = setup();
+    const b = await big(11);
+    const broken = new BlobStore(failingIndex(["getUpload"], "before"), t.tenant);
+    for (const p of [committedBytes(broken, "u1", digest(b)), uploadBlob(broken, "u1", digest(b), 0, from(b.data, 0))]) {
+      const err = await errorOf(p);
+      expect(err.code).toBe(Code.Unavailable);
+      expect(err.rawMessage).toMatch(/the CAS index could not read the state of upload u1 \(injected: .*\); retry/);
+    }
+  });
+
+  for (const when of ["before", "after"] as When[]) {
+    it(`recording part 2 fails ${when} it lands: UNAVAILABLE; resumed where QueryWriteStatus says, the blob is whole and stored once`, async () => {
+      const t = setup();
+      const b = await big(when === "before" ? 12 : 13);
+      const uploadId = crypto.randomUUID();
+      let records = 0; // the start, then one per part
+      const broken = new BlobStore(failingIndex((m) => m === "putUpload" && ++records === 3, when), t.tenant);
+      const err = await errorOf(uploadBlob(broken, uploadId, digest(b), 0, from(b.data, 0)));
+      expect(err.code).toBe(Code.Unavailable);
+      expect(err.rawMessage).toMatch(/part 2 is stored but recording it failed \(injected: .*\); call QueryWriteStatus and resume at its committed_size/);
+      expect(await missing(t, [b])).toEqual(new Set([b.digest.hash]));
+      expect(await resumeAndCheck(t, uploadId, b)).toBe(when === "before" ? PART_SIZE : 2 * PART_SIZE);
+    });
+  }
+
+  it("R2 completing the upload but its answer lost: the Write succeeds all the same", async () => {
+    const t = setup();
+    const b = await big(14);
+    const store = new BlobStore(failingBucket((op) => op === "complete", "after"), t.tenant);
+    expect(await uploadBlob(store, crypto.randomUUID(), digest(b), 0, from(b.data, 0))).toBe(b.data.byteLength);
+    expect(await missing(t, [b])).toEqual(new Set());
+    const r = await new BlobStore(env, t.tenant).read(digest(b));
+    expect(new Uint8Array(await new Response(r.body).arrayBuffer())).toEqual(b.data);
+  });
+
+  it("R2 refusing to complete: UNAVAILABLE; resumed at the full size, it completes", async () => {
+    const t = setup();
+    const b = await big(15);
+    const uploadId = crypto.randomUUID();
+    const err = await errorOf(uploadBlob(new BlobStore(failingBucket((op) => op === "complete", "before"), t.tenant), uploadId, digest(b), 0, from(b.data, 0)));
+    expect(err.code).toBe(Code.Unavailable);
+    expect(err.rawMessage).toMatch(/completing the upload failed \(injected: R2 complete of .*\); retry/);
+    expect(await missing(t, [b])).toEqual(new Set([b.digest.hash]));
+    expect(await resumeAndCheck(t, uploadId, b)).toBe(b.data.byteLength);
+  });
+
+  it("the index record failing after R2 completed the blob: UNAVAILABLE, and the resumed upload finishes (it was stuck on the completed upload)", async () => {
+    const t = setup();
+    const b = await big(16);
+    const uploadId = crypto.randomUUID();
+    const err = await errorOf(uploadBlob(new BlobStore(failingIndex(["add"], "before"), t.tenant), uploadId, digest(b), 0, from(b.data, 0)));
+    expect(err.code).toBe(Code.Unavailable);
+    expect(err.rawMessage).toMatch(/the CAS index could not record/);
+    expect(await missing(t, [b])).toEqual(new Set([b.digest.hash]));
+    expect(await resumeAndCheck(t, uploadId, b)).toBe(b.data.byteLength);
+  });
+
+  it("removing a finished upload's state fails: the Write still succeeds", async () => {
+    const t = setup();
+    const b = await big(17);
+    const store = new BlobStore(failingIndex(["deleteUpload"], "before"), t.tenant);
+    expect(await uploadBlob(store, crypto.randomUUID(), digest(b), 0, from(b.data, 0))).toBe(b.data.byteLength);
+    expect(await missing(t, [b])).toEqual(new Set());
+  });
 });
 
 describe("R2 failing a read", () => {

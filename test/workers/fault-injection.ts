@@ -7,8 +7,9 @@ import type { Env } from "../../src/env.ts";
 
 export type When = "before" | "after";
 
-/** `base` whose CAS index stubs fail the named methods (see When). */
-export function failingIndex(methods: string[], when: When, base: Env = env): Env {
+/** `base` whose CAS index stubs fail the named methods, or the calls `methods(name)` picks (see When). */
+export function failingIndex(methods: string[] | ((method: string) => boolean), when: When, base: Env = env): Env {
+  const fails = typeof methods === "function" ? methods : (m: string) => methods.includes(m);
   const ns = base.CAS_INDEX;
   const namespace = {
     idFromName: (name: string) => ns.idFromName(name),
@@ -16,7 +17,7 @@ export function failingIndex(methods: string[], when: When, base: Env = env): En
       const stub = ns.get(id) as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
       return new Proxy(stub, {
         get: (_t, prop: string) => async (...args: unknown[]) => {
-          if (!methods.includes(prop)) return stub[prop]!(...args);
+          if (!fails(prop)) return stub[prop]!(...args);
           if (when === "after") await stub[prop]!(...args);
           throw new Error(`injected: CAS index ${prop} failed ${when} reaching the shard`);
         },
@@ -50,7 +51,7 @@ export function failingBucket(fails: (op: string, key: string) => boolean, when:
   return { ...base, CAS: proxy } as unknown as Env;
 }
 
-/** A multipart upload whose uploadPart calls fail where `fails("uploadPart", its key)` says. */
+/** A multipart upload whose uploadPart and complete calls fail where `fails(op, its key)` says. */
 function failingUpload(upload: R2MultipartUpload, fails: (op: string, key: string) => boolean, when: When): R2MultipartUpload {
   return new Proxy(upload, {
     get(t, prop: string) {
@@ -58,9 +59,9 @@ function failingUpload(upload: R2MultipartUpload, fails: (op: string, key: strin
       if (typeof v !== "function") return v;
       return (...args: unknown[]) => {
         const call = () => Reflect.apply(v, t, args);
-        if (prop !== "uploadPart" || !fails(prop, t.key)) return call();
+        if ((prop !== "uploadPart" && prop !== "complete") || !fails(prop, t.key)) return call();
         // "before" refuses the part without reading its stream, as R2 may.
-        return inject(`R2 uploadPart ${String(args[0])} of ${t.key}`, when, call, false);
+        return inject(`R2 ${prop}${prop === "uploadPart" ? ` ${String(args[0])}` : ""} of ${t.key}`, when, call, false);
       };
     },
   });
