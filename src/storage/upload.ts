@@ -142,13 +142,10 @@ async function writeMultipart(
     if (firstOffset !== 0) throw invalidArgument(`write_offset ${firstOffset}: nothing is committed for this upload, start at 0`, "write_offset");
     const mpu = await bucket.createMultipartUpload(store.key(d.hash)).catch((e: unknown) => Promise.reject(unavailableFrom("starting the upload failed", e)));
     session = { r2Key: mpu.key, multipartId: mpu.uploadId, parts: [], committed: 0, sha: saveSha256(newSha256()) };
-    try {
-      await shardCall(`record the start of upload ${uploadId}`, shard.putUpload(key, session));
-    } catch (e) {
-      // Nothing refers to the multipart upload: abort it now rather than leave it to R2's expiry.
-      await mpu.abort().catch(() => {});
-      throw e;
-    }
+    // Not aborted when this fails: the record may have landed (its answer lost), and a retry
+    // resumes the multipart upload it names. One nothing names is left to R2's lifecycle rule
+    // for incomplete multipart uploads.
+    await shardCall(`record the start of upload ${uploadId}`, shard.putUpload(key, session));
   } else if (firstOffset !== session.committed) {
     throw invalidArgument(
       `write_offset ${firstOffset} does not match committed_size ${session.committed}; call QueryWriteStatus and resume there`,
