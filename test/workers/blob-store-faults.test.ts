@@ -144,6 +144,17 @@ describe("a resumable upload's state and completion failing", () => {
   });
 
   for (const when of ["before", "after"] as When[]) {
+    it(`recording the upload's start fails ${when} it lands: UNAVAILABLE; the Write made again from 0 completes`, async () => {
+      const t = setup();
+      const b = await big(when === "before" ? 18 : 19);
+      const uploadId = crypto.randomUUID();
+      const broken = new BlobStore(failingIndex((m) => m === "putUpload", when), t.tenant);
+      const err = await errorOf(uploadBlob(broken, uploadId, digest(b), 0, from(b.data, 0)));
+      expect(err.code).toBe(Code.Unavailable);
+      expect(err.rawMessage).toMatch(new RegExp(`the CAS index could not record the start of upload ${uploadId} \\(injected: .*\\); retry`));
+      expect(await resumeAndCheck(t, uploadId, b)).toBe(0);
+    });
+
     it(`recording part 2 fails ${when} it lands: UNAVAILABLE; resumed where QueryWriteStatus says, the blob is whole and stored once`, async () => {
       const t = setup();
       const b = await big(when === "before" ? 12 : 13);
