@@ -13,7 +13,7 @@ import { requestIdOf, withRequestId } from "../request-id.ts";
 import { finishConnectErrors } from "./connect-errors.ts";
 import { FIND_MISSING_PATH, findMissingFastLane } from "./find-missing-fast-lane.ts";
 import { READ_PATH, byteStreamReadLane } from "./bytestream-read-lane.ts";
-import { requestBody } from "./request-body.ts";
+import { UNREAD_BODY_DRAIN_MAX, requestBody } from "./request-body.ts";
 
 /** Largest single message we accept: a 4 MiB batch plus framing headroom. */
 const READ_MAX_BYTES = 8 * 1024 * 1024;
@@ -65,14 +65,22 @@ const handlers = new Map(
 );
 
 /**
- * Client streams (ByteStream.Write) are uploads: the call can end while the client still sends (a
- * corrupt zstd frame, a blob another client stored meanwhile, a refused key), and connect-es then
- * answers without reading the rest. Over HTTP/1.1 that answer breaks the sender's connection: the
- * bridge reported EPIPE instead of the worker's status. Their body is handed out through
- * requestBody(), whose rest answerAfterBody reads before the answer goes out (connect-es returns
- * a client stream's response only once the method has ended, so nothing else is reading by then).
+ * A call can end while its client still sends: a unary call refused before its message is read
+ * (no key, rate-limited), a client stream (ByteStream.Write: an upload) that fails or completes
+ * early (a corrupt zstd frame, a blob another client stored meanwhile). connect-es then answers
+ * without reading the rest, and over HTTP/1.1 that answer breaks the sender's connection: the
+ * bridge reported EPIPE (INTERNAL) instead of the worker's status. So the body is handed out
+ * through requestBody(), whose rest answerAfterBody reads before the answer goes out: connect-es
+ * returns a response only once the request is read or the method has ended (a client stream's),
+ * so nothing else is reading by then. An upload's rest is read whole, another call's up to
+ * UNREAD_BODY_DRAIN_MAX. Bidi streams are left alone: they answer while their request still
+ * arrives, and their body must stay the handler's alone.
  */
-const clientStreams = new Set(router.handlers.filter((h) => h.method.methodKind === "client_streaming").map((h) => h.requestPath));
+const restMaxByPath = new Map(
+  router.handlers
+    .filter((h) => h.method.methodKind !== "bidi_streaming")
+    .map((h) => [h.requestPath, h.method.methodKind === "client_streaming" ? Infinity : UNREAD_BODY_DRAIN_MAX] as const),
+);
 
 export function mountConnect(app: Hono) {
   app.use("*", async (c, next) => {
@@ -81,6 +89,7 @@ export function mountConnect(app: Hono) {
     const handler = handlers.get(path);
     if (!handler) return next();
     const req = c.req.raw;
-    return handler(clientStreams.has(path) && req.body ? new Request(req, { body: requestBody(req) }) : req);
+    const restMax = restMaxByPath.get(path);
+    return handler(restMax !== undefined && req.body ? new Request(req, { body: requestBody(req, restMax) }) : req);
   });
 }

@@ -13,9 +13,10 @@ const leftovers = new WeakMap<Request, () => Promise<void>>();
  * The request body as a stream whose cancel() reads the rest instead of dropping the
  * connection, so code that stops reading early (a size or hash mismatch, an error mid-upload)
  * still answers only after the client has sent everything. Code that stops without cancelling
- * (a stream left errored) is covered by {@link answerAfterBody}, which reads the rest.
+ * (a stream left errored) is covered by {@link answerAfterBody}, which reads the rest. Past
+ * `restMax` bytes of rest the connection is dropped instead (see UNREAD_BODY_DRAIN_MAX).
  */
-export function requestBody(req: Request): ReadableStream<Uint8Array> {
+export function requestBody(req: Request, restMax = Infinity): ReadableStream<Uint8Array> {
   const body = req.body;
   if (!body) return new Blob([]).stream();
   let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
@@ -33,7 +34,12 @@ export function requestBody(req: Request): ReadableStream<Uint8Array> {
     (rest ??= (async () => {
       try {
         await inFlight;
-        while (!(await read()).done);
+        for (let n = 0; ; ) {
+          const r = await read();
+          if (r.done) return;
+          n += r.value.byteLength;
+          if (n > restMax) return void (await reader!.cancel());
+        }
       } catch {
         // The client went away: nothing left to keep healthy.
       }
@@ -54,7 +60,7 @@ export function requestBody(req: Request): ReadableStream<Uint8Array> {
  * this many bytes; past it the connection is dropped, so a hostile client cannot keep a request
  * busy forever. Bodies of accepted uploads (handed out by requestBody) are read whole.
  */
-const UNREAD_BODY_DRAIN_MAX = 64 * 1024 * 1024;
+export const UNREAD_BODY_DRAIN_MAX = 64 * 1024 * 1024;
 
 /**
  * The body of an upload of `size` bytes: when Content-Length says exactly that, the request's own

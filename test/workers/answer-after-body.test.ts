@@ -2,7 +2,7 @@
 // sending when the answer comes (Bazel's HTTP cache client) sees a broken pipe and counts the
 // upload as failed. Each body here is a stream that records whether it was read to its end
 // before the response arrived.
-import { SELF } from "cloudflare:test";
+import { SELF, env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { WriteRequestSchema } from "../../src/gen/google/bytestream/bytestream_pb.ts";
@@ -177,6 +177,24 @@ describe("a gRPC-web ByteStream.Write is answered after its whole body", () => {
     expect(w.status, w.message).toBe(3);
     expectReadToTheEnd(w.body, "corrupt");
     expect(await casHolds(hash)).toBe(false);
+  });
+
+  it("a unary call refused before its message is read (no API key) still reads the body", async () => {
+    env.API_KEYS = JSON.stringify([{ key: `k-${crypto.randomUUID()}`, tenant: "t", name: "ci" }]);
+    try {
+      const message = concat(envelope(new Uint8Array(3 * 1024 * 1024).fill(1)));
+      const body = tracked(message);
+      const res = await SELF.fetch("http://kiln/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs", {
+        method: "POST",
+        body: body.body,
+        headers: { "content-type": "application/grpc-web+proto", "x-grpc-web": "1" },
+      });
+      const { status } = splitFrames(new Uint8Array(await res.arrayBuffer()));
+      expect(status).toBe(16);
+      expectReadToTheEnd(body, "unauthenticated");
+    } finally {
+      delete env.API_KEYS;
+    }
   });
 
   it("a Write refused before it is read (bad resource name) still reads the body", async () => {
