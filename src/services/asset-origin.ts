@@ -9,6 +9,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { AssetQualifiers, Checksums, SriAlgorithm } from "./asset-qualifiers.ts";
 import { base64ToHex, bytesToBase64, hexToBase64, SRI_ALGORITHMS, sriSatisfied } from "./asset-qualifiers.ts";
+import { dropStaged, getStaged, newStagingKey, putStaged } from "../storage/asset-staging.ts";
 import type { BlobStore } from "../storage/blob-store.ts";
 import type { BlobDigest } from "../storage/digest.ts";
 
@@ -107,51 +108,22 @@ async function storeVerifiedByR2(store: BlobStore, payload: Payload, d: BlobDige
  */
 async function storeStaged(store: BlobStore, payload: Payload, q: AssetQualifiers): Promise<OriginResult> {
   const algorithms = [...new Set<SriAlgorithm>(["sha256", ...(q.sri ?? []).map((h) => h.algorithm)])];
-  const staging = `${stagingPrefix(store)}${crypto.randomUUID()}`;
+  const staging = newStagingKey(store);
   try {
-    await store.env.CAS.put(staging, "stream" in payload ? payload.stream : payload.bytes, { customMetadata: { [STAGED_AT]: String(Date.now()) } });
-    const staged = await store.env.CAS.get(staging);
-    if (!staged) throw new ConnectError("the staged download vanished before it was hashed", Code.Unavailable);
+    await putStaged(store, staging, "stream" in payload ? payload.stream : payload.bytes);
+    const staged = await getStaged(store, staging, "hashed");
     const checksums = await hashAll(staged.body, algorithms);
     if (q.sri && !sriSatisfied(q.sri, checksums)) {
       const got = Object.entries(checksums).map(([a, b]) => `${a}-${b}`).join(" ");
       return fail(Code.Aborted, `the content does not match checksum.sri (it hashes to ${got}); nothing was stored`);
     }
     const d: BlobDigest = { hash: base64ToHex(checksums.sha256!), size: staged.size };
-    if (!(await store.index.has(d))) {
-      const copy = await store.env.CAS.get(staging);
-      if (!copy) throw new ConnectError("the staged download vanished before it was stored", Code.Unavailable);
-      await store.write(d, copy.body, { sized: true });
-    }
+    if (!(await store.index.has(d))) await store.write(d, (await getStaged(store, staging, "stored")).body, { sized: true });
     return { ok: true, digest: d, checksums };
   } finally {
     // Only space is lost if it stays; a fetch that worked (or its real failure) must not become
     // this error.
-    await store.env.CAS.delete(staging).catch((e: unknown) => console.warn(JSON.stringify({ event: "asset_staging_left", key: staging, error: String(e) })));
-    await sweepAbandonedStaging(store);
-  }
-}
-
-const stagingPrefix = (store: BlobStore) => `asset-staging/${store.tenant}/`;
-/** R2 custom metadata: when a staging object was written (ms since the epoch). */
-const STAGED_AT = "staged-at";
-/** Far past the longest fetch (10 minutes): a staging object this old was left by a fetch that died. */
-const ABANDONED_AFTER_MS = 3600_000;
-const SWEEP_BATCH = 20;
-
-/**
- * Deletes staging objects that fetches left behind (the worker stopped between put and delete, or
- * the delete failed): each staged fetch sweeps a few of its tenant's, so none stays for long
- * while the tenant keeps fetching. Upkeep: a failure is logged, never the fetch's.
- */
-async function sweepAbandonedStaging(store: BlobStore, now = Date.now()): Promise<void> {
-  try {
-    const page = await store.env.CAS.list({ prefix: stagingPrefix(store), limit: SWEEP_BATCH, include: ["customMetadata"] });
-    const stagedAt = (o: R2Object) => Number(o.customMetadata?.[STAGED_AT]) || o.uploaded.getTime();
-    const old = page.objects.filter((o) => stagedAt(o) < now - ABANDONED_AFTER_MS).map((o) => o.key);
-    if (old.length) await store.env.CAS.delete(old);
-  } catch (e) {
-    console.warn(JSON.stringify({ event: "asset_staging_sweep_failed", tenant: store.tenant, error: String(e) }));
+    await dropStaged(store, staging);
   }
 }
 

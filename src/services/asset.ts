@@ -26,7 +26,7 @@ import { authorize } from "../auth.ts";
 import { assetFetchAllow } from "../config.ts";
 import { invalidArgument, missingBlobs } from "../errors.ts";
 import { callOrigin } from "../execution/request-metadata.ts";
-import { assetKey, getAsset, putAsset, type AssetKind, type AssetRecord } from "../storage/asset-store.ts";
+import { assetKey, dropAsset, getAsset, putAsset, type AssetKind, type AssetRecord } from "../storage/asset-store.ts";
 import { checkDigestFunction, missingSubject, parseDigest, toProtoDigest, type BlobDigest } from "../storage/digest.ts";
 import { directoryBlobs } from "./action-cache.ts";
 import { fetchFromOrigin, isFetchableUri } from "./asset-origin.ts";
@@ -82,9 +82,7 @@ async function usableAsset({ s, kind, q, oldestMs }: FetchArgs, uri: string): Pr
   const rec = await getAsset(s.env.CAS, key);
   if (!rec) return null;
   if (rec.expireAtMs !== undefined && rec.expireAtMs <= Date.now()) {
-    // Expired entries are removed when next looked up: nothing else would ever delete them. Only
-    // upkeep: a delete R2 fails is logged and tried again by the next lookup, the call goes on.
-    await s.env.CAS.delete(key).catch((e: unknown) => console.warn(JSON.stringify({ event: "asset_expired_left", key, error: String(e) })));
+    await dropAsset(s.env.CAS, key);
     return null;
   }
   if (rec.storedAtMs < oldestMs) return null;

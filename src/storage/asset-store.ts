@@ -47,6 +47,14 @@ export async function putAsset(bucket: R2Bucket, key: string, record: AssetRecor
   });
 }
 
+/**
+ * Removes an expired entry (nothing else ever would). Upkeep: a delete R2 fails is logged and
+ * tried again by the next lookup; it never fails the call.
+ */
+export async function dropAsset(bucket: R2Bucket, key: string): Promise<void> {
+  await bucket.delete(key).catch((e: unknown) => console.warn(JSON.stringify({ event: "asset_expired_left", key, error: String(e) })));
+}
+
 /** The entry under key; null if absent or not an entry (the next Push or fetch replaces it). */
 export async function getAsset(bucket: R2Bucket, key: string): Promise<AssetRecord | null> {
   let text: string;
