@@ -13,7 +13,7 @@ import {
 import { MAX_INLINE_BYTES } from "../config.ts";
 import { invalidArgument, missingBlobs, notFound } from "../errors.ts";
 import { blobKey, checkDigestFunction, missingSubject, parseDigest, parseHash, type BlobDigest } from "../storage/digest.ts";
-import { acUnavailable, actionResultKey, putActionResult, refreshIfAgeing, sizeMatches } from "../storage/action-store.ts";
+import { actionResultKey, putActionResult, readActionResult, refreshIfAgeing } from "../storage/action-store.ts";
 import { mapLimit } from "../storage/map-limit.ts";
 import { childDirectories, readBytes, readDirectory, readTree, treeFileDigests } from "../storage/merkle.ts";
 import { noteRemoteCall } from "./remote-actions.ts";
@@ -85,14 +85,10 @@ export async function referencedBlobs(s: Pick<Scope, "store">, r: ActionResult):
 
 /** The cached result for an action, or null (NOT_FOUND) if absent, incomplete or of another size. */
 export async function lookupActionResult(s: Scope, action: ActionKey): Promise<ActionResult | null> {
-  const obj = await s.env.CAS.get(acKey(s, action.hash)).catch((e: unknown) => Promise.reject(acUnavailable("read", e)));
-  if (!obj) return null;
-  if (!sizeMatches(obj, action.size)) {
-    await obj.body.cancel();
-    return null;
-  }
+  const stored = await readActionResult(s.env.CAS, acKey(s, action.hash), action.size);
+  if (!stored) return null;
+  const { obj, bytes } = stored;
   let result: ActionResult;
-  const bytes = new Uint8Array(await obj.arrayBuffer().catch((e: unknown): Promise<ArrayBuffer> => Promise.reject(acUnavailable("read", e))));
   try {
     result = fromBinary(ActionResultSchema, bytes);
   } catch {

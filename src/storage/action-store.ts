@@ -30,16 +30,31 @@ export async function putActionResult(bucket: R2Bucket, key: string, result: Act
 }
 
 /** R2 failing an action-cache read or write: UNAVAILABLE with the reason, which clients retry. */
-export const acUnavailable = (what: "read" | "stored", e: unknown) => unavailableFrom(`the action cache entry could not be ${what}`, e);
+const acUnavailable = (what: "read" | "stored", e: unknown) => unavailableFrom(`the action cache entry could not be ${what}`, e);
 
 const ACTION_SIZE = "action-size";
 /** R2 custom metadata naming who wrote an entry. */
 export const WRITER = "writer";
 
 /** Whether a stored entry may answer for an action of this size (undefined: size not known). */
-export function sizeMatches(obj: R2Object, actionSize: number | undefined): boolean {
+function sizeMatches(obj: R2Object, actionSize: number | undefined): boolean {
   const stored = obj.customMetadata?.[ACTION_SIZE];
   return actionSize === undefined || stored === undefined || Number(stored) === actionSize;
+}
+
+/**
+ * The stored entry's object and bytes; null if absent, or recorded for an action of another size.
+ * R2 failing the read (at its start or mid-way) is UNAVAILABLE: a fault to retry, not a miss.
+ */
+export async function readActionResult(bucket: R2Bucket, key: string, actionSize: number | undefined): Promise<{ obj: R2Object; bytes: Uint8Array } | null> {
+  const obj = await bucket.get(key).catch((e: unknown) => Promise.reject(acUnavailable("read", e)));
+  if (!obj) return null;
+  if (!sizeMatches(obj, actionSize)) {
+    await obj.body.cancel();
+    return null;
+  }
+  const bytes = new Uint8Array(await obj.arrayBuffer().catch((e: unknown): Promise<ArrayBuffer> => Promise.reject(acUnavailable("read", e))));
+  return { obj, bytes };
 }
 
 /** A hit on an entry older than this share of AC_MAX_IDLE_DAYS (at most a day) rewrites it. */
