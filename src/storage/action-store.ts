@@ -4,6 +4,7 @@ import { ActionResultSchema, type ActionResult } from "../gen/build/bazel/remote
 import type { Env } from "../env.ts";
 import { invalidArgument, unavailableFrom } from "../errors.ts";
 import { evictionPolicy } from "./eviction-policy.ts";
+import { upkeep } from "./upkeep.ts";
 
 /** Largest serialized ActionResult we store (inline contents included). */
 export const MAX_ACTION_RESULT_BYTES = 16 * 1024 * 1024;
@@ -76,9 +77,5 @@ export async function refreshIfAgeing(env: Env, obj: R2Object, bytes: Uint8Array
   const maxIdle = evictionPolicy(env).acMaxIdleMs;
   if (maxIdle === undefined) return;
   if (now - lastUsed(obj) < Math.min(maxIdle * REFRESH_FRACTION, DAY_MS)) return;
-  try {
-    await env.CAS.put(obj.key, bytes, { customMetadata: { ...obj.customMetadata, [USED]: String(now) } });
-  } catch (e) {
-    console.warn(JSON.stringify({ event: "ac_refresh_failed", key: obj.key, error: String(e) }));
-  }
+  await upkeep(env.CAS.put(obj.key, bytes, { customMetadata: { ...obj.customMetadata, [USED]: String(now) } }), "ac_refresh_failed", { key: obj.key });
 }

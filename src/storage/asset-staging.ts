@@ -5,6 +5,7 @@
 // fetch sweeps a few of its tenant's that are far older than any fetch lasts.
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { BlobStore } from "./blob-store.ts";
+import { upkeep, upkeepFailed } from "./upkeep.ts";
 
 /** R2 custom metadata: when a staging object was written (ms since the epoch). */
 const STAGED_AT = "staged-at";
@@ -33,13 +34,13 @@ export async function getStaged(store: BlobStore, key: string, before: string): 
 
 /** Deletes the staging object, then sweeps abandoned ones of the tenant. Never throws: a failure is logged. */
 export async function dropStaged(store: BlobStore, key: string, now = Date.now()): Promise<void> {
-  await store.env.CAS.delete(key).catch((e: unknown) => console.warn(JSON.stringify({ event: "asset_staging_left", key, error: String(e) })));
+  await upkeep(store.env.CAS.delete(key), "asset_staging_left", { key });
   try {
     const page = await store.env.CAS.list({ prefix: stagingPrefix(store), limit: SWEEP_BATCH, include: ["customMetadata"] });
     const stagedAt = (o: R2Object) => Number(o.customMetadata?.[STAGED_AT]) || o.uploaded.getTime();
     const old = page.objects.filter((o) => stagedAt(o) < now - ABANDONED_AFTER_MS).map((o) => o.key);
     if (old.length) await store.env.CAS.delete(old);
   } catch (e) {
-    console.warn(JSON.stringify({ event: "asset_staging_sweep_failed", tenant: store.tenant, error: String(e) }));
+    upkeepFailed("asset_staging_sweep_failed", { tenant: store.tenant }, e);
   }
 }

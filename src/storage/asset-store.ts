@@ -5,6 +5,7 @@
 import { unavailableFrom } from "../errors.ts";
 import type { BlobDigest } from "./digest.ts";
 import { hex } from "./sha256-state.ts";
+import { upkeep } from "./upkeep.ts";
 
 export type AssetKind = "blob" | "directory";
 
@@ -52,7 +53,7 @@ export async function putAsset(bucket: R2Bucket, key: string, record: AssetRecor
  * tried again by the next lookup; it never fails the call.
  */
 export async function dropAsset(bucket: R2Bucket, key: string): Promise<void> {
-  await bucket.delete(key).catch((e: unknown) => console.warn(JSON.stringify({ event: "asset_expired_left", key, error: String(e) })));
+  await upkeep(bucket.delete(key), "asset_expired_left", { key });
 }
 
 /** The entry under key; null if absent or not an entry (the next Push or fetch replaces it). */

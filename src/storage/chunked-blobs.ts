@@ -19,6 +19,7 @@ import { blobKey, type BlobDigest } from "./digest.ts";
 import { readFailed, readOf } from "./read-failures.ts";
 import { hex } from "./sha256-state.ts";
 import { uploadBlob, type WriteChunk } from "./upload.ts";
+import { upkeep, upkeepFailed } from "./upkeep.ts";
 
 /** New chunks are checked against the index and stored this many bytes at a time. */
 const STORE_BATCH_BYTES = 8 * 1024 * 1024;
@@ -61,11 +62,8 @@ export async function splitBlob(store: BlobStore, d: BlobDigest, cdc: FastCdc): 
 
 /** Keeps a blob's split for the next SplitBlob; a failure only costs that one a read of the blob. */
 async function recordSplit(store: BlobStore, d: BlobDigest, cdc: FastCdc, chunks: readonly BlobDigest[]): Promise<void> {
-  try {
-    await store.env.CAS.put(splitKey(store, d, cdc), JSON.stringify(chunks.map((c) => [c.hash, c.size])));
-  } catch (e) {
-    console.warn(JSON.stringify({ event: "split_not_recorded", tenant: store.tenant, blob: blobKey(d), error: String(e) }));
-  }
+  const put = store.env.CAS.put(splitKey(store, d, cdc), JSON.stringify(chunks.map((c) => [c.hash, c.size])));
+  await upkeep(put, "split_not_recorded", { tenant: store.tenant, blob: blobKey(d) });
 }
 
 /** Sizes FastCDC with these parameters can cut (every chunk but the last within min..max). */
@@ -88,7 +86,7 @@ async function readSplit(store: BlobStore, key: string): Promise<BlobDigest[] | 
     if (!obj) return null;
     return ((await obj.json()) as [string, number][]).map(([hash, size]) => ({ hash, size }));
   } catch (e) {
-    console.warn(JSON.stringify({ event: "split_record_unreadable", key, error: String(e) }));
+    upkeepFailed("split_record_unreadable", { key }, e);
     return null;
   }
 }

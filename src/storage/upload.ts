@@ -14,6 +14,7 @@ import type { BlobStore } from "./blob-store.ts";
 import { shardCall } from "./cas-index.ts";
 import { type BlobDigest } from "./digest.ts";
 import { hex, newSha256, restoreSha256, saveSha256 } from "./sha256-state.ts";
+import { upkeep } from "./upkeep.ts";
 
 /** R2 multipart parts must be at least 5 MiB and (but the last) of one size. */
 export const PART_SIZE = 8 * 1024 * 1024;
@@ -48,8 +49,7 @@ const readSession = (store: BlobStore, uploadId: string, d: BlobDigest) =>
  * Removing a finished or refused upload's state is upkeep: a failure is logged, never the call's
  * answer (the shard's alarm removes states left over a day).
  */
-const dropSession = (shard: ReturnType<BlobStore["index"]["shard"]>, key: string) =>
-  shard.deleteUpload(key).catch((e: unknown) => console.warn(JSON.stringify({ event: "upload_state_left", upload: key, error: String(e) })));
+const dropSession = (shard: ReturnType<BlobStore["index"]["shard"]>, key: string) => upkeep(shard.deleteUpload(key), "upload_state_left", { upload: key });
 
 /**
  * Consumes the chunks of one Write call. `firstOffset` must equal what is committed already.
