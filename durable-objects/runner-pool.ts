@@ -21,6 +21,7 @@ import {
 import type { Env } from "../src/env.ts";
 import { heartbeatIntervalMs, leaseDurationMs, noRunnerTimeoutMs, poolShardCount, publicUrl } from "../src/config.ts";
 import { faultPoint } from "../src/execution/faults.ts";
+import { storedOperationStub } from "../src/execution/operation-stub.ts";
 import { describePlatform, offers, type EnqueueResult, type OperationEvent, type PoolEntry } from "../src/execution/pool.ts";
 import { mintToken } from "../src/execution/tokens.ts";
 import { logStreamName } from "../src/execution/log-streams.ts";
@@ -522,7 +523,7 @@ export class RunnerPoolDO extends DurableObject<Env> {
           const ev = { ...JSON.parse(r.event), ...(r.response ? { response: new Uint8Array(r.response) } : {}) } as OperationEvent;
           try {
             faultPoint("pool.deliver");
-            const exists = await this.env.OPERATION.get(this.env.OPERATION.idFromName(name)).event(ev);
+            const exists = await storedOperationStub(this.env, name).event(ev);
             this.sql.exec(`DELETE FROM outbox WHERE id = ?`, r.id);
             if (!exists) return void (await this.forget(name));
           } catch (e) {

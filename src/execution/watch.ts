@@ -5,14 +5,9 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { Env } from "../env.ts";
 import { OperationSchema, type Operation } from "../gen/google/longrunning/operations_pb.ts";
 import { decodeFrames } from "./frames.ts";
+import { operationStub } from "./operation-stub.ts";
 
-const OPERATION_NAME = /^operations\/[0-9a-f-]{36}$/;
 const REATTACH_LIMIT = 20;
-
-export function operationStub(env: Env, name: string) {
-  if (!OPERATION_NAME.test(name)) throw new ConnectError(`"${name.slice(0, 100)}" is not an operation name of this server (operations/{uuid})`, Code.NotFound);
-  return env.OPERATION.get(env.OPERATION.idFromName(name));
-}
 
 export const notFoundOperation = (name: string) =>
   new ConnectError(`operation ${name} not found (it expired, was deleted, or never existed); call Execute again`, Code.NotFound);

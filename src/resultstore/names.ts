@@ -122,6 +122,12 @@ export function parseName(name: string, expected: ResourceKind, field: string): 
   }
 }
 
+/** The stored spelling of a name (ids url-encoded, the invocation's UUID in lower case), whatever spelling the client used. */
+export function canonicalName(name: string, kind: ResourceKind, field = "name"): string {
+  const k = parseName(name, kind, field);
+  return nameOf({ ...k, invocationId: k.invocationId.toLowerCase() });
+}
+
 /** invocations/{inv}/uploadMetadata -> the invocation id. */
 export function parseUploadMetadataName(name: string): string {
   const m = /^invocations\/([^/]+)\/uploadMetadata$/.exec(name);

@@ -17,7 +17,8 @@ import { OperationSchema, type Operation } from "../gen/google/longrunning/opera
 import { checkAction } from "../execution/check-action.ts";
 import { callOrigin } from "../execution/request-metadata.ts";
 import { poolStub, shardOf, type EnqueueResult, type PoolEntry } from "../execution/pool.ts";
-import { operationStub, watchOperation, notFoundOperation } from "../execution/watch.ts";
+import { operationStub } from "../execution/operation-stub.ts";
+import { watchOperation, notFoundOperation } from "../execution/watch.ts";
 import { checkDigestFunction, parseDigest, toProtoDigest, type BlobDigest } from "../storage/digest.ts";
 import { inlineOutputs, lookupActionResult } from "./action-cache.ts";
 import { noteRemoteCall } from "./remote-actions.ts";

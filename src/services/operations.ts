@@ -6,6 +6,7 @@ import { Operations, OperationSchema, type Operation } from "../gen/google/longr
 import { authenticate, authorize, presentedKey, resolvePrincipal, type Principal } from "../auth.ts";
 import { keyConfig, kilnEnv } from "../config.ts";
 import { invalidArgument } from "../errors.ts";
+import { storedOperationStub } from "../execution/operation-stub.ts";
 import { watchOperation, notFoundOperation } from "../execution/watch.ts";
 import { listOperations, type ListCursor, type ListFilter } from "../storage/operation-index.ts";
 import { authorizeOperation } from "./execution.ts";
@@ -88,7 +89,7 @@ export const operationsService: ServiceImpl<typeof Operations> = {
     const page = rows.slice(0, pageSize);
     // Only what the key may read: its instance prefixes apply here as to GetOperation.
     const visible = page.filter((row) => mayUse(principal, row.instanceName));
-    const ops: Operation[] = (await Promise.all(visible.map((row) => env.OPERATION.get(env.OPERATION.idFromName(row.name)).operation())))
+    const ops: Operation[] = (await Promise.all(visible.map((row) => storedOperationStub(env, row.name).operation())))
       .flatMap((b) => (b ? [fromBinary(OperationSchema, b as Uint8Array)] : []));
     const last = page[page.length - 1];
     const nextPageToken = rows.length > pageSize && last ? b64url(JSON.stringify({ createdAt: last.createdAt, name: last.name, f: req.filter })) : "";

@@ -8,6 +8,7 @@ import { LogStream, RunnerService } from "../gen/kiln/runner/v1/runner_pb.ts";
 import { presentedKey, resolvePrincipal } from "../auth.ts";
 import { keyConfig, kilnEnv } from "../config.ts";
 import { Code, ConnectError, invalidArgument, missingBlobs } from "../errors.ts";
+import { storedOperationStub } from "../execution/operation-stub.ts";
 import { poolStub } from "../execution/pool.ts";
 import type { LeaseClaims } from "../execution/tokens.ts";
 import { BlobStore } from "../storage/blob-store.ts";
@@ -61,7 +62,7 @@ export const runnerService: ServiceImpl<typeof RunnerService> = {
     if (req.offset < 0n || req.offset > BigInt(Number.MAX_SAFE_INTEGER)) throw invalidArgument("offset is out of range", "offset");
     if (req.data.byteLength > MAX_LOG_APPEND) throw invalidArgument(`data is over ${MAX_LOG_APPEND} bytes`, "data");
     const env = kilnEnv();
-    const size = await env.OPERATION.get(env.OPERATION.idFromName(lease.operation)).appendLog(
+    const size = await storedOperationStub(env, lease.operation).appendLog(
       lease.attempt,
       req.stream === LogStream.STDOUT ? "stdout" : "stderr",
       Number(req.offset),
