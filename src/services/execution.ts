@@ -24,8 +24,9 @@ import { inlineOutputs, lookupActionResult } from "./action-cache.ts";
 import { noteRemoteCall } from "./remote-actions.ts";
 import { countActionCacheLookup } from "../metrics/lookups.ts";
 import { checkLeaseUse, scopeFor, type Scope } from "./scope.ts";
-import { authorize, presentedKey, resolvePrincipal } from "../auth.ts";
-import { executionConfigured, keyConfig, kilnEnv } from "../config.ts";
+import { authorize } from "../auth.ts";
+import { requireCaller } from "../caller.ts";
+import { executionConfigured, kilnEnv } from "../config.ts";
 
 const metadataOf = (stage: ExecutionStage_Value, d: BlobDigest) =>
   anyPack(ExecuteOperationMetadataSchema, create(ExecuteOperationMetadataSchema, {
@@ -154,7 +155,7 @@ export async function authorizeOperation(ctx: HandlerContext, name: string, acce
   const stub = operationStub(kilnEnv(), name);
   const owner = await stub.owner();
   if (!owner) throw notFoundOperation(name);
-  const principal = await resolvePrincipal(await keyConfig(), presentedKey(ctx.requestHeader.get("authorization")));
+  const principal = await requireCaller(ctx.requestHeader, ctx.url);
   checkLeaseUse(principal, ctx, owner.instanceName);
   authorize(principal, owner.instanceName, access);
   if (principal.tenant !== owner.tenant) throw notFoundOperation(name);

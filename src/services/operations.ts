@@ -3,8 +3,9 @@ import { create, fromBinary } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { ExecutionStage_Value } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { Operations, OperationSchema, type Operation } from "../gen/google/longrunning/operations_pb.ts";
-import { authenticate, authorize, presentedKey, resolvePrincipal, type Principal } from "../auth.ts";
-import { keyConfig, kilnEnv } from "../config.ts";
+import { authorize, type Principal } from "../auth.ts";
+import { requireCaller } from "../caller.ts";
+import { kilnEnv } from "../config.ts";
 import { invalidArgument } from "../errors.ts";
 import { storedOperationStub } from "../execution/operation-stub.ts";
 import { watchOperation, notFoundOperation } from "../execution/watch.ts";
@@ -75,8 +76,7 @@ export const operationsService: ServiceImpl<typeof Operations> = {
     const parent = /^(?:(.+)\/)?operations$/.exec(req.name);
     if (req.name !== "" && !parent) throw invalidArgument(`list operations under "operations" or "{instance_name}/operations", not "${req.name.slice(0, 200)}"`, "name");
     if (req.pageSize < 0) throw invalidArgument("page_size must not be negative", "page_size");
-    const principal = await resolvePrincipal(await keyConfig(), presentedKey(ctx.requestHeader.get("authorization")));
-    authenticate(principal);
+    const principal = await requireCaller(ctx.requestHeader, ctx.url);
     checkLeaseUse(principal, ctx, "");
     const filter = parseOperationFilter(req.filter);
     if (parent?.[1]) {

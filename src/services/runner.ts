@@ -5,8 +5,8 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { ExecutedActionMetadataSchema, ExecuteResponseSchema, type ExecuteResponse } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { LogStream, RunnerService } from "../gen/kiln/runner/v1/runner_pb.ts";
-import { presentedKey, resolvePrincipal } from "../auth.ts";
-import { keyConfig, kilnEnv } from "../config.ts";
+import { callerOf } from "../caller.ts";
+import { kilnEnv } from "../config.ts";
 import { Code, ConnectError, invalidArgument, missingBlobs } from "../errors.ts";
 import { storedOperationStub } from "../execution/operation-stub.ts";
 import { poolStub } from "../execution/pool.ts";
@@ -19,7 +19,7 @@ import { referencedBlobs } from "./action-cache.ts";
 const MAX_LOG_APPEND = 1024 * 1024;
 
 async function leaseOf(ctx: HandlerContext, leaseId: string): Promise<LeaseClaims> {
-  const principal = await resolvePrincipal(await keyConfig(), presentedKey(ctx.requestHeader.get("authorization")));
+  const principal = await callerOf(ctx.requestHeader, ctx.url);
   if (!principal.lease) throw new ConnectError("RunnerService needs the lease token of an assignment (Authorization: Bearer kiln1....)", Code.Unauthenticated);
   if (principal.lease.leaseId !== leaseId) throw new ConnectError("this token is for another lease", Code.PermissionDenied);
   return principal.lease;

@@ -398,3 +398,30 @@ describe("Operations of one build", { timeout: 30_000 }, () => {
     expect(listed.operations.map((o) => o.name)).toEqual([named]);
   });
 });
+
+describe("Operations in open mode on a public address", { timeout: 30_000 }, () => {
+  // vitest.config.mts sets ALLOW_OPEN for the other tests; without it, a keyless Kiln reached on a
+  // public host (the test clients call http://kiln/...) serves reads only, and that holds for the
+  // Operations and Execution methods that judge their caller from the operation's owner too.
+  it("GetOperation, ListOperations and WaitExecution still answer; CancelOperation and DeleteOperation are PERMISSION_DENIED saying what to set", async () => {
+    const a = await newAction("ok");
+    const name = (await executeAll(a)).at(-1)!.name;
+    await indexed(name);
+    const saved = env.ALLOW_OPEN;
+    delete env.ALLOW_OPEN;
+    try {
+      expect((await ops.getOperation({ name })).done).toBe(true);
+      expect((await ops.listOperations({ name: "operations", filter: `instance_name=${a.instanceName}` })).operations.map((o) => o.name)).toEqual([name]);
+      expect((await drain(exec.waitExecution({ name }))).at(-1)!.done).toBe(true);
+      for (const refused of [ops.cancelOperation({ name }), ops.deleteOperation({ name })]) {
+        const e = await errorOf(refused);
+        expect(e.code).toBe(Code.PermissionDenied);
+        expect(e.rawMessage).toMatch(/ALLOW_OPEN=true/);
+      }
+    } finally {
+      env.ALLOW_OPEN = saved;
+    }
+    // Nothing was cancelled or deleted.
+    expect((await ops.getOperation({ name })).name).toBe(name);
+  });
+});
