@@ -152,13 +152,13 @@ async function* execute(req: ExecuteRequest, ctx: HandlerContext): AsyncGenerato
 
 /** The caller may see an operation only within its tenant and instance-name scope. */
 export async function authorizeOperation(ctx: HandlerContext, name: string, access: "read" | "write") {
+  const principal = await requireCaller(ctx.requestHeader, ctx.url);
   const stub = operationStub(kilnEnv(), name);
   const owner = await stub.owner();
-  if (!owner) throw notFoundOperation(name);
-  const principal = await requireCaller(ctx.requestHeader, ctx.url);
+  // Another tenant's operation is NOT_FOUND before any other check, which could tell it exists.
+  if (!owner || principal.tenant !== owner.tenant) throw notFoundOperation(name);
   checkLeaseUse(principal, ctx, owner.instanceName);
   authorize(principal, owner.instanceName, access);
-  if (principal.tenant !== owner.tenant) throw notFoundOperation(name);
   return stub;
 }
 

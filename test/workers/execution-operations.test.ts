@@ -269,11 +269,13 @@ describe("Execution with API keys", { timeout: 30_000 }, () => {
   const ACME = "acme-key-0123456789-0123456789ab";
   const ACME_RO = "acme-ro-key-0123456789-012345678";
   const OTHER = "other-key-0123456789-0123456789a";
+  const OTHER_NARROW = "other-narrow-key-0123456789-0123";
   beforeAll(() => {
     env.API_KEYS = JSON.stringify([
       { key: ACME, instances: [""], access: "read-write", tenant: "acme", name: "ci" },
       { key: ACME_RO, instances: [""], access: "read", tenant: "acme", name: "reader" },
       { key: OTHER, instances: [""], access: "read-write", tenant: "other", name: "other" },
+      { key: OTHER_NARROW, instances: ["elsewhere/"], access: "read", tenant: "other", name: "other-narrow" },
     ]);
   });
   afterAll(() => {
@@ -317,6 +319,12 @@ describe("Execution with API keys", { timeout: 30_000 }, () => {
     expect((await errorOf(drain(other.exec.waitExecution({ name })))).code).toBe(Code.NotFound);
     expect((await errorOf(other.ops.cancelOperation({ name }))).code).toBe(Code.NotFound);
     expect((await errorOf(other.ops.deleteOperation({ name }))).code).toBe(Code.NotFound);
+    // A key of another tenant whose instances do not cover this one's, read-only: still NOT_FOUND,
+    // never the PERMISSION_DENIED that would tell it the operation exists.
+    const narrow = as(OTHER_NARROW);
+    for (const call of [narrow.ops.getOperation({ name }), narrow.ops.cancelOperation({ name }), drain(narrow.exec.waitExecution({ name }))]) {
+      expect((await errorOf(call)).code).toBe(Code.NotFound);
+    }
     await indexed(name);
     expect((await other.ops.listOperations({ name: "operations", filter: `instance_name=${instanceName}` })).operations).toEqual([]);
     expect((await errorOf(reader.ops.cancelOperation({ name }))).code).toBe(Code.PermissionDenied);
