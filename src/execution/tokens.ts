@@ -3,9 +3,11 @@
 // and instance) and report on that lease, until it expires; a runner token lets a container the
 // worker started dial the pool. Format: `kiln1.{payload base64url}.{HMAC-SHA256 base64url}`.
 //
-// The signing key is TOKEN_SECRET when set; otherwise it is derived from API_KEYS and RUNNER_KEYS
-// (secrets only the worker holds), so changing either invalidates outstanding tokens.
+// The signing key is TOKEN_SECRET when set; otherwise a random secret the deployment generated for
+// itself (token-secret.ts). It is never derived from configuration: a keyless deployment would
+// sign with a key anyone can compute, and a key holder could guess the text of API_KEYS.
 import type { Env } from "../env.ts";
+import { generatedSecret } from "./token-secret.ts";
 
 export const TOKEN_PREFIX = "kiln1.";
 
@@ -40,8 +42,8 @@ const unb64url = (s: string) => Uint8Array.from(atob(s.replace(/-/g, "+").replac
 
 let keyCache: { material: string; key: Promise<CryptoKey> } | undefined;
 
-function signingKey(env: Env): Promise<CryptoKey> {
-  const material = env.TOKEN_SECRET || `kiln-derived\n${env.API_KEYS ?? ""}\n${env.RUNNER_KEYS ?? ""}`;
+async function signingKey(env: Env): Promise<CryptoKey> {
+  const material = env.TOKEN_SECRET || `kiln-generated\n${await generatedSecret(env.INDEX)}`;
   if (keyCache?.material !== material) {
     keyCache = {
       material,
@@ -59,13 +61,17 @@ export async function mintToken(env: Env, claims: TokenClaims): Promise<string> 
   return `${TOKEN_PREFIX}${payload}.${b64url(sig)}`;
 }
 
-/** The claims of a valid, unexpired token; null for anything else (never throws on bad input). */
+/**
+ * The claims of a valid, unexpired token; null for anything else (never throws on bad input). A
+ * signing key that cannot be read (D1 down) is UNAVAILABLE, not an invalid token.
+ */
 export async function verifyToken(env: Env, token: string, now = Date.now()): Promise<TokenClaims | null> {
   if (!token.startsWith(TOKEN_PREFIX)) return null;
   const [payload, sig, extra] = token.slice(TOKEN_PREFIX.length).split(".");
   if (!payload || !sig || extra !== undefined) return null;
+  const key = await signingKey(env);
   try {
-    const ok = await crypto.subtle.verify("HMAC", await signingKey(env), unb64url(sig), enc.encode(payload));
+    const ok = await crypto.subtle.verify("HMAC", key, unb64url(sig), enc.encode(payload));
     if (!ok) return null;
     const claims = JSON.parse(new TextDecoder().decode(unb64url(payload))) as TokenClaims;
     if (typeof claims.expires !== "number" || claims.expires <= now) return null;
