@@ -112,8 +112,9 @@ async function* execute(req: ExecuteRequest, ctx: HandlerContext): AsyncGenerato
     instanceName: s.instanceName,
     actionDigest: digest,
     priority,
-    // Identical actions in flight share one run; do_not_cache actions never merge.
-    dedupKey: doNotCache ? null : `${s.instanceName}\n${digest.hash}/${digest.size}\n${JSON.stringify(checked.platform)}`,
+    // Identical actions of one tenant in flight share one run; do_not_cache actions never merge.
+    // Tenants never do: each has its own CAS and action cache, and may not see the other's operation.
+    dedupKey: doNotCache ? null : `${s.principal.tenant}\n${s.instanceName}\n${digest.hash}/${digest.size}\n${JSON.stringify(checked.platform)}`,
     platform: checked.platform,
     timeoutMs: checked.timeoutMs,
     queuedAt: Date.now(),

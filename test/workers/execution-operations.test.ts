@@ -7,6 +7,7 @@ import { createConnectTransport } from "@connectrpc/connect-web";
 import { SELF, env, runDurableObjectAlarm } from "cloudflare:test";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
+  ActionCache,
   ActionSchema,
   CommandSchema,
   ContentAddressableStorage,
@@ -285,6 +286,7 @@ describe("Execution with API keys", { timeout: 30_000 }, () => {
     cas: grpcWebClient(ContentAddressableStorage, { authorization: `Bearer ${key}` }),
     exec: grpcWebClient(Execution, { authorization: `Bearer ${key}` }),
     ops: grpcWebClient(Operations, { authorization: `Bearer ${key}` }),
+    ac: grpcWebClient(ActionCache, { authorization: `Bearer ${key}` }),
   });
 
   it("keeps operations to their tenant, refuses read-only keys Execute and cancel, and never hands the runner the caller's key", async () => {
@@ -322,8 +324,8 @@ describe("Execution with API keys", { timeout: 30_000 }, () => {
     // A key of another tenant whose instances do not cover this one's, read-only: still NOT_FOUND,
     // never the PERMISSION_DENIED that would tell it the operation exists.
     const narrow = as(OTHER_NARROW);
-    for (const call of [narrow.ops.getOperation({ name }), narrow.ops.cancelOperation({ name }), drain(narrow.exec.waitExecution({ name }))]) {
-      expect((await errorOf(call)).code).toBe(Code.NotFound);
+    for (const call of [() => narrow.ops.getOperation({ name }), () => narrow.ops.cancelOperation({ name }), () => drain(narrow.exec.waitExecution({ name }))]) {
+      expect((await errorOf(call())).code).toBe(Code.NotFound);
     }
     await indexed(name);
     expect((await other.ops.listOperations({ name: "operations", filter: `instance_name=${instanceName}` })).operations).toEqual([]);
@@ -338,6 +340,36 @@ describe("Execution with API keys", { timeout: 30_000 }, () => {
     expect(attempt!.token).toMatch(/^kiln1\./);
     expect(attempt!.token).not.toContain(ACME);
     expect(responseOf(done).result?.executionMetadata?.worker).toContain("runner key");
+  });
+  it("never merges identical actions of two tenants: each runs in its own operation, with its own result in its own action cache", async () => {
+    const acme = as(ACME);
+    const other = as(OTHER);
+    const instanceName = instanceFor("sleep-1000");
+    const command = toBinary(CommandSchema, create(CommandSchema, { arguments: ["/bin/true", crypto.randomUUID()] }));
+    const root = toBinary(DirectorySchema, create(DirectorySchema, {}));
+    const blobs = await Promise.all([command, root].map(async (data) => ({ digest: await digestOf(data), data })));
+    const action = toBinary(
+      ActionSchema,
+      create(ActionSchema, { commandDigest: blobs[0]!.digest, inputRootDigest: blobs[1]!.digest, platform: { properties: [{ name: "suite", value: SUITE }] } }),
+    );
+    const actionDigest = await digestOf(action);
+    const outputs = [`stdout of ${actionDigest.hash}\n`, `output of ${actionDigest.hash}\n`].map((t) => new TextEncoder().encode(t));
+    const all = [...blobs, { digest: actionDigest, data: action }, ...(await Promise.all(outputs.map(async (data) => ({ digest: await digestOf(data), data }))))];
+    // The same action, byte for byte, in both tenants' CAS.
+    for (const t of [acme, other]) await t.cas.batchUpdateBlobs({ requests: all });
+
+    const a = await firstOf(acme.exec.execute({ instanceName, actionDigest }));
+    const b = await firstOf(other.exec.execute({ instanceName, actionDigest }));
+    expect(b.first.name).not.toBe(a.first.name);
+    // Each tenant follows its own operation, and cancelling acme's does not end other's.
+    expect((await errorOf(other.ops.getOperation({ name: a.first.name }))).code).toBe(Code.NotFound);
+    await acme.ops.cancelOperation({ name: a.first.name });
+    expect(responseOf((await a.rest).at(-1)!).status?.code).toBe(Code.Canceled);
+    const done = (await b.rest).at(-1)!;
+    expect(done.name).toBe(b.first.name);
+    expect(responseOf(done).status?.code ?? 0).toBe(0);
+    expect(runs({ action: actionDigest.hash }).attempts.map((x) => x.operation).sort()).toEqual([a.first.name, b.first.name].sort());
+    expect(await other.ac.getActionResult({ instanceName, actionDigest })).toBeDefined();
   });
 });
 
@@ -421,8 +453,8 @@ describe("Operations in open mode on a public address", { timeout: 30_000 }, () 
       expect((await ops.getOperation({ name })).done).toBe(true);
       expect((await ops.listOperations({ name: "operations", filter: `instance_name=${a.instanceName}` })).operations.map((o) => o.name)).toEqual([name]);
       expect((await drain(exec.waitExecution({ name }))).at(-1)!.done).toBe(true);
-      for (const refused of [ops.cancelOperation({ name }), ops.deleteOperation({ name })]) {
-        const e = await errorOf(refused);
+      for (const refused of [() => ops.cancelOperation({ name }), () => ops.deleteOperation({ name })]) {
+        const e = await errorOf(refused());
         expect(e.code).toBe(Code.PermissionDenied);
         expect(e.rawMessage).toMatch(/ALLOW_OPEN=true/);
       }
