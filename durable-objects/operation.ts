@@ -72,6 +72,8 @@ const ENTRY = "entry";
 /** The D1 listing is written at most this long after a change, batched. */
 const INDEX_DELAY_MS = 250;
 const LOG_CHUNK = 64 * 1024;
+/** Chunks a live-log reader takes per pull (4 MiB): a reader far behind never lists the whole log at once. */
+const LOG_READ_CHUNKS = 64;
 const emptyLogs = (): Record<LogKind, LogState> => ({ stdout: { size: 0, finished: false }, stderr: { size: 0, finished: false } });
 const logKey = (kind: LogKind, offset: number) => `log:${kind}:${String(offset).padStart(12, "0")}`;
 
@@ -360,7 +362,12 @@ export class OperationDO extends DurableObject<Env> {
         for (;;) {
           const now = this.state;
           if (!now || now.attempt !== attempt) return controller.close();
-          const chunks = await this.ctx.storage.list<Uint8Array>({ prefix: `log:${kind}:`, start: logKey(kind, pos - (pos % LOG_CHUNK)) });
+          // Appends cut chunks from wherever the log ended, so the chunk holding `pos` is the last
+          // one starting at or before it; from there on, a bounded batch per pull.
+          const prefix = `log:${kind}:`;
+          const holding = await this.ctx.storage.list<Uint8Array>({ prefix, end: logKey(kind, pos + 1), reverse: true, limit: 1 });
+          const start = holding.keys().next().value ?? logKey(kind, pos);
+          const chunks = await this.ctx.storage.list<Uint8Array>({ prefix, start, limit: LOG_READ_CHUNKS });
           let sent = false;
           for (const [key, chunk] of chunks) {
             const at = Number(key.slice(key.lastIndexOf(":") + 1));

@@ -8,7 +8,7 @@ import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ContentAddressableStorage, Execution } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { ByteStream } from "../../src/gen/google/bytestream/bytestream_pb.ts";
 import { Operations } from "../../src/gen/google/longrunning/operations_pb.ts";
-import { RunnerService } from "../../src/gen/kiln/runner/v1/runner_pb.ts";
+import { LogStream, RunnerService } from "../../src/gen/kiln/runner/v1/runner_pb.ts";
 import { armFault, clearFaults } from "../../src/execution/faults.ts";
 import { connectRunner, runs } from "./fake-runner.ts";
 import { errorOf, grpcWebClient } from "./helpers.ts";
@@ -185,6 +185,28 @@ describe("live output", { timeout: 30_000 }, () => {
       for await (const _ of grpcWebClient(ByteStream).read({ resourceName: meta.stdoutStreamName.replace("/attempts/1/", "/attempts/2/") }));
     };
     expect((await errorOf(readOther())).code).toBe(Code.NotFound);
+  });
+});
+
+describe("live output read from an offset", { timeout: 30_000 }, () => {
+  it("a Read at any read_offset returns the bytes from there, whatever offsets the appends' chunks start at", async () => {
+    const a = await newAction("sleep-3000");
+    const { first, rest } = await firstOf(exec.execute(request(a)));
+    const [attempt] = await runningOn(a.instanceName, 1);
+    const runner = grpcWebClient(RunnerService, { authorization: `Bearer ${attempt!.token}` });
+    // A short append, then a long one: its 64 KiB chunks start at 100, 65,636, ... (not at multiples of 64 KiB).
+    const log = Uint8Array.from({ length: 100_100 }, (_, i) => (i * 7 + (i >> 8)) & 0xff);
+    await runner.appendLog({ leaseId: attempt!.leaseId, stream: LogStream.STDOUT, offset: 0n, data: log.subarray(0, 100) });
+    await runner.appendLog({ leaseId: attempt!.leaseId, stream: LogStream.STDOUT, offset: 100n, data: log.subarray(100) });
+    const name = `${a.instanceName}/${first.name}/attempts/1/stdout`;
+    for (const [offset, limit] of [[65_540, 1000], [100, 70_000], [65_636, 10], [99, 2], [0, 100_100]]) {
+      const parts: Uint8Array[] = [];
+      for await (const r of grpcWebClient(ByteStream).read({ resourceName: name, readOffset: BigInt(offset!), readLimit: BigInt(limit!) })) parts.push(r.data);
+      const got = new Uint8Array(await new Blob(parts).arrayBuffer());
+      expect(got, `offset ${offset}`).toEqual(log.subarray(offset!, offset! + limit!));
+    }
+    await ops.cancelOperation({ name: first.name });
+    await rest;
   });
 });
 
