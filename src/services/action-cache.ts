@@ -104,18 +104,23 @@ export async function lookupActionResult(s: Scope, action: ActionKey): Promise<A
 /**
  * Inlines what the request asks for and only that (REAPI: the server SHOULD NOT inline unless
  * asked): contents stored with the entry are dropped unless requested, where a digest keeps them.
+ * Everything inlined, stored bytes included, shares one MAX_INLINE_BYTES budget, so the answer
+ * stays well under the 4 MiB message clients accept (REAPI: the server MUST omit inlining that
+ * would exceed message size limits); what does not fit keeps only its digest.
  */
 export async function inlineOutputs(s: Scope, r: ActionResult, req: { inlineStdout: boolean; inlineStderr: boolean; inlineOutputFiles: string[] }) {
   let budget = MAX_INLINE_BYTES;
-  const take = async (d: BlobDigest | undefined) => {
-    if (!d || d.size > budget) return undefined;
-    budget -= d.size;
-    return readBytes(s.store, d);
+  const fits = (n: number) => {
+    if (n > budget) return false;
+    budget -= n;
+    return true;
   };
   const inline = async (wanted: boolean, raw: Uint8Array, digest: Digest | undefined): Promise<Uint8Array> => {
     if (!digest) return raw;
     if (!wanted) return new Uint8Array();
-    return raw.byteLength > 0 ? raw : ((await take(parseDigest(digest))) ?? new Uint8Array());
+    if (raw.byteLength > 0) return fits(raw.byteLength) ? raw : new Uint8Array();
+    const d = parseDigest(digest);
+    return fits(d.size) ? readBytes(s.store, d) : new Uint8Array();
   };
   r.stdoutRaw = await inline(req.inlineStdout, r.stdoutRaw, r.stdoutDigest);
   r.stderrRaw = await inline(req.inlineStderr, r.stderrRaw, r.stderrDigest);

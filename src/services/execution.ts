@@ -63,9 +63,12 @@ async function retried<T>(what: string, call: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Inlining asked for in the request, applied to a finished result. */
+/**
+ * Inlining as the request asks, applied to a finished result: what it asks for, and nothing else
+ * (an entry served from the cache may hold bytes a client uploaded inline).
+ */
 async function withInlining(s: Scope, op: Operation, req: ExecuteRequest): Promise<Operation> {
-  if (!op.done || op.result.case !== "response" || !(req.inlineStdout || req.inlineStderr || req.inlineOutputFiles.length)) return op;
+  if (!op.done || op.result.case !== "response") return op;
   const res = anyUnpack(op.result.value, ExecuteResponseSchema);
   if (!res?.result) return op;
   await inlineOutputs(s, res.result, req);
@@ -85,7 +88,9 @@ async function* execute(req: ExecuteRequest, ctx: HandlerContext): AsyncGenerato
     const hit = await lookupActionResult(s, digest);
     countActionCacheLookup(hit !== null, "execute");
     if (hit) {
-      // Kept as a finished operation, so GetOperation and WaitExecution find the name we hand out.
+      // Kept as a finished operation, so GetOperation and WaitExecution find the name we hand out;
+      // kept without bytes the entry may hold inline, which those calls never ask for.
+      await inlineOutputs(s, hit, { inlineStdout: false, inlineStderr: false, inlineOutputFiles: [] });
       const name = `operations/${crypto.randomUUID()}`;
       const response = create(ExecuteResponseSchema, { result: hit, cachedResult: true });
       await operationStub(s.env, name).initDone(

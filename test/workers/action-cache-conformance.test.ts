@@ -69,6 +69,31 @@ describe("inlining", () => {
   });
 });
 
+describe("inlining within the message budget", () => {
+  it("stored inline bytes count against MAX_INLINE_BYTES (1 MiB) like fetched ones: what does not fit keeps only its digest", async () => {
+    const instanceName = uniqueInstance("inline-budget");
+    // Three 600 KiB files a client uploaded with their contents inline, and one it did not.
+    const seed = crypto.randomUUID();
+    const files = Array.from({ length: 4 }, (_, i) => Uint8Array.from({ length: 600 * 1024 }, (_, j) => (j * 31 + i * 7 + seed.charCodeAt(j % 36)) & 0xff));
+    const digests = await Promise.all(files.map((f) => upload(f)));
+    const action = await digestOf("inline budget " + crypto.randomUUID());
+    await ac.updateActionResult({
+      instanceName,
+      actionDigest: action,
+      actionResult: { outputFiles: files.map((f, i) => ({ path: `f${i}`, digest: digests[i], contents: i < 3 ? f : new Uint8Array() })) },
+    });
+    const got = await ac.getActionResult({ instanceName, actionDigest: action, inlineOutputFiles: ["f0", "f1", "f2", "f3"] });
+    const inlined = got.outputFiles.filter((f) => f.contents.byteLength > 0);
+    expect(inlined.reduce((n, f) => n + f.contents.byteLength, 0)).toBeLessThanOrEqual(1024 * 1024);
+    expect(inlined.length).toBe(1);
+    for (const f of got.outputFiles) {
+      const i = Number(f.path.slice(1));
+      expect(f.digest?.hash).toBe(digests[i]!.hash);
+      if (f.contents.byteLength) expect(f.contents).toEqual(files[i]);
+    }
+  });
+});
+
 describe("action keys include size_bytes", () => {
   it("a lookup under another size misses over gRPC and REST; the HTTP cache (no sizes) still hits", async () => {
     const instanceName = uniqueInstance("acsize");

@@ -141,6 +141,16 @@ describe("Execute: runs", { timeout: 30_000 }, () => {
     const inlined = responseOf((await executeAll(a, { inlineStdout: true })).at(-1)!);
     expect(new TextDecoder().decode(inlined.result?.stdoutRaw)).toBe(`stdout of ${a.hash}\n`);
 
+    // An entry holding stdout inline (a client uploaded it so) answers Execute, GetOperation and
+    // WaitExecution without it unless the Execute asks.
+    await ac.updateActionResult({ instanceName: a.instanceName, actionDigest: a.digest, actionResult: { ...hit, stdoutRaw: new TextEncoder().encode(`stdout of ${a.hash}\n`) } });
+    const plain = (await executeAll(a)).at(-1)!;
+    expect(responseOf(plain).result?.stdoutRaw.byteLength).toBe(0);
+    expect(responseOf(await ops.getOperation({ name: plain.name })).result?.stdoutRaw.byteLength).toBe(0);
+    expect(responseOf((await drain(exec.waitExecution({ name: plain.name }))).at(-1)!).result?.stdoutRaw.byteLength).toBe(0);
+    const asked = responseOf((await executeAll(a, { inlineStdout: true })).at(-1)!);
+    expect(new TextDecoder().decode(asked.result?.stdoutRaw)).toBe(`stdout of ${a.hash}\n`);
+
     // skip_cache_lookup runs it again, and the fresh result is not marked cached.
     const fresh = await executeAll(a, { skipCacheLookup: true });
     expect(responseOf(fresh.at(-1)!).cachedResult).toBe(false);
