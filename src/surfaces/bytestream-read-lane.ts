@@ -14,7 +14,7 @@ import { fromBinary } from "@bufbuild/protobuf";
 import type { UniversalHandlerFn, UniversalServerRequest } from "@connectrpc/connect/protocol";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc-web";
 import { ByteStream, ReadRequestSchema, type ReadRequest } from "../gen/google/bytestream/bytestream_pb.ts";
-import { requireCaller } from "../caller.ts";
+import { admitCaller, requireCaller } from "../caller.ts";
 import { requestIdOf, withRequestId } from "../request-id.ts";
 import { openRead } from "../services/bytestream.ts";
 import { concatBytes } from "../shared/concat-bytes.ts";
@@ -58,6 +58,13 @@ export async function* readFrames(source: { pieces: AsyncIterable<Uint8Array>; r
 /** `fallback` (the Connect router's handler for Read) answers what this lane does not take. */
 export function byteStreamReadLane(fallback: UniversalHandlerFn, readMaxBytes: number): UniversalHandlerFn {
   return async (req: UniversalServerRequest) => {
+    // The router's gate, before the body is read (a stranger cannot make the worker read it);
+    // the rate verdict is awaited below, once the request is in.
+    try {
+      await admitCaller(req.header, req.url);
+    } catch {
+      return fallback(req); // whose gate refuses the caller, as it would have without this lane
+    }
     const read = await readPlainRequest(req, readMaxBytes);
     if ("rest" in read) return fallback(read.rest);
     const request = decodeRead(read.plain.message);
@@ -67,7 +74,7 @@ export function byteStreamReadLane(fallback: UniversalHandlerFn, readMaxBytes: n
     const fail = (e: unknown) => setTrailerStatus(new Headers(), withRequestId(e, requestIdOf(req.header)));
     let body: AsyncIterable<Uint8Array>;
     try {
-      await requireCaller(req.header, req.url); // the router's request gate
+      await requireCaller(req.header, req.url); // the rate verdict, as the router's interceptor awaits it
       body = readFrames(await openRead(ctx, request), ctx.signal, fail);
     } catch (e) {
       body = (async function* () {

@@ -46,6 +46,29 @@ describe("which requests take the lane", () => {
     expect(concat(...out.messages.map((m) => m.subarray(m.byteLength === 5 + 1 + 3 + MiB ? 9 : 7)))).toEqual(data);
   });
 
+  it("hands a caller the request gate refuses to the router before reading a byte of its body", async () => {
+    env.API_KEYS = JSON.stringify([{ key: "lane-key-0123456789-0123456789-0123", name: "lane" }]);
+    try {
+      let pulled = false;
+      const req: UniversalServerRequest = {
+        ...request(envelope(encode({ resourceName: `lane/blobs/${"a".repeat(64)}/1` }))),
+        body: (async function* () {
+          pulled = true;
+          yield new Uint8Array(8);
+        })(),
+      };
+      let handedUnread: boolean | undefined;
+      const res = await byteStreamReadLane(async (r) => {
+        handedUnread = r === req && !pulled;
+        return { status: 299 };
+      }, 64 * 1024)(req);
+      expect(res.status).toBe(299);
+      expect(handedUnread).toBe(true);
+    } finally {
+      delete (env as { API_KEYS?: string }).API_KEYS;
+    }
+  });
+
   it("reads a body without a Content-Length up to the router's limit, and hands a longer one over whole", async () => {
     const d = await store(pseudoRandom(10, 35));
     const unsized = (body: Uint8Array) => {
