@@ -31,7 +31,8 @@ const splitKey = (store: BlobStore, d: BlobDigest, cdc: FastCdc) =>
 export async function splitBlob(store: BlobStore, d: BlobDigest, cdc: FastCdc): Promise<BlobDigest[]> {
   const known = await knownSplit(store, d, cdc);
   if (known) return known;
-  const blob = await store.read(d);
+  // REAPI: a SplitBlob extends the blob's lifetime; the touch runs beside the read.
+  const [blob] = await Promise.all([store.read(d), store.index.missing([d], true)]);
   const chunks: BlobDigest[] = [];
   let batch: { d: BlobDigest; data: Uint8Array }[] = [];
   let batchBytes = 0;

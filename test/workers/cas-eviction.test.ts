@@ -2,11 +2,12 @@
 // blobs past CAS_MAX_IDLE_DAYS, nothing within the minimum lifetime, and the index row always
 // gone before the object (fault injection between the two steps). The clock is the `now` the
 // eviction step is given and the last-access times the test writes; nothing sleeps.
-import { env } from "cloudflare:test";
+import { SELF, env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
 import type { CasIndexDO } from "../../durable-objects/cas-index.ts";
 import { runInDurableObject } from "cloudflare:test";
+import { digestOf, pseudoRandom } from "./helpers.ts";
 import { R2_BLOB_BYTES, admin, blobsInShard, bytesHeld, evictStep, lastUsedAt, missing, objectExists, store, tenantPerTest } from "./cas-eviction-helpers.ts";
 
 const HOUR = 3600 * 1000;
@@ -191,5 +192,25 @@ describe("index before R2", () => {
     const err = await t.index.add([{ hash: b!.digest.hash, size: 40 }]).catch((e) => e);
     expect(err.code).toBe(Code.Unavailable);
     expect(String(err.message)).toMatch(/evicted while being written/);
+  });
+});
+
+describe("what extends a blob's lifetime", () => {
+  it("SplitBlob, the first time (the blob is read and cut) and once its split is recorded", async () => {
+    const t = setup({ CAS_MIN_LIFETIME_HOURS: "0" });
+    // Several chunks, none of them the blob itself (storing a chunk equal to it would touch it).
+    const data = pseudoRandom(3 * 1024 * 1024, Date.now() % 1000);
+    const b = { data, digest: await digestOf(data) };
+    const put = await SELF.fetch(`http://kiln/uploads/${crypto.randomUUID()}/blobs/${b.digest.hash}/${b.digest.sizeBytes}`, { method: "PUT", body: data, headers: t.headers });
+    expect(put.status).toBe(200);
+    const lastAccess = () =>
+      runInDurableObject(t.index.shard(b!.digest.hash), (_o: CasIndexDO, state) =>
+        state.storage.sql.exec<{ last_access: number }>(`SELECT last_access FROM blobs WHERE hash = ?`, b!.digest.hash).one().last_access,
+      );
+    for (const pass of ["first split", "recorded split"]) {
+      await lastUsedAt(t, b!, 1000);
+      expect((await t.cas.splitBlob({ blobDigest: b!.digest })).chunkDigests.length, pass).toBeGreaterThan(1);
+      expect(await lastAccess(), pass).toBeGreaterThan(1000);
+    }
   });
 });
