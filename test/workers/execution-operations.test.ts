@@ -289,25 +289,31 @@ describe("Execution with API keys", { timeout: 30_000 }, () => {
     ac: grpcWebClient(ActionCache, { authorization: `Bearer ${key}` }),
   });
 
-  it("keeps operations to their tenant, refuses read-only keys Execute and cancel, and never hands the runner the caller's key", async () => {
-    const acme = as(ACME);
-    const reader = as(ACME_RO);
-    const other = as(OTHER);
-    const instanceName = instanceFor("sleep-1000");
-    // newAction uploads with the open-mode client; now the tenant "acme" needs its own blobs.
+  /**
+   * A fresh action (a /bin/true Command, an empty input root, and the outputs the fake runner
+   * reports) uploaded to each given tenant's CAS: newAction uploads with the open-mode client only.
+   */
+  async function actionIn(...tenants: ReturnType<typeof as>[]) {
     const command = toBinary(CommandSchema, create(CommandSchema, { arguments: ["/bin/true", crypto.randomUUID()] }));
     const root = toBinary(DirectorySchema, create(DirectorySchema, {}));
     const blobs = await Promise.all([command, root].map(async (data) => ({ digest: await digestOf(data), data })));
-    await acme.cas.batchUpdateBlobs({ requests: blobs });
     const action = toBinary(
       ActionSchema,
       create(ActionSchema, { commandDigest: blobs[0]!.digest, inputRootDigest: blobs[1]!.digest, platform: { properties: [{ name: "suite", value: SUITE }] } }),
     );
     const actionDigest = await digestOf(action);
     const outputs = [`stdout of ${actionDigest.hash}\n`, `output of ${actionDigest.hash}\n`].map((t) => new TextEncoder().encode(t));
-    await acme.cas.batchUpdateBlobs({
-      requests: [{ digest: actionDigest, data: action }, ...(await Promise.all(outputs.map(async (data) => ({ digest: await digestOf(data), data }))))],
-    });
+    const all = [...blobs, { digest: actionDigest, data: action }, ...(await Promise.all(outputs.map(async (data) => ({ digest: await digestOf(data), data }))))];
+    for (const t of tenants) await t.cas.batchUpdateBlobs({ requests: all });
+    return actionDigest;
+  }
+
+  it("keeps operations to their tenant, refuses read-only keys Execute and cancel, and never hands the runner the caller's key", async () => {
+    const acme = as(ACME);
+    const reader = as(ACME_RO);
+    const other = as(OTHER);
+    const instanceName = instanceFor("sleep-1000");
+    const actionDigest = await actionIn(acme);
 
     expect((await errorOf(drain(reader.exec.execute({ instanceName, actionDigest })))).code).toBe(Code.PermissionDenied);
     expect((await errorOf(drain(exec.execute({ instanceName, actionDigest })))).code).toBe(Code.Unauthenticated);
@@ -341,22 +347,13 @@ describe("Execution with API keys", { timeout: 30_000 }, () => {
     expect(attempt!.token).not.toContain(ACME);
     expect(responseOf(done).result?.executionMetadata?.worker).toContain("runner key");
   });
+
   it("never merges identical actions of two tenants: each runs in its own operation, with its own result in its own action cache", async () => {
     const acme = as(ACME);
     const other = as(OTHER);
     const instanceName = instanceFor("sleep-1000");
-    const command = toBinary(CommandSchema, create(CommandSchema, { arguments: ["/bin/true", crypto.randomUUID()] }));
-    const root = toBinary(DirectorySchema, create(DirectorySchema, {}));
-    const blobs = await Promise.all([command, root].map(async (data) => ({ digest: await digestOf(data), data })));
-    const action = toBinary(
-      ActionSchema,
-      create(ActionSchema, { commandDigest: blobs[0]!.digest, inputRootDigest: blobs[1]!.digest, platform: { properties: [{ name: "suite", value: SUITE }] } }),
-    );
-    const actionDigest = await digestOf(action);
-    const outputs = [`stdout of ${actionDigest.hash}\n`, `output of ${actionDigest.hash}\n`].map((t) => new TextEncoder().encode(t));
-    const all = [...blobs, { digest: actionDigest, data: action }, ...(await Promise.all(outputs.map(async (data) => ({ digest: await digestOf(data), data }))))];
     // The same action, byte for byte, in both tenants' CAS.
-    for (const t of [acme, other]) await t.cas.batchUpdateBlobs({ requests: all });
+    const actionDigest = await actionIn(acme, other);
 
     const a = await firstOf(acme.exec.execute({ instanceName, actionDigest }));
     const b = await firstOf(other.exec.execute({ instanceName, actionDigest }));
