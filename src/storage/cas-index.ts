@@ -147,7 +147,9 @@ export class CasIndex {
         for (const g of hits) {
           const j = group[g]!;
           found[j] = 1;
-          this.cache.add(this.tenant, asked[j]!);
+          // Only an answer that touched the blob may stand in for the index: a touching lookup the
+          // cache answers skips the touch, which is safe only because the cached answer made one.
+          if (touch) this.cache.add(this.tenant, asked[j]!);
         }
       }),
     );

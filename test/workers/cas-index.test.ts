@@ -204,6 +204,29 @@ describe("existence cache", () => {
   });
 });
 
+describe("existence cache and touches", () => {
+  it("remembers only answers that touched: a lookup without a touch (has, a completeness check) leaves the next touching lookup to the index", async () => {
+    const cache = new ExistenceCache(300_000, 1000);
+    const t = tenant();
+    const index = new CasIndex(env, t, { config: config({ touchIntervalMs: HOUR, existenceTtlMs: 300_000, existenceEntries: 1000 }), cache });
+    const [d] = await digests(1);
+    const setTime = await clockOf(index, d!.hash);
+    const t0 = 2_000 * HOUR;
+    setTime(t0 - 3 * HOUR + 60_000); // last used almost three hours ago, near its eviction
+    await index.add([d!]);
+    cache.forget(t, d!.hash); // as in another isolate, which never saw the write
+    setTime(t0);
+    expect(await index.has(d!)).toBe(true);
+    expect(await lastAccess(index, d!.hash)).toBe(t0 - 3 * HOUR + 60_000); // has() does not touch
+    expect(await index.missing([d!], true)).toEqual([]);
+    expect(await lastAccess(index, d!.hash)).toBe(t0); // the touching lookup reached the index
+    // Once touched, the answer is remembered: the next touching lookup is the cache's.
+    const asked = (await index.shard(d!.hash).servedStats()).requests;
+    expect(await index.missing([d!], true)).toEqual([]);
+    expect((await index.shard(d!.hash).servedStats()).requests).toBe(asked);
+  });
+});
+
 describe("settings", () => {
   it("defaults to 16 shards, 1 h touches and a 5 min cache below a 3 h minimum lifetime", () => {
     expect(parseCasIndexConfig({})).toEqual({ shards: 16, touchIntervalMs: HOUR, existenceTtlMs: 300_000, existenceEntries: 50_000, minLifetimeMs: 3 * HOUR });
