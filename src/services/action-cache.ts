@@ -15,7 +15,7 @@ import { invalidArgument, missingBlobs, notFound } from "../errors.ts";
 import { blobKey, checkDigestFunction, missingSubject, parseDigest, parseHash, type BlobDigest } from "../storage/digest.ts";
 import { actionResultKey, putActionResult, readActionResult, refreshIfAgeing } from "../storage/action-store.ts";
 import { mapLimit } from "../storage/map-limit.ts";
-import { childDirectories, readBytes, readDirectory, readTree, treeFileDigests } from "../storage/merkle.ts";
+import { childDirectories, readBytes, readDirectory, readTree, treeDirectoryDigests, treeFileDigests } from "../storage/merkle.ts";
 import { noteRemoteCall } from "./remote-actions.ts";
 import { scopeFor, type Scope } from "./scope.ts";
 import { countActionCacheLookup } from "../metrics/lookups.ts";
@@ -59,25 +59,30 @@ export async function directoryBlobs(s: Pick<Scope, "store">, roots: BlobDigest[
 export async function referencedBlobs(s: Pick<Scope, "store">, r: ActionResult): Promise<BlobDigest[]> {
   const out: BlobDigest[] = [];
   r.outputFiles.forEach((f, i) => out.push(parseDigest(f.digest, `output_files[${i}].digest`)));
-  const trees: BlobDigest[] = [];
+  /** Trees, and whether the same output also names its root Directory (TREE_AND_DIRECTORY). */
+  const trees: { tree: BlobDigest; withRoot: boolean }[] = [];
   const roots: BlobDigest[] = [];
   r.outputDirectories.forEach((d, i) => {
     const field = `output_directories[${i}]`;
     if (!d.treeDigest && !d.rootDirectoryDigest) throw invalidArgument(`${field} needs a tree_digest or a root_directory_digest`, field);
-    if (d.treeDigest) trees.push(parseDigest(d.treeDigest, `${field}.tree_digest`));
+    if (d.treeDigest) trees.push({ tree: parseDigest(d.treeDigest, `${field}.tree_digest`), withRoot: !!d.rootDirectoryDigest });
     if (d.rootDirectoryDigest) {
       const root = parseDigest(d.rootDirectoryDigest, `${field}.root_directory_digest`);
-      // With a Tree beside it, the Tree lists the same files; the root itself must still exist.
+      // With a Tree beside it, the Tree lists the files and the Directories below the root.
       if (d.treeDigest) out.push(root);
       else roots.push(root);
     }
   });
   if (r.stdoutDigest) out.push(parseDigest(r.stdoutDigest, "stdout_digest"));
   if (r.stderrDigest) out.push(parseDigest(r.stderrDigest, "stderr_digest"));
-  out.push(...trees);
-  const missingTrees = new Set((await s.store.index.missing(trees, false)).map(blobKey));
-  for (const t of trees) {
-    if (!missingTrees.has(blobKey(t))) out.push(...treeFileDigests(await readTree(s.store, t)));
+  out.push(...trees.map((t) => t.tree));
+  const missingTrees = new Set((await s.store.index.missing(trees.map((t) => t.tree), false)).map(blobKey));
+  for (const { tree, withRoot } of trees) {
+    if (missingTrees.has(blobKey(tree))) continue;
+    const t = await readTree(s.store, tree);
+    out.push(...treeFileDigests(t));
+    // A client reading the output by its root_directory_digest walks the Directory blobs below it.
+    if (withRoot) out.push(...treeDirectoryDigests(t));
   }
   out.push(...(await directoryBlobs(s, roots)));
   return out;

@@ -52,6 +52,15 @@ export function treeFileDigests(tree: Tree): BlobDigest[] {
   return out;
 }
 
+/**
+ * The digests of every Directory below a Tree's root, as its DirectoryNodes name them: the blobs a
+ * client walking the root_directory_digest of the same output reads (no hashing of the Tree's
+ * messages, whose encoding may differ from the blobs').
+ */
+export function treeDirectoryDigests(tree: Tree): BlobDigest[] {
+  return [tree.root, ...tree.children].flatMap((dir) => (dir ? childDirectories(dir) : []));
+}
+
 /** The child directory digests of a Directory, in order. */
 export const childDirectories = (dir: Directory): BlobDigest[] =>
   dir.directories.map((n) => parseDigest(n.digest, `directory ${n.name}`));

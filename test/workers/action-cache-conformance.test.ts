@@ -4,7 +4,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { SELF, env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { ActionCache, ActionResultSchema, DirectorySchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { ActionCache, ActionResultSchema, DirectorySchema, TreeSchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { PreconditionFailureSchema } from "../../src/gen/google/rpc/error_details_pb.ts";
 import { bytes, connectClient, digestOf, errorOf, uniqueInstance, upload } from "./helpers.ts";
 
@@ -26,6 +26,24 @@ describe("DIRECTORY_ONLY results (root_directory_digest without a Tree)", () => 
     // The file two levels down is evicted: the entry is incomplete, so it is a miss.
     const shard = env.CAS_INDEX.get(env.CAS_INDEX.idFromName(`default:${file.hash[0]}`));
     await shard.remove([file.hash]);
+    expect((await errorOf(ac.getActionResult({ instanceName, actionDigest: action }))).code).toBe(Code.NotFound);
+  });
+
+  it("with a Tree beside the root (TREE_AND_DIRECTORY, as Kiln's runner writes them) are a miss once a Directory below the root is gone", async () => {
+    const instanceName = uniqueInstance("tree-and-dir");
+    const file = await upload("tree and dir file " + crypto.randomUUID());
+    const childDir = { files: [{ name: "f", digest: file }] };
+    const child = await upload(dirBytes(childDir));
+    const rootDir = { directories: [{ name: "c", digest: child }] };
+    const root = await upload(dirBytes(rootDir));
+    const tree = await upload(toBinary(TreeSchema, create(TreeSchema, { root: rootDir, children: [childDir] })));
+    const action = await digestOf("tree and dir action " + crypto.randomUUID());
+    await ac.updateActionResult({ instanceName, actionDigest: action, actionResult: { outputDirectories: [{ path: "out", treeDigest: tree, rootDirectoryDigest: root }] } });
+    expect((await ac.getActionResult({ instanceName, actionDigest: action })).outputDirectories[0]?.rootDirectoryDigest?.hash).toBe(root.hash);
+
+    // The child Directory is evicted; the file and the Tree remain. A client walking the root would fail.
+    const shard = env.CAS_INDEX.get(env.CAS_INDEX.idFromName(`default:${child.hash[0]}`));
+    await shard.remove([child.hash]);
     expect((await errorOf(ac.getActionResult({ instanceName, actionDigest: action }))).code).toBe(Code.NotFound);
   });
 
