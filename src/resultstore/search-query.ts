@@ -260,14 +260,15 @@ export function compileQuery(kind: SearchKind, query: string, exactMatch: boolea
       case "not":
         return `(NOT ${walk(n.part)})`;
       case "fn": {
-        const col = FUNCTIONS[kind][n.name];
+        // Own keys only: a name every object inherits (constructor, toString) is no function here.
+        const col = Object.hasOwn(FUNCTIONS[kind], n.name) ? FUNCTIONS[kind][n.name] : undefined;
         if (!col) throw invalidArgument(`query: unknown function ${n.name}(); supported: ${Object.keys(FUNCTIONS[kind]).join(", ")}`, "query");
         if (n.args.length !== 2) throw invalidArgument(`query: ${n.name}() takes a key and a value`, "query");
         params.push(n.args[0], n.args[1]);
         return `EXISTS (SELECT 1 FROM json_each(${col}) WHERE json_extract(value, '$[0]') = ? AND json_extract(value, '$[1]') = ?)`;
       }
       case "cmp": {
-        const f = fields[n.field];
+        const f = Object.hasOwn(fields, n.field) ? fields[n.field] : undefined;
         if (!f) throw invalidArgument(`query: ${n.field} cannot be searched; searchable: ${Object.keys(fields).join(", ")}`, "query");
         if (!opsOf(f.kind).includes(n.op)) {
           throw invalidArgument(`query: ${n.field} supports ${opsOf(f.kind).join(" ")} only, not ${n.op}`, "query");

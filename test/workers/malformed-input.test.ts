@@ -108,6 +108,12 @@ describe("search query limits", () => {
     expect(() => compileQuery("invocation", nested(MAX_QUERY_DEPTH), false)).not.toThrow();
   });
 
+  it("names every JavaScript object has (constructor, __proto__, toString) are unknown fields and functions: INVALID_ARGUMENT", () => {
+    for (const q of ["constructor = 1", "__proto__ = 1", "toString = x", "hasOwnProperty = 1", 'constructor("a", "b")', 'toString("a", "b")', 'valueOf("a", "b")']) {
+      for (const kind of ["invocation", "configuredTarget"] as const) expect(thrownCode(() => compileQuery(kind, q, false)), `${kind}: ${q}`).toBe(Code.InvalidArgument);
+    }
+  });
+
   it("one over: INVALID_ARGUMENT naming the limit; NOT chains and 200 OR terms too", () => {
     const message = (q: string) => {
       try {
