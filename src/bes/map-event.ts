@@ -322,6 +322,17 @@ export function mapBuildEvent(ev: BuildEvent, ctx: MapContext): UploadRequest[] 
       const ids = r.configuredTarget(id.value.label, id.value.configuration);
       const status = c.success ? Status.BUILT : Status.FAILED_TO_BUILD;
       const description = c.failureDetail?.message ?? "";
+      const fileSetsOf = (groups: typeof c.outputGroup) => groups.flatMap((g) => g.fileSets.map((s) => nameOf(keyOf("fileSet", ctx.invocationId, { fileSetId: fileSetIdOf(s.id) }))));
+      if (id.value.aspect) {
+        // An aspect's completion (BEP sends one per aspect, after the target's own) is the
+        // aspect's action of the configured target (aspectActionId): it leaves the target's
+        // status, timing, test attributes and outputs as its own completion set them.
+        r.update({ ...ids, actionId: aspectActionId(id.value.aspect) }, {
+          case: "action",
+          value: { statusAttributes: { status, description }, actionType: { case: "buildAction", value: {} }, fileSets: fileSetsOf(c.outputGroup), files: resultStoreFiles(c.directoryOutput) },
+        }, ["status_attributes", "build_action", "file_sets", "files"]);
+        break;
+      }
       // From TargetConfigured to TargetComplete, when the stream has event times.
       const start = ctx.load<Target>(keyOf("target", ctx.invocationId, { targetId: ids.targetId }))?.timing?.startTime;
       const timing = start && ctx.eventTime ? { startTime: start, duration: durationOf(undefined, BigInt(Math.max(0, timestampMs(ctx.eventTime) - timestampMs(start)))) } : undefined;
@@ -335,7 +346,7 @@ export function mapBuildEvent(ev: BuildEvent, ctx: MapContext): UploadRequest[] 
         },
       }, ["status_attributes", "test_attributes", ...timed]);
       r.update({ targetId: ids.targetId }, { case: "target", value: { statusAttributes: { status, description }, timing } }, ["status_attributes", ...timed]);
-      const fileSets = c.outputGroup.flatMap((g) => g.fileSets.map((s) => nameOf(keyOf("fileSet", ctx.invocationId, { fileSetId: fileSetIdOf(s.id) }))));
+      const fileSets = fileSetsOf(c.outputGroup);
       r.update({ ...ids, actionId: "build" }, {
         case: "action",
         value: {
@@ -431,7 +442,11 @@ export function mapBuildEvent(ev: BuildEvent, ctx: MapContext): UploadRequest[] 
     case "aborted": {
       const status = ABORTED[p.value.reason] ?? Status.UNKNOWN;
       const statusAttributes = { status, description: p.value.description || Reason[p.value.reason] };
-      if (id?.case === "targetCompleted" || id?.case === "testSummary" || id?.case === "testResult") {
+      if (id?.case === "targetCompleted" && id.value.aspect) {
+        // An aspect that did not complete: its action, not the target (see "completed").
+        const ids = r.configuredTarget(id.value.label, id.value.configuration);
+        r.update({ ...ids, actionId: aspectActionId(id.value.aspect) }, { case: "action", value: { statusAttributes, actionType: { case: "buildAction", value: {} } } }, ["status_attributes", "build_action"]);
+      } else if (id?.case === "targetCompleted" || id?.case === "testSummary" || id?.case === "testResult") {
         const ids = r.configuredTarget(id.value.label, id.value.configuration);
         r.update(ids, { case: "configuredTarget", value: { statusAttributes } }, ["status_attributes"]);
         r.update({ targetId: ids.targetId }, { case: "target", value: { statusAttributes } }, ["status_attributes"]);
@@ -475,6 +490,15 @@ export function mapBuildEvent(ev: BuildEvent, ctx: MapContext): UploadRequest[] 
 }
 
 const fileSetIdOf = (namedSetId: string) => simpleId("named_set_", namedSetId);
+
+/**
+ * The action of an aspect's completion, e.g. "aspect_lint" for "//tools:lint.bzl%lint": readable
+ * (the part after %), and unique by a hash of the whole name when that is not already an id.
+ */
+function aspectActionId(aspect: string): string {
+  const short = aspect.slice(aspect.lastIndexOf("%") + 1);
+  return short === aspect && /^[A-Za-z0-9_-]{1,200}$/.test(aspect) ? `aspect_${aspect}` : simpleId(`aspect_${short.replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 200)}_`, aspect);
+}
 
 /** Bytes of files per file set, well under a resource row's ~2 MB. */
 const FILE_SET_PART_BYTES = 1024 * 1024;

@@ -184,6 +184,40 @@ describe("BES statuses the recordings lack (recorded events, edited)", () => {
     expect(never.statusAttributes).toEqual(expect.objectContaining({ status: Status.CANCELLED, description: "USER_INTERRUPTED" }));
   });
 
+  it("an aspect's TargetComplete (--aspects) is the aspect's action; the target keeps its own status, outputs and test timeout", async () => {
+    const events = fixtureEvents("sample-test");
+    const own = events.find((e) => e.payload.case === "completed" && e.payload.value.success && e.payload.value.outputGroup.some((g) => g.fileSets.length))!;
+    const label = (own.id!.id.value as { label: string }).label;
+    const aspect = clone(BuildEventSchema, own);
+    (aspect.id!.id.value as { aspect: string }).aspect = "//tools:lint.bzl%lint";
+    if (aspect.payload.case === "completed") {
+      aspect.payload.value.success = false;
+      aspect.payload.value.testTimeoutSeconds = 0n;
+      aspect.payload.value.testTimeout = undefined;
+      const group = aspect.payload.value.outputGroup.find((g) => g.fileSets.length)!;
+      group.name = "lint_report";
+      group.fileSets = [group.fileSets[0]!];
+      group.fileSets[0]!.id = "lint-report-set";
+      aspect.payload.value.outputGroup = [group];
+    }
+    events.splice(events.indexOf(own) + 1, 0, aspect);
+    const alone = toolStream(fixtureEvents("sample-test"));
+    await send(alone);
+    const expected = await exportAll(alone.invocationId);
+    const replay = toolStream(events);
+    await send(replay);
+    const all = await exportAll(replay.invocationId);
+    const ct = (x: typeof all) => byId(x.configuredTargets, label)[0]!;
+    expect(ct(all).statusAttributes).toEqual(ct(expected).statusAttributes);
+    expect(ct(all).testAttributes).toEqual(ct(expected).testAttributes);
+    expect(all.targets.find((t) => t.id?.targetId === label)?.statusAttributes).toEqual(expected.targets.find((t) => t.id?.targetId === label)?.statusAttributes);
+    const build = (x: typeof all) => byId(x.actions, label).find((a) => a.id?.actionId === "build")!;
+    expect(build(all).fileSets.map((n) => n.split("/fileSets/")[1])).toEqual(build(expected).fileSets.map((n) => n.split("/fileSets/")[1]));
+    const lint = byId(all.actions, label).find((a) => a.id?.actionId.startsWith("aspect_lint_"))!;
+    expect(lint.statusAttributes?.status).toBe(Status.FAILED_TO_BUILD);
+    expect(lint.fileSets.map((n) => decodeURIComponent(n.split("/fileSets/")[1]!))).toEqual(["named_set_lint-report-set"]);
+  });
+
   it("times targets from TargetConfigured to TargetComplete by the stream's event times", async () => {
     const events = fixtureEvents("failing-action");
     const replay = toolStream(events, crypto.randomUUID(), Date.UTC(2026, 10, 29, 8, 0, 0));
