@@ -164,6 +164,26 @@ describe("Update and Merge", () => {
     );
   });
 
+  it("keep invocation_attributes.project_id as created (IMMUTABLE): left out it stays, another project is INVALID_ARGUMENT", async () => {
+    const { id, name, token } = await newInvocation({ invocation: { invocationAttributes: { projectId: "proj-a", users: ["u0"] } } });
+    const t = { authorizationToken: token };
+    const projectOf = async () => (await stored(InvocationSchema, id, name))?.invocationAttributes?.projectId;
+    await upload.updateInvocation({ invocation: { name, invocationAttributes: { users: ["u1"] } }, updateMask: mask("invocation_attributes"), ...t });
+    expect(await projectOf()).toBe("proj-a");
+    expect((await stored(InvocationSchema, id, name))?.invocationAttributes?.users).toEqual(["u1"]);
+    await upload.updateInvocation({ invocation: { name }, updateMask: mask("invocation_attributes"), ...t });
+    expect(await projectOf()).toBe("proj-a");
+    for (const paths of [["invocation_attributes"], ["invocation_attributes.project_id"]]) {
+      const e = await codeOf(upload.updateInvocation({ invocation: { name, invocationAttributes: { projectId: "proj-b" } }, updateMask: mask(...paths), ...t }));
+      expect(e, paths.join()).toBe(Code.InvalidArgument);
+    }
+    expect(await codeOf(upload.mergeInvocation({ invocation: { name, invocationAttributes: { projectId: "proj-b" } }, updateMask: mask("invocation_attributes.project_id"), ...t }))).toBe(Code.InvalidArgument);
+    expect(await projectOf()).toBe("proj-a");
+    // Sending it unchanged is no change.
+    await upload.updateInvocation({ invocation: { name, invocationAttributes: { projectId: "proj-a" } }, updateMask: mask("invocation_attributes.project_id"), ...t });
+    expect(await projectOf()).toBe("proj-a");
+  });
+
   it("Update replaces and clears the fields under the mask; Merge appends repeated fields", async () => {
     const { id, name, token } = await newInvocation({
       invocation: {
