@@ -50,6 +50,8 @@ export async function uploadBep(file: string, { upstream, apiKey, log = () => {}
   let batch: PublishBuildToolEventStreamRequest[] = [];
   let bytes = 0;
   let seq = 0;
+  /** Whether the last event read was Bazel's last (BuildEvent.last_message). */
+  let ended = false;
 
   const send = async () => {
     if (batch.length === 0) return;
@@ -71,6 +73,7 @@ export async function uploadBep(file: string, { upstream, apiKey, log = () => {}
   try {
     for await (const ev of events(file)) {
       stream ??= recordedStream(invocationIdOf(ev));
+      ended = ev.lastMessage;
       const request = toolEventRequest(stream, ++seq, ev);
       const size = eventBytes(request);
       if (batch.length >= BATCH_EVENTS || (batch.length > 0 && bytes + size > BATCH_BYTES)) await send();
@@ -85,6 +88,14 @@ export async function uploadBep(file: string, { upstream, apiKey, log = () => {}
     throw new Error(`${file} ends inside event ${seq + 1} (${e.message}): the ${seq} events before it were uploaded to invocations/${stream!.invocationId}`);
   }
   if (!stream) throw new Error(`${file} holds no build events`);
+  if (!ended) {
+    // Cut between two events (Bazel writes each whole, so a killed build ends so): the stream is
+    // left open, for the whole file to complete later, not finished on the build's behalf.
+    await send();
+    throw new Error(
+      `${file} ends after event ${seq}, before Bazel's last event (last_message): the ${seq} events were uploaded to invocations/${stream.invocationId}, which stays open; upload the whole file to complete it`,
+    );
+  }
   batch.push(streamFinishedRequest(stream, ++seq));
   await send();
   return { invocationId: stream.invocationId!, events: seq - 1 };

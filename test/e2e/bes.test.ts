@@ -258,6 +258,21 @@ describe("PublishBuildToolEventStream through the bridge (grpc-js)", () => {
   }, 120_000);
 });
 
+/** The byte offset after the first `n` size-delimited events of a BEP file. */
+function afterEvents(file: Uint8Array, n: number): number {
+  let at = 0;
+  for (let i = 0; i < n; i++) {
+    let len = 0;
+    for (let shift = 0; ; shift += 7) {
+      const b = file[at++]!;
+      len += (b & 0x7f) * 2 ** shift;
+      if (b < 0x80) break;
+    }
+    at += len;
+  }
+  return at;
+}
+
 describe("kiln upload-bep", () => {
   it("uploads a --build_event_binary_file; uploading it again changes nothing", async () => {
     const file = join(FIXTURES, "failing-action.bep");
@@ -285,6 +300,22 @@ describe("kiln upload-bep", () => {
     const all = await exportAll(id);
     expect(all.invocation?.statusAttributes?.status).toBe(Status.FAILED);
     expect(all.invocation?.workspaceInfo?.commandLines).toHaveLength(2);
+    // Cut between two events (Bazel writes each whole, so a killed build's file ends so): the events
+    // are uploaded and the invocation stays open, for the whole file to complete.
+    // A build of its own: the fixture's invocation id (36 characters, in place) replaced by a new one.
+    const recorded = (await readFile(join(FIXTURES, "failing-action.bep"))).toString("latin1");
+    const recordedId = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/.exec(recorded)![0];
+    const events = Buffer.from(recorded.replaceAll(recordedId, randomUUID()), "latin1");
+    const boundary = join(tmp, "boundary.bep");
+    await writeFile(boundary, events.subarray(0, afterEvents(events, 10)));
+    const open = await uploadBep(boundary, { upstream: stack.httpUrl }).then(() => null, (err: Error) => err);
+    expect(open?.message).toMatch(/ends after event 10, before Bazel's last event .* invocations\/[0-9a-f-]+, which stays open/);
+    const openId = /invocations\/([0-9a-f-]+)/.exec(open!.message)![1]!;
+    expect((await exportAll(openId)).invocation?.statusAttributes?.status).not.toBe(Status.FAILED_TO_BUILD);
+    const rest = join(tmp, "whole.bep");
+    await writeFile(rest, events);
+    await uploadBep(rest, { upstream: stack.httpUrl });
+    expect((await exportAll(openId)).invocation?.statusAttributes?.status).toBe(Status.FAILED_TO_BUILD);
     const text = join(tmp, "not-bep.txt");
     await writeFile(text, "this is a text file, not build events\n");
     await expect(uploadBep(text, { upstream: stack.httpUrl })).rejects.toThrow(/is not a --build_event_binary_file/);
