@@ -77,5 +77,6 @@ export async function refreshIfAgeing(env: Env, obj: R2Object, bytes: Uint8Array
   const maxIdle = evictionPolicy(env).acMaxIdleMs;
   if (maxIdle === undefined) return;
   if (now - lastUsed(obj) < Math.min(maxIdle * REFRESH_FRACTION, DAY_MS)) return;
-  await upkeep(env.CAS.put(obj.key, bytes, { customMetadata: { ...obj.customMetadata, [USED]: String(now) } }), "ac_refresh_failed", { key: obj.key });
+  // Only over the entry that was read: an UpdateActionResult that landed since is newer, and wins.
+  await upkeep(env.CAS.put(obj.key, bytes, { customMetadata: { ...obj.customMetadata, [USED]: String(now) }, onlyIf: { etagMatches: obj.etag } }), "ac_refresh_failed", { key: obj.key });
 }

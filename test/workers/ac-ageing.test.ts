@@ -6,7 +6,7 @@ import { Code } from "@connectrpc/connect";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { ActionCache, ActionResultSchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import type { CasIndexDO } from "../../durable-objects/cas-index.ts";
-import { actionResultKey } from "../../src/storage/action-store.ts";
+import { actionResultKey, refreshIfAgeing } from "../../src/storage/action-store.ts";
 import { codeOf, connectClient, digestOf } from "./helpers.ts";
 import { blobsInShard, evictStep, store, tenantPerTest, type Tenant } from "./cas-eviction-helpers.ts";
 
@@ -44,6 +44,22 @@ describe("action-cache ageing", () => {
     // Ten days later, all go.
     expect(await runInDurableObject(sweeper(t), (o: CasIndexDO) => o.sweepActionCache(Date.now() + 10 * DAY))).toEqual({ deleted: 2, more: false });
     expect(await codeOf(ac.getActionResult({ actionDigest: fresh }))).toBe(Code.NotFound);
+  });
+
+  it("a hit's refresh never overwrites an UpdateActionResult that landed after the hit read the entry", async () => {
+    const t = setup({ AC_MAX_IDLE_DAYS: "7" });
+    const ac = connectClient(ActionCache, t.headers);
+    const action = await agedEntry(t, "raced", 3);
+    const key = actionResultKey(t.tenant, "", action.hash);
+    const read = (await env.CAS.get(key))!;
+    const readBytes = new Uint8Array(await read.arrayBuffer());
+    await ac.updateActionResult({ actionDigest: action, actionResult: { exitCode: 0 } });
+    await refreshIfAgeing(env, read, readBytes);
+    expect((await ac.getActionResult({ actionDigest: action })).exitCode).toBe(0);
+    // Without a race the refresh does its job: the entry's last use moves to now.
+    const now = (await env.CAS.get(key))!;
+    await refreshIfAgeing(env, now, new Uint8Array(await now.arrayBuffer()), Date.now() + 3 * DAY);
+    expect(Number((await env.CAS.head(key))!.customMetadata!.used)).toBeGreaterThan(Date.now() + 2 * DAY);
   });
 
   it("without AC_MAX_IDLE_DAYS nothing ages out", async () => {
