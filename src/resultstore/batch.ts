@@ -67,6 +67,9 @@ function apply(u: Uploader, r: UploadRequest, i: number, last: boolean): void {
       // configured target's FINALIZE after its target's (or anything after the invocation's) is
       // refused, where the single Finalize RPCs would answer as for an already finalized resource.
       if (key.kind !== "invocation") u.requireWritable(parentOf(key)!);
+      // The invocation's too, in a batch: a finalized invocation takes no more batches (they would
+      // move its resume token and uploader state), though the single FinalizeInvocation is idempotent.
+      else u.requireWritable(key);
       return u.finalize(key);
     default:
       throw invalidArgument("upload_operation must be CREATE, UPDATE, MERGE or FINALIZE", `${field}.upload_operation`);

@@ -162,6 +162,8 @@ describe("UploadBatch", () => {
     expect(await codeOf(upload.uploadBatch({ ...base, uploadRequests: [cfg, targetCreate("t"), ct, finTarget, finInv] }))).toBe("ok");
     expect(await codeOf(upload.uploadBatch({ ...base, resumeToken: tok("o1"), nextResumeToken: tok("o2"), uploadRequests: [] }))).toBe(Code.FailedPrecondition);
     expect(await codeOf(upload.uploadBatch({ ...base, resumeToken: tok("o1"), nextResumeToken: tok("o2"), uploadRequests: [finTarget] }))).toBe(Code.FailedPrecondition);
+    // Even a batch of nothing but the invocation's FINALIZE again (FinalizeInvocation alone is idempotent).
+    expect(await codeOf(upload.uploadBatch({ ...base, resumeToken: tok("o1"), nextResumeToken: tok("o2"), uploaderState: new Uint8Array(8), uploadRequests: [finInv] }))).toBe(Code.FailedPrecondition);
     expect(await metaOf(id, "resume_token")).toBe(tok("o1"));
   });
 
