@@ -6,6 +6,7 @@ import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { invalidArgument, outOfRange } from "../errors.ts";
 import { ResultStoreFileDownload } from "../gen/google/devtools/resultstore/v2/resultstore_file_download_pb.ts";
 import { parseFileUri } from "../resultstore/file-uri.ts";
+import { readOf } from "../storage/read-failures.ts";
 import { rechunk } from "../storage/rechunk.ts";
 import { readBlob } from "./blobs.ts";
 import { READ_CHUNK } from "./bytestream.ts";
@@ -41,7 +42,8 @@ export const resultStoreFileDownloadService: ServiceImpl<typeof ResultStoreFileD
     noArchives(req.archiveEntry);
     const { offset, limit } = span(req.readOffset, req.readLimit);
     const blob = await readBlob(ctx, r.instanceName, r.digest, { offset, length: limit || undefined });
-    for await (const data of rechunk(blob.body, READ_CHUNK, blob.length)) yield { data };
+    // A read that breaks off is UNAVAILABLE with what was being read, as for ByteStream.Read.
+    for await (const data of readOf(`blob ${r.digest.hash}`, "retry", () => rechunk(blob.body, READ_CHUNK, blob.length))) yield { data };
   },
 
   async getFileTail(req, ctx) {

@@ -13,6 +13,9 @@
 // write a message header in front of it and send both as one buffer, without copying the piece
 // (a small write followed by a large one is two TCP segments, and Nagle's algorithm holds the
 // second until the first is acknowledged).
+//
+// A body that ends before its known `length` is an error, not a short success: a reader must never
+// take a cut-off blob for the whole of it (the stream's own end says nothing about the object).
 export async function* rechunk(body: ReadableStream<Uint8Array>, max: number, length = Infinity, room = 0): AsyncGenerator<Uint8Array> {
   let left = length;
   const next = () => Math.max(1, Math.min(max, left));
@@ -31,7 +34,7 @@ export async function* rechunk(body: ReadableStream<Uint8Array>, max: number, le
         ended = !value || value.byteLength < n;
         if (value?.byteLength) yield value;
         left -= value?.byteLength ?? 0;
-        if (ended) return;
+        if (ended) return checkWhole(left, length);
       }
     } finally {
       // A reader that stops early (a client gone, an error) cancels the body, as for-await does,
@@ -58,4 +61,9 @@ export async function* rechunk(body: ReadableStream<Uint8Array>, max: number, le
     }
   }
   if (piece && filled > 0) yield piece.subarray(0, filled);
+  checkWhole(left - filled, length);
+}
+
+function checkWhole(left: number, length: number): void {
+  if (Number.isFinite(length) && left > 0) throw new Error(`the stored bytes ended ${left} short of the ${length} to read`);
 }

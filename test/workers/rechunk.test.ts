@@ -54,6 +54,19 @@ describe("rechunk", () => {
     });
   }
 
+  it("a body that ends before its known length is an error after the bytes it had, never a short success", async () => {
+    const data = pseudoRandom(MAX + 10, 14);
+    await env.CAS.put("rechunk-short", data);
+    for (const body of [(await env.CAS.get("rechunk-short"))!.body, oddChunks(data)]) {
+      const out: Uint8Array[] = [];
+      const err = await (async () => {
+        for await (const p of rechunk(body, MAX, data.byteLength + 100)) out.push(p);
+      })().then(() => null, (e: Error) => e);
+      expect(err?.message).toMatch(/ended 100 short of the 65646 to read/);
+      expect(joined(out)).toEqual(data);
+    }
+  });
+
   it("leaves `room` free bytes in front of every piece, in a buffer of its own", async () => {
     const data = pseudoRandom(2 * MAX + 3, 12);
     await env.CAS.put("rechunk-room", data);
