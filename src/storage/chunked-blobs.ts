@@ -31,8 +31,16 @@ const splitKey = (store: BlobStore, d: BlobDigest, cdc: FastCdc) =>
 export async function splitBlob(store: BlobStore, d: BlobDigest, cdc: FastCdc): Promise<BlobDigest[]> {
   const known = await knownSplit(store, d, cdc);
   if (known) return known;
-  // REAPI: a SplitBlob extends the blob's lifetime; the touch runs beside the read.
-  const [blob] = await Promise.all([store.read(d), store.index.missing([d], true)]);
+  // REAPI: a SplitBlob extends the blob's lifetime; the touch runs beside the opening read.
+  const touch = store.index.missing([d], true);
+  touch.catch(() => {}); // awaited below, once the read is open
+  const blob = await store.read(d);
+  try {
+    await touch;
+  } catch (e) {
+    await blob.body.cancel().catch(() => {});
+    throw e;
+  }
   const chunks: BlobDigest[] = [];
   let batch: { d: BlobDigest; data: Uint8Array }[] = [];
   let batchBytes = 0;
