@@ -362,15 +362,17 @@ export class CasIndexDO extends DurableObject<Env> {
   /**
    * A read found no object: drops the rows, unless the blob was recorded since `notTouchedSince`
    * (written again after the read began) or is a small blob held here. Returns how many rows went.
-   * `notTouchedSince` is the worker's clock: the leeway keeps a row recorded up to CLOCK_SKEW_MS
-   * before it (never drops one recorded after it); a later failed read heals such a row.
+   * No leeway either way: one that keeps rows leaves a blob lost just after its write unhealed for
+   * the next build (which then trusts a FindMissing that is wrong), one that drops rows loses writes
+   * acknowledged after the read began. The worker's clock only lags (it stands still between its
+   * I/O), so a row recorded after the read began always has the later time and is kept.
    */
   forget(hashes: string[], notTouchedSince: number): number {
     const gone = this.sql
       .exec(
         `DELETE FROM blobs WHERE hash IN (SELECT value FROM json_each(?)) AND last_access <= ? AND hash NOT IN (SELECT hash FROM small_blobs) RETURNING hash`,
         JSON.stringify(hashes),
-        notTouchedSince - CLOCK_SKEW_MS,
+        notTouchedSince,
       )
       .toArray().length;
     bump(this.sql, "healed", gone);
