@@ -1,8 +1,9 @@
 // update_mask on ResultStore resources. Update replaces every field under the mask and clears the
 // ones the request leaves unset; Merge does the same except that repeated fields are appended to.
 // UploadBatch additionally limits masks to the patterns listed in resultstore_upload.proto.
-import type { DescField, DescMessage, Message } from "@bufbuild/protobuf";
+import { getOption, type DescField, type DescMessage, type Message } from "@bufbuild/protobuf";
 import { isReflectMessage, reflect, type ReflectList, type ReflectMap, type ReflectMessage } from "@bufbuild/protobuf/reflect";
+import { FieldBehavior, field_behavior } from "../gen/google/api/field_behavior_pb.ts";
 import { FileSchema } from "../gen/google/devtools/resultstore/v2/file_pb.ts";
 import { invalidArgument } from "../errors.ts";
 import type { ResourceKind } from "./names.ts";
@@ -31,6 +32,63 @@ export function checkMask(schema: DescMessage, paths: readonly string[] | undefi
     resolve(schema, p);
   }
   return [...paths];
+}
+
+/** Field paths of singular scalars the proto marks IMMUTABLE (google.api.field_behavior), per message type. */
+const immutables = new Map<DescMessage, DescField[][]>();
+
+function immutablePaths(schema: DescMessage): DescField[][] {
+  let paths = immutables.get(schema);
+  if (!paths) immutables.set(schema, (paths = immutableBelow(schema, new Set([schema]))));
+  return paths;
+}
+
+/** Through singular message fields; `above`, the types on the way down, stops a recursive type. */
+function immutableBelow(schema: DescMessage, above: Set<DescMessage>): DescField[][] {
+  const out: DescField[][] = [];
+  for (const f of schema.fields) {
+    if (f.fieldKind === "scalar" && getOption(f, field_behavior).includes(FieldBehavior.IMMUTABLE)) out.push([f]);
+    else if (f.fieldKind === "message" && !above.has(f.message)) {
+      out.push(...immutableBelow(f.message, new Set([...above, f.message])).map((p) => [f, ...p]));
+    }
+  }
+  return out;
+}
+
+/** The scalar at `path`, or undefined when a message on the way is unset. */
+function scalarAt(m: Message, schema: DescMessage, path: DescField[]): unknown {
+  let r: ReflectMessage = reflect(schema, m);
+  for (const f of path.slice(0, -1)) {
+    if (!r.isSet(f)) return undefined;
+    r = r.get(f) as ReflectMessage;
+  }
+  return r.get(path.at(-1)!);
+}
+
+/** Unset and proto3's zero value are the same to a client. */
+const zero = (v: unknown) => v === undefined || v === "" || v === 0 || v === 0n || v === false;
+const same = (a: unknown, b: unknown) => a === b || (zero(a) && zero(b));
+
+/**
+ * applyMask keeping the fields the proto marks IMMUTABLE (google.api.field_behavior) as they were
+ * set at creation, e.g. Invocation.invocation_attributes.project_id: an update that leaves one
+ * unset keeps it; one that sets it to another value is INVALID_ARGUMENT naming it.
+ */
+export function applyMaskKeepingImmutable(schema: DescMessage, target: Message, source: Message, paths: readonly string[], mode: MaskMode, field: string): void {
+  const fixed = immutablePaths(schema).map((path) => ({ path, was: scalarAt(target, schema, path) }));
+  applyMask(schema, target, source, paths, mode);
+  for (const { path, was } of fixed) {
+    const now = scalarAt(target, schema, path);
+    if (same(now, was)) continue;
+    const name = path.map((f) => f.name).join(".");
+    if (!zero(now)) throw invalidArgument(`${name} is immutable: it is "${String(was ?? "")}" since the resource was created`, `${field}.${name}`);
+    let r: ReflectMessage = reflect(schema, target);
+    for (const f of path.slice(0, -1)) {
+      if (!r.isSet(f)) r.set(f, reflect((f as DescField & { message: DescMessage }).message));
+      r = r.get(f) as ReflectMessage;
+    }
+    r.set(path.at(-1)!, was);
+  }
 }
 
 /** Applies the masked fields of `source` onto `target` (both of `schema`), in place. */

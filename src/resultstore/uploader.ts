@@ -5,8 +5,7 @@
 import { create, fromBinary, toBinary, type Message } from "@bufbuild/protobuf";
 import { Code, ConnectError, invalidArgument, notFound } from "../errors.ts";
 import { UploadStatus } from "../gen/google/devtools/resultstore/v2/common_pb.ts";
-import { InvocationAttributesSchema, type Invocation } from "../gen/google/devtools/resultstore/v2/invocation_pb.ts";
-import { applyMask, checkMask, type MaskMode } from "./field-mask.ts";
+import { applyMaskKeepingImmutable, checkMask, type MaskMode } from "./field-mask.ts";
 import { checkChildIds } from "./ids.ts";
 import { keyOf, lineageOf, nameOf, parentOf, type ResourceKey } from "./names.ts";
 import type { ResourceTable } from "./resource-table.ts";
@@ -157,9 +156,7 @@ export class Uploader {
     if (opts.requestId && this.table.lastRequestId(k) === opts.requestId) return;
     this.requireWritable(k);
     const next = create(schema, current.msg as never) as Resource;
-    const project = k.kind === "invocation" ? projectOf(next as Invocation) : "";
-    applyMask(schema, next, msg, mask, mode);
-    if (k.kind === "invocation") keepProjectId(project, next as Invocation, opts.field);
+    applyMaskKeepingImmutable(schema, next, msg, mask, mode, opts.field);
     this.table.replace(k, toBinary(schema, stamp(k, next)));
     this.table.setRequestId(k, opts.requestId ?? "");
     this.touch();
@@ -190,18 +187,3 @@ export class Uploader {
     this.touch();
   }
 }
-
-/**
- * invocation_attributes.project_id is IMMUTABLE (invocation.proto): set at creation, never changed.
- * An update that leaves it out (an invocation_attributes mask without it) keeps it; one that names
- * another project is INVALID_ARGUMENT.
- */
-function keepProjectId(was: string, after: Invocation, field: string): void {
-  const now = projectOf(after);
-  if (now === was) return;
-  if (now) throw invalidArgument(`invocation_attributes.project_id is immutable: it is "${was}" since the invocation was created`, `${field}.invocation_attributes.project_id`);
-  after.invocationAttributes ??= create(InvocationAttributesSchema);
-  after.invocationAttributes.projectId = was;
-}
-
-const projectOf = (inv: Invocation) => inv.invocationAttributes?.projectId ?? "";
