@@ -207,6 +207,22 @@ export class CasIndexDO extends DurableObject<Env> {
     return row ? { size: row.size, data: new Uint8Array(row.data) } : null;
   }
 
+  /**
+   * Small blobs for a batch read, by position in `asked` (one call per shard, not per blob): the
+   * stored size, with the bytes when it is the size asked (so the answer is never more than the
+   * bytes asked for); "r2" when the blob is recorded without its bytes here (stored in R2 before
+   * small blobs were kept in the index, or found there by reconcile); null when it is not recorded.
+   */
+  smallBlobs(asked: [hash: string, size: number][]): ({ size: number; data?: Uint8Array } | "r2" | null)[] {
+    this.served.requests++;
+    this.served.digests += asked.length;
+    return asked.map(([hash, size]) => {
+      const row = this.smallBlob(hash);
+      if (row) return row.size === size ? row : { size: row.size };
+      return this.sql.exec(`SELECT 1 FROM blobs WHERE hash = ?`, hash).toArray().length ? "r2" : null;
+    });
+  }
+
   /** Requests, digests looked up and rows written since this object was loaded; the blobs it holds. */
   servedStats() {
     const blobs = this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM blobs`).one().n;

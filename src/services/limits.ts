@@ -9,11 +9,14 @@ import { invalidArgument } from "../errors.ts";
 export const RESULTSTORE_UPLOAD_MAX = 12 * 1024 * 1024;
 
 /**
- * Entries in one BatchUpdateBlobs / BatchReadBlobs. Each entry costs R2 and index subrequests,
- * and size-0 entries cost nothing against max_batch_total_size_bytes, so the byte cap alone let
- * one request carry ~100,000 of them. (Bazel sends no batches: it uses ByteStream.)
+ * Entries in one BatchUpdateBlobs / BatchReadBlobs. remote-apis-sdks clients (reclient, bb-clientd's
+ * peers) send up to 4,000, and Capabilities has no field to tell them less. Subrequests are bound
+ * by bytes, not entries: blobs of up to SMALL_BLOB_MAX_BYTES are written and read in one index call
+ * per shard, so only larger ones cost an R2 call each, at most ~1,000 within
+ * max_batch_total_size_bytes. Size-0 entries weigh nothing against that cap, so without this one a
+ * request could carry ~100,000 of them. (Bazel sends no batches: it uses ByteStream.)
  */
-export const MAX_BATCH_ENTRIES = 1_000;
+export const MAX_BATCH_ENTRIES = 10_000;
 
 /**
  * Chunks in one SpliceBlob: each is one R2 read (a subrequest). At the default 512 KiB average

@@ -3,7 +3,7 @@
 // are kept in the index itself (small-blobs.ts).
 import type { Env } from "../env.ts";
 import { Code, ConnectError, invalidArgument, notFound, outOfRange, unavailableFrom } from "../errors.ts";
-import { CasIndex } from "./cas-index.ts";
+import { CasIndex, type SmallLookup } from "./cas-index.ts";
 import { drain } from "./drain.ts";
 import { mapLimit } from "./map-limit.ts";
 import { EMPTY_SHA256, isEmptyBlob, type BlobDigest } from "./digest.ts";
@@ -33,7 +33,7 @@ export class BlobStore {
    * Streams a blob, or a range of it. Throws NOT_FOUND when absent and OUT_OF_RANGE for an
    * offset past the end (an offset equal to the size reads nothing).
    */
-  async read(d: BlobDigest, offset = 0, limit = 0): Promise<BlobRead> {
+  async read(d: BlobDigest, offset = 0, limit = 0, looked?: SmallLookup): Promise<BlobRead> {
     if (offset < 0) throw outOfRange(`read_offset ${offset} is negative`);
     if (limit < 0) throw invalidArgument(`read_limit ${limit} is negative`, "read_limit");
     if (offset > d.size) throw outOfRange(`read_offset ${offset} is past the end of the ${d.size}-byte blob`);
@@ -42,10 +42,12 @@ export class BlobStore {
     // Only the empty blob has size 0: {other hash, 0} names nothing, whatever else has that hash.
     if (d.size === 0) throw notFound(`blob ${d.hash}/0 not found (only ${EMPTY_SHA256} has size 0)`);
     // A small blob is in the index; if not (written to R2 before small blobs were kept there, or
-    // the index could not be asked), R2 is asked too.
-    const small = isSmall(d) ? await this.smallByHash(d.hash) : null;
+    // the index could not be asked), R2 is asked too. `looked`: the index was already asked, and
+    // R2 is asked only for a blob it records without its bytes.
+    if (looked === null) throw notFound(`blob ${d.hash}/${d.size} not found`);
+    const small = !isSmall(d) || looked === "r2" ? null : looked !== undefined ? looked : await this.smallByHash(d.hash);
     if (small && !(small instanceof ConnectError)) {
-      if (small.size !== d.size) throw notFound(`blob ${d.hash}/${d.size} not found`);
+      if (small.size !== d.size || !small.data) throw notFound(`blob ${d.hash}/${d.size} not found`);
       return { body: bytesStream(small.data.subarray(offset, offset + length)), length };
     }
     const startedAt = Date.now();
@@ -70,6 +72,18 @@ export class BlobStore {
    */
   private async heal(hash: string, readStartedAt: number): Promise<void> {
     await this.index.forget(hash, readStartedAt);
+  }
+
+  /**
+   * What the index holds for each small blob of a batch read, in one call per shard; undefined for
+   * the others. Passed to read() as `looked`, it saves a call per blob.
+   */
+  async smallLookups(digests: readonly BlobDigest[]): Promise<(SmallLookup | undefined)[]> {
+    const asked = digests.flatMap((d, i) => (isSmall(d) && d.size > 0 ? [i] : []));
+    const found = await this.index.smallBlobs(asked.map((i) => digests[i]!));
+    const out = new Array<SmallLookup | undefined>(digests.length);
+    asked.forEach((i, k) => (out[i] = found[k]));
+    return out;
   }
 
   /** Streams a blob known only by its hash (the Bazel HTTP cache has no sizes); null if absent. */

@@ -31,6 +31,13 @@ export function shardCall<T>(what: string, call: Promise<T>): Promise<T> {
   return call.catch((e: unknown) => Promise.reject(unavailableFrom(`the CAS index could not ${what}`, e)));
 }
 
+/**
+ * A small blob as the index answers for a batch read: its stored size, and its bytes when that is
+ * the size asked; "r2": recorded, but its bytes are in R2; null: not recorded, so not in the CAS
+ * (FindMissing says the same); a ConnectError: its shard could not be asked.
+ */
+export type SmallLookup = { size: number; data?: Uint8Array } | "r2" | null | ConnectError;
+
 /** Tenants (and counts) whose recorded shard count this isolate has already checked. */
 const layoutChecked = new Map<string, Promise<void>>();
 
@@ -210,6 +217,29 @@ export class CasIndex {
   async smallBlob(hash: string): Promise<{ size: number; data: Uint8Array } | null> {
     await this.checkLayout();
     return this.shard(hash).smallBlob(hash);
+  }
+
+  /** Small blobs for a batch read (see SmallLookup), one call per shard, by position in `digests` (all small). */
+  async smallBlobs(digests: readonly BlobDigest[]): Promise<SmallLookup[]> {
+    const out: SmallLookup[] = new Array(digests.length).fill(null);
+    if (digests.length === 0) return out;
+    try {
+      await this.checkLayout();
+    } catch (e) {
+      return out.fill(unavailableFrom("the CAS index could not be asked", e));
+    }
+    await Promise.all(
+      [...this.byShard(digests)].map(async ([shard, group]) => {
+        try {
+          const asked = group.map((i): [string, number] => [digests[i]!.hash, digests[i]!.size]);
+          const found = await shardCall(`read ${group.length} small blob(s) from shard ${shard}`, this.shardStub(shard).smallBlobs(asked));
+          group.forEach((i, k) => (out[i] = found[k] ?? null));
+        } catch (e) {
+          for (const i of group) out[i] = unavailableFrom(`shard ${shard} of the CAS index could not be asked`, e);
+        }
+      }),
+    );
+    return out;
   }
 
   /**

@@ -3,13 +3,14 @@ import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/proto
 import { DirectorySchema, TreeSchema, type Directory, type Tree } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { blobKey, parseDigest, type BlobDigest } from "./digest.ts";
 import type { BlobStore } from "./blob-store.ts";
+import type { SmallLookup } from "./cas-index.ts";
 import { Code, ConnectError } from "../errors.ts";
 
 /** Largest Directory or Tree message we read into memory. */
 export const MAX_TREE_MESSAGE_BYTES = 64 * 1024 * 1024;
 
-export async function readBytes(store: BlobStore, d: BlobDigest): Promise<Uint8Array> {
-  const { body } = await store.read(d);
+export async function readBytes(store: BlobStore, d: BlobDigest, looked?: SmallLookup): Promise<Uint8Array> {
+  const { body } = await store.read(d, 0, 0, looked);
   return new Uint8Array(await new Response(body).arrayBuffer());
 }
 

@@ -77,7 +77,7 @@ describe("/metrics after known traffic", () => {
       'kiln_cas_lookups_total{kind="read",result="hit"}': 2,
     });
     expect(reads.of(dos("CAS_INDEX", "smallBlob", "http-cache GET cas"))).toBe(1);
-    expect(reads.of(dos("CAS_INDEX", "smallBlob", "connect ContentAddressableStorage.BatchReadBlobs"))).toBe(1);
+    expect(reads.of(dos("CAS_INDEX", "smallBlobs", "connect ContentAddressableStorage.BatchReadBlobs"))).toBe(1);
 
     const find = await measure(async () => {
       const res = await cas.findMissingBlobs({

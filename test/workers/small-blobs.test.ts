@@ -12,6 +12,9 @@ import { SMALL_BLOB_MAX_BYTES } from "../../src/shared/small-blob-size.ts";
 import { admin, blobsInShard, bytesHeld, evictStep, lastUsedAt, missing, objectExists, store, tenantPerTest, type Tenant, type TestBlob } from "./cas-eviction-helpers.ts";
 import { failingIndex } from "./fault-injection.ts";
 import { codeOf, digestOf, grpcWebClient, pseudoRandom, sha256Hex } from "./helpers.ts";
+import { scrape } from "./metrics-helpers.ts";
+
+const equalBytes = (a: Uint8Array, b: Uint8Array) => a.byteLength === b.byteLength && a.every((x, i) => x === b[i]);
 
 const setup = tenantPerTest();
 
@@ -116,6 +119,43 @@ describe("reading a small blob", () => {
   });
 });
 
+describe("batches of small blobs", () => {
+  const BATCH = "connect ContentAddressableStorage.BatchReadBlobs";
+  const r2Gets = (m: Map<string, number>) => m.get(`kiln_r2_operations_total{class="B",op="get",request="${BATCH}"}`) ?? 0;
+  const indexCalls = (m: Map<string, number>, method: string) => m.get(`kiln_do_requests_total{object="CAS_INDEX",method="${method}",request="${BATCH}"}`) ?? 0;
+
+  it("4,000 in one BatchUpdateBlobs and one BatchReadBlobs, as remote-apis-sdks batches: all back, one index call per shard, no R2 call", { timeout: 120_000 }, async () => {
+    const t = setup();
+    const blobs = await Promise.all(Array.from({ length: 4_000 }, (_, i) => testBlob(1_000, 1_000 + i)));
+    await store(t, blobs);
+    const before = await scrape(t.headers);
+    const r = await t.cas.batchReadBlobs({ digests: blobs.map((b) => b.digest) });
+    const after = await scrape(t.headers);
+    expect(r.responses.filter((x, i) => x.status?.code === 0 && equalBytes(x.data, blobs[i]!.data))).toHaveLength(4_000);
+    const shards = t.index.shards;
+    expect(indexCalls(after, "smallBlobs") - indexCalls(before, "smallBlobs")).toBeLessThanOrEqual(shards);
+    expect(indexCalls(after, "smallBlob") - indexCalls(before, "smallBlob")).toBe(0);
+    expect(r2Gets(after) - r2Gets(before)).toBe(0);
+  });
+
+  it("small digests never stored are NOT_FOUND without asking R2; one recorded without its bytes is read from R2", async () => {
+    const t = setup();
+    const [stored, inR2, ...never] = await Promise.all(Array.from({ length: 50 }, (_, i) => testBlob(700, 2_000 + i)));
+    await store(t, [stored!]);
+    await env.CAS.put(`cas/${t.tenant}/${inR2!.digest.hash}`, inR2!.data);
+    await t.index.add([{ hash: inR2!.digest.hash, size: 700 }]);
+    // The stored blob asked with another size names nothing either.
+    const wrongSize = { hash: stored!.digest.hash, sizeBytes: 699n };
+    const before = await scrape(t.headers);
+    const r = await t.cas.batchReadBlobs({ digests: [stored!.digest, inR2!.digest, wrongSize, ...never.map((b) => b.digest)] });
+    const after = await scrape(t.headers);
+    expect(r.responses.map((x) => x.status?.code)).toEqual([0, 0, ...Array(49).fill(Code.NotFound)]);
+    expect([r.responses[0]!.data, r.responses[1]!.data]).toEqual([stored!.data, inR2!.data]);
+    expect(r.responses[2]!.data).toHaveLength(0);
+    expect(r2Gets(after) - r2Gets(before)).toBe(1);
+  });
+});
+
 describe("verified before anything is recorded", () => {
   it("bytes that do not hash to the digest, or too few or too many: INVALID_ARGUMENT and nothing kept", async () => {
     const t = setup();
@@ -186,6 +226,22 @@ describe("faults of the index", () => {
     // Nothing was healed away meanwhile.
     expect(await missing(t, [small, large])).toEqual(new Set());
     expect((await t.cas.batchReadBlobs({ digests: [small.digest] })).responses[0]!.data).toEqual(small.data);
+  });
+});
+
+describe("faults of the index in a batch read", () => {
+  it("its shard call fails: UNAVAILABLE for the small blobs, R2's blobs still read, nothing healed away", async () => {
+    const t = setup();
+    const small = await testBlob(100, 10);
+    const large = await testBlob(SMALL_BLOB_MAX_BYTES + 10, 11);
+    await store(t, [small, large]);
+    const broken = new BlobStore(failingIndex(["smallBlobs"], "before"), t.tenant);
+    const ds = [small, large].map((b) => ({ hash: b.digest.hash, size: Number(b.digest.sizeBytes) }));
+    const looked = await broken.smallLookups(ds);
+    const reads = await Promise.all(ds.map((d, i) => broken.read(d, 0, 0, looked[i]).then((r) => new Response(r.body).arrayBuffer(), (e: unknown) => ConnectError.from(e))));
+    expect(reads[0]).toMatchObject({ code: Code.Unavailable });
+    expect(new Uint8Array(reads[1] as ArrayBuffer)).toEqual(large.data);
+    expect(await missing(t, [small, large])).toEqual(new Set());
   });
 });
 
