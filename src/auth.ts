@@ -19,8 +19,10 @@ export interface Principal {
   lease?: LeaseClaims;
   /** Why a principal that may otherwise write cannot: said in every PERMISSION_DENIED for a write. */
   readOnlyReason?: string;
-  /** May read operator endpoints (/metrics): keys with "admin": true, and an open service. */
+  /** May use operator endpoints (/metrics, /admin/...): keys with "admin": true, and an open service. */
   admin?: boolean;
+  /** Why a principal that is not admin is refused operator endpoints, when it is not a key's doing. */
+  notAdminReason?: string;
 }
 
 interface KeyEntry {
@@ -52,7 +54,19 @@ const ANONYMOUS: Principal = { authenticated: false, tenant: "default", instance
 const OPEN_READ_ONLY_REASON =
   "Kiln runs without API keys on a public address, so writes and Execute are refused: set API_KEYS " +
   "(see the README, API keys), or set ALLOW_OPEN=true to let anyone write deliberately";
-const OPEN_READ_ONLY: Principal = { ...OPEN, canWrite: false, label: "open (read-only)", readOnlyReason: OPEN_READ_ONLY_REASON };
+// Nor may strangers read the operator endpoints: /metrics and /admin/cas/stats name tenants and
+// measure their traffic.
+const OPEN_NOT_ADMIN_REASON =
+  "Kiln runs without API keys on a public address, so operator endpoints (/metrics, /admin/...) are refused: " +
+  'set API_KEYS with an "admin": true key (see the README, API keys)';
+const OPEN_READ_ONLY: Principal = {
+  ...OPEN,
+  canWrite: false,
+  admin: false,
+  label: "open (read-only)",
+  readOnlyReason: OPEN_READ_ONLY_REASON,
+  notAdminReason: OPEN_NOT_ADMIN_REASON,
+};
 
 /**
  * A loopback host: localhost, *.localhost, 127.0.0.0/8, ::1. On Cloudflare a request's host is
@@ -193,7 +207,7 @@ export function authorize(p: Principal, instanceName: string, access: Access): v
 /** Operator endpoints: an admin key where keys are configured. */
 export function authorizeAdmin(p: Principal): void {
   authenticate(p);
-  if (!p.admin) throw new ConnectError(`API key "${p.label}" is not an admin key (set "admin": true on it in API_KEYS)`, Code.PermissionDenied);
+  if (!p.admin) throw new ConnectError(p.notAdminReason ?? `API key "${p.label}" is not an admin key (set "admin": true on it in API_KEYS)`, Code.PermissionDenied);
 }
 
 export function authorizeWrite(p: Principal): void {

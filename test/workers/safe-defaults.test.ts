@@ -70,6 +70,17 @@ describe("open mode on a public address", () => {
     expect(missing.missingBlobDigests).toHaveLength(1); // nothing was stored
   });
 
+  it("operator endpoints (/metrics, /admin/cas/stats) are 403 saying to set an admin key", async () => {
+    for (const path of ["/metrics", "/admin/cas/stats"]) {
+      const res = await SELF.fetch(`http://kiln${path}`);
+      expect(res.status, path).toBe(403);
+      expect(((await res.json()) as { error: { message: string } }).error.message, path).toMatch(/operator endpoints .*"admin": true/);
+    }
+    // From a loopback address with a local PUBLIC_URL (npm start) they stay open.
+    env.PUBLIC_URL = "http://localhost:8787";
+    expect((await SELF.fetch("http://127.0.0.1:8787/metrics")).status).toBe(200);
+  });
+
   it("a loopback request to a local PUBLIC_URL may write; a public PUBLIC_URL refuses even loopback requests", async () => {
     const data = "local write " + crypto.randomUUID();
     const { hash } = await digestOf(data);
