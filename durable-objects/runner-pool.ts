@@ -117,6 +117,8 @@ export class RunnerPoolDO extends DurableObject<Env> {
       id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, event TEXT NOT NULL, response BLOB,
       tries INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0)`);
     this.sql.exec(`CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)`);
+    // Queued operations no connected runner can take (their platform or tenant), since when.
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS unmatched (name TEXT PRIMARY KEY, since INTEGER NOT NULL)`);
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
   }
 
@@ -128,7 +130,8 @@ export class RunnerPoolDO extends DurableObject<Env> {
     this.setShard(e.shard);
     if (this.row(e.name)) return { kind: "queued", name: e.name };
     if (e.dedupKey) {
-      const same = this.sql.exec<{ name: string }>(`SELECT name FROM queue WHERE dedup_key = ?`, e.dedupKey).toArray()[0];
+      // Not one whose cancellation is under way: it will end CANCELLED, which this caller never asked for.
+      const same = this.sql.exec<{ name: string }>(`SELECT name FROM queue WHERE dedup_key = ? AND cancel_requested = 0`, e.dedupKey).toArray()[0];
       if (same) return { kind: "joined", name: same.name };
     }
     const runners = this.liveRunners().filter((r) => r.tenant === null || r.tenant === e.tenant);
@@ -368,14 +371,19 @@ export class RunnerPoolDO extends DurableObject<Env> {
 
   /**
    * Queued work waits for runners, but not forever: once no runner has been connected for
-   * NO_RUNNER_TIMEOUT_SECONDS while work waited, it completes UNAVAILABLE.
+   * NO_RUNNER_TIMEOUT_SECONDS while work waited, it completes UNAVAILABLE. Work that the connected
+   * runners cannot take (none offers its platform, or none serves its tenant) waits as long, in
+   * case such a runner connects, then completes FAILED_PRECONDITION, as REAPI says of a platform
+   * no worker can serve.
    */
   private failIfNoRunner(now: number) {
     const queued = this.sql.exec<QueueRow>(`SELECT * FROM queue WHERE state = 'queued'`).toArray();
+    this.sql.exec(`DELETE FROM unmatched WHERE name NOT IN (SELECT name FROM queue WHERE state = 'queued')`);
     const since = this.sql.exec<{ v: string }>(`SELECT v FROM meta WHERE k = 'no_runner_since'`).toArray()[0];
-    if (queued.length === 0 || this.liveRunners().length > 0) {
+    const runners = this.liveRunners();
+    if (queued.length === 0 || runners.length > 0) {
       if (since) this.sql.exec(`DELETE FROM meta WHERE k = 'no_runner_since'`);
-      return;
+      return this.failUnmatched(queued, runners, now);
     }
     if (!since) return void this.sql.exec(`INSERT INTO meta (k, v) VALUES ('no_runner_since', ?)`, String(now));
     const waited = now - Number(since.v);
@@ -385,6 +393,32 @@ export class RunnerPoolDO extends DurableObject<Env> {
       this.finish(
         row,
         toBinary(ExecuteResponseSchema, create(ExecuteResponseSchema, { status: { code: Code.Unavailable, message: reason }, message: `Kiln could not run this action: ${reason}.` })),
+      );
+    }
+  }
+
+  private failUnmatched(queued: QueueRow[], runners: LiveRunner[], now: number) {
+    for (const row of queued) {
+      const platform = JSON.parse(row.platform) as [string, string][];
+      const eligible = runners.filter((r) => r.tenant === null || r.tenant === row.tenant);
+      if (eligible.some((r) => offers(r.properties, platform))) {
+        this.sql.exec(`DELETE FROM unmatched WHERE name = ?`, row.name);
+        continue;
+      }
+      this.sql.exec(`INSERT OR IGNORE INTO unmatched (name, since) VALUES (?, ?)`, row.name, now);
+      const waited = now - this.sql.exec<{ since: number }>(`SELECT since FROM unmatched WHERE name = ?`, row.name).one().since;
+      if (waited < noRunnerTimeoutMs()) continue;
+      const offered = [...new Set(eligible.flatMap((r) => r.properties.map(([k, v]) => `${k}=${v}`)))];
+      const reason =
+        eligible.length === 0
+          ? `no runner serving tenant "${row.tenant}" has been connected for ${Math.round(waited / 1000)} s`
+          : `for ${Math.round(waited / 1000)} s no connected runner has offered the platform ${describePlatform(platform)}; runners offer: ${offered.join(", ") || "(nothing)"}`;
+      this.finish(
+        row,
+        toBinary(
+          ExecuteResponseSchema,
+          create(ExecuteResponseSchema, { status: { code: Code.FailedPrecondition, message: reason }, message: `Kiln could not run this action: ${reason}.` }),
+        ),
       );
     }
   }

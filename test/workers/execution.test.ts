@@ -236,6 +236,20 @@ describe("Execute: runs", { timeout: 30_000 }, () => {
     expect((await errorOf(ops.cancelOperation({ name: `operations/${crypto.randomUUID()}` }))).code).toBe(Code.NotFound);
   });
 
+  it("an Execute of an action whose cancellation is under way runs it anew instead of joining the cancelled operation", async () => {
+    // The runner goes silent on each operation's first attempt, so a cancel stays unconfirmed
+    // (and the operation in the queue) until the lease lapses.
+    const a = await newAction("busy-0+lost-1");
+    const first = await firstOf(exec.execute(request(a)));
+    await waitFor("the first attempt", async () => runs({ action: a.hash }).attempts.length === 1);
+    await ops.cancelOperation({ name: first.first.name });
+    const second = await firstOf(exec.execute(request(a)));
+    expect(second.first.name).not.toBe(first.first.name);
+    expect(responseOf((await first.rest).at(-1)!).status?.code).toBe(Code.Canceled);
+    const res = responseOf((await second.rest).at(-1)!);
+    expect([res.status?.code ?? 0, res.result?.exitCode]).toEqual([0, 0]);
+  });
+
   it("cancels a queued action: it completes CANCELLED at once and never reaches a runner", async () => {
     const instanceName = instanceFor("sleep-20000");
     const fill = await Promise.all(Array.from({ length: CAPACITY }, () => newAction("", { instanceName })));

@@ -259,6 +259,52 @@ describe("faults at every cross-object call", { timeout: 40_000 }, () => {
     void attempt;
   });
 
+  it("work no connected runner can take (platform or tenant) completes FAILED_PRECONDITION after NO_RUNNER_TIMEOUT_SECONDS, not never", async () => {
+    const { create: mk, fromBinary, toBinary } = await import("@bufbuild/protobuf");
+    const { ActionSchema, CommandSchema } = await import("../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts");
+    const { OperationSchema } = await import("../../src/gen/google/longrunning/operations_pb.ts");
+    const shard = 7; // a shard of its own: work is queued there while no runner is connected
+    const pool7 = env.RUNNER_POOL.get(env.RUNNER_POOL.idFromName(`pool-${shard}`));
+    const queue = async (platform: [string, string][], tenant: string) => {
+      const source = await newAction("ok");
+      const name = `operations/${crypto.randomUUID()}`;
+      const actionDigest = { hash: source.hash, size: Number(source.digest.sizeBytes) };
+      const entry = {
+        shard, name, tenant, instanceName: source.instanceName, actionDigest, priority: 0, dedupKey: null, platform, timeoutMs: 60_000, queuedAt: Date.now(),
+        action: toBinary(ActionSchema, mk(ActionSchema, {})),
+        command: toBinary(CommandSchema, mk(CommandSchema, { arguments: ["true"] })),
+      };
+      await opStub(name).init({ name, tenant, instanceName: source.instanceName, actionDigest, doNotCache: false, timeoutMs: 60_000, priority: 0, shard }, entry);
+      expect((await pool7.enqueue(entry)).kind).toBe("queued");
+      return name;
+    };
+    const gpu = await queue([["suite", SUITE], ["gpu", "a100"]], "default");
+    const elsewhere = await queue([["suite", SUITE]], "elsewhere");
+    // A runner of tenant "default" only, without a gpu.
+    const key = `runner-of-default-${crypto.randomUUID()}`;
+    const saved = { shards: env.RUNNER_POOL_SHARDS, keys: env.RUNNER_KEYS, timeout: env.NO_RUNNER_TIMEOUT_SECONDS };
+    env.RUNNER_POOL_SHARDS = "8";
+    env.RUNNER_KEYS = JSON.stringify([...JSON.parse(saved.keys!), { name: "default-only", key, tenant: "default" }]);
+    const runner = await connectRunner({ shard, key, properties: [["suite", SUITE]] });
+    try {
+      env.NO_RUNNER_TIMEOUT_SECONDS = "0.2";
+      await runDurableObjectAlarm(pool7); // both noted as unmatched
+      await new Promise((r) => setTimeout(r, 300));
+      await runDurableObjectAlarm(pool7);
+    } finally {
+      Object.assign(env, { RUNNER_POOL_SHARDS: saved.shards, RUNNER_KEYS: saved.keys, NO_RUNNER_TIMEOUT_SECONDS: saved.timeout });
+      runner.close();
+    }
+    for (const [name, says] of [[gpu, /gpu=a100; runners offer: suite=/], [elsewhere, /no runner serving tenant "elsewhere"/]] as const) {
+      const op = fromBinary(OperationSchema, (await opStub(name).operation())!);
+      expect(op.done).toBe(true);
+      const status = responseOf(op).status;
+      expect(status?.code).toBe(Code.FailedPrecondition);
+      expect(status?.message).toMatch(says);
+      expect(runs({ operation: name }).attempts).toHaveLength(0);
+    }
+  });
+
   it("a pool that lost an operation (enqueue never arrived) re-queues it when the operation reconciles", async () => {
     const a = await newAction("ok");
     const { first, rest } = await firstOf(exec.execute(request(a)));
