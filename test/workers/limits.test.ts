@@ -27,6 +27,11 @@ describe("CAS entry limits", () => {
     expect(e.rawMessage).toMatch(/MAX_FIND_MISSING_DIGESTS/);
   });
 
+  it("FindMissingBlobs: Bazel's largest call (its 1 MiB message, 14,979 digests) works", async () => {
+    const digests = Array.from({ length: 14_979 }, (_, i) => fakeDigest(i));
+    expect((await cas.findMissingBlobs({ instanceName: "limits", blobDigests: digests })).missingBlobDigests).toHaveLength(14_979);
+  });
+
   it(`BatchUpdateBlobs and BatchReadBlobs: ${MAX_BATCH_ENTRIES} entries work, one more is INVALID_ARGUMENT naming MAX_BATCH_ENTRIES`, async () => {
     // Size-0 entries weigh nothing against max_batch_total_size_bytes: only the entry cap stops them.
     const updates = Array.from({ length: MAX_BATCH_ENTRIES }, () => ({ digest: EMPTY, data: new Uint8Array() }));
