@@ -117,7 +117,7 @@ async function answer(
   // The client cancelling (or going away) cancels the Write, as connect-node's context would.
   const cancel = new AbortController();
   answer.onClose(() => {
-    if (!answer.finished) cancel.abort(new ConnectError("the client cancelled the Write", Code.Canceled));
+    if (!answer.answered) cancel.abort(new ConnectError("the client cancelled the Write", Code.Canceled));
   });
   const ctx = createHandlerContext({
     service: ByteStream,

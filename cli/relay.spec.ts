@@ -1,6 +1,7 @@
 // The bridge's byte relay against a stand-in worker and a grpc-js client: request bytes reach the
 // worker as sent, response frames cut anywhere arrive whole, and every way a worker's answer can
 // end (trailers, trailers-only, an HTTP error, a body without trailers) becomes the right status.
+import { createHash, randomUUID } from "node:crypto";
 import { once } from "node:events";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -15,11 +16,13 @@ import {
   GetTreeRequestSchema,
   GetTreeResponseSchema,
 } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { ReadRequestSchema, WriteRequestSchema } from "../src/gen/google/bytestream/bytestream_pb.ts";
 import { startBridge, type Bridge } from "./bridge.ts";
 import { MAX_SINGLE_REQUEST_BYTES } from "./relay.ts";
 import { frameHeader } from "./grpc-web-frames.ts";
 
 const CAS = "/build.bazel.remote.execution.v2.ContentAddressableStorage";
+const BS = "/google.bytestream.ByteStream";
 const frame = (payload: Uint8Array, flag = 0) => {
   const head = frameHeader(payload.byteLength);
   head[0] = flag;
@@ -61,6 +64,12 @@ afterAll(async () => {
 });
 
 const raw = (b: Buffer) => b;
+async function waitUntil(ok: () => boolean, what = "a condition") {
+  for (let i = 0; !ok(); i++) {
+    if (i > 500) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
 function unary(path: string, request: Uint8Array, md = new grpc.Metadata()): Promise<Buffer> {
   return new Promise((resolve, reject) =>
     client.makeUnaryRequest(path, raw, raw, Buffer.from(request), md, { deadline: Date.now() + 10_000 }, (e, r) => (e ? reject(e) : resolve(r!))),
@@ -167,6 +176,39 @@ describe("the bridge relays protobuf calls as bytes", () => {
     answer = (res) => void res.writeHead(404).end();
     const e = await unary(`${CAS}/FindMissingBlobs`, new Uint8Array()).catch((x: grpc.ServiceError) => x);
     expect(grpc.status[(e as grpc.ServiceError).code]).toBe("UNIMPLEMENTED");
+  });
+
+  it("a client that cancels before anything was answered ends that call only: the bridge answers the next one", async () => {
+    const hash = createHash("sha256").update("x").digest("hex");
+    const readOf = (size: number) => toBinary(ReadRequestSchema, create(ReadRequestSchema, { resourceName: `main/blobs/${hash}/${size}` }));
+    const write = toBinary(WriteRequestSchema, create(WriteRequestSchema, { resourceName: `main/uploads/${randomUUID()}/blobs/${hash}/1`, finishWrite: true, data: Buffer.from("x") }));
+    const calls: [string, (md: grpc.Metadata) => grpc.Call][] = [
+      ["a unary call", (md) => client.makeUnaryRequest(`${CAS}/FindMissingBlobs`, raw, raw, Buffer.alloc(0), md, () => {})],
+      ["a small ByteStream.Read (node:http GET)", (md) => client.makeServerStreamRequest(`${BS}/Read`, raw, raw, Buffer.from(readOf(10)), md)],
+      ["a large ByteStream.Read (GET off the socket)", (md) => client.makeServerStreamRequest(`${BS}/Read`, raw, raw, Buffer.from(readOf(2 * 1024 * 1024)), md)],
+      [
+        "a small ByteStream.Write (the batcher)",
+        (md) => {
+          const call = client.makeClientStreamRequest(`${BS}/Write`, raw, raw, md, () => {});
+          call.write(Buffer.from(write));
+          call.end();
+          return call;
+        },
+      ],
+    ];
+    for (const [what, start] of calls) {
+      const before = seen.length;
+      answer = () => {}; // the worker never answers: the client gives up first
+      const call = start(new grpc.Metadata());
+      call.on("error", () => {});
+      const status = new Promise<grpc.StatusObject>((resolve) => call.on("status", resolve));
+      await waitUntil(() => seen.length > before, what);
+      call.cancel();
+      expect(grpc.status[(await status).code], what).toBe("CANCELLED");
+      await sleep(100); // whatever the bridge does with the closed stream happens now
+      answer = (res) => void res.writeHead(200, { "content-type": "application/grpc-web+proto" }).end(Buffer.concat([frame(Buffer.alloc(0)), trailerFrame({ "grpc-status": "0" })]));
+      expect(await unary(`${CAS}/FindMissingBlobs`, new Uint8Array()), what).toEqual(Buffer.alloc(0));
+    }
   });
 
   it("cancels the upstream request when the client cancels", async () => {

@@ -52,18 +52,31 @@ export function upstreamHeaders(req: Http2ServerRequest, key?: string): Record<s
   return out;
 }
 
-/** An answer to a gRPC call, written once: headers, message frames, then trailers. */
+/**
+ * An answer to a gRPC call, written once: headers, message frames, then trailers. The client may
+ * cancel (or hang up) at any moment, before anything was sent too: from then on nothing is written,
+ * since writing to a closed HTTP/2 stream throws, and one call must never take the bridge down.
+ */
 export class GrpcAnswer {
   private ended = false;
+  private closed = false;
 
   constructor(
     private readonly res: Http2ServerResponse,
     private readonly path: string,
     private readonly onError?: (path: string, err: ConnectError) => void,
-  ) {}
+  ) {
+    res.once("close", () => (this.closed = true));
+  }
 
+  /** Nothing more can be sent: the call was answered, or its stream closed. */
   get finished(): boolean {
-    return this.ended || this.res.closed || this.res.destroyed;
+    return this.ended || this.closed || this.res.stream.destroyed || this.res.stream.closed;
+  }
+
+  /** The call was answered (not merely closed by the client). */
+  get answered(): boolean {
+    return this.ended;
   }
 
   /**
@@ -72,6 +85,7 @@ export class GrpcAnswer {
    * every chunk it delivers; a little more buffer keeps the bytes flowing.
    */
   write(bytes: Buffer): boolean {
+    if (this.finished) return true; // dropped: whoever feeds us stops on close
     this.start();
     this.res.write(bytes);
     return this.res.stream.writableLength < WRITE_BUFFER_BYTES;
@@ -97,13 +111,17 @@ export class GrpcAnswer {
     });
     if (!fields["grpc-status"]) fields["grpc-status"] = "0";
     if (fields["grpc-message"]) fields["grpc-message"] = specGrpcMessage(fields["grpc-message"]);
-    if (!this.res.headersSent) {
-      // Trailers-only: one HEADERS frame that ends the stream, which is how gRPC clients read it.
-      this.res.stream.respond({ ":status": 200, "content-type": "application/grpc", ...fields }, { endStream: true });
-      return;
+    try {
+      if (!this.res.headersSent) {
+        // Trailers-only: one HEADERS frame that ends the stream, which is how gRPC clients read it.
+        this.res.stream.respond({ ":status": 200, "content-type": "application/grpc", ...fields }, { endStream: true });
+        return;
+      }
+      this.res.addTrailers(fields);
+      this.res.end();
+    } catch {
+      // The stream closed under us (the client's RST_STREAM arrives on its own schedule): nobody to tell.
     }
-    this.res.addTrailers(fields);
-    this.res.end();
   }
 
   fail(err: ConnectError) {
