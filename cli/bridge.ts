@@ -115,7 +115,11 @@ export async function startBridge({ upstream, host = "127.0.0.1", port = 8980, l
   });
   // A large receive window: with HTTP/2's 64 KiB default a client sends a FindMissingBlobs of
   // 10,000 digests (700 KB) or a blob chunk in a dozen round trips of window updates.
-  const server = http2.createServer({ settings: { initialWindowSize: RECEIVE_WINDOW } }, (req, res) => {
+  // No cap on a session's buffered memory (Node's default is 10 MB): a client with a dozen large
+  // reads it is slow to take would have every new call on its connection refused
+  // (ENHANCE_YOUR_CALM). Each stream buffers at most about 1 MiB (relay.ts) before its upstream
+  // pauses, so streams bound the memory; grpc-js's own server does the same.
+  const server = http2.createServer({ settings: { initialWindowSize: RECEIVE_WINDOW }, maxSessionMemory: Number.MAX_SAFE_INTEGER }, (req, res) => {
     const relay = raw.get(req.url);
     if (relay && relayable(req)) relay(req, res);
     else void handler(req, fixMiscodedTrailers(res));

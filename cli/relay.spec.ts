@@ -3,6 +3,7 @@
 // end (trailers, trailers-only, an HTTP error, a body without trailers) becomes the right status.
 import { createHash, randomUUID } from "node:crypto";
 import { once } from "node:events";
+import http2 from "node:http2";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -208,6 +209,35 @@ describe("the bridge relays protobuf calls as bytes", () => {
       await sleep(100); // whatever the bridge does with the closed stream happens now
       answer = (res) => void res.writeHead(200, { "content-type": "application/grpc-web+proto" }).end(Buffer.concat([frame(Buffer.alloc(0)), trailerFrame({ "grpc-status": "0" })]));
       expect(await unary(`${CAS}/FindMissingBlobs`, new Uint8Array()), what).toEqual(Buffer.alloc(0));
+    }
+  });
+
+  it("a client that leaves many large reads unread (a slow link) does not make the bridge refuse its next call", async () => {
+    const SIZE = 8 * 1024 * 1024;
+    const blob = Buffer.alloc(SIZE, 7);
+    answer = (res, call) => {
+      if (call.url.endsWith("/FindMissingBlobs")) return void res.writeHead(200, { "content-type": "application/grpc-web+proto" }).end(Buffer.concat([frame(Buffer.alloc(0)), trailerFrame({ "grpc-status": "0" })]));
+      res.writeHead(200, { "content-length": String(SIZE) }).end(blob);
+    };
+    const session = http2.connect(`http://127.0.0.1:${bridge.port}`);
+    const read = toBinary(ReadRequestSchema, create(ReadRequestSchema, { resourceName: `main/blobs/${"a".repeat(64)}/${SIZE}` }));
+    const grpcCall = (path: string, message: Uint8Array) => {
+      const s = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers" });
+      s.end(Buffer.concat([frameHeader(message.byteLength), message]));
+      return s;
+    };
+    try {
+      // 16 x 8 MiB, never read: Node's default cap on a session's buffered memory is 10 MB.
+      const unread = Array.from({ length: 16 }, () => grpcCall(`${BS}/Read`, read));
+      for (const s of unread) s.on("error", () => {});
+      await sleep(1000);
+      const probe = grpcCall(`${CAS}/FindMissingBlobs`, new Uint8Array());
+      probe.resume();
+      const [trailers] = (await once(probe, "trailers")) as [http2.IncomingHttpHeaders];
+      expect(trailers["grpc-status"]).toBe("0");
+      expect(unread.every((s) => !s.rstCode)).toBe(true);
+    } finally {
+      session.destroy();
     }
   });
 
