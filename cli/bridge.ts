@@ -1,7 +1,6 @@
 // `kiln bridge`: native gRPC (HTTP/2 cleartext) in front of the worker, which only speaks HTTP/1.1.
 // Cloudflare's edge does this conversion in production (gRPC-enabled zones turn gRPC into
 // gRPC-web); locally and on CI hosts without such a domain, this process does it.
-import http from "node:http";
 import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import type { DescService } from "@bufbuild/protobuf";
@@ -30,7 +29,7 @@ import { fixMiscodedTrailers } from "./errors.ts";
 import { logFailure, reportFailures, type Log } from "./failures.ts";
 import { forwardMethod } from "./forward.ts";
 import { withKey } from "./metadata.ts";
-import { relayable, relayCall, relaySingleMessage, type RelayOptions } from "./relay.ts";
+import { relayable, relayCall, relaySingleMessage, workerAgent, type RelayOptions } from "./relay.ts";
 
 /** Every service the worker serves over gRPC-web, and so the bridge over native gRPC. */
 export const SERVICES: DescService[] = [Capabilities, ContentAddressableStorage, ActionCache, Execution, ByteStream, Operations, ResultStoreUpload, ResultStoreDownload, ResultStoreFileDownload, PublishBuildEvent, BuildEventIngest, Fetch, Push, RemoteActions];
@@ -76,7 +75,7 @@ export async function startBridge({ upstream, host = "127.0.0.1", port = 8980, l
   // JSON or compressed, the bidi build-event stream, ByteStream.Write (which reads its messages).
   const relayOptions: RelayOptions = {
     base: upstream.replace(/\/+$/, ""),
-    agent: new http.Agent({ keepAlive: true }),
+    agent: workerAgent(upstream),
     onError: (path, err) => logFailure(log, path, err),
   };
   const besRelayOptions: RelayOptions = { ...relayOptions, key: besApiKey };

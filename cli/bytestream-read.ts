@@ -5,7 +5,6 @@
 // or more takes them straight off the socket (fixed-length-get.ts), without node:http's copy. A
 // name or offset we do not handle here (compressed-blobs, an offset at or past the end, a request
 // we cannot decode, ...) is relayed to the worker as gRPC-web, bytes as they are.
-import http from "node:http";
 import type { Readable } from "node:stream";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { fromBinary } from "@bufbuild/protobuf";
@@ -16,7 +15,7 @@ import { fromHttpError } from "./errors.ts";
 import { fixedLengthGet } from "./fixed-length-get.ts";
 import { messagesOf } from "./grpc-web-frames.ts";
 import { ReadFramer } from "../src/shared/read-framing.ts";
-import { GrpcAnswer, relayCall, upstreamHeaders, type RelayOptions } from "./relay.ts";
+import { GrpcAnswer, relayCall, upstreamHeaders, workerRequest, type RelayOptions } from "./relay.ts";
 
 /** The blob size of `{instance}/blobs/{hash}/{size}`; undefined: let the worker judge the name. */
 export function blobSize(resourceName: string): number | undefined {
@@ -108,7 +107,7 @@ function streamBlob(req: Http2ServerRequest, res: Http2ServerResponse, opts: Rel
   }, unavailable("GET from the worker failed"));
 
   function viaNodeHttp() {
-    const get = http.request(`${opts.base}${path}`, { agent: opts.agent, headers });
+    const get = workerRequest(opts, path, { headers });
     let upstreamEnded = false;
     answer.onClose(() => {
       if (!upstreamEnded) get.destroy();

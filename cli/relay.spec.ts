@@ -183,7 +183,7 @@ describe("the bridge relays protobuf calls as bytes", () => {
     const hash = createHash("sha256").update("x").digest("hex");
     const readOf = (size: number) => toBinary(ReadRequestSchema, create(ReadRequestSchema, { resourceName: `main/blobs/${hash}/${size}` }));
     const write = toBinary(WriteRequestSchema, create(WriteRequestSchema, { resourceName: `main/uploads/${randomUUID()}/blobs/${hash}/1`, finishWrite: true, data: Buffer.from("x") }));
-    const calls: [string, (md: grpc.Metadata) => grpc.Call][] = [
+    const calls: [string, (md: grpc.Metadata) => grpc.ClientUnaryCall | grpc.ClientReadableStream<Buffer> | grpc.ClientWritableStream<Buffer>][] = [
       ["a unary call", (md) => client.makeUnaryRequest(`${CAS}/FindMissingBlobs`, raw, raw, Buffer.alloc(0), md, () => {})],
       ["a small ByteStream.Read (node:http GET)", (md) => client.makeServerStreamRequest(`${BS}/Read`, raw, raw, Buffer.from(readOf(10)), md)],
       ["a large ByteStream.Read (GET off the socket)", (md) => client.makeServerStreamRequest(`${BS}/Read`, raw, raw, Buffer.from(readOf(2 * 1024 * 1024)), md)],
@@ -200,7 +200,7 @@ describe("the bridge relays protobuf calls as bytes", () => {
     for (const [what, start] of calls) {
       const before = seen.length;
       answer = () => {}; // the worker never answers: the client gives up first
-      const call = start(new grpc.Metadata());
+      const call = start(new grpc.Metadata()) as grpc.ClientReadableStream<Buffer>;
       call.on("error", () => {});
       const status = new Promise<grpc.StatusObject>((resolve) => call.on("status", resolve));
       await waitUntil(() => seen.length > before, what);

@@ -4,6 +4,7 @@
 // decoded or encoded on the way, which is most of what the bridge cost per call when it relayed
 // message by message (FindMissingBlobs of 10,000 digests decoded and encoded twice each way).
 import http from "node:http";
+import https from "node:https";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { codeFromHttpStatus, findTrailerError, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
@@ -12,13 +13,25 @@ import { forwardedMetadata } from "./metadata.ts";
 import { TrailerSplitter } from "./grpc-web-frames.ts";
 
 export interface RelayOptions {
-  /** The worker's origin, without a trailing slash. */
+  /** The worker's origin, without a trailing slash: http, or https for a deployed worker. */
   base: string;
+  /** Keep-alive connections to it (an https.Agent for an https origin: see workerAgent). */
   agent: http.Agent;
   /** A key for calls that carry no authorization (see BridgeOptions.besApiKey). */
   key?: string;
   /** Called once per call that ends with an error status. */
   onError?: (path: string, err: ConnectError) => void;
+}
+
+/** Pooled connections to the worker at `base`, over TLS when it is an https origin. */
+export function workerAgent(base: string): http.Agent {
+  return base.startsWith("https:") ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
+}
+
+/** A request to the worker (`path` under opts.base) over http or https, as its origin says. */
+export function workerRequest(opts: RelayOptions, path: string, options: http.RequestOptions): http.ClientRequest {
+  const url = `${opts.base}${path}`;
+  return (url.startsWith("https:") ? https.request : http.request)(url, { ...options, agent: opts.agent });
 }
 
 /** The request is plain gRPC in protobuf, uncompressed: what the relay passes on as bytes. */
@@ -147,7 +160,7 @@ export function relayCall(req: Http2ServerRequest, res: Http2ServerResponse, opt
   const answer = new GrpcAnswer(res, path, opts.onError);
   const headers = upstreamHeaders(req, opts.key);
   if (body) headers["content-length"] = String(body.byteLength);
-  const up = http.request(`${opts.base}${path}`, { method: "POST", agent: opts.agent, headers });
+  const up = workerRequest(opts, path, { method: "POST", headers });
   let upstreamEnded = false;
   // The client went away (cancelled, deadline, connection lost): so does the upstream request.
   answer.onClose(() => {
