@@ -81,14 +81,23 @@ export const invalidArgument = (message: string, field?: string) =>
   );
 
 /**
+ * MISSING violations listed in one error. The details travel in the grpc-status-details-bin
+ * trailer, base64, ~150 bytes a violation, and grpc-java (Bazel) refuses metadata over 8 KiB in
+ * all: a longer list would reach it as an INTERNAL transport error instead of FAILED_PRECONDITION.
+ * Clients upload what FindMissingBlobs reports before retrying, so the first ones suffice.
+ */
+export const MAX_MISSING_VIOLATIONS = 32;
+
+/**
  * FAILED_PRECONDITION (or `code`: SpliceBlob's is NOT_FOUND) with one MISSING violation per blob
- * (`blobs/{hash}/{size}`), as REAPI clients expect.
+ * (`blobs/{hash}/{size}`), as REAPI clients expect: the first MAX_MISSING_VIOLATIONS of them, the
+ * message saying how many there are.
  */
 export const missingBlobs = (message: string, subjects: string[], code: Code = Code.FailedPrecondition) =>
-  new ConnectError(message, code, undefined, [
+  new ConnectError(subjects.length > MAX_MISSING_VIOLATIONS ? `${message} (the first ${MAX_MISSING_VIOLATIONS} of ${subjects.length} listed)` : message, code, undefined, [
     {
       desc: PreconditionFailureSchema,
-      value: { violations: subjects.map((subject) => ({ type: "MISSING", subject, description: "blob not in the CAS" })) },
+      value: { violations: subjects.slice(0, MAX_MISSING_VIOLATIONS).map((subject) => ({ type: "MISSING", subject, description: "blob not in the CAS" })) },
     },
   ]);
 

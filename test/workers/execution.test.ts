@@ -9,10 +9,12 @@ import { beforeAll, describe, expect, it } from "vitest";
 import {
   ActionSchema,
   Capabilities,
+  CommandSchema,
   DirectorySchema,
 } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { PreconditionFailureSchema } from "../../src/gen/google/rpc/error_details_pb.ts";
 import { MAX_ATTEMPTS } from "../../durable-objects/runner-pool.ts";
+import { MAX_MISSING_VIOLATIONS } from "../../src/shared/status.ts";
 import { digestOf, errorOf, grpcWebClient } from "./helpers.ts";
 import {
   ac,
@@ -75,6 +77,23 @@ describe("Execute: checks before an operation exists", { timeout: 30_000 }, () =
     expect(err.code).toBe(Code.FailedPrecondition);
     const subjects = err.findDetails(PreconditionFailureSchema).flatMap((pf) => pf.violations.map((v) => (expect(v.type).toBe("MISSING"), v.subject)));
     expect(subjects.sort()).toEqual([command, file1, file2, subdir].map((d) => `blobs/${d.hash}/${d.sizeBytes}`).sort());
+  });
+
+  it("lists at most MAX_MISSING_VIOLATIONS missing blobs (the details must fit grpc-java's 8 KiB of metadata), saying how many are missing", async () => {
+    const files = await Promise.all(Array.from({ length: 100 }, (_, i) => digestOf(`missing input ${i} ${crypto.randomUUID()}`)));
+    const root = toBinary(DirectorySchema, create(DirectorySchema, { files: files.map((digest, i) => ({ name: `f${String(i).padStart(3, "0")}`, digest })) }));
+    const [rootDigest] = await upload(root);
+    const [command] = await upload(toBinary(CommandSchema, create(CommandSchema, { arguments: ["true", crypto.randomUUID()] })));
+    const [action] = await upload(toBinary(ActionSchema, create(ActionSchema, { commandDigest: command, inputRootDigest: rootDigest })));
+    const err = await errorOf(drain(exec.execute({ instanceName: instanceFor("ok"), actionDigest: action })));
+    expect([err.code, err.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringContaining(`the first ${MAX_MISSING_VIOLATIONS} of 100 listed`)]);
+    const violations = err.findDetails(PreconditionFailureSchema).flatMap((pf) => pf.violations);
+    expect(violations).toHaveLength(MAX_MISSING_VIOLATIONS);
+    const wanted = new Set(files.map((d) => `blobs/${d.hash}/${d.sizeBytes}`));
+    expect(violations.every((v) => v.type === "MISSING" && wanted.has(v.subject))).toBe(true);
+    // What grpc-status-details-bin carries, base64: well inside 8 KiB with the other metadata.
+    const details = toBinary(PreconditionFailureSchema, create(PreconditionFailureSchema, { violations }));
+    expect(Math.ceil(details.byteLength / 3) * 4).toBeLessThan(6 * 1024);
   });
 
   it("refuses an Action.timeout over the maximum (6 h by default: no platform ceiling) with INVALID_ARGUMENT, and accepts exactly 6 h", async () => {
