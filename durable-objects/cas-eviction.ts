@@ -82,7 +82,7 @@ export function totals(sql: SqlStorage): { bytes: number; blobs: number } {
  * the minimum lifetime are never chosen. `more`: work is left for another step.
  */
 export function chooseVictims(sql: SqlStorage, now: number, policy: EvictionPolicy, shards: number, limit: number): { victims: Victim[]; more: boolean } {
-  const protectedAfter = now - policy.minLifetimeMs;
+  const protectedAfter = now - policy.protectedMs;
   const idleBefore = policy.maxIdleMs === undefined ? -Infinity : now - policy.maxIdleMs;
   let over = policy.maxBytes === undefined ? 0 : totals(sql).bytes - Math.floor(policy.maxBytes / Math.max(1, shards));
   if (over <= 0 && idleBefore === -Infinity) return { victims: [], more: false };
@@ -110,7 +110,7 @@ export function nextEvictionDue(sql: SqlStorage, policy: EvictionPolicy, shards:
   const oldest = sql.exec<{ t: number | null }>(`SELECT MIN(last_access) AS t FROM blobs`).one().t;
   if (oldest === null) return null;
   const due: number[] = [];
-  if (policy.maxIdleMs !== undefined) due.push(oldest + Math.max(policy.maxIdleMs, policy.minLifetimeMs));
-  if (policy.maxBytes !== undefined && totals(sql).bytes > Math.floor(policy.maxBytes / Math.max(1, shards))) due.push(oldest + policy.minLifetimeMs);
+  if (policy.maxIdleMs !== undefined) due.push(oldest + Math.max(policy.maxIdleMs, policy.protectedMs));
+  if (policy.maxBytes !== undefined && totals(sql).bytes > Math.floor(policy.maxBytes / Math.max(1, shards))) due.push(oldest + policy.protectedMs);
   return due.length ? Math.min(...due) : null;
 }

@@ -39,7 +39,7 @@ describe("eviction by budget", () => {
     });
   }
 
-  it("never evicts a blob used within the minimum lifetime, and does once it has passed", async () => {
+  it("never evicts a blob used within the minimum lifetime (plus the touch interval), and does once it has passed", async () => {
     const t = setup({ CAS_MAX_BYTES: "1", CAS_MIN_LIFETIME_HOURS: "3" });
     const blobs = await blobsInShard(t.tenant, "b", 3, 64);
     await store(t, blobs);
@@ -48,19 +48,33 @@ describe("eviction by budget", () => {
     expect((await evictStep(t, blobs[0]!.digest.hash, { now })).evicted).toBe(0);
     // (Asked without touching: FindMissing would renew their last use.)
     expect(await t.index.missing(blobs.map((b) => ({ hash: b.digest.hash, size: 64 })), false)).toEqual([]);
-    // An hour and a bit later (fake clock), the same blobs are past 3 h and the budget wins.
-    const r = await evictStep(t, blobs[0]!.digest.hash, { now: now + 1 * HOUR + 1 });
+    // 3 h + the 1 h touch interval after their recorded use (fake clock), the budget wins.
+    expect((await evictStep(t, blobs[0]!.digest.hash, { now: now + 2 * HOUR - 1 })).evicted).toBe(0);
+    const r = await evictStep(t, blobs[0]!.digest.hash, { now: now + 2 * HOUR + 1 });
     expect(r.evicted).toBe(3);
     expect((await missing(t, blobs)).size).toBe(3);
   });
 
-  it("the default minimum lifetime is 3 hours", async () => {
+  it("a blob reported present lives the whole minimum lifetime from that answer, though the answer did not rewrite its last use", async () => {
+    // Bazel (--experimental_remote_cache_ttl, 3 h) relies on a blob FindMissing reported present
+    // for that long. Touches are written at most once per CAS_TOUCH_INTERVAL_SECONDS (1 h).
+    const t = setup({ CAS_MAX_BYTES: "1" });
+    const blobs = await blobsInShard(t.tenant, "e", 2, 64);
+    await store(t, blobs);
+    const now = Date.now();
+    for (const b of blobs) await lastUsedAt(t, b, now - 59 * 60_000); // recorded 59 min ago: not rewritten now
+    expect(await missing(t, blobs)).toEqual(new Set()); // "present", now
+    expect((await evictStep(t, blobs[0]!.digest.hash, { now: now + 3 * HOUR - 1000 })).evicted).toBe(0);
+    expect(await t.index.missing(blobs.map((b) => ({ hash: b.digest.hash, size: 64 })), false)).toEqual([]);
+  });
+
+  it("the default minimum lifetime is 3 hours, counted from a use the index may have recorded up to an hour early", async () => {
     const t = setup({ CAS_MAX_BYTES: "1" });
     const blobs = await blobsInShard(t.tenant, "c", 2, 64);
     await store(t, blobs);
     const now = Date.now();
-    await lastUsedAt(t, blobs[0]!, now - 3 * HOUR + 60_000);
-    await lastUsedAt(t, blobs[1]!, now - 3 * HOUR - 60_000);
+    await lastUsedAt(t, blobs[0]!, now - 4 * HOUR + 60_000);
+    await lastUsedAt(t, blobs[1]!, now - 4 * HOUR - 60_000);
     expect((await evictStep(t, blobs[0]!.digest.hash, { now })).evicted).toBe(1);
     expect(await missing(t, blobs)).toEqual(new Set([blobs[1]!.digest.hash]));
   });
