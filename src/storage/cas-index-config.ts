@@ -1,6 +1,7 @@
-// The CAS index's deployment settings, checked together because they bound each other: a blob
-// reported present must outlive the answer, so the existence cache's TTL plus the touch interval
-// (how stale last_access may be) must stay below the minimum lifetime eviction honours.
+// The CAS index's deployment settings, checked together because they bound each other. Eviction
+// adds the existence cache's TTL and the touch interval (how stale last_access may be) to the
+// minimum lifetime (eviction-policy.ts protectedMs); keeping their sum below the minimum lifetime
+// keeps last_access a fair measure of use, and idle blobs from lingering past twice their lifetime.
 import { Code, ConnectError } from "../errors.ts";
 
 export interface CasIndexConfig {
