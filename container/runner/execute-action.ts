@@ -24,6 +24,7 @@ import type { FileCache } from "./file-cache.ts";
 import { digestOfFile } from "./hash.ts";
 import { Limiter } from "./limit.ts";
 import { runCommand } from "./run-command.ts";
+import { effectivePlatform } from "../../src/shared/platform.ts";
 import { NETWORK_PROPERTY, type Sandbox } from "./sandbox.ts";
 import { checkInputSize, fetchInputTree, prepareWorkingDirectory, stageInputs, type InputLimits } from "./stage-inputs.ts";
 import { createWorkspace, removeWorkspace, type Workspace } from "./workspace.ts";
@@ -75,10 +76,9 @@ function now(): Timestamp {
   return create(TimestampSchema, { seconds: BigInt(Math.floor(ms / 1000)), nanos: Math.floor((ms % 1000) * 1e6) });
 }
 
-/** Whether the action's platform (Command's, else Action's) asks for the network. */
-function wantsNetwork(job: Job): boolean {
-  const props = (job.command.platform ?? job.action.platform)?.properties ?? [];
-  return props.some((p) => p.name === NETWORK_PROPERTY && p.value === "on");
+/** Whether the action's platform, as the worker placed it (shared/platform.ts), asks for the network. */
+export function wantsNetwork(job: Pick<Job, "action" | "command">): boolean {
+  return effectivePlatform(job.action, job.command).some(([name, value]) => name === NETWORK_PROPERTY && value === "on");
 }
 
 export async function executeAction(ctx: RunnerContext, job: Job, signal: AbortSignal, hooks: JobHooks): Promise<ExecuteResponse> {

@@ -12,12 +12,13 @@ import type { BlobStore } from "../storage/blob-store.ts";
 import { blobKey, missingSubject, parseDigest, type BlobDigest } from "../storage/digest.ts";
 import { readDirectory, readMessage } from "../storage/merkle.ts";
 import { checkOutputNodeProperties } from "../services/node-properties.ts";
+import { effectivePlatform } from "../shared/platform.ts";
 
 export interface CheckedAction {
   action: Action;
   command: Command;
   timeoutMs: number;
-  /** Sorted (name, value) pairs: Action.platform, else the deprecated Command.platform. */
+  /** Sorted (name, value) pairs: Action.platform, else the deprecated Command.platform (shared/platform.ts). */
   platform: [string, string][];
 }
 
@@ -67,7 +68,5 @@ export async function checkAction(store: BlobStore, actionDigest: BlobDigest): P
       throw invalidArgument(`action.timeout ${timeoutMs / 1000} s is over this server's maximum of ${maxActionTimeoutMs() / 1000} s`, "action.timeout");
     }
   }
-  const props = (action.platform ?? command!.platform)?.properties ?? [];
-  const platform = props.map((p) => [p.name, p.value] as [string, string]).sort(([a, x], [b, y]) => (a < b ? -1 : a > b ? 1 : x < y ? -1 : x > y ? 1 : 0));
-  return { action, command: command!, timeoutMs, platform };
+  return { action, command: command!, timeoutMs, platform: effectivePlatform(action, command!) };
 }
