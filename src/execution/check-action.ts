@@ -10,7 +10,7 @@ import { defaultActionTimeoutMs, maxActionTimeoutMs } from "../config.ts";
 import { invalidArgument, missingBlobs } from "../errors.ts";
 import type { BlobStore } from "../storage/blob-store.ts";
 import { blobKey, missingSubject, parseDigest, type BlobDigest } from "../storage/digest.ts";
-import { readDirectory, readMessage } from "../storage/merkle.ts";
+import { readDirectories, readMessage } from "../storage/merkle.ts";
 import { checkOutputNodeProperties } from "../services/node-properties.ts";
 import { effectivePlatform } from "../shared/platform.ts";
 
@@ -29,7 +29,7 @@ async function missingInputs(store: BlobStore, root: BlobDigest): Promise<BlobDi
   const seen = new Set<string>([blobKey(root)]);
   let level = [root];
   while (level.length > 0) {
-    const dirs = await Promise.all(level.map((d) => readDirectory(store, d)));
+    const { dirs } = await readDirectories(store, level);
     const next: BlobDigest[] = [];
     dirs.forEach((dir, i) => {
       if (!dir) return void missing.push(level[i]!);

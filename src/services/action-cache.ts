@@ -14,8 +14,7 @@ import { MAX_INLINE_BYTES } from "../config.ts";
 import { invalidArgument, missingBlobs, notFound } from "../errors.ts";
 import { blobKey, checkDigestFunction, missingSubject, parseDigest, parseHash, type BlobDigest } from "../storage/digest.ts";
 import { actionResultKey, putActionResult, readActionResult, refreshIfAgeing } from "../storage/action-store.ts";
-import { mapLimit } from "../storage/map-limit.ts";
-import { childDirectories, readBytes, readDirectory, readTree, treeDirectoryDigests, treeFileDigests } from "../storage/merkle.ts";
+import { childDirectories, readBytes, readDirectories, readTree, treeDirectoryDigests, treeFileDigests } from "../storage/merkle.ts";
 import { noteRemoteCall } from "./remote-actions.ts";
 import { scopeFor, type Scope } from "./scope.ts";
 import { countActionCacheLookup } from "../metrics/lookups.ts";
@@ -44,7 +43,7 @@ export async function directoryBlobs(s: Pick<Scope, "store">, roots: BlobDigest[
     if (seen.size > MAX_OUTPUT_DIRECTORIES) throw invalidArgument(`output directories hold over ${MAX_OUTPUT_DIRECTORIES} directories`);
     out.push(...fresh);
     const missing = new Set((await s.store.index.missing(fresh, false)).map(blobKey));
-    const dirs = await mapLimit(fresh.filter((d) => !missing.has(blobKey(d))), 8, (d) => readDirectory(s.store, d));
+    const { dirs } = await readDirectories(s.store, fresh.filter((d) => !missing.has(blobKey(d))));
     level = [];
     for (const dir of dirs) {
       if (!dir) continue;

@@ -5,10 +5,10 @@ import { ContentAddressableStorage, Compressor_Value, type DigestFunction_Value,
 import { maxBatchTotalSize } from "../config.ts";
 import { invalidArgument, rpcStatusOf } from "../errors.ts";
 import { checkDigestFunction, parseDigest, parseDigests, toProtoDigest, blobKey, type BlobDigest } from "../storage/digest.ts";
-import { childDirectories, readBytes, readDirectory } from "../storage/merkle.ts";
+import { childDirectories, DIRECTORY_BATCH, DirectoryReadCost, readBytes, readDirectories } from "../storage/merkle.ts";
 import { decodePageToken, encodePageToken, seenKey, type TreeWalk } from "../storage/page-token.ts";
 import { mapLimit } from "../storage/map-limit.ts";
-import { MAX_BATCH_ENTRIES, MAX_FIND_MISSING_DIGESTS, checkCount, maxTreeDirectoriesPerCall } from "./limits.ts";
+import { MAX_BATCH_ENTRIES, MAX_FIND_MISSING_DIGESTS, checkCount, maxTreeReadsPerCall } from "./limits.ts";
 import { scopeFor } from "./scope.ts";
 import { checkCompressor } from "./compression.ts";
 import { zstdDecompress } from "../storage/zstd/decoder.ts";
@@ -138,38 +138,52 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
     if (req.pageSize < 0) throw invalidArgument("page_size must not be negative", "page_size");
     const walk: TreeWalk = req.pageToken ? decodePageToken(req.pageToken, root) : { queue: [root], seen: new Set([seenKey(root)]) };
     const pageSize = req.pageSize > 0 ? Math.min(req.pageSize, TREE_CHUNK) : TREE_CHUNK;
-    // One call reads at most this many directories (subrequests are bounded); the client resumes.
-    const perCall = maxTreeDirectoriesPerCall();
+    // One call spends at most this many subrequests reading (they are bounded); the client resumes.
+    const budget = maxTreeReadsPerCall();
     let page: Directory[] = [];
     let pageBytes = 0;
-    let read = 0;
+    let spent = 0;
     let first = !req.pageToken;
+    const token = (rest: BlobDigest[]) => encodePageToken({ queue: [...rest, ...walk.queue], seen: walk.seen }, root);
     while (walk.queue.length > 0) {
-      const d = walk.queue.shift()!;
-      const dir = await readDirectory(scope.store, d);
-      read++;
-      if (!dir) {
-        if (first) throw new ConnectError(`root directory ${blobKey(root)} not found`, Code.NotFound);
-        continue;
+      // The next directories of the walk, as many as one read of them fits the page and the budget.
+      const batch: BlobDigest[] = [];
+      const cost = new DirectoryReadCost(scope.store);
+      while (walk.queue.length > 0 && batch.length < Math.min(DIRECTORY_BATCH, pageSize - page.length)) {
+        if (spent + cost.total + cost.marginal(walk.queue[0]!) > budget) break;
+        cost.add(walk.queue[0]!);
+        batch.push(walk.queue.shift()!);
       }
-      first = false;
-      page.push(dir);
-      pageBytes += d.size;
-      for (const c of childDirectories(dir)) {
-        if (!walk.seen.has(seenKey(c))) {
-          walk.seen.add(seenKey(c));
-          walk.queue.push(c);
-        }
-      }
-      if (read >= perCall && walk.queue.length > 0) {
-        yield { directories: page, nextPageToken: encodePageToken(walk, root) };
+      if (batch.length === 0) {
+        // The budget is spent (a page that is full was answered below): the client resumes here.
+        yield { directories: page, nextPageToken: token([]) };
         return;
       }
-      if ((page.length >= pageSize || pageBytes >= TREE_CHUNK_BYTES) && walk.queue.length > 0) {
-        yield { directories: page, nextPageToken: encodePageToken(walk, root) };
-        if (req.pageSize > 0) return;
-        page = [];
-        pageBytes = 0;
+      const { dirs, subrequests } = await readDirectories(scope.store, batch);
+      spent += subrequests;
+      for (let i = 0; i < batch.length; i++) {
+        const dir = dirs[i];
+        if (!dir) {
+          if (first) throw new ConnectError(`root directory ${blobKey(root)} not found`, Code.NotFound);
+          continue;
+        }
+        first = false;
+        page.push(dir);
+        pageBytes += batch[i]!.size;
+        for (const c of childDirectories(dir)) {
+          if (!walk.seen.has(seenKey(c))) {
+            walk.seen.add(seenKey(c));
+            walk.queue.push(c);
+          }
+        }
+        const rest = batch.slice(i + 1);
+        const more = rest.length > 0 || walk.queue.length > 0;
+        if ((page.length >= pageSize || pageBytes >= TREE_CHUNK_BYTES) && more) {
+          yield { directories: page, nextPageToken: token(rest) };
+          if (req.pageSize > 0) return;
+          page = [];
+          pageBytes = 0;
+        }
       }
     }
     yield { directories: page, nextPageToken: "" };

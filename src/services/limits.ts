@@ -44,13 +44,17 @@ export function checkUploadSize(d: BlobDigest): void {
 export const MAX_FIND_MISSING_DIGESTS = 80_000;
 
 /**
- * Directories one GetTree call reads (one R2 read each), whatever page_size asks; past it the
- * answer carries a next_page_token, which REAPI allows ("the server may place its own limit").
- * Default 5,000, half of a paid Worker's subrequests; the MAX_TREE_DIRECTORIES_PER_CALL variable
- * lowers it (a free plan allows 50 subrequests per request).
+ * Subrequests one GetTree call spends reading directories (merkle.ts directoryReadCost: one index
+ * call per shard for each batch of up to 500 small directories, one R2 read per directory over
+ * 4 KiB), whatever page_size asks; past it the answer carries a next_page_token, which REAPI allows
+ * ("the server may place its own limit"). Default 5,000, half of a paid Worker's subrequests: a
+ * tree of small directories, the common case, then streams whole (remote-apis-sdks clients ignore
+ * the token of a GetTree without page_size). MAX_TREE_READS_PER_CALL lowers it (a free plan allows
+ * 50 subrequests per request); MAX_TREE_DIRECTORIES_PER_CALL is its older name.
  */
-export const maxTreeDirectoriesPerCall = () => {
-  const n = Number(kilnEnv().MAX_TREE_DIRECTORIES_PER_CALL);
+export const maxTreeReadsPerCall = () => {
+  const env = kilnEnv();
+  const n = Number(env.MAX_TREE_READS_PER_CALL ?? env.MAX_TREE_DIRECTORIES_PER_CALL);
   return Number.isSafeInteger(n) && n > 0 ? n : 5_000;
 };
 

@@ -5,6 +5,8 @@ import { blobKey, parseDigest, type BlobDigest } from "./digest.ts";
 import type { BlobStore } from "./blob-store.ts";
 import type { SmallLookup } from "./cas-index.ts";
 import { Code, ConnectError } from "../errors.ts";
+import { mapLimit } from "./map-limit.ts";
+import { isSmall } from "./small-blobs.ts";
 
 /** Largest Directory or Tree message we read into memory. */
 export const MAX_TREE_MESSAGE_BYTES = 64 * 1024 * 1024;
@@ -14,12 +16,15 @@ export async function readBytes(store: BlobStore, d: BlobDigest, looked?: SmallL
   return new Uint8Array(await new Response(body).arrayBuffer());
 }
 
-/** Reads a message stored in the CAS; null when absent. Throws INVALID_ARGUMENT if it does not parse. */
-export async function readMessage<S extends DescMessage>(store: BlobStore, d: BlobDigest, schema: S): Promise<MessageShape<S> | null> {
+/**
+ * Reads a message stored in the CAS; null when absent. Throws INVALID_ARGUMENT if it does not parse.
+ * `looked`: what the index answered for it already (BlobStore.smallLookups).
+ */
+export async function readMessage<S extends DescMessage>(store: BlobStore, d: BlobDigest, schema: S, looked?: SmallLookup): Promise<MessageShape<S> | null> {
   if (d.size > MAX_TREE_MESSAGE_BYTES) throw new ConnectError(`${schema.name} ${blobKey(d)} is too large`, Code.InvalidArgument);
   let bytes: Uint8Array;
   try {
-    bytes = await readBytes(store, d);
+    bytes = await readBytes(store, d, looked);
   } catch (e) {
     if (e instanceof ConnectError && e.code === Code.NotFound) return null;
     throw e;
@@ -31,8 +36,55 @@ export async function readMessage<S extends DescMessage>(store: BlobStore, d: Bl
   }
 }
 
-/** Reads a Directory; null when absent from the CAS. */
-export const readDirectory = (store: BlobStore, d: BlobDigest): Promise<Directory | null> => readMessage(store, d, DirectorySchema);
+/** Directories asked of the index in one call per shard; more are read in several such rounds. */
+export const DIRECTORY_BATCH = 500;
+
+/** Directories over SMALL_BLOB_MAX_BYTES read from R2 at once. */
+const R2_CONCURRENCY = 8;
+
+/**
+ * Reads Directories in order (null: absent from the CAS), for walks of whole trees: those of up to
+ * SMALL_BLOB_MAX_BYTES (most, by count) from the index in one call per shard for each
+ * DIRECTORY_BATCH of them, the others from R2. A tree of 10,000 small directories costs a few
+ * hundred subrequests, not 10,000. `subrequests`: how many it made (index calls and R2 reads).
+ */
+export async function readDirectories(store: BlobStore, digests: readonly BlobDigest[]): Promise<{ dirs: (Directory | null)[]; subrequests: number }> {
+  const dirs: (Directory | null)[] = [];
+  let subrequests = 0;
+  for (let from = 0; from < digests.length; from += DIRECTORY_BATCH) {
+    const batch = digests.slice(from, from + DIRECTORY_BATCH);
+    const looked = await store.smallLookups(batch);
+    const cost = new DirectoryReadCost(store);
+    for (const d of batch) cost.add(d);
+    // A small one the index records without its bytes, or could not answer for, is read from R2 too.
+    subrequests += cost.total + looked.filter((l) => l === "r2" || l instanceof ConnectError).length;
+    dirs.push(...(await mapLimit(batch, R2_CONCURRENCY, (d, i) => readMessage(store, d, DirectorySchema, looked[i]))));
+  }
+  return { dirs, subrequests };
+}
+
+/**
+ * What reading a batch of Directories with readDirectories costs at most, in subrequests, from
+ * their digests alone, as directories are added: one index call per shard among the small ones,
+ * one R2 read per larger one (a small one stored in R2 by an older Kiln costs one more, rarely).
+ */
+export class DirectoryReadCost {
+  private readonly shards = new Set<number>();
+  total = 0;
+
+  constructor(private readonly store: BlobStore) {}
+
+  /** What adding `d` would add. */
+  marginal(d: BlobDigest): number {
+    if (d.size === 0) return 0;
+    return isSmall(d) ? (this.shards.has(this.store.index.shardKeyOf(d.hash)) ? 0 : 1) : 1;
+  }
+
+  add(d: BlobDigest): void {
+    this.total += this.marginal(d);
+    if (d.size > 0 && isSmall(d)) this.shards.add(this.store.index.shardKeyOf(d.hash));
+  }
+}
 
 export async function readTree(store: BlobStore, d: BlobDigest): Promise<Tree> {
   if (d.size > MAX_TREE_MESSAGE_BYTES) throw new ConnectError(`tree ${blobKey(d)} is too large`, Code.InvalidArgument);

@@ -15,6 +15,10 @@ import {
 import { PreconditionFailureSchema } from "../../src/gen/google/rpc/error_details_pb.ts";
 import { MAX_ATTEMPTS } from "../../durable-objects/runner-pool.ts";
 import { MAX_MISSING_VIOLATIONS } from "../../src/shared/status.ts";
+import { EMPTY_SHA256 } from "../../src/storage/digest.ts";
+import { scrape } from "./metrics-helpers.ts";
+
+const EMPTY_DIGEST = { hash: EMPTY_SHA256, sizeBytes: 0n };
 import { digestOf, errorOf, grpcWebClient } from "./helpers.ts";
 import {
   ac,
@@ -94,6 +98,25 @@ describe("Execute: checks before an operation exists", { timeout: 30_000 }, () =
     // What grpc-status-details-bin carries, base64: well inside 8 KiB with the other metadata.
     const details = toBinary(PreconditionFailureSchema, create(PreconditionFailureSchema, { violations }));
     expect(Math.ceil(details.byteLength / 3) * 4).toBeLessThan(6 * 1024);
+  });
+
+  it("walks the input tree a level at a time, its small Directories one index call per shard, not one each", async () => {
+    const children = Array.from({ length: 300 }, (_, i) => toBinary(DirectorySchema, create(DirectorySchema, { files: [{ name: `f${i}`, digest: EMPTY_DIGEST }] })));
+    const childDigests = await upload(...children);
+    const root = toBinary(DirectorySchema, create(DirectorySchema, { directories: childDigests.map((digest, i) => ({ name: `d${String(i).padStart(3, "0")}`, digest })) }));
+    const [rootDigest] = await upload(root);
+    // The Command is missing, so Execute ends once the walk is done: FAILED_PRECONDITION naming it.
+    const command = await digestOf(toBinary(CommandSchema, create(CommandSchema, { arguments: ["true", crypto.randomUUID()] })));
+    const [action] = await upload(toBinary(ActionSchema, create(ActionSchema, { commandDigest: command, inputRootDigest: rootDigest })));
+    const calls = (m: Map<string, number>, method: string) =>
+      [...m].filter(([k]) => k.startsWith("kiln_do_requests_total{") && k.includes('object="CAS_INDEX"') && k.includes(`method="${method}"`)).reduce((n, [, v]) => n + v, 0);
+    const before = await scrape();
+    const err = await errorOf(drain(exec.execute({ instanceName: instanceFor("ok"), actionDigest: action })));
+    const after = await scrape();
+    expect(err.findDetails(PreconditionFailureSchema).flatMap((pf) => pf.violations.map((v) => v.subject))).toEqual([`blobs/${command.hash}/${command.sizeBytes}`]);
+    // The Action and the Command one call each; the root one batch, its 300 children one more.
+    expect(calls(after, "smallBlob") - calls(before, "smallBlob")).toBeLessThanOrEqual(2);
+    expect(calls(after, "smallBlobs") - calls(before, "smallBlobs")).toBeLessThanOrEqual(1 + 16);
   });
 
   it("refuses an Action.timeout over the maximum (6 h by default: no platform ceiling) with INVALID_ARGUMENT, and accepts exactly 6 h", async () => {

@@ -11,6 +11,7 @@ import {
 } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { ResultStoreDownload } from "../../src/gen/google/devtools/resultstore/v2/resultstore_download_pb.ts";
 import { MAX_BATCH_ENTRIES, MAX_FIND_MISSING_DIGESTS, MAX_LIST_OFFSET } from "../../src/services/limits.ts";
+import { SMALL_BLOB_MAX_BYTES } from "../../src/shared/small-blob-size.ts";
 import { connectClient, digestOf, errorOf, uniqueInstance } from "./helpers.ts";
 
 const EMPTY = { hash: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", sizeBytes: 0n };
@@ -50,27 +51,28 @@ describe("CAS entry limits", () => {
 });
 
 describe("GetTree", () => {
-  // The default (5,000) is set lower here: 5,000 directories take a minute to write and read locally.
-  const MAX_TREE_DIRECTORIES_PER_CALL = 40;
+  // The default (5,000) is set lower here: 5,000 directories over 4 KiB take a minute to write and read locally.
+  const MAX_TREE_READS_PER_CALL = 40;
   beforeAll(() => {
-    env.MAX_TREE_DIRECTORIES_PER_CALL = String(MAX_TREE_DIRECTORIES_PER_CALL);
+    env.MAX_TREE_READS_PER_CALL = String(MAX_TREE_READS_PER_CALL);
   });
   afterAll(() => {
-    delete env.MAX_TREE_DIRECTORIES_PER_CALL;
+    delete env.MAX_TREE_READS_PER_CALL;
   });
 
-  it("reads at most MAX_TREE_DIRECTORIES_PER_CALL directories per call, then hands out a page token", async () => {
+  /** Stores a root naming `n` children whose Directory messages are about `childBytes` long. */
+  async function tree(n: number, childBytes: number) {
     const instanceName = uniqueInstance("tree");
-    const children: Directory[] = Array.from({ length: MAX_TREE_DIRECTORIES_PER_CALL }, (_, i) =>
-      create(DirectorySchema, { files: [{ name: `f${i}`, digest: EMPTY }] }),
+    const children: Directory[] = Array.from({ length: n }, (_, i) =>
+      create(DirectorySchema, { files: [{ name: `f${i}`.padEnd(childBytes, "x"), digest: EMPTY }] }),
     );
-    const childBytes = children.map((d) => toBinary(DirectorySchema, d));
-    const childDigests = await Promise.all(childBytes.map((b) => digestOf(b)));
+    const childData = children.map((d) => toBinary(DirectorySchema, d));
+    const childDigests = await Promise.all(childData.map((b) => digestOf(b)));
     const root = toBinary(DirectorySchema, create(DirectorySchema, { directories: childDigests.map((digest, i) => ({ name: `d${String(i).padStart(5, "0")}`, digest })) }));
     const rootDigest = await digestOf(root);
-    const all = [...childBytes.map((data, i) => ({ digest: childDigests[i]!, data })), { digest: rootDigest, data: root }];
-    for (let i = 0; i < all.length; i += MAX_BATCH_ENTRIES) {
-      const r = await cas.batchUpdateBlobs({ instanceName, requests: all.slice(i, i + MAX_BATCH_ENTRIES) });
+    const all = [...childData.map((data, i) => ({ digest: childDigests[i]!, data })), { digest: rootDigest, data: root }];
+    for (let i = 0; i < all.length; i += 500) {
+      const r = await cas.batchUpdateBlobs({ instanceName, requests: all.slice(i, i + 500) });
       expect(r.responses.every((x) => x.status?.code === 0)).toBe(true);
     }
     const read = async (pageSize: number, pageToken = "") => {
@@ -82,13 +84,36 @@ describe("GetTree", () => {
       }
       return { dirs, token };
     };
-    // Unset and over-large page sizes both stop at the limit; the token resumes where it stopped.
-    for (const pageSize of [0, MAX_TREE_DIRECTORIES_PER_CALL * 10]) {
+    return { read };
+  }
+
+  it("spends at most MAX_TREE_READS_PER_CALL reads per call (one per directory over 4 KiB), then hands out a page token", async () => {
+    const { read } = await tree(60, SMALL_BLOB_MAX_BYTES + 100);
+    // Unset and over-large page sizes both stop at the limit: the small root's index call and 39
+    // children read from R2. The token resumes where it stopped.
+    for (const pageSize of [0, MAX_TREE_READS_PER_CALL * 10]) {
       const first = await read(pageSize);
-      expect(first.dirs).toBe(MAX_TREE_DIRECTORIES_PER_CALL);
+      expect(first.dirs).toBe(MAX_TREE_READS_PER_CALL);
       expect(first.token).not.toBe("");
-      expect(await read(pageSize, first.token)).toEqual({ dirs: 1, token: "" });
+      expect(await read(pageSize, first.token)).toEqual({ dirs: 21, token: "" });
     }
+  });
+
+  it("reads small directories (most, by count) in batches of one index call per shard: 600 of them stream whole within 40 reads", async () => {
+    // The root (one call), then 500 and 100 children (at most one call per shard, 16 shards, each).
+    const { read } = await tree(600, 40);
+    expect(await read(0)).toEqual({ dirs: 601, token: "" });
+    // Pages still end at page_size, each resumed from its token.
+    let token = "";
+    let dirs = 0;
+    let pages = 0;
+    do {
+      const page = await read(250, token);
+      dirs += page.dirs;
+      token = page.token;
+      pages++;
+    } while (token);
+    expect([dirs, pages]).toEqual([601, 3]);
   });
 });
 
