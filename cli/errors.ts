@@ -27,8 +27,12 @@ interface RestError {
   error?: { message?: string; status?: string; details?: JsonValue[] };
 }
 
-/** The worker's REST error `{"error": {code, message, status, details}}` as the gRPC status it stands for. */
-export async function fromHttpError(res: Response): Promise<ConnectError> {
+/**
+ * The worker's REST error `{"error": {code, message, status, details}}` as the gRPC status it
+ * stands for. A body without one (a proxy's page, the edge's 413) leaves only the HTTP status,
+ * mapped by `codeOf` (REST's mapping unless the caller speaks gRPC's).
+ */
+export async function fromHttpError(res: Response, codeOf: (status: number) => Code = codeOfHttpStatus): Promise<ConnectError> {
   const text = await res.text().catch(() => "");
   let body: RestError = {};
   try {
@@ -36,7 +40,7 @@ export async function fromHttpError(res: Response): Promise<ConnectError> {
   } catch {
     // not JSON (a proxy's or a crashed worker's answer): the HTTP status is all we have
   }
-  const code = codeOfName(body.error?.status ?? "") ?? codeOfHttpStatus(res.status);
+  const code = codeOfName(body.error?.status ?? "") ?? codeOf(res.status);
   const err = new ConnectError(body.error?.message ?? `worker answered HTTP ${res.status}: ${text.slice(0, 200)}`, code);
   err.details = (body.error?.details ?? []).flatMap((json) => {
     try {

@@ -18,6 +18,7 @@ import {
   GetTreeResponseSchema,
 } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { ReadRequestSchema, WriteRequestSchema } from "../src/gen/google/bytestream/bytestream_pb.ts";
+import { StatusSchema } from "../src/gen/google/rpc/status_pb.ts";
 import { startBridge, type Bridge } from "./bridge.ts";
 import { MAX_SINGLE_REQUEST_BYTES } from "./relay.ts";
 import { frameHeader } from "./grpc-web-frames.ts";
@@ -173,6 +174,22 @@ describe("the bridge relays protobuf calls as bytes", () => {
       const e = await unary(`${CAS}/FindMissingBlobs`, new Uint8Array()).catch((x: grpc.ServiceError) => x);
       expect(grpc.status[(e as grpc.ServiceError).code]).toBe("UNAVAILABLE");
     }
+    // The worker's own error body: its status, message and details, whatever the HTTP status.
+    answer = (res) =>
+      void res.writeHead(400, { "content-type": "application/json" }).end(
+        JSON.stringify({
+          error: {
+            code: 400,
+            message: "2 blob(s) are not in the CAS",
+            status: "FAILED_PRECONDITION",
+            details: [{ "@type": "type.googleapis.com/google.rpc.PreconditionFailure", violations: [{ type: "MISSING", subject: `blobs/${"a".repeat(64)}/3` }] }],
+          },
+        }),
+      );
+    const worker400 = (await unary(`${CAS}/FindMissingBlobs`, new Uint8Array()).catch((x: grpc.ServiceError) => x)) as grpc.ServiceError;
+    expect([grpc.status[worker400.code], worker400.details]).toEqual(["FAILED_PRECONDITION", "2 blob(s) are not in the CAS"]);
+    const details = worker400.metadata.get("grpc-status-details-bin")[0] as Buffer;
+    expect(fromBinary(StatusSchema, details).details.map((d) => d.typeUrl)).toEqual(["type.googleapis.com/google.rpc.PreconditionFailure"]);
     // 404 from something that is not the worker: the gRPC mapping of HTTP statuses.
     answer = (res) => void res.writeHead(404).end();
     const e = await unary(`${CAS}/FindMissingBlobs`, new Uint8Array()).catch((x: grpc.ServiceError) => x);

@@ -8,7 +8,7 @@ import https from "node:https";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { codeFromHttpStatus, findTrailerError, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
-import { specGrpcMessage } from "./errors.ts";
+import { fromHttpError, specGrpcMessage } from "./errors.ts";
 import { forwardedMetadata } from "./metadata.ts";
 import { TrailerSplitter } from "./grpc-web-frames.ts";
 
@@ -148,6 +148,9 @@ export class GrpcAnswer {
 
 const WRITE_BUFFER_BYTES = 1024 * 1024;
 
+/** Of an error answer's body, what is read for its message: the worker's are a few hundred bytes. */
+const MAX_ERROR_BODY_BYTES = 64 * 1024;
+
 // Never valid in HTTP/2 (a worker's trailers could in principle carry them).
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "content-length"]);
 
@@ -177,8 +180,17 @@ export function relayCall(req: Http2ServerRequest, res: Http2ServerResponse, opt
     upRes.on("error", broken("the worker's response broke off"));
     upRes.on("aborted", () => broken("the worker's response broke off")("aborted"));
     if (upRes.statusCode !== 200) {
-      upRes.resume();
-      answer.fail(new ConnectError(`the worker answered HTTP ${upRes.statusCode}`, codeFromHttpStatus(upRes.statusCode ?? 0)));
+      // The worker's own error (JSON with its status, message and details) is passed on whole;
+      // anything else (a proxy's page) is mapped by its HTTP status, as gRPC maps them.
+      const text: Buffer[] = [];
+      let kept = 0;
+      upRes.on("data", (c: Buffer) => {
+        if (kept < MAX_ERROR_BODY_BYTES) text.push(c), (kept += c.byteLength);
+      });
+      upRes.on("end", () => {
+        const status = upRes.statusCode ?? 0;
+        void fromHttpError(new Response(Buffer.concat(text).subarray(0, MAX_ERROR_BODY_BYTES), { status }), codeFromHttpStatus).then((e) => answer.fail(e));
+      });
       return;
     }
     if (upRes.headers["grpc-status"] !== undefined) {
