@@ -113,10 +113,19 @@ async function putCas(c: Context, t: CacheTarget): Promise<Response> {
   return new Response(null, { status: 200 });
 }
 
+/**
+ * Whether a /cache/... path is the HTTP cache's (`.../ac/{hash}` or `.../cas/{hash}`). Other paths
+ * under /cache belong to the blob routes of an instance named "cache" (`/cache/blobs/{hash}/{size}`,
+ * `/cache/uploads/...`), which must reach them.
+ */
+const isCachePath = (path: string) => /\/(ac|cas)\/[^/]*$/.test(path);
+
 export function mountHttpCache(app: Hono) {
-  app.on(["GET", "HEAD", "PUT"], "/cache/*", async (c) => {
+  app.on(["GET", "HEAD", "PUT"], "/cache/*", async (c, next) => {
+    const path = new URL(c.req.url).pathname;
+    if (!isCachePath(path)) return next();
     try {
-      const t = parseTarget(new URL(c.req.url).pathname);
+      const t = parseTarget(path);
       const head = c.req.method === "HEAD";
       if (c.req.method === "PUT") return await (t.kind === "ac" ? putAc(c, t) : putCas(c, t));
       return await (t.kind === "ac" ? getAc(c, t, head) : getCas(c, t, head));

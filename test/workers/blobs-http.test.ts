@@ -22,6 +22,18 @@ describe("blobs over HTTP with ByteStream resource names", () => {
     expect((await SELF.fetch(`http://kiln/a/b/blobs/${d.hash}/${d.sizeBytes + 1n}`)).status).toBe(404);
   });
 
+  it("serves an instance named \"cache\" like any other, beside the HTTP cache under /cache", async () => {
+    const data = pseudoRandom(70_000, 36);
+    const d = await digestOf(data);
+    const put = await SELF.fetch(`http://kiln/cache/uploads/${crypto.randomUUID()}/blobs/${d.hash}/${d.sizeBytes}`, { method: "PUT", body: data });
+    expect(put.status).toBe(200);
+    const got = await SELF.fetch(`http://kiln/cache/blobs/${d.hash}/${d.sizeBytes}`);
+    expect([got.status, await sha256Hex(new Uint8Array(await got.arrayBuffer()))]).toEqual([200, d.hash]);
+    expect((await cas.findMissingBlobs({ instanceName: "cache", blobDigests: [d] })).missingBlobDigests).toEqual([]);
+    // The HTTP cache of that instance is still /cache/cache/cas/{hash}.
+    expect((await SELF.fetch(`http://kiln/cache/cache/cas/${d.hash}`)).status).toBe(200);
+  });
+
   it("a small blob PUT again is stored again (verified, not looked up): wrong bytes under its name are refused and leave it intact", async () => {
     const data = pseudoRandom(1024, 34);
     const d = await digestOf(data);
