@@ -29,7 +29,7 @@ import { fixMiscodedTrailers } from "./errors.ts";
 import { logFailure, reportFailures, type Log } from "./failures.ts";
 import { forwardMethod } from "./forward.ts";
 import { withKey } from "./metadata.ts";
-import { relayable, relayCall, relaySingleMessage, workerAgent, type RelayOptions } from "./relay.ts";
+import { MAX_SINGLE_REQUEST_BYTES, relayable, relayCall, relaySingleMessage, workerAgent, type RelayOptions } from "./relay.ts";
 
 /** Every service the worker serves over gRPC-web, and so the bridge over native gRPC. */
 export const SERVICES: DescService[] = [Capabilities, ContentAddressableStorage, ActionCache, Execution, ByteStream, Operations, ResultStoreUpload, ResultStoreDownload, ResultStoreFileDownload, PublishBuildEvent, BuildEventIngest, Fetch, Push, RemoteActions];
@@ -108,6 +108,9 @@ export async function startBridge({ upstream, host = "127.0.0.1", port = 8980, l
     },
     // Compressed requests are still accepted; responses are never compressed.
     compressMinBytes: Number.MAX_SAFE_INTEGER,
+    // As the byte relay's cap: connect's default (4 GiB) would let one message, or one gzip bomb
+    // inflated, fill the bridge's memory. A Write's messages are each far smaller.
+    readMaxBytes: MAX_SINGLE_REQUEST_BYTES,
     interceptors: [reportFailures(log)],
     // Closing the bridge cancels calls in flight, and with them their upstream requests.
     shutdownSignal: shutdown.signal,

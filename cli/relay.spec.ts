@@ -258,6 +258,28 @@ describe("the bridge relays protobuf calls as bytes", () => {
     }
   });
 
+  it("a request it serves itself (JSON, compressed) is held to the same 32 MiB: over it, RESOURCE_EXHAUSTED before the worker hears of it", async () => {
+    const before = seen.length;
+    const session = http2.connect(`http://127.0.0.1:${bridge.port}`);
+    try {
+      const s = session.request({ ":method": "POST", ":path": `${CAS}/FindMissingBlobs`, "content-type": "application/grpc+json", te: "trailers" });
+      s.on("error", () => {});
+      const head = frameHeader(MAX_SINGLE_REQUEST_BYTES + 1);
+      s.write(head);
+      s.end(Buffer.alloc(1024, 0x20)); // the rest never comes: the declared length is enough
+      s.resume();
+      const status = await new Promise<string | undefined>((resolve) => {
+        s.on("response", (h) => h["grpc-status"] !== undefined && resolve(String(h["grpc-status"])));
+        s.on("trailers", (t) => resolve(String(t["grpc-status"])));
+        s.on("close", () => resolve(undefined));
+      });
+      expect(grpc.status[Number(status)]).toBe("RESOURCE_EXHAUSTED");
+      expect(seen.length).toBe(before);
+    } finally {
+      session.destroy();
+    }
+  });
+
   it("cancels the upstream request when the client cancels", async () => {
     answer = (res) => {
       res.writeHead(200, { "content-type": "application/grpc-web+proto" });
