@@ -25,7 +25,7 @@ import {
   type SymlinkNode,
 } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import type { BlobSource } from "./cas-client.ts";
-import type { CommandPlan, NodePropertyNames } from "./command.ts";
+import type { CommandPlan, NodePropertyNames } from "../../src/shared/command-plan.ts";
 import { blobKey, toProtoDigest, type BlobDigest } from "../../src/shared/digest.ts";
 import { digestOfBytes, digestOfFile } from "./hash.ts";
 import { errnoOf } from "./errors.ts";

@@ -18,7 +18,7 @@ import { parseDigest, toProtoDigest } from "../../src/shared/digest.ts";
 import { parseInstanceName } from "../../src/shared/resource-names.ts";
 import { CasClient, type BlobSource } from "./cas-client.ts";
 import { collectOutputs, type CollectedOutputs } from "./collect-outputs.ts";
-import { planCommand, type CommandPlan } from "./command.ts";
+import { planCommand, type CommandPlan } from "../../src/shared/command-plan.ts";
 import { Code } from "./errors.ts";
 import type { FileCache } from "./file-cache.ts";
 import { digestOfFile } from "./hash.ts";

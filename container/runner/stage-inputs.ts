@@ -10,7 +10,8 @@ import path from "node:path";
 import { DirectorySchema, type Directory } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { blobKey, isEmptyBlob, missingSubject, parseDigest, type BlobDigest } from "../../src/shared/digest.ts";
 import { BlobNotFoundError, type CasClient } from "./cas-client.ts";
-import type { CommandPlan } from "./command.ts";
+import type { CommandPlan } from "../../src/shared/command-plan.ts";
+import { checkInputDirectory } from "../../src/shared/input-directory.ts";
 import { Code, ConnectError, errnoOf, invalidArgument, missingBlobs } from "./errors.ts";
 import type { FileCache } from "./file-cache.ts";
 import { forEachLimit } from "./limit.ts";
@@ -24,24 +25,6 @@ export interface InputLimits {
   maxEntries: number;
   /** Bytes of the files staged, counted the same way. */
   maxBytes: number;
-}
-
-function checkName(name: string, where: string) {
-  if (!name || name === "." || name === ".." || name.includes("/") || name.includes("\0")) {
-    throw invalidArgument(`input directory ${where} has an entry named ${JSON.stringify(name)}`);
-  }
-}
-
-function checkDirectory(dir: Directory, where: string) {
-  const names = new Set<string>();
-  for (const n of [...dir.files, ...dir.directories, ...dir.symlinks]) {
-    checkName(n.name, where);
-    if (names.has(n.name)) throw invalidArgument(`input directory ${where} has two entries named ${JSON.stringify(n.name)}`);
-    names.add(n.name);
-  }
-  for (const s of dir.symlinks) {
-    if (!s.target || s.target.includes("\0")) throw invalidArgument(`input symlink ${s.name} in ${where} has an invalid target`);
-  }
 }
 
 const tooLarge = (what: string, limit: number) =>
@@ -70,7 +53,7 @@ export async function fetchInputTree(cas: CasClient, root: BlobDigest, limits: I
         } catch {
           throw invalidArgument(`input ${blobKey(d)} is not a Directory message`);
         }
-        checkDirectory(dir, blobKey(d));
+        checkInputDirectory(dir, blobKey(d));
         tree.set(blobKey(d), dir);
         for (const c of dir.directories) {
           const cd = parseDigest(c.digest, `input directory ${c.name}`);

@@ -1,5 +1,7 @@
-// What Execute checks before an operation exists: the Action and Command parse, the timeout is
-// within bounds, and every blob the action needs is in the CAS (else one MISSING violation each).
+// What Execute checks before an operation exists: the Action and Command parse, the Command's
+// paths, environment and arguments are usable (shared/command-plan.ts), the timeout is within
+// bounds, every input Directory can be laid out (shared/input-directory.ts), and every blob the
+// action needs is in the CAS (else one MISSING violation each).
 import {
   ActionSchema,
   CommandSchema,
@@ -12,6 +14,8 @@ import type { BlobStore } from "../storage/blob-store.ts";
 import { blobKey, missingSubject, parseDigest, type BlobDigest } from "../storage/digest.ts";
 import { readDirectories, readMessage } from "../storage/merkle.ts";
 import { checkOutputNodeProperties } from "../services/node-properties.ts";
+import { planCommand } from "../shared/command-plan.ts";
+import { checkInputDirectory } from "../shared/input-directory.ts";
 import { effectivePlatform } from "../shared/platform.ts";
 
 export interface CheckedAction {
@@ -33,6 +37,7 @@ async function missingInputs(store: BlobStore, root: BlobDigest): Promise<BlobDi
     const next: BlobDigest[] = [];
     dirs.forEach((dir, i) => {
       if (!dir) return void missing.push(level[i]!);
+      checkInputDirectory(dir, blobKey(level[i]!));
       for (const f of dir.files) files.push(parseDigest(f.digest, `input file ${f.name}`));
       for (const c of dir.directories) {
         const d = parseDigest(c.digest, `input directory ${c.name}`);
@@ -58,6 +63,9 @@ export async function checkAction(store: BlobStore, actionDigest: BlobDigest): P
     throw missingBlobs(`${missing.length} blob(s) the action needs are not in the CAS`, missing.map(missingSubject));
   }
   if (command!.arguments.length === 0) throw invalidArgument("the Command has no arguments", "command.arguments");
+  // What the runner would refuse after a wait in the queue (bad paths, environment, arguments) is
+  // refused now, as REAPI asks of errors found while creating the operation.
+  planCommand(command!);
   checkOutputNodeProperties(command!);
 
   let timeoutMs = defaultActionTimeoutMs();

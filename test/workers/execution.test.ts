@@ -119,6 +119,32 @@ describe("Execute: checks before an operation exists", { timeout: 30_000 }, () =
     expect(calls(after, "smallBlobs") - calls(before, "smallBlobs")).toBeLessThanOrEqual(1 + 16);
   });
 
+  it("refuses what the runner could not run, at Execute and before anything is queued: INVALID_ARGUMENT naming it", async () => {
+    type Fields = { arguments: string[]; outputPaths?: string[]; outputFiles?: string[]; environmentVariables?: { name: string; value: string }[]; workingDirectory?: string };
+    const cases: [string, Fields, RegExp][] = [
+      ["an output path out of the working directory", { arguments: ["true"], outputPaths: ["../x"] }, /output path "..\/x"/],
+      ["an absolute output file", { arguments: ["true"], outputFiles: ["/etc/passwd"] }, /output file "\/etc\/passwd" must be relative/],
+      ["an environment variable without a name", { arguments: ["true"], environmentVariables: [{ name: "A=B", value: "c" }] }, /environment variable "A=B"/],
+      ["an empty program", { arguments: [""] }, /no arguments/],
+      ["a working directory out of the input root", { arguments: ["true"], workingDirectory: "../up" }, /working_directory "..\/up"/],
+    ];
+    for (const [what, fields, says] of cases) {
+      const [command] = await upload(toBinary(CommandSchema, create(CommandSchema, { ...fields, environmentVariables: [...(fields.environmentVariables ?? []), { name: "NONCE", value: crypto.randomUUID() }] })));
+      const [root] = await upload(toBinary(DirectorySchema, create(DirectorySchema, {})));
+      const [action] = await upload(toBinary(ActionSchema, create(ActionSchema, { commandDigest: command, inputRootDigest: root })));
+      const err = await errorOf(drain(exec.execute({ instanceName: instanceFor("ok"), actionDigest: action })));
+      expect([err.code, err.rawMessage], what).toEqual([Code.InvalidArgument, expect.stringMatching(says)]);
+      expect(runs({ action: action!.hash }).attempts, what).toHaveLength(0);
+    }
+    // An input Directory naming one entry twice.
+    const [file] = await upload(`input ${crypto.randomUUID()}`);
+    const [root] = await upload(toBinary(DirectorySchema, create(DirectorySchema, { files: [{ name: "a", digest: file }, { name: "a", digest: file }] })));
+    const [command] = await upload(toBinary(CommandSchema, create(CommandSchema, { arguments: ["true", crypto.randomUUID()] })));
+    const [action] = await upload(toBinary(ActionSchema, create(ActionSchema, { commandDigest: command, inputRootDigest: root })));
+    const err = await errorOf(drain(exec.execute({ instanceName: instanceFor("ok"), actionDigest: action })));
+    expect([err.code, err.rawMessage]).toEqual([Code.InvalidArgument, expect.stringContaining('two entries named "a"')]);
+  });
+
   it("refuses an Action.timeout over the maximum (6 h by default: no platform ceiling) with INVALID_ARGUMENT, and accepts exactly 6 h", async () => {
     const over = await newAction("ok", { timeoutSeconds: 6 * 3600 + 1 });
     expect((await errorOf(executeAll(over))).code).toBe(Code.InvalidArgument);

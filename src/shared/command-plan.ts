@@ -1,8 +1,9 @@
 // What a Command asks for, checked: the argument vector, the environment, the working directory
 // and the outputs, in either REAPI style (output_paths since v2.1, or the older output_files and
-// output_directories, which Bazel 4.x still sends).
-import { Command_OutputDirectoryFormat, type Command } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
-import { invalidArgument } from "./errors.ts";
+// output_directories, which Bazel 4.x still sends). The worker checks it at Execute (a bad Command
+// is INVALID_ARGUMENT before anything is queued); the runner plans the run by it.
+import { Command_OutputDirectoryFormat, type Command } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { invalidArgument } from "./status.ts";
 
 export interface CommandPlan {
   argv: string[];
