@@ -3,7 +3,7 @@
 // Uploads are compressed here with the reference C library (the worker's own WebAssembly build);
 // downloads are decoded with fzstd, an independent decoder.
 import { Code } from "@connectrpc/connect";
-import { SELF } from "cloudflare:test";
+import { SELF, env } from "cloudflare:test";
 import { decompress } from "fzstd";
 import { describe, expect, it } from "vitest";
 import { Capabilities, Compressor_Value, ContentAddressableStorage } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
@@ -49,6 +49,30 @@ describe("Capabilities", () => {
 });
 
 describe("ByteStream compressed-blobs/zstd", () => {
+  it("a blob over max_cas_blob_size_bytes that compresses under the edge's body cap goes up whole; uncompressed it is refused", async () => {
+    const saved = env.MAX_REQUEST_BODY_BYTES;
+    env.MAX_REQUEST_BODY_BYTES = "2000000"; // max_cas_blob_size_bytes: 2,000,000 less 1 MiB
+    try {
+      const data = new Uint8Array(5 * 1024 * 1024).fill(7);
+      data.set(pseudoRandom(64, (Math.random() * 2 ** 31) | 0));
+      const d = await digestOf(data);
+      const zstd = await zstdCompress(data);
+      expect(zstd.byteLength).toBeLessThan(100_000);
+      const w = await bs.write(compressedWrite(`z/uploads/${crypto.randomUUID()}/compressed-blobs/zstd/${d.hash}/${d.sizeBytes}`, zstd, 0, 64 * 1024));
+      expect(w.committedSize).toBe(BigInt(zstd.byteLength));
+      expect(await sha256Hex(await readAll(`z/blobs/${d.hash}/${d.sizeBytes}`))).toBe(d.hash);
+      const other = data.slice();
+      other[100] = 1;
+      const o = await digestOf(other);
+      const plain = (async function* () {
+        yield { resourceName: `z/uploads/${crypto.randomUUID()}/blobs/${o.hash}/${o.sizeBytes}`, writeOffset: 0n, data: other, finishWrite: true };
+      })();
+      expect(await codeOf(bs.write(plain))).toBe(Code.InvalidArgument);
+    } finally {
+      env.MAX_REQUEST_BODY_BYTES = saved;
+    }
+  });
+
   it("writes a compressed blob, stores it uncompressed and reads it back both ways", async () => {
     const data = compressible(3 * 1024 * 1024 + 77, 1);
     const d = await digestOf(data);
