@@ -21,6 +21,8 @@ import { encodeFrame } from "../src/execution/frames.ts";
 import { faultPoint } from "../src/execution/faults.ts";
 import { LIVE_LOG_MAX_BYTES, logStreamName, type LogKind } from "../src/execution/log-streams.ts";
 import { poolStub, type OperationEvent, type PoolEntry } from "../src/execution/pool.ts";
+import { partsOf } from "../src/execution/stored-parts.ts";
+import { concatBytes } from "../src/shared/concat-bytes.ts";
 import { actionResultKey, putActionResult } from "../src/storage/action-store.ts";
 import { indexOperation, unindexOperation } from "../src/storage/operation-index.ts";
 import { logDeadLetter, neverFits, retryDelayMs } from "../src/storage/index-retry.ts";
@@ -48,7 +50,9 @@ interface LogState {
 interface OperationState extends OperationInit {
   stage: ExecutionStage_Value;
   done: boolean;
+  /** In memory only: stored apart, in RESPONSE_PART keys (stored-parts.ts), `responseParts` of them. */
   response?: Uint8Array;
+  responseParts?: number;
   createdAt: number;
   updatedAt: number;
   completedAt?: number;
@@ -69,6 +73,7 @@ interface OperationState extends OperationInit {
 
 const STATE = "state";
 const ENTRY = "entry";
+const RESPONSE_PART = (i: number) => `response:${i}`;
 /** The D1 listing is written at most this long after a change, batched. */
 const INDEX_DELAY_MS = 250;
 const LOG_CHUNK = 64 * 1024;
@@ -84,8 +89,15 @@ export class OperationDO extends DurableObject<Env> {
   private readonly logWaiters = new Set<() => void>();
 
   private async load(): Promise<OperationState | undefined> {
-    this.state ??= await this.ctx.storage.get<OperationState>(STATE);
-    return this.state;
+    if (this.state) return this.state;
+    const s = await this.ctx.storage.get<OperationState>(STATE);
+    if (s?.responseParts && !s.response) {
+      const keys = Array.from({ length: s.responseParts }, (_, i) => RESPONSE_PART(i));
+      const parts = await this.ctx.storage.get<Uint8Array>(keys);
+      s.response = concatBytes(keys.map((k) => parts.get(k)!));
+    }
+    this.state = s;
+    return s;
   }
 
   /** The live (not deleted) operation, as clients may see it. */
@@ -104,7 +116,15 @@ export class OperationDO extends DurableObject<Env> {
     s.updatedAt = Date.now();
     s.indexDirty = true;
     this.state = s;
-    await this.ctx.storage.put(STATE, s);
+    // The response (set once, when the operation is done) is stored apart, in parts: the state
+    // entry stays small however large the result (stored-parts.ts).
+    const { response, ...stored } = s;
+    if (response && s.responseParts === undefined) {
+      const parts = partsOf(response);
+      await this.ctx.storage.put(Object.fromEntries(parts.map((p, i) => [RESPONSE_PART(i), p])));
+      stored.responseParts = s.responseParts = parts.length;
+    }
+    await this.ctx.storage.put(STATE, stored);
     await this.scheduleAlarm(s);
   }
 

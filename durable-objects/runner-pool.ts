@@ -20,6 +20,8 @@ import {
 } from "../src/gen/kiln/runner/v1/runner_pb.ts";
 import type { Env } from "../src/env.ts";
 import { heartbeatIntervalMs, leaseDurationMs, noRunnerTimeoutMs, poolShardCount, publicUrl } from "../src/config.ts";
+import { PART_BYTES, partsOf } from "../src/execution/stored-parts.ts";
+import { concatBytes } from "../src/shared/concat-bytes.ts";
 import { faultPoint } from "../src/execution/faults.ts";
 import { storedOperationStub } from "../src/execution/operation-stub.ts";
 import { describePlatform, offers, type EnqueueResult, type OperationEvent, type PoolEntry } from "../src/execution/pool.ts";
@@ -117,6 +119,8 @@ export class RunnerPoolDO extends DurableObject<Env> {
       id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, event TEXT NOT NULL, response BLOB,
       tries INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0)`);
     this.sql.exec(`CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)`);
+    // An event's response over PART_BYTES, in parts (rows over 2 MB are refused: stored-parts.ts).
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS outbox_parts (outbox_id INTEGER NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (outbox_id, seq))`);
     // Queued operations no connected runner can take (their platform or tenant), since when.
     this.sql.exec(`CREATE TABLE IF NOT EXISTS unmatched (name TEXT PRIMARY KEY, since INTEGER NOT NULL)`);
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
@@ -187,6 +191,7 @@ export class RunnerPoolDO extends DurableObject<Env> {
     const row = this.row(name);
     if (!row) return;
     this.sql.exec(`DELETE FROM queue WHERE name = ?`, name);
+    this.sql.exec(`DELETE FROM outbox_parts WHERE outbox_id IN (SELECT id FROM outbox WHERE name = ?)`, name);
     this.sql.exec(`DELETE FROM outbox WHERE name = ?`, name);
     if (row.state === "leased") this.send(row.runner!, cancelMessage(row.lease_id!, "the operation no longer exists"));
   }
@@ -539,7 +544,27 @@ export class RunnerPoolDO extends DurableObject<Env> {
 
   private outbox(name: string, ev: OperationEvent) {
     const { response, ...rest } = ev as OperationEvent & { response?: Uint8Array };
-    this.sql.exec(`INSERT INTO outbox (name, event, response) VALUES (?, ?, ?)`, name, JSON.stringify(rest), response ?? null);
+    if (!response || response.byteLength <= PART_BYTES) {
+      this.sql.exec(`INSERT INTO outbox (name, event, response) VALUES (?, ?, ?)`, name, JSON.stringify(rest), response ?? null);
+      return;
+    }
+    const parts = partsOf(response);
+    const id = this.sql.exec<{ id: number }>(`INSERT INTO outbox (name, event) VALUES (?, ?) RETURNING id`, name, JSON.stringify({ ...rest, parts: parts.length })).one().id;
+    parts.forEach((data, seq) => this.sql.exec(`INSERT INTO outbox_parts (outbox_id, seq, data) VALUES (?, ?, ?)`, id, seq, data));
+  }
+
+  /** An outbox row's event, its response joined from its parts if it has them. */
+  private eventOf(r: { id: number; event: string; response: ArrayBuffer | null }): OperationEvent {
+    const { parts, ...ev } = JSON.parse(r.event) as OperationEvent & { parts?: number };
+    if (r.response) return { ...ev, response: new Uint8Array(r.response) } as OperationEvent;
+    if (!parts) return ev as OperationEvent;
+    const rows = this.sql.exec<{ data: ArrayBuffer }>(`SELECT data FROM outbox_parts WHERE outbox_id = ? ORDER BY seq`, r.id).toArray();
+    return { ...ev, response: concatBytes(rows.map((p) => new Uint8Array(p.data))) } as OperationEvent;
+  }
+
+  private dropOutboxRow(id: number) {
+    this.sql.exec(`DELETE FROM outbox_parts WHERE outbox_id = ?`, id);
+    this.sql.exec(`DELETE FROM outbox WHERE id = ?`, id);
   }
 
   /** Delivers pending events, oldest first; an operation's later events wait for its earlier ones. */
@@ -554,11 +579,11 @@ export class RunnerPoolDO extends DurableObject<Env> {
       [...byName].map(async ([name, events]) => {
         for (const r of events) {
           if (r.next_at > now) return;
-          const ev = { ...JSON.parse(r.event), ...(r.response ? { response: new Uint8Array(r.response) } : {}) } as OperationEvent;
+          const ev = this.eventOf(r);
           try {
             faultPoint("pool.deliver");
             const exists = await storedOperationStub(this.env, name).event(ev);
-            this.sql.exec(`DELETE FROM outbox WHERE id = ?`, r.id);
+            this.dropOutboxRow(r.id);
             if (!exists) return void (await this.forget(name));
           } catch (e) {
             console.warn("operation event not delivered; will retry", name, ev.kind, String(e));

@@ -14,6 +14,7 @@
 //   reject-412      completes with error FAILED_PRECONDITION and a MISSING violation
 //   bad-output      exit code 0 but status FAILED_PRECONDITION (an output could not be collected)
 //   log-<ms>        appends "line <i>\n" to stdout every 50 ms for <ms>, then completes
+//   outputs-<n>     completes at once with <n> output files (out, out-1, ...), all the "out" blob
 //
 // Results reference stdout `stdout of <action hash>\n` and one output file "out" with contents
 // `output of <action hash>\n`; a test uploads those blobs itself (as a real runner would).
@@ -21,7 +22,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { anyPack } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { SELF } from "cloudflare:test";
-import { ActionResultSchema, ExecuteResponseSchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { ActionResultSchema, ExecuteResponseSchema, OutputFileSchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { PreconditionFailureSchema } from "../../src/gen/google/rpc/error_details_pb.ts";
 import {
   AcceptedSchema,
@@ -212,6 +213,13 @@ export async function connectRunner(o: FakeRunnerOptions = {}): Promise<FakeRunn
         case: "response",
         value: create(ExecuteResponseSchema, { result: await resultFor(hash, 0), status: { code: Code.FailedPrecondition, message: "output file out is a directory" } }),
       });
+    }
+    const many = /^outputs-(\d+)$/.exec(behaviour);
+    if (many) {
+      const result = await resultFor(hash, 0);
+      const out = result.outputFiles[0]!;
+      result.outputFiles = Array.from({ length: Number(many[1]) }, (_, i) => create(OutputFileSchema, { path: i ? `out-${String(i).padStart(6, "0")}` : "out", digest: out.digest }));
+      return complete(a, "ok", { case: "response", value: create(ExecuteResponseSchema, { result }) });
     }
     const exit = /^exit-(\d+)$/.exec(behaviour);
     if (exit) return complete(a, "exit", { case: "response", value: create(ExecuteResponseSchema, { result: await resultFor(hash, Number(exit[1])) }) });

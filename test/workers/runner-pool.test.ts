@@ -3,13 +3,14 @@
 // dropped, capacity is per runner across queues, and an injected failure at any cross-object call
 // leaves nothing stuck, lost or doubled.
 import { Code } from "@connectrpc/connect";
-import { SELF, env, runDurableObjectAlarm } from "cloudflare:test";
+import { SELF, env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ContentAddressableStorage, Execution } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { ByteStream } from "../../src/gen/google/bytestream/bytestream_pb.ts";
 import { Operations } from "../../src/gen/google/longrunning/operations_pb.ts";
 import { LogStream, RunnerService } from "../../src/gen/kiln/runner/v1/runner_pb.ts";
 import { armFault, clearFaults } from "../../src/execution/faults.ts";
+import { PART_BYTES } from "../../src/execution/stored-parts.ts";
 import { connectRunner, runs } from "./fake-runner.ts";
 import { errorOf, grpcWebClient } from "./helpers.ts";
 import {
@@ -211,6 +212,37 @@ describe("live output read from an offset", { timeout: 30_000 }, () => {
 });
 
 describe("faults at every cross-object call", { timeout: 40_000 }, () => {
+  it("a result over the 2 MB a stored row or entry may hold is kept in parts, in the pool's outbox and in the operation, and delivered whole", async () => {
+    const N = 40_000; // ~3.6 MB of ExecuteResponse
+    const a = await newAction(`outputs-${N}`);
+    armFault("pool.deliver", 10_000); // the outbox keeps its events until the faults are cleared
+    const { first, rest } = await firstOf(exec.execute(request(a)));
+    const name = first.name;
+    const outboxParts = () =>
+      runInDurableObject(pool(), (_o, state) =>
+        state.storage.sql.exec<{ n: number; biggest: number | null }>(`SELECT COUNT(*) AS n, MAX(LENGTH(data)) AS biggest FROM outbox_parts WHERE outbox_id IN (SELECT id FROM outbox WHERE name = ?)`, name).one(),
+      );
+    const held = await waitFor("the completion in the outbox", async () => ((await outboxParts()).n > 0 ? outboxParts() : undefined));
+    expect(held.n).toBeGreaterThanOrEqual(3);
+    expect(held.biggest).toBeLessThanOrEqual(PART_BYTES);
+    clearFaults();
+    await runDurableObjectAlarm(pool());
+    const res = responseOf((await rest).at(-1)!);
+    expect(res.result?.outputFiles).toHaveLength(N);
+    expect((await outboxParts()).n).toBe(0); // delivered, and its parts gone with it
+    // The operation keeps the response apart from its state, in parts, and reads it back whole.
+    await runInDurableObject(opStub(name), async (o, state) => {
+      const stored = await state.storage.get<Record<string, unknown>>("state");
+      expect(stored?.response).toBeUndefined();
+      const parts = [...(await state.storage.list<Uint8Array>({ prefix: "response:" })).values()];
+      expect(parts.length).toBe(stored?.responseParts);
+      expect(Math.max(...parts.map((p) => p.byteLength))).toBeLessThanOrEqual(PART_BYTES);
+      (o as unknown as { state?: unknown }).state = undefined; // as after the object was evicted
+    });
+    const again = await ops.getOperation({ name });
+    expect(responseOf(again).result?.outputFiles).toHaveLength(N);
+  });
+
   it("an enqueue that fails is retried: one run, the operation completes", async () => {
     armFault("pool.enqueue", 2);
     const a = await newAction("ok");
