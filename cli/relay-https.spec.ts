@@ -4,14 +4,13 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import https from "node:https";
-import type { AddressInfo } from "node:net";
 import tls from "node:tls";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ReadRequestSchema, ReadResponseSchema } from "../src/gen/google/bytestream/bytestream_pb.ts";
-import { startBridge, type Bridge } from "./bridge.ts";
+import { bridgeInFront, type BridgeFixture } from "./bridge-fixture.ts";
 import { frameHeader } from "./grpc-web-frames.ts";
 
 const cert = readFileSync(new URL("./testdata/tls-127.0.0.1.crt", import.meta.url), "utf8");
@@ -39,20 +38,15 @@ const worker = https.createServer({ cert, key }, (req, res) => {
     res.end(Buffer.concat([frame(Buffer.from("pong")), frame(trailerSerialize(new Headers({ "grpc-status": "0" })), 0x80)]));
   });
 });
-let bridge: Bridge;
 let client: grpc.Client;
+let fixture: BridgeFixture | undefined;
 
 beforeAll(async () => {
   tls.setDefaultCACertificates([...tls.getCACertificates("default"), cert]);
-  await new Promise<void>((resolve) => worker.listen(0, "127.0.0.1", resolve));
-  bridge = await startBridge({ upstream: `https://127.0.0.1:${(worker.address() as AddressInfo).port}`, port: 0, log: () => {}, chunkAboveBytes: 0 });
-  client = new grpc.Client(`127.0.0.1:${bridge.port}`, grpc.credentials.createInsecure());
+  fixture = await bridgeInFront(worker, "https", { chunkAboveBytes: 0 });
+  client = fixture.client;
 });
-afterAll(async () => {
-  client?.close();
-  await bridge?.close();
-  worker.close();
-});
+afterAll(() => fixture?.close());
 
 const raw = (b: Buffer) => b;
 

@@ -5,7 +5,6 @@ import { createHash, randomUUID } from "node:crypto";
 import { once } from "node:events";
 import http2 from "node:http2";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
@@ -19,7 +18,8 @@ import {
 } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { ReadRequestSchema, WriteRequestSchema } from "../src/gen/google/bytestream/bytestream_pb.ts";
 import { StatusSchema } from "../src/gen/google/rpc/status_pb.ts";
-import { startBridge, type Bridge } from "./bridge.ts";
+import type { Bridge } from "./bridge.ts";
+import { bridgeInFront, type BridgeFixture } from "./bridge-fixture.ts";
 import { MAX_SINGLE_REQUEST_BYTES } from "./relay.ts";
 import { frameHeader } from "./grpc-web-frames.ts";
 
@@ -52,18 +52,14 @@ const worker = createServer((req, res) => {
 });
 let bridge: Bridge;
 let client: grpc.Client;
+let fixture: BridgeFixture | undefined;
 const logged: string[] = [];
 
 beforeAll(async () => {
-  await new Promise<void>((resolve) => worker.listen(0, "127.0.0.1", resolve));
-  bridge = await startBridge({ upstream: `http://127.0.0.1:${(worker.address() as AddressInfo).port}`, port: 0, log: (l) => logged.push(l) });
-  client = new grpc.Client(`127.0.0.1:${bridge.port}`, grpc.credentials.createInsecure());
+  fixture = await bridgeInFront(worker, "http", { log: (l) => logged.push(l) });
+  ({ bridge, client } = fixture);
 });
-afterAll(async () => {
-  client?.close();
-  await bridge?.close();
-  worker.close();
-});
+afterAll(() => fixture?.close());
 
 const raw = (b: Buffer) => b;
 async function waitUntil(ok: () => boolean, what = "a condition") {
