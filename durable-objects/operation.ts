@@ -116,16 +116,23 @@ export class OperationDO extends DurableObject<Env> {
     s.updatedAt = Date.now();
     s.indexDirty = true;
     this.state = s;
-    // The response (set once, when the operation is done) is stored apart, in parts: the state
-    // entry stays small however large the result (stored-parts.ts).
+    await this.ctx.storage.put(STATE, await this.storedState(s));
+    await this.scheduleAlarm(s);
+  }
+
+  /**
+   * The state as stored: without its response, which (set once, when the operation is done) is
+   * stored apart, in parts, the first time it is seen here, so the state entry stays small however
+   * large the result (stored-parts.ts). Every write of STATE goes through this.
+   */
+  private async storedState(s: OperationState): Promise<Omit<OperationState, "response">> {
     const { response, ...stored } = s;
     if (response && s.responseParts === undefined) {
       const parts = partsOf(response);
       await this.ctx.storage.put(Object.fromEntries(parts.map((p, i) => [RESPONSE_PART(i), p])));
       stored.responseParts = s.responseParts = parts.length;
     }
-    await this.ctx.storage.put(STATE, stored);
-    await this.scheduleAlarm(s);
+    return stored;
   }
 
   /** Creates the operation, queued. Idempotent for the same name. */
@@ -246,7 +253,7 @@ export class OperationDO extends DurableObject<Env> {
         s.indexDirty = false;
         if (s.indexFailures) tally("kiln_index_retry_cleared_total", { index: "operations" });
         s.indexFailures = 0;
-        await this.ctx.storage.put(STATE, s);
+        await this.ctx.storage.put(STATE, await this.storedState(s));
       } catch (e) {
         if (neverFits(e)) {
           // It would fail the same way forever: logged and given up, not retried every few seconds.
@@ -260,7 +267,7 @@ export class OperationDO extends DurableObject<Env> {
           console.warn(`operation index write failed (${s.indexFailures} in a row); will retry`, s.name, String(e));
           tally("kiln_index_write_failures_total", { index: "operations" });
         }
-        await this.ctx.storage.put(STATE, s);
+        await this.ctx.storage.put(STATE, await this.storedState(s));
       }
     }
     if (s.done) {
@@ -280,7 +287,7 @@ export class OperationDO extends DurableObject<Env> {
       const seen = await poolStub(this.env, s.shard).ensure(entry);
       if (seen === "requeued") console.warn("the pool had lost this operation; queued it again", s.name);
       s.poolContactAt = Date.now();
-      await this.ctx.storage.put(STATE, s);
+      await this.ctx.storage.put(STATE, await this.storedState(s));
     } catch (e) {
       console.warn("pool did not answer the reconcile; will retry", s.name, String(e));
     }
@@ -356,7 +363,7 @@ export class OperationDO extends DurableObject<Env> {
     if (!s || s.done || attempt < s.attempt) return offset + data.byteLength; // superseded: drop quietly
     if (attempt > s.attempt) {
       this.newAttempt(s, attempt);
-      await this.ctx.storage.put(STATE, s);
+      await this.ctx.storage.put(STATE, await this.storedState(s));
     }
     const log = s.logs[kind];
     if (offset > log.size || log.finished) return log.size;
@@ -366,7 +373,7 @@ export class OperationDO extends DurableObject<Env> {
     for (let i = 0; i < bytes.byteLength; i += LOG_CHUNK) puts[logKey(kind, log.size + i)] = bytes.slice(i, i + LOG_CHUNK);
     log.size += bytes.byteLength;
     if (finished) log.finished = true;
-    await this.ctx.storage.put({ ...puts, [STATE]: s });
+    await this.ctx.storage.put({ ...puts, [STATE]: await this.storedState(s) });
     this.wakeLogReaders();
     return finished ? offset + data.byteLength : log.size;
   }

@@ -575,24 +575,27 @@ export class RunnerPoolDO extends DurableObject<Env> {
       .toArray();
     const byName = new Map<string, typeof rows>();
     for (const r of rows) byName.set(r.name, [...(byName.get(r.name) ?? []), r]);
-    await Promise.all(
-      [...byName].map(async ([name, events]) => {
-        for (const r of events) {
-          if (r.next_at > now) return;
-          const ev = this.eventOf(r);
-          try {
-            faultPoint("pool.deliver");
-            const exists = await storedOperationStub(this.env, name).event(ev);
-            this.dropOutboxRow(r.id);
-            if (!exists) return void (await this.forget(name));
-          } catch (e) {
-            console.warn("operation event not delivered; will retry", name, ev.kind, String(e));
-            this.sql.exec(`UPDATE outbox SET tries = tries + 1, next_at = ? WHERE id = ?`, now + Math.min(500 * 2 ** r.tries, 60_000), r.id);
-            return;
-          }
+    // Operations with a response in parts (up to 16 MiB each, whole in memory while sent) are
+    // delivered one at a time, after the others together: a backlog of them must not fill memory.
+    const large = [...byName].filter(([, events]) => events.some((r) => r.response === null && r.event.includes('"parts":')));
+    const deliver = async ([name, events]: [string, typeof rows]) => {
+      for (const r of events) {
+        if (r.next_at > now) return;
+        const ev = this.eventOf(r);
+        try {
+          faultPoint("pool.deliver");
+          const exists = await storedOperationStub(this.env, name).event(ev);
+          this.dropOutboxRow(r.id);
+          if (!exists) return void (await this.forget(name));
+        } catch (e) {
+          console.warn("operation event not delivered; will retry", name, ev.kind, String(e));
+          this.sql.exec(`UPDATE outbox SET tries = tries + 1, next_at = ? WHERE id = ?`, now + Math.min(500 * 2 ** r.tries, 60_000), r.id);
+          return;
         }
-      }),
-    );
+      }
+    };
+    await Promise.all([...byName].filter((e) => !large.includes(e)).map(deliver));
+    for (const e of large) await deliver(e);
   }
 
   private async scheduleAlarm() {

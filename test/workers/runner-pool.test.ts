@@ -230,7 +230,9 @@ describe("faults at every cross-object call", { timeout: 40_000 }, () => {
     const res = responseOf((await rest).at(-1)!);
     expect(res.result?.outputFiles).toHaveLength(N);
     expect((await outboxParts()).n).toBe(0); // delivered, and its parts gone with it
-    // The operation keeps the response apart from its state, in parts, and reads it back whole.
+    // The operation keeps the response apart from its state, in parts, also once its alarm has
+    // written the state again (the listing), and reads it back whole.
+    await runDurableObjectAlarm(opStub(name));
     await runInDurableObject(opStub(name), async (o, state) => {
       const stored = await state.storage.get<Record<string, unknown>>("state");
       expect(stored?.response).toBeUndefined();
