@@ -11,7 +11,7 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ReadRequestSchema, type ReadRequest } from "../src/gen/google/bytestream/bytestream_pb.ts";
 import { parseReadResource, resourcePath } from "../src/shared/resource-names.ts";
-import { fromHttpError } from "./errors.ts";
+import { errorOfAnswer } from "./errors.ts";
 import { fixedLengthGet } from "./fixed-length-get.ts";
 import { messagesOf } from "./grpc-web-frames.ts";
 import { ReadFramer } from "../src/shared/read-framing.ts";
@@ -120,7 +120,7 @@ function streamBlob(req: Http2ServerRequest, res: Http2ServerResponse, opts: Rel
       if (up.statusCode !== 200 && up.statusCode !== 206) {
         const text: Buffer[] = [];
         up.on("data", (c: Buffer) => text.push(c));
-        up.on("end", () => void fromHttpError(new Response(Buffer.concat(text), { status: up.statusCode })).then((e) => answer.fail(e)));
+        up.on("end", () => void errorOfAnswer(up.statusCode, Buffer.concat(text)).then((e) => answer.fail(e)));
         return;
       }
       const length = Number(up.headers["content-length"]);

@@ -54,6 +54,18 @@ export async function fromHttpError(res: Response, codeOf: (status: number) => C
 }
 
 /**
+ * fromHttpError for an answer read off a node:http response: its status and the body read. A
+ * status a fetch Response cannot carry a body with (204, 205, 304) or cannot hold at all (under
+ * 200, over 599) is mapped by `codeOf` alone, never thrown (one odd upstream answer must not take
+ * the bridge down).
+ */
+export function errorOfAnswer(status: number | undefined, body: Buffer, codeOf: (status: number) => Code = codeOfHttpStatus): Promise<ConnectError> {
+  const s = status ?? 0;
+  if (s < 200 || s > 599) return Promise.resolve(new ConnectError(`worker answered HTTP ${s}`, codeOf(s)));
+  return fromHttpError(new Response([204, 205, 304].includes(s) ? null : body, { status: s }), codeOf);
+}
+
+/**
  * grpc-message encoded as the gRPC spec says: only bytes outside printable ASCII, and "%", are
  * percent-encoded. connect-es encodes it with encodeURIComponent (":" becomes "%3A", "/" "%2F"),
  * which grpc-js undoes with decodeURI, leaving its users to read "blob abc%3A the data ..."

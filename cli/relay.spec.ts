@@ -186,6 +186,10 @@ describe("the bridge relays protobuf calls as bytes", () => {
     expect([grpc.status[worker400.code], worker400.details]).toEqual(["FAILED_PRECONDITION", "2 blob(s) are not in the CAS"]);
     const details = worker400.metadata.get("grpc-status-details-bin")[0] as Buffer;
     expect(fromBinary(StatusSchema, details).details.map((d) => d.typeUrl)).toEqual(["type.googleapis.com/google.rpc.PreconditionFailure"]);
+    // A status whose answer a fetch Response cannot hold a body for (204): an error all the same.
+    answer = (res) => void res.writeHead(204).end();
+    const noContent = (await unary(`${CAS}/FindMissingBlobs`, new Uint8Array()).catch((x: grpc.ServiceError) => x)) as grpc.ServiceError;
+    expect(grpc.status[noContent.code]).toBe("UNKNOWN");
     // 404 from something that is not the worker: the gRPC mapping of HTTP statuses.
     answer = (res) => void res.writeHead(404).end();
     const e = await unary(`${CAS}/FindMissingBlobs`, new Uint8Array()).catch((x: grpc.ServiceError) => x);

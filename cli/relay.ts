@@ -8,7 +8,7 @@ import https from "node:https";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { codeFromHttpStatus, findTrailerError, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
-import { fromHttpError, specGrpcMessage } from "./errors.ts";
+import { errorOfAnswer, specGrpcMessage } from "./errors.ts";
 import { forwardedMetadata } from "./metadata.ts";
 import { TrailerSplitter } from "./grpc-web-frames.ts";
 
@@ -188,8 +188,8 @@ export function relayCall(req: Http2ServerRequest, res: Http2ServerResponse, opt
         if (kept < MAX_ERROR_BODY_BYTES) text.push(c), (kept += c.byteLength);
       });
       upRes.on("end", () => {
-        const status = upRes.statusCode ?? 0;
-        void fromHttpError(new Response(Buffer.concat(text).subarray(0, MAX_ERROR_BODY_BYTES), { status }), codeFromHttpStatus).then((e) => answer.fail(e));
+        const status = upRes.statusCode;
+        void errorOfAnswer(status, Buffer.concat(text).subarray(0, MAX_ERROR_BODY_BYTES), codeFromHttpStatus).then((e) => answer.fail(e));
       });
       return;
     }
