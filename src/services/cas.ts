@@ -22,6 +22,9 @@ const TREE_CHUNK_BYTES = 2 * 1024 * 1024;
 
 const okStatus = { code: 0, message: "" }; // google.rpc.Code.OK
 
+/** Small blobs one BatchReadBlobs reads from R2 when the index cannot give their bytes (see batchReadBlobs). */
+const MAX_R2_FALLBACKS = 1_000;
+
 /** Most uncompressed bytes the compressed blobs of one BatchUpdateBlobs may declare. */
 const MAX_BATCH_DECOMPRESSED = 64 * 1024 * 1024;
 
@@ -107,7 +110,16 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
     // Small blobs come from the index in one call per shard, so a batch of thousands of them (remote-apis-sdks
     // sends up to 4,000) costs a few subrequests, not one each.
     const small = await scope.store.smallLookups(digests);
+    // Small blobs the index holds without their bytes (stored in R2 by an older Kiln), or could not
+    // answer for, are read from R2: at most MAX_R2_FALLBACKS of them, so a batch's subrequests stay
+    // bound (the byte cap already bounds the larger blobs); the rest are UNAVAILABLE, to retry.
+    let fallbacks = 0;
     const responses = await mapLimit(digests, 8, async (d, i) => {
+      const looked = small[i];
+      if ((looked === "r2" || looked instanceof ConnectError) && ++fallbacks > MAX_R2_FALLBACKS) {
+        const why = looked instanceof ConnectError ? looked : new ConnectError(`more than ${MAX_R2_FALLBACKS} blobs of this batch must be read from R2; retry this one`, Code.Unavailable);
+        return { digest: toProtoDigest(d), status: rpcStatusOf(why) };
+      }
       try {
         const data = await countedRead(readBytes(scope.store, d, small[i]));
         // Compressed where the client accepts it and it saves bytes; otherwise sent as stored.
@@ -159,8 +171,10 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
         yield { directories: page, nextPageToken: token([]) };
         return;
       }
-      const { dirs, subrequests } = await readDirectories(scope.store, batch);
+      const { dirs, subrequests, read } = await readDirectories(scope.store, batch, budget - spent);
       spent += subrequests;
+      // What the budget left unread (small directories an older Kiln stored in R2) goes back first in line.
+      walk.queue.unshift(...batch.splice(read));
       for (let i = 0; i < batch.length; i++) {
         const dir = dirs[i];
         if (!dir) {
@@ -184,6 +198,10 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
           page = [];
           pageBytes = 0;
         }
+      }
+      if (spent >= budget && walk.queue.length > 0) {
+        yield { directories: page, nextPageToken: token([]) };
+        return;
       }
     }
     yield { directories: page, nextPageToken: "" };

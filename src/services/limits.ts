@@ -13,7 +13,7 @@ export const RESULTSTORE_UPLOAD_MAX = 12 * 1024 * 1024;
  * peers) send up to 4,000, and Capabilities has no field to tell them less. Subrequests are bound
  * by bytes, not entries: blobs of up to SMALL_BLOB_MAX_BYTES are written and read in one index call
  * per shard, so only larger ones cost an R2 call each, at most ~1,000 within
- * max_batch_total_size_bytes. Size-0 entries weigh nothing against that cap, so without this one a
+ * max_batch_total_size_bytes (and at most 1,000 small ones the index cannot give bytes for). Size-0 entries weigh nothing against that cap, so without this one a
  * request could carry ~100,000 of them. (Bazel sends no batches: it uses ByteStream.)
  */
 export const MAX_BATCH_ENTRIES = 10_000;

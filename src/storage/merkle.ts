@@ -46,21 +46,37 @@ const R2_CONCURRENCY = 8;
  * Reads Directories in order (null: absent from the CAS), for walks of whole trees: those of up to
  * SMALL_BLOB_MAX_BYTES (most, by count) from the index in one call per shard for each
  * DIRECTORY_BATCH of them, the others from R2. A tree of 10,000 small directories costs a few
- * hundred subrequests, not 10,000. `subrequests`: how many it made (index calls and R2 reads).
+ * hundred subrequests, not 10,000. With a `budget` of subrequests it stops before an R2 read
+ * would pass it: `read` says how many of `digests` it read (a prefix); `subrequests`, what it spent.
  */
-export async function readDirectories(store: BlobStore, digests: readonly BlobDigest[]): Promise<{ dirs: (Directory | null)[]; subrequests: number }> {
+export async function readDirectories(
+  store: BlobStore,
+  digests: readonly BlobDigest[],
+  budget = Infinity,
+): Promise<{ dirs: (Directory | null)[]; subrequests: number; read: number }> {
   const dirs: (Directory | null)[] = [];
   let subrequests = 0;
   for (let from = 0; from < digests.length; from += DIRECTORY_BATCH) {
     const batch = digests.slice(from, from + DIRECTORY_BATCH);
     const looked = await store.smallLookups(batch);
-    const cost = new DirectoryReadCost(store);
-    for (const d of batch) cost.add(d);
-    // A small one the index records without its bytes, or could not answer for, is read from R2 too.
-    subrequests += cost.total + looked.filter((l) => l === "r2" || l instanceof ConnectError).length;
-    dirs.push(...(await mapLimit(batch, R2_CONCURRENCY, (d, i) => readMessage(store, d, DirectorySchema, looked[i]))));
+    subrequests += new Set(batch.filter((_, i) => looked[i] !== undefined).map((d) => store.index.shardKeyOf(d.hash))).size;
+    // R2 reads: directories over 4 KiB, and small ones the index holds without bytes (or could not answer for).
+    let take = 0;
+    for (; take < batch.length; take++) {
+      const r2 = goesToR2(batch[take]!, looked[take]) ? 1 : 0;
+      if (subrequests + r2 > budget) break;
+      subrequests += r2;
+    }
+    dirs.push(...(await mapLimit(batch.slice(0, take), R2_CONCURRENCY, (d, i) => readMessage(store, d, DirectorySchema, looked[i]))));
+    if (take < batch.length) return { dirs, subrequests, read: from + take };
   }
-  return { dirs, subrequests };
+  return { dirs, subrequests, read: digests.length };
+}
+
+/** Whether reading `d` reads R2, the index having answered `looked` (undefined: not asked, not small). */
+function goesToR2(d: BlobDigest, looked: SmallLookup | undefined): boolean {
+  if (d.size === 0) return false;
+  return looked === undefined || looked === "r2" || looked instanceof ConnectError;
 }
 
 /**

@@ -12,6 +12,8 @@ import {
 import { ResultStoreDownload } from "../../src/gen/google/devtools/resultstore/v2/resultstore_download_pb.ts";
 import { MAX_BATCH_ENTRIES, MAX_FIND_MISSING_DIGESTS, MAX_LIST_OFFSET } from "../../src/services/limits.ts";
 import { SMALL_BLOB_MAX_BYTES } from "../../src/shared/small-blob-size.ts";
+import { CasIndex } from "../../src/storage/cas-index.ts";
+import { scrape } from "./metrics-helpers.ts";
 import { connectClient, digestOf, errorOf, uniqueInstance } from "./helpers.ts";
 
 const EMPTY = { hash: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", sizeBytes: 0n };
@@ -114,6 +116,64 @@ describe("GetTree", () => {
       pages++;
     } while (token);
     expect([dirs, pages]).toEqual([601, 3]);
+  });
+});
+
+describe("reads from R2 of small blobs an older Kiln stored there", () => {
+  const TENANT = "default";
+  /** `n` small blobs stored the old way: an R2 object and an index row without bytes. */
+  async function legacySmall(n: number, make: (i: number) => Uint8Array) {
+    const blobs = await Promise.all(Array.from({ length: n }, async (_, i) => ({ data: make(i), digest: await digestOf(make(i)) })));
+    for (let i = 0; i < blobs.length; i += 50) await Promise.all(blobs.slice(i, i + 50).map((b) => env.CAS.put(`cas/${TENANT}/${b.digest.hash}`, b.data)));
+    await new CasIndex(env, TENANT).add(blobs.map((b) => ({ hash: b.digest.hash, size: Number(b.digest.sizeBytes) })));
+    return blobs;
+  }
+  const sumOf = (m: Map<string, number>, request: string) =>
+    [...m].filter(([k]) => k.includes(`request="${request}"`) && (k.startsWith('kiln_r2_operations_total{class="B",op="get"') || (k.startsWith("kiln_do_requests_total{") && k.includes('object="CAS_INDEX"')))).reduce((n, [, v]) => n + v, 0);
+
+  it("GetTree counts them against MAX_TREE_READS_PER_CALL too: a page token, not a subrequest over", async () => {
+    env.MAX_TREE_READS_PER_CALL = "40";
+    try {
+      const instanceName = uniqueInstance("legacy-tree");
+      const nonce = crypto.randomUUID();
+      const children = await legacySmall(60, (i) => toBinary(DirectorySchema, create(DirectorySchema, { files: [{ name: `${nonce}-${i}`, digest: EMPTY }] })));
+      const root = toBinary(DirectorySchema, create(DirectorySchema, { directories: children.map((c, i) => ({ name: `d${String(i).padStart(3, "0")}`, digest: c.digest })) }));
+      const rootDigest = await digestOf(root);
+      expect((await cas.batchUpdateBlobs({ instanceName, requests: [{ digest: rootDigest, data: root }] })).responses[0]!.status?.code).toBe(0);
+      let token = "";
+      let dirs = 0;
+      let calls = 0;
+      do {
+        const before = await scrape();
+        let last = "";
+        for await (const m of cas.getTree({ instanceName, rootDigest, pageToken: token })) {
+          dirs += m.directories.length;
+          last = m.nextPageToken;
+        }
+        const after = await scrape();
+        expect(sumOf(after, "connect ContentAddressableStorage.GetTree") - sumOf(before, "connect ContentAddressableStorage.GetTree")).toBeLessThanOrEqual(40);
+        token = last;
+        calls++;
+      } while (token && calls < 10);
+      expect([dirs, token]).toEqual([61, ""]);
+      expect(calls).toBeGreaterThan(1);
+    } finally {
+      delete env.MAX_TREE_READS_PER_CALL;
+    }
+  });
+
+  it("BatchReadBlobs reads at most 1,000 of them from R2; the rest are UNAVAILABLE, to retry", { timeout: 60_000 }, async () => {
+    const nonce = crypto.randomUUID();
+    const blobs = await legacySmall(1_050, (i) => new TextEncoder().encode(`legacy ${nonce} ${i}`));
+    const before = await scrape();
+    const r = await cas.batchReadBlobs({ instanceName: "limits", digests: blobs.map((b) => b.digest) });
+    const after = await scrape();
+    const codes = r.responses.map((x) => x.status?.code ?? 0);
+    expect(codes.filter((c) => c === 0)).toHaveLength(1_000);
+    expect(codes.filter((c) => c === Code.Unavailable)).toHaveLength(50);
+    expect(r.responses.filter((x) => (x.status?.code ?? 0) === 0).every((x) => new TextDecoder().decode(x.data).startsWith(`legacy ${nonce}`))).toBe(true);
+    const gets = (m: Map<string, number>) => m.get('kiln_r2_operations_total{class="B",op="get",request="connect ContentAddressableStorage.BatchReadBlobs"}') ?? 0;
+    expect(gets(after) - gets(before)).toBe(1_000);
   });
 });
 
