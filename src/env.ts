@@ -7,7 +7,7 @@
 export interface Env extends KilnBindings {
   /** Workers Analytics Engine dataset (optional): the /metrics counts as data points, summed across isolates. */
   ANALYTICS?: AnalyticsEngineDataset;
-  /** Directories one GetTree call reads before answering with a page token (default 5000). */
+  /** Subrequests one GetTree call spends reading directories before answering with a page token (default 5000). */
   MAX_TREE_READS_PER_CALL?: string;
   /** The older name of MAX_TREE_READS_PER_CALL. */
   MAX_TREE_DIRECTORIES_PER_CALL?: string;

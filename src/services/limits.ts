@@ -36,6 +36,24 @@ export function checkUploadSize(d: BlobDigest): void {
 }
 
 /**
+ * A compressed-blobs upload carries compressed bytes, which the edge caps; its blob may be larger
+ * than max_cas_blob_size_bytes, up to this many times it. A bound all the same: a few kilobytes of
+ * zstd can declare a blob of any size, which the worker would inflate, hash and store.
+ */
+export const MAX_COMPRESSION_RATIO = 16;
+
+/** INVALID_ARGUMENT for a compressed upload whose blob is over MAX_COMPRESSION_RATIO x max_cas_blob_size_bytes. */
+export function checkCompressedUploadSize(d: BlobDigest): void {
+  const max = maxUploadBlobSize() * MAX_COMPRESSION_RATIO;
+  if (max > 0 && d.size > max) {
+    throw invalidArgument(
+      `blob ${d.hash}/${d.size} is over ${max} bytes, the most one compressed upload may inflate to (${MAX_COMPRESSION_RATIO} x max_cas_blob_size_bytes); ` +
+        "upload it as chunks and assemble it with SpliceBlob",
+    );
+  }
+}
+
+/**
  * Digests in one FindMissingBlobs: a little less than an 8 MiB request holds (~70 bytes a digest in
  * protobuf, ~92 in JSON). Bazel splits its calls by its 1 MiB outbound message size, ~15,000
  * digests each; Pants sends a whole tree's digests in one call. The index calls do not grow with

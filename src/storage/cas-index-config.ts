@@ -58,8 +58,8 @@ export function parseCasIndexConfig(vars: CasIndexVars): CasIndexConfig {
   if (stale > 0 && stale >= c.minLifetimeMs) {
     throw misconfigured(
       `CAS_EXISTENCE_CACHE_SECONDS (${c.existenceTtlMs / 1000}) + CAS_TOUCH_INTERVAL_SECONDS (${c.touchIntervalMs / 1000}) ` +
-        `must be below CAS_MIN_LIFETIME_HOURS (${c.minLifetimeMs / 3600_000} h = ${c.minLifetimeMs / 1000} s): otherwise a blob reported present could be evicted ` +
-        `before the client uses it`,
+        `must be below CAS_MIN_LIFETIME_HOURS (${c.minLifetimeMs / 3600_000} h = ${c.minLifetimeMs / 1000} s): eviction protects a blob for their sum after ` +
+        `its recorded last use, and last_access must stay a fair measure of use`,
     );
   }
   return c;

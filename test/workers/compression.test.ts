@@ -10,6 +10,7 @@ import { Capabilities, Compressor_Value, ContentAddressableStorage } from "../..
 import { ByteStream } from "../../src/gen/google/bytestream/bytestream_pb.ts";
 import { PART_SIZE } from "../../src/storage/upload.ts";
 import { zstdCompress } from "../../src/storage/zstd/encoder.ts";
+import { MAX_COMPRESSION_RATIO } from "../../src/services/limits.ts";
 import { casHolds, codeOf, connectClient, digestOf, errorOf, grpcWebClient, pseudoRandom, sha256Hex } from "./helpers.ts";
 
 const bs = grpcWebClient(ByteStream);
@@ -68,6 +69,14 @@ describe("ByteStream compressed-blobs/zstd", () => {
         yield { resourceName: `z/uploads/${crypto.randomUUID()}/blobs/${o.hash}/${o.sizeBytes}`, writeOffset: 0n, data: other, finishWrite: true };
       })();
       expect(await codeOf(bs.write(plain))).toBe(Code.InvalidArgument);
+      // Compressed, a blob may inflate to MAX_COMPRESSION_RATIO x max_cas_blob_size_bytes, no more:
+      // a few bytes of zstd could otherwise declare any size.
+      const huge = { hash: "e".repeat(64), size: (2_000_000 - 1024 * 1024) * MAX_COMPRESSION_RATIO + 1 };
+      const bomb = (async function* () {
+        yield { resourceName: `z/uploads/${crypto.randomUUID()}/compressed-blobs/zstd/${huge.hash}/${huge.size}`, writeOffset: 0n, data: zstd, finishWrite: true };
+      })();
+      const e = await errorOf(bs.write(bomb));
+      expect([e.code, e.rawMessage]).toEqual([Code.InvalidArgument, expect.stringContaining("SpliceBlob")]);
     } finally {
       env.MAX_REQUEST_BODY_BYTES = saved;
     }
