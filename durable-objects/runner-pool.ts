@@ -96,6 +96,12 @@ export interface PoolStats {
   outbox: number;
 }
 
+/**
+ * How long the pool remembers an operation it finished. A reconcile that crossed the completion
+ * arrives within seconds; an operation not told of its completion still has it in the outbox.
+ */
+const FINISHED_MEMORY_MS = 3600_000;
+
 export class RunnerPoolDO extends DurableObject<Env> {
   private readonly sql: SqlStorage;
 
@@ -121,6 +127,8 @@ export class RunnerPoolDO extends DurableObject<Env> {
     this.sql.exec(`CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)`);
     // An event's response over PART_BYTES, in parts (rows over 2 MB are refused: stored-parts.ts).
     this.sql.exec(`CREATE TABLE IF NOT EXISTS outbox_parts (outbox_id INTEGER NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (outbox_id, seq))`);
+    // Operations finished here lately: a reconcile that crossed their completion must not queue them again.
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS finished (name TEXT PRIMARY KEY, at INTEGER NOT NULL)`);
     // Queued operations no connected runner can take (their platform or tenant), since when.
     this.sql.exec(`CREATE TABLE IF NOT EXISTS unmatched (name TEXT PRIMARY KEY, since INTEGER NOT NULL)`);
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
@@ -157,7 +165,8 @@ export class RunnerPoolDO extends DurableObject<Env> {
 
   /**
    * An unfinished operation asking about itself. The pool re-queues it if it lost track (an
-   * enqueue that failed half-way), and redelivers a completion it has not yet delivered.
+   * enqueue that failed half-way), and redelivers a completion it has not yet delivered. One it
+   * finished lately is not queued again: the question crossed the completion on its way.
    */
   async ensure(e: PoolEntry): Promise<"queued" | "leased" | "completing" | "requeued"> {
     this.setShard(e.shard);
@@ -167,6 +176,7 @@ export class RunnerPoolDO extends DurableObject<Env> {
       await this.flushOutbox();
       return "completing";
     }
+    if (this.sql.exec(`SELECT 1 FROM finished WHERE name = ?`, e.name).toArray().length) return "completing";
     this.insert({ ...e, dedupKey: null });
     await this.pump();
     return "requeued";
@@ -340,6 +350,7 @@ export class RunnerPoolDO extends DurableObject<Env> {
 
   async alarm(): Promise<void> {
     const now = Date.now();
+    this.sql.exec(`DELETE FROM finished WHERE at < ?`, now - FINISHED_MEMORY_MS);
     for (const row of this.sql.exec<QueueRow>(`SELECT * FROM queue WHERE state = 'leased' AND lease_expires < ?`, now).toArray()) {
       // A runner still connected is told to stop, and its slot counts as free again (if it is
       // in fact still busy it refuses the next offer, saying how many slots it has).
@@ -539,6 +550,7 @@ export class RunnerPoolDO extends DurableObject<Env> {
     this.ctx.storage.transactionSync(() => {
       this.sql.exec(`DELETE FROM queue WHERE name = ?`, row.name);
       this.outbox(row.name, { kind: "completed", response });
+      this.sql.exec(`INSERT OR REPLACE INTO finished (name, at) VALUES (?, ?)`, row.name, Date.now());
     });
   }
 

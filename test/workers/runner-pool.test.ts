@@ -339,6 +339,25 @@ describe("faults at every cross-object call", { timeout: 40_000 }, () => {
     }
   });
 
+  it("a reconcile that crosses the completion on its way (it arrives once the completion was delivered) does not run the action again", async () => {
+    const { create: mk, toBinary } = await import("@bufbuild/protobuf");
+    const { ActionSchema, CommandSchema } = await import("../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts");
+    const a = await newAction("ok");
+    const done = await executeAll(a);
+    const name = done.at(-1)!.name;
+    expect(responseOf(done.at(-1)!).result?.exitCode).toBe(0);
+    // What the operation sent before it learned of its completion: its entry, as it was queued.
+    const entry = {
+      shard: 0, name, tenant: "default", instanceName: a.instanceName, actionDigest: { hash: a.hash, size: Number(a.digest.sizeBytes) },
+      priority: 0, dedupKey: null, platform: [["suite", SUITE]] as [string, string][], timeoutMs: 60_000, queuedAt: Date.now(),
+      action: toBinary(ActionSchema, mk(ActionSchema, {})), command: toBinary(CommandSchema, mk(CommandSchema, { arguments: ["true"] })),
+    };
+    expect(await pool().ensure(entry)).toBe("completing");
+    await new Promise((r) => setTimeout(r, 300));
+    await runDurableObjectAlarm(pool());
+    expect(runs({ operation: name }).attempts).toHaveLength(1);
+  });
+
   it("a pool that lost an operation (enqueue never arrived) re-queues it when the operation reconciles", async () => {
     const a = await newAction("ok");
     const { first, rest } = await firstOf(exec.execute(request(a)));
