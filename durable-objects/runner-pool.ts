@@ -406,10 +406,7 @@ export class RunnerPoolDO extends DurableObject<Env> {
     if (waited < noRunnerTimeoutMs()) return;
     const reason = `no runner has been connected for ${Math.round(waited / 1000)} s`;
     for (const row of queued) {
-      this.finish(
-        row,
-        toBinary(ExecuteResponseSchema, create(ExecuteResponseSchema, { status: { code: Code.Unavailable, message: reason }, message: `Kiln could not run this action: ${reason}.` })),
-      );
+      this.finish(row, notRun(Code.Unavailable, reason));
     }
   }
 
@@ -429,13 +426,7 @@ export class RunnerPoolDO extends DurableObject<Env> {
         eligible.length === 0
           ? `no runner serving tenant "${row.tenant}" has been connected for ${Math.round(waited / 1000)} s`
           : `for ${Math.round(waited / 1000)} s no connected runner has offered the platform ${describePlatform(platform)}; runners offer: ${offered.join(", ") || "(nothing)"}`;
-      this.finish(
-        row,
-        toBinary(
-          ExecuteResponseSchema,
-          create(ExecuteResponseSchema, { status: { code: Code.FailedPrecondition, message: reason }, message: `Kiln could not run this action: ${reason}.` }),
-        ),
-      );
+      this.finish(row, notRun(Code.FailedPrecondition, reason));
     }
   }
 
@@ -684,6 +675,10 @@ export class RunnerPoolDO extends DurableObject<Env> {
     };
   }
 }
+
+/** The response of an action that never ran: `code` and `reason`, which clients show as the message. */
+const notRun = (code: Code, reason: string) =>
+  toBinary(ExecuteResponseSchema, create(ExecuteResponseSchema, { status: { code, message: reason }, message: `Kiln could not run this action: ${reason}.` }));
 
 const cancelled = (message: string) =>
   toBinary(ExecuteResponseSchema, create(ExecuteResponseSchema, { status: create(StatusSchema, { code: Code.Canceled, message }) }));

@@ -13,8 +13,9 @@ export const RESULTSTORE_UPLOAD_MAX = 12 * 1024 * 1024;
  * peers) send up to 4,000, and Capabilities has no field to tell them less. Subrequests are bound
  * by bytes, not entries: blobs of up to SMALL_BLOB_MAX_BYTES are written and read in one index call
  * per shard, so only larger ones cost an R2 call each, at most ~1,000 within
- * max_batch_total_size_bytes (and at most 1,000 small ones the index cannot give bytes for). Size-0 entries weigh nothing against that cap, so without this one a
- * request could carry ~100,000 of them. (Bazel sends no batches: it uses ByteStream.)
+ * max_batch_total_size_bytes (and at most 1,000 small ones the index cannot give bytes for).
+ * Size-0 entries weigh nothing against that cap, so without this one a request could carry
+ * ~100,000 of them. (Bazel sends no batches: it uses ByteStream.)
  */
 export const MAX_BATCH_ENTRIES = 10_000;
 
@@ -62,7 +63,7 @@ export function checkCompressedUploadSize(d: BlobDigest): void {
 export const MAX_FIND_MISSING_DIGESTS = 80_000;
 
 /**
- * Subrequests one GetTree call spends reading directories (merkle.ts directoryReadCost: one index
+ * Subrequests one GetTree call spends reading directories (merkle.ts DirectoryReadCost: one index
  * call per shard for each batch of up to 500 small directories, one R2 read per directory over
  * 4 KiB), whatever page_size asks; past it the answer carries a next_page_token, which REAPI allows
  * ("the server may place its own limit"). Default 5,000, half of a paid Worker's subrequests: a
