@@ -98,12 +98,12 @@ function streamBlob(req: Http2ServerRequest, res: Http2ServerResponse, opts: Rel
   };
   const origin = new URL(opts.base);
   if (origin.protocol !== "http:" || bytes < SOCKET_READ_MIN_BYTES) return viaNodeHttp();
-  fixedLengthGet(origin, `${origin.pathname.replace(/\/$/, "")}${path}`, headers).then((body) => {
-    if (!body) return viaNodeHttp();
-    if (answer.finished) return void body.socket.destroy();
-    answer.onClose(() => body.socket.destroy());
-    body.socket.on("error", unavailable("the worker's response broke off"));
-    relayBody(body.socket, body.length, bytes, answer);
+  fixedLengthGet(origin, `${origin.pathname.replace(/\/$/, "")}${path}`, headers).then((got) => {
+    if (!got) return viaNodeHttp();
+    if (answer.finished) return void got.body.destroy();
+    answer.onClose(() => got.body.destroy());
+    got.body.on("error", unavailable("the worker's response broke off"));
+    relayBody(got.body, got.length, bytes, answer);
   }, unavailable("GET from the worker failed"));
 
   function viaNodeHttp() {
@@ -155,8 +155,6 @@ function relayBody(body: Readable, declared: number | undefined, expected: numbe
       answer.onDrain(() => body.resume());
     }
   });
-  // Flowing from here on, even for a socket that was last read in paused mode (fixedLengthGet).
-  body.resume();
   body.on("end", () => {
     if (received < expected) answer.fail(new ConnectError(`the worker's response ended ${expected - received} bytes short`, Code.Unavailable));
     else answer.end(new Headers({ "grpc-status": "0" }));
