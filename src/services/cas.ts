@@ -75,26 +75,34 @@ export const casService: ServiceImpl<typeof ContentAddressableStorage> = {
     checkDigestFunction(req.digestFunction);
     checkCount(req.requests.length, MAX_BATCH_ENTRIES, "MAX_BATCH_ENTRIES", "requests", "blobs");
     checkBatchSize(req.requests.reduce((n, r) => n + r.data.byteLength, 0), "the batch");
-    // Compressed blobs are decompressed in memory: their declared sizes are bounded too.
-    const inflated = req.requests.reduce((n, r) => n + (r.compressor === Compressor_Value.IDENTITY ? 0 : Number(r.digest?.sizeBytes ?? 0n)), 0);
+    // Each blob succeeds or fails on its own; one that cannot even be parsed is not written.
+    const errors: unknown[] = new Array(req.requests.length);
+    const parsed = req.requests.map((r, i) => {
+      try {
+        return { d: parseDigest(r.digest), compressed: checkCompressor(r.compressor) !== Compressor_Value.IDENTITY };
+      } catch (e) {
+        errors[i] = e;
+        return undefined;
+      }
+    });
+    // Compressed blobs are decompressed in memory: their declared sizes are bounded too (parsed
+    // first, so a negative size cannot offset the others').
+    const inflated = parsed.reduce((n, p) => n + (p?.compressed ? p.d.size : 0), 0);
     if (inflated > MAX_BATCH_DECOMPRESSED) {
       throw invalidArgument(`the compressed blobs of the batch declare ${inflated} bytes, over ${MAX_BATCH_DECOMPRESSED}; use ByteStream for large blobs`);
     }
-    // Each blob succeeds or fails on its own; one that cannot even be parsed is not written.
-    const errors: unknown[] = new Array(req.requests.length);
+    // One decoder at a time: each holds its frame's window while it runs.
     const toWrite: { d: BlobDigest; data: Uint8Array; i: number }[] = [];
-    await Promise.all(
-      req.requests.map(async (r, i) => {
-        try {
-          const d = parseDigest(r.digest);
-          const compressed = checkCompressor(r.compressor) !== Compressor_Value.IDENTITY;
-          // Verified against the digest like any blob (writeMany): on the uncompressed bytes.
-          toWrite.push({ d, data: compressed ? await zstdDecompress(r.data, d.size) : r.data, i });
-        } catch (e) {
-          errors[i] = e;
-        }
-      }),
-    );
+    for (const [i, p] of parsed.entries()) {
+      if (!p) continue;
+      const data = req.requests[i]!.data;
+      try {
+        // Verified against the digest like any blob (writeMany): on the uncompressed bytes.
+        toWrite.push({ d: p.d, data: p.compressed ? await zstdDecompress(data, p.d.size) : data, i });
+      } catch (e) {
+        errors[i] = e;
+      }
+    }
     (await scope.store.writeMany(toWrite)).forEach((e, k) => (errors[toWrite[k]!.i] = e));
     const responses = req.requests.map((r, i) => ({ digest: r.digest, status: errors[i] === undefined ? okStatus : rpcStatusOf(errors[i]) }));
     return { responses };

@@ -137,7 +137,7 @@ describe("ByteStream compressed-blobs/zstd", () => {
     expect(await codeOf(readAll(`blobs/${d.hash}/${d.sizeBytes}`))).toBe(Code.NotFound);
   });
 
-  it("refuses a frame whose window is over 32 MiB, or a block over 128 KiB, before decoding it", async () => {
+  it("refuses a frame whose window is over 8 MiB, or a block over 128 KiB, before decoding it", async () => {
     const data = compressible(100_000, 20);
     const d = await digestOf(data);
     const res = () => `uploads/${crypto.randomUUID()}/compressed-blobs/zstd/${d.hash}/${d.sizeBytes}`;
@@ -146,13 +146,15 @@ describe("ByteStream compressed-blobs/zstd", () => {
     const magic = [0x28, 0xb5, 0x2f, 0xfd];
     const block = [0x01 | (4 << 3), 0, 0, 1, 2, 3, 4];
     const hugeWindow = new Uint8Array([...magic, 0x00, 20 << 3, ...block]);
+    // zstd -20's window (2^25 bytes; Window_Descriptor exponent 25 - 10): past what is decoded.
+    const level20 = new Uint8Array([...magic, 0x00, 15 << 3, ...block]);
     const hugeSingle = new Uint8Array([...magic, 0xe0, 0, 0, 0, 0x40, 0, 0, 0, 0, ...block]);
     const valid = await zstdCompress(data.subarray(0, 50_000));
     const second = new Uint8Array([...valid, ...hugeWindow]);
-    for (const bad of [hugeWindow, hugeSingle, second]) {
+    for (const bad of [hugeWindow, hugeSingle, second, level20]) {
       const e = await errorOf(bs.write(compressedWrite(res(), bad, 0, 4096)));
       expect(e.code).toBe(Code.InvalidArgument);
-      expect(e.rawMessage).toMatch(/window, over the 33554432 bytes/);
+      expect(e.rawMessage).toMatch(/window, over the 8388608 bytes/);
     }
     // A block over 128 KiB (here a 4-byte RLE block standing for 1 MiB) is corrupt, whatever its window.
     const rle = (1 << 23) | (1 << 1) | 1;
@@ -214,6 +216,32 @@ describe("batches with zstd", () => {
     expect(await stored(dGood.hash)).toBe(true);
     expect(await stored(dBad.hash)).toBe(false);
     expect(await stored(dCorrupt.hash)).toBe(false);
+  });
+
+  it("bounds the batch's declared uncompressed bytes however the sizes are written", async () => {
+    const data = compressible(1000, 30);
+    const d = await digestOf(data);
+    const zstd = await zstdCompress(data);
+    // A negative size (refused on its own) must not offset another entry's 200 MiB.
+    const e = await errorOf(
+      cas.batchUpdateBlobs({
+        requests: [
+          { digest: { hash: "a".repeat(64), sizeBytes: -(2n ** 62n) }, data: new Uint8Array(0), compressor: Compressor_Value.ZSTD },
+          { digest: { hash: d.hash, sizeBytes: 200n << 20n }, data: zstd, compressor: Compressor_Value.ZSTD },
+        ],
+      }),
+    );
+    expect(e.code).toBe(Code.InvalidArgument);
+    expect(e.rawMessage).toMatch(/declare 209715200 bytes, over 67108864/);
+    // The negative size alone is that entry's error, not the batch's.
+    const alone = await cas.batchUpdateBlobs({
+      requests: [
+        { digest: { hash: "a".repeat(64), sizeBytes: -1n }, data: new Uint8Array(0), compressor: Compressor_Value.ZSTD },
+        { digest: d, data: zstd, compressor: Compressor_Value.ZSTD },
+      ],
+    });
+    expect(alone.responses.map((r) => r.status?.code)).toEqual([Code.InvalidArgument, 0]);
+    expect(await stored(d.hash)).toBe(true);
   });
 
   it("BatchReadBlobs answers zstd only to a client that accepts it, and only where it is smaller", async () => {

@@ -8,8 +8,12 @@ import { Decompress } from "fzstd";
 import { invalidArgument } from "../../shared/status.ts";
 import { FrameGuard } from "./frame-guard.ts";
 
-/** Compressed bytes per decoder call: bounds one call's output to ~32 MiB even for RLE bombs. */
-const SLICE = 1024;
+/**
+ * Compressed bytes per decoder call. A call decodes every whole block it was given, and a 4-byte
+ * RLE block stands for 128 KiB: 256 bytes bound one call's output to 8 MiB (1 KiB allowed 32 MiB).
+ * fzstd gathers a block's slices without copying them until the block is whole.
+ */
+const SLICE = 256;
 
 const corrupt = (e: unknown) =>
   invalidArgument(`the data is not a valid zstd stream (${e instanceof Error ? e.message : String(e)}); nothing was stored`);

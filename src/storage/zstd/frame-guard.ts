@@ -7,8 +7,11 @@
 // decoder, which says what is wrong.
 import { invalidArgument } from "../../shared/status.ts";
 
-/** Largest window decoded: zstd levels up to 20 (and every level without --long) stay within it. */
-export const MAX_WINDOW = 32 * 1024 * 1024;
+/**
+ * Largest window decoded: zstd levels up to 19 without --long stay within it (Bazel compresses
+ * at level 3: 2 MiB). Each decode in flight holds its window, and an isolate has 128 MB.
+ */
+export const MAX_WINDOW = 8 * 1024 * 1024;
 
 /** Block_Maximum_Size (RFC 8878 §3.1.1.2.3): min(window, 128 KiB). */
 const MAX_BLOCK = 128 * 1024;
@@ -76,7 +79,7 @@ export class FrameGuard {
     }
     if (window > MAX_WINDOW) {
       throw invalidArgument(
-        `a zstd frame asks for a ${window}-byte window, over the ${MAX_WINDOW} bytes this server decodes (compress at level 20 or below, without --long); nothing was stored`,
+        `a zstd frame asks for a ${window}-byte window, over the ${MAX_WINDOW} bytes this server decodes (compress at level 19 or below, without --long); nothing was stored`,
       );
     }
     this.checksum = ((fhd >> 2) & 1) === 1;
