@@ -7,7 +7,7 @@ import type { BlobRead } from "../storage/blob-store.ts";
 import { parseHash, type BlobDigest } from "../storage/digest.ts";
 import { resumableAbove, uploadBlob, type WriteChunk } from "../storage/upload.ts";
 import { scopeFor } from "./scope.ts";
-import { checkUploadSize } from "./limits.ts";
+import { checkCompressedUploadSize, checkUploadSize } from "./limits.ts";
 import { countedRead } from "../metrics/lookups.ts";
 
 export interface ByteRange {
@@ -51,6 +51,8 @@ export interface BlobBody {
   stream: ReadableStream<Uint8Array>;
   /** The stream is known to carry exactly the digest's size (Content-Length). */
   sized: boolean;
+  /** The request carried zstd, decompressed into `stream`: the edge capped its compressed bytes. */
+  compressed?: boolean;
 }
 
 /**
@@ -67,7 +69,8 @@ export async function writeBlob(ctx: HandlerContext, instanceName: string, d: Bl
     if (sent !== d.size) throw invalidArgument(`blob ${d.hash}/${d.size}: ${sent} bytes where the digest declares ${d.size}`);
     return;
   }
-  checkUploadSize(d);
+  if (body.compressed) checkCompressedUploadSize(d);
+  else checkUploadSize(d);
   if (uploadId && d.size > resumableAbove(s.env)) await uploadBlob(s.store, uploadId, d, 0, bodyChunks(body.stream));
   else await s.store.write(d, body.stream, { sized: body.sized });
 }

@@ -55,7 +55,7 @@ export function mountBlobs(app: Hono) {
       const r = parseWriteResource(resourceOf(c.req.url));
       const ctx = contextFor(c.req.raw, ByteStream.method.write, "http");
       const body = r.compressor || sentZstd(c.req.header("content-encoding"))
-        ? { stream: decompressBody(requestBody(c.req.raw), r.digest.size), sized: false }
+        ? { stream: decompressBody(requestBody(c.req.raw), r.digest.size), sized: false, compressed: true }
         : uploadBody(c.req.raw, r.digest.size);
       await writeBlob(ctx, r.instanceName, r.digest, body, r.uploadId);
       return c.json({ committedSize: String(r.digest.size) });

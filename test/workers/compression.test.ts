@@ -77,6 +77,15 @@ describe("ByteStream compressed-blobs/zstd", () => {
       })();
       const e = await errorOf(bs.write(bomb));
       expect([e.code, e.rawMessage]).toEqual([Code.InvalidArgument, expect.stringContaining("SpliceBlob")]);
+      // The blob HTTP surface holds a zstd PUT to the same caps as ByteStream.
+      const again = data.slice();
+      again[200] = 2;
+      const a = await digestOf(again);
+      const packed = await zstdCompress(again);
+      const put = (url: string, headers: Record<string, string> = {}) => SELF.fetch(url, { method: "PUT", body: packed, headers }).then(async (r) => [r.status, await r.text()]);
+      expect(await put(`http://kiln/z/uploads/${crypto.randomUUID()}/blobs/${a.hash}/${a.sizeBytes}`, { "content-encoding": "zstd" })).toEqual([200, expect.anything()]);
+      expect(await casHolds(a.hash)).toBe(true);
+      expect(await put(`http://kiln/z/uploads/${crypto.randomUUID()}/compressed-blobs/zstd/${huge.hash}/${huge.size}`)).toEqual([400, expect.stringContaining("SpliceBlob")]);
     } finally {
       env.MAX_REQUEST_BODY_BYTES = saved;
     }
