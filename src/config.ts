@@ -37,10 +37,16 @@ export function maxUploadBlobSize(): number {
   return cap > 0 ? Math.max(1, cap - UPLOAD_FRAMING_ROOM) : 0;
 }
 
-/** FastCDC average chunk size that SplitBlob cuts at and Capabilities advertises (CHUNK_AVG_SIZE_BYTES). */
+/**
+ * FastCDC average chunk size that SplitBlob cuts at and Capabilities advertises
+ * (CHUNK_AVG_SIZE_BYTES): a power of two from 1 KiB to 1 MiB, else 512 KiB. The spec allows any
+ * size in that range, but clients derive their masks from log2 of it: Bazel ignores an average
+ * that is not a power of two and checks chunks against its own 512 KiB's limits, refusing ours.
+ */
 export function chunkAvgSize(): number {
   const n = Number(kilnEnv().CHUNK_AVG_SIZE_BYTES);
-  return Number.isInteger(n) && n >= 1024 && n <= 1024 * 1024 ? n : 512 * 1024;
+  const powerOfTwo = Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
+  return powerOfTwo && n >= 1024 && n <= 1024 * 1024 ? n : 512 * 1024;
 }
 
 /** Largest blob a client may inline in an ActionResult (stdout, stderr, output files) in total. */

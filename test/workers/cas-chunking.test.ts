@@ -61,6 +61,19 @@ describe("Capabilities for chunking", () => {
     expect(caps.maxCasBlobSizeBytes).toBe(BigInt(100_000_000 - MiB));
   });
 
+  it("takes CHUNK_AVG_SIZE_BYTES only as a power of two from 1 KiB to 1 MiB (what clients can cut at)", async () => {
+    const saved = env.CHUNK_AVG_SIZE_BYTES;
+    try {
+      for (const [set, advertised] of [["65536", 65536n], ["786432", 524288n], ["2097152", 524288n], ["512", 524288n], ["x", 524288n]] as const) {
+        env.CHUNK_AVG_SIZE_BYTES = set;
+        const caps = (await grpcWebClient(Capabilities).getCapabilities({})).cacheCapabilities!;
+        expect(caps.fastCdc2020Params?.avgChunkSizeBytes, set).toBe(advertised);
+      }
+    } finally {
+      env.CHUNK_AVG_SIZE_BYTES = saved;
+    }
+  });
+
   it("refuses an HTTP upload over max_cas_blob_size_bytes before reading it, naming SpliceBlob", async () => {
     const hash = await sha256Hex("anything");
     const size = 100_000_000;
