@@ -26,8 +26,7 @@ import {
   type WriteResponseSchema,
 } from "../src/gen/google/bytestream/bytestream_pb.ts";
 import { parseWriteResource, resourcePath } from "../src/shared/resource-names.ts";
-import type { ChunkPlan } from "../src/shared/fastcdc.ts";
-import { writeChunked, type ChunkPolicy } from "./chunked-blobs.ts";
+import { writeChunked, type BridgeChunkPlan, type ChunkPolicy } from "./chunked-blobs.ts";
 import { fromHttpError } from "./errors.ts";
 import { forwardClientStream } from "./forward.ts";
 import { forwardedMetadata } from "./metadata.ts";
@@ -248,7 +247,7 @@ function batchUpdateBlobs(upstream: Transport): SendBatch<Lane> {
 /** A blob too large for one request: as chunks and a SpliceBlob (chunked-blobs.ts). */
 async function putChunks(
   upstream: Transport,
-  plan: ChunkPlan,
+  plan: BridgeChunkPlan,
   size: number,
   head: WriteRequest,
   rest: AsyncIterator<WriteRequest>,

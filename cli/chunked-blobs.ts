@@ -19,13 +19,20 @@ import type { BlobDigest } from "../src/shared/digest.ts";
 import { chunkPlanOf, chunkStream, type ChunkPlan } from "../src/shared/fastcdc.ts";
 import { forwardedMetadata } from "./metadata.ts";
 
-/** Bytes of chunks per BatchUpdateBlobs call, under the worker's usual 4 MiB batch limit. */
+/** Bytes of chunks per BatchUpdateBlobs call at most, under the worker's usual 4 MiB batch limit. */
 const BATCH_BYTES = 3 * 1024 * 1024;
+/** What a batch entry adds to its data in the request (digest, status framing): a generous bound. */
+const ENTRY_OVERHEAD = 128;
+
+/** The chunking of a worker's blobs, and the most one of its batches may carry (max_batch_total_size_bytes). */
+export interface BridgeChunkPlan extends ChunkPlan {
+  batchLimit: number;
+}
 /** BatchUpdateBlobs calls in flight while the rest of the blob is cut. */
 const BATCHES_IN_FLIGHT = 4;
 
 /** Which blobs of an instance move as chunks; null: none. */
-export type ChunkPolicy = (ctx: HandlerContext, instanceName: string) => Promise<ChunkPlan | null>;
+export type ChunkPolicy = (ctx: HandlerContext, instanceName: string) => Promise<BridgeChunkPlan | null>;
 
 /**
  * When the bridge chunks: `chunkAbove` when given (0: never), else from the worker's Capabilities
@@ -33,14 +40,14 @@ export type ChunkPolicy = (ctx: HandlerContext, instanceName: string) => Promise
  * will not say (a key without access, an older worker) gets whole blobs, and is asked again later.
  */
 export function chunkPolicy(upstream: Transport, chunkAbove?: number): ChunkPolicy {
-  const plans = new Map<string, Promise<ChunkPlan | null>>();
+  const plans = new Map<string, Promise<BridgeChunkPlan | null>>();
   return (ctx, instanceName) => {
     if (chunkAbove === 0) return Promise.resolve(null);
     let plan = plans.get(instanceName);
     if (!plan) {
       plan = call(upstream, Capabilities.method.getCapabilities, ctx, { instanceName }).then(
-        ({ cacheCapabilities: caps }) =>
-          chunkPlanOf(
+        ({ cacheCapabilities: caps }) => {
+          const plan = chunkPlanOf(
             {
               maxCasBlobSize: Number(caps?.maxCasBlobSizeBytes ?? 0n),
               splitAndSplice: Boolean(caps?.splitBlobSupport && caps.spliceBlobSupport),
@@ -48,7 +55,11 @@ export function chunkPolicy(upstream: Transport, chunkAbove?: number): ChunkPoli
               seed: caps?.fastCdc2020Params?.seed ?? 0,
             },
             chunkAbove,
-          ),
+          );
+          // 0 is "no limit" (the spec's unset); ours then.
+          const advertised = Number(caps?.maxBatchTotalSizeBytes ?? 0n);
+          return plan && { ...plan, batchLimit: advertised > 0 ? Math.min(advertised, BATCH_BYTES) : BATCH_BYTES };
+        },
         () => {
           plans.delete(instanceName);
           return null;
@@ -79,7 +90,7 @@ const proto = (d: BlobDigest) => ({ hash: d.hash, sizeBytes: BigInt(d.size) });
  */
 export async function writeChunked(
   upstream: Transport,
-  plan: ChunkPlan,
+  plan: BridgeChunkPlan,
   instanceName: string,
   blob: BlobDigest,
   bytes: AsyncIterable<Uint8Array>,
@@ -111,9 +122,12 @@ export async function writeChunked(
   for await (const data of chunkStream(hashed(), plan.cdc)) {
     const d = { hash: sha256(data), size: data.byteLength };
     chunks.push(d);
+    // Sent before a chunk would take the batch past the worker's limit (a chunk is up to 4x the
+    // average: 2 MiB by default). A chunk over the limit on its own goes alone, for the worker to judge.
+    const bytes = data.byteLength + ENTRY_OVERHEAD;
+    if (batch.length && batchBytes + bytes > plan.batchLimit) await send();
     batch.push({ d, data });
-    batchBytes += data.byteLength;
-    if (batchBytes >= BATCH_BYTES) await send();
+    batchBytes += bytes;
   }
   if (batch.length) await send();
   await Promise.all(inFlight);
