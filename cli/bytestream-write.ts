@@ -25,7 +25,9 @@ import {
   type WriteRequest,
   type WriteResponseSchema,
 } from "../src/gen/google/bytestream/bytestream_pb.ts";
+import type { BlobDigest } from "../src/shared/digest.ts";
 import { parseWriteResource, resourcePath } from "../src/shared/resource-names.ts";
+import { zstdDecode } from "../src/storage/zstd/decoder.ts";
 import { writeChunked, type BridgeChunkPlan, type ChunkPolicy } from "./chunked-blobs.ts";
 import { fromHttpError } from "./errors.ts";
 import { forwardClientStream } from "./forward.ts";
@@ -68,6 +70,10 @@ export function byteStreamWrite(upstreamUrl: string, upstream: Transport, chunki
     const first = await it.next();
     const head = first.done ? undefined : first.value;
     const size = head && uploadSize(head.resourceName);
+    if (head && size === undefined) {
+      const zstd = await compressedChunking(chunking, head, ctx);
+      if (zstd) return putCompressedChunks(upstream, zstd, head, it, ctx);
+    }
     if (!head || size === undefined) return forwardClientStream(upstream, ByteStream.method.write, replay(head, it), ctx);
     const url = `${base}/${resourcePath(head.resourceName)}`;
     // A small blob from offset 0 goes straight to a batch: asking first would cost a round trip
@@ -268,6 +274,56 @@ async function putChunks(
 }
 
 /**
+ * The plan for a compressed Write to move as chunks: its blob is over the chunking threshold and
+ * it starts at offset 0 (a compressed Write is one request through the edge, whose cap applies to
+ * its compressed bytes, which cannot be known up front). undefined: relay it as it is.
+ */
+async function compressedChunking(chunking: ChunkPolicy | undefined, head: WriteRequest, ctx: HandlerContext) {
+  let r: ReturnType<typeof parseWriteResource>;
+  try {
+    r = parseWriteResource(head.resourceName);
+  } catch {
+    return undefined; // the worker says what is wrong with the name
+  }
+  if (r.compressor !== "zstd" || head.writeOffset !== 0n) return undefined;
+  const plan = await chunking?.(ctx, r.instanceName);
+  return plan && r.digest.size > plan.above ? { plan, instanceName: r.instanceName, digest: r.digest } : undefined;
+}
+
+/**
+ * A compressed Write of a blob too large for one request: decompressed here (bounded, as the
+ * worker decodes: src/storage/zstd/decoder.ts) and stored as chunks and a SpliceBlob, verified on
+ * the uncompressed bytes. The chunks go up uncompressed. committed_size counts the compressed
+ * bytes, as the worker's compressed Write does; -1 when the CAS holds the blob already.
+ */
+async function putCompressedChunks(
+  upstream: Transport,
+  { plan, instanceName, digest }: { plan: BridgeChunkPlan; instanceName: string; digest: BlobDigest },
+  head: WriteRequest,
+  rest: AsyncIterator<WriteRequest>,
+  ctx: HandlerContext,
+): Promise<WriteResponseInit> {
+  const found = await upstream.unary(ContentAddressableStorage.method.findMissingBlobs, ctx.signal, ctx.timeoutMs(), forwardedMetadata(ctx.requestHeader), {
+    instanceName,
+    blobDigests: [{ hash: digest.hash, sizeBytes: BigInt(digest.size) }],
+  });
+  if (found.message.missingBlobDigests.length === 0) {
+    void rest.return?.();
+    return { committedSize: -1n };
+  }
+  const body = new WriteBody(head, rest, undefined);
+  try {
+    await writeChunked(upstream, plan, instanceName, digest, zstdDecode(body.stream, digest.size), ctx);
+  } catch (e) {
+    if (body.endedEarly) return { committedSize: 0n };
+    throw body.failure ?? e;
+  } finally {
+    body.stop();
+  }
+  return { committedSize: BigInt(body.received) };
+}
+
+/**
  * The bytes of a Write's messages as a request body, checked on the way as the worker checks
  * a Write (offsets contiguous, one resource name, no more than the declared size, finish_write
  * exactly at the end), because a short or long body would otherwise fail as a bare Content-Length
@@ -282,10 +338,11 @@ class WriteBody {
   private offset = 0;
   private finished = false;
 
+  /** `size`: the bytes the name declares; undefined for compressed bytes, whose length is not known. */
   constructor(
     head: WriteRequest,
     private readonly rest: AsyncIterator<WriteRequest>,
-    private readonly size: number,
+    private readonly size: number | undefined,
   ) {
     this.next = head;
     const resourceName = head.resourceName;
@@ -305,6 +362,11 @@ class WriteBody {
 
   stop() {
     void this.rest.return?.();
+  }
+
+  /** Bytes taken from the client so far. */
+  get received(): number {
+    return this.offset;
   }
 
   private async pull(): Promise<WriteRequest | undefined> {
@@ -327,9 +389,9 @@ class WriteBody {
       }
       if (req.writeOffset !== BigInt(this.offset)) throw invalid(`write_offset ${req.writeOffset} where ${this.offset} was expected`);
       this.offset += req.data.byteLength;
-      if (this.offset > this.size) throw invalid(`more than the ${this.size} bytes the resource name declares`);
+      if (this.size !== undefined && this.offset > this.size) throw invalid(`more than the ${this.size} bytes the resource name declares`);
       this.finished = req.finishWrite;
-      if (req.finishWrite && this.offset !== this.size) {
+      if (req.finishWrite && this.size !== undefined && this.offset !== this.size) {
         throw invalid(`finish_write at ${this.offset} bytes where the resource name declares ${this.size}`);
       }
       if (req.data.byteLength) return req.data;

@@ -4,6 +4,7 @@
 // FastCDC chunks with BatchUpdateBlobs + SpliceBlob, and reads them back whole. The
 // runner, asked the same, uploads an action's large output the same way.
 import { randomBytes, randomUUID } from "node:crypto";
+import { compress, init } from "@bokuweb/zstd-wasm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FastCdc, chunkStream, fastCdc2020Params } from "../../src/shared/fastcdc.ts";
 import { digestOf, errorOf, grpc, sha256, statusName, unary, type Clients } from "./grpc-client.ts";
@@ -75,6 +76,29 @@ describe("chunked blobs through the bridge (split/splice past the body cap)", ()
     const back = await read(c.bytestream, `e2e/blobs/${d.hash}/${d.size_bytes}`);
     expect(back.length).toBe(blob.length);
     expect(sha256(back)).toBe(d.hash);
+  }, 180_000);
+
+  it("a compressed Write of a blob over the limit is decompressed by the bridge and goes up as chunks", async () => {
+    await init();
+    // Already-compressed output (random bytes): its zstd is as large as the blob, over the cap.
+    const blob = Buffer.concat([randomBytes(9 * MiB), Buffer.alloc(2 * MiB, "x")]);
+    const d = digestOf(blob);
+    const zstd = Buffer.from(compress(blob, 3));
+    expect(zstd.length).toBeGreaterThan(CAP);
+    const res = await write(c.bytestream, `e2e/uploads/${randomUUID()}/compressed-blobs/zstd/${d.hash}/${d.size_bytes}`, zstd);
+    expect(res.committed_size).toBe(String(zstd.length));
+    expect(sha256(await read(c.bytestream, `e2e/blobs/${d.hash}/${d.size_bytes}`))).toBe(d.hash);
+    const chunks = [];
+    for await (const chunk of chunkStream([blob], new FastCdc(fastCdc2020Params(512 * 1024)))) chunks.push(digestOf(chunk));
+    expect((await unary(c.cas, "FindMissingBlobs", { instance_name: "e2e", blob_digests: chunks })).missing_blob_digests).toEqual([]);
+    // Stored already: at once, committed_size -1.
+    const again = await write(c.bytestream, `e2e/uploads/${randomUUID()}/compressed-blobs/zstd/${d.hash}/${d.size_bytes}`, zstd);
+    expect(again.committed_size).toBe("-1");
+    // zstd of other bytes: INVALID_ARGUMENT, nothing stored under the claimed digest.
+    const claimed = digestOf(randomBytes(6 * MiB));
+    const err = await errorOf(write(c.bytestream, `e2e/uploads/${randomUUID()}/compressed-blobs/zstd/${claimed.hash}/${claimed.size_bytes}`, Buffer.from(compress(randomBytes(6 * MiB), 1))));
+    expect(statusName(err.code)).toBe("INVALID_ARGUMENT");
+    expect((await unary(c.cas, "FindMissingBlobs", { instance_name: "e2e", blob_digests: [claimed] })).missing_blob_digests).toHaveLength(1);
   }, 180_000);
 
   it("a Write whose bytes do not match its digest is INVALID_ARGUMENT and nothing is stored", async () => {
