@@ -99,26 +99,30 @@ function streamOf(chunks: AsyncIterable<WriteChunk>, start: number, size: number
   let finished = false;
   let early = false;
   const stream = new ReadableStream<Uint8Array>({
+    // Each pull enqueues, closes or errors: one that returned with nothing (an empty message in
+    // the middle of a Write) could leave the reader waiting for a pull that never comes.
     async pull(ctl) {
-      const { value, done } = await it.next();
-      if (done) {
-        early = !finished;
-        if (early) ctl.error(new EndedEarly(`the stream ended at ${expected} bytes without finish_write`));
-        else ctl.close();
-        return;
+      for (;;) {
+        const { value, done } = await it.next();
+        if (done) {
+          early = !finished;
+          if (early) ctl.error(new EndedEarly(`the stream ended at ${expected} bytes without finish_write`));
+          else ctl.close();
+          return;
+        }
+        if (finished) return ctl.error(invalidArgument("data after finish_write"));
+        if (value.offset !== expected) {
+          return ctl.error(invalidArgument(`write_offset ${value.offset} where ${expected} was expected`, "write_offset"));
+        }
+        expected += value.data.byteLength;
+        if (expected > size) return ctl.error(invalidArgument(`more than the ${size} bytes the resource name declares`));
+        finished = value.finish;
+        if (value.finish && expected !== size) {
+          return ctl.error(invalidArgument(`finish_write at ${expected} bytes where the resource name declares ${size}`));
+        }
+        if (value.data.byteLength) return ctl.enqueue(value.data);
+        if (value.finish) return ctl.close();
       }
-      if (finished) return ctl.error(invalidArgument("data after finish_write"));
-      if (value.offset !== expected) {
-        return ctl.error(invalidArgument(`write_offset ${value.offset} where ${expected} was expected`, "write_offset"));
-      }
-      expected += value.data.byteLength;
-      if (expected > size) return ctl.error(invalidArgument(`more than the ${size} bytes the resource name declares`));
-      finished = value.finish;
-      if (value.finish && expected !== size) {
-        return ctl.error(invalidArgument(`finish_write at ${expected} bytes where the resource name declares ${size}`));
-      }
-      if (value.data.byteLength) ctl.enqueue(value.data);
-      else if (value.finish) ctl.close();
     },
     cancel(reason) {
       void it.return?.(reason);

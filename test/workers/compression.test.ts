@@ -113,6 +113,19 @@ describe("ByteStream compressed-blobs/zstd", () => {
     expect(again.committedSize).toBe(-1n);
   });
 
+  it("completes a Write whose decoder ends on an empty block (the stream of bytes must not stall)", async () => {
+    // 300 KB of noise then 900 KB of one byte: the decoder's last call yields an empty block,
+    // which once left the upload waiting forever for bytes that were never coming.
+    const data = new Uint8Array(1_200_000);
+    data.set(pseudoRandom(300_000, 9));
+    data.fill(120, 300_000);
+    const d = await digestOf(data);
+    const zstd = await zstdCompress(data);
+    const w = await bs.write(compressedWrite(`uploads/${crypto.randomUUID()}/compressed-blobs/zstd/${d.hash}/${d.sizeBytes}`, zstd, 0, 64 * 1024), { timeoutMs: 10_000 });
+    expect(w.committedSize).toBe(BigInt(zstd.byteLength));
+    expect(await sha256Hex(await readAll(`blobs/${d.hash}/${d.sizeBytes}`))).toBe(d.hash);
+  });
+
   it("checks compressed offsets: each is the first plus the compressed bytes sent before it", async () => {
     const data = compressible(200_000, 2);
     const d = await digestOf(data);

@@ -36,8 +36,9 @@ export async function* zstdDecode(
   const decoder = new Decompress((block) => {
     total += block.byteLength;
     if (total > maxBytes) throw new TooLarge();
-    // fzstd hands out a fresh array per block; keep it, do not copy it.
-    out.push(block);
+    // fzstd hands out a fresh array per block; keep it, do not copy it. Its last call may hand
+    // out an empty one, which is no data.
+    if (block.byteLength) out.push(block);
   });
   const guard = new FrameGuard();
   const push = (bytes: Uint8Array, final: boolean) => {
