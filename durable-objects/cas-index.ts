@@ -84,6 +84,11 @@ export class CasIndexDO extends DurableObject<Env> {
   private readonly sql: SqlStorage;
   /** Blobs whose rows are gone and whose objects are being deleted, to the end of that delete. */
   private readonly evicting = new Map<string, Promise<void>>();
+  /**
+   * One set per add() waiting on R2 in lostToEviction: each eviction step puts the hashes whose
+   * rows it deletes into every set, so that add learns of evictions that ran during its awaits.
+   */
+  private readonly evictedWhileChecking = new Set<Set<string>>();
   /** When this shard last evicted a blob (undefined: not read yet); see lastEvictionAt. */
   private lastEviction: number | undefined;
   /** The alarm as last set by this instance (undefined: not read yet). */
@@ -322,6 +327,7 @@ export class CasIndexDO extends DurableObject<Env> {
     if (victims.length === 0) return { evicted: 0, bytes: 0, more };
     const hashes = victims.map((v) => v.hash);
     this.sql.exec(`DELETE FROM blobs WHERE hash IN (SELECT value FROM json_each(?))`, JSON.stringify(hashes));
+    for (const seen of this.evictedWhileChecking) for (const h of hashes) seen.add(h);
     this.lastEviction = Date.now();
     rememberEvicted(this.sql, hashes, this.lastEviction);
     const bytes = victims.reduce((n, v) => n + v.size, 0);
@@ -348,6 +354,8 @@ export class CasIndexDO extends DurableObject<Env> {
   /**
    * Of blobs being added, those an eviction deleted after their write landed: blobs evicted lately
    * (or being evicted) are recorded only if their object is there once the eviction is over.
+   * Resolves in the same turn as its last check, so add() records what it returns before any
+   * other call runs.
    */
   private async lostToEviction(blobs: [hash: string, size: number][]): Promise<Set<string>> {
     const lost = new Set<string>();
@@ -356,12 +364,21 @@ export class CasIndexDO extends DurableObject<Env> {
     // Most adds come long after this shard last evicted anything (or it never has): no lookup.
     if (this.evicting.size === 0 && Date.now() > this.lastEvictionAt() + EVICTION_MEMORY_MS) return lost;
     const suspect = recentlyEvicted(this.sql, blobs.map(([h]) => h));
-    for (const [hash, size] of blobs) {
-      if (!suspect.has(hash) && !this.evicting.has(hash)) continue;
-      await this.evicting.get(hash);
-      if (await this.objectIs(owner, hash, size)) this.sql.exec(`DELETE FROM recently_evicted WHERE hash = ?`, hash);
-      else lost.add(hash);
+    // Each await below lets the alarm run an eviction step, which may take rows (then objects) of
+    // this batch's other blobs, checked already or found unsuspected before it ran: those are lost too.
+    const evictedMeanwhile = new Set<string>();
+    this.evictedWhileChecking.add(evictedMeanwhile);
+    try {
+      for (const [hash, size] of blobs) {
+        if (!suspect.has(hash) && !this.evicting.has(hash)) continue;
+        await this.evicting.get(hash);
+        if (await this.objectIs(owner, hash, size)) this.sql.exec(`DELETE FROM recently_evicted WHERE hash = ?`, hash);
+        else lost.add(hash);
+      }
+    } finally {
+      this.evictedWhileChecking.delete(evictedMeanwhile);
     }
+    for (const [hash] of blobs) if (evictedMeanwhile.has(hash)) lost.add(hash);
     return lost;
   }
 

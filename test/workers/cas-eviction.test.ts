@@ -8,6 +8,7 @@ import { Code } from "@connectrpc/connect";
 import type { CasIndexDO } from "../../durable-objects/cas-index.ts";
 import { runInDurableObject } from "cloudflare:test";
 import { digestOf, pseudoRandom } from "./helpers.ts";
+import { heldBucket, withObjectBucket } from "./fault-injection.ts";
 import { R2_BLOB_BYTES, admin, blobsInShard, bytesHeld, evictStep, lastUsedAt, missing, objectExists, store, tenantPerTest } from "./cas-eviction-helpers.ts";
 
 const HOUR = 3600 * 1000;
@@ -191,6 +192,38 @@ describe("index before R2", () => {
     await store(t, [b!]);
     expect(await missing(t, [b!])).toEqual(new Set());
     expect(await objectExists(t, b!)).toBe(true);
+  });
+
+  it("an add waiting on R2 for one blob does not record another the alarm evicted meanwhile", async () => {
+    const t = setup({ CAS_MAX_BYTES: "1", CAS_MIN_LIFETIME_HOURS: "0" });
+    const [a, b] = await blobsInShard(t.tenant, "3", 2, R2_BLOB_BYTES);
+    await store(t, [a!, b!]);
+    const now = Date.now();
+    await lastUsedAt(t, a!, now - 2000);
+    await lastUsedAt(t, b!, now - 1000);
+    // A is evicted, then written again (its put lands behind the index): its add will look at R2.
+    expect((await evictStep(t, a!.digest.hash, { now, limit: 1 })).evicted).toBe(1);
+    await env.CAS.put(`cas/${t.tenant}/${a!.digest.hash}`, a!.data);
+    const stub = t.index.shard(a!.digest.hash);
+    const owner = { tenant: t.tenant, shards: 16, sweepsActionCache: false };
+    const keyA = `cas/${t.tenant}/${a!.digest.hash}`;
+    // The add, the eviction and the gate all in the object's context (see withObjectBucket).
+    const lost = await runInDurableObject(stub, (o: CasIndexDO) => {
+      let held!: ReturnType<typeof heldBucket>;
+      return withObjectBucket(o, (base) => (held = heldBucket((op, k) => op === "head" && k === keyA, base)).env, async () => {
+        const adding = o.add([[a!.digest.hash, R2_BLOB_BYTES], [b!.digest.hash, R2_BLOB_BYTES]], owner);
+        await held.reached;
+        // While the add waits on R2 for A, the alarm's step evicts B (row, then object).
+        expect((await o.evictStep({ now: Date.now() + 1000, limit: 1 })).evicted).toBe(1);
+        held.release();
+        return adding;
+      });
+    });
+    expect(await objectExists(t, b!)).toBe(false);
+    // B is reported lost (its writer uploads it again), not recorded over a deleted object.
+    expect(lost).toEqual([b!.digest.hash]);
+    expect(await t.index.missing([a!, b!].map((x) => ({ hash: x.digest.hash, size: R2_BLOB_BYTES })), false)).toEqual([{ hash: b!.digest.hash, size: R2_BLOB_BYTES }]);
+    expect(await objectExists(t, a!)).toBe(true);
   });
 
   it("the service answers UNAVAILABLE for a write that raced an eviction", async () => {
