@@ -8,7 +8,7 @@ import { Code } from "@connectrpc/connect";
 import type { CasIndexDO } from "../../durable-objects/cas-index.ts";
 import { runInDurableObject } from "cloudflare:test";
 import { digestOf, pseudoRandom } from "./helpers.ts";
-import { heldBucket, withObjectBucket } from "./fault-injection.ts";
+import { failingBucket, heldBucket, withObjectBucket } from "./fault-injection.ts";
 import { R2_BLOB_BYTES, admin, blobsInShard, bytesHeld, evictStep, lastUsedAt, missing, objectExists, store, tenantPerTest } from "./cas-eviction-helpers.ts";
 
 const HOUR = 3600 * 1000;
@@ -239,6 +239,35 @@ describe("index before R2", () => {
     const err = await t.index.add([{ hash: b!.digest.hash, size: 40 }]).catch((e) => e);
     expect(err.code).toBe(Code.Unavailable);
     expect(String(err.message)).toMatch(/evicted while being written/);
+  });
+});
+
+describe("R2 failing an eviction's delete", () => {
+  it("the next alarm deletes the objects (not one uploaded again meanwhile), the counts add up, and a failed alarm sets the next", async () => {
+    const { runDurableObjectAlarm } = await import("cloudflare:test");
+    const t = setup({ CAS_MAX_IDLE_DAYS: "1" });
+    const blobs = await blobsInShard(t.tenant, "5", 3, R2_BLOB_BYTES);
+    await store(t, blobs);
+    for (const b of blobs.slice(0, 2)) await lastUsedAt(t, b, Date.now() - 2 * DAY);
+    const stub = t.index.shard(blobs[0]!.digest.hash);
+    const failure = await runInDurableObject(stub, async (o: CasIndexDO, state) => {
+      await state.storage.deleteAlarm();
+      const err = await withObjectBucket(o, (base) => failingBucket((op) => op === "delete", "before", base), () => o.alarm().then(() => null, (e: unknown) => String(e)));
+      return { err, alarm: await state.storage.getAlarm() };
+    });
+    expect(failure.err).toMatch(/injected: R2 delete/);
+    expect(failure.alarm).toBeGreaterThan(Date.now());
+    // Rows gone, objects still there.
+    expect(await missing(t, blobs)).toEqual(new Set([blobs[0]!.digest.hash, blobs[1]!.digest.hash]));
+    expect(await Promise.all(blobs.map((b) => objectExists(t, b)))).toEqual([true, true, true]);
+    // Blob 0 is uploaded again before the retry: its object must outlive it.
+    await store(t, [blobs[0]!]);
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    expect(await Promise.all(blobs.map((b) => objectExists(t, b)))).toEqual([true, false, true]);
+    expect(await missing(t, blobs)).toEqual(new Set([blobs[1]!.digest.hash]));
+    const stats = await admin(t, "GET", `/admin/cas/stats?tenant=${t.tenant}`);
+    expect(stats.body.tenants[0]).toMatchObject({ bytes: 2 * R2_BLOB_BYTES, blobs: 2 });
+    expect(stats.body.tenants[0].counters).toMatchObject({ evicted_idle: 2, evicted_bytes: 2 * R2_BLOB_BYTES });
   });
 });
 
