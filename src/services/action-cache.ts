@@ -166,7 +166,8 @@ export async function updateActionResult(
   const action = actionKeyOf(req, opts);
   if (!req.actionResult) throw invalidArgument("action_result is required", "action_result");
   const result = req.actionResult;
-  const missing = await s.store.index.missing(await referencedBlobs(s, result), false);
+  // Touching: the entry answers hits from now on, and its blobs must outlive the minimum lifetime.
+  const missing = await s.store.index.missing(await referencedBlobs(s, result), true);
   if (missing.length > 0) {
     throw missingBlobs(`the action result references ${missing.length} blob(s) not in the CAS; upload them first`, missing.map(missingSubject));
   }

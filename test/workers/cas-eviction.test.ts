@@ -7,9 +7,14 @@ import { describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
 import type { CasIndexDO } from "../../durable-objects/cas-index.ts";
 import { runInDurableObject } from "cloudflare:test";
-import { digestOf, pseudoRandom } from "./helpers.ts";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { ActionCache, ActionSchema, CommandSchema, DirectorySchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { ByteStream } from "../../src/gen/google/bytestream/bytestream_pb.ts";
+import { checkAction } from "../../src/execution/check-action.ts";
+import { BlobStore } from "../../src/storage/blob-store.ts";
+import { connectClient, digestOf, grpcWebClient, pseudoRandom } from "./helpers.ts";
 import { failingBucket, heldBucket, withObjectBucket } from "./fault-injection.ts";
-import { R2_BLOB_BYTES, admin, blobsInShard, bytesHeld, evictStep, lastUsedAt, missing, objectExists, store, tenantPerTest } from "./cas-eviction-helpers.ts";
+import { R2_BLOB_BYTES, admin, blobsInShard, bytesHeld, evictStep, lastUsedAt, missing, objectExists, store, tenantPerTest, type Tenant, type TestBlob } from "./cas-eviction-helpers.ts";
 
 const HOUR = 3600 * 1000;
 const DAY = 24 * HOUR;
@@ -288,5 +293,66 @@ describe("what extends a blob's lifetime", () => {
       expect((await t.cas.splitBlob({ blobDigest: b!.digest })).chunkDigests.length, pass).toBeGreaterThan(1);
       expect(await lastAccess(), pass).toBeGreaterThan(1000);
     }
+  });
+
+  // Writes of a blob stored already answer "stored" without storing it: the client then relies on
+  // it (Bazel's HTTP cache PUTs outputs, then the action's entry, and never asks FindMissing).
+  const alreadyStored: [string, (t: Tenant, b: TestBlob) => Promise<void>][] = [
+    [
+      "an HTTP cache PUT",
+      async (t, b) => {
+        const put = await SELF.fetch(`http://kiln/cache/cas/${b.digest.hash}`, { method: "PUT", body: b.data, headers: t.headers });
+        expect(put.status).toBeLessThan(300);
+      },
+    ],
+    [
+      "a ByteStream Write that completes early",
+      async (t, b) => {
+        const resourceName = `uploads/${crypto.randomUUID()}/blobs/${b.digest.hash}/${b.digest.sizeBytes}`;
+        const w = await grpcWebClient(ByteStream, t.headers).write((async function* () {
+          yield { resourceName, writeOffset: 0n, data: b.data.subarray(0, 10) };
+        })());
+        expect(w.committedSize).toBe(b.digest.sizeBytes);
+      },
+    ],
+  ];
+  for (const [what, write] of alreadyStored) {
+    it(`${what} of a blob stored already`, async () => {
+      const t = setup();
+      // Over the 64 KiB up to which an HTTP PUT stores without asking the index.
+      const data = pseudoRandom(100 * 1024, Date.now() % 1000);
+      const b = { data, digest: await digestOf(data) };
+      await store(t, [b]);
+      await lastUsedAt(t, b, Date.now() - 10 * DAY);
+      await write(t, b);
+      expect((await evictStep(t, b.digest.hash, { now: Date.now(), maxIdleMs: DAY })).evicted).toBe(0);
+      expect(await objectExists(t, b)).toBe(true);
+    });
+  }
+
+  it("UpdateActionResult's check of the blobs the entry references", async () => {
+    const t = setup();
+    const [out] = await blobsInShard(t.tenant, "7", 1, 100);
+    await store(t, [out!]);
+    await lastUsedAt(t, out!, Date.now() - 10 * DAY);
+    const actionDigest = await digestOf(`action ${crypto.randomUUID()}`);
+    await connectClient(ActionCache, t.headers).updateActionResult({ actionDigest, actionResult: { outputFiles: [{ path: "out", digest: out!.digest }] } });
+    expect((await evictStep(t, out!.digest.hash, { now: Date.now(), maxIdleMs: DAY })).evicted).toBe(0);
+  });
+
+  it("Execute's check of an action: its Action, Command and Directories, not only its input files", async () => {
+    const t = setup();
+    const blob = async (data: Uint8Array) => ({ data, digest: await digestOf(data) });
+    const file = await blob(new TextEncoder().encode(`input ${crypto.randomUUID()}`));
+    const sub = await blob(toBinary(DirectorySchema, create(DirectorySchema, { files: [{ name: "in.txt", digest: file.digest }] })));
+    const root = await blob(toBinary(DirectorySchema, create(DirectorySchema, { directories: [{ name: "sub", digest: sub.digest }] })));
+    const command = await blob(toBinary(CommandSchema, create(CommandSchema, { arguments: ["/bin/true", crypto.randomUUID()] })));
+    const action = await blob(toBinary(ActionSchema, create(ActionSchema, { commandDigest: command.digest, inputRootDigest: root.digest })));
+    const all = [file, sub, root, command, action];
+    await store(t, all);
+    for (const b of all) await lastUsedAt(t, b, Date.now() - 10 * DAY);
+    await checkAction(new BlobStore(env, t.tenant), { hash: action.digest.hash, size: Number(action.digest.sizeBytes) });
+    // A step on each blob's shard (they may share one): none is idle any more.
+    for (const b of all) expect((await evictStep(t, b.digest.hash, { now: Date.now(), maxIdleMs: DAY })).evicted).toBe(0);
   });
 });
