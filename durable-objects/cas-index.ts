@@ -10,6 +10,8 @@ import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../src/env.ts";
 import { casEvicts, evictionPolicy } from "../src/storage/eviction-policy.ts";
 import { lastUsed } from "../src/storage/action-store.ts";
+import { chunkAvgSize } from "../src/config.ts";
+import { splitRecordKey } from "../src/storage/split-records.ts";
 import {
   addPendingDeletes,
   bump,
@@ -45,7 +47,7 @@ export const UPLOAD_TTL_MS = 24 * 60 * 60 * 1000;
 
 /** Rows one eviction or reconcile step handles (R2 deletes up to 1,000 keys per call). */
 export const STEP_ROWS = 1000;
-/** Keys per R2 delete call (R2 takes up to 1,000). */
+/** Blobs per R2 delete call, two keys each (R2 takes up to 1,000). */
 const R2_DELETE_SLICE = 100;
 /** While writes arrive and a budget is set, the shard checks it at least this often. */
 const BUDGET_CHECK_MS = 60 * 1000;
@@ -331,6 +333,13 @@ export class CasIndexDO extends DurableObject<Env> {
   private r2Key = (tenant: string, hash: string) => `cas/${tenant}/${hash}`;
 
   /**
+   * What R2 holds for a blob: its object and its split record under the chunker's parameters.
+   * Records cut under other parameters (CHUNK_AVG_SIZE_BYTES changed since) are not found this
+   * way and stay; they are never wrong, as a split depends only on the blob's bytes.
+   */
+  private objectKeys = (tenant: string, hash: string) => [this.r2Key(tenant, hash), splitRecordKey(tenant, hash, chunkAvgSize())];
+
+  /**
    * One bounded eviction step: the chosen rows are deleted first (and made durable), then their
    * objects, so no reader is told "present" for a blob whose object is going. A blob written
    * again meanwhile waits in add() for the delete to finish (see lostToEviction).
@@ -370,7 +379,7 @@ export class CasIndexDO extends DurableObject<Env> {
       // In slices, so that the shard's other calls (FindMissing) are answered between them.
       for (let i = 0; i < hashes.length; i += R2_DELETE_SLICE) {
         const slice = hashes.slice(i, i + R2_DELETE_SLICE);
-        await this.env.CAS.delete(slice.map((h) => this.r2Key(owner.tenant, h)));
+        await this.env.CAS.delete(slice.flatMap((h) => this.objectKeys(owner.tenant, h)));
         clearPendingDeletes(this.sql, slice);
       }
     } catch (e) {

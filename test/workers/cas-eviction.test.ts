@@ -276,6 +276,26 @@ describe("R2 failing an eviction's delete", () => {
   });
 });
 
+describe("split records", () => {
+  it("a blob's split record goes with its object, a delete R2 failed included", async () => {
+    const { runDurableObjectAlarm } = await import("cloudflare:test");
+    const t = setup({ CAS_MAX_IDLE_DAYS: "1" });
+    const [b] = await blobsInShard(t.tenant, "6", 1, R2_BLOB_BYTES);
+    await store(t, [b!]);
+    expect((await t.cas.splitBlob({ blobDigest: b!.digest })).chunkDigests).toHaveLength(1);
+    const records = async () => (await env.CAS.list({ prefix: `splits/${t.tenant}/${b!.digest.hash}/` })).objects.length;
+    expect(await records()).toBe(1);
+    await lastUsedAt(t, b!, Date.now() - 2 * DAY);
+    const stub = t.index.shard(b!.digest.hash);
+    const failed = await runInDurableObject(stub, (o: CasIndexDO) =>
+      withObjectBucket(o, (base) => failingBucket((op) => op === "delete", "before", base), () => o.alarm().then(() => false, () => true)),
+    );
+    expect([failed, await records(), await objectExists(t, b!)]).toEqual([true, 1, true]);
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    expect([await records(), await objectExists(t, b!)]).toEqual([0, false]);
+  });
+});
+
 describe("what extends a blob's lifetime", () => {
   it("SplitBlob, the first time (the blob is read and cut) and once its split is recorded", async () => {
     const t = setup({ CAS_MIN_LIFETIME_HOURS: "0" });
