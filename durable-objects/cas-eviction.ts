@@ -30,6 +30,27 @@ export function ensureEvictionSchema(sql: SqlStorage): void {
   // Blobs evicted lately: a write whose object landed before the eviction deleted it may record
   // the blob after the eviction finished; such adds look at R2 first (see CasIndexDO.add).
   sql.exec(`CREATE TABLE IF NOT EXISTS recently_evicted (hash TEXT PRIMARY KEY, at INTEGER NOT NULL)`);
+  // Evicted blobs (rows gone) whose objects R2 has not yet confirmed deleted: a delete that fails
+  // is retried by the alarm, rather than leaving the object in R2 for good.
+  sql.exec(`CREATE TABLE IF NOT EXISTS pending_deletes (hash TEXT PRIMARY KEY)`);
+}
+
+export function addPendingDeletes(sql: SqlStorage, hashes: string[]): void {
+  sql.exec(`INSERT INTO pending_deletes (hash) SELECT value FROM json_each(?) WHERE true ON CONFLICT(hash) DO NOTHING`, JSON.stringify(hashes));
+}
+
+export function clearPendingDeletes(sql: SqlStorage, hashes: string[]): void {
+  sql.exec(`DELETE FROM pending_deletes WHERE hash IN (SELECT value FROM json_each(?))`, JSON.stringify(hashes));
+}
+
+/**
+ * Up to `limit` blobs whose objects are still to be deleted. A blob recorded again since (add,
+ * addSmall, reconcile: each checks the object first when it was evicted lately) keeps its object,
+ * and leaves the list here.
+ */
+export function pendingDeletes(sql: SqlStorage, limit: number): string[] {
+  sql.exec(`DELETE FROM pending_deletes WHERE EXISTS (SELECT 1 FROM blobs WHERE blobs.hash = pending_deletes.hash)`);
+  return sql.exec<{ hash: string }>(`SELECT hash FROM pending_deletes LIMIT ?`, limit).toArray().map((r) => r.hash);
 }
 
 /** Longer than any write takes between its object landing and its add reaching the shard. */

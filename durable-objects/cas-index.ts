@@ -10,14 +10,19 @@ import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../src/env.ts";
 import { casEvicts, evictionPolicy } from "../src/storage/eviction-policy.ts";
 import { lastUsed } from "../src/storage/action-store.ts";
+import { chunkAvgSize } from "../src/config.ts";
+import { splitRecordKey } from "../src/storage/split-records.ts";
 import {
+  addPendingDeletes,
   bump,
   chooseVictims,
+  clearPendingDeletes,
   EVICTION_MEMORY_MS,
   counters,
   ensureEvictionSchema,
   getMeta,
   nextEvictionDue,
+  pendingDeletes,
   recentlyEvicted,
   rememberEvicted,
   setMeta,
@@ -42,12 +47,16 @@ export const UPLOAD_TTL_MS = 24 * 60 * 60 * 1000;
 
 /** Rows one eviction or reconcile step handles (R2 deletes up to 1,000 keys per call). */
 export const STEP_ROWS = 1000;
-/** Keys per R2 delete call (R2 takes up to 1,000). */
+/** Blobs per R2 delete call, two keys each (R2 takes up to 1,000). */
 const R2_DELETE_SLICE = 100;
 /** While writes arrive and a budget is set, the shard checks it at least this often. */
 const BUDGET_CHECK_MS = 60 * 1000;
 /** How often the action-cache sweeper lists the tenant's entries. */
 const AC_SWEEP_MS = 60 * 60 * 1000;
+/** After an alarm that failed, the next one comes this long after it, doubling per failure in a row... */
+const ALARM_RETRY_MS = 60 * 1000;
+/** ...up to this. */
+const ALARM_RETRY_MAX_MS = 60 * 60 * 1000;
 /** Leeway for the worker's and this object's clocks when comparing their timestamps. */
 const CLOCK_SKEW_MS = 60 * 1000;
 
@@ -84,6 +93,11 @@ export class CasIndexDO extends DurableObject<Env> {
   private readonly sql: SqlStorage;
   /** Blobs whose rows are gone and whose objects are being deleted, to the end of that delete. */
   private readonly evicting = new Map<string, Promise<void>>();
+  /**
+   * One set per add() waiting on R2 in lostToEviction: each eviction step puts the hashes whose
+   * rows it deletes into every set, so that add learns of evictions that ran during its awaits.
+   */
+  private readonly evictedWhileChecking = new Set<Set<string>>();
   /** When this shard last evicted a blob (undefined: not read yet); see lastEvictionAt. */
   private lastEviction: number | undefined;
   /** The alarm as last set by this instance (undefined: not read yet). */
@@ -266,13 +280,22 @@ export class CasIndexDO extends DurableObject<Env> {
 
   async alarm(): Promise<void> {
     this.alarmAt = null;
-    await this.abortStaleUploads();
-    const policy = evictionPolicy(this.env);
-    const owner = this.owner();
     let more = false;
-    if (casEvicts(policy)) more = (await this.evictStep()).more;
-    if (owner?.sweepsActionCache && policy.acMaxIdleMs !== undefined) more = (await this.sweepActionCache()).more || more;
-    await this.scheduleMaintenance(more);
+    let failed = true;
+    try {
+      await this.abortStaleUploads();
+      // Objects a step could not delete (R2 failing) first: they are billed, and counted as freed.
+      more = await this.retryPendingDeletes();
+      const policy = evictionPolicy(this.env);
+      const owner = this.owner();
+      if (casEvicts(policy)) more = (await this.evictStep()).more || more;
+      if (owner?.sweepsActionCache && policy.acMaxIdleMs !== undefined) more = (await this.sweepActionCache()).more || more;
+      failed = false;
+    } finally {
+      // Even after a failure: the runtime's own retries of a failed alarm end, and a shard that
+      // nobody writes to would then never try again.
+      await this.scheduleMaintenance(more, failed);
+    }
   }
 
   /** Aborts abandoned uploads so their parts do not linger in R2. */
@@ -310,6 +333,13 @@ export class CasIndexDO extends DurableObject<Env> {
   private r2Key = (tenant: string, hash: string) => `cas/${tenant}/${hash}`;
 
   /**
+   * What R2 holds for a blob: its object and its split record under the chunker's parameters.
+   * Records cut under other parameters (CHUNK_AVG_SIZE_BYTES changed since) are not found this
+   * way and stay; they are never wrong, as a split depends only on the blob's bytes.
+   */
+  private objectKeys = (tenant: string, hash: string) => [this.r2Key(tenant, hash), splitRecordKey(tenant, hash, chunkAvgSize())];
+
+  /**
    * One bounded eviction step: the chosen rows are deleted first (and made durable), then their
    * objects, so no reader is told "present" for a blob whose object is going. A blob written
    * again meanwhile waits in add() for the delete to finish (see lostToEviction).
@@ -322,32 +352,61 @@ export class CasIndexDO extends DurableObject<Env> {
     if (victims.length === 0) return { evicted: 0, bytes: 0, more };
     const hashes = victims.map((v) => v.hash);
     this.sql.exec(`DELETE FROM blobs WHERE hash IN (SELECT value FROM json_each(?))`, JSON.stringify(hashes));
-    this.lastEviction = Date.now();
-    rememberEvicted(this.sql, hashes, this.lastEviction);
     const bytes = victims.reduce((n, v) => n + v.size, 0);
     bump(this.sql, "evicted_idle", victims.filter((v) => v.reason === "idle").length);
     bump(this.sql, "evicted_budget", victims.filter((v) => v.reason === "budget").length);
     bump(this.sql, "evicted_bytes", bytes);
+    await this.deleteObjects(owner, hashes, opts.beforeObjectDelete);
+    return { evicted: victims.length, bytes, more };
+  }
+
+  /**
+   * Deletes the objects of blobs whose rows are gone. Until R2 confirms a slice, its blobs stay in
+   * pending_deletes, written in the caller's turn with the rows' deletion: a delete that fails (or
+   * a restart before it) is retried by the alarm, never left as an object nothing will delete.
+   */
+  private async deleteObjects(owner: ShardOwner, hashes: string[], beforeObjectDelete?: (hashes: string[]) => Promise<void>): Promise<void> {
+    for (const seen of this.evictedWhileChecking) for (const h of hashes) seen.add(h);
+    this.lastEviction = Date.now();
+    rememberEvicted(this.sql, hashes, this.lastEviction);
+    addPendingDeletes(this.sql, hashes);
     let done!: () => void;
     const deleting = new Promise<void>((resolve) => (done = resolve));
     for (const h of hashes) this.evicting.set(h, deleting);
     try {
       await this.ctx.storage.sync();
-      await opts.beforeObjectDelete?.(hashes);
+      await beforeObjectDelete?.(hashes);
       // In slices, so that the shard's other calls (FindMissing) are answered between them.
       for (let i = 0; i < hashes.length; i += R2_DELETE_SLICE) {
-        await this.env.CAS.delete(hashes.slice(i, i + R2_DELETE_SLICE).map((h) => this.r2Key(owner.tenant, h)));
+        const slice = hashes.slice(i, i + R2_DELETE_SLICE);
+        await this.env.CAS.delete(slice.flatMap((h) => this.objectKeys(owner.tenant, h)));
+        clearPendingDeletes(this.sql, slice);
       }
+    } catch (e) {
+      // Called outside the alarm (an operator's evict), the retry still needs one.
+      await this.alarmNoLaterThan(Date.now() + ALARM_RETRY_MS);
+      throw e;
     } finally {
       for (const h of hashes) if (this.evicting.get(h) === deleting) this.evicting.delete(h);
       done();
     }
-    return { evicted: victims.length, bytes, more };
+  }
+
+  /** Retries deleting objects a step could not, STEP_ROWS at a time; true when more are waiting. */
+  private async retryPendingDeletes(): Promise<boolean> {
+    const owner = this.owner();
+    if (!owner) return false;
+    const hashes = pendingDeletes(this.sql, STEP_ROWS + 1);
+    if (hashes.length === 0) return false;
+    await this.deleteObjects(owner, hashes.slice(0, STEP_ROWS));
+    return hashes.length > STEP_ROWS;
   }
 
   /**
    * Of blobs being added, those an eviction deleted after their write landed: blobs evicted lately
    * (or being evicted) are recorded only if their object is there once the eviction is over.
+   * Resolves in the same turn as its last check, so add() records what it returns before any
+   * other call runs.
    */
   private async lostToEviction(blobs: [hash: string, size: number][]): Promise<Set<string>> {
     const lost = new Set<string>();
@@ -356,12 +415,21 @@ export class CasIndexDO extends DurableObject<Env> {
     // Most adds come long after this shard last evicted anything (or it never has): no lookup.
     if (this.evicting.size === 0 && Date.now() > this.lastEvictionAt() + EVICTION_MEMORY_MS) return lost;
     const suspect = recentlyEvicted(this.sql, blobs.map(([h]) => h));
-    for (const [hash, size] of blobs) {
-      if (!suspect.has(hash) && !this.evicting.has(hash)) continue;
-      await this.evicting.get(hash);
-      if (await this.objectIs(owner, hash, size)) this.sql.exec(`DELETE FROM recently_evicted WHERE hash = ?`, hash);
-      else lost.add(hash);
+    // Each await below lets the alarm run an eviction step, which may take rows (then objects) of
+    // this batch's other blobs, checked already or found unsuspected before it ran: those are lost too.
+    const evictedMeanwhile = new Set<string>();
+    this.evictedWhileChecking.add(evictedMeanwhile);
+    try {
+      for (const [hash, size] of blobs) {
+        if (!suspect.has(hash) && !this.evicting.has(hash)) continue;
+        await this.evicting.get(hash);
+        if (await this.objectIs(owner, hash, size)) this.sql.exec(`DELETE FROM recently_evicted WHERE hash = ?`, hash);
+        else lost.add(hash);
+      }
+    } finally {
+      this.evictedWhileChecking.delete(evictedMeanwhile);
     }
+    for (const [hash] of blobs) if (evictedMeanwhile.has(hash)) lost.add(hash);
     return lost;
   }
 
@@ -483,9 +551,21 @@ export class CasIndexDO extends DurableObject<Env> {
     this.alarmAt = t;
   }
 
-  /** The next alarm: the earliest of upload expiry, eviction due, the action-cache sweep. */
-  private async scheduleMaintenance(more: boolean): Promise<void> {
+  /**
+   * The next alarm: the earliest of upload expiry, eviction due, the action-cache sweep; after an
+   * alarm that failed, a backoff (what failed is due again at once, and R2 may still be failing).
+   */
+  private async scheduleMaintenance(more: boolean, failed = false): Promise<void> {
     const now = Date.now();
+    const before = Number(getMeta(this.sql, "alarm_failures") ?? 0);
+    const failures = failed ? before + 1 : 0;
+    if (failures !== before) setMeta(this.sql, "alarm_failures", String(failures));
+    if (failed) {
+      // Set outright: it replaces whatever this failed run set (deleteObjects' own retry).
+      this.alarmAt = now + Math.min(ALARM_RETRY_MS * 2 ** (failures - 1), ALARM_RETRY_MAX_MS);
+      await this.ctx.storage.setAlarm(this.alarmAt);
+      return;
+    }
     const policy = evictionPolicy(this.env);
     const owner = this.owner();
     const due: number[] = [];

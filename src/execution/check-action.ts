@@ -26,10 +26,14 @@ export interface CheckedAction {
   platform: [string, string][];
 }
 
-/** Every Directory and file of the input tree that is not in the CAS. */
-async function missingInputs(store: BlobStore, root: BlobDigest): Promise<BlobDigest[]> {
+/**
+ * Every Directory and file of the input tree that is not in the CAS. `read`: blobs read without a
+ * touch (the Action, the Command), touched in the same lookup as the files and the Directories.
+ */
+async function missingInputs(store: BlobStore, root: BlobDigest, read: BlobDigest[]): Promise<BlobDigest[]> {
   const missing: BlobDigest[] = [];
   const files: BlobDigest[] = [];
+  const dirsRead: BlobDigest[] = [];
   const seen = new Set<string>([blobKey(root)]);
   let level = [root];
   while (level.length > 0) {
@@ -37,6 +41,7 @@ async function missingInputs(store: BlobStore, root: BlobDigest): Promise<BlobDi
     const next: BlobDigest[] = [];
     dirs.forEach((dir, i) => {
       if (!dir) return void missing.push(level[i]!);
+      dirsRead.push(level[i]!);
       checkInputDirectory(dir, blobKey(level[i]!));
       for (const f of dir.files) files.push(parseDigest(f.digest, `input file ${f.name}`));
       for (const c of dir.directories) {
@@ -46,7 +51,11 @@ async function missingInputs(store: BlobStore, root: BlobDigest): Promise<BlobDi
     });
     level = next;
   }
-  return [...missing, ...(await store.index.missing(files, true))];
+  // Everything the action needs is touched, so that it all outlives the minimum lifetime from now,
+  // not only its files; the lookup only tells missing files (the others' reads already told).
+  const touched = [...read, ...dirsRead];
+  const absent = await store.index.missingAt([...touched, ...files], true);
+  return [...missing, ...absent.filter((i) => i >= touched.length).map((i) => files[i - touched.length]!)];
 }
 
 export async function checkAction(store: BlobStore, actionDigest: BlobDigest): Promise<CheckedAction> {
@@ -56,7 +65,7 @@ export async function checkAction(store: BlobStore, actionDigest: BlobDigest): P
   const inputRoot = parseDigest(action.inputRootDigest, "action.input_root_digest");
   const [command, missing] = await Promise.all([
     readMessage(store, commandDigest, CommandSchema),
-    missingInputs(store, inputRoot),
+    missingInputs(store, inputRoot, [actionDigest, commandDigest]),
   ]);
   if (!command) missing.unshift(commandDigest);
   if (missing.length > 0) {

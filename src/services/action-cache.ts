@@ -11,7 +11,7 @@ import {
   type UpdateActionResultRequest,
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { MAX_INLINE_BYTES } from "../config.ts";
-import { invalidArgument, missingBlobs, notFound } from "../errors.ts";
+import { Code, ConnectError, invalidArgument, missingBlobs, notFound } from "../errors.ts";
 import { blobKey, checkDigestFunction, missingSubject, parseDigest, parseHash, type BlobDigest } from "../storage/digest.ts";
 import { actionResultKey, putActionResult, readActionResult, refreshIfAgeing } from "../storage/action-store.ts";
 import { childDirectories, readBytes, readDirectories, readTree, treeDirectoryDigests, treeFileDigests } from "../storage/merkle.ts";
@@ -98,7 +98,12 @@ export async function lookupActionResult(s: Scope, action: ActionKey): Promise<A
   } catch {
     return null; // an unreadable entry is a miss; the next update replaces it
   }
-  const refs = await referencedBlobs(s, result).catch(() => null);
+  // Blobs gone or malformed make the entry a miss; the CAS failing to answer (UNAVAILABLE) does not:
+  // taken for misses, an outage would have every client execute its actions again.
+  const refs = await referencedBlobs(s, result).catch((e: unknown) => {
+    if (e instanceof ConnectError && (e.code === Code.NotFound || e.code === Code.InvalidArgument)) return null;
+    throw e;
+  });
   // Touching here keeps the blobs of a cache hit alive as long as the hit is used.
   if (!refs || (await s.store.index.missing(refs, true)).length > 0) return null;
   await refreshIfAgeing(s.env, obj, bytes);
@@ -166,7 +171,8 @@ export async function updateActionResult(
   const action = actionKeyOf(req, opts);
   if (!req.actionResult) throw invalidArgument("action_result is required", "action_result");
   const result = req.actionResult;
-  const missing = await s.store.index.missing(await referencedBlobs(s, result), false);
+  // Touching: the entry answers hits from now on, and its blobs must outlive the minimum lifetime.
+  const missing = await s.store.index.missing(await referencedBlobs(s, result), true);
   if (missing.length > 0) {
     throw missingBlobs(`the action result references ${missing.length} blob(s) not in the CAS; upload them first`, missing.map(missingSubject));
   }

@@ -41,7 +41,8 @@ export const runnerService: ServiceImpl<typeof RunnerService> = {
       if (res.cachedResult) throw invalidArgument("a runner's result is never a cached result", "response.cached_result");
       if (res.result && (res.status?.code ?? 0) === 0) {
         const store = new BlobStore(kilnEnv(), lease.tenant);
-        const missing = await store.index.missing(await referencedBlobs({ store }, res.result), false);
+        // Touching, as UpdateActionResult does: the result becomes an action-cache entry.
+        const missing = await store.index.missing(await referencedBlobs({ store }, res.result), true);
         if (missing.length) throw missingBlobs(`the result references ${missing.length} blob(s) not in the CAS; upload them first`, missing.map(missingSubject));
       }
       stampWorker(res, lease);

@@ -163,8 +163,13 @@ export class CasIndex {
     return ask.filter((_, j) => !found[j]);
   }
 
+  /**
+   * Whether a blob is in the CAS, touching it when it is: every caller answers "present" (or
+   * "stored") with it, and a client may then rely on the blob for the minimum lifetime (Bazel's
+   * HTTP cache PUTs outputs and then the action's entry, and never asks FindMissing).
+   */
   async has(d: BlobDigest): Promise<boolean> {
-    return (await this.missing([d], false)).length === 0;
+    return (await this.missing([d], true)).length === 0;
   }
 
   /**

@@ -7,7 +7,7 @@
 // A split's chunk list is kept beside the CAS (splits/{tenant}/{hash}) so splitting the same blob
 // again costs one read of the list and one existence check, not a read of the whole blob; a list
 // whose chunks are no longer all present is recomputed. The list only saves work: one that cannot
-// be written or read fails nothing.
+// be written or read fails nothing. It goes when its blob is evicted (split-records.ts).
 //
 // A read that breaks off (of the blob being split, of a chunk being spliced) is UNAVAILABLE with
 // what was being read: the client retries, and a splice has stored nothing.
@@ -15,6 +15,7 @@ import { notFound } from "../errors.ts";
 import { chunkStream, type FastCdc } from "../shared/fastcdc.ts";
 import type { BlobStore } from "./blob-store.ts";
 import { rechunk } from "./rechunk.ts";
+import { splitRecordKey } from "./split-records.ts";
 import { blobKey, type BlobDigest } from "./digest.ts";
 import { readFailed, readOf } from "./read-failures.ts";
 import { hex } from "./sha256-state.ts";
@@ -24,8 +25,7 @@ import { upkeep, upkeepFailed } from "./upkeep.ts";
 /** New chunks are checked against the index and stored this many bytes at a time. */
 const STORE_BATCH_BYTES = 8 * 1024 * 1024;
 
-const splitKey = (store: BlobStore, d: BlobDigest, cdc: FastCdc) =>
-  `splits/${store.tenant}/${d.hash}/${cdc.params.avgSize}-${cdc.params.seed}`;
+const splitKey = (store: BlobStore, d: BlobDigest, cdc: FastCdc) => splitRecordKey(store.tenant, d.hash, cdc.params.avgSize, cdc.params.seed);
 
 /** The chunks of a stored blob, in order, each stored in the CAS. NOT_FOUND if the blob is absent. */
 export async function splitBlob(store: BlobStore, d: BlobDigest, cdc: FastCdc): Promise<BlobDigest[]> {

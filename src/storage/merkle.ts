@@ -6,6 +6,7 @@ import type { BlobStore } from "./blob-store.ts";
 import type { SmallLookup } from "./cas-index.ts";
 import { Code, ConnectError } from "../errors.ts";
 import { mapLimit } from "./map-limit.ts";
+import { readFailed } from "./read-failures.ts";
 import { isSmall } from "./small-blobs.ts";
 
 /** Largest Directory or Tree message we read into memory. */
@@ -13,7 +14,9 @@ export const MAX_TREE_MESSAGE_BYTES = 64 * 1024 * 1024;
 
 export async function readBytes(store: BlobStore, d: BlobDigest, looked?: SmallLookup): Promise<Uint8Array> {
   const { body } = await store.read(d, 0, 0, looked);
-  return new Uint8Array(await new Response(body).arrayBuffer());
+  // A body that breaks off is UNAVAILABLE, never bytes that do not parse (readTree's INVALID_ARGUMENT).
+  const bytes = await new Response(body).arrayBuffer().catch((e: unknown): Promise<ArrayBuffer> => Promise.reject(readFailed(`blob ${blobKey(d)}`, "retry", e)));
+  return new Uint8Array(bytes);
 }
 
 /**

@@ -3,11 +3,12 @@
 // is only upkeep: when R2 fails it, the hit still answers.
 import { env } from "cloudflare:test";
 import { Code } from "@connectrpc/connect";
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import type { Principal } from "../../src/auth.ts";
 import type { Env } from "../../src/env.ts";
-import { ActionCache, ActionResultSchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { ActionCache, ActionResultSchema, ContentAddressableStorage, TreeSchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { SMALL_BLOB_MAX_BYTES } from "../../src/shared/small-blob-size.ts";
 import { lookupActionResult } from "../../src/services/action-cache.ts";
 import type { Scope } from "../../src/services/scope.ts";
 import { actionResultKey, putActionResult } from "../../src/storage/action-store.ts";
@@ -27,10 +28,10 @@ const scopeOver = (t: Tenant, faulty: Env): Scope => ({
   store: new BlobStore(faulty, t.tenant),
 });
 
-/** An entry last used `daysAgo` days ago, written directly; its action's digest. */
-async function entry(t: Tenant, tag: string, daysAgo: number) {
+/** An entry (of `result`) last used `daysAgo` days ago, written directly; its action's digest. */
+async function entry(t: Tenant, tag: string, daysAgo: number, result: MessageInitShape<typeof ActionResultSchema> = {}) {
   const action = await digestOf(`${t.tenant}/${tag}`);
-  const bytes = toBinary(ActionResultSchema, create(ActionResultSchema, { exitCode: 7 }));
+  const bytes = toBinary(ActionResultSchema, create(ActionResultSchema, { exitCode: 7, ...result }));
   await env.CAS.put(actionResultKey(t.tenant, "", action.hash), bytes, { customMetadata: { used: String(Date.now() - daysAgo * DAY) } });
   return { hash: action.hash, size: Number(action.sizeBytes), key: actionResultKey(t.tenant, "", action.hash) };
 }
@@ -55,6 +56,21 @@ describe("action cache with R2 failing", () => {
       const err = await errorOf(lookupActionResult(scopeOver(t, failingBucket((op, k) => op === "get" && k === a.key, when)), a));
       expect(err.code).toBe(Code.Unavailable);
       expect(err.rawMessage).toMatch(/the action cache entry could not be read \(.*injected: R2 get.*\); retry/);
+    });
+
+    it(`a hit whose output Tree R2 fails to read ${when === "before" ? "at the start" : "mid-way"}: UNAVAILABLE, not a miss`, async () => {
+      const t = setup();
+      const file = new TextEncoder().encode(`output of ${t.tenant}`);
+      const fileDigest = await digestOf(file);
+      // Over the small-blob size, so that the Tree is read from R2.
+      const tree = toBinary(TreeSchema, create(TreeSchema, { root: { files: [{ name: "f".padEnd(SMALL_BLOB_MAX_BYTES, "x"), digest: fileDigest }] } }));
+      const treeDigest = await digestOf(tree);
+      await connectClient(ContentAddressableStorage, t.headers).batchUpdateBlobs({ requests: [{ digest: fileDigest, data: file }, { digest: treeDigest, data: tree }] });
+      const a = await entry(t, `tree-${when}`, 0, { outputDirectories: [{ path: "out", treeDigest }] });
+      expect(await lookupActionResult(scopeOver(t, env), a)).not.toBeNull();
+      const faulty = failingBucket((op, k) => op === "get" && k === `cas/${t.tenant}/${treeDigest.hash}`, when);
+      const err = await errorOf(lookupActionResult(scopeOver(t, faulty), a));
+      expect(err.code).toBe(Code.Unavailable);
     });
 
     it(`a store R2 fails ${when} the entry lands: UNAVAILABLE with the reason; stored again, it answers`, async () => {

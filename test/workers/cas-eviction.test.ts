@@ -7,8 +7,14 @@ import { describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
 import type { CasIndexDO } from "../../durable-objects/cas-index.ts";
 import { runInDurableObject } from "cloudflare:test";
-import { digestOf, pseudoRandom } from "./helpers.ts";
-import { R2_BLOB_BYTES, admin, blobsInShard, bytesHeld, evictStep, lastUsedAt, missing, objectExists, store, tenantPerTest } from "./cas-eviction-helpers.ts";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { ActionCache, ActionSchema, CommandSchema, DirectorySchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { ByteStream } from "../../src/gen/google/bytestream/bytestream_pb.ts";
+import { checkAction } from "../../src/execution/check-action.ts";
+import { BlobStore } from "../../src/storage/blob-store.ts";
+import { connectClient, digestOf, grpcWebClient, pseudoRandom } from "./helpers.ts";
+import { failingBucket, heldBucket, withObjectBucket } from "./fault-injection.ts";
+import { R2_BLOB_BYTES, admin, blobsInShard, bytesHeld, evictStep, lastUsedAt, missing, objectExists, store, tenantPerTest, type Tenant, type TestBlob } from "./cas-eviction-helpers.ts";
 
 const HOUR = 3600 * 1000;
 const DAY = 24 * HOUR;
@@ -193,6 +199,38 @@ describe("index before R2", () => {
     expect(await objectExists(t, b!)).toBe(true);
   });
 
+  it("an add waiting on R2 for one blob does not record another the alarm evicted meanwhile", async () => {
+    const t = setup({ CAS_MAX_BYTES: "1", CAS_MIN_LIFETIME_HOURS: "0" });
+    const [a, b] = await blobsInShard(t.tenant, "3", 2, R2_BLOB_BYTES);
+    await store(t, [a!, b!]);
+    const now = Date.now();
+    await lastUsedAt(t, a!, now - 2000);
+    await lastUsedAt(t, b!, now - 1000);
+    // A is evicted, then written again (its put lands behind the index): its add will look at R2.
+    expect((await evictStep(t, a!.digest.hash, { now, limit: 1 })).evicted).toBe(1);
+    await env.CAS.put(`cas/${t.tenant}/${a!.digest.hash}`, a!.data);
+    const stub = t.index.shard(a!.digest.hash);
+    const owner = { tenant: t.tenant, shards: 16, sweepsActionCache: false };
+    const keyA = `cas/${t.tenant}/${a!.digest.hash}`;
+    // The add, the eviction and the gate all in the object's context (see withObjectBucket).
+    const lost = await runInDurableObject(stub, (o: CasIndexDO) => {
+      let held!: ReturnType<typeof heldBucket>;
+      return withObjectBucket(o, (base) => (held = heldBucket((op, k) => op === "head" && k === keyA, base)).env, async () => {
+        const adding = o.add([[a!.digest.hash, R2_BLOB_BYTES], [b!.digest.hash, R2_BLOB_BYTES]], owner);
+        await held.reached;
+        // While the add waits on R2 for A, the alarm's step evicts B (row, then object).
+        expect((await o.evictStep({ now: Date.now() + 1000, limit: 1 })).evicted).toBe(1);
+        held.release();
+        return adding;
+      });
+    });
+    expect(await objectExists(t, b!)).toBe(false);
+    // B is reported lost (its writer uploads it again), not recorded over a deleted object.
+    expect(lost).toEqual([b!.digest.hash]);
+    expect(await t.index.missing([a!, b!].map((x) => ({ hash: x.digest.hash, size: R2_BLOB_BYTES })), false)).toEqual([{ hash: b!.digest.hash, size: R2_BLOB_BYTES }]);
+    expect(await objectExists(t, a!)).toBe(true);
+  });
+
   it("the service answers UNAVAILABLE for a write that raced an eviction", async () => {
     const t = setup({ CAS_MAX_BYTES: "1", CAS_MIN_LIFETIME_HOURS: "0" });
     const [b] = await blobsInShard(t.tenant, "2", 1, 40);
@@ -206,6 +244,55 @@ describe("index before R2", () => {
     const err = await t.index.add([{ hash: b!.digest.hash, size: 40 }]).catch((e) => e);
     expect(err.code).toBe(Code.Unavailable);
     expect(String(err.message)).toMatch(/evicted while being written/);
+  });
+});
+
+describe("R2 failing an eviction's delete", () => {
+  it("the next alarm deletes the objects (not one uploaded again meanwhile), the counts add up, and a failed alarm sets the next", async () => {
+    const { runDurableObjectAlarm } = await import("cloudflare:test");
+    const t = setup({ CAS_MAX_IDLE_DAYS: "1" });
+    const blobs = await blobsInShard(t.tenant, "5", 3, R2_BLOB_BYTES);
+    await store(t, blobs);
+    for (const b of blobs.slice(0, 2)) await lastUsedAt(t, b, Date.now() - 2 * DAY);
+    const stub = t.index.shard(blobs[0]!.digest.hash);
+    const failure = await runInDurableObject(stub, async (o: CasIndexDO, state) => {
+      await state.storage.deleteAlarm();
+      const err = await withObjectBucket(o, (base) => failingBucket((op) => op === "delete", "before", base), () => o.alarm().then(() => null, (e: unknown) => String(e)));
+      return { err, alarm: await state.storage.getAlarm() };
+    });
+    expect(failure.err).toMatch(/injected: R2 delete/);
+    expect(failure.alarm).toBeGreaterThan(Date.now());
+    // Rows gone, objects still there.
+    expect(await missing(t, blobs)).toEqual(new Set([blobs[0]!.digest.hash, blobs[1]!.digest.hash]));
+    expect(await Promise.all(blobs.map((b) => objectExists(t, b)))).toEqual([true, true, true]);
+    // Blob 0 is uploaded again before the retry: its object must outlive it.
+    await store(t, [blobs[0]!]);
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    expect(await Promise.all(blobs.map((b) => objectExists(t, b)))).toEqual([true, false, true]);
+    expect(await missing(t, blobs)).toEqual(new Set([blobs[1]!.digest.hash]));
+    const stats = await admin(t, "GET", `/admin/cas/stats?tenant=${t.tenant}`);
+    expect(stats.body.tenants[0]).toMatchObject({ bytes: 2 * R2_BLOB_BYTES, blobs: 2 });
+    expect(stats.body.tenants[0].counters).toMatchObject({ evicted_idle: 2, evicted_bytes: 2 * R2_BLOB_BYTES });
+  });
+});
+
+describe("split records", () => {
+  it("a blob's split record goes with its object, a delete R2 failed included", async () => {
+    const { runDurableObjectAlarm } = await import("cloudflare:test");
+    const t = setup({ CAS_MAX_IDLE_DAYS: "1" });
+    const [b] = await blobsInShard(t.tenant, "6", 1, R2_BLOB_BYTES);
+    await store(t, [b!]);
+    expect((await t.cas.splitBlob({ blobDigest: b!.digest })).chunkDigests).toHaveLength(1);
+    const records = async () => (await env.CAS.list({ prefix: `splits/${t.tenant}/${b!.digest.hash}/` })).objects.length;
+    expect(await records()).toBe(1);
+    await lastUsedAt(t, b!, Date.now() - 2 * DAY);
+    const stub = t.index.shard(b!.digest.hash);
+    const failed = await runInDurableObject(stub, (o: CasIndexDO) =>
+      withObjectBucket(o, (base) => failingBucket((op) => op === "delete", "before", base), () => o.alarm().then(() => false, () => true)),
+    );
+    expect([failed, await records(), await objectExists(t, b!)]).toEqual([true, 1, true]);
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    expect([await records(), await objectExists(t, b!)]).toEqual([0, false]);
   });
 });
 
@@ -226,5 +313,66 @@ describe("what extends a blob's lifetime", () => {
       expect((await t.cas.splitBlob({ blobDigest: b!.digest })).chunkDigests.length, pass).toBeGreaterThan(1);
       expect(await lastAccess(), pass).toBeGreaterThan(1000);
     }
+  });
+
+  // Writes of a blob stored already answer "stored" without storing it: the client then relies on
+  // it (Bazel's HTTP cache PUTs outputs, then the action's entry, and never asks FindMissing).
+  const alreadyStored: [string, (t: Tenant, b: TestBlob) => Promise<void>][] = [
+    [
+      "an HTTP cache PUT",
+      async (t, b) => {
+        const put = await SELF.fetch(`http://kiln/cache/cas/${b.digest.hash}`, { method: "PUT", body: b.data, headers: t.headers });
+        expect(put.status).toBeLessThan(300);
+      },
+    ],
+    [
+      "a ByteStream Write that completes early",
+      async (t, b) => {
+        const resourceName = `uploads/${crypto.randomUUID()}/blobs/${b.digest.hash}/${b.digest.sizeBytes}`;
+        const w = await grpcWebClient(ByteStream, t.headers).write((async function* () {
+          yield { resourceName, writeOffset: 0n, data: b.data.subarray(0, 10) };
+        })());
+        expect(w.committedSize).toBe(b.digest.sizeBytes);
+      },
+    ],
+  ];
+  for (const [what, write] of alreadyStored) {
+    it(`${what} of a blob stored already`, async () => {
+      const t = setup();
+      // Over the 64 KiB up to which an HTTP PUT stores without asking the index.
+      const data = pseudoRandom(100 * 1024, Date.now() % 1000);
+      const b = { data, digest: await digestOf(data) };
+      await store(t, [b]);
+      await lastUsedAt(t, b, Date.now() - 10 * DAY);
+      await write(t, b);
+      expect((await evictStep(t, b.digest.hash, { now: Date.now(), maxIdleMs: DAY })).evicted).toBe(0);
+      expect(await objectExists(t, b)).toBe(true);
+    });
+  }
+
+  it("UpdateActionResult's check of the blobs the entry references", async () => {
+    const t = setup();
+    const [out] = await blobsInShard(t.tenant, "7", 1, 100);
+    await store(t, [out!]);
+    await lastUsedAt(t, out!, Date.now() - 10 * DAY);
+    const actionDigest = await digestOf(`action ${crypto.randomUUID()}`);
+    await connectClient(ActionCache, t.headers).updateActionResult({ actionDigest, actionResult: { outputFiles: [{ path: "out", digest: out!.digest }] } });
+    expect((await evictStep(t, out!.digest.hash, { now: Date.now(), maxIdleMs: DAY })).evicted).toBe(0);
+  });
+
+  it("Execute's check of an action: its Action, Command and Directories, not only its input files", async () => {
+    const t = setup();
+    const blob = async (data: Uint8Array) => ({ data, digest: await digestOf(data) });
+    const file = await blob(new TextEncoder().encode(`input ${crypto.randomUUID()}`));
+    const sub = await blob(toBinary(DirectorySchema, create(DirectorySchema, { files: [{ name: "in.txt", digest: file.digest }] })));
+    const root = await blob(toBinary(DirectorySchema, create(DirectorySchema, { directories: [{ name: "sub", digest: sub.digest }] })));
+    const command = await blob(toBinary(CommandSchema, create(CommandSchema, { arguments: ["/bin/true", crypto.randomUUID()] })));
+    const action = await blob(toBinary(ActionSchema, create(ActionSchema, { commandDigest: command.digest, inputRootDigest: root.digest })));
+    const all = [file, sub, root, command, action];
+    await store(t, all);
+    for (const b of all) await lastUsedAt(t, b, Date.now() - 10 * DAY);
+    await checkAction(new BlobStore(env, t.tenant), { hash: action.digest.hash, size: Number(action.digest.sizeBytes) });
+    // A step on each blob's shard (they may share one): none is idle any more.
+    for (const b of all) expect((await evictStep(t, b.digest.hash, { now: Date.now(), maxIdleMs: DAY })).evicted).toBe(0);
   });
 });

@@ -110,3 +110,43 @@ export async function withBinding<T>(name: "CAS" | "CAS_INDEX", faulty: Env, fn:
     Object.assign(env, { [name]: real });
   }
 }
+
+/**
+ * `base` whose R2 calls `holds(op, key)` picks wait until `release()` (then run as asked);
+ * `reached` resolves when the first of them is waiting. For interleavings: what else runs meanwhile.
+ */
+export function heldBucket(holds: (op: string, key: string) => boolean, base: Env = env): { env: Env; reached: Promise<void>; release: () => void } {
+  let reach!: () => void;
+  let release!: () => void;
+  const reached = new Promise<void>((r) => (reach = r));
+  const released = new Promise<void>((r) => (release = r));
+  const bucket = base.CAS;
+  const proxy = new Proxy(bucket, {
+    get(t, prop: string) {
+      const v = Reflect.get(t, prop) as unknown;
+      if (typeof v !== "function") return v;
+      return (...args: unknown[]) => {
+        if (!holds(prop, typeof args[0] === "string" ? args[0] : "")) return Reflect.apply(v, t, args);
+        reach();
+        return released.then(() => Reflect.apply(v, t, args));
+      };
+    },
+  });
+  return { env: { ...base, CAS: proxy } as unknown as Env, reached, release };
+}
+
+/**
+ * Runs `fn` with a Durable Object's R2 bucket taken from `faulty` (built on the object's own env,
+ * which withBinding does not reach). Call it inside runInDurableObject, and make the object's calls
+ * there too: a promise of the test's cannot be settled from the object's context, nor the reverse.
+ */
+export async function withObjectBucket<T>(o: object, faulty: (base: Env) => Env, fn: () => Promise<T>): Promise<T> {
+  const e = (o as { env: Env }).env;
+  const real = e.CAS;
+  e.CAS = faulty({ ...e }).CAS;
+  try {
+    return await fn();
+  } finally {
+    e.CAS = real;
+  }
+}
