@@ -26,15 +26,20 @@ const allowed = (url: URL, allow: Set<string>) => allow.has(url.host) || allow.h
 
 export const isFetchableUri = (uri: string) => /^https?:\/\//i.test(uri);
 
-/** Downloads `uri` into the CAS, verifying the qualifiers; never stores content that fails them. */
+/**
+ * Downloads `uri` into the CAS, verifying the qualifiers; never stores content that fails them.
+ * `headers` (the header qualifiers', for this URI) go to the URI's origin only.
+ */
 export async function fetchFromOrigin(
   store: BlobStore,
   uri: string,
   q: AssetQualifiers,
+  headers: Headers,
   allow: Set<string>,
   signal: AbortSignal,
 ): Promise<OriginResult> {
   let url = new URL(uri);
+  const sent = new Headers(headers);
   let res: Response;
   try {
     for (let hop = 0; ; hop++) {
@@ -43,12 +48,18 @@ export async function fetchFromOrigin(
         return fail(Code.PermissionDenied, `host ${url.host} is not in ASSET_FETCH_ALLOW; Kiln fetches only from the hosts its operator allows`);
       }
       // The bytes as the origin stores them: a decoded body would not match its Content-Length.
-      res = await fetch(url, { redirect: "manual", signal, headers: { "accept-encoding": "identity" } });
+      sent.set("accept-encoding", "identity");
+      res = await fetch(url, { redirect: "manual", signal, headers: sent });
       const location = res.headers.get("location");
       if (res.status < 300 || res.status >= 400 || !location) break;
       await res.body?.cancel();
       if (hop === MAX_REDIRECTS) return fail(Code.Unavailable, `more than ${MAX_REDIRECTS} redirects from ${uri}`);
-      url = new URL(location, url);
+      const next = new URL(location, url);
+      // The headers are credentials for the origin they were given for (scheme, host and port):
+      // a redirect to another origin goes on without any of them, for the rest of the chain, as
+      // browsers and curl drop Authorization. They are the only headers Kiln adds besides its own.
+      if (next.origin !== url.origin) for (const name of [...sent.keys()]) sent.delete(name);
+      url = next;
     }
   } catch (e) {
     return failure(e, signal, `fetching ${url.href}`);

@@ -8,11 +8,14 @@
 //   against the origin's Content-Type when Kiln fetches.
 // - vcs.branch, vcs.commit and directory are part of the key and only ever match pushed assets:
 //   Kiln does not clone repositories or unpack archives.
+// - bazel.auth_headers, http_header:NAME and http_header_url:N:NAME are headers for the origin
+//   (asset-headers.ts), not part of the key.
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { QualifierSchema, type Qualifier } from "../gen/build/bazel/remote/asset/v1/remote_asset_pb.ts";
 import { BadRequestSchema } from "../gen/google/rpc/error_details_pb.ts";
 import { invalidArgument } from "../errors.ts";
+import { addHeaderQualifier, AUTH_HEADERS, isHeaderQualifier, noHeaders, type OriginHeaders } from "./asset-headers.ts";
 
 export const SRI = "checksum.sri";
 const RESOURCE_TYPE = "resource_type";
@@ -20,6 +23,8 @@ const RESOURCE_TYPE = "resource_type";
 const PUSH_ONLY = new Set(["vcs.branch", "vcs.commit", "directory"]);
 const KNOWN = new Set([SRI, RESOURCE_TYPE, "bazel.canonical_id", ...PUSH_ONLY]);
 const MAX_VALUE_CHARS = 4096;
+/** bazel.auth_headers carries a header object for each of up to 100 URIs. */
+const MAX_AUTH_HEADERS_CHARS = 64 * 1024;
 const MAX_QUALIFIERS = 64;
 
 /** SRI algorithms Kiln verifies, by their SRI prefix, with their Web Crypto names. */
@@ -44,23 +49,31 @@ export interface AssetQualifiers {
   resourceType?: string;
   /** Names of the given qualifiers that only a pushed asset can match. */
   pushOnly: string[];
+  /** Headers to send to the origin, per URI. */
+  headers: OriginHeaders;
 }
 
-export function parseQualifiers(qualifiers: readonly Qualifier[]): AssetQualifiers {
+/** `uriCount`: how many URIs the request has (http_header_url names one by index). */
+export function parseQualifiers(qualifiers: readonly Qualifier[], uriCount: number): AssetQualifiers {
   if (qualifiers.length > MAX_QUALIFIERS) throw invalidArgument(`${qualifiers.length} qualifiers; at most ${MAX_QUALIFIERS}`, "qualifiers");
-  const unsupported = qualifiers.filter((q) => !KNOWN.has(q.name));
+  const unsupported = qualifiers.filter((q) => !KNOWN.has(q.name) && !isHeaderQualifier(q.name));
   if (unsupported.length > 0) {
     const names = unsupported.map((q) => `"${q.name.slice(0, 200)}"`);
-    throw new ConnectError(`unsupported qualifier(s) ${names.join(", ")}; Kiln supports ${[...KNOWN].join(", ")}`, Code.InvalidArgument, undefined, [
+    throw new ConnectError(`unsupported qualifier(s) ${names.join(", ")}; Kiln supports ${[...KNOWN, AUTH_HEADERS, "http_header:NAME", "http_header_url:N:NAME"].join(", ")}`, Code.InvalidArgument, undefined, [
       { desc: BadRequestSchema, value: { fieldViolations: names.map((n) => ({ field: "qualifiers.name", description: `${n} not supported` })) } },
     ]);
   }
   const seen = new Set<string>();
-  const out: AssetQualifiers = { key: [], pushOnly: [] };
+  const out: AssetQualifiers = { key: [], pushOnly: [], headers: noHeaders() };
   for (const q of qualifiers) {
-    if (seen.has(q.name)) throw invalidArgument(`qualifier "${q.name}" is given twice; names must be unique`, "qualifiers.name");
+    if (seen.has(q.name)) throw invalidArgument(`qualifier "${q.name.slice(0, 200)}" is given twice; names must be unique`, "qualifiers.name");
     seen.add(q.name);
-    if (q.value.length > MAX_VALUE_CHARS) throw invalidArgument(`qualifier "${q.name}" is over ${MAX_VALUE_CHARS} characters`, "qualifiers.value");
+    const max = q.name === AUTH_HEADERS ? MAX_AUTH_HEADERS_CHARS : MAX_VALUE_CHARS;
+    if (q.value.length > max) throw invalidArgument(`qualifier "${q.name.slice(0, 200)}" is over ${max} characters`, "qualifiers.value");
+    if (isHeaderQualifier(q.name)) {
+      addHeaderQualifier(out.headers, q.name, q.value, uriCount);
+      continue;
+    }
     if (q.name === SRI) {
       out.sri = parseSri(q.value);
       continue;

@@ -29,6 +29,7 @@ import { callOrigin } from "../execution/request-metadata.ts";
 import { assetKey, dropAsset, getAsset, putAsset, type AssetKind, type AssetRecord } from "../storage/asset-store.ts";
 import { checkDigestFunction, missingSubject, parseDigest, toProtoDigest, type BlobDigest } from "../storage/digest.ts";
 import { directoryBlobs } from "./action-cache.ts";
+import { headersFor } from "./asset-headers.ts";
 import { fetchFromOrigin, isFetchableUri } from "./asset-origin.ts";
 import { base64ToHex, hexToBase64, parseQualifiers, sriQualifier, sriSatisfied, type AssetQualifiers, type Checksums } from "./asset-qualifiers.ts";
 import { scopeFor, type Scope } from "./scope.ts";
@@ -120,7 +121,7 @@ async function parseFetch(ctx: HandlerContext, req: FetchBlobRequest | FetchDire
   const s = await scopeFor(ctx, req.instanceName, "read");
   checkDigestFunction(req.digestFunction);
   const uris = parseUris(req.uris);
-  const q = parseQualifiers(req.qualifiers);
+  const q = parseQualifiers(req.qualifiers, uris.length);
   return { s, kind, uris, q, oldestMs: msOf(req.oldestContentAccepted, "oldest_content_accepted") ?? -Infinity };
 }
 
@@ -144,9 +145,10 @@ async function fetchBlob(ctx: HandlerContext, req: FetchBlobRequest) {
   const allow = assetFetchAllow();
   const signal = AbortSignal.any([ctx.signal, AbortSignal.timeout(timeoutMs)]);
   let last = { uri: fetchable[0]!, code: Code.NotFound, message: "" };
-  for (const uri of fetchable) {
+  for (const [i, uri] of uris.entries()) {
+    if (!isFetchableUri(uri)) continue;
     const startedMs = Date.now();
-    const got = await fetchFromOrigin(s.store, uri, q, allow, signal);
+    const got = await fetchFromOrigin(s.store, uri, q, headersFor(q.headers, uri, i), allow, signal);
     if (!got.ok) {
       last = { uri, code: got.code, message: got.message };
       continue;
@@ -232,7 +234,7 @@ async function push(ctx: HandlerContext, req: PushArgs, kind: AssetKind, digestF
   const s = await scopeFor(ctx, req.instanceName, "write");
   checkDigestFunction(req.digestFunction);
   const uris = parseUris(req.uris);
-  const q = parseQualifiers(req.qualifiers);
+  const q = parseQualifiers(req.qualifiers, uris.length);
   const d = parseDigest(digest, digestField);
   const blobs = req.referencesBlobs.map((r, i) => parseDigest(r, `references_blobs[${i}]`));
   const directories = req.referencesDirectories.map((r, i) => parseDigest(r, `references_directories[${i}]`));

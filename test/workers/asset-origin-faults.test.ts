@@ -16,7 +16,7 @@ const allow = new Set([new URL(origin).host]);
 const tenant = () => `asset-${crypto.randomUUID().slice(0, 8)}`;
 const staged = async (t: string) => (await env.CAS.list({ prefix: `asset-staging/${t}/` })).objects.length;
 const fetchInto = (store: BlobStore, text: string) =>
-  fetchFromOrigin(store, `${origin}/files/${crypto.randomUUID()}?text=${encodeURIComponent(text)}`, parseQualifiers([]), allow, new AbortController().signal);
+  fetchFromOrigin(store, `${origin}/files/${crypto.randomUUID()}?text=${encodeURIComponent(text)}`, parseQualifiers([], 1), new Headers(), allow, new AbortController().signal);
 
 for (const when of ["before", "after"] as When[]) {
   it(`a staging object R2 fails to delete ${when} it is gone: the fetch still succeeds with the blob stored`, async () => {

@@ -160,7 +160,7 @@ describe("failures for Bazel", () => {
 describe("qualifiers", () => {
   it("refuses unknown names with a BadRequest naming each one, on Fetch and Push", async () => {
     const qualifiers = [
-      { name: "bazel.auth_headers", value: "{}" },
+      { name: "git.ref", value: "main" },
       { name: "checksum.sri", value: "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=" },
       { name: "x-custom", value: "1" },
     ];
@@ -172,7 +172,7 @@ describe("qualifiers", () => {
       const err = await errorOf(call);
       expect(err.code).toBe(Code.InvalidArgument);
       expect(err.findDetails(BadRequestSchema)[0]?.fieldViolations).toEqual([
-        expect.objectContaining({ field: "qualifiers.name", description: '"bazel.auth_headers" not supported' }),
+        expect.objectContaining({ field: "qualifiers.name", description: '"git.ref" not supported' }),
         expect.objectContaining({ field: "qualifiers.name", description: '"x-custom" not supported' }),
       ]);
     }
