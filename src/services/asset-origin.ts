@@ -4,9 +4,12 @@
 // streamed, never held (one without Content-Length is read whole up to 8 MiB, since R2 needs a
 // length): with a single sha256 in checksum.sri it goes straight into one R2 put that R2
 // verifies; otherwise into a staging object that is hashed and, once the checksums match, copied
-// under its SHA-256 (R2 has no rename), then deleted either way. Failures outside Kiln's control are
-// answered, as the spec says, as a status in the response, not as an RPC error.
+// under its SHA-256 (R2 has no rename), then deleted either way. Failures outside Kiln's control
+// (the origin's answer, its connection, the content, the timeout) are answered, as the spec says,
+// as a status in the response, and the caller tries its next URI; Kiln's own storage failing (R2,
+// the CAS index) is not the origin's fault and is thrown: the RPC fails UNAVAILABLE, to retry.
 import { Code, ConnectError } from "@connectrpc/connect";
+import { unavailableFrom } from "../errors.ts";
 import type { AssetQualifiers, Checksums, SriAlgorithm } from "./asset-qualifiers.ts";
 import { base64ToHex, bytesToBase64, hexToBase64, SRI_ALGORITHMS, sriSatisfied } from "./asset-qualifiers.ts";
 import { dropStaged, getStaged, newStagingKey, putStaged } from "../storage/asset-staging.ts";
@@ -73,41 +76,108 @@ export async function fetchFromOrigin(
     await res.body?.cancel();
     return fail(Code.Aborted, `resource_type "${q.resourceType}" was asked for; ${url.href} is "${type}"`);
   }
-  try {
-    return await storeBody(store, res, q);
-  } catch (e) {
-    return failure(e, signal, `downloading ${url.href}`);
-  }
+  return storeBody(store, res, q, (e) => failure(e, signal, `downloading ${url.href}`));
 }
 
-/** A download: a stream whose length the origin declared, or a short body read whole (no length, or encoded anyway). */
-type Payload = { stream: ReadableStream<Uint8Array>; length: number } | { bytes: Uint8Array; length: number };
+/** A download: the origin's body of declared length, or a short body read whole (no length, or encoded anyway). */
+type Payload = { origin: OriginBody; length: number } | { bytes: Uint8Array; length: number };
 
-async function storeBody(store: BlobStore, res: Response, q: AssetQualifiers): Promise<OriginResult> {
+/** The status for the origin's body failing to arrive (`failure` bound to the download). */
+type OriginFailed = (e: unknown) => OriginResult;
+
+async function storeBody(store: BlobStore, res: Response, q: AssetQualifiers, originFailed: OriginFailed): Promise<OriginResult> {
   const encoded = (res.headers.get("content-encoding") ?? "identity").toLowerCase() !== "identity";
   const declared = encoded ? NaN : Number(res.headers.get("content-length") ?? NaN);
   let payload: Payload;
-  if (res.body && Number.isSafeInteger(declared) && declared >= 0) payload = { stream: res.body, length: declared };
+  if (res.body && Number.isSafeInteger(declared) && declared >= 0) payload = { origin: new OriginBody(res.body, declared), length: declared };
   else {
-    const bytes = await readCapped(res.body ?? new Blob([]).stream(), MAX_UNSIZED_BYTES);
+    let bytes: Uint8Array | null;
+    try {
+      bytes = await readCapped(res.body ?? new Blob([]).stream(), MAX_UNSIZED_BYTES);
+    } catch (e) {
+      return originFailed(e);
+    }
     if (!bytes) return fail(Code.ResourceExhausted, `the origin sent no Content-Length and more than ${MAX_UNSIZED_BYTES} bytes; Kiln streams only bodies of known length`);
     payload = { bytes, length: bytes.byteLength };
   }
   const only = q.sri?.length === 1 && q.sri[0]!.algorithm === "sha256" ? q.sri[0]! : undefined;
-  if (only) return storeVerifiedByR2(store, payload, { hash: base64ToHex(only.base64), size: payload.length });
-  return storeStaged(store, payload, q);
+  if (only) return storeVerifiedByR2(store, payload, { hash: base64ToHex(only.base64), size: payload.length }, originFailed);
+  return storeStaged(store, payload, q, originFailed);
+}
+
+/**
+ * The origin's body as R2 takes it (a stream of its declared length, which the HTTP framing
+ * enforces), noting whether reading the origin failed. When an R2 put of it fails, that note
+ * tells the origin's fault (a broken connection, the timeout) from R2's own: it is taken where
+ * the origin is read, before anything downstream can see the error, so it is set by the time the
+ * put fails. The price is one JavaScript read per chunk between the socket and R2.
+ */
+class OriginBody {
+  /** Set when reading the origin failed, with its error. */
+  broke: { error: unknown } | undefined;
+  readonly stream: ReadableStream<Uint8Array>;
+  private readonly stopped = new AbortController();
+
+  constructor(body: ReadableStream<Uint8Array>, length: number) {
+    const reader = body.getReader();
+    const watched = new ReadableStream<Uint8Array>({
+      pull: async (ctl) => {
+        let r: ReadableStreamReadResult<Uint8Array>;
+        try {
+          r = await reader.read();
+        } catch (e) {
+          this.broke = { error: e };
+          throw e;
+        }
+        if (r.done) ctl.close();
+        else ctl.enqueue(r.value);
+      },
+      cancel: (reason) => reader.cancel(reason),
+    });
+    const sized = new FixedLengthStream(length);
+    watched.pipeTo(sized.writable, { signal: this.stopped.signal }).catch(() => {});
+    this.stream = sized.readable;
+  }
+
+  /** Ends the copy and the origin's connection (a put that failed without reading would leave both waiting). */
+  stop(): void {
+    this.stopped.abort();
+  }
+}
+
+/** Streams the payload into `put`; an origin that breaks off on the way is its status, R2 failing is thrown. */
+async function putPayload(
+  payload: Payload,
+  put: (body: ReadableStream<Uint8Array> | Uint8Array) => Promise<void>,
+  originFailed: OriginFailed,
+): Promise<OriginResult | null> {
+  if (!("origin" in payload)) {
+    await put(payload.bytes);
+    return null;
+  }
+  try {
+    await put(payload.origin.stream);
+    return null;
+  } catch (e) {
+    if (payload.origin.broke) return originFailed(payload.origin.broke.error);
+    throw e;
+  } finally {
+    payload.origin.stop();
+  }
 }
 
 /** The SRI names one sha256: the CAS write under that hash is the check (R2 verifies it). */
-async function storeVerifiedByR2(store: BlobStore, payload: Payload, d: BlobDigest): Promise<OriginResult> {
+async function storeVerifiedByR2(store: BlobStore, payload: Payload, d: BlobDigest, originFailed: OriginFailed): Promise<OriginResult> {
   try {
-    // A declared length is enforced by the HTTP framing, so R2 may read the socket directly.
-    if ("stream" in payload) await store.write(d, payload.stream, { sized: true });
-    else await store.write(d, new Blob([payload.bytes]).stream());
+    const write = (body: ReadableStream<Uint8Array> | Uint8Array) =>
+      body instanceof Uint8Array ? store.write(d, new Blob([body]).stream()) : store.write(d, body, { sized: true });
+    const broke = await putPayload(payload, write, originFailed);
+    if (broke) return broke;
   } catch (e) {
     if (e instanceof ConnectError && e.code === Code.InvalidArgument) {
       return fail(Code.Aborted, `the content does not match checksum.sri sha256-${hexToBase64(d.hash)} (${e.rawMessage}); nothing was stored`);
     }
+    // store.write's own verdict on R2 or the CAS index failing: UNAVAILABLE.
     throw e;
   }
   return { ok: true, digest: d, checksums: { sha256: hexToBase64(d.hash) } };
@@ -115,15 +185,19 @@ async function storeVerifiedByR2(store: BlobStore, payload: Payload, d: BlobDige
 
 /**
  * Stores the download as a staging object, hashes it from there (natively: stream to DigestStream,
- * no JavaScript per chunk) and copies it under its SHA-256 if it satisfies checksum.sri.
+ * no JavaScript per chunk) and copies it under its SHA-256 if it satisfies checksum.sri. Past the
+ * staging put, every failure is Kiln's storage (UNAVAILABLE).
  */
-async function storeStaged(store: BlobStore, payload: Payload, q: AssetQualifiers): Promise<OriginResult> {
+async function storeStaged(store: BlobStore, payload: Payload, q: AssetQualifiers, originFailed: OriginFailed): Promise<OriginResult> {
   const algorithms = [...new Set<SriAlgorithm>(["sha256", ...(q.sri ?? []).map((h) => h.algorithm)])];
   const staging = newStagingKey(store);
   try {
-    await putStaged(store, staging, "stream" in payload ? payload.stream : payload.bytes);
+    const broke = await putPayload(payload, (body) => putStaged(store, staging, body), originFailed);
+    if (broke) return broke;
     const staged = await getStaged(store, staging, "hashed");
-    const checksums = await hashAll(staged.body, algorithms);
+    const checksums = await hashAll(staged.body, algorithms).catch((e: unknown) => {
+      throw unavailableFrom("the staged download could not be read back from R2", e, "nothing was stored; retry");
+    });
     if (q.sri && !sriSatisfied(q.sri, checksums)) {
       const got = Object.entries(checksums).map(([a, b]) => `${a}-${b}`).join(" ");
       return fail(Code.Aborted, `the content does not match checksum.sri (it hashes to ${got}); nothing was stored`);
@@ -147,7 +221,8 @@ async function hashAll(body: ReadableStream<Uint8Array>, algorithms: SriAlgorith
     let mine = rest;
     if (i < algorithms.length - 1) [mine, rest] = rest.tee();
     const ds = new crypto.DigestStream(SRI_ALGORITHMS[a]);
-    jobs.push(mine.pipeTo(ds).then(async () => void (out[a] = bytesToBase64(await ds.digest))));
+    // Both awaited: a body that breaks off rejects ds.digest too, which must not go unhandled.
+    jobs.push(Promise.all([mine.pipeTo(ds), ds.digest]).then(([, digest]) => void (out[a] = bytesToBase64(digest))));
   });
   await Promise.all(jobs);
   return out;
@@ -177,8 +252,8 @@ function codeOfOriginStatus(status: number): Code {
   return Code.Unavailable;
 }
 
+/** The status for the origin failing (never Kiln's storage: that is thrown, not answered). */
 function failure(e: unknown, signal: AbortSignal, doing: string): OriginResult {
   if (signal.aborted) return fail(Code.DeadlineExceeded, `${doing}: the fetch timeout passed; nothing was stored`);
-  if (e instanceof ConnectError) return fail(e.code, `${doing}: ${e.rawMessage}`);
   return fail(Code.Unavailable, `${doing}: ${String((e as Error)?.message ?? e)}; nothing was stored`);
 }
