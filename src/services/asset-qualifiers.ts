@@ -88,7 +88,9 @@ export function parseQualifiers(qualifiers: readonly Qualifier[], uriCount: numb
 
 /**
  * A checksum.sri value: whitespace-separated `alg-base64[?options]` tokens (W3C SRI). Tokens of
- * other algorithms are skipped, as SRI says; a value with none Kiln can verify is refused.
+ * other algorithms are skipped, as SRI says; a value with none Kiln can verify is refused. Each
+ * digest is kept in canonical (padded) base64, as Kiln writes the ones it computes: hashes are
+ * compared as strings, and SRI also allows the padding to be left out.
  */
 function parseSri(value: string): SriHash[] {
   const hashes: SriHash[] = [];
@@ -96,20 +98,22 @@ function parseSri(value: string): SriHash[] {
     const m = /^(sha256|sha384|sha512)-([A-Za-z0-9+/]+={0,2})(\?.*)?$/.exec(token);
     if (!m) continue;
     const algorithm = m[1] as SriAlgorithm;
-    if (base64Bytes(m[2]!) !== DIGEST_BYTES[algorithm]) {
+    const bytes = base64Decode(m[2]!);
+    if (bytes?.length !== DIGEST_BYTES[algorithm]) {
       throw invalidArgument(`checksum.sri token "${token}" is not a ${algorithm} digest in base64`, "qualifiers.value");
     }
-    hashes.push({ algorithm, base64: m[2]! });
+    hashes.push({ algorithm, base64: btoa(bytes) });
   }
   if (hashes.length === 0) throw invalidArgument(`checksum.sri "${value}" has no sha256, sha384 or sha512 hash`, "qualifiers.value");
   return hashes;
 }
 
-function base64Bytes(b64: string): number {
+/** The decoded bytes (a binary string), padded or not; null if it is not base64. */
+function base64Decode(b64: string): string | null {
   try {
-    return atob(b64).length;
+    return atob(b64);
   } catch {
-    return -1;
+    return null;
   }
 }
 

@@ -301,6 +301,22 @@ describe("FetchBlob from origin", () => {
     }
   });
 
+  it("matches a checksum.sri written without its base64 padding (valid SRI), from origin and from the asset cache", async () => {
+    env.ASSET_FETCH_ALLOW = originHost;
+    const instanceName = uniqueInstance();
+    const text = "unpadded " + crypto.randomUUID();
+    const path = uniquePath();
+    const uri = `${origin}${path}?text=${encodeURIComponent(text)}`;
+    const sha512 = await sri("SHA-512", text);
+    expect(sha512).toMatch(/==$/);
+    const qualifiers = [{ name: "checksum.sri", value: sha512.replace(/=+$/, "") }];
+    const r = await fetcher.fetchBlob({ instanceName, uris: [uri], qualifiers });
+    expect(r.status?.code ?? 0).toBe(0);
+    expect(r.blobDigest?.hash).toBe(await sha256Hex(text));
+    expect((await fetcher.fetchBlob({ instanceName, uris: [uri], qualifiers })).blobDigest?.hash).toBe(await sha256Hex(text));
+    expect(await hits(path)).toBe(1);
+  });
+
   it("answers ABORTED on a checksum mismatch and stores nothing", async () => {
     env.ASSET_FETCH_ALLOW = originHost;
     for (const alg of ["SHA-256", "SHA-512"] as const) {
