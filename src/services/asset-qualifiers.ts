@@ -19,9 +19,10 @@ import { addHeaderQualifier, AUTH_HEADERS, isHeaderQualifier, noHeaders, type Or
 
 export const SRI = "checksum.sri";
 const RESOURCE_TYPE = "resource_type";
+const CANONICAL_ID = "bazel.canonical_id";
 /** Qualifiers only a pushed asset can satisfy. */
 const PUSH_ONLY = new Set(["vcs.branch", "vcs.commit", "directory"]);
-const KNOWN = new Set([SRI, RESOURCE_TYPE, "bazel.canonical_id", ...PUSH_ONLY]);
+const KNOWN = new Set([SRI, RESOURCE_TYPE, CANONICAL_ID, ...PUSH_ONLY]);
 const MAX_VALUE_CHARS = 4096;
 /** bazel.auth_headers carries a header object for each of up to 100 URIs. */
 const MAX_AUTH_HEADERS_CHARS = 64 * 1024;
@@ -47,6 +48,7 @@ export interface AssetQualifiers {
   /** The hashes of checksum.sri, if given: content must match one of them. */
   sri?: SriHash[];
   resourceType?: string;
+  canonicalId?: string;
   /** Names of the given qualifiers that only a pushed asset can match. */
   pushOnly: string[];
   /** Headers to send to the origin, per URI. */
@@ -79,6 +81,7 @@ export function parseQualifiers(qualifiers: readonly Qualifier[], uriCount: numb
       continue;
     }
     if (q.name === RESOURCE_TYPE) out.resourceType = q.value;
+    if (q.name === CANONICAL_ID) out.canonicalId = q.value;
     if (PUSH_ONLY.has(q.name)) out.pushOnly.push(q.name);
     out.key.push(create(QualifierSchema, { name: q.name, value: q.value }));
   }

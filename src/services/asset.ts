@@ -162,12 +162,15 @@ async function fetchBlob(ctx: HandlerContext, req: FetchBlobRequest) {
 
 /**
  * The blob a sha256 in checksum.sri names, when this tenant's CAS already holds it: it is the
- * content the URL must have, so no download is needed (Bazel's repository cache works the same
- * way). Not when resource_type asks for something only the origin's answer can show, nor when
- * oldest_content_accepted is set: the spec makes it the client's way to ask for a new download.
+ * content the URL must have, so no download is needed (Bazel's repository cache looks files up
+ * by checksum the same way). Not when resource_type asks for something only the origin's answer
+ * can show; nor with oldest_content_accepted, the spec's way to ask for a new download; nor with
+ * bazel.canonical_id, which means "not from a cache unless it was added with this canonical id"
+ * (Bazel's repository cache keeps the id beside each file for this): a blob in the CAS carries
+ * no id, while an asset stored with the id is keyed by it and still answers (usableAsset).
  */
 async function presentBySha256({ s, q, oldestMs }: FetchArgs): Promise<BlobDigest | null> {
-  if (q.resourceType !== undefined || oldestMs !== -Infinity) return null;
+  if (q.resourceType !== undefined || q.canonicalId !== undefined || oldestMs !== -Infinity) return null;
   for (const h of q.sri ?? []) {
     if (h.algorithm !== "sha256") continue;
     const hash = base64ToHex(h.base64);

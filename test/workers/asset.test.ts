@@ -269,6 +269,25 @@ describe("FetchBlob from origin", () => {
     expect(await hits(path)).toBe(0);
   });
 
+  it("does not answer from the CAS by sha256 when bazel.canonical_id is given: it downloads, and an asset stored with that id answers", async () => {
+    env.ASSET_FETCH_ALLOW = originHost;
+    const instanceName = uniqueInstance();
+    const text = "canonical " + crypto.randomUUID();
+    await upload(text, instanceName);
+    const path = uniquePath();
+    const uri = `${origin}${path}?text=${encodeURIComponent(text)}`;
+    const qualifiers = [
+      { name: "checksum.sri", value: await sri("SHA-256", text) },
+      { name: "bazel.canonical_id", value: `${uri} v2` },
+    ];
+    const r = await fetcher.fetchBlob({ instanceName, uris: [uri], qualifiers });
+    expect(r.status?.code ?? 0).toBe(0);
+    expect(r.blobDigest?.hash).toBe(await sha256Hex(text));
+    expect(await hits(path)).toBe(1);
+    expect((await fetcher.fetchBlob({ instanceName, uris: [uri], qualifiers })).blobDigest?.hash).toBe(await sha256Hex(text));
+    expect(await hits(path)).toBe(1);
+  });
+
   it("downloads into the CAS with checksum.sri (sha256) verified, then answers from the asset cache", async () => {
     env.ASSET_FETCH_ALLOW = originHost;
     const instanceName = uniqueInstance();
