@@ -11,7 +11,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { unavailableFrom } from "../errors.ts";
 import type { AssetQualifiers, Checksums, SriAlgorithm } from "./asset-qualifiers.ts";
-import { base64ToHex, bytesToBase64, hexToBase64, SRI_ALGORITHMS, sriSatisfied } from "./asset-qualifiers.ts";
+import { base64ToHex, checksumsOf, hexToBase64, sriSatisfied } from "./asset-qualifiers.ts";
 import { dropStaged, getStaged, newStagingKey, putStaged } from "../storage/asset-staging.ts";
 import type { BlobStore } from "../storage/blob-store.ts";
 import type { BlobDigest } from "../storage/digest.ts";
@@ -195,7 +195,7 @@ async function storeStaged(store: BlobStore, payload: Payload, q: AssetQualifier
     const broke = await putPayload(payload, (body) => putStaged(store, staging, body), originFailed);
     if (broke) return broke;
     const staged = await getStaged(store, staging, "hashed");
-    const checksums = await hashAll(staged.body, algorithms).catch((e: unknown) => {
+    const checksums = await checksumsOf(staged.body, algorithms).catch((e: unknown) => {
       throw unavailableFrom("the staged download could not be read back from R2", e, "nothing was stored; retry");
     });
     if (q.sri && !sriSatisfied(q.sri, checksums)) {
@@ -210,22 +210,6 @@ async function storeStaged(store: BlobStore, payload: Payload, q: AssetQualifier
     // this error.
     await dropStaged(store, staging);
   }
-}
-
-/** The stream's digests (base64) by algorithm, the stream split with tee where more than one. */
-async function hashAll(body: ReadableStream<Uint8Array>, algorithms: SriAlgorithm[]): Promise<Checksums> {
-  const out: Checksums = {};
-  const jobs: Promise<void>[] = [];
-  let rest = body;
-  algorithms.forEach((a, i) => {
-    let mine = rest;
-    if (i < algorithms.length - 1) [mine, rest] = rest.tee();
-    const ds = new crypto.DigestStream(SRI_ALGORITHMS[a]);
-    // Both awaited: a body that breaks off rejects ds.digest too, which must not go unhandled.
-    jobs.push(Promise.all([mine.pipeTo(ds), ds.digest]).then(([, digest]) => void (out[a] = bytesToBase64(digest))));
-  });
-  await Promise.all(jobs);
-  return out;
 }
 
 /** The body, or null once it passes `cap` bytes. */

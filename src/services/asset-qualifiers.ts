@@ -2,8 +2,8 @@
 // (the spec's qualifiers.md plus Bazel's canonical id) and refuses every other name, on Fetch and
 // on Push alike, with the BadRequest the spec asks for: one `qualifiers.name` violation per
 // unsupported qualifier. Of the known names:
-// - checksum.sri is verified (on bytes fetched from origin, or against what an asset is known to
-//   hash to) and is not part of an asset's key: any content that satisfies it answers.
+// - checksum.sri is verified (on bytes fetched from origin or pushed, or against what an asset is
+//   known to hash to) and is not part of an asset's key: any content that satisfies it answers.
 // - bazel.canonical_id and resource_type are part of the key; resource_type is also checked
 //   against the origin's Content-Type when Kiln fetches.
 // - vcs.branch, vcs.commit and directory are part of the key and only ever match pushed assets:
@@ -118,6 +118,25 @@ function base64Decode(b64: string): string | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * The stream's digests (base64) by algorithm, hashed natively (the stream piped to DigestStream,
+ * no JavaScript per chunk), split with tee where more than one.
+ */
+export async function checksumsOf(body: ReadableStream<Uint8Array>, algorithms: SriAlgorithm[]): Promise<Checksums> {
+  const out: Checksums = {};
+  const jobs: Promise<void>[] = [];
+  let rest = body;
+  algorithms.forEach((a, i) => {
+    let mine = rest;
+    if (i < algorithms.length - 1) [mine, rest] = rest.tee();
+    const ds = new crypto.DigestStream(SRI_ALGORITHMS[a]);
+    // Both awaited: a body that breaks off rejects ds.digest too, which must not go unhandled.
+    jobs.push(Promise.all([mine.pipeTo(ds), ds.digest]).then(([, digest]) => void (out[a] = bytesToBase64(digest))));
+  });
+  await Promise.all(jobs);
+  return out;
 }
 
 /** The SRI qualifier is satisfied when one of its hashes is one the content is known to have. */

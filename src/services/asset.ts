@@ -24,14 +24,14 @@ import {
 import { DigestFunction_Value, type Digest } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { authorize } from "../auth.ts";
 import { assetFetchAllow } from "../config.ts";
-import { invalidArgument, missingBlobs } from "../errors.ts";
+import { invalidArgument, missingBlobs, unavailableFrom } from "../errors.ts";
 import { callOrigin } from "../execution/request-metadata.ts";
 import { assetKey, dropAsset, getAsset, putAsset, type AssetKind, type AssetRecord } from "../storage/asset-store.ts";
 import { checkDigestFunction, missingSubject, parseDigest, toProtoDigest, type BlobDigest } from "../storage/digest.ts";
 import { directoryBlobs } from "./action-cache.ts";
 import { headersFor } from "./asset-headers.ts";
 import { fetchFromOrigin, isFetchableUri } from "./asset-origin.ts";
-import { base64ToHex, hexToBase64, parseQualifiers, sriQualifier, sriSatisfied, type AssetQualifiers, type Checksums } from "./asset-qualifiers.ts";
+import { base64ToHex, checksumsOf, hexToBase64, parseQualifiers, sriQualifier, sriSatisfied, type AssetQualifiers, type Checksums } from "./asset-qualifiers.ts";
 import { scopeFor, type Scope } from "./scope.ts";
 
 const MAX_URIS = 100;
@@ -241,27 +241,50 @@ async function push(ctx: HandlerContext, req: PushArgs, kind: AssetKind, digestF
   const d = parseDigest(digest, digestField);
   const blobs = req.referencesBlobs.map((r, i) => parseDigest(r, `references_blobs[${i}]`));
   const directories = req.referencesDirectories.map((r, i) => parseDigest(r, `references_directories[${i}]`));
-  // Pushed checksums are trusted (the spec allows it), except a sha256 that contradicts the blob.
-  const checksums: Checksums = {};
-  for (const h of q.sri ?? []) checksums[h.algorithm] ??= h.base64;
-  if (kind === "blob") {
-    const own = hexToBase64(d.hash);
-    if (checksums.sha256 !== undefined && !q.sri!.some((h) => h.algorithm === "sha256" && h.base64 === own)) {
-      throw invalidArgument(`checksum.sri names a sha256 that is not ${digestField} ${d.hash}`, "qualifiers.value");
-    }
-    checksums.sha256 = own;
+  // The spec lets a server trust pushed qualifiers, but checksum.sri is what a Fetch with that SRI
+  // is answered by: a claim left unchecked would let any writer bind a URL to other bytes for
+  // every client that pins the URL's checksum. A directory is a tree, not bytes: there is nothing
+  // for an SRI (of the archive it came from, say) to be checked against, so it is refused rather
+  // than ignored, which would leave the pusher believing it was recorded.
+  if (kind === "directory" && q.sri) {
+    throw invalidArgument("checksum.sri is a checksum of bytes; a pushed directory is a tree Kiln cannot check it against", "qualifiers.name");
   }
   // Touched: the association should keep its blobs alive, as a Fetch hit does.
   const missing = await s.store.index.missing(await assetBlobs(s, kind, d, blobs, directories), true);
   if (missing.length > 0) {
     throw missingBlobs(`the asset references ${missing.length} blob(s) not in the CAS; upload them first`, missing.map(missingSubject));
   }
+  const checksums = kind === "blob" ? await pushedChecksums(s, d, q.sri, digestField) : {};
   const rec = newRecord(d, q, checksums, Date.now(), {
     expireAtMs: msOf(req.expireAt, "expire_at"),
     referencedBlobs: blobs,
     referencedDirectories: directories,
   });
   for (const uri of uris) await putAsset(s.env.CAS, await assetKey(s.principal.tenant, s.instanceName, kind, uri, q.key), rec);
+}
+
+/**
+ * What a pushed blob hashes to: its sha256 (its digest) and every other algorithm checksum.sri
+ * names, computed from its bytes in the CAS. INVALID_ARGUMENT unless one of the SRI's hashes is
+ * among them (SRI's rule, as a download is checked); only computed hashes are recorded.
+ */
+async function pushedChecksums(s: Scope, d: BlobDigest, sri: AssetQualifiers["sri"], field: string): Promise<Checksums> {
+  const known: Checksums = { sha256: hexToBase64(d.hash) };
+  if (!sri) return known;
+  const others = [...new Set(sri.map((h) => h.algorithm))].filter((a) => a !== "sha256");
+  if (others.length > 0) {
+    const { body } = await s.store.read(d);
+    Object.assign(
+      known,
+      await checksumsOf(body, others).catch((e: unknown) => {
+        throw unavailableFrom(`${field} ${d.hash}/${d.size} could not be read from the CAS to check checksum.sri`, e);
+      }),
+    );
+  }
+  if (!sriSatisfied(sri, known)) {
+    throw invalidArgument(`checksum.sri names no hash ${field} ${d.hash}/${d.size} has; nothing was recorded`, "qualifiers.value");
+  }
+  return known;
 }
 
 export const fetchService: ServiceImpl<typeof Fetch> = {

@@ -16,8 +16,8 @@ const pusher = connectClient(Push);
 const origin = inject("assetOrigin");
 const originHost = new URL(origin).host;
 
-const sri = async (alg: "SHA-256" | "SHA-384" | "SHA-512", text: string) =>
-  `${alg.replace("-", "").toLowerCase()}-${btoa(String.fromCharCode(...new Uint8Array(await crypto.subtle.digest(alg, bytes(text)))))}`;
+const sri = async (alg: "SHA-256" | "SHA-384" | "SHA-512", data: string | Uint8Array) =>
+  `${alg.replace("-", "").toLowerCase()}-${btoa(String.fromCharCode(...new Uint8Array(await crypto.subtle.digest(alg, typeof data === "string" ? bytes(data) : data))))}`;
 const hits = async (path: string) => Number(await (await fetch(`${origin}/hits?path=${encodeURIComponent(path)}`)).text());
 const uniquePath = () => `/files/${crypto.randomUUID()}`;
 const readBlob = async (instanceName: string, d: { hash: string; sizeBytes: bigint }) => {
@@ -207,6 +207,40 @@ describe("qualifiers", () => {
       pusher.pushBlob({ instanceName, uris: [uri], blobDigest: blob, qualifiers: [{ name: "checksum.sri", value: await sri("SHA-256", "other") }] }),
     );
     expect(err.code).toBe(Code.InvalidArgument);
+  });
+
+  it("checks sha384 / sha512 checksum.sri claims against the pushed bytes: a false one is INVALID_ARGUMENT and binds nothing", async () => {
+    const instanceName = uniqueInstance();
+    for (const size of [1000, 10_000]) {
+      // Small (kept in the index) and large (read back from R2).
+      const data = crypto.getRandomValues(new Uint8Array(size));
+      const blob = await upload(data, instanceName);
+      const uri = `urn:x:${crypto.randomUUID()}`;
+      const lie = await sri("SHA-384", "another text " + crypto.randomUUID());
+      const sriOf = (value: string) => [{ name: "checksum.sri", value }];
+      const err = await errorOf(pusher.pushBlob({ instanceName, uris: [uri], blobDigest: blob, qualifiers: sriOf(lie) }));
+      expect(err.code).toBe(Code.InvalidArgument);
+      expect(err.rawMessage).toMatch(/checksum.sri names no hash blob_digest/);
+      const r = await fetcher.fetchBlob({ instanceName, uris: [uri], qualifiers: sriOf(lie) });
+      expect(r.status?.code).toBe(Code.NotFound);
+      expect(r.blobDigest).toBeUndefined();
+      // A true claim is recorded, beside a false one of another algorithm (one hash must match, as SRI says).
+      const truth = await sri("SHA-384", data);
+      await pusher.pushBlob({ instanceName, uris: [uri], blobDigest: blob, qualifiers: sriOf(`${await sri("SHA-512", "not it")} ${truth}`) });
+      expect((await fetcher.fetchBlob({ instanceName, uris: [uri], qualifiers: sriOf(truth) })).blobDigest).toMatchObject(blob);
+      expect((await fetcher.fetchBlob({ instanceName, uris: [uri], qualifiers: sriOf(lie) })).status?.code).toBe(Code.NotFound);
+      expect((await fetcher.fetchBlob({ instanceName, uris: [uri], qualifiers: sriOf(await sri("SHA-512", data)) })).blobDigest).toMatchObject(blob);
+    }
+  });
+
+  it("refuses checksum.sri on PushDirectory: a tree has no bytes to check it against", async () => {
+    const instanceName = uniqueInstance();
+    const root = await upload(toBinary(DirectorySchema, create(DirectorySchema, {})), instanceName);
+    const err = await errorOf(
+      pusher.pushDirectory({ instanceName, uris: [`urn:x:${crypto.randomUUID()}`], rootDirectoryDigest: root, qualifiers: [{ name: "checksum.sri", value: await sri("SHA-256", "x") }] }),
+    );
+    expect(err.code).toBe(Code.InvalidArgument);
+    expect(err.rawMessage).toMatch(/pushed directory/);
   });
 
   it("answers push-only qualifiers (vcs.*, directory) from pushes only, never from origin", async () => {
