@@ -203,7 +203,9 @@ async function storeStaged(store: BlobStore, payload: Payload, q: AssetQualifier
       return fail(Code.Aborted, `the content does not match checksum.sri (it hashes to ${got}); nothing was stored`);
     }
     const d: BlobDigest = { hash: base64ToHex(checksums.sha256!), size: staged.size };
-    if (!(await store.index.has(d))) await store.write(d, (await getStaged(store, staging, "stored")).body, { sized: true });
+    // Already in the CAS: touched (not just asked), so it lives as long as the answer's expires_at says.
+    const present = (await store.index.missing([d], true)).length === 0;
+    if (!present) await store.write(d, (await getStaged(store, staging, "stored")).body, { sized: true });
     return { ok: true, digest: d, checksums };
   } finally {
     // Only space is lost if it stays; a fetch that worked (or its real failure) must not become

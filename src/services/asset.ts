@@ -24,10 +24,12 @@ import {
 import { DigestFunction_Value, type Digest } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { authorize } from "../auth.ts";
 import { assetFetchAllow } from "../config.ts";
+import type { Env } from "../env.ts";
 import { invalidArgument, missingBlobs, unavailableFrom } from "../errors.ts";
 import { callOrigin } from "../execution/request-metadata.ts";
 import { assetKey, dropAsset, getAsset, putAsset, type AssetKind, type AssetRecord } from "../storage/asset-store.ts";
 import { checkDigestFunction, missingSubject, parseDigest, toProtoDigest, type BlobDigest } from "../storage/digest.ts";
+import { casEvicts, evictionPolicy } from "../storage/eviction-policy.ts";
 import { directoryBlobs } from "./action-cache.ts";
 import { headersFor } from "./asset-headers.ts";
 import { fetchFromOrigin, isFetchableUri } from "./asset-origin.ts";
@@ -107,15 +109,36 @@ interface Answer {
   digestFunction?: DigestFunction_Value;
 }
 
-/** A Fetch answer from a stored asset (status OK: google.rpc.Code 0). */
-const answer = (uri: string, rec: AssetRecord): Answer => ({
-  status: { code: 0 },
-  uri,
-  qualifiers: [...rec.qualifiers, ...sriQualifier(rec.checksums)],
-  expiresAt: rec.expireAtMs === undefined ? undefined : timestampFromMs(rec.expireAtMs),
-  digest: toProtoDigest(rec.digest),
-  digestFunction: DigestFunction_Value.SHA256,
-});
+/**
+ * A Fetch answer from a stored asset (status OK: google.rpc.Code 0), its blobs touched no earlier
+ * than `touchedMs`.
+ */
+const answer = (env: Env, uri: string, rec: AssetRecord, touchedMs: number): Answer => {
+  const expiresAtMs = availableThrough(env, rec.expireAtMs, touchedMs);
+  return {
+    status: { code: 0 },
+    uri,
+    qualifiers: [...rec.qualifiers, ...sriQualifier(rec.checksums)],
+    expiresAt: expiresAtMs === undefined ? undefined : timestampFromMs(expiresAtMs),
+    digest: toProtoDigest(rec.digest),
+    digestFunction: DigestFunction_Value.SHA256,
+  };
+};
+
+/**
+ * expires_at, "a minimum timestamp the content is expected to be available through": Push's
+ * expire_at, but no later than CAS eviction is sure to spare the blobs. Eviction takes no blob
+ * within protectedMs of its last recorded use (eviction-policy.ts), and a recorded use may lag the
+ * touch that made it by the index's staleness, which protectedMs adds to the minimum lifetime:
+ * from the touch itself, the blobs are safe for the minimum lifetime. A CAS that never evicts
+ * leaves expire_at alone (unset: no time is promised).
+ */
+function availableThrough(env: Env, expireAtMs: number | undefined, touchedMs: number): number | undefined {
+  const policy = evictionPolicy(env);
+  const spared = casEvicts(policy) ? touchedMs + policy.minLifetimeMs : undefined;
+  if (spared === undefined) return expireAtMs;
+  return expireAtMs === undefined ? spared : Math.min(expireAtMs, spared);
+}
 
 async function parseFetch(ctx: HandlerContext, req: FetchBlobRequest | FetchDirectoryRequest, kind: AssetKind): Promise<FetchArgs> {
   const s = await scopeFor(ctx, req.instanceName, "read");
@@ -130,16 +153,18 @@ async function fetchBlob(ctx: HandlerContext, req: FetchBlobRequest) {
   const timeoutMs = parseTimeout(req.timeout);
   const { s, uris, q } = args;
   for (const uri of uris) {
+    const lookedMs = Date.now();
     const rec = await usableAsset(args, uri);
-    if (rec) return respondBlob(ctx, answer(uri, rec));
+    if (rec) return respondBlob(ctx, answer(s.env, uri, rec, lookedMs));
   }
   const fetchable = uris.filter(isFetchableUri);
   if (fetchable.length === 0 || q.pushOnly.length > 0) {
     const why = q.pushOnly.length > 0 ? `qualifier(s) ${q.pushOnly.join(", ")} match only pushed assets` : "no URI is an http(s) URL Kiln could fetch";
     return respondBlob(ctx, { status: { code: Code.NotFound, message: `no usable asset is stored for these URIs and qualifiers, and ${why}` }, uri: uris[0]! });
   }
+  const lookedMs = Date.now();
   const known = await presentBySha256(args);
-  if (known) return respondBlob(ctx, answer(fetchable[0]!, newRecord(known, q, { sha256: hexToBase64(known.hash) }, Date.now())));
+  if (known) return respondBlob(ctx, answer(s.env, fetchable[0]!, newRecord(known, q, { sha256: hexToBase64(known.hash) }, lookedMs), lookedMs));
   // Downloading writes to the CAS: the caller needs write access, whatever the origin.
   authorize(s.principal, s.instanceName, "write");
   const allow = assetFetchAllow();
@@ -155,7 +180,7 @@ async function fetchBlob(ctx: HandlerContext, req: FetchBlobRequest) {
     }
     const rec = newRecord(got.digest, q, got.checksums, startedMs);
     await putAsset(s.env.CAS, await assetKey(s.principal.tenant, s.instanceName, "blob", uri, q.key), rec);
-    return respondBlob(ctx, answer(uri, rec));
+    return respondBlob(ctx, answer(s.env, uri, rec, startedMs));
   }
   return respondBlob(ctx, { status: { code: last.code, message: last.message }, uri: last.uri });
 }
@@ -199,9 +224,10 @@ async function fetchDirectory(ctx: HandlerContext, req: FetchDirectoryRequest) {
   const args = await parseFetch(ctx, req, "directory");
   parseTimeout(req.timeout);
   for (const uri of args.uris) {
+    const lookedMs = Date.now();
     const rec = await usableAsset(args, uri);
     if (rec) {
-      const { digest, ...rest } = answer(uri, rec);
+      const { digest, ...rest } = answer(args.s.env, uri, rec, lookedMs);
       return create(FetchDirectoryResponseSchema, { ...rest, rootDirectoryDigest: digest });
     }
   }

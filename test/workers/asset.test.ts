@@ -2,13 +2,14 @@
 // scripted HTTP origin started by asset-origin-setup.ts, reached over loopback like any host.
 import { create, toBinary } from "@bufbuild/protobuf";
 import { base64Encode } from "@bufbuild/protobuf/wire";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
-import { SELF, env } from "cloudflare:test";
+import { SELF, env, runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, inject, it } from "vitest";
 import { Fetch, Push } from "../../src/gen/build/bazel/remote/asset/v1/remote_asset_pb.ts";
 import { ContentAddressableStorage, DirectorySchema, RequestMetadataSchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { BadRequestSchema, PreconditionFailureSchema } from "../../src/gen/google/rpc/error_details_pb.ts";
+import { CasIndex } from "../../src/storage/cas-index.ts";
 import { bytes, connectClient, digestOf, errorOf, grpcWebClient, sha256Hex, uniqueInstance, upload } from "./helpers.ts";
 
 const fetcher = connectClient(Fetch);
@@ -263,6 +264,64 @@ describe("expiry and age", () => {
     expect((await env.CAS.list({ prefix: `asset/default/${encodeURIComponent(instanceName)}/` })).objects).toHaveLength(0);
     await pusher.pushBlob({ instanceName, uris: [uri], blobDigest: blob, expireAt: timestampFromMs(Date.now() + 60_000) });
     expect((await fetcher.fetchBlob({ instanceName, uris: [uri] })).blobDigest?.hash).toBe(blob.hash);
+  });
+
+  it("answers expires_at no later than CAS eviction is sure to spare the blobs: the minimum lifetime from the fetch's touch", async () => {
+    const HOUR = 3600_000;
+    // Above the touch interval (1 h by default), as the index requires.
+    const LIFE = 2 * HOUR;
+    const instanceName = uniqueInstance();
+    const text = "evictable " + crypto.randomUUID();
+    const blob = await upload(text, instanceName);
+    const uri = `urn:x:${crypto.randomUUID()}`;
+    const push = (expireAtMs?: number) =>
+      pusher.pushBlob({ instanceName, uris: [uri], blobDigest: blob, expireAt: expireAtMs === undefined ? undefined : timestampFromMs(expireAtMs) });
+    const expiresAt = async (req: object = { instanceName, uris: [uri] }) => {
+      const before = Date.now();
+      const r = await fetcher.fetchBlob(req);
+      expect(r.status?.code ?? 0).toBe(0);
+      return { ms: r.expiresAt && timestampMs(r.expiresAt), before, after: Date.now() };
+    };
+    const soon = Date.now() + 10 * 60_000;
+    // A CAS that never evicts: expire_at as pushed, or none.
+    await push(Date.now() + 24 * HOUR);
+    expect((await expiresAt()).ms).toBeGreaterThan(Date.now() + 23 * HOUR);
+    env.CAS_MAX_IDLE_DAYS = "30";
+    env.CAS_MIN_LIFETIME_HOURS = "2";
+    try {
+      const t = await expiresAt();
+      expect(t.ms).toBeGreaterThanOrEqual(t.before + LIFE);
+      expect(t.ms).toBeLessThanOrEqual(t.after + LIFE);
+      await push(soon);
+      expect((await expiresAt()).ms).toBe(soon);
+      await push();
+      const n = await expiresAt();
+      expect(n.ms).toBeGreaterThanOrEqual(n.before + LIFE);
+      expect(n.ms).toBeLessThanOrEqual(n.after + LIFE);
+      // Answered from the CAS by sha256, with no asset stored: the same bound.
+      env.ASSET_FETCH_ALLOW = originHost;
+      const c = await expiresAt({ instanceName, uris: [`${origin}${uniquePath()}?text=x`], qualifiers: [{ name: "checksum.sri", value: await sri("SHA-256", text) }] });
+      expect(c.ms).toBeGreaterThanOrEqual(c.before + LIFE);
+      expect(c.ms).toBeLessThanOrEqual(c.after + LIFE);
+    } finally {
+      delete env.CAS_MAX_IDLE_DAYS;
+      delete env.CAS_MIN_LIFETIME_HOURS;
+    }
+    expect((await expiresAt()).ms).toBeUndefined();
+  });
+
+  it("a download of a blob the CAS already holds touches it, as the expires_at bound assumes", async () => {
+    env.ASSET_FETCH_ALLOW = originHost;
+    const text = "held already " + crypto.randomUUID();
+    const blob = await upload(text);
+    const shard = new CasIndex(env, "default").shard(blob.hash);
+    const lastAccess = () =>
+      runInDurableObject(shard, (_o, state) => state.storage.sql.exec<{ t: number }>(`SELECT last_access AS t FROM blobs WHERE hash = ?`, blob.hash).one().t);
+    await runInDurableObject(shard, (_o, state) => void state.storage.sql.exec(`UPDATE blobs SET last_access = 0 WHERE hash = ?`, blob.hash));
+    // No sha256 in checksum.sri: the staged path, which finds the blob present and does not write it.
+    const r = await fetcher.fetchBlob({ uris: [`${origin}${uniquePath()}?text=${encodeURIComponent(text)}`], qualifiers: [{ name: "checksum.sri", value: await sri("SHA-512", text) }] });
+    expect(r.blobDigest?.hash).toBe(blob.hash);
+    expect(await lastAccess()).toBeGreaterThan(Date.now() - 60_000);
   });
 
   it("honours oldest_content_accepted against the push time", async () => {
