@@ -29,20 +29,25 @@ const allowed = (url: URL, allow: Set<string>) => allow.has(url.host) || allow.h
 
 export const isFetchableUri = (uri: string) => /^https?:\/\//i.test(uri);
 
-/**
- * Downloads `uri` into the CAS, verifying the qualifiers; never stores content that fails them.
- * `headers` (the header qualifiers', for this URI) go to the URI's origin only.
- */
-export async function fetchFromOrigin(
-  store: BlobStore,
-  uri: string,
-  q: AssetQualifiers,
-  headers: Headers,
-  allow: Set<string>,
-  signal: AbortSignal,
-): Promise<OriginResult> {
+export interface OriginRequest {
+  /** Hosts (or host:port) Kiln may connect to (ASSET_FETCH_ALLOW). */
+  allow: Set<string>;
+  /** The whole fetch's end: the RPC's, or its `timeout`. */
+  signal: AbortSignal;
+  /** The header qualifiers' headers for this URI; they go to the URI's origin only. */
+  headers?: Headers;
+  /** How long the origin may take to answer (redirects included) before this URI is given up. */
+  answerWithinMs?: number;
+}
+
+/** Downloads `uri` into the CAS, verifying the qualifiers; never stores content that fails them. */
+export async function fetchFromOrigin(store: BlobStore, uri: string, q: AssetQualifiers, { allow, signal: whole, headers, answerWithinMs }: OriginRequest): Promise<OriginResult> {
   let url = new URL(uri);
   const sent = new Headers(headers);
+  // The answer's own limit ends once the response has arrived: the body then has all of `whole`.
+  const unanswered = new AbortController();
+  const timer = answerWithinMs === undefined ? undefined : setTimeout(() => unanswered.abort(), answerWithinMs);
+  const signal = AbortSignal.any([whole, unanswered.signal]);
   let res: Response;
   try {
     for (let hop = 0; ; hop++) {
@@ -65,7 +70,12 @@ export async function fetchFromOrigin(
       url = next;
     }
   } catch (e) {
-    return failure(e, signal, `fetching ${url.href}`);
+    if (unanswered.signal.aborted && !whole.aborted) {
+      return fail(Code.DeadlineExceeded, `fetching ${url.href}: no answer within ${answerWithinMs} ms, this URI's share of the timeout; nothing was stored`);
+    }
+    return failure(e, whole, `fetching ${url.href}`);
+  } finally {
+    clearTimeout(timer);
   }
   if (!res.ok) {
     await res.body?.cancel();
@@ -76,7 +86,7 @@ export async function fetchFromOrigin(
     await res.body?.cancel();
     return fail(Code.Aborted, `resource_type "${q.resourceType}" was asked for; ${url.href} is "${type}"`);
   }
-  return storeBody(store, res, q, (e) => failure(e, signal, `downloading ${url.href}`));
+  return storeBody(store, res, q, (e) => failure(e, whole, `downloading ${url.href}`));
 }
 
 /** A download: the origin's body of declared length, or a short body read whole (no length, or encoded anyway). */

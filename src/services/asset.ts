@@ -169,11 +169,18 @@ async function fetchBlob(ctx: HandlerContext, req: FetchBlobRequest) {
   authorize(s.principal, s.instanceName, "write");
   const allow = assetFetchAllow();
   const signal = AbortSignal.any([ctx.signal, AbortSignal.timeout(timeoutMs)]);
+  const deadlineMs = Date.now() + timeoutMs;
   let last = { uri: fetchable[0]!, code: Code.NotFound, message: "" };
+  let left = fetchable.length;
   for (const [i, uri] of uris.entries()) {
     if (!isFetchableUri(uri)) continue;
     const startedMs = Date.now();
-    const got = await fetchFromOrigin(s.store, uri, q, headersFor(q.headers, uri, i), allow, signal);
+    // `timeout` is for the whole fetch, and one mirror that never answers must not use it all:
+    // each URI gets an equal share of what is left to answer in (the last one all of it). Once
+    // it answers, its body may take the rest of the timeout: a mirror that is sending is alive,
+    // and cutting a large download at a share would waste it where it would have finished.
+    const answerWithinMs = Math.floor(Math.max(0, deadlineMs - startedMs) / left--);
+    const got = await fetchFromOrigin(s.store, uri, q, { allow, signal, headers: headersFor(q.headers, uri, i), answerWithinMs });
     if (!got.ok) {
       last = { uri, code: got.code, message: got.message };
       continue;

@@ -24,9 +24,7 @@ const fetchInto = async (store: BlobStore, text: string, opts: { sha256?: boolea
     store,
     `${origin}/files/${crypto.randomUUID()}?text=${encodeURIComponent(text)}${opts.query ?? ""}`,
     parseQualifiers(opts.sha256 ? [{ name: "checksum.sri", value: await sri256(text) } as never] : [], 1),
-    new Headers(),
-    allow,
-    new AbortController().signal,
+    { allow, signal: new AbortController().signal },
   );
 const thrown = (p: Promise<unknown>) => p.then(
   (r) => expect.unreachable(`it resolved: ${JSON.stringify(r)}`),

@@ -469,6 +469,23 @@ describe("FetchBlob from origin", () => {
     expect(await code("hang=1", { timeout: { nanos: 200_000_000 } })).toBe(Code.DeadlineExceeded);
   });
 
+  it("gives each URI its share of the timeout to answer in: a first mirror that hangs does not starve the next", async () => {
+    env.ASSET_FETCH_ALLOW = originHost;
+    const text = "second mirror " + crypto.randomUUID();
+    const [hang, good] = [uniquePath(), uniquePath()];
+    const second = `${origin}${good}?text=${encodeURIComponent(text)}`;
+    const r = await fetcher.fetchBlob({ uris: [`${origin}${hang}?hang=1`, second], timeout: { nanos: 800_000_000 } });
+    expect(r.status?.code ?? 0).toBe(0);
+    expect(r.uri).toBe(second);
+    expect(r.blobDigest?.hash).toBe(await sha256Hex(text));
+    expect([await hits(hang), await hits(good)]).toEqual([1, 1]);
+    // Every mirror hanging: each is asked, and the answer is DEADLINE_EXCEEDED.
+    const [h1, h2] = [uniquePath(), uniquePath()];
+    const all = await fetcher.fetchBlob({ uris: [`${origin}${h1}?hang=1`, `${origin}${h2}?hang=1`], timeout: { nanos: 400_000_000 } });
+    expect(all.status?.code).toBe(Code.DeadlineExceeded);
+    expect([await hits(h1), await hits(h2)]).toEqual([1, 1]);
+  });
+
   it("follows redirects only to allowed hosts", async () => {
     env.ASSET_FETCH_ALLOW = originHost;
     const text = "redirected " + crypto.randomUUID();
