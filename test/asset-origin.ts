@@ -8,26 +8,37 @@
 //   &status=404                   that status, empty body
 //   &redirect=URL                 302 to URL
 //   &hang=1                       never answers (timeouts)
+//   &cut=1                        declares the whole length, sends half, then drops the connection
 // GET /hits?path=/any/path counts requests seen for that path (refused fetches must not arrive).
+// GET /headers?path=/any/path: the headers of the last request for that path, as JSON ({} if none).
+// The same server also listens on a second port, `otherUrl`: another origin (scheme, host and
+// port) for cross-origin redirects, sharing the counts and headers.
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 
 export interface AssetOrigin {
   url: string;
+  otherUrl: string;
   hits(path: string): number;
   close(): Promise<void>;
 }
 
 export async function startAssetOrigin(): Promise<AssetOrigin> {
   const hits = new Map<string, number>();
-  const server = http.createServer((req, res) => {
+  const headersSeen = new Map<string, http.IncomingHttpHeaders>();
+  const handle: http.RequestListener = (req, res) => {
     const u = new URL(req.url ?? "/", "http://origin");
     const q = u.searchParams;
     if (u.pathname === "/hits") {
       res.end(String(hits.get(q.get("path") ?? "") ?? 0));
       return;
     }
+    if (u.pathname === "/headers") {
+      res.end(JSON.stringify(headersSeen.get(q.get("path") ?? "") ?? {}));
+      return;
+    }
     hits.set(u.pathname, (hits.get(u.pathname) ?? 0) + 1);
+    headersSeen.set(u.pathname, req.headers);
     if (q.has("hang")) return;
     if (q.has("redirect")) {
       res.writeHead(302, { location: q.get("redirect")! }).end();
@@ -43,6 +54,11 @@ export async function startAssetOrigin(): Promise<AssetOrigin> {
     const length = text !== null ? Buffer.byteLength(text) : Number(q.get("repeat") ?? 0);
     if (!q.has("chunked")) headers["content-length"] = length;
     res.writeHead(200, headers);
+    if (q.has("cut")) {
+      res.write(text !== null ? Buffer.from(text).subarray(0, length >> 1) : Buffer.alloc(length >> 1, Number(q.get("byte") ?? 120)));
+      setTimeout(() => res.destroy(), 50);
+      return;
+    }
     if (text !== null) {
       res.end(text);
       return;
@@ -58,16 +74,28 @@ export async function startAssetOrigin(): Promise<AssetOrigin> {
       res.end();
     };
     pump();
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
+  };
+  const servers = [http.createServer(handle), http.createServer(handle)];
+  const urls = await Promise.all(
+    servers.map(async (server) => {
+      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+      return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    }),
+  );
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: urls[0]!,
+    otherUrl: urls[1]!,
     hits: (path) => hits.get(path) ?? 0,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
+    close: async () => {
+      await Promise.all(
+        servers.map(
+          (server) =>
+            new Promise<void>((resolve) => {
+              server.closeAllConnections();
+              server.close(() => resolve());
+            }),
+        ),
+      );
+    },
   };
 }

@@ -4,11 +4,14 @@
 // streamed, never held (one without Content-Length is read whole up to 8 MiB, since R2 needs a
 // length): with a single sha256 in checksum.sri it goes straight into one R2 put that R2
 // verifies; otherwise into a staging object that is hashed and, once the checksums match, copied
-// under its SHA-256 (R2 has no rename), then deleted either way. Failures outside Kiln's control are
-// answered, as the spec says, as a status in the response, not as an RPC error.
+// under its SHA-256 (R2 has no rename), then deleted either way. Failures outside Kiln's control
+// (the origin's answer, its connection, the content, the timeout) are answered, as the spec says,
+// as a status in the response, and the caller tries its next URI; Kiln's own storage failing (R2,
+// the CAS index) is not the origin's fault and is thrown: the RPC fails UNAVAILABLE, to retry.
 import { Code, ConnectError } from "@connectrpc/connect";
+import { unavailableFrom } from "../errors.ts";
 import type { AssetQualifiers, Checksums, SriAlgorithm } from "./asset-qualifiers.ts";
-import { base64ToHex, bytesToBase64, hexToBase64, SRI_ALGORITHMS, sriSatisfied } from "./asset-qualifiers.ts";
+import { base64ToHex, checksumsOf, hexToBase64, sriSatisfied } from "./asset-qualifiers.ts";
 import { dropStaged, getStaged, newStagingKey, putStaged } from "../storage/asset-staging.ts";
 import type { BlobStore } from "../storage/blob-store.ts";
 import type { BlobDigest } from "../storage/digest.ts";
@@ -26,15 +29,25 @@ const allowed = (url: URL, allow: Set<string>) => allow.has(url.host) || allow.h
 
 export const isFetchableUri = (uri: string) => /^https?:\/\//i.test(uri);
 
+export interface OriginRequest {
+  /** Hosts (or host:port) Kiln may connect to (ASSET_FETCH_ALLOW). */
+  allow: Set<string>;
+  /** The whole fetch's end: the RPC's, or its `timeout`. */
+  signal: AbortSignal;
+  /** The header qualifiers' headers for this URI; they go to the URI's origin only. */
+  headers?: Headers;
+  /** How long the origin may take to answer (redirects included) before this URI is given up. */
+  answerWithinMs?: number;
+}
+
 /** Downloads `uri` into the CAS, verifying the qualifiers; never stores content that fails them. */
-export async function fetchFromOrigin(
-  store: BlobStore,
-  uri: string,
-  q: AssetQualifiers,
-  allow: Set<string>,
-  signal: AbortSignal,
-): Promise<OriginResult> {
+export async function fetchFromOrigin(store: BlobStore, uri: string, q: AssetQualifiers, { allow, signal: whole, headers, answerWithinMs }: OriginRequest): Promise<OriginResult> {
   let url = new URL(uri);
+  const sent = new Headers(headers);
+  // The answer's own limit ends once the response has arrived: the body then has all of `whole`.
+  const unanswered = new AbortController();
+  const timer = answerWithinMs === undefined ? undefined : setTimeout(() => unanswered.abort(), answerWithinMs);
+  const signal = AbortSignal.any([whole, unanswered.signal]);
   let res: Response;
   try {
     for (let hop = 0; ; hop++) {
@@ -43,15 +56,26 @@ export async function fetchFromOrigin(
         return fail(Code.PermissionDenied, `host ${url.host} is not in ASSET_FETCH_ALLOW; Kiln fetches only from the hosts its operator allows`);
       }
       // The bytes as the origin stores them: a decoded body would not match its Content-Length.
-      res = await fetch(url, { redirect: "manual", signal, headers: { "accept-encoding": "identity" } });
+      sent.set("accept-encoding", "identity");
+      res = await fetch(url, { redirect: "manual", signal, headers: sent });
       const location = res.headers.get("location");
       if (res.status < 300 || res.status >= 400 || !location) break;
       await res.body?.cancel();
       if (hop === MAX_REDIRECTS) return fail(Code.Unavailable, `more than ${MAX_REDIRECTS} redirects from ${uri}`);
-      url = new URL(location, url);
+      const next = new URL(location, url);
+      // The headers are credentials for the origin they were given for (scheme, host and port):
+      // a redirect to another origin goes on without any of them, for the rest of the chain, as
+      // browsers and curl drop Authorization. They are the only headers Kiln adds besides its own.
+      if (next.origin !== url.origin) for (const name of [...sent.keys()]) sent.delete(name);
+      url = next;
     }
   } catch (e) {
-    return failure(e, signal, `fetching ${url.href}`);
+    if (unanswered.signal.aborted && !whole.aborted) {
+      return fail(Code.DeadlineExceeded, `fetching ${url.href}: no answer within ${answerWithinMs} ms, this URI's share of the timeout; nothing was stored`);
+    }
+    return failure(e, whole, `fetching ${url.href}`);
+  } finally {
+    clearTimeout(timer);
   }
   if (!res.ok) {
     await res.body?.cancel();
@@ -62,41 +86,108 @@ export async function fetchFromOrigin(
     await res.body?.cancel();
     return fail(Code.Aborted, `resource_type "${q.resourceType}" was asked for; ${url.href} is "${type}"`);
   }
-  try {
-    return await storeBody(store, res, q);
-  } catch (e) {
-    return failure(e, signal, `downloading ${url.href}`);
-  }
+  return storeBody(store, res, q, (e) => failure(e, whole, `downloading ${url.href}`));
 }
 
-/** A download: a stream whose length the origin declared, or a short body read whole (no length, or encoded anyway). */
-type Payload = { stream: ReadableStream<Uint8Array>; length: number } | { bytes: Uint8Array; length: number };
+/** A download: the origin's body of declared length, or a short body read whole (no length, or encoded anyway). */
+type Payload = { origin: OriginBody; length: number } | { bytes: Uint8Array; length: number };
 
-async function storeBody(store: BlobStore, res: Response, q: AssetQualifiers): Promise<OriginResult> {
+/** The status for the origin's body failing to arrive (`failure` bound to the download). */
+type OriginFailed = (e: unknown) => OriginResult;
+
+async function storeBody(store: BlobStore, res: Response, q: AssetQualifiers, originFailed: OriginFailed): Promise<OriginResult> {
   const encoded = (res.headers.get("content-encoding") ?? "identity").toLowerCase() !== "identity";
   const declared = encoded ? NaN : Number(res.headers.get("content-length") ?? NaN);
   let payload: Payload;
-  if (res.body && Number.isSafeInteger(declared) && declared >= 0) payload = { stream: res.body, length: declared };
+  if (res.body && Number.isSafeInteger(declared) && declared >= 0) payload = { origin: new OriginBody(res.body, declared), length: declared };
   else {
-    const bytes = await readCapped(res.body ?? new Blob([]).stream(), MAX_UNSIZED_BYTES);
+    let bytes: Uint8Array | null;
+    try {
+      bytes = await readCapped(res.body ?? new Blob([]).stream(), MAX_UNSIZED_BYTES);
+    } catch (e) {
+      return originFailed(e);
+    }
     if (!bytes) return fail(Code.ResourceExhausted, `the origin sent no Content-Length and more than ${MAX_UNSIZED_BYTES} bytes; Kiln streams only bodies of known length`);
     payload = { bytes, length: bytes.byteLength };
   }
   const only = q.sri?.length === 1 && q.sri[0]!.algorithm === "sha256" ? q.sri[0]! : undefined;
-  if (only) return storeVerifiedByR2(store, payload, { hash: base64ToHex(only.base64), size: payload.length });
-  return storeStaged(store, payload, q);
+  if (only) return storeVerifiedByR2(store, payload, { hash: base64ToHex(only.base64), size: payload.length }, originFailed);
+  return storeStaged(store, payload, q, originFailed);
+}
+
+/**
+ * The origin's body as R2 takes it (a stream of its declared length, which the HTTP framing
+ * enforces), noting whether reading the origin failed. When an R2 put of it fails, that note
+ * tells the origin's fault (a broken connection, the timeout) from R2's own: it is taken where
+ * the origin is read, before anything downstream can see the error, so it is set by the time the
+ * put fails. The price is one JavaScript read per chunk between the socket and R2.
+ */
+class OriginBody {
+  /** Set when reading the origin failed, with its error. */
+  broke: { error: unknown } | undefined;
+  readonly stream: ReadableStream<Uint8Array>;
+  private readonly stopped = new AbortController();
+
+  constructor(body: ReadableStream<Uint8Array>, length: number) {
+    const reader = body.getReader();
+    const watched = new ReadableStream<Uint8Array>({
+      pull: async (ctl) => {
+        let r: ReadableStreamReadResult<Uint8Array>;
+        try {
+          r = await reader.read();
+        } catch (e) {
+          this.broke = { error: e };
+          throw e;
+        }
+        if (r.done) ctl.close();
+        else ctl.enqueue(r.value);
+      },
+      cancel: (reason) => reader.cancel(reason),
+    });
+    const sized = new FixedLengthStream(length);
+    watched.pipeTo(sized.writable, { signal: this.stopped.signal }).catch(() => {});
+    this.stream = sized.readable;
+  }
+
+  /** Ends the copy and the origin's connection (a put that failed without reading would leave both waiting). */
+  stop(): void {
+    this.stopped.abort();
+  }
+}
+
+/** Streams the payload into `put`; an origin that breaks off on the way is its status, R2 failing is thrown. */
+async function putPayload(
+  payload: Payload,
+  put: (body: ReadableStream<Uint8Array> | Uint8Array) => Promise<void>,
+  originFailed: OriginFailed,
+): Promise<OriginResult | null> {
+  if (!("origin" in payload)) {
+    await put(payload.bytes);
+    return null;
+  }
+  try {
+    await put(payload.origin.stream);
+    return null;
+  } catch (e) {
+    if (payload.origin.broke) return originFailed(payload.origin.broke.error);
+    throw e;
+  } finally {
+    payload.origin.stop();
+  }
 }
 
 /** The SRI names one sha256: the CAS write under that hash is the check (R2 verifies it). */
-async function storeVerifiedByR2(store: BlobStore, payload: Payload, d: BlobDigest): Promise<OriginResult> {
+async function storeVerifiedByR2(store: BlobStore, payload: Payload, d: BlobDigest, originFailed: OriginFailed): Promise<OriginResult> {
   try {
-    // A declared length is enforced by the HTTP framing, so R2 may read the socket directly.
-    if ("stream" in payload) await store.write(d, payload.stream, { sized: true });
-    else await store.write(d, new Blob([payload.bytes]).stream());
+    const write = (body: ReadableStream<Uint8Array> | Uint8Array) =>
+      body instanceof Uint8Array ? store.write(d, new Blob([body]).stream()) : store.write(d, body, { sized: true });
+    const broke = await putPayload(payload, write, originFailed);
+    if (broke) return broke;
   } catch (e) {
     if (e instanceof ConnectError && e.code === Code.InvalidArgument) {
       return fail(Code.Aborted, `the content does not match checksum.sri sha256-${hexToBase64(d.hash)} (${e.rawMessage}); nothing was stored`);
     }
+    // store.write's own verdict on R2 or the CAS index failing: UNAVAILABLE.
     throw e;
   }
   return { ok: true, digest: d, checksums: { sha256: hexToBase64(d.hash) } };
@@ -104,42 +195,33 @@ async function storeVerifiedByR2(store: BlobStore, payload: Payload, d: BlobDige
 
 /**
  * Stores the download as a staging object, hashes it from there (natively: stream to DigestStream,
- * no JavaScript per chunk) and copies it under its SHA-256 if it satisfies checksum.sri.
+ * no JavaScript per chunk) and copies it under its SHA-256 if it satisfies checksum.sri. Past the
+ * staging put, every failure is Kiln's storage (UNAVAILABLE).
  */
-async function storeStaged(store: BlobStore, payload: Payload, q: AssetQualifiers): Promise<OriginResult> {
+async function storeStaged(store: BlobStore, payload: Payload, q: AssetQualifiers, originFailed: OriginFailed): Promise<OriginResult> {
   const algorithms = [...new Set<SriAlgorithm>(["sha256", ...(q.sri ?? []).map((h) => h.algorithm)])];
   const staging = newStagingKey(store);
   try {
-    await putStaged(store, staging, "stream" in payload ? payload.stream : payload.bytes);
+    const broke = await putPayload(payload, (body) => putStaged(store, staging, body), originFailed);
+    if (broke) return broke;
     const staged = await getStaged(store, staging, "hashed");
-    const checksums = await hashAll(staged.body, algorithms);
+    const checksums = await checksumsOf(staged.body, algorithms).catch((e: unknown) => {
+      throw unavailableFrom("the staged download could not be read back from R2", e, "nothing was stored; retry");
+    });
     if (q.sri && !sriSatisfied(q.sri, checksums)) {
       const got = Object.entries(checksums).map(([a, b]) => `${a}-${b}`).join(" ");
       return fail(Code.Aborted, `the content does not match checksum.sri (it hashes to ${got}); nothing was stored`);
     }
     const d: BlobDigest = { hash: base64ToHex(checksums.sha256!), size: staged.size };
-    if (!(await store.index.has(d))) await store.write(d, (await getStaged(store, staging, "stored")).body, { sized: true });
+    // Already in the CAS: touched (not just asked), so it lives as long as the answer's expires_at says.
+    const present = (await store.index.missing([d], true)).length === 0;
+    if (!present) await store.write(d, (await getStaged(store, staging, "stored")).body, { sized: true });
     return { ok: true, digest: d, checksums };
   } finally {
     // Only space is lost if it stays; a fetch that worked (or its real failure) must not become
     // this error.
     await dropStaged(store, staging);
   }
-}
-
-/** The stream's digests (base64) by algorithm, the stream split with tee where more than one. */
-async function hashAll(body: ReadableStream<Uint8Array>, algorithms: SriAlgorithm[]): Promise<Checksums> {
-  const out: Checksums = {};
-  const jobs: Promise<void>[] = [];
-  let rest = body;
-  algorithms.forEach((a, i) => {
-    let mine = rest;
-    if (i < algorithms.length - 1) [mine, rest] = rest.tee();
-    const ds = new crypto.DigestStream(SRI_ALGORITHMS[a]);
-    jobs.push(mine.pipeTo(ds).then(async () => void (out[a] = bytesToBase64(await ds.digest))));
-  });
-  await Promise.all(jobs);
-  return out;
 }
 
 /** The body, or null once it passes `cap` bytes. */
@@ -166,8 +248,8 @@ function codeOfOriginStatus(status: number): Code {
   return Code.Unavailable;
 }
 
+/** The status for the origin failing (never Kiln's storage: that is thrown, not answered). */
 function failure(e: unknown, signal: AbortSignal, doing: string): OriginResult {
   if (signal.aborted) return fail(Code.DeadlineExceeded, `${doing}: the fetch timeout passed; nothing was stored`);
-  if (e instanceof ConnectError) return fail(e.code, `${doing}: ${e.rawMessage}`);
   return fail(Code.Unavailable, `${doing}: ${String((e as Error)?.message ?? e)}; nothing was stored`);
 }

@@ -2,24 +2,30 @@
 // (the spec's qualifiers.md plus Bazel's canonical id) and refuses every other name, on Fetch and
 // on Push alike, with the BadRequest the spec asks for: one `qualifiers.name` violation per
 // unsupported qualifier. Of the known names:
-// - checksum.sri is verified (on bytes fetched from origin, or against what an asset is known to
-//   hash to) and is not part of an asset's key: any content that satisfies it answers.
+// - checksum.sri is verified (on bytes fetched from origin or pushed, or against what an asset is
+//   known to hash to) and is not part of an asset's key: any content that satisfies it answers.
 // - bazel.canonical_id and resource_type are part of the key; resource_type is also checked
 //   against the origin's Content-Type when Kiln fetches.
 // - vcs.branch, vcs.commit and directory are part of the key and only ever match pushed assets:
 //   Kiln does not clone repositories or unpack archives.
+// - bazel.auth_headers, http_header:NAME and http_header_url:N:NAME are headers for the origin
+//   (asset-headers.ts), not part of the key.
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { QualifierSchema, type Qualifier } from "../gen/build/bazel/remote/asset/v1/remote_asset_pb.ts";
 import { BadRequestSchema } from "../gen/google/rpc/error_details_pb.ts";
 import { invalidArgument } from "../errors.ts";
+import { addHeaderQualifier, AUTH_HEADERS, isHeaderQualifier, noHeaders, type OriginHeaders } from "./asset-headers.ts";
 
 export const SRI = "checksum.sri";
 const RESOURCE_TYPE = "resource_type";
+const CANONICAL_ID = "bazel.canonical_id";
 /** Qualifiers only a pushed asset can satisfy. */
 const PUSH_ONLY = new Set(["vcs.branch", "vcs.commit", "directory"]);
-const KNOWN = new Set([SRI, RESOURCE_TYPE, "bazel.canonical_id", ...PUSH_ONLY]);
+const KNOWN = new Set([SRI, RESOURCE_TYPE, CANONICAL_ID, ...PUSH_ONLY]);
 const MAX_VALUE_CHARS = 4096;
+/** bazel.auth_headers carries a header object for each of up to 100 URIs. */
+const MAX_AUTH_HEADERS_CHARS = 64 * 1024;
 const MAX_QUALIFIERS = 64;
 
 /** SRI algorithms Kiln verifies, by their SRI prefix, with their Web Crypto names. */
@@ -42,30 +48,40 @@ export interface AssetQualifiers {
   /** The hashes of checksum.sri, if given: content must match one of them. */
   sri?: SriHash[];
   resourceType?: string;
+  canonicalId?: string;
   /** Names of the given qualifiers that only a pushed asset can match. */
   pushOnly: string[];
+  /** Headers to send to the origin, per URI. */
+  headers: OriginHeaders;
 }
 
-export function parseQualifiers(qualifiers: readonly Qualifier[]): AssetQualifiers {
+/** `uriCount`: how many URIs the request has (http_header_url names one by index). */
+export function parseQualifiers(qualifiers: readonly Qualifier[], uriCount: number): AssetQualifiers {
   if (qualifiers.length > MAX_QUALIFIERS) throw invalidArgument(`${qualifiers.length} qualifiers; at most ${MAX_QUALIFIERS}`, "qualifiers");
-  const unsupported = qualifiers.filter((q) => !KNOWN.has(q.name));
+  const unsupported = qualifiers.filter((q) => !KNOWN.has(q.name) && !isHeaderQualifier(q.name));
   if (unsupported.length > 0) {
     const names = unsupported.map((q) => `"${q.name.slice(0, 200)}"`);
-    throw new ConnectError(`unsupported qualifier(s) ${names.join(", ")}; Kiln supports ${[...KNOWN].join(", ")}`, Code.InvalidArgument, undefined, [
+    throw new ConnectError(`unsupported qualifier(s) ${names.join(", ")}; Kiln supports ${[...KNOWN, AUTH_HEADERS, "http_header:NAME", "http_header_url:N:NAME"].join(", ")}`, Code.InvalidArgument, undefined, [
       { desc: BadRequestSchema, value: { fieldViolations: names.map((n) => ({ field: "qualifiers.name", description: `${n} not supported` })) } },
     ]);
   }
   const seen = new Set<string>();
-  const out: AssetQualifiers = { key: [], pushOnly: [] };
+  const out: AssetQualifiers = { key: [], pushOnly: [], headers: noHeaders() };
   for (const q of qualifiers) {
-    if (seen.has(q.name)) throw invalidArgument(`qualifier "${q.name}" is given twice; names must be unique`, "qualifiers.name");
+    if (seen.has(q.name)) throw invalidArgument(`qualifier "${q.name.slice(0, 200)}" is given twice; names must be unique`, "qualifiers.name");
     seen.add(q.name);
-    if (q.value.length > MAX_VALUE_CHARS) throw invalidArgument(`qualifier "${q.name}" is over ${MAX_VALUE_CHARS} characters`, "qualifiers.value");
+    const max = q.name === AUTH_HEADERS ? MAX_AUTH_HEADERS_CHARS : MAX_VALUE_CHARS;
+    if (q.value.length > max) throw invalidArgument(`qualifier "${q.name.slice(0, 200)}" is over ${max} characters`, "qualifiers.value");
+    if (isHeaderQualifier(q.name)) {
+      addHeaderQualifier(out.headers, q.name, q.value, uriCount);
+      continue;
+    }
     if (q.name === SRI) {
       out.sri = parseSri(q.value);
       continue;
     }
     if (q.name === RESOURCE_TYPE) out.resourceType = q.value;
+    if (q.name === CANONICAL_ID) out.canonicalId = q.value;
     if (PUSH_ONLY.has(q.name)) out.pushOnly.push(q.name);
     out.key.push(create(QualifierSchema, { name: q.name, value: q.value }));
   }
@@ -75,7 +91,9 @@ export function parseQualifiers(qualifiers: readonly Qualifier[]): AssetQualifie
 
 /**
  * A checksum.sri value: whitespace-separated `alg-base64[?options]` tokens (W3C SRI). Tokens of
- * other algorithms are skipped, as SRI says; a value with none Kiln can verify is refused.
+ * other algorithms are skipped, as SRI says; a value with none Kiln can verify is refused. Each
+ * digest is kept in canonical (padded) base64, as Kiln writes the ones it computes: hashes are
+ * compared as strings, and SRI also allows the padding to be left out.
  */
 function parseSri(value: string): SriHash[] {
   const hashes: SriHash[] = [];
@@ -83,21 +101,42 @@ function parseSri(value: string): SriHash[] {
     const m = /^(sha256|sha384|sha512)-([A-Za-z0-9+/]+={0,2})(\?.*)?$/.exec(token);
     if (!m) continue;
     const algorithm = m[1] as SriAlgorithm;
-    if (base64Bytes(m[2]!) !== DIGEST_BYTES[algorithm]) {
+    const bytes = base64Decode(m[2]!);
+    if (bytes?.length !== DIGEST_BYTES[algorithm]) {
       throw invalidArgument(`checksum.sri token "${token}" is not a ${algorithm} digest in base64`, "qualifiers.value");
     }
-    hashes.push({ algorithm, base64: m[2]! });
+    hashes.push({ algorithm, base64: btoa(bytes) });
   }
   if (hashes.length === 0) throw invalidArgument(`checksum.sri "${value}" has no sha256, sha384 or sha512 hash`, "qualifiers.value");
   return hashes;
 }
 
-function base64Bytes(b64: string): number {
+/** The decoded bytes (a binary string), padded or not; null if it is not base64. */
+function base64Decode(b64: string): string | null {
   try {
-    return atob(b64).length;
+    return atob(b64);
   } catch {
-    return -1;
+    return null;
   }
+}
+
+/**
+ * The stream's digests (base64) by algorithm, hashed natively (the stream piped to DigestStream,
+ * no JavaScript per chunk), split with tee where more than one.
+ */
+export async function checksumsOf(body: ReadableStream<Uint8Array>, algorithms: SriAlgorithm[]): Promise<Checksums> {
+  const out: Checksums = {};
+  const jobs: Promise<void>[] = [];
+  let rest = body;
+  algorithms.forEach((a, i) => {
+    let mine = rest;
+    if (i < algorithms.length - 1) [mine, rest] = rest.tee();
+    const ds = new crypto.DigestStream(SRI_ALGORITHMS[a]);
+    // Both awaited: a body that breaks off rejects ds.digest too, which must not go unhandled.
+    jobs.push(Promise.all([mine.pipeTo(ds), ds.digest]).then(([, digest]) => void (out[a] = bytesToBase64(digest))));
+  });
+  await Promise.all(jobs);
+  return out;
 }
 
 /** The SRI qualifier is satisfied when one of its hashes is one the content is known to have. */

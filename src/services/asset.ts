@@ -24,13 +24,16 @@ import {
 import { DigestFunction_Value, type Digest } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { authorize } from "../auth.ts";
 import { assetFetchAllow } from "../config.ts";
-import { invalidArgument, missingBlobs } from "../errors.ts";
+import type { Env } from "../env.ts";
+import { invalidArgument, missingBlobs, unavailableFrom } from "../errors.ts";
 import { callOrigin } from "../execution/request-metadata.ts";
 import { assetKey, dropAsset, getAsset, putAsset, type AssetKind, type AssetRecord } from "../storage/asset-store.ts";
 import { checkDigestFunction, missingSubject, parseDigest, toProtoDigest, type BlobDigest } from "../storage/digest.ts";
+import { casEvicts, evictionPolicy } from "../storage/eviction-policy.ts";
 import { directoryBlobs } from "./action-cache.ts";
+import { headersFor } from "./asset-headers.ts";
 import { fetchFromOrigin, isFetchableUri } from "./asset-origin.ts";
-import { base64ToHex, hexToBase64, parseQualifiers, sriQualifier, sriSatisfied, type AssetQualifiers, type Checksums } from "./asset-qualifiers.ts";
+import { base64ToHex, checksumsOf, hexToBase64, parseQualifiers, sriQualifier, sriSatisfied, type AssetQualifiers, type Checksums } from "./asset-qualifiers.ts";
 import { scopeFor, type Scope } from "./scope.ts";
 
 const MAX_URIS = 100;
@@ -106,21 +109,42 @@ interface Answer {
   digestFunction?: DigestFunction_Value;
 }
 
-/** A Fetch answer from a stored asset (status OK: google.rpc.Code 0). */
-const answer = (uri: string, rec: AssetRecord): Answer => ({
-  status: { code: 0 },
-  uri,
-  qualifiers: [...rec.qualifiers, ...sriQualifier(rec.checksums)],
-  expiresAt: rec.expireAtMs === undefined ? undefined : timestampFromMs(rec.expireAtMs),
-  digest: toProtoDigest(rec.digest),
-  digestFunction: DigestFunction_Value.SHA256,
-});
+/**
+ * A Fetch answer from a stored asset (status OK: google.rpc.Code 0), its blobs touched no earlier
+ * than `touchedMs`.
+ */
+const answer = (env: Env, uri: string, rec: AssetRecord, touchedMs: number): Answer => {
+  const expiresAtMs = availableThrough(env, rec.expireAtMs, touchedMs);
+  return {
+    status: { code: 0 },
+    uri,
+    qualifiers: [...rec.qualifiers, ...sriQualifier(rec.checksums)],
+    expiresAt: expiresAtMs === undefined ? undefined : timestampFromMs(expiresAtMs),
+    digest: toProtoDigest(rec.digest),
+    digestFunction: DigestFunction_Value.SHA256,
+  };
+};
+
+/**
+ * expires_at, "a minimum timestamp the content is expected to be available through": Push's
+ * expire_at, but no later than CAS eviction is sure to spare the blobs. Eviction takes no blob
+ * within protectedMs of its last recorded use (eviction-policy.ts), and a recorded use may lag the
+ * touch that made it by the index's staleness, which protectedMs adds to the minimum lifetime:
+ * from the touch itself, the blobs are safe for the minimum lifetime. A CAS that never evicts
+ * leaves expire_at alone (unset: no time is promised).
+ */
+function availableThrough(env: Env, expireAtMs: number | undefined, touchedMs: number): number | undefined {
+  const policy = evictionPolicy(env);
+  const spared = casEvicts(policy) ? touchedMs + policy.minLifetimeMs : undefined;
+  if (spared === undefined) return expireAtMs;
+  return expireAtMs === undefined ? spared : Math.min(expireAtMs, spared);
+}
 
 async function parseFetch(ctx: HandlerContext, req: FetchBlobRequest | FetchDirectoryRequest, kind: AssetKind): Promise<FetchArgs> {
   const s = await scopeFor(ctx, req.instanceName, "read");
   checkDigestFunction(req.digestFunction);
   const uris = parseUris(req.uris);
-  const q = parseQualifiers(req.qualifiers);
+  const q = parseQualifiers(req.qualifiers, uris.length);
   return { s, kind, uris, q, oldestMs: msOf(req.oldestContentAccepted, "oldest_content_accepted") ?? -Infinity };
 }
 
@@ -129,43 +153,56 @@ async function fetchBlob(ctx: HandlerContext, req: FetchBlobRequest) {
   const timeoutMs = parseTimeout(req.timeout);
   const { s, uris, q } = args;
   for (const uri of uris) {
+    const lookedMs = Date.now();
     const rec = await usableAsset(args, uri);
-    if (rec) return respondBlob(ctx, answer(uri, rec));
+    if (rec) return respondBlob(ctx, answer(s.env, uri, rec, lookedMs));
   }
   const fetchable = uris.filter(isFetchableUri);
   if (fetchable.length === 0 || q.pushOnly.length > 0) {
     const why = q.pushOnly.length > 0 ? `qualifier(s) ${q.pushOnly.join(", ")} match only pushed assets` : "no URI is an http(s) URL Kiln could fetch";
     return respondBlob(ctx, { status: { code: Code.NotFound, message: `no usable asset is stored for these URIs and qualifiers, and ${why}` }, uri: uris[0]! });
   }
+  const lookedMs = Date.now();
   const known = await presentBySha256(args);
-  if (known) return respondBlob(ctx, answer(fetchable[0]!, newRecord(known, q, { sha256: hexToBase64(known.hash) }, Date.now())));
+  if (known) return respondBlob(ctx, answer(s.env, fetchable[0]!, newRecord(known, q, { sha256: hexToBase64(known.hash) }, lookedMs), lookedMs));
   // Downloading writes to the CAS: the caller needs write access, whatever the origin.
   authorize(s.principal, s.instanceName, "write");
   const allow = assetFetchAllow();
   const signal = AbortSignal.any([ctx.signal, AbortSignal.timeout(timeoutMs)]);
+  const deadlineMs = Date.now() + timeoutMs;
   let last = { uri: fetchable[0]!, code: Code.NotFound, message: "" };
-  for (const uri of fetchable) {
+  let left = fetchable.length;
+  for (const [i, uri] of uris.entries()) {
+    if (!isFetchableUri(uri)) continue;
     const startedMs = Date.now();
-    const got = await fetchFromOrigin(s.store, uri, q, allow, signal);
+    // `timeout` is for the whole fetch, and one mirror that never answers must not use it all:
+    // each URI gets an equal share of what is left to answer in (the last one all of it). Once
+    // it answers, its body may take the rest of the timeout: a mirror that is sending is alive,
+    // and cutting a large download at a share would waste it where it would have finished.
+    const answerWithinMs = Math.floor(Math.max(0, deadlineMs - startedMs) / left--);
+    const got = await fetchFromOrigin(s.store, uri, q, { allow, signal, headers: headersFor(q.headers, uri, i), answerWithinMs });
     if (!got.ok) {
       last = { uri, code: got.code, message: got.message };
       continue;
     }
     const rec = newRecord(got.digest, q, got.checksums, startedMs);
     await putAsset(s.env.CAS, await assetKey(s.principal.tenant, s.instanceName, "blob", uri, q.key), rec);
-    return respondBlob(ctx, answer(uri, rec));
+    return respondBlob(ctx, answer(s.env, uri, rec, startedMs));
   }
   return respondBlob(ctx, { status: { code: last.code, message: last.message }, uri: last.uri });
 }
 
 /**
  * The blob a sha256 in checksum.sri names, when this tenant's CAS already holds it: it is the
- * content the URL must have, so no download is needed (Bazel's repository cache works the same
- * way). Not when resource_type asks for something only the origin's answer can show, nor when
- * oldest_content_accepted is set: the spec makes it the client's way to ask for a new download.
+ * content the URL must have, so no download is needed (Bazel's repository cache looks files up
+ * by checksum the same way). Not when resource_type asks for something only the origin's answer
+ * can show; nor with oldest_content_accepted, the spec's way to ask for a new download; nor with
+ * bazel.canonical_id, which means "not from a cache unless it was added with this canonical id"
+ * (Bazel's repository cache keeps the id beside each file for this): a blob in the CAS carries
+ * no id, while an asset stored with the id is keyed by it and still answers (usableAsset).
  */
 async function presentBySha256({ s, q, oldestMs }: FetchArgs): Promise<BlobDigest | null> {
-  if (q.resourceType !== undefined || oldestMs !== -Infinity) return null;
+  if (q.resourceType !== undefined || q.canonicalId !== undefined || oldestMs !== -Infinity) return null;
   for (const h of q.sri ?? []) {
     if (h.algorithm !== "sha256") continue;
     const hash = base64ToHex(h.base64);
@@ -194,9 +231,10 @@ async function fetchDirectory(ctx: HandlerContext, req: FetchDirectoryRequest) {
   const args = await parseFetch(ctx, req, "directory");
   parseTimeout(req.timeout);
   for (const uri of args.uris) {
+    const lookedMs = Date.now();
     const rec = await usableAsset(args, uri);
     if (rec) {
-      const { digest, ...rest } = answer(uri, rec);
+      const { digest, ...rest } = answer(args.s.env, uri, rec, lookedMs);
       return create(FetchDirectoryResponseSchema, { ...rest, rootDirectoryDigest: digest });
     }
   }
@@ -232,31 +270,54 @@ async function push(ctx: HandlerContext, req: PushArgs, kind: AssetKind, digestF
   const s = await scopeFor(ctx, req.instanceName, "write");
   checkDigestFunction(req.digestFunction);
   const uris = parseUris(req.uris);
-  const q = parseQualifiers(req.qualifiers);
+  const q = parseQualifiers(req.qualifiers, uris.length);
   const d = parseDigest(digest, digestField);
   const blobs = req.referencesBlobs.map((r, i) => parseDigest(r, `references_blobs[${i}]`));
   const directories = req.referencesDirectories.map((r, i) => parseDigest(r, `references_directories[${i}]`));
-  // Pushed checksums are trusted (the spec allows it), except a sha256 that contradicts the blob.
-  const checksums: Checksums = {};
-  for (const h of q.sri ?? []) checksums[h.algorithm] ??= h.base64;
-  if (kind === "blob") {
-    const own = hexToBase64(d.hash);
-    if (checksums.sha256 !== undefined && !q.sri!.some((h) => h.algorithm === "sha256" && h.base64 === own)) {
-      throw invalidArgument(`checksum.sri names a sha256 that is not ${digestField} ${d.hash}`, "qualifiers.value");
-    }
-    checksums.sha256 = own;
+  // The spec lets a server trust pushed qualifiers, but checksum.sri is what a Fetch with that SRI
+  // is answered by: a claim left unchecked would let any writer bind a URL to other bytes for
+  // every client that pins the URL's checksum. A directory is a tree, not bytes: there is nothing
+  // for an SRI (of the archive it came from, say) to be checked against, so it is refused rather
+  // than ignored, which would leave the pusher believing it was recorded.
+  if (kind === "directory" && q.sri) {
+    throw invalidArgument("checksum.sri is a checksum of bytes; a pushed directory is a tree Kiln cannot check it against", "qualifiers.name");
   }
   // Touched: the association should keep its blobs alive, as a Fetch hit does.
   const missing = await s.store.index.missing(await assetBlobs(s, kind, d, blobs, directories), true);
   if (missing.length > 0) {
     throw missingBlobs(`the asset references ${missing.length} blob(s) not in the CAS; upload them first`, missing.map(missingSubject));
   }
+  const checksums = kind === "blob" ? await pushedChecksums(s, d, q.sri, digestField) : {};
   const rec = newRecord(d, q, checksums, Date.now(), {
     expireAtMs: msOf(req.expireAt, "expire_at"),
     referencedBlobs: blobs,
     referencedDirectories: directories,
   });
   for (const uri of uris) await putAsset(s.env.CAS, await assetKey(s.principal.tenant, s.instanceName, kind, uri, q.key), rec);
+}
+
+/**
+ * What a pushed blob hashes to: its sha256 (its digest) and every other algorithm checksum.sri
+ * names, computed from its bytes in the CAS. INVALID_ARGUMENT unless one of the SRI's hashes is
+ * among them (SRI's rule, as a download is checked); only computed hashes are recorded.
+ */
+async function pushedChecksums(s: Scope, d: BlobDigest, sri: AssetQualifiers["sri"], field: string): Promise<Checksums> {
+  const known: Checksums = { sha256: hexToBase64(d.hash) };
+  if (!sri) return known;
+  const others = [...new Set(sri.map((h) => h.algorithm))].filter((a) => a !== "sha256");
+  if (others.length > 0) {
+    const { body } = await s.store.read(d);
+    Object.assign(
+      known,
+      await checksumsOf(body, others).catch((e: unknown) => {
+        throw unavailableFrom(`${field} ${d.hash}/${d.size} could not be read from the CAS to check checksum.sri`, e);
+      }),
+    );
+  }
+  if (!sriSatisfied(sri, known)) {
+    throw invalidArgument(`checksum.sri names no hash ${field} ${d.hash}/${d.size} has; nothing was recorded`, "qualifiers.value");
+  }
+  return known;
 }
 
 export const fetchService: ServiceImpl<typeof Fetch> = {

@@ -4,6 +4,7 @@
 // worker stopped between put and delete, or the delete failed) costs only space, and each staged
 // fetch sweeps a few of its tenant's that are far older than any fetch lasts.
 import { Code, ConnectError } from "@connectrpc/connect";
+import { unavailableFrom } from "../errors.ts";
 import type { BlobStore } from "./blob-store.ts";
 import { upkeep, upkeepFailed } from "./upkeep.ts";
 
@@ -20,14 +21,18 @@ export const stagingPrefix = (store: BlobStore) => `asset-staging/${store.tenant
 /** A fresh staging key of the store's tenant. */
 export const newStagingKey = (store: BlobStore) => `${stagingPrefix(store)}${crypto.randomUUID()}`;
 
-/** Stores a download under `key`, stamped with the time (see sweeping). */
+/** Stores a download under `key`, stamped with the time (see sweeping); UNAVAILABLE if R2 fails it. */
 export async function putStaged(store: BlobStore, key: string, body: ReadableStream<Uint8Array> | Uint8Array): Promise<void> {
-  await store.env.CAS.put(key, body, { customMetadata: { [STAGED_AT]: String(Date.now()) } });
+  await store.env.CAS.put(key, body, { customMetadata: { [STAGED_AT]: String(Date.now()) } }).catch((e: unknown) => {
+    throw unavailableFrom("the download could not be staged in R2", e, "nothing was stored; retry");
+  });
 }
 
-/** The staging object to read (again); UNAVAILABLE if it is gone, `before` saying what it was gone for. */
+/** The staging object to read (again); UNAVAILABLE if R2 fails or it is gone, `before` saying what it was gone for. */
 export async function getStaged(store: BlobStore, key: string, before: string): Promise<R2ObjectBody> {
-  const obj = await store.env.CAS.get(key);
+  const obj = await store.env.CAS.get(key).catch((e: unknown) => {
+    throw unavailableFrom(`the staged download could not be read from R2 to be ${before}`, e, "nothing was stored; retry");
+  });
   if (!obj) throw new ConnectError(`the staged download vanished before it was ${before}`, Code.Unavailable);
   return obj;
 }

@@ -1,16 +1,17 @@
 // Remote Asset Fetch and Push when storage fails: an entry R2 cannot read or store is UNAVAILABLE
 // with the reason (a fault to retry, never a NOT_FOUND answer that would send the client to the
 // origin or fail its build), a directory whose tree the CAS index cannot walk likewise, and the
-// removal of an expired entry is upkeep that never fails the Fetch it rides on.
+// removal of an expired entry is upkeep that never fails the Fetch it rides on. A download whose
+// blob Kiln cannot store is UNAVAILABLE too, not a fetch failure that sends it to the next mirror.
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { env } from "cloudflare:test";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, inject, it } from "vitest";
 import { Fetch, Push } from "../../src/gen/build/bazel/remote/asset/v1/remote_asset_pb.ts";
 import { DirectorySchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { failingBucket, failingIndex, withBinding, type When } from "./fault-injection.ts";
-import { connectClient, errorOf, uniqueInstance, upload } from "./helpers.ts";
+import { connectClient, errorOf, sha256Hex, uniqueInstance, upload } from "./helpers.ts";
 
 const fetcher = connectClient(Fetch);
 const pusher = connectClient(Push);
@@ -78,5 +79,30 @@ describe("Remote Asset with the CAS index failing", () => {
     expect(err.code).toBe(Code.Unavailable);
     expect(err.rawMessage).toMatch(/injected: CAS index/);
     expect((await fetcher.fetchDirectory({ instanceName, uris: [uri] })).rootDirectoryDigest).toMatchObject(root);
+  });
+});
+
+describe("FetchBlob from origin with Kiln's storage failing", () => {
+  const origin = inject("assetOrigin");
+  const hits = async (path: string) => Number(await (await fetch(`${origin}/hits?path=${encodeURIComponent(path)}`)).text());
+  afterEach(() => {
+    delete env.ASSET_FETCH_ALLOW;
+  });
+
+  it("R2 failing the CAS write: UNAVAILABLE with the reason, the next mirror is not tried; an origin breaking off is a status, and it is", async () => {
+    env.ASSET_FETCH_ALLOW = new URL(origin).host;
+    const text = `mirrored ${crypto.randomUUID()}`.repeat(150); // over 4 KiB: an R2 blob
+    const [first, second] = [`/files/${crypto.randomUUID()}`, `/files/${crypto.randomUUID()}`];
+    const q = `?text=${encodeURIComponent(text)}`;
+    const err = await withBinding("CAS", failingBucket((op, k) => op === "put" && k.startsWith("cas/")), () =>
+      errorOf(fetcher.fetchBlob({ instanceName: uniqueInstance(), uris: [`${origin}${first}${q}`, `${origin}${second}${q}`] })),
+    );
+    expect(err.code).toBe(Code.Unavailable);
+    expect(err.rawMessage).toMatch(/injected: R2 put of cas\//);
+    expect([await hits(first), await hits(second)]).toEqual([1, 0]);
+    const r = await fetcher.fetchBlob({ instanceName: uniqueInstance(), uris: [`${origin}${first}${q}&cut=1`, `${origin}${second}${q}`] });
+    expect(r.status?.code ?? 0).toBe(0);
+    expect(r.uri).toBe(`${origin}${second}${q}`);
+    expect(r.blobDigest?.hash).toBe(await sha256Hex(text));
   });
 });

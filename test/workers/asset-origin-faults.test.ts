@@ -1,22 +1,36 @@
-// A Remote Asset fetch from an origin (src/services/asset-origin.ts) when R2 fails around the
-// staging object a download without a SHA-256 goes through: the fetch reports only what was
-// stored, leaves no staging object behind where it can delete it, and an undeletable one does
-// not turn a fetch that worked into a failure; the tenant's next staged fetch sweeps it.
+// A Remote Asset fetch from an origin (src/services/asset-origin.ts) when Kiln's storage fails:
+// R2 or the CAS index failing (the staging object a download without a SHA-256 goes through, the
+// CAS write, the index record) is thrown UNAVAILABLE, never answered as the origin's failure;
+// the fetch leaves no staging object behind where it can delete it, and an undeletable one does
+// not turn a fetch that worked into a failure; the tenant's next staged fetch sweeps it. An
+// origin that breaks off mid-body is the origin's failure: a status.
 import { env } from "cloudflare:test";
-import { Code } from "@connectrpc/connect";
-import { expect, inject, it } from "vitest";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { describe, expect, inject, it } from "vitest";
 import { fetchFromOrigin } from "../../src/services/asset-origin.ts";
 import { parseQualifiers } from "../../src/services/asset-qualifiers.ts";
 import { BlobStore } from "../../src/storage/blob-store.ts";
-import { failingBucket, type When } from "./fault-injection.ts";
-import { sha256Hex } from "./helpers.ts";
+import { failingBucket, failingIndex, type When } from "./fault-injection.ts";
+import { bytes, sha256Hex } from "./helpers.ts";
 
 const origin = inject("assetOrigin");
 const allow = new Set([new URL(origin).host]);
 const tenant = () => `asset-${crypto.randomUUID().slice(0, 8)}`;
 const staged = async (t: string) => (await env.CAS.list({ prefix: `asset-staging/${t}/` })).objects.length;
-const fetchInto = (store: BlobStore, text: string) =>
-  fetchFromOrigin(store, `${origin}/files/${crypto.randomUUID()}?text=${encodeURIComponent(text)}`, parseQualifiers([]), allow, new AbortController().signal);
+const sri256 = async (text: string) => `sha256-${btoa(String.fromCharCode(...new Uint8Array(await crypto.subtle.digest("SHA-256", bytes(text)))))}`;
+/** Fetches `text` from the origin into `store`; `sha256`: with its checksum.sri (the direct path), else staged. */
+const fetchInto = async (store: BlobStore, text: string, opts: { sha256?: boolean; query?: string } = {}) =>
+  fetchFromOrigin(
+    store,
+    `${origin}/files/${crypto.randomUUID()}?text=${encodeURIComponent(text)}${opts.query ?? ""}`,
+    parseQualifiers(opts.sha256 ? [{ name: "checksum.sri", value: await sri256(text) } as never] : [], 1),
+    { allow, signal: new AbortController().signal },
+  );
+const thrown = (p: Promise<unknown>) => p.then(
+  (r) => expect.unreachable(`it resolved: ${JSON.stringify(r)}`),
+  (e: unknown) => ConnectError.from(e),
+);
+const stored = async (t: string, text: string) => (await new BlobStore(env, t).index.missing([{ hash: await sha256Hex(text), size: text.length }])).length === 0;
 
 for (const when of ["before", "after"] as When[]) {
   it(`a staging object R2 fails to delete ${when} it is gone: the fetch still succeeds with the blob stored`, async () => {
@@ -30,14 +44,61 @@ for (const when of ["before", "after"] as When[]) {
   });
 }
 
-it("a staging put R2 fails: UNAVAILABLE, nothing stored, no staging object left", async () => {
-  const t = tenant();
-  const text = `never staged ${crypto.randomUUID()}`.repeat(300);
-  const store = new BlobStore(failingBucket((op, k) => op === "put" && k.startsWith("asset-staging/")), t);
-  const got = await fetchInto(store, text);
-  expect(got).toMatchObject({ ok: false, code: Code.Unavailable, message: expect.stringMatching(/injected: R2 put of asset-staging\/.*nothing was stored/) });
-  expect(await new BlobStore(env, t).index.missing([{ hash: await sha256Hex(text), size: text.length }])).toHaveLength(1);
-  expect(await staged(t)).toBe(0);
+describe("Kiln's storage failing during a download is thrown UNAVAILABLE, not answered as the origin's failure", () => {
+  it("a staging put R2 fails: nothing stored, no staging object left", async () => {
+    const t = tenant();
+    const text = `never staged ${crypto.randomUUID()}`.repeat(300);
+    const store = new BlobStore(failingBucket((op, k) => op === "put" && k.startsWith("asset-staging/")), t);
+    const err = await thrown(fetchInto(store, text));
+    expect(err.code).toBe(Code.Unavailable);
+    expect(err.rawMessage).toMatch(/the download could not be staged in R2 \(injected: R2 put of asset-staging\/.*\); nothing was stored/);
+    expect(await stored(t, text)).toBe(false);
+    expect(await staged(t)).toBe(0);
+  });
+
+  for (const when of ["before", "after"] as When[]) {
+    it(`the staged object R2 fails to read back ${when === "before" ? "at all" : "mid-way"}: nothing stored, no staging object left`, async () => {
+      const t = tenant();
+      const text = `unreadable ${crypto.randomUUID()}`.repeat(120);
+      const store = new BlobStore(failingBucket((op, k) => op === "get" && k.startsWith("asset-staging/"), when), t);
+      const err = await thrown(fetchInto(store, text));
+      expect(err.code).toBe(Code.Unavailable);
+      expect(err.rawMessage).toMatch(/staged download could not be read.*injected: R2 get of asset-staging\//);
+      expect(await stored(t, text)).toBe(false);
+      expect(await staged(t)).toBe(0);
+    });
+  }
+
+  for (const sha256 of [true, false]) {
+    const path = sha256 ? "checksum.sri sha256 (straight into the CAS)" : "no sha256 (staged)";
+    it(`the CAS write R2 fails, ${path}`, async () => {
+      const t = tenant();
+      const text = `cas put fails ${crypto.randomUUID()}`.repeat(120);
+      const store = new BlobStore(failingBucket((op, k) => op === "put" && k.startsWith("cas/")), t);
+      const err = await thrown(fetchInto(store, text, { sha256 }));
+      expect(err.code).toBe(Code.Unavailable);
+      expect(err.rawMessage).toMatch(/injected: R2 put of cas\//);
+      expect(await stored(t, text)).toBe(false);
+    });
+
+    it(`the CAS index fails to record the blob, ${path}`, async () => {
+      const t = tenant();
+      const text = `index add fails ${crypto.randomUUID()}`.repeat(120);
+      const store = new BlobStore(failingIndex(["add"], "before"), t);
+      const err = await thrown(fetchInto(store, text, { sha256 }));
+      expect(err.code).toBe(Code.Unavailable);
+      expect(err.rawMessage).toMatch(/injected: CAS index add/);
+    });
+
+    it(`an origin that breaks off mid-body is the origin's failure (a status), ${path}`, async () => {
+      const t = tenant();
+      const text = `cut ${crypto.randomUUID()}`.repeat(120);
+      const got = await fetchInto(new BlobStore(env, t), text, { sha256, query: "&cut=1" });
+      expect(got).toMatchObject({ ok: false, code: Code.Unavailable, message: expect.stringMatching(/downloading .*nothing was stored/) });
+      expect(await stored(t, text)).toBe(false);
+      expect(await staged(t)).toBe(0);
+    });
+  }
 });
 
 it("staging objects left behind by fetches that died are swept by the tenant's next staged fetch, once over an hour old", async () => {

@@ -6,11 +6,14 @@ import { startAssetOrigin } from "../asset-origin.ts";
 declare module "vitest" {
   export interface ProvidedContext {
     assetOrigin: string;
+    /** The same origin server on another port: another origin, for cross-origin redirects. */
+    assetOtherOrigin: string;
   }
 }
 
 export default async function setup(project: TestProject) {
   const origin = await startAssetOrigin();
   project.provide("assetOrigin", origin.url);
+  project.provide("assetOtherOrigin", origin.otherUrl);
   return () => origin.close();
 }

@@ -2,13 +2,14 @@
 // scripted HTTP origin started by asset-origin-setup.ts, reached over loopback like any host.
 import { create, toBinary } from "@bufbuild/protobuf";
 import { base64Encode } from "@bufbuild/protobuf/wire";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
-import { SELF, env } from "cloudflare:test";
+import { SELF, env, runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, inject, it } from "vitest";
 import { Fetch, Push } from "../../src/gen/build/bazel/remote/asset/v1/remote_asset_pb.ts";
 import { ContentAddressableStorage, DirectorySchema, RequestMetadataSchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { BadRequestSchema, PreconditionFailureSchema } from "../../src/gen/google/rpc/error_details_pb.ts";
+import { CasIndex } from "../../src/storage/cas-index.ts";
 import { bytes, connectClient, digestOf, errorOf, grpcWebClient, sha256Hex, uniqueInstance, upload } from "./helpers.ts";
 
 const fetcher = connectClient(Fetch);
@@ -16,8 +17,8 @@ const pusher = connectClient(Push);
 const origin = inject("assetOrigin");
 const originHost = new URL(origin).host;
 
-const sri = async (alg: "SHA-256" | "SHA-384" | "SHA-512", text: string) =>
-  `${alg.replace("-", "").toLowerCase()}-${btoa(String.fromCharCode(...new Uint8Array(await crypto.subtle.digest(alg, bytes(text)))))}`;
+const sri = async (alg: "SHA-256" | "SHA-384" | "SHA-512", data: string | Uint8Array) =>
+  `${alg.replace("-", "").toLowerCase()}-${btoa(String.fromCharCode(...new Uint8Array(await crypto.subtle.digest(alg, typeof data === "string" ? bytes(data) : data))))}`;
 const hits = async (path: string) => Number(await (await fetch(`${origin}/hits?path=${encodeURIComponent(path)}`)).text());
 const uniquePath = () => `/files/${crypto.randomUUID()}`;
 const readBlob = async (instanceName: string, d: { hash: string; sizeBytes: bigint }) => {
@@ -160,7 +161,7 @@ describe("failures for Bazel", () => {
 describe("qualifiers", () => {
   it("refuses unknown names with a BadRequest naming each one, on Fetch and Push", async () => {
     const qualifiers = [
-      { name: "bazel.auth_headers", value: "{}" },
+      { name: "git.ref", value: "main" },
       { name: "checksum.sri", value: "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=" },
       { name: "x-custom", value: "1" },
     ];
@@ -172,7 +173,7 @@ describe("qualifiers", () => {
       const err = await errorOf(call);
       expect(err.code).toBe(Code.InvalidArgument);
       expect(err.findDetails(BadRequestSchema)[0]?.fieldViolations).toEqual([
-        expect.objectContaining({ field: "qualifiers.name", description: '"bazel.auth_headers" not supported' }),
+        expect.objectContaining({ field: "qualifiers.name", description: '"git.ref" not supported' }),
         expect.objectContaining({ field: "qualifiers.name", description: '"x-custom" not supported' }),
       ]);
     }
@@ -209,6 +210,40 @@ describe("qualifiers", () => {
     expect(err.code).toBe(Code.InvalidArgument);
   });
 
+  it("checks sha384 / sha512 checksum.sri claims against the pushed bytes: a false one is INVALID_ARGUMENT and binds nothing", async () => {
+    const instanceName = uniqueInstance();
+    for (const size of [1000, 10_000]) {
+      // Small (kept in the index) and large (read back from R2).
+      const data = crypto.getRandomValues(new Uint8Array(size));
+      const blob = await upload(data, instanceName);
+      const uri = `urn:x:${crypto.randomUUID()}`;
+      const lie = await sri("SHA-384", "another text " + crypto.randomUUID());
+      const sriOf = (value: string) => [{ name: "checksum.sri", value }];
+      const err = await errorOf(pusher.pushBlob({ instanceName, uris: [uri], blobDigest: blob, qualifiers: sriOf(lie) }));
+      expect(err.code).toBe(Code.InvalidArgument);
+      expect(err.rawMessage).toMatch(/checksum.sri names no hash blob_digest/);
+      const r = await fetcher.fetchBlob({ instanceName, uris: [uri], qualifiers: sriOf(lie) });
+      expect(r.status?.code).toBe(Code.NotFound);
+      expect(r.blobDigest).toBeUndefined();
+      // A true claim is recorded, beside a false one of another algorithm (one hash must match, as SRI says).
+      const truth = await sri("SHA-384", data);
+      await pusher.pushBlob({ instanceName, uris: [uri], blobDigest: blob, qualifiers: sriOf(`${await sri("SHA-512", "not it")} ${truth}`) });
+      expect((await fetcher.fetchBlob({ instanceName, uris: [uri], qualifiers: sriOf(truth) })).blobDigest).toMatchObject(blob);
+      expect((await fetcher.fetchBlob({ instanceName, uris: [uri], qualifiers: sriOf(lie) })).status?.code).toBe(Code.NotFound);
+      expect((await fetcher.fetchBlob({ instanceName, uris: [uri], qualifiers: sriOf(await sri("SHA-512", data)) })).blobDigest).toMatchObject(blob);
+    }
+  });
+
+  it("refuses checksum.sri on PushDirectory: a tree has no bytes to check it against", async () => {
+    const instanceName = uniqueInstance();
+    const root = await upload(toBinary(DirectorySchema, create(DirectorySchema, {})), instanceName);
+    const err = await errorOf(
+      pusher.pushDirectory({ instanceName, uris: [`urn:x:${crypto.randomUUID()}`], rootDirectoryDigest: root, qualifiers: [{ name: "checksum.sri", value: await sri("SHA-256", "x") }] }),
+    );
+    expect(err.code).toBe(Code.InvalidArgument);
+    expect(err.rawMessage).toMatch(/pushed directory/);
+  });
+
   it("answers push-only qualifiers (vcs.*, directory) from pushes only, never from origin", async () => {
     env.ASSET_FETCH_ALLOW = originHost;
     const path = uniquePath();
@@ -229,6 +264,64 @@ describe("expiry and age", () => {
     expect((await env.CAS.list({ prefix: `asset/default/${encodeURIComponent(instanceName)}/` })).objects).toHaveLength(0);
     await pusher.pushBlob({ instanceName, uris: [uri], blobDigest: blob, expireAt: timestampFromMs(Date.now() + 60_000) });
     expect((await fetcher.fetchBlob({ instanceName, uris: [uri] })).blobDigest?.hash).toBe(blob.hash);
+  });
+
+  it("answers expires_at no later than CAS eviction is sure to spare the blobs: the minimum lifetime from the fetch's touch", async () => {
+    const HOUR = 3600_000;
+    // Above the touch interval (1 h by default), as the index requires.
+    const LIFE = 2 * HOUR;
+    const instanceName = uniqueInstance();
+    const text = "evictable " + crypto.randomUUID();
+    const blob = await upload(text, instanceName);
+    const uri = `urn:x:${crypto.randomUUID()}`;
+    const push = (expireAtMs?: number) =>
+      pusher.pushBlob({ instanceName, uris: [uri], blobDigest: blob, expireAt: expireAtMs === undefined ? undefined : timestampFromMs(expireAtMs) });
+    const expiresAt = async (req: object = { instanceName, uris: [uri] }) => {
+      const before = Date.now();
+      const r = await fetcher.fetchBlob(req);
+      expect(r.status?.code ?? 0).toBe(0);
+      return { ms: r.expiresAt && timestampMs(r.expiresAt), before, after: Date.now() };
+    };
+    const soon = Date.now() + 10 * 60_000;
+    // A CAS that never evicts: expire_at as pushed, or none.
+    await push(Date.now() + 24 * HOUR);
+    expect((await expiresAt()).ms).toBeGreaterThan(Date.now() + 23 * HOUR);
+    env.CAS_MAX_IDLE_DAYS = "30";
+    env.CAS_MIN_LIFETIME_HOURS = "2";
+    try {
+      const t = await expiresAt();
+      expect(t.ms).toBeGreaterThanOrEqual(t.before + LIFE);
+      expect(t.ms).toBeLessThanOrEqual(t.after + LIFE);
+      await push(soon);
+      expect((await expiresAt()).ms).toBe(soon);
+      await push();
+      const n = await expiresAt();
+      expect(n.ms).toBeGreaterThanOrEqual(n.before + LIFE);
+      expect(n.ms).toBeLessThanOrEqual(n.after + LIFE);
+      // Answered from the CAS by sha256, with no asset stored: the same bound.
+      env.ASSET_FETCH_ALLOW = originHost;
+      const c = await expiresAt({ instanceName, uris: [`${origin}${uniquePath()}?text=x`], qualifiers: [{ name: "checksum.sri", value: await sri("SHA-256", text) }] });
+      expect(c.ms).toBeGreaterThanOrEqual(c.before + LIFE);
+      expect(c.ms).toBeLessThanOrEqual(c.after + LIFE);
+    } finally {
+      delete env.CAS_MAX_IDLE_DAYS;
+      delete env.CAS_MIN_LIFETIME_HOURS;
+    }
+    expect((await expiresAt()).ms).toBeUndefined();
+  });
+
+  it("a download of a blob the CAS already holds touches it, as the expires_at bound assumes", async () => {
+    env.ASSET_FETCH_ALLOW = originHost;
+    const text = "held already " + crypto.randomUUID();
+    const blob = await upload(text);
+    const shard = new CasIndex(env, "default").shard(blob.hash);
+    const lastAccess = () =>
+      runInDurableObject(shard, (_o, state) => state.storage.sql.exec<{ t: number }>(`SELECT last_access AS t FROM blobs WHERE hash = ?`, blob.hash).one().t);
+    await runInDurableObject(shard, (_o, state) => void state.storage.sql.exec(`UPDATE blobs SET last_access = 0 WHERE hash = ?`, blob.hash));
+    // No sha256 in checksum.sri: the staged path, which finds the blob present and does not write it.
+    const r = await fetcher.fetchBlob({ uris: [`${origin}${uniquePath()}?text=${encodeURIComponent(text)}`], qualifiers: [{ name: "checksum.sri", value: await sri("SHA-512", text) }] });
+    expect(r.blobDigest?.hash).toBe(blob.hash);
+    expect(await lastAccess()).toBeGreaterThan(Date.now() - 60_000);
   });
 
   it("honours oldest_content_accepted against the push time", async () => {
@@ -269,6 +362,25 @@ describe("FetchBlob from origin", () => {
     expect(await hits(path)).toBe(0);
   });
 
+  it("does not answer from the CAS by sha256 when bazel.canonical_id is given: it downloads, and an asset stored with that id answers", async () => {
+    env.ASSET_FETCH_ALLOW = originHost;
+    const instanceName = uniqueInstance();
+    const text = "canonical " + crypto.randomUUID();
+    await upload(text, instanceName);
+    const path = uniquePath();
+    const uri = `${origin}${path}?text=${encodeURIComponent(text)}`;
+    const qualifiers = [
+      { name: "checksum.sri", value: await sri("SHA-256", text) },
+      { name: "bazel.canonical_id", value: `${uri} v2` },
+    ];
+    const r = await fetcher.fetchBlob({ instanceName, uris: [uri], qualifiers });
+    expect(r.status?.code ?? 0).toBe(0);
+    expect(r.blobDigest?.hash).toBe(await sha256Hex(text));
+    expect(await hits(path)).toBe(1);
+    expect((await fetcher.fetchBlob({ instanceName, uris: [uri], qualifiers })).blobDigest?.hash).toBe(await sha256Hex(text));
+    expect(await hits(path)).toBe(1);
+  });
+
   it("downloads into the CAS with checksum.sri (sha256) verified, then answers from the asset cache", async () => {
     env.ASSET_FETCH_ALLOW = originHost;
     const instanceName = uniqueInstance();
@@ -299,6 +411,22 @@ describe("FetchBlob from origin", () => {
       expect(r.blobDigest?.hash).toBe(await sha256Hex(text));
       expect(await readBlob("", r.blobDigest!)).toBe(text);
     }
+  });
+
+  it("matches a checksum.sri written without its base64 padding (valid SRI), from origin and from the asset cache", async () => {
+    env.ASSET_FETCH_ALLOW = originHost;
+    const instanceName = uniqueInstance();
+    const text = "unpadded " + crypto.randomUUID();
+    const path = uniquePath();
+    const uri = `${origin}${path}?text=${encodeURIComponent(text)}`;
+    const sha512 = await sri("SHA-512", text);
+    expect(sha512).toMatch(/==$/);
+    const qualifiers = [{ name: "checksum.sri", value: sha512.replace(/=+$/, "") }];
+    const r = await fetcher.fetchBlob({ instanceName, uris: [uri], qualifiers });
+    expect(r.status?.code ?? 0).toBe(0);
+    expect(r.blobDigest?.hash).toBe(await sha256Hex(text));
+    expect((await fetcher.fetchBlob({ instanceName, uris: [uri], qualifiers })).blobDigest?.hash).toBe(await sha256Hex(text));
+    expect(await hits(path)).toBe(1);
   });
 
   it("answers ABORTED on a checksum mismatch and stores nothing", async () => {
@@ -339,6 +467,23 @@ describe("FetchBlob from origin", () => {
     expect(await code("text=x&type=text/plain", { qualifiers: [{ name: "resource_type", value: "application/zip" }] })).toBe(Code.Aborted);
     expect(await code("text=x&type=text/plain", { qualifiers: [{ name: "resource_type", value: "text/plain" }] })).toBe(0);
     expect(await code("hang=1", { timeout: { nanos: 200_000_000 } })).toBe(Code.DeadlineExceeded);
+  });
+
+  it("gives each URI its share of the timeout to answer in: a first mirror that hangs does not starve the next", async () => {
+    env.ASSET_FETCH_ALLOW = originHost;
+    const text = "second mirror " + crypto.randomUUID();
+    const [hang, good] = [uniquePath(), uniquePath()];
+    const second = `${origin}${good}?text=${encodeURIComponent(text)}`;
+    const r = await fetcher.fetchBlob({ uris: [`${origin}${hang}?hang=1`, second], timeout: { nanos: 800_000_000 } });
+    expect(r.status?.code ?? 0).toBe(0);
+    expect(r.uri).toBe(second);
+    expect(r.blobDigest?.hash).toBe(await sha256Hex(text));
+    expect([await hits(hang), await hits(good)]).toEqual([1, 1]);
+    // Every mirror hanging: each is asked, and the answer is DEADLINE_EXCEEDED.
+    const [h1, h2] = [uniquePath(), uniquePath()];
+    const all = await fetcher.fetchBlob({ uris: [`${origin}${h1}?hang=1`, `${origin}${h2}?hang=1`], timeout: { nanos: 400_000_000 } });
+    expect(all.status?.code).toBe(Code.DeadlineExceeded);
+    expect([await hits(h1), await hits(h2)]).toEqual([1, 1]);
   });
 
   it("follows redirects only to allowed hosts", async () => {
