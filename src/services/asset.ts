@@ -218,7 +218,12 @@ async function presentBySha256({ s, q, oldestMs }: FetchArgs): Promise<BlobDiges
  * errors, with the same code and message; every other client gets the status the spec asks for.
  */
 function raiseForBazel(ctx: HandlerContext, r: Answer): void {
-  if (r.status.code !== 0 && callOrigin(ctx.requestHeader).toolName === "bazel") throw new ConnectError(r.status.message ?? "", r.status.code as Code);
+  if (r.status.code === 0 || callOrigin(ctx.requestHeader).toolName !== "bazel") return;
+  // Bazel's retrier retries ABORTED (up to 5 more times, each a whole download). A failed check
+  // of the content (checksum, resource_type) fails again the same way: raised as FAILED_PRECONDITION,
+  // which it does not retry, with the same message.
+  const code = r.status.code === Code.Aborted ? Code.FailedPrecondition : (r.status.code as Code);
+  throw new ConnectError(r.status.message ?? "", code);
 }
 
 function respondBlob(ctx: HandlerContext, r: Answer) {

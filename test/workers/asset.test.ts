@@ -153,6 +153,17 @@ describe("failures for Bazel", () => {
     expect((await errorOf(bazel.fetchBlob({ uris: ["urn:x:nothing-here"] }))).code).toBe(Code.NotFound);
     expect((await errorOf(bazel.fetchBlob({ uris: [`${origin}${uniquePath()}?text=x`] }))).code).toBe(Code.PermissionDenied);
     expect((await errorOf(bazel.fetchDirectory({ uris: ["urn:x:nothing-here"] }))).code).toBe(Code.NotFound);
+    // A content check that failed is not raised as ABORTED, which Bazel retries with a whole download each time.
+    env.ASSET_FETCH_ALLOW = originHost;
+    try {
+      const path = uniquePath();
+      const text = "tampered " + crypto.randomUUID();
+      const e = await errorOf(bazel.fetchBlob({ uris: [`${origin}${path}?text=${encodeURIComponent(text)}`], qualifiers: [{ name: "checksum.sri", value: await sri("SHA-256", "expected " + text) }] }));
+      expect([e.code, e.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringContaining("does not match checksum.sri")]);
+      expect(await hits(path)).toBe(1);
+    } finally {
+      delete env.ASSET_FETCH_ALLOW;
+    }
     // Anyone else gets the status inside the response, as the spec says.
     expect((await fetcher.fetchBlob({ uris: ["urn:x:nothing-here"] })).status?.code).toBe(Code.NotFound);
   });
