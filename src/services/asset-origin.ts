@@ -25,7 +25,12 @@ export type OriginResult = { ok: true; digest: BlobDigest; checksums: Checksums 
 
 const fail = (code: Code, message: string): OriginResult => ({ ok: false, code, message });
 
-const allowed = (url: URL, allow: Set<string>) => allow.has(url.host) || allow.has(url.hostname);
+/**
+ * An entry `host:port` allows that port; a bare `host` only the scheme's default port (URL.port is
+ * then ""), so listing a web server does not open its host's other services (a database, an
+ * admin port) to requests Kiln makes on a client's behalf.
+ */
+const allowed = (url: URL, allow: Set<string>) => allow.has(url.host) || (url.port === "" && allow.has(url.hostname));
 
 export const isFetchableUri = (uri: string) => /^https?:\/\//i.test(uri);
 

@@ -357,6 +357,11 @@ describe("FetchBlob from origin", () => {
     env.ASSET_FETCH_ALLOW = "other.example, 10.0.0.1";
     expect((await fetcher.fetchBlob({ uris: [`${origin}${path}?text=secret`] })).status?.code).toBe(Code.PermissionDenied);
     expect(await hits(path)).toBe(0);
+    // A bare host is its default ports only: another service on that host (the origin's port
+    // here) needs host:port written out.
+    env.ASSET_FETCH_ALLOW = new URL(origin).hostname;
+    expect((await fetcher.fetchBlob({ uris: [`${origin}${path}?text=secret`] })).status?.code).toBe(Code.PermissionDenied);
+    expect(await hits(path)).toBe(0);
   });
 
   it("answers a sha256 checksum.sri from a blob already in the CAS without downloading, unless resource_type is asked", async () => {
