@@ -131,3 +131,19 @@ export const assetFetchAllow = (): Set<string> =>
       .map((h) => h.trim().toLowerCase())
       .filter(Boolean),
   );
+
+/**
+ * R2's largest single upload: 5 GiB less 5 MiB. A download of declared length goes into R2 in one
+ * put, and so does the copy of a staged one under its SHA-256, so no download can be kept above it.
+ */
+export const R2_MAX_PUT_BYTES = 5 * 1024 ** 3 - 5 * 1024 ** 2;
+
+/**
+ * ASSET_FETCH_MAX_BYTES: the most bytes FetchBlob downloads from an origin. Unset, and at most,
+ * R2_MAX_PUT_BYTES: a larger download would fail in R2 after all of it had been fetched. At that
+ * size the 10-minute fetch timeout already asks about 9 MB/s of the origin.
+ */
+export function assetFetchMaxBytes(): number {
+  const n = Number(kilnEnv().ASSET_FETCH_MAX_BYTES);
+  return Number.isSafeInteger(n) && n > 0 ? Math.min(n, R2_MAX_PUT_BYTES) : R2_MAX_PUT_BYTES;
+}

@@ -54,4 +54,6 @@ export interface Env extends KilnBindings {
   AC_MAX_IDLE_DAYS?: string;
   /** Hosts (or host:port) Remote Asset FetchBlob may download from, comma-separated. Unset: none. */
   ASSET_FETCH_ALLOW?: string;
+  /** The most bytes one FetchBlob downloads (default and ceiling: R2's largest put, 5 GiB less 5 MiB). */
+  ASSET_FETCH_MAX_BYTES?: string;
 }

@@ -8,7 +8,7 @@
 //   &status=404                   that status, empty body
 //   &redirect=URL                 302 to URL
 //   &hang=1                       never answers (timeouts)
-//   &cut=1                        declares the whole length, sends half, then drops the connection
+//   &cut=1                        declares the whole length (unless chunked), sends half, then drops the connection
 // GET /hits?path=/any/path counts requests seen for that path (refused fetches must not arrive).
 // GET /headers?path=/any/path: the headers of the last request for that path, as JSON ({} if none).
 // The same server also listens on a second port, `otherUrl`: another origin (scheme, host and
@@ -55,8 +55,9 @@ export async function startAssetOrigin(): Promise<AssetOrigin> {
     if (!q.has("chunked")) headers["content-length"] = length;
     res.writeHead(200, headers);
     if (q.has("cut")) {
-      res.write(text !== null ? Buffer.from(text).subarray(0, length >> 1) : Buffer.alloc(length >> 1, Number(q.get("byte") ?? 120)));
-      setTimeout(() => res.destroy(), 50);
+      // Dropped once the half has gone out (not at a fixed time): the client surely has it all.
+      const half = text !== null ? Buffer.from(text).subarray(0, length >> 1) : Buffer.alloc(length >> 1, Number(q.get("byte") ?? 120));
+      res.write(half, () => setTimeout(() => res.destroy(), 50));
       return;
     }
     if (text !== null) {

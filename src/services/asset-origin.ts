@@ -1,25 +1,28 @@
 // FetchBlob from origin: downloads an http(s) URL into the CAS. A URL in a request body is
 // untrusted, so Kiln only connects to hosts the operator listed in ASSET_FETCH_ALLOW (none by
 // default), and checks every redirect hop against the same list. A body of declared length is
-// streamed, never held (one without Content-Length is read whole up to 8 MiB, since R2 needs a
-// length): with a single sha256 in checksum.sri it goes straight into one R2 put that R2
-// verifies; otherwise into a staging object that is hashed and, once the checksums match, copied
-// under its SHA-256 (R2 has no rename), then deleted either way. Failures outside Kiln's control
-// (the origin's answer, its connection, the content, the timeout) are answered, as the spec says,
-// as a status in the response, and the caller tries its next URI; Kiln's own storage failing (R2,
-// the CAS index) is not the origin's fault and is thrown: the RPC fails UNAVAILABLE, to retry.
+// streamed, never held: with a single sha256 in checksum.sri it goes straight into one R2 put that
+// R2 verifies; otherwise into a staging object that is hashed and, once the checksums match,
+// copied under its SHA-256 (R2 has no rename), then deleted either way. A body without a length
+// (chunked: GitHub's archives are) is held only if it is short (one 8 MiB part); a longer one goes
+// the same two ways through an R2 multipart upload hashed on the way (asset-unsized.ts).
+// Downloads stop at ASSET_FETCH_MAX_BYTES, a declared length over it before a byte is read.
+// Failures outside Kiln's control (the origin's answer, its connection, the content, the timeout,
+// the size) are answered, as the spec says, as a status in the response, and the caller tries its
+// next URI; Kiln's own storage failing (R2, the CAS index) is not the origin's fault and is
+// thrown: the RPC fails UNAVAILABLE, to retry.
 import { Code, ConnectError } from "@connectrpc/connect";
 import { unavailableFrom } from "../errors.ts";
 import type { AssetQualifiers, Checksums, SriAlgorithm } from "./asset-qualifiers.ts";
 import { base64ToHex, checksumsOf, hexToBase64, sriSatisfied } from "./asset-qualifiers.ts";
-import { dropStaged, getStaged, newStagingKey, putStaged } from "../storage/asset-staging.ts";
+import { assetFetchMaxBytes } from "../config.ts";
+import { dropStaged, getStaged, newStagingKey, putStaged, startStagedUpload } from "../storage/asset-staging.ts";
 import type { BlobStore } from "../storage/blob-store.ts";
 import type { BlobDigest } from "../storage/digest.ts";
+import { OriginBroke, PART_BYTES, PartReader, TooLarge, partBytes, uploadUnsized, type Part } from "./asset-unsized.ts";
 
 /** Redirects followed, each to an allowed host. */
 const MAX_REDIRECTS = 5;
-/** A body without Content-Length is read into memory up to this size (R2 needs a length). */
-export const MAX_UNSIZED_BYTES = 8 * 1024 * 1024;
 
 export type OriginResult = { ok: true; digest: BlobDigest; checksums: Checksums } | { ok: false; code: Code; message: string };
 
@@ -43,10 +46,12 @@ export interface OriginRequest {
   headers?: Headers;
   /** How long the origin may take to answer (redirects included) before this URI is given up. */
   answerWithinMs?: number;
+  /** The most bytes downloaded (ASSET_FETCH_MAX_BYTES unless given). */
+  maxBytes?: number;
 }
 
 /** Downloads `uri` into the CAS, verifying the qualifiers; never stores content that fails them. */
-export async function fetchFromOrigin(store: BlobStore, uri: string, q: AssetQualifiers, { allow, signal: whole, headers, answerWithinMs }: OriginRequest): Promise<OriginResult> {
+export async function fetchFromOrigin(store: BlobStore, uri: string, q: AssetQualifiers, { allow, signal: whole, headers, answerWithinMs, maxBytes = assetFetchMaxBytes() }: OriginRequest): Promise<OriginResult> {
   let url = new URL(uri);
   const sent = new Headers(headers);
   // The answer's own limit ends once the response has arrived: the body then has all of `whole`.
@@ -91,7 +96,7 @@ export async function fetchFromOrigin(store: BlobStore, uri: string, q: AssetQua
     await res.body?.cancel();
     return fail(Code.Aborted, `resource_type "${q.resourceType}" was asked for; ${url.href} is "${type}"`);
   }
-  return storeBody(store, res, q, (e) => failure(e, whole, `downloading ${url.href}`));
+  return storeBody(store, res, q, maxBytes, (e) => failure(e, whole, `downloading ${url.href}`));
 }
 
 /** A download: the origin's body of declared length, or a short body read whole (no length, or encoded anyway). */
@@ -100,24 +105,99 @@ type Payload = { origin: OriginBody; length: number } | { bytes: Uint8Array; len
 /** The status for the origin's body failing to arrive (`failure` bound to the download). */
 type OriginFailed = (e: unknown) => OriginResult;
 
-async function storeBody(store: BlobStore, res: Response, q: AssetQualifiers, originFailed: OriginFailed): Promise<OriginResult> {
+const tooLarge = (max: number, what: string) =>
+  fail(Code.ResourceExhausted, `${what}, over ASSET_FETCH_MAX_BYTES (${max}); nothing was stored`);
+
+/** checksum.sri when it is a single sha256: the content's CAS key is known before it arrives. */
+const onlySha256 = (q: AssetQualifiers) => (q.sri?.length === 1 && q.sri[0]!.algorithm === "sha256" ? q.sri[0]! : undefined);
+
+async function storeBody(store: BlobStore, res: Response, q: AssetQualifiers, maxBytes: number, originFailed: OriginFailed): Promise<OriginResult> {
   const encoded = (res.headers.get("content-encoding") ?? "identity").toLowerCase() !== "identity";
   const declared = encoded ? NaN : Number(res.headers.get("content-length") ?? NaN);
   let payload: Payload;
-  if (res.body && Number.isSafeInteger(declared) && declared >= 0) payload = { origin: new OriginBody(res.body, declared), length: declared };
-  else {
-    let bytes: Uint8Array | null;
-    try {
-      bytes = await readCapped(res.body ?? new Blob([]).stream(), MAX_UNSIZED_BYTES);
-    } catch (e) {
-      return originFailed(e);
+  if (res.body && Number.isSafeInteger(declared) && declared >= 0) {
+    if (declared > maxBytes) {
+      await res.body.cancel();
+      return tooLarge(maxBytes, `the origin declares ${declared} bytes (Content-Length)`);
     }
-    if (!bytes) return fail(Code.ResourceExhausted, `the origin sent no Content-Length and more than ${MAX_UNSIZED_BYTES} bytes; Kiln streams only bodies of known length`);
+    payload = { origin: new OriginBody(res.body, declared), length: declared };
+  } else {
+    // No length: the first part says whether the body is short enough to hold for one put.
+    const rest = new PartReader(res.body ?? new Blob([]).stream(), maxBytes);
+    let first: Part;
+    try {
+      first = await rest.next(PART_BYTES);
+    } catch (e) {
+      return unsizedFailed(e, originFailed);
+    }
+    if (!rest.ended) return storeUnsized(store, first, rest, q, originFailed);
+    const bytes = await partBytes(first);
     payload = { bytes, length: bytes.byteLength };
   }
-  const only = q.sri?.length === 1 && q.sri[0]!.algorithm === "sha256" ? q.sri[0]! : undefined;
+  const only = onlySha256(q);
   if (only) return storeVerifiedByR2(store, payload, { hash: base64ToHex(only.base64), size: payload.length }, originFailed);
   return storeStaged(store, payload, q, originFailed);
+}
+
+/** Reading a body without a length stopped: the origin's failure, or the limit, as a status; R2's is thrown. */
+function unsizedFailed(e: unknown, originFailed: OriginFailed): OriginResult {
+  if (e instanceof OriginBroke) return originFailed(e.error);
+  if (e instanceof TooLarge) return tooLarge(e.max, `the origin sent no Content-Length and more than ${e.max} bytes`);
+  throw e;
+}
+
+/**
+ * A body without a length, longer than a part, through an R2 multipart upload hashed on the way:
+ * with a single sha256 in checksum.sri, straight under its CAS key, completed only if it hashes to
+ * it; otherwise staged, completed only if it satisfies checksum.sri, then stored as storeStaged
+ * stores (the completed staging object has a known length and hash).
+ */
+async function storeUnsized(store: BlobStore, first: Part, rest: PartReader, q: AssetQualifiers, originFailed: OriginFailed): Promise<OriginResult> {
+  const only = onlySha256(q);
+  if (only) {
+    const key = store.key(base64ToHex(only.base64));
+    try {
+      const up = await uploadUnsized(store.env.CAS, {
+        key,
+        start: () => store.env.CAS.createMultipartUpload(key),
+        first,
+        rest,
+        algorithms: ["sha256"],
+        accept: (c) => c.sha256 === only.base64,
+      });
+      if (!up.kept) return mismatch(up.checksums);
+      const d: BlobDigest = { hash: base64ToHex(only.base64), size: up.size };
+      await store.index.add([d]);
+      return { ok: true, digest: d, checksums: up.checksums };
+    } catch (e) {
+      return unsizedFailed(e, originFailed);
+    }
+  }
+  const staging = newStagingKey(store);
+  try {
+    const up = await uploadUnsized(store.env.CAS, {
+      key: staging,
+      start: () => startStagedUpload(store, staging),
+      first,
+      rest,
+      algorithms: sriAlgorithms(q),
+      accept: (c) => !q.sri || sriSatisfied(q.sri, c),
+    });
+    if (!up.kept) return mismatch(up.checksums);
+    return await keepStaged(store, staging, { hash: base64ToHex(up.checksums.sha256!), size: up.size }, up.checksums);
+  } catch (e) {
+    return unsizedFailed(e, originFailed);
+  } finally {
+    await dropStaged(store, staging);
+  }
+}
+
+/** sha256 (the CAS key) and every algorithm checksum.sri names. */
+const sriAlgorithms = (q: AssetQualifiers) => [...new Set<SriAlgorithm>(["sha256", ...(q.sri ?? []).map((h) => h.algorithm)])];
+
+function mismatch(checksums: Checksums): OriginResult {
+  const got = Object.entries(checksums).map(([a, b]) => `${a}-${b}`).join(" ");
+  return fail(Code.Aborted, `the content does not match checksum.sri (it hashes to ${got}); nothing was stored`);
 }
 
 /**
@@ -204,24 +284,16 @@ async function storeVerifiedByR2(store: BlobStore, payload: Payload, d: BlobDige
  * staging put, every failure is Kiln's storage (UNAVAILABLE).
  */
 async function storeStaged(store: BlobStore, payload: Payload, q: AssetQualifiers, originFailed: OriginFailed): Promise<OriginResult> {
-  const algorithms = [...new Set<SriAlgorithm>(["sha256", ...(q.sri ?? []).map((h) => h.algorithm)])];
   const staging = newStagingKey(store);
   try {
     const broke = await putPayload(payload, (body) => putStaged(store, staging, body), originFailed);
     if (broke) return broke;
     const staged = await getStaged(store, staging, "hashed");
-    const checksums = await checksumsOf(staged.body, algorithms).catch((e: unknown) => {
+    const checksums = await checksumsOf(staged.body, sriAlgorithms(q)).catch((e: unknown) => {
       throw unavailableFrom("the staged download could not be read back from R2", e, "nothing was stored; retry");
     });
-    if (q.sri && !sriSatisfied(q.sri, checksums)) {
-      const got = Object.entries(checksums).map(([a, b]) => `${a}-${b}`).join(" ");
-      return fail(Code.Aborted, `the content does not match checksum.sri (it hashes to ${got}); nothing was stored`);
-    }
-    const d: BlobDigest = { hash: base64ToHex(checksums.sha256!), size: staged.size };
-    // Already in the CAS: touched (not just asked), so it lives as long as the answer's expires_at says.
-    const present = (await store.index.missing([d], true)).length === 0;
-    if (!present) await store.write(d, (await getStaged(store, staging, "stored")).body, { sized: true });
-    return { ok: true, digest: d, checksums };
+    if (q.sri && !sriSatisfied(q.sri, checksums)) return mismatch(checksums);
+    return await keepStaged(store, staging, { hash: base64ToHex(checksums.sha256!), size: staged.size }, checksums);
   } finally {
     // Only space is lost if it stays; a fetch that worked (or its real failure) must not become
     // this error.
@@ -229,21 +301,12 @@ async function storeStaged(store: BlobStore, payload: Payload, q: AssetQualifier
   }
 }
 
-/** The body, or null once it passes `cap` bytes. */
-async function readCapped(body: ReadableStream<Uint8Array>, cap: number): Promise<Uint8Array | null> {
-  const chunks: Uint8Array[] = [];
-  const reader = body.getReader();
-  for (let n = 0; ; ) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    n += value.byteLength;
-    if (n > cap) {
-      await reader.cancel().catch(() => {});
-      return null;
-    }
-    chunks.push(value);
-  }
-  return new Uint8Array(await new Blob(chunks).arrayBuffer());
+/** A staged download whose checksums passed, `d` by its SHA-256: copied into the CAS unless there already. */
+async function keepStaged(store: BlobStore, staging: string, d: BlobDigest, checksums: Checksums): Promise<OriginResult> {
+  // Already in the CAS: touched (not just asked), so it lives as long as the answer's expires_at says.
+  const present = (await store.index.missing([d], true)).length === 0;
+  if (!present) await store.write(d, (await getStaged(store, staging, "stored")).body, { sized: true });
+  return { ok: true, digest: d, checksums };
 }
 
 function codeOfOriginStatus(status: number): Code {

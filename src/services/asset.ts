@@ -23,7 +23,7 @@ import {
 } from "../gen/build/bazel/remote/asset/v1/remote_asset_pb.ts";
 import { DigestFunction_Value, type Digest } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { authorize } from "../auth.ts";
-import { assetFetchAllow } from "../config.ts";
+import { assetFetchAllow, assetFetchMaxBytes } from "../config.ts";
 import type { Env } from "../env.ts";
 import { invalidArgument, missingBlobs, unavailableFrom } from "../errors.ts";
 import { callOrigin } from "../execution/request-metadata.ts";
@@ -168,6 +168,7 @@ async function fetchBlob(ctx: HandlerContext, req: FetchBlobRequest) {
   // Downloading writes to the CAS: the caller needs write access, whatever the origin.
   authorize(s.principal, s.instanceName, "write");
   const allow = assetFetchAllow();
+  const maxBytes = assetFetchMaxBytes();
   const signal = AbortSignal.any([ctx.signal, AbortSignal.timeout(timeoutMs)]);
   const deadlineMs = Date.now() + timeoutMs;
   let last = { uri: fetchable[0]!, code: Code.NotFound, message: "" };
@@ -180,7 +181,7 @@ async function fetchBlob(ctx: HandlerContext, req: FetchBlobRequest) {
     // it answers, its body may take the rest of the timeout: a mirror that is sending is alive,
     // and cutting a large download at a share would waste it where it would have finished.
     const answerWithinMs = Math.floor(Math.max(0, deadlineMs - startedMs) / left--);
-    const got = await fetchFromOrigin(s.store, uri, q, { allow, signal, headers: headersFor(q.headers, uri, i), answerWithinMs });
+    const got = await fetchFromOrigin(s.store, uri, q, { allow, signal, headers: headersFor(q.headers, uri, i), answerWithinMs, maxBytes });
     if (!got.ok) {
       last = { uri, code: got.code, message: got.message };
       continue;

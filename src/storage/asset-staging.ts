@@ -28,6 +28,13 @@ export async function putStaged(store: BlobStore, key: string, body: ReadableStr
   });
 }
 
+/**
+ * Starts a multipart upload under `key`, stamped like putStaged's objects (a completed one is swept
+ * the same way; one never completed is aborted by its fetch, or else by R2's lifecycle rule).
+ */
+export const startStagedUpload = (store: BlobStore, key: string): Promise<R2MultipartUpload> =>
+  store.env.CAS.createMultipartUpload(key, { customMetadata: { [STAGED_AT]: String(Date.now()) } });
+
 /** The staging object to read (again); UNAVAILABLE if R2 fails or it is gone, `before` saying what it was gone for. */
 export async function getStaged(store: BlobStore, key: string, before: string): Promise<R2ObjectBody> {
   const obj = await store.env.CAS.get(key).catch((e: unknown) => {

@@ -2,8 +2,9 @@
 // R2 or the CAS index failing (the staging object a download without a SHA-256 goes through, the
 // CAS write, the index record) is thrown UNAVAILABLE, never answered as the origin's failure;
 // the fetch leaves no staging object behind where it can delete it, and an undeletable one does
-// not turn a fetch that worked into a failure; the tenant's next staged fetch sweeps it. An
-// origin that breaks off mid-body is the origin's failure: a status.
+// not turn a fetch that worked into a failure; the tenant's next staged fetch sweeps it. A body
+// without a length, sent in parts (an R2 multipart upload), has its upload aborted. An origin that
+// breaks off mid-body is the origin's failure: a status.
 import { env } from "cloudflare:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, inject, it } from "vitest";
@@ -12,6 +13,7 @@ import { parseQualifiers } from "../../src/services/asset-qualifiers.ts";
 import { BlobStore } from "../../src/storage/blob-store.ts";
 import { failingBucket, failingIndex, type When } from "./fault-injection.ts";
 import { bytes, sha256Hex } from "./helpers.ts";
+import { isOpen, watchUploads } from "./multipart-uploads.ts";
 
 const origin = inject("assetOrigin");
 const allow = new Set([new URL(origin).host]);
@@ -96,6 +98,38 @@ describe("Kiln's storage failing during a download is thrown UNAVAILABLE, not an
       const got = await fetchInto(new BlobStore(env, t), text, { sha256, query: "&cut=1" });
       expect(got).toMatchObject({ ok: false, code: Code.Unavailable, message: expect.stringMatching(/downloading .*nothing was stored/) });
       expect(await stored(t, text)).toBe(false);
+      expect(await staged(t)).toBe(0);
+    });
+  }
+});
+
+describe("R2 failing a multipart upload of a body without a length (over 8 MiB) is UNAVAILABLE, the upload aborted", () => {
+  const SIZE = 20 * 1024 * 1024;
+  let nextByte = 200;
+  const cases: [string, "uploadPart" | "complete", When, boolean][] = [
+    ["a part R2 refuses", "uploadPart", "before", true],
+    ["a part R2 refuses", "uploadPart", "before", false],
+    ["a part stored whose answer is lost", "uploadPart", "after", false],
+    ["completing it", "complete", "before", true],
+    ["completing it", "complete", "before", false],
+  ];
+  for (const [what, op, when, sha256] of cases) {
+    it(`${what} (${op}, ${when}), ${sha256 ? "checksum.sri sha256 (under its CAS key)" : "no sha256 (staged)"}`, async () => {
+      const t = tenant();
+      const data = new Uint8Array(SIZE).fill(nextByte);
+      const hash = await sha256Hex(data);
+      const sri = `sha256-${btoa(String.fromCharCode(...new Uint8Array(await crypto.subtle.digest("SHA-256", data))))}`;
+      const { env: watched, uploads } = watchUploads(failingBucket((o) => o === op, when));
+      const uri = `${origin}/archive/${crypto.randomUUID()}?repeat=${SIZE}&byte=${nextByte++}&chunked=1`;
+      const q = parseQualifiers(sha256 ? [{ name: "checksum.sri", value: sri } as never] : [], 1);
+      const err = await thrown(fetchFromOrigin(new BlobStore(watched, t), uri, q, { allow, signal: new AbortController().signal }));
+      expect(err.code).toBe(Code.Unavailable);
+      expect(err.rawMessage).toMatch(op === "uploadPart" ? /part 1 of the download could not be stored in R2 \(injected: R2 uploadPart 1 of / : /could not be completed in R2 \(injected: R2 complete of /);
+      expect(err.rawMessage).toMatch(/nothing was stored; retry$/);
+      expect(uploads).toHaveLength(1);
+      expect(await isOpen(uploads[0]!)).toBe(false);
+      expect(await new BlobStore(env, t).index.missing([{ hash, size: SIZE }])).toHaveLength(1);
+      expect(await env.CAS.head(`cas/${t}/${hash}`)).toBeNull();
       expect(await staged(t)).toBe(0);
     });
   }
