@@ -27,26 +27,28 @@ export function failingIndex(methods: string[] | ((method: string) => boolean), 
   return { ...base, CAS_INDEX: namespace } as unknown as Env;
 }
 
+/** `bucket` with each method call passed to `around`: its name, its key (first argument) and the call itself. */
+function aroundBucket(bucket: R2Bucket, around: (op: string, key: string, call: () => unknown) => unknown): R2Bucket {
+  return new Proxy(bucket, {
+    get(t, prop: string) {
+      const v = Reflect.get(t, prop) as unknown;
+      if (typeof v !== "function") return v;
+      return (...args: unknown[]) => around(prop, typeof args[0] === "string" ? args[0] : "", () => Reflect.apply(v, t, args));
+    },
+  });
+}
+
 /**
  * `base` whose R2 bucket fails the calls `fails(op, key)` picks (op: get, put, head, ..., and
  * uploadPart of a multipart upload, keyed by its object's key), as `when` says; a get failing
  * "after" hands over a body that breaks off after its first bytes, as a read cut off mid-way does.
  */
 export function failingBucket(fails: (op: string, key: string) => boolean, when: When = "before", base: Env = env): Env {
-  const bucket = base.CAS;
-  const proxy = new Proxy(bucket, {
-    get(t, prop: string) {
-      const v = Reflect.get(t, prop) as unknown;
-      if (typeof v !== "function") return v;
-      return (...args: unknown[]) => {
-        const key = typeof args[0] === "string" ? args[0] : "";
-        const call = () => Reflect.apply(v, t, args);
-        if (prop === "resumeMultipartUpload") return failingUpload(call() as R2MultipartUpload, fails, when);
-        if (prop === "createMultipartUpload") return (call() as Promise<R2MultipartUpload>).then((u) => failingUpload(u, fails, when));
-        if (!fails(prop, key)) return call();
-        return inject(`R2 ${prop} of ${key}`, when, call, prop === "get" && when === "after");
-      };
-    },
+  const proxy = aroundBucket(base.CAS, (prop, key, call) => {
+    if (prop === "resumeMultipartUpload") return failingUpload(call() as R2MultipartUpload, fails, when);
+    if (prop === "createMultipartUpload") return (call() as Promise<R2MultipartUpload>).then((u) => failingUpload(u, fails, when));
+    if (!fails(prop, key)) return call();
+    return inject(`R2 ${prop} of ${key}`, when, call, prop === "get" && when === "after");
   });
   return { ...base, CAS: proxy } as unknown as Env;
 }
@@ -120,17 +122,10 @@ export function heldBucket(holds: (op: string, key: string) => boolean, base: En
   let release!: () => void;
   const reached = new Promise<void>((r) => (reach = r));
   const released = new Promise<void>((r) => (release = r));
-  const bucket = base.CAS;
-  const proxy = new Proxy(bucket, {
-    get(t, prop: string) {
-      const v = Reflect.get(t, prop) as unknown;
-      if (typeof v !== "function") return v;
-      return (...args: unknown[]) => {
-        if (!holds(prop, typeof args[0] === "string" ? args[0] : "")) return Reflect.apply(v, t, args);
-        reach();
-        return released.then(() => Reflect.apply(v, t, args));
-      };
-    },
+  const proxy = aroundBucket(base.CAS, (prop, key, call) => {
+    if (!holds(prop, key)) return call();
+    reach();
+    return released.then(call);
   });
   return { env: { ...base, CAS: proxy } as unknown as Env, reached, release };
 }
