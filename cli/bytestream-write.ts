@@ -293,8 +293,9 @@ async function compressedChunking(chunking: ChunkPolicy | undefined, head: Write
 /**
  * A compressed Write of a blob too large for one request: decompressed here (bounded, as the
  * worker decodes: src/storage/zstd/decoder.ts) and stored as chunks and a SpliceBlob, verified on
- * the uncompressed bytes. The chunks go up uncompressed. committed_size counts the compressed
- * bytes, as the worker's compressed Write does; -1 when the CAS holds the blob already.
+ * the uncompressed bytes. The chunks go up zstd-compressed again where the worker takes zstd
+ * batches. committed_size counts the compressed bytes, as the worker's compressed Write does; -1
+ * when the CAS holds the blob already.
  */
 async function putCompressedChunks(
   upstream: Transport,
@@ -313,7 +314,7 @@ async function putCompressedChunks(
   }
   const body = new WriteBody(head, rest, undefined);
   try {
-    await writeChunked(upstream, plan, instanceName, digest, zstdDecode(body.stream, digest.size), ctx);
+    await writeChunked(upstream, plan, instanceName, digest, zstdDecode(body.stream, digest.size), ctx, true);
   } catch (e) {
     if (body.endedEarly) return { committedSize: 0n };
     throw body.failure ?? e;

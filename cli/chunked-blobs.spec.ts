@@ -6,7 +6,8 @@ import type { AddressInfo } from "node:net";
 import { Code, ConnectError, createContextValues, type HandlerContext } from "@connectrpc/connect";
 import { connectNodeAdapter, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Capabilities, ContentAddressableStorage } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { decompress } from "fzstd";
+import { Capabilities, Compressor_Value, ContentAddressableStorage } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { chunkPolicy, writeChunked } from "./chunked-blobs.ts";
 
 const MiB = 1024 * 1024;
@@ -14,6 +15,8 @@ const MiB = 1024 * 1024;
 const BATCH_LIMIT = 1_500_000;
 
 const batches: number[] = [];
+/** Per batch, the uncompressed bytes of its zstd entries. */
+const inflated: number[] = [];
 const stored = new Map<string, number>();
 let spliced: string[] = [];
 const worker = createServer(
@@ -27,6 +30,7 @@ const worker = createServer(
             splitBlobSupport: true,
             spliceBlobSupport: true,
             fastCdc2020Params: { avgChunkSizeBytes: 128n * 1024n, seed: 0 },
+            supportedBatchUpdateCompressors: [Compressor_Value.ZSTD],
           },
         }),
       });
@@ -36,7 +40,15 @@ const worker = createServer(
           const bytes = req.requests.reduce((n, r) => n + r.data.byteLength, 0);
           batches.push(bytes);
           if (bytes > BATCH_LIMIT) throw new ConnectError(`the batch totals ${bytes} bytes, over ${BATCH_LIMIT}`, Code.InvalidArgument);
-          for (const r of req.requests) stored.set(r.digest!.hash, r.data.byteLength);
+          let unpacked = 0;
+          for (const r of req.requests) {
+            // As the worker does: a zstd entry is checked against its digest once decompressed.
+            const data = r.compressor === Compressor_Value.ZSTD ? decompress(r.data) : r.data;
+            if (r.compressor === Compressor_Value.ZSTD) unpacked += data.byteLength;
+            if (createHash("sha256").update(data).digest("hex") !== r.digest!.hash) throw new ConnectError(`chunk ${r.digest!.hash} does not hash to its digest`, Code.InvalidArgument);
+            stored.set(r.digest!.hash, data.byteLength);
+          }
+          inflated.push(unpacked);
           return { responses: req.requests.map((r) => ({ digest: r.digest, status: { code: 0 } })) };
         },
         spliceBlob(req) {
@@ -86,6 +98,33 @@ describe("writeChunked", () => {
     expect(batches.length).toBeGreaterThan(16);
     expect(Math.max(...batches)).toBeLessThanOrEqual(BATCH_LIMIT);
     // Every chunk went up, and the splice names them in order.
+    expect(spliced.reduce((n, h) => n + stored.get(h)!, 0)).toBe(blob.byteLength);
+  });
+
+  it("sends the chunks of a compressed Write zstd-compressed, within the batch limit and the inflated bound", async () => {
+    const ctx = context();
+    const plan = await chunkPolicy(transport)(ctx, "main");
+    expect(plan?.zstdBatches).toBe(true);
+    // Log-like bytes that compress several times over.
+    const x = pseudoRandom(MiB, 11);
+    const lines: string[] = [];
+    for (let i = 0, n = 0; n < 16 * MiB; i++) {
+      const line = `INFO: compiled //pkg/${x[i % MiB]! % 50}:lib${x[(i + 1) % MiB]} in ${x[(i + 2) % MiB]! % 90} ms\n`;
+      lines.push(line);
+      n += line.length;
+    }
+    const blob = Buffer.from(lines.join("")).subarray(0, 16 * MiB);
+    const digest = { hash: createHash("sha256").update(blob).digest("hex"), size: blob.byteLength };
+    batches.length = 0;
+    inflated.length = 0;
+    async function* pieces() {
+      for (let at = 0; at < blob.byteLength; at += 256 * 1024) yield blob.subarray(at, at + 256 * 1024);
+    }
+    await writeChunked(transport, plan!, "main", digest, pieces(), ctx, true);
+    const sent = batches.reduce((n, b) => n + b, 0);
+    expect(sent).toBeLessThan(blob.byteLength / 4);
+    expect(Math.max(...batches)).toBeLessThanOrEqual(BATCH_LIMIT);
+    expect(Math.max(...inflated)).toBeLessThanOrEqual(16 * MiB);
     expect(spliced.reduce((n, h) => n + stored.get(h)!, 0)).toBe(blob.byteLength);
   });
 });
