@@ -24,7 +24,11 @@ import { OriginBroke, PART_BYTES, PartReader, TooLarge, partBytes, uploadUnsized
 /** Redirects followed, each to an allowed host. */
 const MAX_REDIRECTS = 5;
 
-export type OriginResult = { ok: true; digest: BlobDigest; checksums: Checksums } | { ok: false; code: Code; message: string };
+/**
+ * A download's outcome. `final`: the same request fails the same way whatever the origin does
+ * next (a body over Kiln's own limit), so a client's retry is only another full download.
+ */
+export type OriginResult = { ok: true; digest: BlobDigest; checksums: Checksums } | { ok: false; code: Code; message: string; final?: boolean };
 
 const fail = (code: Code, message: string): OriginResult => ({ ok: false, code, message });
 
@@ -33,7 +37,11 @@ const fail = (code: Code, message: string): OriginResult => ({ ok: false, code, 
  * then ""), so listing a web server does not open its host's other services (a database, an
  * admin port) to requests Kiln makes on a client's behalf.
  */
-const allowed = (url: URL, allow: Set<string>) => allow.has(url.host) || (url.port === "" && allow.has(url.hostname));
+function allowed(url: URL, allow: Set<string>): boolean {
+  // URL drops a default port (https://h:443/ has port ""): `h:443` is written out here to match it.
+  const port = url.port || (url.protocol === "https:" ? "443" : "80");
+  return allow.has(`${url.hostname}:${port}`) || (url.port === "" && allow.has(url.hostname));
+}
 
 export const isFetchableUri = (uri: string) => /^https?:\/\//i.test(uri);
 
@@ -105,8 +113,12 @@ type Payload = { origin: OriginBody; length: number } | { bytes: Uint8Array; len
 /** The status for the origin's body failing to arrive (`failure` bound to the download). */
 type OriginFailed = (e: unknown) => OriginResult;
 
-const tooLarge = (max: number, what: string) =>
-  fail(Code.ResourceExhausted, `${what}, over ASSET_FETCH_MAX_BYTES (${max}); nothing was stored`);
+const tooLarge = (max: number, what: string): OriginResult => ({
+  ok: false,
+  code: Code.ResourceExhausted,
+  message: `${what}, over ASSET_FETCH_MAX_BYTES (${max}); nothing was stored`,
+  final: true,
+});
 
 /** checksum.sri when it is a single sha256: the content's CAS key is known before it arrives. */
 const onlySha256 = (q: AssetQualifiers) => (q.sri?.length === 1 && q.sri[0]!.algorithm === "sha256" ? q.sri[0]! : undefined);
@@ -211,32 +223,44 @@ class OriginBody {
   /** Set when reading the origin failed, with its error. */
   broke: { error: unknown } | undefined;
   readonly stream: ReadableStream<Uint8Array>;
-  private readonly stopped = new AbortController();
+  private readonly halt: (reason: unknown) => void;
 
   constructor(body: ReadableStream<Uint8Array>, length: number) {
     const reader = body.getReader();
-    const watched = new ReadableStream<Uint8Array>({
-      pull: async (ctl) => {
-        let r: ReadableStreamReadResult<Uint8Array>;
-        try {
-          r = await reader.read();
-        } catch (e) {
-          this.broke = { error: e };
-          throw e;
-        }
-        if (r.done) ctl.close();
-        else ctl.enqueue(r.value);
-      },
-      cancel: (reason) => reader.cancel(reason),
-    });
     const sized = new FixedLengthStream(length);
-    watched.pipeTo(sized.writable, { signal: this.stopped.signal }).catch(() => {});
+    const writer = sized.writable.getWriter();
     this.stream = sized.readable;
+    const halt = (reason: unknown) => {
+      reader.cancel(reason).catch(() => {});
+      writer.abort(reason).catch(() => {});
+    };
+    this.halt = halt;
+    // Pumped by hand, each write awaited: the next read waits until R2 has taken the chunk before
+    // it, so one chunk is held at a time. (pipeTo into the FixedLengthStream kept reading the
+    // origin ahead of R2, and workerd grew by the size of the download.)
+    void (async () => {
+      try {
+        for (;;) {
+          let r: ReadableStreamReadResult<Uint8Array>;
+          try {
+            r = await reader.read();
+          } catch (e) {
+            this.broke = { error: e };
+            throw e;
+          }
+          if (r.done) break;
+          await writer.write(r.value);
+        }
+        await writer.close();
+      } catch (e) {
+        halt(e);
+      }
+    })();
   }
 
   /** Ends the copy and the origin's connection (a put that failed without reading would leave both waiting). */
   stop(): void {
-    this.stopped.abort();
+    this.halt(new Error("the download was stopped"));
   }
 }
 
