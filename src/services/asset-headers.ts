@@ -42,6 +42,8 @@ function header(qualifier: string, name: string, value: string): [string, string
   if (REFUSED.has(name.toLowerCase())) throw invalidArgument(`qualifier "${qualifier.slice(0, 200)}" sets ${name}, which Kiln does not forward (it would change the bytes stored)`, "qualifiers.name");
   // The value itself is a secret: the message says what is wrong with it, not what it is.
   if (/[\r\n\0]/.test(value)) throw invalidArgument(`qualifier "${qualifier.slice(0, 200)}": the value of header ${name} contains CR, LF or NUL`, "qualifiers.value");
+  // A Headers value is bytes: a character past U+00FF cannot be sent (fetch would throw).
+  if (/[^\u0000-\u00ff]/.test(value)) throw invalidArgument(`qualifier "${qualifier.slice(0, 200)}": the value of header ${name} has characters outside Latin-1`, "qualifiers.value");
   return [name, value];
 }
 

@@ -68,7 +68,10 @@ export function parseQualifiers(qualifiers: readonly Qualifier[], uriCount: numb
   const seen = new Set<string>();
   const out: AssetQualifiers = { key: [], pushOnly: [], headers: noHeaders() };
   for (const q of qualifiers) {
-    if (seen.has(q.name)) throw invalidArgument(`qualifier "${q.name.slice(0, 200)}" is given twice; names must be unique`, "qualifiers.name");
+    // Names must be unique, but Bazel sends one http_header(_url) qualifier per value of a
+    // header with several: those are taken as the header's values, in order.
+    const repeatable = q.name.startsWith("http_header:") || q.name.startsWith("http_header_url:");
+    if (seen.has(q.name) && !repeatable) throw invalidArgument(`qualifier "${q.name.slice(0, 200)}" is given twice; names must be unique`, "qualifiers.name");
     seen.add(q.name);
     const max = q.name === AUTH_HEADERS ? MAX_AUTH_HEADERS_CHARS : MAX_VALUE_CHARS;
     if (q.value.length > max) throw invalidArgument(`qualifier "${q.name.slice(0, 200)}" is over ${max} characters`, "qualifiers.value");

@@ -102,6 +102,8 @@ async function usableAsset({ s, kind, q, oldestMs }: FetchArgs, uri: string): Pr
 
 interface Answer {
   status: { code: number; message?: string };
+  /** The failure would repeat on a retry (see OriginResult). */
+  final?: boolean;
   uri: string;
   qualifiers?: { name: string; value: string }[];
   expiresAt?: Timestamp;
@@ -170,8 +172,12 @@ async function fetchBlob(ctx: HandlerContext, req: FetchBlobRequest) {
   const allow = assetFetchAllow();
   const maxBytes = assetFetchMaxBytes();
   const signal = AbortSignal.any([ctx.signal, AbortSignal.timeout(timeoutMs)]);
-  const deadlineMs = Date.now() + timeoutMs;
-  let last = { uri: fetchable[0]!, code: Code.NotFound, message: "" };
+  // The fetch ends at `timeout` or at the call's own deadline, whichever is sooner: Bazel leaves
+  // `timeout` unset and bounds the call with --remote_timeout (60 s) instead. The shares below are
+  // of that, less a moment to store and answer before the deadline.
+  const rpcLeftMs = ctx.timeoutMs();
+  const deadlineMs = Date.now() + (rpcLeftMs === undefined ? timeoutMs : Math.min(timeoutMs, Math.max(0, rpcLeftMs - ANSWER_MARGIN_MS)));
+  let last: { uri: string; code: Code; message: string; final?: boolean } = { uri: fetchable[0]!, code: Code.NotFound, message: "" };
   let left = fetchable.length;
   for (const [i, uri] of uris.entries()) {
     if (!isFetchableUri(uri)) continue;
@@ -183,15 +189,18 @@ async function fetchBlob(ctx: HandlerContext, req: FetchBlobRequest) {
     const answerWithinMs = Math.floor(Math.max(0, deadlineMs - startedMs) / left--);
     const got = await fetchFromOrigin(s.store, uri, q, { allow, signal, headers: headersFor(q.headers, uri, i), answerWithinMs, maxBytes });
     if (!got.ok) {
-      last = { uri, code: got.code, message: got.message };
+      last = { uri, code: got.code, message: got.message, final: got.final };
       continue;
     }
     const rec = newRecord(got.digest, q, got.checksums, startedMs);
     await putAsset(s.env.CAS, await assetKey(s.principal.tenant, s.instanceName, "blob", uri, q.key), rec);
     return respondBlob(ctx, answer(s.env, uri, rec, startedMs));
   }
-  return respondBlob(ctx, { status: { code: last.code, message: last.message }, uri: last.uri });
+  return respondBlob(ctx, { status: { code: last.code, message: last.message }, uri: last.uri, final: last.final });
 }
+
+/** Of a call's deadline, what the per-URI shares leave for storing and answering. */
+const ANSWER_MARGIN_MS = 1000;
 
 /**
  * The blob a sha256 in checksum.sri names, when this tenant's CAS already holds it: it is the
@@ -220,16 +229,17 @@ async function presentBySha256({ s, q, oldestMs }: FetchArgs): Promise<BlobDiges
  */
 function raiseForBazel(ctx: HandlerContext, r: Answer): void {
   if (r.status.code === 0 || callOrigin(ctx.requestHeader).toolName !== "bazel") return;
-  // Bazel's retrier retries ABORTED (up to 5 more times, each a whole download). A failed check
-  // of the content (checksum, resource_type) fails again the same way: raised as FAILED_PRECONDITION,
-  // which it does not retry, with the same message.
-  const code = r.status.code === Code.Aborted ? Code.FailedPrecondition : (r.status.code as Code);
+  // Bazel's retrier retries ABORTED and RESOURCE_EXHAUSTED (up to 5 more times, each a whole
+  // download). A failed check of the content (checksum, resource_type) or a body over Kiln's limit
+  // fails again the same way: raised as FAILED_PRECONDITION, which it does not retry, with the
+  // same message. An origin's 429 stays RESOURCE_EXHAUSTED: waiting may help there.
+  const code = r.status.code === Code.Aborted || r.final ? Code.FailedPrecondition : (r.status.code as Code);
   throw new ConnectError(r.status.message ?? "", code);
 }
 
 function respondBlob(ctx: HandlerContext, r: Answer) {
   raiseForBazel(ctx, r);
-  const { digest, ...rest } = r;
+  const { digest, final: _final, ...rest } = r;
   return create(FetchBlobResponseSchema, { ...rest, blobDigest: digest });
 }
 

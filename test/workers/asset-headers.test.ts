@@ -34,6 +34,9 @@ describe("header qualifiers", () => {
       { name: "http_header_url:1:X-Token", value: "for b" },
       // URL-specific wins over every-URI.
       { name: "http_header_url:1:X-All", value: "b only" },
+      // A header with two values comes as the same qualifier twice (Bazel 7+): both are sent.
+      { name: "http_header_url:1:X-Multi", value: "one" },
+      { name: "http_header_url:1:X-Multi", value: "two" },
     ];
     const r = await fetcher.fetchBlob({ instanceName, uris, qualifiers });
     expect(r.status?.code ?? 0).toBe(0);
@@ -41,7 +44,7 @@ describe("header qualifiers", () => {
     const [sa, sb] = [await seen(a), await seen(b)];
     expect(sa).toMatchObject({ "x-all": "everyone", authorization: SECRET });
     expect(sa["x-token"]).toBeUndefined();
-    expect(sb).toMatchObject({ "x-all": "b only", "x-token": "for b", "accept-encoding": "identity" });
+    expect(sb).toMatchObject({ "x-all": "b only", "x-token": "for b", "x-multi": "one, two", "accept-encoding": "identity" });
     expect(sb.authorization).toBeUndefined();
     // Nothing of the headers is echoed or stored in the asset's record.
     expect(JSON.stringify(r.qualifiers)).not.toContain("X-");
@@ -111,6 +114,7 @@ describe("header qualifiers", () => {
       ["http_header:Bad:Name", SECRET, /invalid HTTP header "Bad:Name"/],
       ["http_header:X-Split", `${SECRET}\r\nX-Injected: 1`, /contains CR, LF or NUL/],
       ["http_header:Range", "bytes=0-1", /does not forward/],
+      ["http_header:X-Euro", `${SECRET}\u20ac`, /outside Latin-1/],
     ];
     for (const [name, value, reason] of cases) {
       const err = await errorOf(fetcher.fetchBlob({ uris: ["urn:x:a", "urn:x:b"], qualifiers: [{ name, value }] }));

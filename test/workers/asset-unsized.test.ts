@@ -4,13 +4,16 @@
 // staging object, no open upload); and ASSET_FETCH_MAX_BYTES, which refuses a declared length
 // over it before reading a byte and a body without one once it passes it.
 import { env } from "cloudflare:test";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { base64Encode } from "@bufbuild/protobuf/wire";
 import { Code } from "@connectrpc/connect";
 import { afterEach, describe, expect, inject, it } from "vitest";
 import { Fetch } from "../../src/gen/build/bazel/remote/asset/v1/remote_asset_pb.ts";
+import { RequestMetadataSchema } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { fetchFromOrigin, type OriginResult } from "../../src/services/asset-origin.ts";
 import { parseQualifiers } from "../../src/services/asset-qualifiers.ts";
 import { BlobStore } from "../../src/storage/blob-store.ts";
-import { connectClient } from "./helpers.ts";
+import { connectClient, errorOf } from "./helpers.ts";
 import { isOpen, watchUploads } from "./multipart-uploads.ts";
 
 const origin = inject("assetOrigin");
@@ -186,5 +189,11 @@ describe("ASSET_FETCH_MAX_BYTES", () => {
     const within = await fetcher.fetchBlob({ uris: [`${origin}/big/${crypto.randomUUID()}?repeat=${MiB}&chunked=1`] });
     expect(within.status?.code ?? 0).toBe(0);
     expect(within.blobDigest?.sizeBytes).toBe(BigInt(MiB));
+    // Raised to Bazel as FAILED_PRECONDITION: its retrier retries RESOURCE_EXHAUSTED, each time a
+    // download up to the limit that fails the same way.
+    const md = toBinary(RequestMetadataSchema, create(RequestMetadataSchema, { toolDetails: { toolName: "bazel", toolVersion: "7.4.0" } }));
+    const bazel = connectClient(Fetch, { "build.bazel.remote.execution.v2.requestmetadata-bin": base64Encode(md) });
+    const e = await errorOf(bazel.fetchBlob({ uris: [`${origin}/big/${crypto.randomUUID()}?repeat=${MiB + 1}`] }));
+    expect([e.code, e.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringMatching(/ASSET_FETCH_MAX_BYTES/)]);
   });
 });

@@ -362,6 +362,12 @@ describe("FetchBlob from origin", () => {
     env.ASSET_FETCH_ALLOW = new URL(origin).hostname;
     expect((await fetcher.fetchBlob({ uris: [`${origin}${path}?text=secret`] })).status?.code).toBe(Code.PermissionDenied);
     expect(await hits(path)).toBe(0);
+    // A default port written out matches the URL that leaves it out (the download itself fails:
+    // nothing answers there).
+    env.ASSET_FETCH_ALLOW = "kiln-test.invalid:443";
+    const pinned = await fetcher.fetchBlob({ uris: ["https://kiln-test.invalid/x.tar.gz"], timeout: { seconds: 5n } });
+    expect(pinned.status?.code).not.toBe(Code.PermissionDenied);
+    expect(pinned.status?.code).not.toBe(0);
   });
 
   it("answers a sha256 checksum.sri from a blob already in the CAS without downloading, unless resource_type is asked", async () => {
@@ -500,6 +506,13 @@ describe("FetchBlob from origin", () => {
     const all = await fetcher.fetchBlob({ uris: [`${origin}${h1}?hang=1`, `${origin}${h2}?hang=1`], timeout: { nanos: 400_000_000 } });
     expect(all.status?.code).toBe(Code.DeadlineExceeded);
     expect([await hits(h1), await hits(h2)]).toEqual([1, 1]);
+    // Bazel sets no `timeout`, only the call's deadline: the shares are of that.
+    const [h3, good3] = [uniquePath(), uniquePath()];
+    const third = `${origin}${good3}?text=${encodeURIComponent(text)}`;
+    const byDeadline = await fetcher.fetchBlob({ uris: [`${origin}${h3}?hang=1`, third] }, { timeoutMs: 3000 });
+    expect(byDeadline.status?.code ?? 0).toBe(0);
+    expect(byDeadline.uri).toBe(third);
+    expect([await hits(h3), await hits(good3)]).toEqual([1, 1]);
   });
 
   it("follows redirects only to allowed hosts", async () => {
