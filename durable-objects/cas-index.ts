@@ -496,9 +496,17 @@ export class CasIndexDO extends DurableObject<Env> {
     const suspect = recentlyEvicted(this.sql, toAdd.map(([h]) => h));
     for (const [h] of toAdd) if (this.evicting.has(h)) suspect.add(h);
     if (suspect.size) {
-      await Promise.all([...suspect].map((h) => this.evicting.get(h)));
-      const there = await Promise.all(toAdd.map(([h, s]) => !suspect.has(h) || this.objectIs(owner, h, s)));
-      toAdd = toAdd.filter((_, i) => there[i]);
+      // As in lostToEviction: a delete that starts while these awaits run (the alarm retrying a
+      // pending delete) is learnt of here, and its blobs are not recorded.
+      const evictedMeanwhile = new Set<string>();
+      this.evictedWhileChecking.add(evictedMeanwhile);
+      try {
+        await Promise.all([...suspect].map((h) => this.evicting.get(h)));
+        const there = await Promise.all(toAdd.map(([h, s]) => !suspect.has(h) || this.objectIs(owner, h, s)));
+        toAdd = toAdd.filter(([h], i) => there[i] && !evictedMeanwhile.has(h));
+      } finally {
+        this.evictedWhileChecking.delete(evictedMeanwhile);
+      }
     }
     const now = Date.now();
     for (const [hash, size] of toAdd) {

@@ -276,6 +276,40 @@ describe("R2 failing an eviction's delete", () => {
   });
 });
 
+describe("reconcile racing a pending delete", () => {
+  it("a reconcile waiting on R2 does not record a blob whose object the alarm deleted meanwhile", async () => {
+    const t = setup({ CAS_MAX_IDLE_DAYS: "1" });
+    const [a, b] = await blobsInShard(t.tenant, "7", 2, R2_BLOB_BYTES);
+    await store(t, [a!, b!]);
+    for (const x of [a!, b!]) await lastUsedAt(t, x, Date.now() - 2 * DAY);
+    const stub = t.index.shard(a!.digest.hash);
+    // Both evicted while R2's delete fails: rows gone, objects left, both pending a delete.
+    await runInDurableObject(stub, async (o: CasIndexDO, state) => {
+      await state.storage.deleteAlarm();
+      await withObjectBucket(o, (base) => failingBucket((op) => op === "delete", "before", base), () => o.alarm().catch(() => {}));
+    });
+    expect(await Promise.all([a!, b!].map((x) => objectExists(t, x)))).toEqual([true, true]);
+    const owner = { tenant: t.tenant, shards: 16, sweepsActionCache: false };
+    const keyA = `cas/${t.tenant}/${a!.digest.hash}`;
+    const result = await runInDurableObject(stub, (o: CasIndexDO) => {
+      let held!: ReturnType<typeof heldBucket>;
+      return withObjectBucket(o, (base) => (held = heldBucket((op, k) => op === "head" && k === keyA, base)).env, async () => {
+        // A reconcile lists both objects (no rows, evicted lately: it looks at R2 before adding).
+        const reconciling = o.reconcileRange("", null, [[a!.digest.hash, R2_BLOB_BYTES], [b!.digest.hash, R2_BLOB_BYTES]], Date.now(), owner);
+        await held.reached;
+        await new Promise((r) => setTimeout(r, 100)); // B's look at R2 (not held) has answered "there"
+        // Meanwhile the alarm retries the pending deletes: both objects go.
+        await o.alarm();
+        held.release();
+        return reconciling;
+      });
+    });
+    expect(await Promise.all([a!, b!].map((x) => objectExists(t, x)))).toEqual([false, false]);
+    expect(result.added).toBe(0);
+    expect(await missing(t, [a!, b!])).toEqual(new Set([a!.digest.hash, b!.digest.hash]));
+  });
+});
+
 describe("split records", () => {
   it("a blob's split record goes with its object, a delete R2 failed included", async () => {
     const { runDurableObjectAlarm } = await import("cloudflare:test");
