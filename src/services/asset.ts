@@ -85,7 +85,7 @@ async function usableAsset({ s, kind, q, oldestMs }: FetchArgs, uri: string): Pr
   const rec = await getAsset(s.env.CAS, key);
   if (!rec) return null;
   if (rec.expireAtMs !== undefined && rec.expireAtMs <= Date.now()) {
-    await dropAsset(s.env.CAS, key);
+    await dropAsset(s.env.CAS, key, rec.etag);
     return null;
   }
   if (rec.storedAtMs < oldestMs) return null;

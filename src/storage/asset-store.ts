@@ -49,25 +49,36 @@ export async function putAsset(bucket: R2Bucket, key: string, record: AssetRecor
 }
 
 /**
- * Removes an expired entry (nothing else ever would). Upkeep: a delete R2 fails is logged and
- * tried again by the next lookup; it never fails the call.
+ * Removes an expired entry (nothing else ever would), unless it changed since it was read (`etag`):
+ * a Push that landed meanwhile must stay. R2 has no conditional delete, so this looks first; the
+ * window left is one round trip, where it was the whole Fetch. Upkeep: a delete R2 fails is logged
+ * and tried again by the next lookup; it never fails the call.
  */
-export async function dropAsset(bucket: R2Bucket, key: string): Promise<void> {
-  await upkeep(bucket.delete(key), "asset_expired_left", { key });
+export async function dropAsset(bucket: R2Bucket, key: string, etag: string): Promise<void> {
+  await upkeep(
+    (async () => {
+      const now = await bucket.head(key);
+      if (now?.etag === etag) await bucket.delete(key);
+    })(),
+    "asset_expired_left",
+    { key },
+  );
 }
 
-/** The entry under key; null if absent or not an entry (the next Push or fetch replaces it). */
-export async function getAsset(bucket: R2Bucket, key: string): Promise<AssetRecord | null> {
+/** The entry under key and its etag; null if absent or not an entry (the next Push or fetch replaces it). */
+export async function getAsset(bucket: R2Bucket, key: string): Promise<(AssetRecord & { etag: string }) | null> {
   let text: string;
+  let etag: string;
   try {
     const obj = await bucket.get(key);
     if (!obj) return null;
+    etag = obj.etag;
     text = await obj.text();
   } catch (e) {
     throw assetUnavailable("read", e);
   }
   try {
-    return JSON.parse(text) as AssetRecord;
+    return { ...(JSON.parse(text) as AssetRecord), etag };
   } catch {
     return null;
   }

@@ -66,6 +66,43 @@ describe("Remote Asset with R2 failing", () => {
   });
 });
 
+describe("Remote Asset racing itself", () => {
+  it("a Push that lands while a Fetch drops the expired entry it read is kept", async () => {
+    const instanceName = uniqueInstance();
+    const blob = await upload(`repushed ${crypto.randomUUID()}`, instanceName);
+    const uri = urn();
+    await pusher.pushBlob({ instanceName, uris: [uri], blobDigest: blob, expireAt: timestampFromMs(Date.now() + 500) });
+    await new Promise((r) => setTimeout(r, 600));
+    // The Fetch reads the expired entry; before it drops it, the same asset is pushed again.
+    const real = env.CAS;
+    let pushed = false;
+    const racing = new Proxy(real, {
+      get(t, prop: string) {
+        const v = Reflect.get(t, prop) as unknown;
+        if (typeof v !== "function") return v;
+        return async (...args: unknown[]) => {
+          const res = await Reflect.apply(v, t, args);
+          if (prop === "get" && typeof args[0] === "string" && isEntry(args[0]) && !pushed && res) {
+            pushed = true;
+            // The expired entry as read, then the new Push lands before the Fetch acts on it.
+            const old = res as R2ObjectBody;
+            const text = await old.text();
+            await pusher.pushBlob({ instanceName, uris: [uri], blobDigest: blob, expireAt: timestampFromMs(Date.now() + 3_600_000) });
+            return { etag: old.etag, text: async () => text };
+          }
+          return res;
+        };
+      },
+    });
+    const miss = await withBinding("CAS", { ...env, CAS: racing } as typeof env, () => fetcher.fetchBlob({ instanceName, uris: [uri] }));
+    expect(pushed).toBe(true);
+    expect(miss.status?.code).toBe(Code.NotFound);
+    const r = await fetcher.fetchBlob({ instanceName, uris: [uri] });
+    expect(r.status?.code ?? 0).toBe(0);
+    expect(r.blobDigest).toMatchObject(blob);
+  });
+});
+
 describe("Remote Asset with the CAS index failing", () => {
   it("FetchDirectory whose tree cannot be walked: UNAVAILABLE with the reason, not NOT_FOUND", async () => {
     const instanceName = uniqueInstance();
