@@ -9,6 +9,8 @@ export interface Env extends KilnBindings {
   ANALYTICS?: AnalyticsEngineDataset;
   /** Subrequests one GetTree call spends reading directories before answering with a page token (default 5000). */
   MAX_TREE_READS_PER_CALL?: string;
+  /** Subrequests one SpliceBlob may make (services/limits.ts maxSpliceSubrequests). */
+  MAX_SPLICE_SUBREQUESTS?: string;
   /** The older name of MAX_TREE_READS_PER_CALL. */
   MAX_TREE_DIRECTORIES_PER_CALL?: string;
   /** The edge's request-body cap in bytes (default 100000000); 0: none. Sets max_cas_blob_size_bytes. */

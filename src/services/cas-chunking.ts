@@ -15,7 +15,8 @@ import { FastCdc, fastCdc2020Params } from "../shared/fastcdc.ts";
 import { spliceBlob as spliceStored, splitBlob as splitStored } from "../storage/chunked-blobs.ts";
 import { checkDigestFunction, isEmptyBlob, missingSubject, parseDigest, toProtoDigest } from "../storage/digest.ts";
 import { chunkAvgSize } from "../config.ts";
-import { MAX_SPLICE_CHUNKS, checkCount } from "./limits.ts";
+import { MAX_SPLICE_CHUNKS, checkCount, maxSpliceSubrequests, spliceCost } from "./limits.ts";
+import { PART_SIZE, resumableAbove } from "../storage/upload.ts";
 import { scopeFor } from "./scope.ts";
 
 let chunker: FastCdc | undefined;
@@ -47,6 +48,15 @@ export async function spliceBlob(req: SpliceBlobRequest, ctx: HandlerContext) {
   const total = chunks.reduce((n, c) => n + c.size, 0);
   if (total !== blob.size) {
     throw invalidArgument(`the chunks total ${total} bytes where blob_digest declares ${blob.size}; nothing was stored`, "chunk_digests");
+  }
+  const cost = spliceCost(chunks.length, blob.size, scope.store.index.shards, resumableAbove(scope.env), PART_SIZE);
+  const budget = maxSpliceSubrequests();
+  if (cost > budget) {
+    throw invalidArgument(
+      `a splice of ${chunks.length} chunks into ${blob.size} bytes makes up to ${cost} subrequests, over MAX_SPLICE_SUBREQUESTS (${budget}); ` +
+        "splice fewer, larger chunks (a chunk may itself be a spliced blob); nothing was stored",
+      "chunk_digests",
+    );
   }
   // Already stored: a no-op, as REAPI allows (the blob's lifetime is extended by the check).
   if ((await scope.store.index.missing([blob], true)).length === 0) return { blobDigest: toProtoDigest(blob) };

@@ -78,6 +78,28 @@ export const maxTreeReadsPerCall = () => {
 };
 
 /**
+ * Subrequests one SpliceBlob may make (MAX_SPLICE_SUBREQUESTS; default 9,000, under a paid
+ * Worker's 10,000 per request; a free one allows 1,000). Counted before anything is read or
+ * written (spliceCost): a splice that ran out part-way would fail UNAVAILABLE, which clients
+ * retry, to fail the same way again.
+ */
+export const maxSpliceSubrequests = () => {
+  const n = Number(kilnEnv().MAX_SPLICE_SUBREQUESTS);
+  return Number.isSafeInteger(n) && n > 0 ? n : 9_000;
+};
+
+/**
+ * What a splice of `chunks` chunks into a blob of `size` bytes costs in subrequests, at most: a
+ * read of each chunk (an R2 get, or an index call for one of 4 KiB or less), two index lookups per
+ * shard (is the blob there, are the chunks), and the write: one verified put, or, above
+ * `resumableAbove`, two calls per 8 MiB part (the part and its saved session) and a few more.
+ */
+export function spliceCost(chunks: number, size: number, shards: number, resumableAbove: number, partSize: number): number {
+  const write = size > resumableAbove ? 2 * Math.ceil(size / partSize) + 4 : 2;
+  return chunks + 2 * shards + write;
+}
+
+/**
  * ResultStore list and search offsets ("may be rejected if too high", says the proto): every
  * skipped row is read, so a large offset is a scan. Page tokens have no such cost.
  */

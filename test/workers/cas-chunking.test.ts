@@ -10,7 +10,7 @@ import {
 } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { PreconditionFailureSchema } from "../../src/gen/google/rpc/error_details_pb.ts";
 import { FastCdc, chunkStream, fastCdc2020Params } from "../../src/shared/fastcdc.ts";
-import { connectClient, digestOf, errorOf, grpcWebClient, pseudoRandom, sha256Hex, uniqueInstance } from "./helpers.ts";
+import { connectClient, digestOf, errorOf, grpcWebClient, pseudoRandom, sha256Hex, uniqueInstance, upload } from "./helpers.ts";
 
 const cas = connectClient(ContentAddressableStorage);
 const MiB = 1024 * 1024;
@@ -226,5 +226,25 @@ describe("SplitBlob and SpliceBlob", () => {
     expect(many.code).toBe(Code.InvalidArgument);
     expect(many.rawMessage).toMatch(/MAX_SPLICE_CHUNKS/);
     expect((await errorOf(cas.splitBlob({ blobDigest: d, digestFunction: 2 }))).code).toBe(Code.InvalidArgument);
+  });
+
+  it("refuses, before reading anything, a splice that would pass MAX_SPLICE_SUBREQUESTS; within it, splices", async () => {
+    const inst = uniqueInstance("budget");
+    const parts = Array.from({ length: 30 }, (_, i) => `part ${i} ${crypto.randomUUID()}`);
+    const chunks = await Promise.all(parts.map((p) => upload(p, inst)));
+    const d = await digestOf(parts.join(""));
+    const saved = env.MAX_SPLICE_SUBREQUESTS;
+    try {
+      // 30 chunk reads, 2 x 16 index lookups and a put: 64.
+      env.MAX_SPLICE_SUBREQUESTS = "60";
+      const e = await errorOf(cas.spliceBlob({ instanceName: inst, blobDigest: d, chunkDigests: chunks }));
+      expect([e.code, e.rawMessage]).toEqual([Code.InvalidArgument, expect.stringMatching(/makes up to 64 subrequests, over MAX_SPLICE_SUBREQUESTS \(60\)/)]);
+      expect(await get(inst, d)).toBeNull();
+      env.MAX_SPLICE_SUBREQUESTS = "64";
+      await cas.spliceBlob({ instanceName: inst, blobDigest: d, chunkDigests: chunks });
+      expect(await sha256Hex((await get(inst, d))!)).toBe(d.hash);
+    } finally {
+      env.MAX_SPLICE_SUBREQUESTS = saved;
+    }
   });
 });
