@@ -417,20 +417,31 @@ export class CasIndexDO extends DurableObject<Env> {
     const suspect = recentlyEvicted(this.sql, blobs.map(([h]) => h));
     // Each await below lets the alarm run an eviction step, which may take rows (then objects) of
     // this batch's other blobs, checked already or found unsuspected before it ran: those are lost too.
-    const evictedMeanwhile = new Set<string>();
-    this.evictedWhileChecking.add(evictedMeanwhile);
-    try {
+    const evictedMeanwhile = await this.watchingEvictions(async () => {
       for (const [hash, size] of blobs) {
         if (!suspect.has(hash) && !this.evicting.has(hash)) continue;
         await this.evicting.get(hash);
         if (await this.objectIs(owner, hash, size)) this.sql.exec(`DELETE FROM recently_evicted WHERE hash = ?`, hash);
         else lost.add(hash);
       }
+    });
+    for (const [hash] of blobs) if (evictedMeanwhile.has(hash)) lost.add(hash);
+    return lost;
+  }
+
+  /**
+   * Runs `look` (which awaits R2, letting eviction steps run) and returns the hashes whose rows
+   * any step deleted meanwhile (deleteObjects fills the set), for the caller to leave out.
+   */
+  private async watchingEvictions(look: () => Promise<void>): Promise<Set<string>> {
+    const evictedMeanwhile = new Set<string>();
+    this.evictedWhileChecking.add(evictedMeanwhile);
+    try {
+      await look();
+      return evictedMeanwhile;
     } finally {
       this.evictedWhileChecking.delete(evictedMeanwhile);
     }
-    for (const [hash] of blobs) if (evictedMeanwhile.has(hash)) lost.add(hash);
-    return lost;
   }
 
   /** When this shard last evicted a blob (ms; -Infinity: never), read once from its table. */
@@ -498,15 +509,12 @@ export class CasIndexDO extends DurableObject<Env> {
     if (suspect.size) {
       // As in lostToEviction: a delete that starts while these awaits run (the alarm retrying a
       // pending delete) is learnt of here, and its blobs are not recorded.
-      const evictedMeanwhile = new Set<string>();
-      this.evictedWhileChecking.add(evictedMeanwhile);
-      try {
+      let there: boolean[] = [];
+      const evictedMeanwhile = await this.watchingEvictions(async () => {
         await Promise.all([...suspect].map((h) => this.evicting.get(h)));
-        const there = await Promise.all(toAdd.map(([h, s]) => !suspect.has(h) || this.objectIs(owner, h, s)));
-        toAdd = toAdd.filter(([h], i) => there[i] && !evictedMeanwhile.has(h));
-      } finally {
-        this.evictedWhileChecking.delete(evictedMeanwhile);
-      }
+        there = await Promise.all(toAdd.map(([h, s]) => !suspect.has(h) || this.objectIs(owner, h, s)));
+      });
+      toAdd = toAdd.filter(([h], i) => there[i] && !evictedMeanwhile.has(h));
     }
     const now = Date.now();
     for (const [hash, size] of toAdd) {

@@ -16,6 +16,9 @@ const HTTP_HEADER_URL = "http_header_url:";
 /** A header qualifier's name, whatever its form. */
 export const isHeaderQualifier = (name: string) => name === AUTH_HEADERS || name.startsWith(HTTP_HEADER) || name.startsWith(HTTP_HEADER_URL);
 
+/** The forms Bazel repeats, once per value of a header with several (all values are sent). */
+export const isRepeatableHeaderQualifier = (name: string) => name.startsWith(HTTP_HEADER) || name.startsWith(HTTP_HEADER_URL);
+
 /** RFC 9110 token: what a header name may be. */
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /**

@@ -19,7 +19,8 @@ import { assetFetchMaxBytes } from "../config.ts";
 import { dropStaged, getStaged, newStagingKey, putStaged, startStagedUpload } from "../storage/asset-staging.ts";
 import type { BlobStore } from "../storage/blob-store.ts";
 import type { BlobDigest } from "../storage/digest.ts";
-import { OriginBroke, PART_BYTES, PartReader, TooLarge, partBytes, uploadUnsized, type Part } from "./asset-unsized.ts";
+import { PART_SIZE } from "../storage/upload.ts";
+import { OriginBroke, PartReader, TooLarge, partBytes, uploadUnsized, type Part } from "./asset-unsized.ts";
 
 /** Redirects followed, each to an allowed host. */
 const MAX_REDIRECTS = 5;
@@ -138,12 +139,12 @@ async function storeBody(store: BlobStore, res: Response, q: AssetQualifiers, ma
     const rest = new PartReader(res.body ?? new Blob([]).stream(), maxBytes);
     let first: Part;
     try {
-      first = await rest.next(PART_BYTES);
+      first = await rest.next(PART_SIZE);
     } catch (e) {
       return unsizedFailed(e, originFailed);
     }
     if (!rest.ended) return storeUnsized(store, first, rest, q, originFailed);
-    const bytes = await partBytes(first);
+    const bytes = partBytes(first);
     payload = { bytes, length: bytes.byteLength };
   }
   const only = onlySha256(q);

@@ -15,7 +15,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { QualifierSchema, type Qualifier } from "../gen/build/bazel/remote/asset/v1/remote_asset_pb.ts";
 import { BadRequestSchema } from "../gen/google/rpc/error_details_pb.ts";
 import { invalidArgument } from "../errors.ts";
-import { addHeaderQualifier, AUTH_HEADERS, isHeaderQualifier, noHeaders, type OriginHeaders } from "./asset-headers.ts";
+import { addHeaderQualifier, AUTH_HEADERS, isHeaderQualifier, isRepeatableHeaderQualifier, noHeaders, type OriginHeaders } from "./asset-headers.ts";
 
 export const SRI = "checksum.sri";
 const RESOURCE_TYPE = "resource_type";
@@ -70,8 +70,7 @@ export function parseQualifiers(qualifiers: readonly Qualifier[], uriCount: numb
   for (const q of qualifiers) {
     // Names must be unique, but Bazel sends one http_header(_url) qualifier per value of a
     // header with several: those are taken as the header's values, in order.
-    const repeatable = q.name.startsWith("http_header:") || q.name.startsWith("http_header_url:");
-    if (seen.has(q.name) && !repeatable) throw invalidArgument(`qualifier "${q.name.slice(0, 200)}" is given twice; names must be unique`, "qualifiers.name");
+    if (seen.has(q.name) && !isRepeatableHeaderQualifier(q.name)) throw invalidArgument(`qualifier "${q.name.slice(0, 200)}" is given twice; names must be unique`, "qualifiers.name");
     seen.add(q.name);
     const max = q.name === AUTH_HEADERS ? MAX_AUTH_HEADERS_CHARS : MAX_VALUE_CHARS;
     if (q.value.length > max) throw invalidArgument(`qualifier "${q.name.slice(0, 200)}" is over ${max} characters`, "qualifiers.value");

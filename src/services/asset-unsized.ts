@@ -10,14 +10,13 @@
 // thrown as OriginBroke, a status for the caller to answer; a body past the byte limit as
 // TooLarge; R2 failing as UNAVAILABLE (Kiln's own storage: the RPC fails, to retry).
 import { unavailableFrom } from "../errors.ts";
+import { concatBytes } from "../shared/concat-bytes.ts";
+// The uploads' part size (8 MiB, as resumable uploads use), and the most of a body without a length
+// held in memory for one put: a 5 GiB download is 640 part uploads (subrequests; Workers Paid allows 10,000).
+import { PART_SIZE } from "../storage/upload.ts";
 import { upkeep } from "../storage/upkeep.ts";
 import { bytesToBase64, SRI_ALGORITHMS, type Checksums, type SriAlgorithm } from "./asset-qualifiers.ts";
 
-/**
- * The part size, and the most of a body without a length held in memory for one put. 8 MiB parts
- * keep a 5 GiB download within 640 part uploads (subrequests; Workers Paid allows 10,000).
- */
-export const PART_BYTES = 8 * 1024 * 1024;
 
 /** Reading the origin's body failed: the origin's fault (a status), not Kiln's. */
 export class OriginBroke extends Error {
@@ -103,9 +102,7 @@ export class PartReader {
 }
 
 /** The bytes of a part, in one array (for a short body's single put). */
-export async function partBytes(part: Part): Promise<Uint8Array> {
-  return new Uint8Array(await new Blob(part.chunks).arrayBuffer());
-}
+export const partBytes = (part: Part): Uint8Array => concatBytes(part.chunks, part.length);
 
 export interface Unsized {
   /** Where the object goes, and how its upload is started (UNAVAILABLE if R2 fails). */
@@ -157,7 +154,7 @@ export async function uploadUnsized(bucket: R2Bucket, u: Unsized): Promise<Uploa
       sending = sendPart(upload, n, part).then((p) => void parts.push(p));
       sending.catch(() => {}); // awaited before the next part or after the last
       if (u.rest.ended) break;
-      part = await u.rest.next(PART_BYTES);
+      part = await u.rest.next(PART_SIZE);
     }
     await sending;
     await Promise.all(writers.map((w) => w.close()));

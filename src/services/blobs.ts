@@ -7,7 +7,7 @@ import type { BlobRead } from "../storage/blob-store.ts";
 import { parseHash, type BlobDigest } from "../storage/digest.ts";
 import { resumableAbove, uploadBlob, type WriteChunk } from "../storage/upload.ts";
 import { scopeFor } from "./scope.ts";
-import { checkCompressedUploadSize, checkUploadSize } from "./limits.ts";
+import { checkUploadSize } from "./limits.ts";
 import { countedRead } from "../metrics/lookups.ts";
 
 export interface ByteRange {
@@ -69,8 +69,7 @@ export async function writeBlob(ctx: HandlerContext, instanceName: string, d: Bl
     if (sent !== d.size) throw invalidArgument(`blob ${d.hash}/${d.size}: ${sent} bytes where the digest declares ${d.size}`);
     return;
   }
-  if (body.compressed) checkCompressedUploadSize(d);
-  else checkUploadSize(d);
+  checkUploadSize(d, body.compressed);
   if (uploadId && d.size > resumableAbove(s.env)) await uploadBlob(s.store, uploadId, d, 0, bodyChunks(body.stream));
   else await s.store.write(d, body.stream, { sized: body.sized });
 }

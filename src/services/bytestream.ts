@@ -5,7 +5,7 @@ import { invalidArgument } from "../errors.ts";
 import { parseReadResource, parseWriteResource } from "../storage/resource-name.ts";
 import { committedBytes, uploadBlob, type WriteChunk } from "../storage/upload.ts";
 import { scopeFor } from "./scope.ts";
-import { checkCompressedUploadSize, checkUploadSize } from "./limits.ts";
+import { checkUploadSize } from "./limits.ts";
 import { rechunk } from "../storage/rechunk.ts";
 import { readOf } from "../storage/read-failures.ts";
 import { READ_HEAD_ROOM, READ_MESSAGE_BYTES } from "../shared/read-framing.ts";
@@ -71,8 +71,7 @@ export const byteStreamService: ServiceImpl<typeof ByteStream> = {
     }
     // The edge caps the bytes a request carries: for a compressed upload those are the compressed
     // bytes, so a blob larger than max_cas_blob_size_bytes that compresses under it goes up whole.
-    if (r.compressor) checkCompressedUploadSize(r.digest);
-    else checkUploadSize(r.digest);
+    checkUploadSize(r.digest, Boolean(r.compressor));
 
     async function* chunks(): AsyncGenerator<WriteChunk> {
       yield { offset: firstOffset, data: head.data, finish: head.finishWrite };

@@ -25,8 +25,12 @@ export const MAX_BATCH_ENTRIES = 10_000;
  */
 export const MAX_SPLICE_CHUNKS = 10_000;
 
-/** INVALID_ARGUMENT for an upload (ByteStream.Write, HTTP PUT) of a blob over max_cas_blob_size_bytes. */
-export function checkUploadSize(d: BlobDigest): void {
+/**
+ * INVALID_ARGUMENT for an upload (ByteStream.Write, HTTP PUT) of a blob over max_cas_blob_size_bytes;
+ * a `compressed` one (zstd bytes on the wire) is held to checkCompressedUploadSize instead.
+ */
+export function checkUploadSize(d: BlobDigest, compressed = false): void {
+  if (compressed) return checkCompressedUploadSize(d);
   const max = maxUploadBlobSize();
   if (max > 0 && d.size > max) {
     throw invalidArgument(

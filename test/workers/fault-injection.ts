@@ -28,7 +28,7 @@ export function failingIndex(methods: string[] | ((method: string) => boolean), 
 }
 
 /** `bucket` with each method call passed to `around`: its name, its key (first argument) and the call itself. */
-function aroundBucket(bucket: R2Bucket, around: (op: string, key: string, call: () => unknown) => unknown): R2Bucket {
+export function aroundBucket(bucket: R2Bucket, around: (op: string, key: string, call: () => unknown) => unknown): R2Bucket {
   return new Proxy(bucket, {
     get(t, prop: string) {
       const v = Reflect.get(t, prop) as unknown;

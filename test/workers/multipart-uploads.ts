@@ -3,6 +3,7 @@
 // invisible until R2's lifecycle rule removes it.
 import { env } from "cloudflare:test";
 import type { Env } from "../../src/env.ts";
+import { aroundBucket } from "./fault-injection.ts";
 
 export interface StartedUpload {
   key: string;
@@ -12,18 +13,12 @@ export interface StartedUpload {
 /** `base` whose bucket records every multipart upload it starts in `uploads`. */
 export function watchUploads(base: Env = env): { env: Env; uploads: StartedUpload[] } {
   const uploads: StartedUpload[] = [];
-  const bucket = base.CAS;
-  const proxy = new Proxy(bucket, {
-    get(t, prop: string) {
-      const v = Reflect.get(t, prop) as unknown;
-      if (typeof v !== "function") return v;
-      if (prop !== "createMultipartUpload") return (...args: unknown[]) => Reflect.apply(v, t, args);
-      return async (...args: unknown[]) => {
-        const u = (await Reflect.apply(v, t, args)) as R2MultipartUpload;
-        uploads.push({ key: u.key, uploadId: u.uploadId });
-        return u;
-      };
-    },
+  const proxy = aroundBucket(base.CAS, (op, _key, call) => {
+    if (op !== "createMultipartUpload") return call();
+    return (call() as Promise<R2MultipartUpload>).then((u) => {
+      uploads.push({ key: u.key, uploadId: u.uploadId });
+      return u;
+    });
   });
   return { env: { ...base, CAS: proxy } as unknown as Env, uploads };
 }
