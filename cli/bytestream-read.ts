@@ -12,7 +12,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { ReadRequestSchema, type ReadRequest } from "../src/gen/google/bytestream/bytestream_pb.ts";
 import { parseReadResource, resourcePath } from "../src/shared/resource-names.ts";
 import { errorOfAnswer } from "./errors.ts";
-import { fixedLengthGet } from "./fixed-length-get.ts";
+import { fixedLengthGet, recycle } from "./fixed-length-get.ts";
 import { messagesOf } from "./grpc-web-frames.ts";
 import { ReadFramer } from "../src/shared/read-framing.ts";
 import { GrpcAnswer, relayCall, upstreamHeaders, workerRequest, type RelayOptions } from "./relay.ts";
@@ -148,8 +148,17 @@ function relayBody(body: Readable, declared: number | undefined, expected: numbe
       body.destroy();
       return answer.fail(new ConnectError(`the worker sent more than the ${expected} bytes asked for`, Code.Unavailable));
     }
+    // The chunk's memory may be read into again (fixed-length-get.ts) once every part of it was
+    // sent; a part that failed may still be referenced by a socket write, so then it is not.
+    const parts = framer.push(chunk);
+    let unsent = parts.length;
+    let failed = false;
+    const sent = (err?: Error | null) => {
+      failed ||= !!err;
+      if (--unsent === 0 && !failed) recycle(chunk);
+    };
     let more = true;
-    for (const part of framer.push(chunk)) more = answer.write(part as Buffer) && more;
+    for (const part of parts) more = answer.write(part as Buffer, sent) && more;
     if (!more) {
       body.pause();
       answer.onDrain(() => body.resume());

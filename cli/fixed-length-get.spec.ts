@@ -4,7 +4,7 @@ import { randomBytes } from "node:crypto";
 import http from "node:http";
 import net, { type AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
-import { fixedLengthGet, type FixedLengthBody } from "./fixed-length-get.ts";
+import { fixedLengthGet, recycle, type FixedLengthBody } from "./fixed-length-get.ts";
 
 const closers: (() => void)[] = [];
 afterEach(() => {
@@ -34,13 +34,30 @@ async function rawOrigin(pieces: (Buffer | string)[], opts: { close?: boolean } 
 }
 
 /** Everything the body's socket carries until it ends. */
-function drain(body: FixedLengthBody): Promise<Buffer> {
+async function drain(body: FixedLengthBody): Promise<Buffer> {
+  return Buffer.concat(await chunksOf(body));
+}
+
+/** The body's chunks as handed over, until it ends. */
+function chunksOf(body: FixedLengthBody): Promise<Buffer[]> {
   return new Promise((resolve, reject) => {
     const parts: Buffer[] = [];
     body.body.on("data", (d: Buffer) => parts.push(d));
-    body.body.on("end", () => resolve(Buffer.concat(parts)));
+    body.body.on("end", () => resolve(parts));
     body.body.on("error", reject);
   });
+}
+
+/** A node:http origin answering `GET /{i}` with blobs[i]. */
+async function blobOrigin(blobs: Buffer[]): Promise<URL> {
+  const server = http.createServer((req, res) => {
+    const blob = blobs[Number(req.url!.slice(1))]!;
+    res.writeHead(200, { "content-length": blob.byteLength });
+    res.end(blob);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  closers.push(() => server.close());
+  return new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
 }
 
 describe("fixedLengthGet", () => {
@@ -113,15 +130,31 @@ describe("fixedLengthGet", () => {
 
   it("reads what node:http serves, a large body included", async () => {
     const blob = randomBytes(5 * 1024 * 1024);
-    const server = http.createServer((req, res) => {
-      res.writeHead(200, { "content-length": blob.byteLength });
-      res.end(blob);
-    });
-    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-    closers.push(() => server.close());
-    const body = await fixedLengthGet(new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}`), "/x", {});
+    const body = await fixedLengthGet(await blobOrigin([blob]), "/0", {});
     expect(body?.length).toBe(blob.byteLength);
     expect((await drain(body!)).equals(blob)).toBe(true);
+  });
+
+  it("reads into the memory of chunks handed back, and never into memory lent out twice", async () => {
+    const blobs = [randomBytes(6 * 1024 * 1024), randomBytes(6 * 1024 * 1024)];
+    const origin = await blobOrigin(blobs);
+    const first = await chunksOf((await fixedLengthGet(origin, "/0", {}))!);
+    expect(Buffer.concat(first).equals(blobs[0]!)).toBe(true);
+    for (const c of first) {
+      recycle(c);
+      recycle(c); // a second hand-back is ignored, or two reads below would fill the same memory
+    }
+    recycle(Buffer.alloc(1024 * 1024)); // never lent: ignored
+    // Two reads at once, neither handing anything back: each has memory of its own.
+    const [a, b] = await Promise.all(["/0", "/1"].map(async (p) => chunksOf((await fixedLengthGet(origin, p, {}))!)));
+    expect(Buffer.concat(a!).equals(blobs[0]!)).toBe(true);
+    expect(Buffer.concat(b!).equals(blobs[1]!)).toBe(true);
+    const memoryOf = (chunks: Buffer[]) => new Set(chunks.map((c) => c.buffer));
+    const inA = memoryOf(a!);
+    expect([...memoryOf(b!)].filter((m) => inA.has(m))).toEqual([]);
+    // The first read's memory was read into again.
+    const firstMemory = memoryOf(first);
+    expect([...a!, ...b!].some((c) => firstMemory.has(c.buffer))).toBe(true);
   });
 
   it("stops reading the socket while its reader is behind, and loses nothing when it catches up", async () => {

@@ -95,12 +95,13 @@ export class GrpcAnswer {
   /**
    * Writes message-frame bytes; false: wait for "drain" before writing more. An HTTP/2 stream
    * asks for a pause past 16 KiB buffered, which would stop and start the upstream socket for
-   * every chunk it delivers; a little more buffer keeps the bytes flowing.
+   * every chunk it delivers; a little more buffer keeps the bytes flowing. `sent` runs once the
+   * bytes went out (or failed to); not at all when they were dropped.
    */
-  write(bytes: Buffer): boolean {
+  write(bytes: Buffer, sent?: (err?: Error | null) => void): boolean {
     if (this.finished) return true; // dropped: whoever feeds us stops on close
     this.start();
-    this.res.write(bytes);
+    this.res.write(bytes, sent);
     return this.res.stream.writableLength < WRITE_BUFFER_BYTES;
   }
 

@@ -414,7 +414,8 @@ describe("ByteStream.Read of 1 MiB or more through the bridge (the GET's body re
   // short, the blob chunked (no Content-Length), a JSON NOT_FOUND, or a blob sent slowly.
   const blob = randomBytes(3 * MiB + 1234);
   const hashFor = (what: string) => createHash("sha256").update(what).digest("hex");
-  const cases = new Map(["whole", "short", "chunked", "missing", "slow", "norange"].map((w) => [hashFor(w), w]));
+  const other = randomBytes(blob.byteLength);
+  const cases = new Map(["whole", "other", "short", "chunked", "missing", "slow", "norange"].map((w) => [hashFor(w), w]));
   const seen: { url: string; headers: IncomingHttpHeaders }[] = [];
   let slowClosed: Promise<void> | undefined;
   let worker: ReturnType<typeof createServer>;
@@ -428,7 +429,8 @@ describe("ByteStream.Read of 1 MiB or more through the bridge (the GET's body re
       const range = /^bytes=(\d+)-(\d*)$/.exec(String(req.headers.range ?? ""));
       // "norange" ignores the Range header and sends the whole blob, as a plain file server might.
       const ranged = range && what !== "norange";
-      const bytes = ranged ? blob.subarray(Number(range[1]), range[2] ? Number(range[2]) + 1 : undefined) : blob;
+      const whole = what === "other" ? other : blob;
+      const bytes = ranged ? whole.subarray(Number(range[1]), range[2] ? Number(range[2]) + 1 : undefined) : whole;
       if (what === "missing") {
         res.writeHead(404, { "content-type": "application/json" });
         return res.end(JSON.stringify({ error: { code: 404, message: "no such blob here", status: "NOT_FOUND" } }));
@@ -448,6 +450,17 @@ describe("ByteStream.Read of 1 MiB or more through the bridge (the GET's body re
         // A MiB, then nothing until the client gives up: the bridge must hang up on the worker.
         slowClosed = new Promise((resolve) => res.on("close", () => resolve()));
         return void res.write(bytes.subarray(0, MiB));
+      }
+      if (what === "other") {
+        // In pieces of 300 KiB: reads the bridge keeps (not copies), several per megabyte it
+        // writes before it waits for the client.
+        let at = 0;
+        const next = () => {
+          res.write(bytes.subarray(at, (at += 300 * 1024)));
+          if (at < bytes.byteLength) setTimeout(next, 1);
+          else res.end();
+        };
+        return next();
       }
       res.end(bytes);
     });
@@ -472,6 +485,30 @@ describe("ByteStream.Read of 1 MiB or more through the bridge (the GET's body re
       [`/${name("whole")}`, undefined, "Bearer k1", "close"],
       [`/${name("whole")}`, `bytes=${from}-${from + 2 * MiB - 1}`, undefined, "close"],
     ]);
+  });
+
+  it("many reads at once, some of them slow, each get their own bytes", async () => {
+    // The bridge reads each GET into buffers it reuses for later reads once their bytes went out
+    // to the client (fixed-length-get.ts recycle): one reused while still queued for a slow
+    // client would carry another read's bytes.
+    const slowRead = (what: string, pauseMs: number) =>
+      new Promise<string>((resolve, reject) => {
+        const h = createHash("sha256");
+        const call = c.bs.Read({ resource_name: name(what) }, metadata());
+        call.on("data", (m: { data: Uint8Array }) => {
+          h.update(m.data);
+          if (!pauseMs) return;
+          call.pause();
+          setTimeout(() => call.resume(), pauseMs);
+        });
+        call.on("error", reject);
+        call.on("end", () => resolve(h.digest("hex")));
+      });
+    for (let round = 0; round < 3; round++) {
+      const whats = Array.from({ length: 8 }, (_, i) => (i % 2 ? "other" : "whole"));
+      const hashes = await Promise.all(whats.map((w, i) => slowRead(w, i % 3 === 0 ? 10 : 0)));
+      expect(hashes).toEqual(whats.map((w) => sha256(w === "other" ? other : blob)));
+    }
   });
 
   it("a body that ends short is UNAVAILABLE, after the whole messages that did arrive", async () => {
