@@ -4,7 +4,7 @@
 //   - node:crypto SHA-256 speed;
 //   - an empty FindMissingBlobs round trip (the transport, without the index).
 // Sizes can be shrunk for a quick look: BENCH_BIG_MIB, BENCH_PASSES (uploads), BENCH_ROUNDS
-// (downloads and 1 KiB blobs, 5), BENCH_SMALL_SCALE (0..1], BENCH_CHUNK_MIB (the SplitBlob/SpliceBlob
+// (downloads and 1 KiB blobs, 7), BENCH_SMALL_SCALE (0..1], BENCH_CHUNK_MIB (the SplitBlob/SpliceBlob
 // blob, 1024).
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import fs from "node:fs";
@@ -23,6 +23,7 @@ import { bsRead, bsWrite, clientCodecMs, connect, memoryReadServer, unary, type 
 import { startMemoryOrigin } from "./lib/memory-origin.ts";
 import { interleave, median, pairedRatios, type Subject } from "./lib/rounds.ts";
 import { grpcWebRead } from "./lib/grpc-web-read.ts";
+import { grpcRead, grpcSession } from "./lib/grpc-h2-read.ts";
 import { agent, get, put } from "./lib/http.ts";
 import { cpuDelta, cpuSnap, startBareR2, type BareWorker } from "./lib/procs.ts";
 import { fmt, now, percentile, pool, table, type Row } from "./lib/stats.ts";
@@ -35,7 +36,9 @@ const envNum = (name: string, dflt: number) => {
 
 const BIG = envNum("BENCH_BIG_MIB", 256) * MiB;
 const UPLOAD_PASSES = envNum("BENCH_PASSES", 3);
-const DOWNLOAD_ROUNDS = envNum("BENCH_ROUNDS", 5);
+const DOWNLOAD_ROUNDS = envNum("BENCH_ROUNDS", 7);
+/** The round number of a download's untimed pass that checks what it reads. */
+const CHECK_ROUND = -1;
 const SCALE = Math.min(1, envNum("BENCH_SMALL_SCALE", 1));
 const SHA_BYTES = 512 * MiB;
 const SMALL = KiB;
@@ -286,6 +289,7 @@ async function main() {
   const SINGLE = "uploaded over HTTP";
   const MULTI = "uploaded over ByteStream";
   const wide = connect(stack.grpcTarget, MiB); // grpc-java's (Bazel's) 1 MiB window, not grpc-js's 64 KiB
+  const light = grpcSession(stack.grpcTarget, MiB);
   const memory = await memoryReadServer(BIG);
   const fromMemory = [connect(memory.target), connect(memory.target, MiB)];
   // The bridge in front of a plain in-memory HTTP origin instead of the worker: the bridge hop's own
@@ -295,6 +299,7 @@ async function main() {
   const overOrigin = connect(`127.0.0.1:${originBridge.port}`, MiB);
   cleanups.push(async () => {
     wide.close();
+    light.close();
     for (const c of fromMemory) c.close();
     memory.close();
     overOrigin.close();
@@ -315,7 +320,7 @@ async function main() {
     }
     return n;
   };
-  const reading = (name: string, b: BigBlob, down: Down): Subject => ({ name, pass: (r) => download(name, b, r === 0, (onChunk) => down(b, onChunk)) });
+  const reading = (name: string, b: BigBlob, down: Down): Subject => ({ name, pass: (r) => download(name, b, r === CHECK_ROUND, (onChunk) => down(b, onChunk)) });
   const BARE_GET = `limit: bare R2 get ${label} (worker, HTTP)`;
   const limitName = (w: string) => `limit: grpc-js client ByteStream.Read ${label} from memory, ${w} window`;
   const readSubjects: Subject[] = [
@@ -324,6 +329,8 @@ async function main() {
     reading(`${BS} download ${label}, ${SINGLE}`, httpBig[0]!, bsDown(wide)),
     reading(`${BS} download ${label}, ${MULTI}`, bsBig[0]!, bsDown(wide)),
     reading(`${BS}, grpc-js's 64 KiB window, download ${label}, ${SINGLE}`, httpBig[0]!, bsDown(clients)),
+    // The same read with a gRPC client as light as the bare get's: what Kiln's path (bridge and worker) costs.
+    reading(`${BS}, node:http2 client, download ${label}, ${SINGLE}`, httpBig[0]!, (b, onChunk) => grpcRead(light, `${INSTANCE}/blobs/${b.hash}/${b.size}`, onChunk)),
     reading(`ByteStream (gRPC-web direct to the worker) download ${label}, ${SINGLE}`, httpBig[0]!, gwDown),
     // The same read with a client as light as the bare get's: what the worker's path costs.
     reading(`ByteStream (gRPC-web direct, node:http client) download ${label}, ${SINGLE}`, httpBig[0]!, (b, onChunk) =>
@@ -347,6 +354,11 @@ async function main() {
     reading(`${HTTP} download ${label}, ${SINGLE}`, httpBig[0]!, httpDown),
     reading(`${HTTP} download ${label}, ${MULTI}`, bsBig[0]!, httpDown),
   ];
+  // Each read once first, untimed, hashing and checking what it returns (and warming its path):
+  // hashing in the timed rounds would load this process's thread, which the bridge's rows share
+  // and the bare get's does not.
+  log(`downloads: checking what each of ${readSubjects.length} reads of ${label} returns (untimed)`);
+  for (const s of readSubjects) await s.pass(CHECK_ROUND);
   log(`downloads: ${DOWNLOAD_ROUNDS} rounds of ${readSubjects.length} reads of ${label} (bare R2, ByteStream, grpc-js and bridge limits, HTTP)`);
   const reads = await interleave(readSubjects, DOWNLOAD_ROUNDS, (s, r) => onePass(() => s.pass(r), `${s.name}, round ${r + 1}`));
   const bareGet = summarize(reads.get(BARE_GET)!, bigRate);
@@ -369,6 +381,10 @@ async function main() {
   notes.push(
     "ByteStream via bridge downloads: the client reads with a 1 MiB HTTP/2 window, grpc-java's default (Bazel's client, which grows it further), " +
       "unless the row says grpc-js's 64 KiB; the bridge runs in this process, on the client's thread",
+  );
+  notes.push(
+    "node:http2 client: native gRPC with node:http2 and a frame reader of a few lines (bench/lib/grpc-h2-read.ts), as light as the bare get's " +
+      "node:http client: the row measures the bridge and the worker; the grpc-js rows add grpc-js's own cost (it copies every message whole, then decodes it)",
   );
   notes.push(
     "the bridge alone: the same client and an in-process bridge reading from a plain HTTP server (its own process) that serves the bytes from memory; " +
@@ -550,7 +566,7 @@ async function main() {
       `uploads, downloads and 1 KiB blobs: interleaved rounds (${UPLOAD_PASSES} of uploads, ${DOWNLOAD_ROUNDS} of the others), one pass (or share)\n` +
       `  of every subject per round in a rotating order; value = best pass, or for 1 KiB all blobs over all time;\n` +
       `  ratio = median over rounds of (pass / the same round's bare R2 pass).\n` +
-      `The first download round also hashes and checks what it reads; the uploaded blobs are checked untimed.\n` +
+      `Every download is hashed and checked once, untimed, before its timed rounds; the uploaded blobs are checked untimed too.\n` +
       `ratio otherwise: value / limit (throughput: 1.00x = as fast as bare R2; latency: how many empty round trips).\n` +
       `cpu: CPU seconds per pass (per call for FindMissingBlobs) of this process (client + in-process bridge) | all workerd processes.\n` +
       `load average (1 min) at start ${loadStart.toFixed(2)}, at end ${os.loadavg()[0]!.toFixed(2)}: other work on this machine skews every number.\n`,

@@ -12,7 +12,7 @@ const varint = (n: number): number[] => {
 };
 
 /** The enveloped ReadRequest{resource_name} (field 1; offset and limit 0: the whole blob). */
-function readRequest(resource: string): Buffer {
+export function readRequest(resource: string): Buffer {
   const name = Buffer.from(resource);
   const message = Buffer.concat([Buffer.from([0x0a, ...varint(name.byteLength)]), name]);
   const head = Buffer.alloc(5);

@@ -7,7 +7,7 @@
 
 export interface Subject {
   name: string;
-  /** One pass; `round` is 0 for the first (which may check what it reads). */
+  /** One pass; `round` counts from 0 (a caller may give its own meaning to others, such as an untimed check). */
   pass(round: number): Promise<unknown>;
 }
 
