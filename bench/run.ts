@@ -23,7 +23,7 @@ import { bsRead, bsWrite, clientCodecMs, connect, memoryReadServer, unary, type 
 import { startMemoryOrigin } from "./lib/memory-origin.ts";
 import { interleave, median, pairedRatios, type Subject } from "./lib/rounds.ts";
 import { grpcWebRead } from "./lib/grpc-web-read.ts";
-import { grpcRead, grpcSession } from "./lib/grpc-h2-read.ts";
+import { grpcRead, grpcSession, grpcWrite } from "./lib/grpc-h2.ts";
 import { agent, get, put } from "./lib/http.ts";
 import { cpuDelta, cpuSnap, startBareR2, type BareWorker } from "./lib/procs.ts";
 import { fmt, now, percentile, pool, table, type Row } from "./lib/stats.ts";
@@ -35,7 +35,7 @@ const envNum = (name: string, dflt: number) => {
 };
 
 const BIG = envNum("BENCH_BIG_MIB", 256) * MiB;
-const UPLOAD_PASSES = envNum("BENCH_PASSES", 3);
+const UPLOAD_PASSES = envNum("BENCH_PASSES", 5);
 const DOWNLOAD_ROUNDS = envNum("BENCH_ROUNDS", 7);
 /** The round number of a download's untimed pass that checks what it reads. */
 const CHECK_ROUND = -1;
@@ -186,12 +186,13 @@ async function main() {
   });
 
   // Data, prepared (and hashed) outside every timed region.
-  log(`preparing ${4 * UPLOAD_PASSES} blobs of ${BIG / MiB} MiB (hashing)`);
+  log(`preparing ${5 * UPLOAD_PASSES} blobs of ${BIG / MiB} MiB (hashing)`);
   const run = randomBytes(6).toString("hex"); // fresh content per run: nothing is deduplicated by an earlier run
   const big = (what: string) => Array.from({ length: UPLOAD_PASSES }, (_, i) => bigBlob(`${run}-${what}-${i}`, BIG));
   const bareBig = big("bare");
   const bareShaBig = big("bare-sha");
   const bsBig = big("bytestream");
+  const bsLightBig = big("bytestream-h2");
   const httpBig = big("http");
   const bareSmall = smallBlobs(`${run}-bare-small`, BARE_SMALL_COUNT, SMALL);
   const bsSmall = smallBlobs(`${run}-bs-small`, BS_SMALL_COUNT, SMALL);
@@ -208,6 +209,9 @@ async function main() {
   log(`stack up: ${stack.httpUrl}, gRPC ${stack.grpcTarget}, worker pids ${stack.workerPids().join(",")}`);
   const clients = connect(stack.grpcTarget);
   cleanups.push(() => clients.close());
+  // A gRPC client as light as the bare rows' node:http (bench/lib/grpc-h2.ts), with a 1 MiB window.
+  const light = grpcSession(stack.grpcTarget, MiB);
+  cleanups.push(() => void light.close());
   const bigAgent = agent(4);
   const smallAgent = agent(SMALL_CONCURRENCY);
   cleanups.push(() => {
@@ -253,9 +257,17 @@ async function main() {
         if (Number(res.committed_size) !== b.size) throw new Error(`Write committed ${res.committed_size} of ${b.size}`);
       },
     },
+    {
+      name: `${BS}, node:http2 client, upload ${label}`,
+      blobs: bsLightBig,
+      up: async (b) => {
+        const committed = await grpcWrite(light, `${INSTANCE}/uploads/${randomUUID()}/blobs/${b.hash}/${b.size}`, b.chunks());
+        if (committed !== b.size) throw new Error(`Write committed ${committed} of ${b.size}`);
+      },
+    },
     { name: `${HTTP} upload ${label}`, blobs: httpBig, up: (b) => put(`${stack.httpUrl}/cache/${INSTANCE}/cas/${b.hash}`, b.size, b.chunks(), bigAgent) },
   ];
-  log(`uploads: ${UPLOAD_PASSES} rounds of ${uploads.length} uploads of ${label} (bare R2, bare R2 with SHA-256, ByteStream, HTTP)`);
+  log(`uploads: ${UPLOAD_PASSES} rounds of ${uploads.length} uploads of ${label} (bare R2, bare R2 with SHA-256, ByteStream with two clients, HTTP)`);
   const ups = await interleave(
     uploads.map((u) => ({ name: u.name, pass: (r: number) => u.up(u.blobs[r]!, r) })),
     UPLOAD_PASSES,
@@ -289,7 +301,6 @@ async function main() {
   const SINGLE = "uploaded over HTTP";
   const MULTI = "uploaded over ByteStream";
   const wide = connect(stack.grpcTarget, MiB); // grpc-java's (Bazel's) 1 MiB window, not grpc-js's 64 KiB
-  const light = grpcSession(stack.grpcTarget, MiB);
   const memory = await memoryReadServer(BIG);
   const fromMemory = [connect(memory.target), connect(memory.target, MiB)];
   // The bridge in front of a plain in-memory HTTP origin instead of the worker: the bridge hop's own
@@ -299,7 +310,6 @@ async function main() {
   const overOrigin = connect(`127.0.0.1:${originBridge.port}`, MiB);
   cleanups.push(async () => {
     wide.close();
-    light.close();
     for (const c of fromMemory) c.close();
     memory.close();
     overOrigin.close();
@@ -383,8 +393,9 @@ async function main() {
       "unless the row says grpc-js's 64 KiB; the bridge runs in this process, on the client's thread",
   );
   notes.push(
-    "node:http2 client: native gRPC with node:http2 and a frame reader of a few lines (bench/lib/grpc-h2-read.ts), as light as the bare get's " +
-      "node:http client: the row measures the bridge and the worker; the grpc-js rows add grpc-js's own cost (it copies every message whole, then decodes it)",
+    "node:http2 client: native gRPC with node:http2 and a few lines of framing (bench/lib/grpc-h2.ts), as light as the bare rows' " +
+      "node:http client: its rows measure the bridge and the worker; the grpc-js rows add grpc-js's own cost (on a read it copies every message " +
+      "whole, then decodes it; on a write it encodes each message, then copies it behind its frame header)",
   );
   notes.push(
     "the bridge alone: the same client and an in-process bridge reading from a plain HTTP server (its own process) that serves the bytes from memory; " +
