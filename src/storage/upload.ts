@@ -215,6 +215,19 @@ async function writeMultipart(
     });
   }
 
+  // Every byte is in, and the Write must still end as ByteStream says: with finish_write and
+  // nothing after it. Reading on to that end also takes the client's last frames off the
+  // connection before the answer goes out (an answer to a body still being sent breaks HTTP/1.1
+  // clients), and decodes a compressed Write to its frame's end.
+  try {
+    // The stream closes at finish_write; anything else errors (streamOf), so this is a guard.
+    if (!(await bytes.read()).done) throw invalidArgument(`more than the ${d.size} bytes the resource name declares`);
+  } catch (e) {
+    // Closed without finish_write: not finished. Every part is kept; a Write at committed_size
+    // with finish_write completes the blob.
+    if (e instanceof EndedEarly) return session.committed;
+    throw e;
+  }
   const actual = hex(hasher.digest());
   if (actual !== d.hash) {
     await mpu.abort().catch(() => {});

@@ -105,6 +105,53 @@ describe("ByteStream", () => {
     expect((await bs.write(chunksOf(res, data, 8192))).committedSize).toBe(d.sizeBytes);
   });
 
+  it("reads a multipart upload on to its finish_write: bytes past the declared size or after finish_write are refused, nothing stored", async () => {
+    const size = PART_SIZE + 10;
+    const data = pseudoRandom(size + 1, 19);
+    const d = await digestOf(data.subarray(0, size));
+    const name = () => `ci/uploads/${crypto.randomUUID()}/blobs/${d.hash}/${d.sizeBytes}`;
+    const visible = async () => (await cas.findMissingBlobs({ instanceName: "ci", blobDigests: [d] })).missingBlobDigests.length === 0;
+    // Every declared byte, then one more with finish_write.
+    const res = name();
+    async function* oneMore() {
+      yield* chunksOf(res, data.subarray(0, size), 1 << 20, 0, false);
+      yield { writeOffset: BigInt(size), data: data.subarray(size), finishWrite: true };
+    }
+    const past = await bs.write(oneMore()).catch((e) => ConnectError.from(e));
+    expect([(past as ConnectError).code, (past as ConnectError).rawMessage]).toEqual([Code.InvalidArgument, `more than the ${size} bytes the resource name declares`]);
+    // Every byte with finish_write, then a message after it.
+    const res2 = name();
+    async function* afterFinish() {
+      yield* chunksOf(res2, data.subarray(0, size), 1 << 20);
+      yield { writeOffset: BigInt(size), data: new Uint8Array() };
+    }
+    expect(await codeOf(bs.write(afterFinish()))).toBe(Code.InvalidArgument);
+    expect(await visible()).toBe(false);
+    // Every byte, and finish_write alone in a last empty message: read, and the blob is stored.
+    const res3 = name();
+    async function* finishAlone() {
+      yield* chunksOf(res3, data.subarray(0, size), 1 << 20, 0, false);
+      yield { writeOffset: BigInt(size), data: new Uint8Array(), finishWrite: true };
+    }
+    expect((await bs.write(finishAlone())).committedSize).toBe(d.sizeBytes);
+    expect(await visible()).toBe(true);
+  });
+
+  it("keeps a multipart upload whose every byte came without finish_write unfinished, until a Write at committed_size finishes it", async () => {
+    const size = PART_SIZE + 10;
+    const data = pseudoRandom(size, 20);
+    const d = await digestOf(data);
+    const res = `ci/uploads/${crypto.randomUUID()}/blobs/${d.hash}/${d.sizeBytes}`;
+    expect((await bs.write(chunksOf(res, data, 1 << 20, 0, false))).committedSize).toBe(d.sizeBytes);
+    expect(await bs.queryWriteStatus({ resourceName: res })).toMatchObject({ committedSize: d.sizeBytes, complete: false });
+    expect((await cas.findMissingBlobs({ instanceName: "ci", blobDigests: [d] })).missingBlobDigests).toHaveLength(1);
+    async function* finish() {
+      yield { resourceName: res, writeOffset: d.sizeBytes, data: new Uint8Array(), finishWrite: true };
+    }
+    expect((await bs.write(finish())).committedSize).toBe(d.sizeBytes);
+    expect(await sha256Hex(await readAll(`ci/blobs/${d.hash}/${d.sizeBytes}`))).toBe(d.hash);
+  });
+
   it("verifies the whole hash of a multipart upload before it becomes visible", async () => {
     const size = PART_SIZE + 10;
     const data = pseudoRandom(size, 17);

@@ -218,6 +218,25 @@ describe("ByteStream compressed-blobs/zstd", () => {
   });
 });
 
+describe("large compressed Writes (multipart)", () => {
+  it("are decoded to the end: a frame with bytes past the declared size is refused, nothing stored", async () => {
+    const size = PART_SIZE + 1000;
+    const data = compressible(size, 8);
+    const d = await digestOf(data);
+    // The blob's frame, then a second frame of one more byte (zstd streams may hold several frames).
+    const zstd = new Uint8Array(await new Blob([await zstdCompress(data), await zstdCompress(new Uint8Array([97]))]).arrayBuffer());
+    const res = `ci/uploads/${crypto.randomUUID()}/compressed-blobs/zstd/${d.hash}/${d.sizeBytes}`;
+    const err = await errorOf(bs.write(compressedWrite(res, zstd, 0, 256 * 1024)));
+    expect([err.code, err.rawMessage]).toEqual([Code.InvalidArgument, `the data decompresses to more than the ${size} bytes the digest declares; nothing was stored`]);
+    expect(await stored(d.hash)).toBe(false);
+    // The blob's frame alone is stored.
+    const alone = await zstdCompress(data);
+    const ok = `ci/uploads/${crypto.randomUUID()}/compressed-blobs/zstd/${d.hash}/${d.sizeBytes}`;
+    expect((await bs.write(compressedWrite(ok, alone, 0, 256 * 1024))).committedSize).toBe(BigInt(alone.byteLength));
+    expect(await stored(d.hash)).toBe(true);
+  });
+});
+
 describe("batches with zstd", () => {
   it("BatchUpdateBlobs takes zstd blobs, verified on the uncompressed bytes, each on its own", async () => {
     const good = compressible(100_000, 8);
