@@ -11,6 +11,8 @@ export interface Env extends KilnBindings {
   MAX_TREE_READS_PER_CALL?: string;
   /** Subrequests one SpliceBlob may make (services/limits.ts maxSpliceSubrequests). */
   MAX_SPLICE_SUBREQUESTS?: string;
+  /** Subrequests one SplitBlob may make (services/limits.ts maxSplitSubrequests). */
+  MAX_SPLIT_SUBREQUESTS?: string;
   /** The older name of MAX_TREE_READS_PER_CALL. */
   MAX_TREE_DIRECTORIES_PER_CALL?: string;
   /** The edge's request-body cap in bytes (default 100000000); 0: none. Sets max_cas_blob_size_bytes. */

@@ -12,10 +12,10 @@ import {
 import { Code, invalidArgument } from "../errors.ts";
 import { missingBlobs } from "../shared/status.ts";
 import { FastCdc, fastCdc2020Params } from "../shared/fastcdc.ts";
-import { spliceBlob as spliceStored, splitBlob as splitStored } from "../storage/chunked-blobs.ts";
-import { checkDigestFunction, isEmptyBlob, missingSubject, parseDigest, toProtoDigest } from "../storage/digest.ts";
+import { STORE_BATCH_BYTES, spliceBlob as spliceStored, splitBlob as splitStored, type SplitBudget } from "../storage/chunked-blobs.ts";
+import { checkDigestFunction, isEmptyBlob, missingSubject, parseDigest, toProtoDigest, type BlobDigest } from "../storage/digest.ts";
 import { chunkAvgSize } from "../config.ts";
-import { MAX_SPLICE_CHUNKS, checkCount, maxSpliceSubrequests, spliceCost } from "./limits.ts";
+import { MAX_SPLICE_CHUNKS, checkCount, maxSpliceSubrequests, maxSplitSubrequests, spliceCost, splitCost, splitOverBudget } from "./limits.ts";
 import { PART_SIZE, resumableAbove } from "../storage/upload.ts";
 import { scopeFor } from "./scope.ts";
 
@@ -32,8 +32,19 @@ export async function splitBlob(req: SplitBlobRequest, ctx: HandlerContext) {
   checkDigestFunction(req.digestFunction);
   const d = parseDigest(req.blobDigest, "blob_digest");
   // Whatever the client prefers, the chunks are cut with FastCDC 2020 (REAPI lets the server choose).
-  const chunks = isEmptyBlob(d) ? [] : await splitStored(scope.store, d, serverChunker());
+  const cdc = serverChunker();
+  const chunks = isEmptyBlob(d) ? [] : await splitStored(scope.store, d, cdc, splitBudget(d, cdc, scope.store.index.shards));
   return { chunkDigests: chunks.map(toProtoDigest), chunkingFunction: ChunkingFunction_Value.FAST_CDC_2020 };
+}
+
+/** MAX_SPLIT_SUBREQUESTS for a split of `d`, with what cutting it afresh is expected to cost. */
+function splitBudget(d: BlobDigest, cdc: FastCdc, shards: number): SplitBudget {
+  const max = maxSplitSubrequests();
+  return {
+    max,
+    estimate: splitCost(d.size, cdc.params.avgSize, shards, STORE_BATCH_BYTES),
+    refuse: (cost, counted) => splitOverBudget(d, cost, max, counted),
+  };
 }
 
 export async function spliceBlob(req: SpliceBlobRequest, ctx: HandlerContext) {

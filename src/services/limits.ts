@@ -1,9 +1,10 @@
 // Request limits, in one place so the README, the errors and the tests name the same numbers.
-// Each over-limit request is INVALID_ARGUMENT with a message naming the limit, never a 500.
+// Each over-limit request is INVALID_ARGUMENT with a message naming the limit, never a 500 (a
+// SplitBlob over its budget is FAILED_PRECONDITION: see splitOverBudget).
 // (Search-query limits live with the query language: src/resultstore/search-query.ts.)
 import { kilnEnv, maxUploadBlobSize } from "../config.ts";
 import type { BlobDigest } from "../storage/digest.ts";
-import { invalidArgument } from "../errors.ts";
+import { Code, ConnectError, invalidArgument } from "../errors.ts";
 
 /** UploadBatch: the proto recommends batches of 10 MiB; 12 MiB leaves room for a client's rounding. */
 export const RESULTSTORE_UPLOAD_MAX = 12 * 1024 * 1024;
@@ -101,6 +102,60 @@ export const maxSpliceSubrequests = () => {
 export function spliceCost(chunks: number, size: number, shards: number, resumableAbove: number, partSize: number): number {
   const write = size > resumableAbove ? 2 * Math.ceil(size / partSize) + 4 : 2;
   return chunks + 2 * shards + write;
+}
+
+/**
+ * Subrequests one SplitBlob may make (MAX_SPLIT_SUBREQUESTS; default 9,000, as for a splice). A
+ * split is refused before the blob is read when splitCost says cutting it would pass the budget,
+ * and stopped before a batch of chunks would, as it counts its calls: at the defaults, a first
+ * split of a blob of about 1.9 GiB or more.
+ */
+export const maxSplitSubrequests = () => {
+  const n = Number(kilnEnv().MAX_SPLIT_SUBREQUESTS);
+  return Number.isSafeInteger(n) && n > 0 ? n : 9_000;
+};
+
+/**
+ * What cutting a blob of `size` bytes afresh with FastCDC at `avgChunk` costs in subrequests, as
+ * expected before it is read (storage/chunked-blobs.ts counts the same calls while cutting):
+ * - five calls however large: the CAS index's layout check (once per isolate), the touch, the
+ *   read (an index call, then R2, for a blob of 4 KiB or less) and the split record's put;
+ * - one per chunk: its R2 put (a chunk of 4 KiB or less has no put, but may cost its shard's
+ *   addSmall call). size / avgChunk chunks: FastCDC 2020's mean chunk is a little over the average
+ *   (580 KiB at 512 KiB, measured), so this counts a few more than it cuts, the safe side;
+ * - per batch of `batchBytes`, an index lookup and an index add for each shard its chunks fall in:
+ *   of `shards`, a batch of k chunks touches shards x (1 - (1 - 1/shards)^k) on average (10.3 of
+ *   16 for 16 chunks), not all of them. Counting all would refuse blobs of 1.5 to 2 GiB that split
+ *   within 9,000; a batch that touches more than the average is caught by the count while cutting.
+ * Re-cutting a blob whose chunks are already stored costs less: no puts and no adds.
+ */
+export function splitCost(size: number, avgChunk: number, shards: number, batchBytes: number): number {
+  const chunks = Math.ceil(size / avgChunk);
+  const perBatch = Math.max(1, Math.floor(batchBytes / avgChunk));
+  const touched = (k: number) => shards * (1 - (1 - 1 / shards) ** k);
+  const batchCalls = Math.floor(chunks / perBatch) * touched(perBatch) + touched(chunks % perBatch);
+  return Math.ceil(5 + chunks + 2 * batchCalls);
+}
+
+/**
+ * The refusal of a SplitBlob that would pass MAX_SPLIT_SUBREQUESTS: `cost` is splitCost's estimate
+ * (nothing read yet), or, once `counted`, the calls made so far and those the next batch of chunks
+ * would make. FAILED_PRECONDITION, not INVALID_ARGUMENT (the request is well formed: the blob
+ * exists and may be split, only not within this server's budget) and not RESOURCE_EXHAUSTED, which
+ * REAPI lists for SplitBlob's storage quota but Bazel's retrier, like UNAVAILABLE, retries: every
+ * try would fail the same way, each after thousands of R2 calls. FAILED_PRECONDITION is not
+ * retried; the client can read the blob whole instead.
+ */
+export function splitOverBudget(d: BlobDigest, cost: number, budget: number, counted: boolean): ConnectError {
+  const what = counted
+    ? `cutting it, the split would make ${cost} subrequests with its next batch of chunks`
+    : `cutting it afresh makes about ${cost} subrequests`;
+  const left = counted ? "the chunks stored so far are ordinary CAS blobs; no split was recorded" : "nothing was read or stored";
+  return new ConnectError(
+    `blob ${d.hash}/${d.size} (${d.size} bytes) cannot be split here: ${what}, over MAX_SPLIT_SUBREQUESTS (${budget}); ` +
+      `read it whole with ByteStream.Read, which has no such limit; ${left}`,
+    Code.FailedPrecondition,
+  );
 }
 
 /**

@@ -11,6 +11,10 @@
 //
 // A read that breaks off (of the blob being split, of a chunk being spliced) is UNAVAILABLE with
 // what was being read: the client retries, and a splice has stored nothing.
+//
+// A split may be given a budget of subrequests (SplitBudget): every R2 and CAS index call is one on
+// a deployed Worker, which allows a fixed number per request, and a split that ran out part-way
+// would fail UNAVAILABLE, which clients retry, to fail the same way again.
 import { notFound } from "../errors.ts";
 import { chunkStream, type FastCdc } from "../shared/fastcdc.ts";
 import type { BlobStore } from "./blob-store.ts";
@@ -19,18 +23,47 @@ import { splitRecordKey } from "./split-records.ts";
 import { blobKey, type BlobDigest } from "./digest.ts";
 import { readFailed, readOf } from "./read-failures.ts";
 import { hex } from "./sha256-state.ts";
+import { isSmall } from "./small-blobs.ts";
 import { uploadBlob, type WriteChunk } from "./upload.ts";
 import { upkeep, upkeepFailed } from "./upkeep.ts";
 
 /** New chunks are checked against the index and stored this many bytes at a time. */
-const STORE_BATCH_BYTES = 8 * 1024 * 1024;
+export const STORE_BATCH_BYTES = 8 * 1024 * 1024;
+
+/**
+ * The subrequests a split may make, and how it is refused: before the blob is read when `estimate`
+ * (what cutting it afresh is expected to cost) would pass `max`; while cutting, before storing a
+ * batch of chunks whose calls, added to those counted so far, could pass it. Chunks stored before
+ * that are ordinary CAS blobs; the split is recorded only once all are stored.
+ */
+export interface SplitBudget {
+  max: number;
+  estimate: number;
+  /** The error refusing the split: `cost` is the estimate, or (`counted`) the calls made and the next batch's. */
+  refuse(cost: number, counted: boolean): Error;
+}
+
+const UNLIMITED: SplitBudget = { max: Infinity, estimate: 0, refuse: () => new Error("unreachable") };
+
+/**
+ * Calls a split makes before its batches: the index's layout check (once per isolate), the touch
+ * and the read (an index call, then R2, for a blob of 4 KiB or less).
+ */
+const OPENING_CALLS = 4;
+/** The split record's put, made last, kept room for throughout. */
+const RECORD_CALLS = 1;
 
 const splitKey = (store: BlobStore, d: BlobDigest, cdc: FastCdc) => splitRecordKey(store.tenant, d.hash, cdc.params.avgSize, cdc.params.seed);
 
-/** The chunks of a stored blob, in order, each stored in the CAS. NOT_FOUND if the blob is absent. */
-export async function splitBlob(store: BlobStore, d: BlobDigest, cdc: FastCdc): Promise<BlobDigest[]> {
+/**
+ * The chunks of a stored blob, in order, each stored in the CAS. NOT_FOUND if the blob is absent.
+ * A recorded split is answered whatever the budget; a blob cut afresh is held to it.
+ */
+export async function splitBlob(store: BlobStore, d: BlobDigest, cdc: FastCdc, budget: SplitBudget = UNLIMITED): Promise<BlobDigest[]> {
   const known = await knownSplit(store, d, cdc);
-  if (known) return known;
+  if (known.chunks) return known.chunks;
+  if (known.calls + budget.estimate > budget.max) throw budget.refuse(known.calls + budget.estimate, false);
+  let calls = known.calls + OPENING_CALLS;
   // REAPI: a SplitBlob extends the blob's lifetime; the touch runs beside the opening read.
   const touch = store.index.missing([d], true);
   touch.catch(() => {}); // awaited below, once the read is open
@@ -45,12 +78,16 @@ export async function splitBlob(store: BlobStore, d: BlobDigest, cdc: FastCdc): 
   let batch: { d: BlobDigest; data: Uint8Array }[] = [];
   let batchBytes = 0;
   // One batch is stored while the next is cut: the R2 writes overlap the chunking.
-  let storing: Promise<void> = Promise.resolve();
+  let storing: Promise<number> = Promise.resolve(0);
   const flush = async () => {
     const toStore = batch;
     batch = [];
     batchBytes = 0;
-    await storing;
+    calls += await storing;
+    storing = Promise.resolve(0);
+    // Nothing is in flight here: refusing leaves no store running and no promise unawaited.
+    const next = calls + storeCalls(store, toStore.map((b) => b.d), toStore.map((b) => b.d)) + RECORD_CALLS;
+    if (next > budget.max) throw budget.refuse(next, true);
     storing = storeNew(store, toStore);
     storing.catch(() => {}); // awaited by the next flush or at the end; never left unhandled
   };
@@ -79,13 +116,16 @@ async function recordSplit(store: BlobStore, d: BlobDigest, cdc: FastCdc, chunks
 const fitsChunker = (chunks: readonly BlobDigest[], cdc: FastCdc) =>
   chunks.every((c, i) => c.size <= cdc.params.maxSize && (i === chunks.length - 1 || c.size >= cdc.params.minSize));
 
-/** A split recorded earlier whose blob and chunks are all still present (and are touched). */
-async function knownSplit(store: BlobStore, d: BlobDigest, cdc: FastCdc): Promise<BlobDigest[] | null> {
+/**
+ * A split recorded earlier whose blob and chunks are all still present (and are touched), or null;
+ * `calls`: the subrequests spent finding out (the record's read, and a lookup per shard asked).
+ */
+async function knownSplit(store: BlobStore, d: BlobDigest, cdc: FastCdc): Promise<{ chunks: BlobDigest[] | null; calls: number }> {
   const chunks = await readSplit(store, splitKey(store, d, cdc));
-  if (!chunks) return null;
+  if (!chunks) return { chunks: null, calls: 1 };
   const missing = await store.index.missing([d, ...chunks], true);
   if (missing.some((m) => m.hash === d.hash && m.size === d.size)) throw notFound(`blob ${blobKey(d)} not found`);
-  return missing.length === 0 ? chunks : null;
+  return { chunks: missing.length === 0 ? chunks : null, calls: 1 + shardsOf(store, [d, ...chunks]) };
 }
 
 /** A recorded split; null when there is none, or it cannot be read (the split is then cut afresh). */
@@ -100,13 +140,31 @@ async function readSplit(store: BlobStore, key: string): Promise<BlobDigest[] | 
   }
 }
 
-async function storeNew(store: BlobStore, blobs: { d: BlobDigest; data: Uint8Array }[]): Promise<void> {
-  if (blobs.length === 0) return;
-  const missing = new Set((await store.index.missing(blobs.map((b) => b.d), true)).map(blobKey));
-  const errors = await store.writeMany(blobs.filter((b) => missing.has(blobKey(b.d))));
+/** Stores those of `blobs` the CAS lacks; resolves with the subrequests that took (storeCalls). */
+async function storeNew(store: BlobStore, blobs: { d: BlobDigest; data: Uint8Array }[]): Promise<number> {
+  if (blobs.length === 0) return 0;
+  const asked = blobs.map((b) => b.d);
+  const missing = new Set((await store.index.missing(asked, true)).map(blobKey));
+  const toWrite = blobs.filter((b) => missing.has(blobKey(b.d)));
+  const errors = await store.writeMany(toWrite);
   const failed = errors.find((e) => e !== undefined);
   if (failed) throw failed;
+  return storeCalls(store, asked, toWrite.map((b) => b.d));
 }
+
+/**
+ * The subrequests storeNew makes asking the index about `asked` and writing `written`, at most (a
+ * chunk this isolate knows is present is not asked about): a lookup per shard asked, an R2 put per
+ * chunk over 4 KiB, and an index add per shard written to (for the large chunks and the small ones).
+ */
+function storeCalls(store: BlobStore, asked: readonly BlobDigest[], written: readonly BlobDigest[]): number {
+  if (asked.length === 0) return 0;
+  const large = written.filter((d) => !isSmall(d));
+  const small = written.filter((d) => isSmall(d));
+  return shardsOf(store, asked) + large.length + shardsOf(store, large) + shardsOf(store, small);
+}
+
+const shardsOf = (store: BlobStore, digests: readonly BlobDigest[]) => new Set(digests.map((d) => store.index.shardKeyOf(d.hash))).size;
 
 /**
  * Stores `blob` as the concatenation of `chunks` (all in the CAS, sizes adding up to blob.size),

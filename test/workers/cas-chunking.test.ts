@@ -9,7 +9,11 @@ import {
   ContentAddressableStorage,
 } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { PreconditionFailureSchema } from "../../src/gen/google/rpc/error_details_pb.ts";
+import type { Env } from "../../src/env.ts";
+import { serverChunker } from "../../src/services/cas-chunking.ts";
+import { splitCost } from "../../src/services/limits.ts";
 import { FastCdc, chunkStream, fastCdc2020Params } from "../../src/shared/fastcdc.ts";
+import { aroundBucket, failingIndex, withBinding } from "./fault-injection.ts";
 import { connectClient, digestOf, errorOf, grpcWebClient, pseudoRandom, sha256Hex, uniqueInstance, upload } from "./helpers.ts";
 
 const cas = connectClient(ContentAddressableStorage);
@@ -246,5 +250,129 @@ describe("SplitBlob and SpliceBlob", () => {
     } finally {
       env.MAX_SPLICE_SUBREQUESTS = saved;
     }
+  });
+});
+
+/** Runs `fn` with MAX_SPLIT_SUBREQUESTS set to `budget`. */
+async function withSplitBudget<T>(budget: string, fn: () => Promise<T>): Promise<T> {
+  const saved = env.MAX_SPLIT_SUBREQUESTS;
+  env.MAX_SPLIT_SUBREQUESTS = budget;
+  try {
+    return await fn();
+  } finally {
+    env.MAX_SPLIT_SUBREQUESTS = saved;
+  }
+}
+
+/** The subrequests the worker makes while `fn` runs: R2 calls ("op key") and CAS index calls (the method). */
+async function callsDuring<T>(fn: () => Promise<T>): Promise<{ result: T; r2: string[]; index: string[] }> {
+  const r2: string[] = [];
+  const index: string[] = [];
+  const bucket = { ...env, CAS: aroundBucket(env.CAS, (op, key, call) => (r2.push(`${op} ${key}`), call())) } as unknown as Env;
+  const shards = failingIndex((method) => (index.push(method), false), "before");
+  const result = await withBinding("CAS", bucket, () => withBinding("CAS_INDEX", shards, fn));
+  return { result, r2, index };
+}
+
+/** The blob's chunks as the server cuts them. */
+async function serverCut(data: Uint8Array): Promise<Digest[]> {
+  const out: Digest[] = [];
+  for await (const c of chunkStream([data], serverChunker())) out.push(await digestOf(c));
+  return out;
+}
+
+const missingOf = async (inst: string, ds: Digest[]) => (await cas.findMissingBlobs({ instanceName: inst, blobDigests: ds })).missingBlobDigests.length;
+
+/**
+ * `n` chunks' worth of bytes that FastCDC (512 KiB average) cuts at its minimum size, a quarter of
+ * the average, throughout: four times the chunks an estimate from the size counts. Each chunk is
+ * 128 KiB of random bytes and 24 of [27, 131], a pair on which the Gear hash matches the mask
+ * FastCDC uses below the average (found by trying byte pairs); the hash starts at the minimum size.
+ */
+function minimumSizeChunks(n: number, seed: number): Uint8Array {
+  const min = 128 * 1024;
+  const len = min + 24;
+  const out = new Uint8Array(n * len);
+  for (let i = 0; i < n; i++) {
+    out.set(pseudoRandom(min, seed + i), i * len);
+    out[i * len] = 27; // also the last byte the previous chunk's cut hashes
+    for (let j = min; j < len; j += 2) out.set([27, 131], i * len + j);
+  }
+  return out;
+}
+
+describe("SplitBlob's subrequest budget (MAX_SPLIT_SUBREQUESTS)", () => {
+  it("refuses, before reading the blob, a split expected to pass it: FAILED_PRECONDITION naming the budget, the estimate, the size and ByteStream.Read; at the estimate, splits", async () => {
+    const inst = uniqueInstance("split-budget");
+    const data = pseudoRandom(3 * MiB + 5, 81);
+    const d = await put(inst, data);
+    const chunks = await serverCut(data);
+    // The record's read, then 7 chunks (3 MiB + 5 at 512 KiB), 2 x 5.8 index calls for the batch's shards, 5 more.
+    const { result: err, ...calls } = await callsDuring(() => withSplitBudget("24", () => errorOf(cas.splitBlob({ instanceName: inst, blobDigest: d }))));
+    expect(err.code).toBe(Code.FailedPrecondition);
+    expect(err.rawMessage).toMatch(new RegExp(`blob ${d.hash}/3145733 \\(3145733 bytes\\).*makes about 25 subrequests, over MAX_SPLIT_SUBREQUESTS \\(24\\)`));
+    expect(err.rawMessage).toMatch(/read it whole with ByteStream\.Read.*nothing was read or stored/);
+    // Nothing read but the absent split record, nothing asked of the index, nothing stored.
+    expect(calls).toEqual({ r2: [expect.stringMatching(/^get splits\//)], index: [] });
+    expect(await missingOf(inst, chunks)).toBe(chunks.length);
+    expect(await splitRecorded(d.hash)).toBe(false);
+
+    const split = await withSplitBudget("25", () => cas.splitBlob({ instanceName: inst, blobDigest: d }));
+    expect(split.chunkDigests.map((c) => c.hash)).toEqual(chunks.map((c) => c.hash));
+    expect(await missingOf(inst, chunks)).toBe(0);
+    expect(await splitRecorded(d.hash)).toBe(true);
+  });
+
+  it("answers a recorded split under any budget; the same blob cut afresh is refused", async () => {
+    const inst = uniqueInstance("split-budget-known");
+    const d = await put(inst, pseudoRandom(3 * MiB + 5, 82));
+    const first = await cas.splitBlob({ instanceName: inst, blobDigest: d });
+    const again = await withSplitBudget("1", () => cas.splitBlob({ instanceName: inst, blobDigest: d }));
+    expect(again.chunkDigests).toEqual(first.chunkDigests);
+    await deleteSplitRecords();
+    const err = await withSplitBudget("1", () => errorOf(cas.splitBlob({ instanceName: inst, blobDigest: d })));
+    expect([err.code, err.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringMatching(/over MAX_SPLIT_SUBREQUESTS \(1\)/)]);
+  });
+
+  it("stops a split whose chunks outnumber the estimate before the batch that would pass the budget: the calls made stay within it, whole chunks are stored, no split is recorded", async () => {
+    const inst = uniqueInstance("split-budget-count");
+    const data = minimumSizeChunks(128, 83);
+    const d = await put(inst, data);
+    const chunks = await serverCut(data);
+    // 128 chunks where the estimate counts 33: two batches of 64, each up to 16 lookups, 64 puts and 16 adds.
+    expect(chunks.length).toBe(128);
+    expect(1 + splitCost(data.length, 512 * 1024, 16, 8 * MiB)).toBe(83);
+    const { result: err, ...calls } = await callsDuring(() => withSplitBudget("120", () => errorOf(cas.splitBlob({ instanceName: inst, blobDigest: d }))));
+    expect(err.code).toBe(Code.FailedPrecondition);
+    expect(err.rawMessage).toMatch(/would make \d+ subrequests with its next batch of chunks, over MAX_SPLIT_SUBREQUESTS \(120\).*ByteStream\.Read.*no split was recorded/);
+    // More calls than the estimate were made (the first batch), never more than the budget.
+    const made = calls.r2.length + calls.index.length;
+    expect(made).toBeGreaterThan(83);
+    expect(made).toBeLessThanOrEqual(120);
+    expect(calls.r2.filter((c) => c.startsWith("put ")).length).toBe(64);
+    // The first batch's chunks are stored, whole; the second's are not, nor is the split.
+    expect(await missingOf(inst, chunks.slice(0, 64))).toBe(0);
+    expect(await missingOf(inst, chunks.slice(64))).toBe(64);
+    expect(await splitRecorded(d.hash)).toBe(false);
+    // Within the default budget the split completes.
+    const split = await cas.splitBlob({ instanceName: inst, blobDigest: d });
+    expect(split.chunkDigests.map((c) => c.hash)).toEqual(chunks.map((c) => c.hash));
+  });
+
+  it("splitCost: chunks by the average size, two index calls per shard a batch is expected to touch, five more", () => {
+    // One chunk: one shard looked up and added to.
+    expect(splitCost(10, 512 * 1024, 16, 8 * MiB)).toBe(5 + 1 + 2);
+    // 1 GiB: 2,048 chunks in 128 batches of 16; with one shard each batch touches it.
+    expect(splitCost(1024 * MiB, 512 * 1024, 1, 8 * MiB)).toBe(5 + 2048 + 2 * 128);
+    // With 16, a batch of 16 chunks touches 16 x (1 - (15/16)^16) = 10.30 of them on average.
+    expect(splitCost(1024 * MiB, 512 * 1024, 16, 8 * MiB)).toBe(Math.ceil(5 + 2048 + 2 * 128 * 16 * (1 - (15 / 16) ** 16)));
+    expect(splitCost(1024 * MiB, 512 * 1024, 16, 8 * MiB)).toBe(4691);
+    // A part batch counts its own chunks: 7 chunks touch 5.82 shards.
+    expect(splitCost(3 * MiB + 5, 512 * 1024, 16, 8 * MiB)).toBe(24);
+    // At 1 KiB, a batch of 8,192 chunks touches every shard.
+    expect(splitCost(1024 * MiB, 1024, 16, 8 * MiB)).toBe(5 + 1024 * 1024 + 2 * 128 * 16);
+    // The README's "about 1.9 GiB" at the defaults.
+    expect(splitCost(1965 * MiB, 512 * 1024, 16, 8 * MiB)).toBeLessThanOrEqual(9000);
+    expect(splitCost(1966 * MiB, 512 * 1024, 16, 8 * MiB)).toBeGreaterThan(9000);
   });
 });
