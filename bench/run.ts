@@ -153,9 +153,9 @@ function hashCheck(expected: string) {
 }
 
 /**
- * One download of `b`; with `verify`, also hashes what arrives and checks it (the first pass of
- * each series does, so a surface cannot be fast by being wrong; best-of-N mostly comes from the
- * others, which only count bytes).
+ * One download of `b`; with `verify`, also hashes what arrives and checks it (each read's untimed
+ * pass before the timed rounds does, so a surface cannot be fast by being wrong; the timed passes
+ * count bytes).
  */
 async function download(what: string, b: BigBlob, verify: boolean, read: (onChunk?: (c: Buffer) => void) => Promise<number>) {
   const check = verify ? hashCheck(b.hash) : undefined;
@@ -297,7 +297,7 @@ async function main() {
   // once through every surface, each surface reading the blob uploaded over HTTP and the one
   // uploaded over ByteStream. With the default RESUMABLE_UPLOAD_ABOVE_BYTES (1 GiB) both are one
   // verified put; a worker set to a lower threshold stores the ByteStream upload multipart, which
-  // changes its read speed. The first round hashes and checks what it reads.
+  // changes its read speed. An untimed pass of each read first hashes and checks what it returns.
   const SINGLE = "uploaded over HTTP";
   const MULTI = "uploaded over ByteStream";
   const wide = connect(stack.grpcTarget, MiB); // grpc-java's (Bazel's) 1 MiB window, not grpc-js's 64 KiB

@@ -7,7 +7,7 @@
 import http2 from "node:http2";
 import { fromBinary } from "@bufbuild/protobuf";
 import { WriteResponseSchema } from "../../src/gen/google/bytestream/bytestream_pb.ts";
-import { FrameReader, readRequest } from "./grpc-web-read.ts";
+import { FrameReader, readRequest, varint } from "./grpc-web-read.ts";
 
 /** A connection to a gRPC server whose receive window is `window` bytes, per stream and in all. */
 export function grpcSession(target: string, window: number): http2.ClientHttp2Session {
@@ -53,13 +53,6 @@ export function grpcRead(session: http2.ClientHttp2Session, resource: string, on
     read.end(readRequest(resource));
   });
 }
-
-const varint = (n: number): number[] => {
-  const out: number[] = [];
-  for (; n >= 128; n = Math.floor(n / 128)) out.push((n % 128) | 128);
-  out.push(n);
-  return out;
-};
 
 /**
  * The frame header and WriteRequest fields in front of `dataLength` bytes of data: resource_name

@@ -4,7 +4,8 @@
 // end whole, and the trailers must say grpc-status 0 (the first round also hashes the bytes).
 import http from "node:http";
 
-const varint = (n: number): number[] => {
+/** A protobuf varint's bytes. */
+export const varint = (n: number): number[] => {
   const out: number[] = [];
   for (; n >= 128; n = Math.floor(n / 128)) out.push((n % 128) | 128);
   out.push(n);

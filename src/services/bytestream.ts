@@ -84,12 +84,12 @@ export const byteStreamService: ServiceImpl<typeof ByteStream> = {
         yield { offset: offsetOf(value.writeOffset, "write_offset"), data: value.data, finish: value.finishWrite };
       }
     }
-    if (!r.compressor) return { committedSize: BigInt(await uploadBlob(scope.store, r.uploadId, r.digest, firstOffset, chunks())) };
+    if (!r.compressor) return { committedSize: BigInt((await uploadBlob(scope.store, r.uploadId, r.digest, firstOffset, chunks())).committed) };
     const compressed = decompressedChunks(chunks(), firstOffset, r.digest.size);
-    const committed = await uploadBlob(scope.store, r.uploadId, r.digest, firstOffset, compressed.chunks);
-    // A whole compressed Write answers where its offsets reached (the first plus the compressed
-    // bytes): what Bazel checks committed_size against. A partial one answers what is committed.
-    return { committedSize: BigInt(committed === r.digest.size ? compressed.offset() : committed) };
+    const { committed, done } = await uploadBlob(scope.store, r.uploadId, r.digest, firstOffset, compressed.chunks);
+    // A finished compressed Write answers where its offsets reached (the first plus the compressed
+    // bytes): what Bazel checks committed_size against. An unfinished one answers what is committed.
+    return { committedSize: BigInt(done ? compressed.offset() : committed) };
   },
 
   async queryWriteStatus(req, ctx) {

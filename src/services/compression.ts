@@ -41,15 +41,14 @@ export function decompressedChunks(chunks: AsyncIterable<WriteChunk>, firstOffse
   let finished = false;
   async function* compressed(): AsyncGenerator<Uint8Array> {
     for await (const c of chunks) {
+      // Read on after finish_write: the client's stream ends there, or the Write is refused.
+      if (finished) throw invalidArgument("a message after finish_write");
       if (c.offset !== expected) {
         throw invalidArgument(`write_offset ${c.offset} where ${expected} was expected (the first offset plus the compressed bytes sent)`, "write_offset");
       }
       expected += c.data.byteLength;
       if (c.data.byteLength) yield c.data;
-      if (c.finish) {
-        finished = true;
-        return;
-      }
+      finished = c.finish;
     }
   }
   async function* uncompressed(): AsyncGenerator<WriteChunk> {

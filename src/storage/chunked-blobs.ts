@@ -62,7 +62,11 @@ const splitKey = (store: BlobStore, d: BlobDigest, cdc: FastCdc) => splitRecordK
 export async function splitBlob(store: BlobStore, d: BlobDigest, cdc: FastCdc, budget: SplitBudget = UNLIMITED): Promise<BlobDigest[]> {
   const known = await knownSplit(store, d, cdc);
   if (known.chunks) return known.chunks;
-  if (known.calls + budget.estimate > budget.max) throw budget.refuse(known.calls + budget.estimate, false);
+  if (known.calls + budget.estimate > budget.max) {
+    // An absent blob is NOT_FOUND, as for any split, not a split refused.
+    if ((await store.index.missing([d], true)).length > 0) throw notFound(`blob ${blobKey(d)} not found`);
+    throw budget.refuse(known.calls + budget.estimate, false);
+  }
   let calls = known.calls + OPENING_CALLS;
   // REAPI: a SplitBlob extends the blob's lifetime; the touch runs beside the opening read.
   const touch = store.index.missing([d], true);

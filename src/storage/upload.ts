@@ -52,16 +52,22 @@ const readSession = (store: BlobStore, uploadId: string, d: BlobDigest) =>
 const dropSession = (shard: ReturnType<BlobStore["index"]["shard"]>, key: string) => upkeep(shard.deleteUpload(key), "upload_state_left", { upload: key });
 
 /**
- * Consumes the chunks of one Write call. `firstOffset` must equal what is committed already.
- * Returns the committed size, which is the blob size once the blob is stored.
+ * Where a Write call left its upload: the bytes committed, and whether the blob is stored (a Write
+ * that sent every byte without finish_write has committed them all, and is not done).
  */
+export interface WriteResult {
+  committed: number;
+  done: boolean;
+}
+
+/** Consumes the chunks of one Write call. `firstOffset` must equal what is committed already. */
 export async function uploadBlob(
   store: BlobStore,
   uploadId: string,
   d: BlobDigest,
   firstOffset: number,
   chunks: AsyncIterable<WriteChunk>,
-): Promise<number> {
+): Promise<WriteResult> {
   if (d.size <= resumableAbove(store.env)) {
     if (firstOffset !== 0) throw invalidArgument(`write_offset ${firstOffset}: nothing is committed for this upload, start at 0`, "write_offset");
     const bytes = streamOf(chunks, 0, d.size);
@@ -70,10 +76,10 @@ export async function uploadBlob(
     } catch (e) {
       // A stream closed before finish_write is no error: a single put commits nothing until the
       // blob is whole, so the client resumes at 0.
-      if (bytes.endedEarly()) return 0;
+      if (bytes.endedEarly()) return { committed: 0, done: false };
       throw e;
     }
-    return d.size;
+    return { committed: d.size, done: true };
   }
   return writeMultipart(store, uploadId, d, firstOffset, chunks);
 }
@@ -137,7 +143,7 @@ async function writeMultipart(
   d: BlobDigest,
   firstOffset: number,
   chunks: AsyncIterable<WriteChunk>,
-): Promise<number> {
+): Promise<WriteResult> {
   const shard = store.index.shard(d.hash);
   const key = sessionKey(uploadId, d);
   const bucket = store.env.CAS;
@@ -197,7 +203,7 @@ async function writeMultipart(
       );
       // The session stays at the last whole part: the client resumes from there. A stream
       // closed without finish_write is answered with that, not an error.
-      if (e instanceof EndedEarly) return session.committed;
+      if (e instanceof EndedEarly) return { committed: session.committed, done: false };
       // The client's data refused is the answer; otherwise R2's reason, not the aborted write's.
       throw partFailed(partNumber, session.committed, e instanceof ConnectError ? e : (refused ?? e));
     }
@@ -225,7 +231,7 @@ async function writeMultipart(
   } catch (e) {
     // Closed without finish_write: not finished. Every part is kept; a Write at committed_size
     // with finish_write completes the blob.
-    if (e instanceof EndedEarly) return session.committed;
+    if (e instanceof EndedEarly) return { committed: session.committed, done: false };
     throw e;
   }
   const actual = hex(hasher.digest());
@@ -237,7 +243,7 @@ async function writeMultipart(
   await complete(store, mpu, session, d);
   await store.index.add([d]);
   await dropSession(shard, key);
-  return d.size;
+  return { committed: d.size, done: true };
 }
 
 /**

@@ -312,15 +312,22 @@ describe("SplitBlob's subrequest budget (MAX_SPLIT_SUBREQUESTS)", () => {
     expect(err.code).toBe(Code.FailedPrecondition);
     expect(err.rawMessage).toMatch(new RegExp(`blob ${d.hash}/3145733 \\(3145733 bytes\\).*makes about 25 subrequests, over MAX_SPLIT_SUBREQUESTS \\(24\\)`));
     expect(err.rawMessage).toMatch(/read it whole with ByteStream\.Read.*nothing was read or stored/);
-    // Nothing read but the absent split record, nothing asked of the index, nothing stored.
-    expect(calls).toEqual({ r2: [expect.stringMatching(/^get splits\//)], index: [] });
+    // Nothing read but the absent split record and the blob's presence in the index, nothing stored.
+    expect(calls).toEqual({ r2: [expect.stringMatching(/^get splits\//)], index: ["present"] });
     expect(await missingOf(inst, chunks)).toBe(chunks.length);
     expect(await splitRecorded(d.hash)).toBe(false);
 
+    // 25 also suffices for the count while cutting: this (seeded) blob's 7 chunks fall in 6 of the 16 shards.
     const split = await withSplitBudget("25", () => cas.splitBlob({ instanceName: inst, blobDigest: d }));
     expect(split.chunkDigests.map((c) => c.hash)).toEqual(chunks.map((c) => c.hash));
     expect(await missingOf(inst, chunks)).toBe(0);
     expect(await splitRecorded(d.hash)).toBe(true);
+  });
+
+  it("answers NOT_FOUND for an absent blob, whatever the budget", async () => {
+    const d = await digestOf(pseudoRandom(3 * MiB + 5, 84));
+    const err = await withSplitBudget("1", () => errorOf(cas.splitBlob({ instanceName: uniqueInstance("split-budget-absent"), blobDigest: d })));
+    expect(err.code).toBe(Code.NotFound);
   });
 
   it("answers a recorded split under any budget; the same blob cut afresh is refused", async () => {

@@ -235,6 +235,28 @@ describe("large compressed Writes (multipart)", () => {
     expect((await bs.write(compressedWrite(ok, alone, 0, 256 * 1024))).committedSize).toBe(BigInt(alone.byteLength));
     expect(await stored(d.hash)).toBe(true);
   });
+
+  it("refuses a message after finish_write; every byte without finish_write leaves the upload unfinished, answered in uncompressed bytes", async () => {
+    const size = PART_SIZE + 2000;
+    const data = compressible(size, 9);
+    const d = await digestOf(data);
+    const zstd = await zstdCompress(data);
+    const name = () => `ci/uploads/${crypto.randomUUID()}/compressed-blobs/zstd/${d.hash}/${d.sizeBytes}`;
+    const res = name();
+    async function* afterFinish() {
+      yield* compressedWrite(res, zstd, 0, 256 * 1024);
+      yield { writeOffset: BigInt(zstd.byteLength), data: new Uint8Array() };
+    }
+    const err = await errorOf(bs.write(afterFinish()));
+    expect([err.code, err.rawMessage]).toEqual([Code.InvalidArgument, "a message after finish_write"]);
+    expect(await stored(d.hash)).toBe(false);
+    // Every compressed byte, no finish_write: committed_size is the uncompressed bytes committed
+    // (as QueryWriteStatus says), not the compressed length a finished Write answers.
+    const open = name();
+    expect((await bs.write(compressedWrite(open, zstd, 0, 256 * 1024, false))).committedSize).toBe(d.sizeBytes);
+    expect(await bs.queryWriteStatus({ resourceName: open })).toMatchObject({ committedSize: d.sizeBytes, complete: false });
+    expect(await stored(d.hash)).toBe(false);
+  });
 });
 
 describe("batches with zstd", () => {
